@@ -1,0 +1,84 @@
+"""`sleeplm-assistant` command line: inspect, analyze, ask, serve, demo.
+
+Each subcommand is a thin shell over a library function; errors the user can fix
+(`SleepLMError`) are printed without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sleeplm.errors import SleepLMError
+
+
+def _cmd_inspect(args) -> int:
+    from sleeplm.io import load_recording
+
+    rec = load_recording(args.file)
+    print(rec.describe())
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    from sleeplm.report import analyze_to_dir
+
+    written = analyze_to_dir(args.file, args.out)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _cmd_ask(args) -> int:
+    from assistant.cli import run_ask
+
+    return run_ask(args)
+
+
+def _cmd_serve(args) -> int:
+    import app
+
+    app.serve(host=args.host, port=args.port, recording=args.recording)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sleeplm-assistant", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="preflight report of a recording's channels")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("analyze", help="measure the night (no LLM) and write summary/events/hypnogram/report")
+    p.add_argument("file")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("ask", help="ask one question about a recording")
+    p.add_argument("file")
+    p.add_argument("question")
+    p.add_argument("--llm", default=None, help="LLM backend spec (see README); default: config/env, else embedded")
+    p.add_argument("--audience", choices=("clinician", "patient"), default="clinician")
+    p.add_argument("--json", action="store_true", help="print one JSON object (answer, tool_calls, grounding, llm, llm_messages)")
+    p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("serve", help="start the Gradio app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--recording", default=None, help="preload this recording (default: the built-in demo night)")
+    p.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SleepLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

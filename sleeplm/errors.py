@@ -1,0 +1,54 @@
+"""Error hierarchy. Every message says what is wrong and what the user can do about it."""
+
+__all__ = [
+    "SleepLMError",
+    "RecordingError",
+    "NotARecordingError",
+    "CorruptRecordingError",
+    "TooShortError",
+    "DiscontinuousRecordingError",
+    "ChannelMappingError",
+    "TensorFormatError",
+    "CheckpointError",
+    "ModelUnavailableError",
+]
+
+
+class SleepLMError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class RecordingError(SleepLMError):
+    """The uploaded recording cannot be used as it is."""
+
+
+class NotARecordingError(RecordingError):
+    """The file is not an EDF/EDF+/BDF recording or a SleepLM tensor (wrong type, empty, random bytes)."""
+
+
+class CorruptRecordingError(RecordingError):
+    """The file claims to be EDF/BDF but its header and data disagree (truncated, bad record count...)."""
+
+
+class TooShortError(RecordingError):
+    """The recording holds less than one 30-s epoch."""
+
+
+class DiscontinuousRecordingError(RecordingError):
+    """EDF+D with gaps: epochs would silently straddle missing data."""
+
+
+class ChannelMappingError(RecordingError):
+    """No recognisable sleep channel, or a user channel map that names channels the file lacks."""
+
+
+class TensorFormatError(RecordingError):
+    """A ready tensor of the wrong shape, dtype or content."""
+
+
+class CheckpointError(SleepLMError):
+    """A checkpoint that does not fit the network (missing keys, wrong shapes, unreadable file)."""
+
+
+class ModelUnavailableError(CheckpointError):
+    """Weights cannot be obtained (hub unreachable and nothing cached); pass a local file instead."""

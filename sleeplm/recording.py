@@ -1,0 +1,217 @@
+"""The `Recording`: one loaded, validated, SleepLM-ready night.
+
+Everything downstream (model, measurements, tools, app) consumes this one object.
+It holds the model input (`epochs`, z-scored, SleepLM channel order), the physical
+signals the measurements need, the reference scoring found in the file, and time
+helpers so that every result can be cited as clock time + elapsed time + epoch range.
+
+It is de-identified by construction: no patient name/id, birthdate, recording date
+or original file name is stored in any field.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "CANONICAL_CHANNELS",
+    "POSITION_CODES",
+    "STAGES",
+    "EPOCH_SEC",
+    "SFREQ",
+    "EPOCH_SAMPLES",
+    "Signal",
+    "ChannelInfo",
+    "ReferenceScoring",
+    "Recording",
+    "format_elapsed",
+    "format_clock",
+]
+
+EPOCH_SEC = 30
+SFREQ = 64
+EPOCH_SAMPLES = EPOCH_SEC * SFREQ  # 1920
+
+# SleepLM input order (README of yang-ai-lab/SleepLM).
+CANONICAL_CHANNELS = (
+    "ECG",
+    "ABD",
+    "THX",
+    "AF",
+    "EOG_Left",
+    "EOG_Right",
+    "EEG_C3_A2",
+    "EEG_C4_A1",
+    "EMG_Chin",
+    "POS",
+)
+POS_INDEX = CANONICAL_CHANNELS.index("POS")
+
+POSITION_CODES = {0: "Right", 1: "Left", 2: "Supine", 3: "Prone", 4: "Upright", -1: "Unknown"}
+
+# Stage labels used everywhere (hypnograms are arrays of these strings; "?" = unscored/artefact).
+STAGES = ("W", "N1", "N2", "N3", "R")
+
+
+def format_elapsed(seconds: float) -> str:
+    """Elapsed time since recording start, e.g. ``"3h10m00s"``."""
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s"
+
+
+def format_clock(seconds_since_midnight: float) -> str:
+    """Clock time of day ``"HH:MM:SS"`` (wraps past midnight)."""
+    total = int(round(seconds_since_midnight)) % 86400
+    h, rem = divmod(total, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}"
+
+
+@dataclass
+class Signal:
+    """One signal in physical units at its analysis rate.
+
+    Attributes
+    ----------
+    data : 1-D float array, physical units (`unit`).
+    sfreq : sampling rate in Hz.
+    unit : physical unit, e.g. ``"uV"``, ``"%"``, ``"bpm"``, ``"code"`` for POS.
+    source : the file's channel label it came from (a label, never a patient field),
+        or a derivation such as ``"C3-M2 (C3 - M2)"``.
+    """
+
+    data: np.ndarray
+    sfreq: float
+    unit: str
+    source: str
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.data) / self.sfreq
+
+
+@dataclass
+class ChannelInfo:
+    """Preflight facts about one canonical channel."""
+
+    canonical: str
+    present: bool
+    source: str | None = None  # file label(s) that fed it
+    derived: bool = False  # built from monopolar channels (e.g. C3 - M2)
+    original_sfreq: float | None = None
+    unit: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReferenceScoring:
+    """Scoring found in the file itself (EDF+ annotations): stages and events.
+
+    Attributes
+    ----------
+    stages : per-epoch stage labels aligned to `Recording.epochs` (values in STAGES or "?"),
+        or None when the file has no stage annotations.
+    events : DataFrame with columns ``onset_s, duration_s, kind, subtype, label``;
+        kind in {apnea, hypopnea, desaturation, arousal, ...}, label the raw annotation text.
+    """
+
+    stages: np.ndarray | None
+    events: pd.DataFrame
+
+
+@dataclass
+class Recording:
+    """A loaded night.
+
+    Attributes
+    ----------
+    epochs : float32 [N, 10, 1920], SleepLM channel order, 64 Hz, z-scored per channel
+        (POS holds integer position codes, not z-scored), missing channels zero-filled.
+    channel_present : bool [10], one per CANONICAL_CHANNELS entry.
+    channels : ChannelInfo per canonical channel (same order).
+    signals : physical-unit signals by name. Canonical names for the 10 channels
+        (POS in codes at its own rate) plus extras such as ``"SpO2"`` (%), ``"HR"`` (bpm),
+        ``"Snore"``, ``"Pressure"``.
+    start_seconds : clock start as seconds since midnight (time of day only, no date),
+        or None when the file carries no usable start time.
+    normalization : how `epochs` were z-scored: ``"night_robust"`` or ``"per_epoch"``.
+    position_map : name of the vendor position map used to decode POS, or None.
+    reference : scoring found in the file, or None.
+    source_format : "EDF", "EDF+", "BDF", "BDF+", "tensor".
+    content_hash : sha256 of the raw input bytes (keys caches; not identifying by itself).
+    warnings : recording-level warnings (very short, mostly unknown position, ...).
+    """
+
+    epochs: np.ndarray
+    channel_present: np.ndarray
+    channels: list[ChannelInfo]
+    signals: dict[str, Signal]
+    start_seconds: float | None
+    normalization: str
+    position_map: str | None
+    reference: ReferenceScoring | None
+    source_format: str
+    content_hash: str
+    warnings: list[str] = field(default_factory=list)
+
+    # ---- size -------------------------------------------------------------------------
+    @property
+    def n_epochs(self) -> int:
+        return int(self.epochs.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_epochs * EPOCH_SEC
+
+    def has(self, name: str) -> bool:
+        """True when a canonical channel is present or an extra signal exists."""
+        if name in CANONICAL_CHANNELS:
+            return bool(self.channel_present[CANONICAL_CHANNELS.index(name)])
+        return name in self.signals
+
+    # ---- time -------------------------------------------------------------------------
+    def clock_at(self, seconds: float) -> str | None:
+        """Clock time ``"HH:MM:SS"`` at `seconds` after recording start (None if unknown)."""
+        if self.start_seconds is None:
+            return None
+        return format_clock(self.start_seconds + seconds)
+
+    def epoch_clock(self, epoch: int) -> str | None:
+        """Clock time at the start of `epoch`."""
+        return self.clock_at(epoch * EPOCH_SEC)
+
+    def epoch_elapsed(self, epoch: int) -> str:
+        """Elapsed time at the start of `epoch`, e.g. ``"1h02m30s"``."""
+        return format_elapsed(epoch * EPOCH_SEC)
+
+    def epoch_of(self, seconds: float) -> int:
+        """Epoch index that contains `seconds` after start (clipped to the night)."""
+        return int(min(max(seconds // EPOCH_SEC, 0), max(self.n_epochs - 1, 0)))
+
+    def cite(self, start_s: float, end_s: float) -> dict:
+        """Time citation of an interval in seconds from start: clock, elapsed and epoch range.
+
+        The epoch range is inclusive; `end_s` is exclusive.
+        """
+        end_s = max(end_s, start_s)
+        last = self.epoch_of(max(end_s - 1e-6, start_s))
+        return {
+            "clock_start": self.clock_at(start_s),
+            "clock_end": self.clock_at(end_s),
+            "elapsed_start": format_elapsed(start_s),
+            "elapsed_end": format_elapsed(end_s),
+            "epoch_start": self.epoch_of(start_s),
+            "epoch_end": last,
+            "start_s": round(float(start_s), 2),
+            "end_s": round(float(end_s), 2),
+        }
+
+    def cite_epochs(self, first: int, last: int) -> dict:
+        """Time citation of the inclusive epoch range ``first..last``."""
+        return self.cite(first * EPOCH_SEC, (last + 1) * EPOCH_SEC)
