@@ -1,0 +1,192 @@
+"""Check that every number and time in an answer came from that turn's tool results.
+
+An answer passes when each figure it states (plain numbers, percentages, clock times,
+elapsed times) can be found among the figures of the tool results, allowing for formatting
+("23.4" vs 23.40, "02:30" vs "02:30:00", "3h10m" vs "3h10m00s", "2:30 am") and for rounding
+to the precision the answer shows ("23" or "23.5" for 23.46). Unmatched figures are reported
+so the session can flag them to the user.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+__all__ = ["Figure", "Grounding", "extract_figures", "collect_tool_figures", "check_grounding", "grounding_note"]
+
+# Clock times "02:30", "2:30:15", optionally "am"/"pm".
+_CLOCK = r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])(?:\s*([ap])\.?m\.?\b)?"
+# Elapsed times "3h10m", "3h10m00s", "3 h 10 min", "3 hours 10 minutes" (hours and minutes both present).
+_ELAPSED = (
+    r"(?<![\w.])(\d+)\s*h(?:ours?|rs?)?\s*,?\s*(\d{1,2})\s*m(?:in(?:utes?|s)?)?"
+    r"(?:\s*(\d{1,2})\s*s(?:ec(?:onds?|s)?)?)?(?![a-z])"
+)
+# Plain numbers not glued to letters (so "N3", "SpO2", "T90", "1A" are names, not figures).
+_NUMBER = r"(?<![\w.])(\d+(?:,\d{3})*(?:\.\d+)?)(?![\w]|\.\d)"
+_PATTERN = re.compile(rf"(?P<clock>{_CLOCK})|(?P<elapsed>{_ELAPSED})|(?P<number>{_NUMBER})", re.IGNORECASE)
+# Markdown list markers "1." / "2)" at a line start are layout, not figures.
+_LIST_MARKER = re.compile(r"^\s*\d+[.)]\s", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure found in text.
+
+    Attributes
+    ----------
+    text : as written, e.g. ``"02:30"``.
+    kind : "clock" (value in seconds of the day), "elapsed" (seconds) or "number".
+    value : normalised value.
+    step : resolution implied by the writing (1 s for "02:30:15", 60 s for "02:30",
+        0.1 for "23.4", 1 for "23").
+    """
+
+    text: str
+    kind: str
+    value: float
+    step: float
+
+
+@dataclass
+class Grounding:
+    """Result of a grounding check: figures matched and not matched to tool results."""
+
+    matched: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unmatched
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _clock_figure(match: re.Match, offset: int) -> Figure:
+    hour, minute, second, ampm = (match.group(offset + i) for i in range(4))
+    hour, minute = int(hour), int(minute)
+    if ampm:
+        hour = hour % 12 + (12 if ampm.lower() == "p" else 0)
+    value = hour * 3600 + minute * 60 + int(second or 0)
+    return Figure(match.group(0).strip(), "clock", float(value), 1.0 if second else 60.0)
+
+
+def _elapsed_figure(match: re.Match, offset: int) -> Figure:
+    hours, minutes, seconds = (match.group(offset + i) for i in range(3))
+    value = int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
+    return Figure(match.group(0).strip(), "elapsed", float(value), 1.0 if seconds else 60.0)
+
+
+def _number_figure(text: str) -> Figure:
+    plain = text.replace(",", "")
+    decimals = len(plain.split(".")[1]) if "." in plain else 0
+    return Figure(text, "number", float(plain), 10.0**-decimals)
+
+
+def extract_figures(text: str) -> list[Figure]:
+    """Every clock time, elapsed time and number written in `text`, in order.
+
+    Parameters
+    ----------
+    text : free text (an answer, or a tool's findings).
+
+    Returns
+    -------
+    list of Figure.
+    """
+    text = _LIST_MARKER.sub(" ", text)
+    clock_at = _PATTERN.groupindex["clock"] + 1
+    elapsed_at = _PATTERN.groupindex["elapsed"] + 1
+    figures = []
+    for match in _PATTERN.finditer(text):
+        if match.group("clock"):
+            figures.append(_clock_figure(match, clock_at))
+        elif match.group("elapsed"):
+            figures.append(_elapsed_figure(match, elapsed_at))
+        elif match.group("number"):
+            figures.append(_number_figure(match.group("number")))
+    return figures
+
+
+def _walk(value: Any) -> Iterable[Figure]:
+    """Figures of a tool result: numeric leaves as exact numbers, strings parsed for figures."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, (int, float)):
+        if value == value:  # NaN is never a figure
+            yield Figure(repr(value), "number", abs(float(value)), 0.0)
+    elif isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except (ValueError, TypeError):
+            decoded = None
+        if isinstance(decoded, (dict, list)):
+            yield from _walk(decoded)
+        else:
+            yield from extract_figures(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _walk(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _walk(item)
+
+
+def collect_tool_figures(tool_results: Iterable[Any]) -> list[Figure]:
+    """All figures in a turn's tool results (dicts, lists, JSON strings or text)."""
+    return [figure for result in tool_results for figure in _walk(result)]
+
+
+def _same(answer: Figure, source: Figure) -> bool:
+    """True when `answer` is `source` written at the answer's precision."""
+    if answer.kind == "number":
+        if source.kind != "number":
+            return False
+        # Rounding to the shown precision, either direction of a half-step.
+        return abs(answer.value - source.value) <= answer.step / 2 + 1e-9
+    if answer.kind != source.kind:
+        return False
+    if answer.kind == "clock":
+        diff = (source.value - answer.value) % 86400
+        # "02:30" stands for 02:30:00-02:30:59 (truncation) or a rounded minute.
+        return diff < answer.step or (86400 - diff) <= answer.step / 2
+    diff = source.value - answer.value
+    return -answer.step / 2 <= diff < answer.step
+
+
+def check_grounding(answer: str, tool_results: Iterable[Any]) -> Grounding:
+    """Match every figure of `answer` against the figures of `tool_results`.
+
+    Parameters
+    ----------
+    answer : the text shown to the user.
+    tool_results : this turn's tool outputs (dicts or strings).
+
+    Returns
+    -------
+    Grounding with the matched and unmatched figures as written in the answer.
+
+    Examples
+    --------
+    >>> check_grounding("AHI 23 at 02:30", [{"ahi": 23.4, "clock_start": "02:30:00"}]).unmatched
+    []
+    """
+    sources = collect_tool_figures(tool_results)
+    report = Grounding()
+    for figure in extract_figures(answer):
+        matched = any(_same(figure, source) for source in sources)
+        (report.matched if matched else report.unmatched).append(figure.text)
+    return report
+
+
+def grounding_note(report: Grounding) -> str:
+    """The note appended to an answer whose figures could not all be verified ('' when none)."""
+    if report.ok:
+        return ""
+    listed = ", ".join(dict.fromkeys(report.unmatched))
+    return (
+        "\n\nNote: these figures in the answer were not found in the tool results and may be "
+        f"wrong: {listed}. Ask again or check the tool results."
+    )

@@ -1,0 +1,74 @@
+"""Grounding check: every figure of an answer must come from the turn's tool results."""
+
+import json
+
+import pytest
+
+from assistant.grounding import check_grounding, extract_figures, grounding_note
+
+TOOL_RESULTS = [
+    {
+        "tool": "night_summary",
+        "ahi": 23.456,
+        "tst_min": 402.5,
+        "N3_min": 61.0,
+        "findings": ["Total sleep time 402.5 min; AHI 23.5 events/h (moderate band, screening only)."],
+    },
+    json.dumps(
+        {
+            "episodes": [
+                {"clock_start": "02:30:00", "clock_end": "02:41:30", "elapsed_start": "3h10m00s",
+                 "epoch_start": 380, "epoch_end": 402, "min_spo2": 84}
+            ]
+        }
+    ),
+]
+
+
+def test_extract_figures_kinds_and_values():
+    figures = extract_figures("At 2:30 am (3h10m into the night, epochs 380-402) SpO2 fell to 84%; N3 was 61.0 min.")
+    kinds = [(f.kind, f.value) for f in figures]
+    assert kinds == [
+        ("clock", 2 * 3600 + 30 * 60),
+        ("elapsed", 3 * 3600 + 10 * 60),
+        ("number", 380.0),
+        ("number", 402.0),
+        ("number", 84.0),
+        ("number", 61.0),
+    ]  # "SpO2" and "N3" are names, not figures
+
+
+def test_grounded_answer_passes_with_formatting_and_rounding():
+    answer = (
+        "Your AHI was 23.46 (about 23 per hour). Oxygen dipped to 84% from 02:30 to 02:41:30, "
+        "which is 3 h 10 min after the start (epochs 380-402). Total sleep 402.5 minutes, deep sleep 61 min."
+    )
+    report = check_grounding(answer, TOOL_RESULTS)
+    assert report.unmatched == []
+    assert "23.46" in report.matched and "02:30" in report.matched and "402.5" in report.matched
+    assert grounding_note(report) == ""
+
+
+def test_ungrounded_answer_is_flagged():
+    report = check_grounding("You had 41 apneas, the worst at 04:15, AHI 27.9.", TOOL_RESULTS)
+    assert report.unmatched == ["41", "04:15", "27.9"]
+    assert report.matched == []
+    note = grounding_note(report)
+    assert "41, 04:15, 27.9" in note and "not found in the tool results" in note
+
+
+def test_mixed_answer_reports_both():
+    report = check_grounding("AHI 23.5; lowest SpO2 81% at 02:30.", TOOL_RESULTS)
+    assert report.matched == ["23.5", "02:30"]
+    assert report.unmatched == ["81"]
+
+
+@pytest.mark.parametrize("written", ["23.4", "22", "02:29", "02:45", "3h11m"])
+def test_rounding_is_limited_to_shown_precision(written):
+    # 23.456 rounds to 23.5 (not 23.4) or 23 (not 22); 02:30:00 is not 02:29 or 02:45.
+    assert check_grounding(written, TOOL_RESULTS).unmatched == [written]
+
+
+def test_list_markers_are_not_figures():
+    report = check_grounding("1. AHI 23.5\n2. N3 61 min", TOOL_RESULTS)
+    assert report.unmatched == [] and report.matched == ["23.5", "61"]
