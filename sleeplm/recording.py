@@ -104,6 +104,7 @@ class ChannelInfo:
     present: bool
     source: str | None = None  # file label(s) that fed it
     derived: bool = False  # built from monopolar channels (e.g. C3 - M2)
+    substitute: bool = False  # a stand-in channel (e.g. Fpz-Cz for C3-A2); the warning names it
     original_sfreq: float | None = None
     unit: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -146,6 +147,7 @@ class Recording:
     source_format : "EDF", "EDF+", "BDF", "BDF+", "tensor".
     content_hash : sha256 of the raw input bytes (keys caches; not identifying by itself).
     warnings : recording-level warnings (very short, mostly unknown position, ...).
+    extra_channels : ChannelInfo of the extra signals found (SpO2, HR, Snore, Pressure, Light).
     """
 
     epochs: np.ndarray
@@ -159,6 +161,7 @@ class Recording:
     source_format: str
     content_hash: str
     warnings: list[str] = field(default_factory=list)
+    extra_channels: list[ChannelInfo] = field(default_factory=list)
 
     # ---- size -------------------------------------------------------------------------
     @property
@@ -174,6 +177,25 @@ class Recording:
         if name in CANONICAL_CHANNELS:
             return bool(self.channel_present[CANONICAL_CHANNELS.index(name)])
         return name in self.signals
+
+    def describe(self) -> str:
+        """Preflight report: recording facts, then one line per channel (source, rate, status, warnings)."""
+        from sleeplm.io import preflight_table
+
+        start = self.clock_at(0) or "unknown"
+        lines = [
+            f"Format: {self.source_format}   Epochs: {self.n_epochs} x {EPOCH_SEC} s "
+            f"({format_elapsed(self.duration_s)})   Start: {start}",
+            f"Normalization: {self.normalization}   Position map: {self.position_map or 'none'}   "
+            f"Channels present: {int(self.channel_present.sum())}/{len(CANONICAL_CHANNELS)}",
+        ]
+        if self.reference is not None:
+            n_staged = 0 if self.reference.stages is None else int((self.reference.stages != "?").sum())
+            lines.append(f"Reference scoring: {n_staged} staged epochs, {len(self.reference.events)} events")
+        lines += [f"Warning: {w}" for w in self.warnings]
+        table = preflight_table(self).fillna("")
+        lines.append(table.to_string(index=False))
+        return "\n".join(lines)
 
     # ---- time -------------------------------------------------------------------------
     def clock_at(self, seconds: float) -> str | None:

@@ -1,0 +1,131 @@
+"""EDF+ annotations -> reference scoring: sleep stages per epoch and scored events.
+
+Scoring software writes the same facts in many styles ("Sleep stage 2", "N2", "Stage 2 sleep|2",
+"Obstructive Apnea", "Obs. Hypopnea"...). This module maps them onto the stage labels of
+`sleeplm.recording.STAGES` (stage 4 merged into N3, per AASM 2007) and onto event kinds and
+subtypes. Labels it does not know are kept as kind ``"other"`` with their raw text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pandas as pd
+
+from sleeplm.recording import EPOCH_SEC, ReferenceScoring
+
+__all__ = ["parse_stage_label", "parse_event_label", "reference_from_annotations"]
+
+logger = logging.getLogger(__name__)
+
+# Stage token (after stripping "sleep stage"/"stage"/"sleep" words) -> stage label.
+_STAGE_TOKENS = {
+    "w": "W", "wake": "W", "awake": "W", "0": "W",
+    "1": "N1", "n1": "N1", "s1": "N1",
+    "2": "N2", "n2": "N2", "s2": "N2",
+    "3": "N3", "n3": "N3", "s3": "N3", "4": "N3", "n4": "N3", "s4": "N3", "sws": "N3",
+    "r": "R", "rem": "R", "5": "R",
+    "?": "?", "unknown": "?", "unscored": "?", "movement time": "?", "movement": "?", "mt": "?", "m": "?",
+    "artefact": "?", "artifact": "?", "no stage": "?", "nostage": "?",
+}
+_STAGE_WORDS = re.compile(r"\b(sleep\s*stage|sleep_stage|stage|sleep)\b")
+
+# (pattern on the lower-cased label, kind, subtype). First match wins, so specific before general.
+_EVENT_RULES: tuple[tuple[str, str, str], ...] = (
+    (r"obstructive\s*hypopnea|obs\.?\s*hypopnea|hypopnea.*obstructive", "hypopnea", "obstructive"),
+    (r"central\s*hypopnea|hypopnea.*central", "hypopnea", "central"),
+    (r"mixed\s*hypopnea", "hypopnea", "mixed"),
+    (r"hypopn", "hypopnea", "unspecified"),
+    (r"obstructive\s*apn|obs\.?\s*apn|\boa\b|apnea.*obstructive", "apnea", "obstructive"),
+    (r"central\s*apn|\bca\b|apnea.*central", "apnea", "central"),
+    (r"mixed\s*apn|apnea.*mixed", "apnea", "mixed"),
+    (r"apn", "apnea", "unspecified"),
+    (r"\brera\b|respiratory effort related arousal", "rera", ""),
+    (r"desat|spo2.*(drop|fall)|oxygen desaturation", "desaturation", ""),
+    (r"periodic\s*limb|\bplm", "limb_movement", "periodic"),
+    (r"limb\s*mov|leg\s*mov|\blm\b", "limb_movement", ""),
+    (r"arousal|\barou", "arousal", ""),
+    (r"tachycard", "tachycardia", ""),
+    (r"bradycard", "bradycardia", ""),
+    (r"snor", "snore", ""),
+    (r"position|supine|prone|left side|right side|upright", "position_change", ""),
+    (r"lights?\s*(off|out)", "lights_off", ""),
+    (r"lights?\s*on", "lights_on", ""),
+    (r"artefact|artifact", "artefact", ""),
+)
+
+_EVENT_COLUMNS = ["onset_s", "duration_s", "kind", "subtype", "label"]
+
+
+def parse_stage_label(label: str) -> str | None:
+    """Stage label (``"W","N1","N2","N3","R","?"``) of a stage annotation, or None if it is not one.
+
+    >>> parse_stage_label("Sleep stage 4"), parse_stage_label("Stage 2 sleep|2"), parse_stage_label("REM")
+    ('N3', 'N2', 'R')
+    """
+    text = label.strip().lower()
+    if "|" in text:  # "Stage 2 sleep|2": the part after the bar is the code
+        text = text.split("|")[-1].strip() or text.split("|")[0].strip()
+    has_stage_word = bool(_STAGE_WORDS.search(text))
+    token = re.sub(r"\s+", " ", _STAGE_WORDS.sub(" ", text)).strip(" :-_")
+    # A bare code ("2", "?", "m") is a stage only when it is the whole label or follows a stage word.
+    if token in _STAGE_TOKENS and (has_stage_word or token == text):
+        return _STAGE_TOKENS[token]
+    return None
+
+
+def parse_event_label(label: str) -> tuple[str, str]:
+    """``(kind, subtype)`` of an event annotation; unknown labels give ``("other", "")``.
+
+    >>> parse_event_label("Obstructive Apnea"), parse_event_label("SpO2 desaturation")
+    (('apnea', 'obstructive'), ('desaturation', ''))
+    """
+    text = label.strip().lower()
+    for pattern, kind, subtype in _EVENT_RULES:
+        if re.search(pattern, text):
+            return kind, subtype
+    return "other", ""
+
+
+def reference_from_annotations(onsets_s, durations_s, labels, n_epochs: int) -> ReferenceScoring | None:
+    """Build the reference scoring from annotation triplets.
+
+    Parameters
+    ----------
+    onsets_s, durations_s : seconds from recording start (a duration of 0 or NaN for a stage
+        annotation means one epoch).
+    labels : raw annotation texts.
+    n_epochs : epochs in the recording; stages are aligned to this 30-s grid.
+
+    Returns
+    -------
+    ReferenceScoring, or None when there is no annotation at all. Stages are None when no stage
+    annotation exists; epochs no stage annotation covers are ``"?"``. A stage annotation fills
+    every epoch whose start lies inside it (an onset off the grid is rounded to the nearest epoch).
+    """
+    onsets = np.asarray(onsets_s, dtype=float)
+    durations = np.nan_to_num(np.asarray(durations_s, dtype=float))
+    labels = [str(lab) for lab in labels]
+    if not labels:
+        return None
+    stages = np.full(n_epochs, "?", dtype="<U2")
+    n_stage = 0
+    events = []
+    for onset, duration, label in zip(onsets, durations, labels):
+        stage = parse_stage_label(label)
+        if stage is not None:
+            n_stage += 1
+            first = int(round(onset / EPOCH_SEC))
+            n = max(int(round(duration / EPOCH_SEC)), 1)
+            if first < n_epochs:
+                stages[max(first, 0) : min(first + n, n_epochs)] = stage
+            continue
+        kind, subtype = parse_event_label(label)
+        events.append((float(onset), float(duration), kind, subtype, label))
+    logger.debug("annotations: %d stage, %d event", n_stage, len(events))
+    return ReferenceScoring(
+        stages=stages if n_stage else None,
+        events=pd.DataFrame(events, columns=_EVENT_COLUMNS),
+    )

@@ -1,0 +1,564 @@
+"""Load a polysomnography night into a validated, SleepLM-ready, de-identified `Recording`.
+
+Inputs: EDF, EDF+ and BDF files (read through mne after this module has verified the header
+against the file itself, because mne silently accepts truncated files, EDF+D gaps, 24-bit data
+in a ``.edf`` file and a record duration of 0), or ready SleepLM tensors (``.pt``/``.npy``,
+float32 ``[N, 10, 1920]``).
+
+The result holds the z-scored 64-Hz epochs for SleepLM, the physical-unit signals for the
+measurements, the start clock time, the reference scoring found in EDF+ annotations, and a
+preflight record per channel. Nothing identifying is kept: patient and recording header fields,
+the date and the file name are read past, never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sleeplm import channels as chmap
+from sleeplm import preprocess
+from sleeplm.annotations import reference_from_annotations
+from sleeplm.errors import (
+    ChannelMappingError,
+    CorruptRecordingError,
+    DiscontinuousRecordingError,
+    TensorFormatError,
+    NotARecordingError,
+    RecordingError,
+    TooShortError,
+)
+from sleeplm.recording import (
+    CANONICAL_CHANNELS,
+    EPOCH_SEC,
+    SFREQ,
+    EPOCH_SAMPLES,
+    POS_INDEX,
+    POSITION_CODES,
+    ChannelInfo,
+    Recording,
+    Signal,
+)
+
+__all__ = ["EdfHeader", "read_edf_header", "load_recording", "preflight_table", "SIGNAL_RATE_LIMITS"]
+
+logger = logging.getLogger(__name__)
+
+_EDF_SUFFIXES = {".edf": "EDF", ".rec": "EDF", ".bdf": "BDF"}
+_TENSOR_SUFFIXES = {".pt", ".npy"}
+_ANNOTATION_LABELS = {"EDF Annotations", "BDF Annotations"}
+# Physical-unit rate (Hz) kept for each signal: enough for the measurements, no more.
+SIGNAL_RATE_LIMITS = {
+    "ECG": 256, "EEG_C3_A2": 128, "EEG_C4_A1": 128, "EOG_Left": 128, "EOG_Right": 128, "EMG_Chin": 128,
+    "Snore": 128, "AF": 32, "ABD": 32, "THX": 32, "Pressure": 32, "SpO2": 4, "HR": 4, "POS": 4, "Light": 4,
+}
+_MIN_SIGNAL_RATE = 1.0
+# Electrophysiology is reported in microvolts when the file stores a voltage.
+_MICROVOLT_CHANNELS = {"ECG", "EEG_C3_A2", "EEG_C4_A1", "EOG_Left", "EOG_Right", "EMG_Chin"}
+_TO_MICROVOLT = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
+_SHORT_NIGHT_S = 3600
+
+
+@dataclass
+class EdfHeader:
+    """The parts of an EDF/BDF header the loader needs (no patient or recording fields).
+
+    Attributes
+    ----------
+    file_type : "EDF" or "BDF"; `plus` is True for EDF+/BDF+.
+    n_records, record_s : number and duration (s) of data records.
+    labels, units, physical_min, physical_max, samples_per_record : per signal.
+    annotation_signals : indices of "EDF/BDF Annotations" signals.
+    start_seconds : start time of day in seconds since midnight, or None if unreadable.
+    """
+
+    file_type: str
+    plus: bool
+    n_records: int
+    record_s: float
+    labels: list[str]
+    units: list[str]
+    physical_min: np.ndarray
+    physical_max: np.ndarray
+    samples_per_record: np.ndarray
+    annotation_signals: list[int]
+    start_seconds: float | None
+
+    @property
+    def sfreqs(self) -> np.ndarray:
+        return self.samples_per_record / self.record_s
+
+    @property
+    def data_signals(self) -> list[int]:
+        return [i for i in range(len(self.labels)) if i not in self.annotation_signals]
+
+    @property
+    def format_name(self) -> str:
+        return self.file_type + ("+" if self.plus else "")
+
+
+def _field(raw: bytes, what: str, kind=str):
+    text = raw.decode("latin-1").strip()
+    try:
+        return kind(text)
+    except ValueError:
+        raise CorruptRecordingError(
+            f"the header field '{what}' holds {text!r}, not a number; the file is damaged. "
+            "Re-export it from the recording software."
+        ) from None
+
+
+def read_edf_header(path) -> EdfHeader:
+    """Read and verify the EDF/BDF header against the file's size and name.
+
+    Raises
+    ------
+    NotARecordingError : empty file, or not EDF/BDF at all.
+    CorruptRecordingError : header and data disagree (truncated, wrong record count, record
+        duration 0, 24-bit data declared as 16-bit or the reverse).
+    DiscontinuousRecordingError : EDF+D/BDF+D (interrupted recording).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise NotARecordingError("the file is empty (0 bytes); upload the complete EDF/BDF recording.")
+    with open(path, "rb") as f:
+        fixed = f.read(256)
+        version = fixed[:8]
+        if version == b"0       ":
+            file_type, sample_bytes = "EDF", 2
+        elif version == b"\xffBIOSEMI":
+            file_type, sample_bytes = "BDF", 3
+        else:
+            raise NotARecordingError(
+                "this is not an EDF/EDF+/BDF recording (its first bytes are not an EDF or BDF header). "
+                "Export the night from the recording software as EDF(+) or BDF."
+            )
+        if len(fixed) < 256:
+            raise CorruptRecordingError("the file ends inside its header (truncated); upload the complete file.")
+        suffix_type = _EDF_SUFFIXES.get(path.suffix.lower())
+        if suffix_type is not None and suffix_type != file_type:
+            raise CorruptRecordingError(
+                f"the file is named {path.suffix.lower()} but holds {file_type} data "
+                f"({sample_bytes * 8}-bit samples); rename it to .{file_type.lower()} so it is read correctly."
+            )
+        header_bytes = _field(fixed[184:192], "number of header bytes", int)
+        reserved = fixed[192:236].decode("latin-1").strip()
+        n_records = _field(fixed[236:244], "number of data records", int)
+        record_s = _field(fixed[244:252], "duration of a data record", float)
+        n_signals = _field(fixed[252:256], "number of signals", int)
+        if n_signals < 1 or header_bytes != 256 * (n_signals + 1):
+            raise CorruptRecordingError(
+                f"the header declares {n_signals} signals but {header_bytes} header bytes "
+                f"(expected {256 * (n_signals + 1)}); the file is damaged. Re-export it."
+            )
+        block = f.read(256 * n_signals)
+    if len(block) < 256 * n_signals:
+        raise CorruptRecordingError("the file ends inside its header (truncated); upload the complete file.")
+    if reserved.startswith(("EDF+D", "BDF+D")):
+        raise DiscontinuousRecordingError(
+            "this is a discontinuous EDF+D/BDF+D recording (it has gaps); 30-s epochs would silently "
+            "straddle missing data. Export it as a continuous EDF+C, or split it at the gaps."
+        )
+    if not record_s > 0:
+        raise CorruptRecordingError(
+            f"the header gives a data-record duration of {record_s} s; it must be positive. "
+            "The file is damaged or wrongly exported; re-export it."
+        )
+
+    def column(offset: int, width: int) -> list[bytes]:
+        start = offset * n_signals
+        return [block[start + i * width : start + (i + 1) * width] for i in range(n_signals)]
+
+    labels = [raw.decode("latin-1").strip() for raw in column(0, 16)]
+    units = [raw.decode("latin-1").strip() for raw in column(16 + 80, 8)]
+    physical_min = np.array([_field(r, "physical minimum", float) for r in column(104, 8)])
+    physical_max = np.array([_field(r, "physical maximum", float) for r in column(112, 8)])
+    spr = np.array([_field(r, "samples per record", int) for r in column(120 + 80 + 16, 8)])
+    annotations = [i for i, lab in enumerate(labels) if lab in _ANNOTATION_LABELS]
+    if (spr <= 0).any():
+        raise CorruptRecordingError("a signal declares 0 samples per data record; the file is damaged. Re-export it.")
+    data_only = [i for i in range(n_signals) if i not in annotations]
+    if (physical_min[data_only] == physical_max[data_only]).any():
+        bad = [labels[i] for i in data_only if physical_min[i] == physical_max[i]]
+        raise CorruptRecordingError(
+            f"signal(s) {bad} have equal physical minimum and maximum, so their values cannot be "
+            "scaled; fix the export or drop those signals."
+        )
+
+    record_bytes = int(spr.sum()) * sample_bytes
+    data_bytes = size - header_bytes
+    if n_records == -1 and data_bytes % record_bytes == 0:  # allowed while recording: infer it
+        n_records = data_bytes // record_bytes
+    expected = n_records * record_bytes
+    if n_records < 1 or data_bytes != expected:
+        hint = ""
+        if file_type == "EDF" and data_bytes == expected * 3 // 2 and expected:
+            hint = " The data look 24-bit (BDF) while the header declares 16-bit EDF."
+        elif data_bytes < expected:
+            hint = f" The header claims {n_records} data records but the file holds {data_bytes // record_bytes}: it is truncated."
+        raise CorruptRecordingError(
+            f"the file size does not match its header ({data_bytes} data bytes, header implies {expected}).{hint} "
+            "Upload the complete, unmodified export."
+        )
+    return EdfHeader(
+        file_type=file_type,
+        plus=reserved.startswith(("EDF+C", "BDF+C")),
+        n_records=n_records,
+        record_s=record_s,
+        labels=labels,
+        units=units,
+        physical_min=physical_min,
+        physical_max=physical_max,
+        samples_per_record=spr,
+        annotation_signals=annotations,
+        start_seconds=_start_seconds(fixed[176:184]),
+    )
+
+
+def _start_seconds(raw: bytes) -> float | None:
+    """Start time of day from the header's hh.mm.ss field (the date field is never read)."""
+    try:
+        h, m, s = (int(part) for part in raw.decode("latin-1").strip().split("."))
+    except ValueError:
+        return None
+    if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60):
+        return None
+    return float(h * 3600 + m * 60 + s)
+
+
+def _sha256(path: Path, out: dict) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    out["hash"] = digest.hexdigest()
+
+
+def load_recording(path, channel_map=None, position_map=None, normalization="night_robust") -> Recording:
+    """Load and validate one night.
+
+    Parameters
+    ----------
+    path : EDF/EDF+ (``.edf``), BDF (``.bdf``) file, or a ready tensor (``.pt``/``.npy``,
+        float32 ``[N, 10, 1920]``, used as given).
+    channel_map : optional ``{canonical_or_extra_name: file_label}`` overriding the alias table;
+        ``"A-B"`` derives ``A - B`` from two file channels.
+    position_map : vendor map name (see `sleeplm.channels.POSITION_MAPS`) or dict code -> label;
+        default: the map of the recognised montage, else ``"sleeplm"`` codes.
+    normalization : ``"night_robust"`` (default: median/IQR over the night's non-artefact
+        samples) or ``"per_epoch"`` (each 30-s epoch on its own).
+
+    Returns
+    -------
+    Recording
+
+    Raises
+    ------
+    RecordingError subclasses, each with a message saying what to do.
+    """
+    if normalization not in preprocess.NORMALIZATIONS:
+        raise RecordingError(f"normalization must be one of {preprocess.NORMALIZATIONS}, not {normalization!r}.")
+    path = Path(path)
+    if not path.is_file():
+        raise NotARecordingError("the recording file does not exist or is not a file; check the path.")
+    suffix = path.suffix.lower()
+    if suffix in _TENSOR_SUFFIXES:
+        return _load_tensor(path)
+    if suffix not in _EDF_SUFFIXES:
+        raise NotARecordingError(
+            f"files of type '{suffix or '(none)'}' are not supported; upload an EDF/EDF+ (.edf) or BDF (.bdf) "
+            "recording, or a SleepLM tensor (.pt/.npy)."
+        )
+    return _load_edf(path, channel_map, position_map, normalization)
+
+
+def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording:
+    header = read_edf_header(path)
+    n_epochs = int(header.n_records * header.record_s // EPOCH_SEC)
+    if n_epochs < 1:
+        raise TooShortError(
+            f"the recording lasts {header.n_records * header.record_s:.1f} s, less than one {EPOCH_SEC}-s epoch; "
+            "upload a longer recording."
+        )
+    file_labels = [header.labels[i] for i in header.data_signals]
+    sources, montage = chmap.map_channels(file_labels, channel_map)
+    if not any(name in sources for name in CANONICAL_CHANNELS if name != "POS"):
+        raise ChannelMappingError(
+            "no recognisable sleep channel (EEG, EOG, EMG, ECG, airflow or effort) in this file. "
+            f"Its channels are: {', '.join(file_labels)}. Pass channel_map={{'EEG_C3_A2': '<label>', ...}}."
+        )
+    hashed: dict = {}
+    hasher = threading.Thread(target=_sha256, args=(path, hashed), daemon=True)
+    hasher.start()  # hashing 100+ MB overlaps with reading; hashlib releases the GIL
+
+    reader = _EdfReader(path, header)
+    if position_map is None:
+        position_map = chmap.MONTAGE_POSITION_MAP.get(montage, "sleeplm")
+    duration_s = n_epochs * EPOCH_SEC
+    epochs = np.zeros((n_epochs, len(CANONICAL_CHANNELS), preprocess.EPOCH_SAMPLES), dtype=np.float32)
+    epochs[:, CANONICAL_CHANNELS.index("POS")] = -1.0  # SleepLM README: -1 = unknown/missing position
+    infos, signals, extras = [], {}, []
+    for name in CANONICAL_CHANNELS + chmap.EXTRA_SIGNALS:
+        source = sources.get(name)
+        if source is None:
+            if name in CANONICAL_CHANNELS:
+                infos.append(ChannelInfo(name, present=False))
+            continue
+        data, sfreq, unit, rails = reader.read(source)
+        info = ChannelInfo(
+            name, present=True, source=source.description, derived=source.kind == "derived",
+            substitute=source.kind == "substitute", original_sfreq=float(sfreq), unit=unit,
+            warnings=list(source.warnings),
+        )
+        if unit and unit.lower() in _TO_MICROVOLT and name in _MICROVOLT_CHANNELS:
+            data *= np.float32(_TO_MICROVOLT[unit.lower()])
+            rails = tuple(r * _TO_MICROVOLT[unit.lower()] for r in rails)
+            info.unit = "uV"
+        data = data[: int(round(duration_s * sfreq))]
+        if name == "POS":
+            row = _prepare_position(data, sfreq, position_map, info, signals)
+        else:
+            row = _prepare_signal(name, data, sfreq, rails, info, signals, normalization)
+        if name in CANONICAL_CHANNELS:
+            infos.append(info)
+            if row is not None:
+                epochs[:, CANONICAL_CHANNELS.index(name)] = row
+        else:
+            extras.append(info)
+    reference = None
+    annotations = reader.annotations()
+    if annotations is not None:
+        reference = reference_from_annotations(*annotations, n_epochs=n_epochs)
+    warnings = []
+    if duration_s < _SHORT_NIGHT_S:
+        warnings.append(f"very short recording ({duration_s / 60:.0f} min); night statistics will be unreliable")
+    hasher.join()
+    logger.info("loaded %s: %d epochs, %d/10 channels present", header.format_name, n_epochs,
+                sum(i.present for i in infos))
+    return Recording(
+        epochs=epochs,
+        channel_present=np.array([i.present for i in infos], dtype=bool),
+        channels=infos,
+        signals=signals,
+        start_seconds=header.start_seconds,
+        normalization=normalization,
+        position_map=position_map if isinstance(position_map, str) else "custom",
+        reference=reference,
+        source_format=header.format_name,
+        content_hash=hashed["hash"],
+        warnings=warnings,
+        extra_channels=extras,
+    )
+
+
+def _prepare_signal(name, data, sfreq, rails, info, signals, normalization):
+    """Check one signal, keep it in physical units, and return its z-scored epoch row (or None if flat)."""
+    bad = preprocess.artefact_mask(data, sfreq, rails)
+    center, scale = preprocess.robust_center_scale(data, bad)
+    info.warnings += preprocess.channel_warnings(name, data, bad, scale, info.unit, rails)
+    if not scale > 0 or bad.mean() > 0.95:
+        info.present = False
+        info.warnings.append("flat or unusable: treated as missing")
+        return None
+    rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS.get(name, sfreq)), _MIN_SIGNAL_RATE))
+    kept = preprocess.resample(data, sfreq, rate)
+    signals[name] = Signal(kept, rate, info.unit or "", info.source)
+    if name not in CANONICAL_CHANNELS:
+        return None
+    # Resample the kept signal when it is still above 64 Hz: cheaper than starting from the file rate.
+    at_64 = preprocess.resample(*((kept, rate) if rate >= SFREQ else (data, sfreq)), SFREQ)
+    n_epochs = len(at_64) // preprocess.EPOCH_SAMPLES
+    if normalization == "per_epoch":
+        return preprocess.zscore_per_epoch(preprocess.to_epochs(at_64, n_epochs))
+    bad_64 = preprocess.hold_resample(bad, sfreq, SFREQ).astype(bool)
+    return preprocess.to_epochs(preprocess.zscore_night(at_64, bad_64), n_epochs)
+
+
+def _prepare_position(data, sfreq, position_map, info, signals):
+    codes, unknown = chmap.decode_position(data, position_map)
+    map_name = position_map if isinstance(position_map, str) else "custom"
+    info.unit = "code"
+    info.warnings.append(f"decoded with the '{map_name}' position map")
+    if unknown > 0:
+        info.warnings.append(
+            f"{unknown:.0%} of position samples have codes the '{map_name}' map does not know (set to -1 unknown); "
+            "pass position_map= if the vendor differs"
+        )
+    rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS["POS"]), _MIN_SIGNAL_RATE))
+    signals["POS"] = Signal(preprocess.hold_resample(codes, sfreq, rate), rate, "code", info.source)
+    at_64 = preprocess.hold_resample(codes, sfreq, SFREQ)
+    return preprocess.to_epochs(at_64, len(at_64) // preprocess.EPOCH_SAMPLES)
+
+
+class _EdfReader:
+    """Reads one file channel at a time through mne, in the file's own units, at its own rate."""
+
+    def __init__(self, path: Path, header: EdfHeader):
+        import mne
+
+        read = mne.io.read_raw_bdf if header.file_type == "BDF" else mne.io.read_raw_edf
+        try:
+            self.raw = read(path, preload=False, stim_channel=None, verbose="error")
+        except Exception as exc:  # mne's own errors for files our header check let through
+            raise CorruptRecordingError(f"the file could not be read ({type(exc).__name__}); re-export it.") from exc
+        self.header = header
+        names = self.raw.ch_names
+        if len(names) != len(header.data_signals):
+            raise CorruptRecordingError("the file's signal list is inconsistent; re-export it.")
+        # mne renames duplicate labels, so address channels by position, not by label.
+        self.mne_name = {header.labels[i]: names[k] for k, i in reversed(list(enumerate(header.data_signals)))}
+        self.index = {header.labels[i]: i for i in reversed(header.data_signals)}
+        self.max_sfreq = float(self.raw.info["sfreq"])
+
+    def _channel(self, label: str) -> tuple[np.ndarray, float, str, tuple[float, float]]:
+        i = self.index[label]
+        unit = self.header.units[i]
+        # mne returns volts for uV/mV units and the file's value otherwise; undo that scaling.
+        to_file_unit = {"uV": 1e6, "µV": 1e6, "μV": 1e6, "mV": 1e3}.get(unit, 1.0)
+        data = self.raw.get_data(picks=[self.mne_name[label]])[0]
+        data = (data * to_file_unit).astype(np.float32)
+        sfreq = float(self.header.sfreqs[i])
+        step = self.max_sfreq / sfreq
+        if abs(step - round(step)) < 1e-9 and step > 1:
+            # mne upsampled this slower channel to the file's top rate; every step-th sample is original.
+            data = data[:: int(round(step))]
+        else:
+            sfreq = self.max_sfreq
+        return data, sfreq, unit, (float(self.header.physical_min[i]), float(self.header.physical_max[i]))
+
+    def read(self, source: chmap.ChannelSource):
+        data, sfreq, unit, rails = self._channel(source.labels[0])
+        if source.kind != "derived":
+            return data, sfreq, unit, rails
+        ref, ref_sfreq, ref_unit, ref_rails = self._channel(source.labels[1])
+        if ref_unit != unit:
+            raise ChannelMappingError(
+                f"cannot derive {source.description}: units differ ({unit!r} vs {ref_unit!r}); "
+                "pass channel_map to choose other channels."
+            )
+        if ref_sfreq != sfreq:
+            ref = preprocess.resample(ref, ref_sfreq, sfreq)
+        n = min(len(data), len(ref))
+        span = max(rails[1], ref_rails[1]) - min(rails[0], ref_rails[0])
+        return data[:n] - ref[:n], sfreq, unit, (-span, span)
+
+    def annotations(self):
+        ann = self.raw.annotations
+        if len(ann) == 0:
+            return None
+        return ann.onset, ann.duration, list(ann.description)
+
+
+def preflight_table(rec: Recording) -> pd.DataFrame:
+    """One row per canonical channel (then per extra signal): status, source, rate, unit, warnings.
+
+    Notes
+    -----
+    Columns: ``channel``; ``status`` in {present, derived, substitute, missing, extra};
+    ``source`` (file label or derivation); ``original_sfreq_hz``; ``unit``; ``warnings`` ("; "-joined).
+    """
+    rows = []
+    for info in list(rec.channels) + list(rec.extra_channels):
+        if info.canonical not in CANONICAL_CHANNELS:
+            status = "extra"
+        elif not info.present:
+            status = "missing"
+        else:
+            status = "derived" if info.derived else "substitute" if info.substitute else "present"
+        rows.append({
+            "channel": info.canonical,
+            "status": status,
+            "source": info.source or "",
+            "original_sfreq_hz": info.original_sfreq,
+            "unit": info.unit or "",
+            "warnings": "; ".join(info.warnings),
+        })
+    return pd.DataFrame(rows, columns=["channel", "status", "source", "original_sfreq_hz", "unit", "warnings"])
+
+
+def _load_tensor(path: Path) -> Recording:
+    """A ready SleepLM tensor ``[N, 10, 1920]`` float32, used as given (no resampling or z-scoring).
+
+    ``.pt`` is read with ``torch.load(weights_only=True)`` and ``.npy`` with ``allow_pickle=False``,
+    so an uploaded file can never run code.
+    """
+    if path.stat().st_size == 0:
+        raise NotARecordingError("the file is empty (0 bytes); upload the complete tensor file.")
+    try:
+        if path.suffix.lower() == ".npy":
+            array = np.load(path, allow_pickle=False)
+        else:
+            import pickle
+
+            import torch
+
+            try:
+                tensor = torch.load(path, weights_only=True, map_location="cpu")
+            except pickle.UnpicklingError as exc:
+                raise TensorFormatError(
+                    "the .pt file holds Python objects, which are not loaded for safety; "
+                    "save a plain tensor with torch.save(tensor, path)."
+                ) from exc
+            if not isinstance(tensor, torch.Tensor):
+                raise TensorFormatError(
+                    f"the .pt file holds a {type(tensor).__name__}, not a tensor; save a plain float32 "
+                    "tensor [N, 10, 1920] with torch.save(tensor, path)."
+                )
+            array = tensor.detach().cpu().numpy()
+    except TensorFormatError:
+        raise
+    except ValueError as exc:
+        raise TensorFormatError(
+            "the .npy file holds Python objects or is malformed; save a plain float32 array with np.save."
+        ) from exc
+    except Exception as exc:
+        raise NotARecordingError(
+            f"the file could not be read as a {path.suffix.lower()} tensor ({type(exc).__name__}); "
+            "upload a float32 [N, 10, 1920] tensor saved with torch.save or np.save."
+        ) from exc
+    expected = (len(CANONICAL_CHANNELS), EPOCH_SAMPLES)
+    if array.ndim != 3 or tuple(array.shape[1:]) != expected:
+        raise TensorFormatError(
+            f"the tensor has shape {tuple(array.shape)}; SleepLM needs [N, {expected[0]}, {expected[1]}] "
+            f"(N 30-s epochs, 10 channels, 64 Hz). Reshape or re-export it."
+        )
+    if array.dtype != np.float32:
+        raise TensorFormatError(f"the tensor has dtype {array.dtype}; convert it to float32 first.")
+    if array.shape[0] < 1:
+        raise TooShortError("the tensor holds 0 epochs; upload at least one 30-s epoch.")
+    if not np.isfinite(array).all():
+        raise TensorFormatError(
+            f"the tensor contains {int((~np.isfinite(array)).sum())} NaN/inf values; "
+            "replace missing data with zeros (SleepLM's missing-channel convention) before saving."
+        )
+    array = np.ascontiguousarray(array)
+    positions = array[:, POS_INDEX]
+    present = [bool(np.any(array[:, c] != 0)) for c in range(len(CANONICAL_CHANNELS))]
+    present[POS_INDEX] = bool(np.any(positions != -1))
+    infos = [ChannelInfo(name, present=p, source="tensor" if p else None, original_sfreq=SFREQ if p else None)
+             for name, p in zip(CANONICAL_CHANNELS, present)]
+    if not np.isin(positions, list(POSITION_CODES)).all():
+        infos[POS_INDEX].warnings.append("POS row holds values that are not position codes (-1..4)")
+    pos_rate = SIGNAL_RATE_LIMITS["POS"]
+    flat_pos = positions.reshape(-1)
+    signals = {"POS": Signal(preprocess.hold_resample(flat_pos, SFREQ, pos_rate), pos_rate, "code", "tensor")}
+    return Recording(
+        epochs=array,
+        channel_present=np.array(present),
+        channels=infos,
+        signals=signals,
+        start_seconds=None,
+        normalization="as_given",
+        position_map="sleeplm",
+        reference=None,
+        source_format="tensor",
+        content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
+        warnings=["ready tensor: no physical-unit signals, so signal measurements are unavailable"],
+    )

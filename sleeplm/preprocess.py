@@ -1,0 +1,219 @@
+"""Signal preparation for SleepLM: anti-aliased resampling, artefact-robust z-scoring, epoching.
+
+All functions work on one channel at a time in float32 so that an 8-hour night never needs a
+float64 copy of every channel at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from sleeplm.recording import EPOCH_SAMPLES, EPOCH_SEC
+
+__all__ = [
+    "NORMALIZATIONS",
+    "resample",
+    "hold_resample",
+    "artefact_mask",
+    "robust_center_scale",
+    "zscore_night",
+    "zscore_per_epoch",
+    "to_epochs",
+    "channel_warnings",
+]
+
+logger = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("night_robust", "per_epoch")
+# |z| above this is clipped: beyond it a sample is artefact, and unbounded values would dominate attention.
+Z_CLIP = 10.0
+# A run of identical samples at least this long (s) counts as flat (disconnected lead, saturation).
+FLAT_RUN_S = 1.0
+# Robust statistics on at most this many samples (an evenly strided subset): the quantiles of a
+# night are stable long before 2 million samples, and sorting fewer is much faster.
+_MAX_STAT_SAMPLES = 500_000
+
+
+def resample(data: np.ndarray, sfreq_in: float, sfreq_out: float) -> np.ndarray:
+    """Resample a 1-D signal with a polyphase anti-aliasing FIR (scipy ``resample_poly``).
+
+    Parameters
+    ----------
+    data : 1-D array at `sfreq_in` Hz.
+    sfreq_in, sfreq_out : rates in Hz.
+
+    Returns
+    -------
+    float32 array of ``round(len(data) * sfreq_out / sfreq_in)`` samples.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    n_out = int(round(len(data) * sfreq_out / sfreq_in))
+    if sfreq_in == sfreq_out:
+        return data
+    ratio = Fraction(sfreq_out / sfreq_in).limit_denominator(1000)
+    out = resample_poly(data, ratio.numerator, ratio.denominator).astype(np.float32, copy=False)
+    return _fit_length(out, n_out)
+
+
+def hold_resample(codes: np.ndarray, sfreq_in: float, sfreq_out: float) -> np.ndarray:
+    """Resample a coded signal (body position) by sample-and-hold: codes are never interpolated."""
+    n_out = int(round(len(codes) * sfreq_out / sfreq_in))
+    index = np.minimum((np.arange(n_out) * (sfreq_in / sfreq_out)).astype(np.int64), len(codes) - 1)
+    return np.asarray(codes, dtype=np.float32)[index]
+
+
+def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    if len(x) >= n:
+        return x[:n]
+    return np.concatenate([x, np.full(n - len(x), x[-1] if len(x) else 0, dtype=x.dtype)])
+
+
+def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | None = None) -> np.ndarray:
+    """Boolean mask of samples unfit for statistics: non-finite, flat runs, or at the amplifier rails.
+
+    Parameters
+    ----------
+    data : 1-D signal.
+    sfreq : rate in Hz (sets the minimum flat-run length, `FLAT_RUN_S`).
+    rails : (low, high) physical limits of the recording channel; samples at or beyond them are clipped.
+
+    Returns
+    -------
+    mask : True where the sample is artefact.
+    """
+    data = np.asarray(data)
+    bad = ~np.isfinite(data)
+    if rails is not None:
+        low, high = rails
+        tol = 1e-6 * max(abs(high - low), 1e-12)
+        bad |= (data <= low + tol) | (data >= high - tol)
+    run = max(int(FLAT_RUN_S * sfreq), 2)
+    if len(data) >= run:
+        # A sample is flat when it sits in a run of `run` identical consecutive values.
+        # After padding, an edge +1 at k opens a block of equal samples starting at data[k] and an
+        # edge -1 at k closes it with data[k] as its last sample.
+        same = np.concatenate([[0], (np.diff(data) == 0).astype(np.int8), [0]])
+        edges = np.diff(same)
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        long = (ends - starts + 1) >= run
+        delta = np.zeros(len(data) + 1, dtype=np.int32)
+        np.add.at(delta, starts[long], 1)
+        np.add.at(delta, ends[long] + 1, -1)
+        bad |= np.cumsum(delta[:-1]) > 0
+    return bad
+
+
+def robust_center_scale(data: np.ndarray, bad: np.ndarray | None = None) -> tuple[float, float]:
+    """Median and robust standard deviation (IQR / 1.349, else MAD * 1.4826) of the good samples.
+
+    Returns ``(nan, 0.0)`` when no good sample exists; scale 0 means the channel is flat.
+    """
+    good = np.asarray(data) if bad is None else np.asarray(data)[~bad]
+    good = good[np.isfinite(good)]
+    if good.size == 0:
+        return float("nan"), 0.0
+    if good.size > _MAX_STAT_SAMPLES:
+        good = good[:: good.size // _MAX_STAT_SAMPLES]
+    q25, median, q75 = np.percentile(good, [25, 50, 75])
+    scale = (q75 - q25) / 1.349
+    if scale <= 0:
+        scale = float(np.median(np.abs(good - median))) * 1.4826
+    if scale <= 0:
+        scale = float(np.std(good))
+    return float(median), float(scale)
+
+
+def zscore_night(data: np.ndarray, bad: np.ndarray | None = None, clip: float = Z_CLIP) -> np.ndarray:
+    """Z-score a whole-night signal with robust statistics computed on non-artefact samples.
+
+    A flat or clipped stretch is excluded from the statistics, so it cannot shrink or inflate the
+    scale; values are clipped to ``±clip``; non-finite samples become 0. A channel with no usable
+    variation returns zeros (the SleepLM convention for a missing channel).
+    """
+    center, scale = robust_center_scale(data, bad)
+    if not scale > 0:
+        return np.zeros(len(data), dtype=np.float32)
+    z = (np.asarray(data, dtype=np.float32) - np.float32(center)) / np.float32(scale)
+    np.clip(z, -clip, clip, out=z)
+    z[~np.isfinite(z)] = 0.0
+    return z
+
+
+def zscore_per_epoch(epochs: np.ndarray, clip: float = Z_CLIP) -> np.ndarray:
+    """Z-score each 30-s epoch on its own (mean / standard deviation); flat epochs become zeros.
+
+    Parameters
+    ----------
+    epochs : float array [n_epochs, n_samples] of one channel.
+    """
+    epochs = np.nan_to_num(np.asarray(epochs, dtype=np.float32))
+    mean = epochs.mean(axis=1, keepdims=True)
+    std = epochs.std(axis=1, keepdims=True)
+    flat = std <= 1e-6 * np.maximum(np.abs(mean), 1.0)
+    z = np.where(flat, 0.0, (epochs - mean) / np.where(flat, 1.0, std)).astype(np.float32)
+    return np.clip(z, -clip, clip, out=z)
+
+
+def to_epochs(data: np.ndarray, n_epochs: int) -> np.ndarray:
+    """Cut a 64-Hz signal into ``[n_epochs, 1920]`` 30-s epochs (trailing partial epoch dropped)."""
+    need = n_epochs * EPOCH_SAMPLES
+    if len(data) < need:
+        raise ValueError(f"signal holds {len(data)} samples, {need} needed for {n_epochs} epochs of {EPOCH_SEC} s")
+    return np.asarray(data[:need], dtype=np.float32).reshape(n_epochs, EPOCH_SAMPLES)
+
+
+# Plausible robust SD (physical unit) per channel: outside it the unit or gain is probably wrong.
+_PLAUSIBLE_SCALE_UV = {
+    "EEG_C3_A2": (0.5, 500.0), "EEG_C4_A1": (0.5, 500.0), "EOG_Left": (1.0, 1000.0),
+    "EOG_Right": (1.0, 1000.0), "EMG_Chin": (0.1, 500.0), "ECG": (2.0, 5000.0),
+}
+_PLAUSIBLE_MEDIAN = {"SpO2": (50.0, 100.5, "%"), "HR": (20.0, 250.0, "bpm")}
+
+
+def channel_warnings(name: str, data: np.ndarray, bad: np.ndarray, scale: float, unit: str | None,
+                     rails: tuple[float, float] | None = None) -> list[str]:
+    """Preflight warnings for one channel: NaN, clipping, flat stretches, implausible units/amplitude.
+
+    Parameters
+    ----------
+    name : canonical or extra signal name (sets the plausibility check).
+    data : the signal in `unit`; bad : its `artefact_mask`; scale : its robust SD.
+    rails : physical limits of the recording channel, for the clipping share.
+    """
+    out = []
+    n = max(len(data), 1)
+    finite = np.isfinite(data)
+    nan_share = 1 - finite.sum() / n
+    if nan_share > 0.5:
+        out.append(f"mostly NaN ({nan_share:.0%} of samples)")
+    elif nan_share > 0:
+        out.append(f"{nan_share:.1%} NaN samples")
+    clipped = np.zeros(len(data), dtype=bool)
+    if rails is not None:
+        low, high = rails
+        tol = 1e-6 * max(abs(high - low), 1e-12)
+        clipped = finite & ((data <= low + tol) | (data >= high - tol))
+        if clipped.mean() > 0.01:
+            out.append(f"clipped: {clipped.mean():.0%} of samples at the amplifier limits")
+    flat_share = float((bad & finite & ~clipped).sum() / n)
+    if 0.05 < flat_share <= 0.95:
+        out.append(f"flat for {flat_share:.0%} of the recording")
+    if name in _PLAUSIBLE_SCALE_UV and scale > 0:
+        if unit != "uV":
+            out.append(f"unit {unit!r} is not a voltage; amplitudes cannot be checked")
+        else:
+            low, high = _PLAUSIBLE_SCALE_UV[name]
+            if not low <= scale <= high:
+                out.append(f"implausible amplitude (robust SD {scale:.3g} uV, expected {low:g}-{high:g}); "
+                           "check the channel's unit/gain in the file")
+    if name in _PLAUSIBLE_MEDIAN and finite.any():
+        low, high, expected_unit = _PLAUSIBLE_MEDIAN[name]
+        median = float(np.median(data[finite]))
+        if not low <= median <= high:
+            out.append(f"implausible values (median {median:.3g} {unit or ''}, expected {low:g}-{high:g} "
+                       f"{expected_unit}); check the channel's unit")
+    return out
