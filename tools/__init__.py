@@ -1,0 +1,59 @@
+"""LangChain tools over one loaded night (one module per topic, one function per tool).
+
+The night reaches the tools through the agent's runtime context (`tools.context.NightContext`);
+`run_tool` calls a tool directly with a context, for the tool-only mode and for tests.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain.tools import ToolRuntime
+from langchain_core.messages import ToolMessage
+
+from tools.captions import caption_epochs
+from tools.compare import compare_periods
+from tools.context import NightContext
+from tools.events import list_events
+from tools.overview import recording_overview
+from tools.plots import plot
+from tools.retrieval import find_epochs
+from tools.summary import night_summary
+
+__all__ = [
+    "ALL_TOOLS", "NightContext", "run_tool", "tool_by_name", "parse_result", "recording_overview", "night_summary",
+    "caption_epochs", "find_epochs", "list_events", "compare_periods", "plot",
+]
+
+ALL_TOOLS = [recording_overview, night_summary, caption_epochs, find_epochs, list_events, compare_periods, plot]
+
+
+def tool_by_name(name: str):
+    """The tool called `name` (KeyError listing the known names otherwise)."""
+    for candidate in ALL_TOOLS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"unknown tool {name!r}; known: {', '.join(t.name for t in ALL_TOOLS)}")
+
+
+def run_tool(name: str, args: dict[str, Any], night: NightContext, call_id: str = "direct") -> ToolMessage:
+    """Run one tool on `night` outside an agent; errors come back as a ToolMessage with status "error".
+
+    Returns
+    -------
+    ToolMessage whose `content` is the JSON result (or the error text) and `artifact` the
+    figure for `plot`.
+    """
+    runtime = ToolRuntime(state={}, context=night, config={}, stream_writer=lambda _: None, tool_call_id=call_id, store=None)
+    return tool_by_name(name).invoke({"type": "tool_call", "name": name, "id": call_id, "args": {**args, "runtime": runtime}})
+
+
+def parse_result(content: Any) -> Any:
+    """A tool message's content as data (JSON decoded when possible)."""
+    if isinstance(content, str):
+        try:
+            return json.loads(content)
+        except ValueError:
+            return content
+    return content

@@ -1,0 +1,197 @@
+"""The LangChain agent over the night tools, built for small local models.
+
+- `create_agent` with an in-memory checkpointer (one thread per conversation, so follow-ups
+  see earlier turns) and a model-call limit per turn.
+- `TurnGuard` middleware: puts the audience's system prompt in front of every call, records
+  every message sent to the language model (audit, privacy tests), and, once the turn has a
+  successful tool result, calls the model WITHOUT tools, because small models otherwise repeat
+  the call or answer in JSON. A tool call made anyway is removed and marked as a repeat.
+- `answer_problem` / `tool_writeup`: the answer check and the tools' own write-up that replaces
+  an answer that fails it.
+- `route_question`: the keyword router of the tool-only mode (no language model at all).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, ModelCallLimitMiddleware, ModelRequest, ModelResponse
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from assistant.grounding import Grounding
+from tools import ALL_TOOLS, NightContext
+
+__all__ = [
+    "AUDIENCES", "MAX_MODEL_CALLS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt",
+    "TurnGuard", "build_agent", "message_record", "answer_problem", "tool_writeup", "route_question",
+    "result_summary",
+]
+
+AUDIENCES = ("clinician", "patient")
+# Two tool rounds plus the answer, with one spare for a corrected tool call.
+MAX_MODEL_CALLS = 4
+RECURSION_LIMIT = 16
+FALLBACK_LABEL = "The language model's answer could not be verified; here are the tool results:"
+REPEATED_CALL_KEY = "sleeplm_repeated_tool_calls"
+
+
+def load_prompt(name: str) -> str:
+    """Text of ``prompts/<name>.txt`` (package data)."""
+    return resources.files("prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8").strip()
+
+
+def system_prompt(audience: str = "clinician") -> str:
+    """The system prompt: shared rules followed by the audience's style."""
+    return f"{load_prompt('system')}\n\n{load_prompt(audience)}"
+
+
+def message_record(message: BaseMessage, call: int | None = None) -> dict:
+    """A JSON-serialisable record of one message as the language model sees it."""
+    record: dict[str, Any] = {"role": message.type, "content": message.content}
+    if call is not None:
+        record = {"call": call, **record}
+    if isinstance(message, AIMessage) and message.tool_calls:
+        record["tool_calls"] = [{"name": c["name"], "args": c["args"]} for c in message.tool_calls]
+    if isinstance(message, ToolMessage):
+        record["name"] = message.name
+    return record
+
+
+def _current_turn(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """Messages after the last user message (this turn's tool calls and results)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[index], HumanMessage):
+            return messages[index + 1 :]
+    return messages
+
+
+class TurnGuard(AgentMiddleware):
+    """System prompt per audience, audit of every LLM message, and no tools after a tool result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[dict] = []
+        self.calls = 0
+
+    def start_turn(self) -> None:
+        self.sent = []
+        self.calls = 0
+
+    def wrap_model_call(self, request: ModelRequest, handler) -> ModelResponse | AIMessage:
+        context = request.runtime.context
+        audience = getattr(context, "audience", "clinician")
+        turn = _current_turn(request.messages)
+        answered = any(isinstance(m, ToolMessage) and m.status != "error" for m in turn)
+        request = request.override(
+            system_message=SystemMessage(system_prompt(audience)),
+            tools=[] if answered else request.tools,
+        )
+        self.calls += 1
+        self.sent += [message_record(m, self.calls) for m in [request.system_message, *request.messages]]
+        response = handler(request)
+        if not answered:
+            return response
+        # Tools were not offered: a tool call now is a repeat; keep the text, drop the call.
+        fixed = []
+        for message in response.result:
+            if isinstance(message, AIMessage) and message.tool_calls:
+                names = [c["name"] for c in message.tool_calls]
+                message = AIMessage(content=message.content, id=message.id, additional_kwargs={REPEATED_CALL_KEY: names})
+            fixed.append(message)
+        return ModelResponse(result=fixed, structured_response=response.structured_response)
+
+
+def build_agent(llm: BaseChatModel, guard: TurnGuard):
+    """The compiled agent graph over all night tools; `context` must be a `NightContext`."""
+    return create_agent(
+        llm,
+        ALL_TOOLS,
+        system_prompt=system_prompt("clinician"),
+        middleware=[guard, ModelCallLimitMiddleware(run_limit=MAX_MODEL_CALLS, exit_behavior="end")],
+        context_schema=NightContext,
+        checkpointer=InMemorySaver(),
+    )
+
+
+def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: list[dict]) -> str | None:
+    """Why an answer cannot be shown as it is (None when it passes the check).
+
+    Fails: no answer, an answer that is a tool call or JSON, a repeated tool call, or an
+    answer in which more figures are unmatched than matched (a few unmatched ones are only
+    flagged with a note).
+    """
+    if answer is None:
+        return "the model gave no answer"
+    if answer.additional_kwargs.get(REPEATED_CALL_KEY):
+        return "the model repeated a tool call instead of answering"
+    text = answer.text.strip() if isinstance(answer.text, str) else str(answer.content).strip()
+    if not text:
+        return "the model's answer was empty"
+    if text[0] in "{[" or "<tool_call>" in text or re.search(r'"(name|arguments)"\s*:', text):
+        return "the model answered with JSON instead of sentences"
+    if tool_calls and len(grounding.unmatched) > len(grounding.matched):
+        return "most figures in the answer are not in the tool results"
+    return None
+
+
+def tool_writeup(tool_calls: list[dict]) -> str:
+    """The tools' own pre-phrased findings, one block per call, errors included."""
+    blocks = []
+    for call in tool_calls:
+        result = call["result"]
+        if call.get("status") == "error" or not isinstance(result, dict):
+            blocks.append(f"- {call['name']}: {result}")
+            continue
+        source = result.get("source")
+        lines = "\n".join(f"  - {line}" for line in result.get("findings", []))
+        blocks.append(f"- {call['name']} (source: {source}):\n{lines}")
+    return "\n".join(blocks) if blocks else "No tool was run."
+
+
+# Tool-only mode: first matching rule wins; order from specific to general.
+_ROUTES: list[tuple[str, str, dict]] = [
+    (r"\b(plot|show|draw|graph|chart|visuali[sz]e|hypnogram)\b.*\b(event|apn|breath|oxygen)", "plot", {"kind": "events"}),
+    (r"\b(plot|draw|graph|chart|visuali[sz]e|hypnogram)\b", "plot", {"kind": "hypnogram"}),
+    (r"\b(compare|versus|vs\.?|difference)\b.*\b(supine|back)\b", "compare_periods", {"a": "supine", "b": "non-supine"}),
+    (r"\b(compare|versus|vs\.?|difference)\b.*\brem\b", "compare_periods", {"a": "REM", "b": "NREM"}),
+    (r"\b(compare|versus|vs\.?|difference|halves|half)\b", "compare_periods", {"a": "first half", "b": "second half"}),
+    (r"\b(oxygen|spo2|saturation|desat)", "list_events", {"kind": "desaturation"}),
+    (r"\b(breath|respirat|apn|hypopn|snor)", "list_events", {"kind": "respiratory"}),
+    (r"\b(arousal)", "list_events", {"kind": "arousal"}),
+    (r"\b(heart|cardiac|pulse|tachy|brady)", "list_events", {"kind": "heart_rate"}),
+    (r"\b(find|where|when)\b.*\b(rem|rapid eye|deep|n3|wake)\b|\brapid eye\b", "find_epochs", {}),
+    (r"\b(channel|signal|recording|file|montage|overview)\b", "recording_overview", {}),
+    (r"\b(summary|summar|sleep|deep|rem|n3|efficien|ahi|night|stage|tst)\b", "night_summary", {}),
+]
+
+
+def route_question(question: str, audience: str = "clinician") -> list[tuple[str, dict]]:
+    """Tools to run for a question when no language model is available (keyword rules).
+
+    Returns
+    -------
+    list of (tool name, arguments); empty when no rule matches (out of scope).
+    """
+    q = question.lower()
+    for pattern, name, args in _ROUTES:
+        if re.search(pattern, q):
+            if name == "night_summary":
+                args = {"audience": audience}
+            elif name == "find_epochs":
+                args = {"query": question}
+            return [(name, dict(args))]
+    return []
+
+
+def result_summary(name: str, result: Any, status: str) -> str:
+    """One line for the UI's tool step: the first finding, or the error."""
+    if status == "error" or not isinstance(result, dict):
+        return f"error: {str(result)[:200]}"
+    findings = result.get("findings") or []
+    return findings[0] if findings else json.dumps(result)[:200]

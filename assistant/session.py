@@ -1,0 +1,309 @@
+"""One conversation over one recording: load, analyse, ask, stream.
+
+`NightSession` is what the app and the CLI use::
+
+    session = NightSession(llm=chat_model)      # llm=None: configured backend, else tool-only
+    session.load("night.edf")
+    turn = session.ask("how much deep sleep did I get?", audience="patient")
+    for event in session.ask_stream("and in the second half of the night?"):
+        ...  # tool_start / tool_end / token / final
+
+Nothing identifying leaves the session: the recording is loaded through `load_recording`,
+which keeps no patient/recording header fields and no file name, and tools only see the
+de-identified `Recording`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from assistant.agent import (
+    AUDIENCES, FALLBACK_LABEL, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, result_summary,
+    route_question, tool_writeup,
+)
+from assistant.grounding import Grounding, check_grounding, grounding_note
+from sleeplm.errors import SleepLMError
+from sleeplm.recording import Recording
+from tools import NightContext, parse_result, run_tool
+
+__all__ = ["NightSession", "TurnResult", "SessionError", "NO_LLM_LABEL"]
+
+logger = logging.getLogger(__name__)
+
+NO_LLM_LABEL = "No language model is configured, so this is tool-only mode: the tools chosen by keyword say:"
+OUT_OF_SCOPE = (
+    "I can only answer questions about the loaded sleep recording (sleep stages, breathing, oxygen, "
+    "heart rate, body position, events). Try 'give me a summary of my night'."
+)
+
+
+class SessionError(SleepLMError):
+    """A session used the wrong way (no recording loaded, unknown audience, empty question)."""
+
+
+@dataclass
+class TurnResult:
+    """Everything one question produced.
+
+    Attributes
+    ----------
+    answer : text shown to the user (with a grounding note or fallback label when needed).
+    tool_calls : [{"name", "args", "result", "status"}] in call order; results are JSON data.
+    grounding : {"matched": [...], "unmatched": [...]} figures of the answer.
+    llm : {"backend", "model"} that wrote the answer ("none" in tool-only mode).
+    llm_messages : every message sent to the language model this turn (audit).
+    mode : "agent", "fallback" (tools' write-up replaced the answer) or "tool-only".
+    artifacts : figures produced by `plot` (matplotlib Figures), in call order.
+    """
+
+    answer: str
+    tool_calls: list[dict] = field(default_factory=list)
+    grounding: dict = field(default_factory=lambda: {"matched": [], "unmatched": []})
+    llm: dict = field(default_factory=lambda: {"backend": "none", "model": None})
+    llm_messages: list[dict] = field(default_factory=list)
+    mode: str = "agent"
+    artifacts: list[Any] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (figures left out)."""
+        return {
+            "answer": self.answer, "tool_calls": self.tool_calls, "grounding": self.grounding,
+            "llm": self.llm, "llm_messages": self.llm_messages, "mode": self.mode,
+        }
+
+
+def _resolve_llm(llm: Any) -> tuple[BaseChatModel | None, dict]:
+    """A chat model and its {"backend", "model"} from an instance, a spec string or None (configured default)."""
+    if isinstance(llm, BaseChatModel):
+        name = getattr(llm, "model_name", None) or getattr(llm, "model", None) or type(llm).__name__
+        return llm, {"backend": type(llm).__name__, "model": str(name)}
+    try:
+        from assistant.llm import get_chat_model
+    except ImportError:
+        logger.warning("assistant.llm is not available; running tool-only")
+        return None, {"backend": "none", "model": None, "detail": "LLM backends are not installed"}
+    model, status = get_chat_model(llm)
+    info = {"backend": status.backend, "model": status.model, "detail": status.detail}
+    return (model if status.available else None), info
+
+
+def _resolve_sleeplm(model: Any) -> tuple[Any, str]:
+    """A SleepLM instance (or None) and one sentence on its status."""
+    if model is None:
+        return None, "no SleepLM weights were given to this session"
+    if not isinstance(model, (str, Path)):
+        return model, "SleepLM weights loaded"
+    from sleeplm.errors import ModelUnavailableError
+    from sleeplm.inference import SleepLM
+
+    try:
+        return SleepLM.from_pretrained(str(model)), "SleepLM weights loaded"
+    except ModelUnavailableError as exc:
+        return None, str(exc)
+
+
+class NightSession:
+    """A conversation about one recording.
+
+    Parameters
+    ----------
+    llm : a LangChain chat model, a backend spec string ("openai:<model>@<url>", "ollama:<model>",
+        "local", "none"), or None for the configured default. Without a usable model the session
+        answers in a clearly labelled tool-only mode.
+    model : a loaded `SleepLM`, a weights source for `SleepLM.from_pretrained`, or None.
+    workdir : folder for this session's temporary files (figures); a fresh temporary folder,
+        deleted by `close`, when None.
+    """
+
+    def __init__(self, llm: Any = None, model: Any = None, workdir: str | Path | None = None) -> None:
+        self.llm, self.llm_info = _resolve_llm(llm)
+        self.sleeplm, self.sleeplm_status = _resolve_sleeplm(model)
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="sleeplm-session-") if workdir is None else workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.night: NightContext | None = None
+        self._guard = TurnGuard()
+        self._agent = build_agent(self.llm, self._guard) if self.llm is not None else None
+        self._thread_id = uuid.uuid4().hex
+        self._embedder: threading.Thread | None = None
+        self._n_figures = 0
+
+    # ---- loading ----------------------------------------------------------------------
+    def load(self, path: str | Path, progress: Callable | None = None) -> Recording:
+        """Load and analyse a recording; start SleepLM embeddings in the background when a model is loaded.
+
+        Raises the `sleeplm.errors.RecordingError` family for unusable files.
+        """
+        from sleeplm.io import load_recording
+
+        rec = load_recording(path)
+        self.night = NightContext(rec=rec, analysis=self._analyze(rec, progress), model=self.sleeplm, model_status=self.sleeplm_status)
+        self.reset()
+        if self.sleeplm is not None:
+            self._embedder = threading.Thread(target=self._embed, args=(self.night,), daemon=True, name="sleeplm-embed")
+            self._embedder.start()
+        return rec
+
+    def _analyze(self, rec: Recording, progress: Callable | None):
+        try:
+            from sleeplm.analysis import analyze_night
+        except ImportError:
+            logger.warning("sleeplm.analysis is not available: measurement tools will say so")
+            return None
+        return analyze_night(rec, model=self.sleeplm, progress=progress)
+
+    def _embed(self, night: NightContext) -> None:
+        from sleeplm.embedding_cache import night_embeddings
+
+        def report(done: float, *_: Any) -> None:
+            night.embedding_progress = float(done)
+
+        try:
+            night.embeddings = night_embeddings(self.sleeplm, night.rec, progress=report)
+            night.embedding_progress = 1.0
+        except Exception:  # the fallback search keeps working; the overview reports the status
+            logger.exception("SleepLM embedding failed")
+            night.model_status = "SleepLM embedding failed; retrieval uses measurements"
+
+    # ---- conversation -----------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the conversation (the loaded recording stays)."""
+        self._thread_id = uuid.uuid4().hex
+
+    def close(self) -> None:
+        """End the session and delete its temporary files."""
+        self.night = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def ask(self, question: str, audience: str = "clinician") -> TurnResult:
+        """Answer one question (follow-ups see the earlier turns)."""
+        final = None
+        for event in self.ask_stream(question, audience):
+            if event["type"] == "final":
+                final = event["turn"]
+        return final
+
+    def ask_stream(self, question: str, audience: str = "clinician") -> Iterator[dict]:
+        """Answer one question, yielding events as they happen.
+
+        Yields
+        ------
+        {"type": "tool_start", "id", "name", "args"}
+        {"type": "tool_end", "id", "name", "summary", "duration_s", "artifact"}  (figure or None)
+        {"type": "token", "text"}  (answer text as the model writes it; the final answer may differ)
+        {"type": "final", "turn": TurnResult}
+        """
+        if self.night is None:
+            raise SessionError("No recording is loaded: call load(path) with an EDF/EDF+/BDF file first.")
+        if audience not in AUDIENCES:
+            raise SessionError(f"Unknown audience {audience!r}: use 'clinician' or 'patient'.")
+        if not isinstance(question, str) or not question.strip():
+            raise SessionError("The question is empty: ask something about the recording.")
+        self.night.audience = audience
+        if self._agent is None:
+            yield from self._tool_only(question, audience)
+        else:
+            yield from self._agent_turn(question)
+
+    # ---- internals --------------------------------------------------------------------
+    def _tool_end(self, call_id: str, message: ToolMessage, started: float) -> tuple[dict, dict]:
+        result = parse_result(message.content)
+        call = {"name": message.name, "args": {}, "result": result, "status": message.status}
+        artifact = message.artifact if message.status != "error" else None
+        if artifact is not None:
+            self._n_figures += 1
+            artifact.savefig(self.workdir / f"figure-{self._n_figures}.png", dpi=100)
+        event = {
+            "type": "tool_end", "id": call_id, "name": message.name,
+            "summary": result_summary(message.name, result, message.status),
+            "duration_s": round(time.perf_counter() - started, 3), "artifact": artifact,
+        }
+        return call, event
+
+    def _tool_only(self, question: str, audience: str) -> Iterator[dict]:
+        calls, artifacts = [], []
+        for index, (name, args) in enumerate(route_question(question, audience)):
+            call_id = f"route_{index}"
+            yield {"type": "tool_start", "id": call_id, "name": name, "args": args}
+            started = time.perf_counter()
+            call, event = self._tool_end(call_id, run_tool(name, args, self.night, call_id), started)
+            call["args"] = args
+            calls.append(call)
+            if event["artifact"] is not None:
+                artifacts.append(event["artifact"])
+            yield event
+        answer = f"{NO_LLM_LABEL}\n{tool_writeup(calls)}" if calls else f"No language model is configured. {OUT_OF_SCOPE}"
+        yield {"type": "token", "text": answer}
+        grounding = check_grounding(answer, [c["result"] for c in calls])
+        yield {"type": "final", "turn": TurnResult(
+            answer=answer, tool_calls=calls, grounding=grounding.to_dict(), llm={"backend": "none", "model": None},
+            mode="tool-only", artifacts=artifacts,
+        )}
+
+    def _agent_turn(self, question: str) -> Iterator[dict]:
+        config = {"configurable": {"thread_id": self._thread_id}, "recursion_limit": RECURSION_LIMIT}
+        self._guard.start_turn()
+        calls: dict[str, dict] = {}
+        started: dict[str, float] = {}
+        artifacts = []
+        stream = self._agent.stream(
+            {"messages": [HumanMessage(question)]}, config, context=self.night, stream_mode=["updates", "messages"]
+        )
+        for mode, chunk in stream:
+            if mode == "messages":
+                message, meta = chunk
+                if meta.get("langgraph_node") == "model" and isinstance(message.content, str) and message.content:
+                    yield {"type": "token", "text": message.content}
+                continue
+            for node, update in chunk.items():
+                for message in (update or {}).get("messages", []) if isinstance(update, dict) else []:
+                    if node == "model" and isinstance(message, AIMessage):
+                        for tc in message.tool_calls:
+                            calls[tc["id"]] = {"name": tc["name"], "args": tc["args"]}
+                            started[tc["id"]] = time.perf_counter()
+                            yield {"type": "tool_start", "id": tc["id"], "name": tc["name"], "args": tc["args"]}
+                    elif node == "tools" and isinstance(message, ToolMessage):
+                        call, event = self._tool_end(message.tool_call_id, message, started.get(message.tool_call_id, time.perf_counter()))
+                        calls.setdefault(message.tool_call_id, {"name": message.name, "args": {}}).update(
+                            result=call["result"], status=call["status"]
+                        )
+                        if event["artifact"] is not None:
+                            artifacts.append(event["artifact"])
+                        yield event
+        tool_calls = [{"name": c["name"], "args": c["args"], "result": c.get("result"), "status": c.get("status", "not run")}
+                      for c in calls.values()]
+        yield {"type": "final", "turn": self._finish(config, tool_calls, artifacts)}
+
+    def _finish(self, config: dict, tool_calls: list[dict], artifacts: list) -> TurnResult:
+        messages = self._agent.get_state(config).values.get("messages", [])
+        last = messages[-1] if messages and isinstance(messages[-1], AIMessage) else None
+        results = [c["result"] for c in tool_calls if c["status"] == "success"]
+        text = last.text.strip() if last is not None else ""
+        grounding = check_grounding(text, results)
+        problem = answer_problem(last, grounding, tool_calls)
+        if problem is None:
+            answer, mode = text + grounding_note(grounding), "agent"
+        elif tool_calls:
+            answer, mode = f"{FALLBACK_LABEL}\n{tool_writeup(tool_calls)}", "fallback"
+            logger.info("answer replaced by the tool write-up: %s", problem)
+            grounding = check_grounding(answer, results)
+        else:
+            answer, mode = f"The language model gave no usable answer ({problem}). {OUT_OF_SCOPE}", "fallback"
+            grounding = Grounding()
+        return TurnResult(
+            answer=answer, tool_calls=tool_calls, grounding=grounding.to_dict(),
+            llm={"backend": self.llm_info.get("backend"), "model": self.llm_info.get("model")},
+            llm_messages=list(self._guard.sent), mode=mode, artifacts=artifacts,
+        )

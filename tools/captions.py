@@ -1,0 +1,132 @@
+"""Tool `caption_epochs`: SleepLM captions of a range beside the measured description."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from langchain.tools import ToolRuntime, tool
+from langchain_core.tools import ToolException
+from pydantic import BaseModel, Field
+
+from tools.context import NightContext, configure, night_tool_errors, phrase_citation
+
+Domain = Literal["brain", "cardiac", "respiratory", "position_muscle", "stage_event"]
+# Captioning decodes text epoch by epoch: beyond one hour the answer takes minutes on a CPU.
+MAX_CAPTION_EPOCHS = 120
+
+# Words that name the same finding in a caption and in a measured description, by category.
+# Two texts disagree when both name a category and share none of its findings.
+_TERMS = {
+    "stage": {
+        "W": r"\b(wake|awake|wakefulness)\b", "N1": r"\bn1\b", "N2": r"\bn2\b",
+        "N3": r"\b(n3|deep sleep|slow[- ]wave)\b", "R": r"\b(rem|rapid eye)\b",
+    },
+    "breathing": {
+        "apnea": r"\bapn(o)?ea", "hypopnea": r"\bhypopn(o)?ea", "normal": r"\b(normal|regular|stable) (breathing|respiration)",
+    },
+    "oxygen": {"desaturation": r"\bdesaturat", "normal": r"\b(normal|stable) (oxygen|spo2|saturation)"},
+    "heart": {
+        "tachycardia": r"\btachycard", "bradycardia": r"\bbradycard", "irregular": r"\b(irregular|arrhythm)",
+        "normal": r"\b(regular|normal|stable) (heart|rhythm|sinus)",
+    },
+    "position": {p: rf"\b{p}\b" for p in ("supine", "prone", "left", "right", "upright")},
+}
+
+
+class CaptionArgs(BaseModel):
+    domain: Domain = Field(
+        description="what to describe: 'brain' (EEG/EOG, sleep depth), 'cardiac' (heart), 'respiratory' "
+        "(breathing, oxygen), 'position_muscle' (body position, chin muscle), 'stage_event' (stage and events)"
+    )
+    start: str = Field(description="first epoch or time: clock '02:30', elapsed '3h10m', 'epoch 120', or a phrase like 'first REM period'")
+    end: str | None = Field(None, description="last epoch or time (inclusive), same forms; empty = just the start epoch/phrase")
+
+
+def finding_terms(text: str) -> dict[str, set[str]]:
+    """Findings named in a text, by category (e.g. {"stage": {"N2"}, "breathing": {"apnea"}})."""
+    lowered = text.lower()
+    found = {}
+    for category, patterns in _TERMS.items():
+        names = {name for name, pattern in patterns.items() if re.search(pattern, lowered)}
+        if names:
+            found[category] = names
+    return found
+
+
+def disagreements(caption: str, measured: str) -> list[str]:
+    """Categories where a caption and a measured description name different findings."""
+    a, b = finding_terms(caption), finding_terms(measured)
+    return [
+        f"{category}: SleepLM says {', '.join(sorted(a[category]))}, measurements say {', '.join(sorted(b[category]))}"
+        for category in sorted(a.keys() & b.keys())
+        if not a[category] & b[category]
+    ]
+
+
+def caption_runs(captions: list[str], first: int) -> list[tuple[int, int, str]]:
+    """Consecutive identical captions joined: (first_epoch, last_epoch, caption)."""
+    runs: list[tuple[int, int, str]] = []
+    for offset, text in enumerate(captions):
+        epoch = first + offset
+        if runs and runs[-1][2] == text and runs[-1][1] == epoch - 1:
+            runs[-1] = (runs[-1][0], epoch, text)
+        else:
+            runs.append((epoch, epoch, text))
+    return runs
+
+
+def _measured_text(night: NightContext, domain: str, first: int, last: int) -> dict:
+    from sleeplm.describe import describe_epochs
+
+    return describe_epochs(night.rec, domain, first, last, analysis=night.analysis)
+
+
+@tool("caption_epochs", args_schema=CaptionArgs)
+@night_tool_errors
+def caption_epochs(domain: str, start: str, end: str | None = None, *, runtime: ToolRuntime[NightContext]) -> dict:
+    """Describe what happens in an epoch or a short range (at most 120 epochs = 1 h) in one
+    domain: SleepLM's own caption of the signals (when its weights are loaded) beside the
+    description measured from the signals, with a flag where they disagree. Use for
+    'what happened at 02:30', 'describe the breathing in epoch 120', 'what was my heart doing in
+    the first REM period'."""
+    night = runtime.context
+    first, last = night.span(start, end)
+    n = last - first + 1
+    if n > MAX_CAPTION_EPOCHS:
+        raise ToolException(
+            f"That range is {n} epochs; caption at most {MAX_CAPTION_EPOCHS} epochs (1 h) at a time. "
+            "Use night_summary or list_events for longer periods, or pick a shorter range."
+        )
+    where = phrase_citation(night.cite(first, last))
+    measured = _measured_text(night, domain, first, last)
+    result = {
+        "tool": "caption_epochs",
+        "domain": domain,
+        "range": night.cite(first, last),
+        "measured": {"source": "measured", "text": measured.get("text")},
+    }
+    if night.model is None:
+        result.update(
+            source="measured",
+            findings=[
+                f"SleepLM captions are unavailable ({night.model_status}); measured description only.",
+                f"Measured ({domain}, {where}): {measured.get('text')}",
+            ],
+        )
+        return result
+    captions = list(night.model.caption(night.rec.epochs[first : last + 1], domain))
+    runs = caption_runs(captions, first)
+    flags = sorted({flag for _, _, text in runs for flag in disagreements(text, measured.get("text") or "")})
+    result.update(
+        source="sleeplm + measured",
+        captions=[{"source": "sleeplm", "text": text, **night.cite(a, b)} for a, b, text in runs],
+        disagreements=flags,
+        findings=[f"SleepLM ({domain}, {phrase_citation(night.cite(a, b))}): {text}" for a, b, text in runs[:6]]
+        + [f"Measured ({domain}, {where}): {measured.get('text')}"]
+        + ([f"SleepLM and the measurements disagree on {flag}." for flag in flags] or ["SleepLM and the measurements do not contradict each other."]),
+    )
+    return result
+
+
+configure(caption_epochs)

@@ -1,0 +1,187 @@
+"""The per-conversation night the tools run on, and what every tool shares.
+
+Tools never receive a file path from the language model: the loaded night travels in the
+agent's runtime context (`ToolRuntime.context`), a `NightContext` built by the session.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from langchain_core.tools import ToolException
+
+from assistant.timeparse import TimeRangeError, resolve_range
+from sleeplm.errors import SleepLMError
+from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, Recording
+
+__all__ = [
+    "NightContext", "night_tool_errors", "configure", "validation_message", "rounded", "cited",
+    "phrase_citation", "runs_of", "position_per_epoch", "STAGE_NAMES",
+]
+
+logger = logging.getLogger(__name__)
+
+STAGE_NAMES = {"W": "wake", "N1": "N1 (light sleep)", "N2": "N2 (light sleep)", "N3": "N3 (deep sleep)", "R": "REM"}
+
+
+@dataclass
+class NightContext:
+    """One loaded night and what has been computed on it.
+
+    Attributes
+    ----------
+    rec : the loaded recording (de-identified by construction).
+    analysis : `sleeplm.analysis.NightAnalysis` (features, events, staging, summary), or None
+        while it is missing.
+    model : a loaded `sleeplm.inference.SleepLM`, or None when no weights are available.
+    model_status : one sentence on why SleepLM is or is not available.
+    embeddings : SleepLM signal embeddings [n_epochs, 512] once the background job is done.
+    embedding_progress : fraction 0..1 of the background embedding job.
+    audience : "clinician" or "patient" (style of the current turn).
+    """
+
+    rec: Recording
+    analysis: Any = None
+    model: Any = None
+    model_status: str = "SleepLM weights are not loaded."
+    embeddings: np.ndarray | None = None
+    embedding_progress: float = 0.0
+    audience: str = "clinician"
+
+    @property
+    def hypnogram(self) -> np.ndarray | None:
+        """Stage labels per epoch: the analysis' staging, else the file's own scoring."""
+        staging = getattr(self.analysis, "staging", None)
+        if staging is not None and getattr(staging, "hypnogram", None) is not None:
+            return np.asarray(staging.hypnogram)
+        if self.rec.reference is not None and self.rec.reference.stages is not None:
+            return np.asarray(self.rec.reference.stages)
+        return None
+
+    @property
+    def stage_source(self) -> str | None:
+        """Where the stages come from: "reference scoring", "sleeplm" or "yasa"."""
+        staging = getattr(self.analysis, "staging", None)
+        if staging is not None and getattr(staging, "hypnogram", None) is not None:
+            return staging.source
+        if self.hypnogram is not None:
+            return "reference scoring"
+        return None
+
+    def require_analysis(self) -> Any:
+        if self.analysis is None:
+            raise ToolException(
+                "The measurements of this night are not available (analysis did not run); "
+                "only recording_overview can answer."
+            )
+        return self.analysis
+
+    def span(self, start: str | int | None, end: str | int | None) -> tuple[int, int]:
+        """Inclusive epoch range of a tool's start/end arguments; readable errors for the LLM."""
+        try:
+            return resolve_range(start, end, self.rec, self.hypnogram)
+        except TimeRangeError as exc:
+            raise ToolException(str(exc)) from exc
+
+    def cite(self, first: int, last: int) -> dict:
+        """Clock, elapsed and epoch citation of an inclusive epoch range."""
+        return cited(self.rec.cite_epochs(first, last))
+
+    def where(self, first: int, last: int) -> str:
+        """Short prose citation, e.g. ``"02:30:00-02:35:00 (elapsed 3h10m00s-3h15m00s, epochs 380-389)"``."""
+        return phrase_citation(self.cite(first, last))
+
+
+def cited(citation: dict) -> dict:
+    """A `Recording.cite` dict trimmed to what the language model needs to quote."""
+    keys = ("clock_start", "clock_end", "elapsed_start", "elapsed_end", "epoch_start", "epoch_end")
+    return {key: citation[key] for key in keys if citation.get(key) is not None}
+
+
+def phrase_citation(citation: dict) -> str:
+    """Prose form of a citation; the clock part is left out when the start clock is unknown."""
+    epochs = (
+        f"epoch {citation['epoch_start']}"
+        if citation["epoch_start"] == citation["epoch_end"]
+        else f"epochs {citation['epoch_start']}-{citation['epoch_end']}"
+    )
+    elapsed = f"elapsed {citation['elapsed_start']}-{citation['elapsed_end']}"
+    if "clock_start" in citation:
+        return f"{citation['clock_start']}-{citation['clock_end']} ({elapsed}, {epochs})"
+    return f"{elapsed} ({epochs})"
+
+
+def rounded(value: Any, digits: int = 1) -> Any:
+    """JSON-safe rounding: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if not math.isfinite(value) else round(value, digits)
+    return value
+
+
+def runs_of(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
+    """Inclusive (first, last) runs of True in a boolean per-epoch mask, joining gaps <= `max_gap`."""
+    runs: list[tuple[int, int]] = []
+    for epoch in np.flatnonzero(mask):
+        if runs and epoch - runs[-1][1] <= max_gap + 1:
+            runs[-1] = (runs[-1][0], int(epoch))
+        else:
+            runs.append((int(epoch), int(epoch)))
+    return runs
+
+
+def position_per_epoch(night: NightContext) -> np.ndarray | None:
+    """Body-position code per epoch (median of the POS channel), or None without a position channel."""
+    if not night.rec.channel_present[CANONICAL_CHANNELS.index("POS")]:
+        return None
+    pos = night.rec.epochs[:, CANONICAL_CHANNELS.index("POS"), :]
+    return np.round(np.median(pos, axis=1)).astype(int)
+
+
+def night_tool_errors(func: Callable) -> Callable:
+    """Turn every failure inside a tool into a `ToolException` the agent can read.
+
+    Bad input from our own library (`SleepLMError`) keeps its message; anything else is an
+    internal fault, logged with its traceback and reported as such, so one broken tool never
+    ends the conversation.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ToolException:
+            raise
+        except SleepLMError as exc:
+            raise ToolException(str(exc)) from exc
+        except Exception as exc:
+            logger.exception("tool %s failed", func.__name__)
+            raise ToolException(
+                f"{func.__name__} failed internally ({type(exc).__name__}: {exc}). "
+                "Try another tool or a different range."
+            ) from exc
+
+    return wrapper
+
+
+def validation_message(error: Exception) -> str:
+    """Readable message for arguments that do not fit a tool's schema."""
+    details = getattr(error, "errors", None)
+    if callable(details):
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in details()]
+        return "Invalid arguments: " + "; ".join(parts) + ". Fix them and call the tool again."
+    return f"Invalid arguments: {error}. Fix them and call the tool again."
+
+
+def configure(tool_obj):
+    """Make a tool report its errors (bad arguments, failures) as text instead of raising."""
+    tool_obj.handle_tool_error = True
+    tool_obj.handle_validation_error = validation_message
+    return tool_obj

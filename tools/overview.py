@@ -1,0 +1,65 @@
+"""Tool `recording_overview`: what is in the loaded night and which sources can answer."""
+
+from __future__ import annotations
+
+from langchain.tools import ToolRuntime, tool
+
+from sleeplm.recording import EPOCH_SEC, format_elapsed
+from tools.context import NightContext, configure, night_tool_errors
+
+EXTRA_SIGNALS = ("SpO2", "HR", "Snore", "Pressure", "Light")
+
+
+# No args_schema: a schema without fields would make LangChain drop the injected runtime.
+@tool("recording_overview")
+@night_tool_errors
+def recording_overview(*, runtime: ToolRuntime[NightContext]) -> dict:
+    """Describe the loaded recording: length, start and end clock time, which channels are
+    present or missing, whether the file has its own sleep scoring, where the sleep stages come
+    from, and whether SleepLM captions/retrieval are available. Call this first when the question
+    is about the recording itself or when you need to know what can be measured."""
+    night = runtime.context
+    rec = night.rec
+    present = [ch.canonical for ch in rec.channels if ch.present]
+    missing = [ch.canonical for ch in rec.channels if not ch.present]
+    extras = [name for name in EXTRA_SIGNALS if name in rec.signals]
+    reference = rec.reference
+    n_ref_events = 0 if reference is None or reference.events is None else int(len(reference.events))
+    has_ref_stages = reference is not None and reference.stages is not None
+    if night.embeddings is not None:
+        sleeplm = "available: captions and retrieval ready"
+    elif night.model is not None:
+        sleeplm = f"weights loaded, embeddings {night.embedding_progress:.0%} computed (retrieval falls back to measurements until done)"
+    else:
+        sleeplm = f"unavailable: {night.model_status}"
+    citation = night.cite(0, rec.n_epochs - 1)
+    hours = round(rec.duration_s / 3600, 2)
+    findings = [
+        f"The recording lasts {hours} h ({format_elapsed(rec.duration_s)}, {rec.n_epochs} epochs of {EPOCH_SEC} s)"
+        + (f", from {citation['clock_start']} to {citation['clock_end']}." if "clock_start" in citation else "; its start clock time is unknown."),
+        f"Channels present: {', '.join(present) or 'none'}." + (f" Missing: {', '.join(missing)}." if missing else ""),
+        f"Extra signals: {', '.join(extras)}." if extras else "No SpO2, heart-rate or snore channel: oxygen and snoring cannot be measured.",
+        (f"The file has its own scoring ({'stages' if has_ref_stages else 'no stages'}, {n_ref_events} annotated events)."
+         if reference is not None else "The file has no scoring of its own."),
+        f"Sleep stages come from: {night.stage_source or 'nothing (no staging available)'}.",
+        f"SleepLM: {sleeplm}.",
+    ]
+    return {
+        "tool": "recording_overview",
+        "source": "measured",
+        "findings": findings,
+        "duration_h": hours,
+        "n_epochs": rec.n_epochs,
+        "citation": citation,
+        "channels_present": present,
+        "channels_missing": missing,
+        "extra_signals": extras,
+        "format": rec.source_format,
+        "stage_source": night.stage_source,
+        "reference_scoring": {"stages": has_ref_stages, "n_events": n_ref_events} if reference is not None else None,
+        "sleeplm": sleeplm,
+        "warnings": list(rec.warnings),
+    }
+
+
+configure(recording_overview)

@@ -1,0 +1,113 @@
+"""Tool `night_summary`: whole-night AASM statistics and headline findings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langchain.tools import ToolRuntime, tool
+from pydantic import BaseModel, Field
+
+from sleeplm.recording import format_elapsed
+from tools.context import NightContext, configure, night_tool_errors, rounded
+
+# Keys of the summary contract worth showing, in reading order.
+CLINICIAN_KEYS = (
+    "tib_min", "spt_min", "tst_min", "se_pct", "sol_min", "rem_latency_min", "waso_min",
+    "W_min", "N1_min", "N2_min", "N3_min", "R_min", "W_pct", "N1_pct", "N2_pct", "N3_pct", "R_pct",
+    "n_awakenings", "ahi", "ahi_rule", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem",
+    "ahi_nrem", "odi3", "odi4", "t90_min", "spo2_min", "spo2_mean", "hr_mean", "n_apneas", "n_hypopneas",
+)
+SCREENING_NOTE = "AASM severity bands (<5 normal, 5-15 mild, 15-30 moderate, >=30 severe) are screening information, not a diagnosis."
+
+
+class SummaryArgs(BaseModel):
+    audience: Literal["clinician", "patient"] = Field(
+        "clinician", description="who reads the answer: 'clinician' (full statistics) or 'patient' (plain words)"
+    )
+
+
+def _hours_minutes(minutes: float | None) -> str | None:
+    if minutes is None:
+        return None
+    return format_elapsed(minutes * 60).rsplit("m", 1)[0].replace("h", " h ") + " min"
+
+
+def _clinician_findings(s: dict) -> list[str]:
+    lines = []
+    if s.get("tst_min") is not None:
+        lines.append(
+            f"TIB {s.get('tib_min')} min, TST {s['tst_min']} min, sleep efficiency {s.get('se_pct')}%, "
+            f"sleep onset latency {s.get('sol_min')} min, REM latency {s.get('rem_latency_min')} min, WASO {s.get('waso_min')} min."
+        )
+        lines.append(
+            "Stages: " + ", ".join(f"{st} {s.get(f'{st}_min')} min ({s.get(f'{st}_pct')}%)" for st in ("N1", "N2", "N3", "R"))
+            + f"; wake {s.get('W_min')} min; {s.get('n_awakenings')} awakenings."
+        )
+    if s.get("ahi") is not None:
+        lines.append(
+            f"AHI {s['ahi']} events/h (rule {s.get('ahi_rule')}): {s.get('n_apneas')} apneas, {s.get('n_hypopneas')} hypopneas; "
+            f"band: {s.get('severity')}. Supine AHI {s.get('ahi_supine')}, non-supine {s.get('ahi_nonsupine')}, "
+            f"REM {s.get('ahi_rem')}, NREM {s.get('ahi_nrem')}."
+        )
+    elif s.get("rei") is not None:
+        lines.append(f"REI {s['rei']} events/h of monitoring time (no sleep staging, so no AHI); band: {s.get('severity')}.")
+    if s.get("spo2_min") is not None:
+        lines.append(
+            f"SpO2 mean {s.get('spo2_mean')}%, minimum {s['spo2_min']}%, T90 {s.get('t90_min')} min, "
+            f"ODI3 {s.get('odi3')}/h, ODI4 {s.get('odi4')}/h."
+        )
+    if s.get("hr_mean") is not None:
+        lines.append(f"Mean heart rate {s['hr_mean']} bpm.")
+    return lines
+
+
+def _patient_findings(s: dict) -> list[str]:
+    lines = []
+    if s.get("tst_min") is not None:
+        lines.append(
+            f"You slept {_hours_minutes(s['tst_min'])} ({s['tst_min']} min) out of {_hours_minutes(s.get('tib_min'))} in bed "
+            f"({s.get('se_pct')}% sleep efficiency); falling asleep took {s.get('sol_min')} min."
+        )
+        lines.append(
+            f"Deep sleep (N3): {s.get('N3_min')} min; dream sleep (REM): {s.get('R_min')} min; "
+            f"light sleep (N1+N2): {rounded((s.get('N1_min') or 0) + (s.get('N2_min') or 0))} min; "
+            f"you woke up {s.get('n_awakenings')} times."
+        )
+    if s.get("ahi") is not None:
+        lines.append(
+            f"Breathing pauses and shallow breathing: {s['ahi']} per hour of sleep (the '{s.get('severity')}' band)."
+        )
+    if s.get("spo2_min") is not None:
+        lines.append(f"Your oxygen level averaged {s.get('spo2_mean')}% and its lowest value was {s['spo2_min']}%.")
+    lines.append("These are screening measurements, not a diagnosis: please discuss them with a clinician.")
+    return lines
+
+
+@tool("night_summary", args_schema=SummaryArgs)
+@night_tool_errors
+def night_summary(audience: str = "clinician", *, runtime: ToolRuntime[NightContext]) -> dict:
+    """Whole-night statistics: time in bed, total sleep time, sleep efficiency, sleep latency,
+    WASO, minutes and percent of each stage, awakenings, AHI with its rule and AASM severity band,
+    oxygen (minimum, mean, T90, ODI) and heart rate, plus what could not be assessed and why.
+    Use for summaries, 'how much deep/REM sleep', 'how did I sleep', 'what is my AHI'."""
+    night = runtime.context
+    summary = dict(night.require_analysis().summary)
+    stats = {key: rounded(summary[key]) for key in CLINICIAN_KEYS if summary.get(key) is not None}
+    if summary.get("position_min"):
+        stats["position_min"] = {pos: rounded(v) for pos, v in summary["position_min"].items()}
+    findings = _patient_findings(stats) if audience == "patient" else _clinician_findings(stats)
+    not_assessable = dict(summary.get("not_assessable") or {})
+    findings += [f"Not assessable: {key} ({reason})." for key, reason in not_assessable.items()]
+    return {
+        "tool": "night_summary",
+        "source": f"measured (sleep stages from {night.stage_source})" if night.stage_source else "measured",
+        "audience": audience,
+        "findings": findings,
+        "statistics": stats,
+        "not_assessable": not_assessable,
+        "citation": night.cite(0, night.rec.n_epochs - 1),
+        "screening_note": SCREENING_NOTE,
+    }
+
+
+configure(night_summary)
