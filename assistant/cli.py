@@ -1,0 +1,45 @@
+"""`sleeplm-assistant ask FILE "question"`: one question, answered and traced on the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+
+from assistant.session import NightSession
+
+__all__ = ["run_ask", "format_turn"]
+
+
+def format_turn(turn, session: NightSession) -> str:
+    """Human-readable answer followed by the tool trace and the figures written."""
+    lines = [turn.answer, "", f"[llm: {turn.llm.get('backend')} {turn.llm.get('model') or ''}".rstrip() + f"; mode: {turn.mode}]"]
+    for call in turn.tool_calls:
+        args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
+        lines.append(f"[tool {call['name']}({args}) -> {call['status']}]")
+    figures = sorted(session.workdir.glob("figure-*.png"))
+    lines += [f"[figure: {path}]" for path in figures]
+    if turn.grounding["unmatched"]:
+        lines.append(f"[unverified figures: {', '.join(turn.grounding['unmatched'])}]")
+    return "\n".join(lines)
+
+
+def run_ask(args) -> int:
+    """Run the `ask` subcommand: load FILE, answer the question, print text or one JSON object.
+
+    `args` carries ``file``, ``question``, ``llm`` (backend spec or None for the configured
+    default), ``audience`` and ``json``. Figures are written to a folder that is kept (its
+    path is printed) so they can be opened after the command ends.
+    """
+    workdir = tempfile.mkdtemp(prefix="sleeplm-ask-")
+    session = NightSession(llm=args.llm, workdir=workdir)
+    session.load(args.file)
+    turn = session.ask(args.question, audience=args.audience)
+    if args.json:
+        json.dump(turn.to_dict(), sys.stdout, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(format_turn(turn, session))
+    if not any(session.workdir.iterdir()):
+        session.workdir.rmdir()
+    return 0
