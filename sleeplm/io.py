@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,16 +303,14 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
     reader = _EdfReader(path, header)
     if position_map is None:
         position_map = chmap.MONTAGE_POSITION_MAP.get(montage, "sleeplm")
+    if isinstance(position_map, str) and position_map not in chmap.POSITION_MAPS:
+        raise ChannelMappingError(
+            f"unknown position_map {position_map!r}; use one of {sorted(chmap.POSITION_MAPS)} or a dict code->label."
+        )
     duration_s = n_epochs * EPOCH_SEC
-    epochs = np.zeros((n_epochs, len(CANONICAL_CHANNELS), preprocess.EPOCH_SAMPLES), dtype=np.float32)
-    epochs[:, CANONICAL_CHANNELS.index("POS")] = -1.0  # SleepLM README: -1 = unknown/missing position
-    infos, signals, extras = [], {}, []
-    for name in CANONICAL_CHANNELS + chmap.EXTRA_SIGNALS:
-        source = sources.get(name)
-        if source is None:
-            if name in CANONICAL_CHANNELS:
-                infos.append(ChannelInfo(name, present=False))
-            continue
+
+    def prepare(name: str):
+        source = sources[name]
         data, sfreq, unit, rails = reader.read(source)
         info = ChannelInfo(
             name, present=True, source=source.description, derived=source.kind == "derived",
@@ -323,9 +323,25 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             info.unit = "uV"
         data = data[: int(round(duration_s * sfreq))]
         if name == "POS":
-            row = _prepare_position(data, sfreq, position_map, info, signals)
-        else:
-            row = _prepare_signal(name, data, sfreq, rails, info, signals, normalization)
+            return (info, *_prepare_position(data, sfreq, position_map, info))
+        return (info, *_prepare_signal(name, data, sfreq, rails, info, normalization))
+
+    # Channels are independent; numpy/scipy release the GIL, so two workers use both cores.
+    names = [name for name in CANONICAL_CHANNELS + chmap.EXTRA_SIGNALS if name in sources]
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        prepared = dict(zip(names, pool.map(prepare, names)))
+
+    epochs = np.zeros((n_epochs, len(CANONICAL_CHANNELS), EPOCH_SAMPLES), dtype=np.float32)
+    epochs[:, POS_INDEX] = -1.0  # SleepLM README: -1 = unknown/missing position
+    infos, signals, extras = [], {}, []
+    for name in CANONICAL_CHANNELS + chmap.EXTRA_SIGNALS:
+        if name not in prepared:
+            if name in CANONICAL_CHANNELS:
+                infos.append(ChannelInfo(name, present=False))
+            continue
+        info, signal, row = prepared[name]
+        if signal is not None:
+            signals[name] = signal
         if name in CANONICAL_CHANNELS:
             infos.append(info)
             if row is not None:
@@ -358,30 +374,39 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
     )
 
 
-def _prepare_signal(name, data, sfreq, rails, info, signals, normalization):
-    """Check one signal, keep it in physical units, and return its z-scored epoch row (or None if flat)."""
+def _prepare_signal(name, data, sfreq, rails, info, normalization):
+    """Check one signal; return (physical-unit Signal or None if unusable, z-scored epoch row or None).
+
+    Each needed rate is resampled from the lowest-rate version already made that is still at or
+    above it (already band-limited, so cheaper and just as clean as starting from the file rate).
+    """
     bad = preprocess.artefact_mask(data, sfreq, rails)
-    center, scale = preprocess.robust_center_scale(data, bad)
+    rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS.get(name, sfreq)), _MIN_SIGNAL_RATE))
+    versions = {sfreq: data}
+    for target in sorted({rate, float(SFREQ)} if name in CANONICAL_CHANNELS else {rate}, reverse=True):
+        src_rate = min((r for r in versions if r >= target), default=sfreq)
+        versions[target] = preprocess.resample(versions[src_rate], src_rate, target)
+    stats_rate = float(SFREQ) if name in CANONICAL_CHANNELS else rate
+    stats_bad = preprocess.hold_resample(bad, sfreq, stats_rate).astype(bool)
+    center, scale = preprocess.robust_center_scale(versions[stats_rate], stats_bad)
     info.warnings += preprocess.channel_warnings(name, data, bad, scale, info.unit, rails)
-    if not scale > 0 or bad.mean() > 0.95:
+    if not scale > 0 or stats_bad.mean() > 0.95:
         info.present = False
         info.warnings.append("flat or unusable: treated as missing")
-        return None
-    rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS.get(name, sfreq)), _MIN_SIGNAL_RATE))
-    kept = preprocess.resample(data, sfreq, rate)
-    signals[name] = Signal(kept, rate, info.unit or "", info.source)
+        return None, None
+    signal = Signal(versions[rate], rate, info.unit or "", info.source)
     if name not in CANONICAL_CHANNELS:
-        return None
-    # Resample the kept signal when it is still above 64 Hz: cheaper than starting from the file rate.
-    at_64 = preprocess.resample(*((kept, rate) if rate >= SFREQ else (data, sfreq)), SFREQ)
-    n_epochs = len(at_64) // preprocess.EPOCH_SAMPLES
+        return signal, None
+    at_64 = versions[float(SFREQ)]
+    n_epochs = len(at_64) // EPOCH_SAMPLES
     if normalization == "per_epoch":
-        return preprocess.zscore_per_epoch(preprocess.to_epochs(at_64, n_epochs))
-    bad_64 = preprocess.hold_resample(bad, sfreq, SFREQ).astype(bool)
-    return preprocess.to_epochs(preprocess.zscore_night(at_64, bad_64), n_epochs)
+        return signal, preprocess.zscore_per_epoch(preprocess.to_epochs(at_64, n_epochs))
+    z = preprocess.zscore_night(at_64, stats_bad, center_scale=(center, scale))
+    return signal, preprocess.to_epochs(z, n_epochs)
 
 
-def _prepare_position(data, sfreq, position_map, info, signals):
+def _prepare_position(data, sfreq, position_map, info):
+    """Decode positions; return (Signal of codes, epoch row of codes at 64 Hz by sample-and-hold)."""
     codes, unknown = chmap.decode_position(data, position_map)
     map_name = position_map if isinstance(position_map, str) else "custom"
     info.unit = "code"
@@ -392,9 +417,9 @@ def _prepare_position(data, sfreq, position_map, info, signals):
             "pass position_map= if the vendor differs"
         )
     rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS["POS"]), _MIN_SIGNAL_RATE))
-    signals["POS"] = Signal(preprocess.hold_resample(codes, sfreq, rate), rate, "code", info.source)
+    signal = Signal(preprocess.hold_resample(codes, sfreq, rate), rate, "code", info.source)
     at_64 = preprocess.hold_resample(codes, sfreq, SFREQ)
-    return preprocess.to_epochs(at_64, len(at_64) // preprocess.EPOCH_SAMPLES)
+    return signal, preprocess.to_epochs(at_64, len(at_64) // EPOCH_SAMPLES)
 
 
 class _EdfReader:

@@ -100,10 +100,8 @@ def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | N
         edges = np.diff(same)
         starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
         long = (ends - starts + 1) >= run
-        delta = np.zeros(len(data) + 1, dtype=np.int32)
-        np.add.at(delta, starts[long], 1)
-        np.add.at(delta, ends[long] + 1, -1)
-        bad |= np.cumsum(delta[:-1]) > 0
+        for start, end in zip(starts[long], ends[long]):  # few: each run spans >= FLAT_RUN_S
+            bad[start : end + 1] = True
     return bad
 
 
@@ -127,14 +125,16 @@ def robust_center_scale(data: np.ndarray, bad: np.ndarray | None = None) -> tupl
     return float(median), float(scale)
 
 
-def zscore_night(data: np.ndarray, bad: np.ndarray | None = None, clip: float = Z_CLIP) -> np.ndarray:
+def zscore_night(data: np.ndarray, bad: np.ndarray | None = None, clip: float = Z_CLIP,
+                 center_scale: tuple[float, float] | None = None) -> np.ndarray:
     """Z-score a whole-night signal with robust statistics computed on non-artefact samples.
 
     A flat or clipped stretch is excluded from the statistics, so it cannot shrink or inflate the
     scale; values are clipped to ``±clip``; non-finite samples become 0. A channel with no usable
-    variation returns zeros (the SleepLM convention for a missing channel).
+    variation returns zeros (the SleepLM convention for a missing channel). Pass `center_scale`
+    when `robust_center_scale` was already computed on the same samples.
     """
-    center, scale = robust_center_scale(data, bad)
+    center, scale = center_scale if center_scale is not None else robust_center_scale(data, bad)
     if not scale > 0:
         return np.zeros(len(data), dtype=np.float32)
     z = (np.asarray(data, dtype=np.float32) - np.float32(center)) / np.float32(scale)

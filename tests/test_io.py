@@ -1,0 +1,286 @@
+"""Loading real EDF/EDF+/BDF files and tensors written here: shapes, rates, units, z-scores, clocks."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+
+import edfio
+import mne
+import numpy as np
+import pytest
+import torch
+
+from sleeplm import load_recording as package_load_recording
+from sleeplm.cli import main as cli_main
+from sleeplm.io import load_recording, preflight_table, read_edf_header
+from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES
+
+START = datetime.time(23, 15, 30)
+
+
+def eeg_like(n: int, sfreq: float, rng, amplitude_uv: float = 30.0) -> np.ndarray:
+    """10-Hz rhythm plus broadband noise, in uV."""
+    t = np.arange(n) / sfreq
+    return amplitude_uv * (np.sin(2 * np.pi * 10 * t) + 0.5 * rng.standard_normal(n))
+
+
+def write_psg(path, channels, minutes: float = 3.0, start=START, annotations=(), patient=None, recording=None):
+    """Write an EDF+ with edfio. `channels`: (label, sfreq, unit, values) where values is an array
+    or a function (n_samples, sfreq, rng) -> array. Returns the written arrays by label."""
+    rng = np.random.default_rng(0)
+    signals, written = [], {}
+    for label, sfreq, unit, values in channels:
+        n = int(round(minutes * 60 * sfreq))
+        data = np.asarray(values(n, sfreq, rng) if callable(values) else values, dtype=float)
+        margin = max(0.1 * float(data.max() - data.min()), 1.0)  # keep samples off the rails
+        low, high = float(data.min()) - margin, float(data.max()) + margin
+        signals.append(edfio.EdfSignal(data, sampling_frequency=sfreq, label=label, physical_dimension=unit,
+                                       physical_range=(low, high)))
+        written[label] = data
+    edfio.Edf(
+        signals, starttime=start, annotations=[edfio.EdfAnnotation(*a) for a in annotations],
+        patient=patient, recording=recording,
+    ).write(path)
+    return written
+
+
+def positions(n, sfreq, rng, codes=(0, 1, 2, 3)):
+    return np.repeat(codes, int(np.ceil(n / len(codes))))[:n].astype(float)
+
+
+AASM = [
+    ("ECG", 256, "mV", lambda n, f, r: 0.8 * np.sin(2 * np.pi * 1.1 * np.arange(n) / f) + 0.05 * r.standard_normal(n)),
+    ("Abdomen", 32, "uV", eeg_like),
+    ("Thorax", 32, "uV", eeg_like),
+    ("Airflow", 32, "uV", eeg_like),
+    ("E1-M2", 256, "uV", eeg_like),
+    ("E2-M1", 256, "uV", eeg_like),
+    ("C3-M2", 256, "uV", eeg_like),
+    ("C4-M1", 256, "uV", eeg_like),
+    ("Chin1-Chin2", 256, "uV", eeg_like),
+    ("Position", 1, "", positions),
+    ("SpO2", 1, "%", lambda n, f, r: np.round(95 + 2 * np.sin(np.arange(n) / 20.0), 1)),
+    ("Pulse", 1, "bpm", lambda n, f, r: 60 + 5 * np.sin(np.arange(n) / 30.0)),
+    ("Nasal Pressure", 32, "cmH2O", lambda n, f, r: np.sin(2 * np.pi * 0.25 * np.arange(n) / f)),
+    ("Snore", 128, "uV", eeg_like),
+]
+
+
+@pytest.fixture(scope="module")
+def aasm_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("aasm") / "JaneDoe_MRN12345.edf"
+    written = write_psg(
+        path, AASM,
+        annotations=[(0, 30, "Sleep stage W"), (30, 30, "Sleep stage N1"), (60, 60, "Sleep stage 2"),
+                     (120, 30, "Sleep stage R"), (95.5, 12, "Obstructive Apnea"), (130, 3, "Arousal")],
+        patient=edfio.Patient(name="Jane_Doe", code="MRN12345", birthdate=datetime.date(1960, 3, 4), sex="F"),
+        recording=edfio.Recording(startdate=datetime.date(2024, 5, 17)),
+    )
+    return path, written
+
+
+def test_aasm_edf_loads_every_channel_in_sleeplm_order(aasm_file):
+    path, _ = aasm_file
+    rec = load_recording(path)
+    assert rec.epochs.shape == (6, 10, EPOCH_SAMPLES) and rec.epochs.dtype == np.float32
+    assert rec.channel_present.all()
+    sources = {c.canonical: c.source for c in rec.channels}
+    assert sources == {
+        "ECG": "ECG", "ABD": "Abdomen", "THX": "Thorax", "AF": "Airflow", "EOG_Left": "E1-M2",
+        "EOG_Right": "E2-M1", "EEG_C3_A2": "C3-M2", "EEG_C4_A1": "C4-M1", "EMG_Chin": "Chin1-Chin2",
+        "POS": "Position",
+    }
+    assert [c.canonical for c in rec.channels] == list(CANONICAL_CHANNELS)
+    assert rec.source_format == "EDF+" and rec.normalization == "night_robust"
+    assert package_load_recording(path).content_hash == rec.content_hash
+
+
+def test_signal_rates_and_units(aasm_file):
+    path, written = aasm_file
+    rec = load_recording(path)
+    rates = {name: s.sfreq for name, s in rec.signals.items()}
+    assert rates == {"ECG": 256, "ABD": 32, "THX": 32, "AF": 32, "EOG_Left": 128, "EOG_Right": 128,
+                     "EEG_C3_A2": 128, "EEG_C4_A1": 128, "EMG_Chin": 128, "POS": 1, "SpO2": 1, "HR": 1,
+                     "Pressure": 32, "Snore": 128}
+    for name, signal in rec.signals.items():
+        assert len(signal.data) == signal.sfreq * 180, name  # exactly n_epochs * 30 s
+    # ECG was written in mV: reported in uV, same samples (EDF 16-bit quantisation aside).
+    ecg = rec.signals["ECG"]
+    assert ecg.unit == "uV"
+    np.testing.assert_allclose(ecg.data, written["ECG"] * 1000, atol=2.0)
+    # Slow channels come back sample for sample although mne upsamples them to 256 Hz internally.
+    np.testing.assert_allclose(rec.signals["SpO2"].data, written["SpO2"], atol=0.01)
+    assert rec.signals["SpO2"].unit == "%" and rec.signals["HR"].unit == "bpm"
+    assert rec.signals["Pressure"].unit == "cmH2O"
+    np.testing.assert_allclose(rec.signals["THX"].data, written["Thorax"], atol=0.1)
+
+
+def test_epochs_are_robustly_zscored_and_pos_holds_codes(aasm_file):
+    rec = load_recording(aasm_file[0])
+    for name in ("EEG_C3_A2", "ECG", "THX"):
+        row = rec.epochs[:, CANONICAL_CHANNELS.index(name)].ravel()
+        q25, median, q75 = np.percentile(row, [25, 50, 75])
+        assert abs(median) < 0.05 and abs((q75 - q25) / 1.349 - 1) < 0.05, name
+        assert np.abs(row).max() <= 10.0
+    pos = rec.epochs[:, CANONICAL_CHANNELS.index("POS")]
+    assert set(np.unique(pos)) == {0.0, 1.0, 2.0, 3.0}
+    assert (pos[0] == 0).all() and (pos[-1] == 3).all()  # not z-scored, held per sample
+    assert rec.position_map == "sleeplm"
+
+
+def test_per_epoch_normalization(aasm_file):
+    rec = load_recording(aasm_file[0], normalization="per_epoch")
+    assert rec.normalization == "per_epoch"
+    eeg = rec.epochs[:, CANONICAL_CHANNELS.index("EEG_C3_A2")]
+    np.testing.assert_allclose(eeg.mean(axis=1), 0, atol=1e-4)
+    np.testing.assert_allclose(eeg.std(axis=1), 1, atol=1e-3)
+
+
+def test_clock_and_reference_scoring(aasm_file):
+    rec = load_recording(aasm_file[0])
+    assert rec.start_seconds == 23 * 3600 + 15 * 60 + 30
+    assert rec.epoch_clock(2) == "23:16:30" and rec.epoch_elapsed(2) == "0h01m00s"
+    assert list(rec.reference.stages) == ["W", "N1", "N2", "N2", "R", "?"]
+    events = rec.reference.events.set_index("label")
+    assert events.loc["Obstructive Apnea", "kind"] == "apnea"
+    assert events.loc["Obstructive Apnea", "subtype"] == "obstructive"
+    assert events.loc["Obstructive Apnea", "onset_s"] == pytest.approx(95.5)
+    assert events.loc["Arousal", "kind"] == "arousal"
+
+
+def test_no_identifying_data_in_any_field(aasm_file):
+    path, _ = aasm_file
+    rec = load_recording(path)
+    text = repr([getattr(rec, f.name) for f in dataclasses.fields(rec) if f.name != "epochs"]) + rec.describe()
+    for secret in ("Jane", "Doe", "MRN12345", "1960", "04-MAR", "2024", "17.05", path.name, path.stem):
+        assert secret not in text, secret
+    assert rec.content_hash == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_describe_and_preflight_table(aasm_file):
+    rec = load_recording(aasm_file[0])
+    table = preflight_table(rec)
+    assert list(table["channel"][:10]) == list(CANONICAL_CHANNELS)
+    assert set(table["channel"][10:]) == {"SpO2", "HR", "Pressure", "Snore"}
+    assert (table["status"][:10] == "present").all()
+    text = rec.describe()
+    assert "C3-M2" in text and "23:15:30" in text and "very short recording" in text
+
+
+def test_cli_inspect_prints_the_preflight_report(aasm_file, capsys):
+    assert cli_main(["inspect", str(aasm_file[0])]) == 0
+    out = capsys.readouterr().out
+    assert "EEG_C3_A2" in out and "Chin1-Chin2" in out
+
+
+def test_monopolar_channels_are_derived(tmp_path):
+    path = tmp_path / "mono.edf"
+    labels = ["C3", "C4", "M1", "M2", "E1", "E2", "Chin1", "Chin2", "ECG L", "ECG R"]
+    written = write_psg(path, [(label, 256, "uV", eeg_like) for label in labels], minutes=1)
+    rec = load_recording(path)
+    info = {c.canonical: c for c in rec.channels}
+    for name, source in [("EEG_C3_A2", "C3 - M2"), ("EEG_C4_A1", "C4 - M1"), ("EOG_Left", "E1 - M2"),
+                         ("EOG_Right", "E2 - M1"), ("EMG_Chin", "Chin1 - Chin2"), ("ECG", "ECG L - ECG R")]:
+        assert info[name].derived and info[name].source == source
+    expected = (written["ECG L"] - written["ECG R"])
+    np.testing.assert_allclose(rec.signals["ECG"].data, expected, atol=0.2)
+    assert not info["AF"].present and (rec.epochs[:, CANONICAL_CHANNELS.index("AF")] == 0).all()
+    assert (rec.epochs[:, CANONICAL_CHANNELS.index("POS")] == -1).all()  # missing position = unknown
+
+
+def test_sleep_edf_substitutes_are_explicit(tmp_path):
+    path = tmp_path / "sc.edf"
+    labels = ["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal", "Resp oro-nasal", "EMG submental", "Event marker"]
+    write_psg(path, [(label, 100, "uV", eeg_like) for label in labels], minutes=1)
+    rec = load_recording(path)
+    info = {c.canonical: c for c in rec.channels}
+    assert info["EEG_C3_A2"].substitute and info["EEG_C3_A2"].source == "EEG Fpz-Cz"
+    assert any("EEG Fpz-Cz" in w for w in info["EEG_C3_A2"].warnings)
+    assert info["EEG_C4_A1"].source == "EEG Pz-Oz" and info["EOG_Left"].source == "EOG horizontal"
+    assert info["AF"].source == "Resp oro-nasal" and not info["AF"].substitute
+    assert info["EMG_Chin"].source == "EMG submental" and info["EMG_Chin"].original_sfreq == 100
+    assert rec.signals["EEG_C3_A2"].sfreq == 100  # below the 128 Hz cap: kept at its own rate
+    assert preflight_table(rec).set_index("channel").loc["EEG_C3_A2", "status"] == "substitute"
+
+
+def test_shhs_position_map_and_mesa_map(tmp_path):
+    shhs = tmp_path / "shhs.edf"
+    write_psg(shhs, [("EEG(sec)", 125, "uV", eeg_like), ("EEG", 125, "uV", eeg_like),
+                     ("THOR RES", 10, "", eeg_like), ("ABDO RES", 10, "", eeg_like),
+                     ("POSITION", 1, "", positions)], minutes=1)
+    rec = load_recording(shhs)
+    assert rec.position_map == "shhs"
+    assert {c.canonical: c.source for c in rec.channels}["EEG_C3_A2"] == "EEG(sec)"
+    assert list(np.unique(rec.signals["POS"].data)) == [0, 1, 2, 3]
+
+    mesa = tmp_path / "mesa.edf"
+    write_psg(mesa, [("EEG1", 256, "uV", eeg_like), ("EEG2", 256, "uV", eeg_like), ("EEG3", 256, "uV", eeg_like),
+                     ("Pos", 4, "", lambda n, f, r: positions(n, f, r, codes=(0, 1, 2, 3, 4)))], minutes=1)
+    rec = load_recording(mesa)
+    assert rec.position_map == "mesa"
+    pos = rec.signals["POS"].data
+    # MESA/Compumedics: 0 right, 1 supine, 2 left, 3 prone, 4 upright -> SleepLM 0, 2, 1, 3, 4
+    assert [pos[i * len(pos) // 5] for i in range(5)] == [0, 2, 1, 3, 4]
+    info = {c.canonical: c for c in rec.channels}
+    assert info["EEG_C4_A1"].source == "EEG3" and info["EEG_C3_A2"].substitute
+
+
+def test_user_channel_map_and_position_map(tmp_path):
+    path = tmp_path / "odd.edf"
+    write_psg(path, [("Kanal 1", 128, "uV", eeg_like), ("Lage", 1, "", positions)], minutes=1)
+    rec = load_recording(path, channel_map={"EEG_C3_A2": "Kanal 1", "POS": "Lage"},
+                         position_map={0: "Supine", 1: "Left", 2: "Right"})
+    assert rec.channels[CANONICAL_CHANNELS.index("EEG_C3_A2")].source == "Kanal 1"
+    assert rec.position_map == "custom"
+    assert list(rec.signals["POS"].data[[0, 20, 40, 59]]) == [2, 1, 0, -1]
+    assert any("do not know" in w or "does not know" in w for w in rec.channels[-1].warnings)
+
+
+def test_flat_channel_is_missing_with_warning(tmp_path):
+    path = tmp_path / "flat.edf"
+    write_psg(path, [("C3-M2", 256, "uV", eeg_like), ("C4-M1", 256, "uV", lambda n, f, r: np.zeros(n))], minutes=1)
+    rec = load_recording(path)
+    c4 = rec.channels[CANONICAL_CHANNELS.index("EEG_C4_A1")]
+    assert not c4.present and any("flat" in w for w in c4.warnings)
+    assert (rec.epochs[:, CANONICAL_CHANNELS.index("EEG_C4_A1")] == 0).all()
+    assert "EEG_C4_A1" not in rec.signals and rec.channel_present[CANONICAL_CHANNELS.index("EEG_C3_A2")]
+
+
+def test_implausible_units_are_flagged(tmp_path):
+    path = tmp_path / "units.edf"
+    # EEG written as if in volts but labelled uV: robust SD ~ 3e-5 uV.
+    write_psg(path, [("C3-M2", 256, "uV", lambda n, f, r: eeg_like(n, f, r) * 1e-6),
+                     ("SpO2", 1, "%", lambda n, f, r: 0.95 + 0.01 * r.standard_normal(n))], minutes=1)
+    rec = load_recording(path)
+    assert any("implausible amplitude" in w for w in rec.channels[CANONICAL_CHANNELS.index("EEG_C3_A2")].warnings)
+    assert any("implausible values" in w for w in rec.extra_channels[0].warnings)
+
+
+def test_bdf_through_mne(tmp_path):
+    path = tmp_path / "night.bdf"
+    info = mne.create_info(["C3-M2", "EKG"], 128.0, ch_types="eeg")
+    rng = np.random.default_rng(1)
+    data = np.stack([eeg_like(128 * 90, 128, rng), eeg_like(128 * 90, 128, rng) * 10]) * 1e-6  # volts
+    mne.export.export_raw(path, mne.io.RawArray(data, info, verbose="error"), fmt="bdf", verbose="error")
+    rec = load_recording(path)
+    assert rec.source_format.startswith("BDF") and rec.n_epochs == 3
+    assert rec.channel_present[CANONICAL_CHANNELS.index("ECG")]
+    np.testing.assert_allclose(rec.signals["EEG_C3_A2"].data, data[0] * 1e6, atol=0.05)
+    assert read_edf_header(path).file_type == "BDF"
+
+
+def test_ready_tensors_pt_and_npy(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 10, EPOCH_SAMPLES)).astype(np.float32)
+    x[:, 9] = 2.0
+    x[:, 3] = 0.0  # AF missing
+    torch.save(torch.from_numpy(x), tmp_path / "x.pt")
+    np.save(tmp_path / "x.npy", x)
+    for name in ("x.pt", "x.npy"):
+        rec = load_recording(tmp_path / name)
+        np.testing.assert_array_equal(rec.epochs, x)
+        assert rec.source_format == "tensor" and rec.normalization == "as_given"
+        assert list(rec.channel_present) == [True, True, True, False] + [True] * 6
+        assert (rec.signals["POS"].data == 2).all()
