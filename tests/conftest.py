@@ -96,3 +96,55 @@ def scripted_model() -> Callable[..., ScriptedChatModel]:
         return ScriptedChatModel(messages=iter(replies), seen=[], tools_offered=[])
 
     return make
+
+
+# ---- a night with known content (tool logic tests) -----------------------------------------
+KNOWN_EVENTS = [
+    # kind, subtype, start_s, end_s
+    ("apnea", "obstructive", 2000.0, 2020.0),
+    ("apnea", "central", 2100.0, 2125.0),
+    ("hypopnea", "", 5000.0, 5020.0),
+    ("desaturation", "", 2010.0, 2040.0),
+    ("arousal", "", 6000.0, 6010.0),
+]
+
+
+def known_hypnogram() -> np.ndarray:
+    """240 epochs: W, N1, N2, N3, N2, R (150-179), N2, W, R (230-239)."""
+    spans = [("W", 10), ("N1", 10), ("N2", 60), ("N3", 40), ("N2", 30), ("R", 30), ("N2", 40), ("W", 10), ("R", 10)]
+    return np.array([stage for stage, n in spans for _ in range(n)], dtype=object)
+
+
+@pytest.fixture
+def known_night(bare_recording):
+    """A 2-h NightContext whose events, stages, position and SpO2 are known exactly.
+
+    Supine (code 2) for epochs 0-119, left (code 1) after; SpO2 96 % with a dip to 85 %
+    over 2010-2040 s; the analysis holds the events above and the hypnogram, as the
+    measurement layer's NightAnalysis would.
+    """
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from sleeplm.recording import Signal
+    from tools import NightContext
+
+    rec = bare_recording(n_epochs=240, start_seconds=23 * 3600.0)
+    pos = CANONICAL_CHANNELS.index("POS")
+    rec.channel_present[pos] = True
+    rec.channels[pos].present = True
+    rec.epochs[:120, pos, :] = 2
+    rec.epochs[120:, pos, :] = 1
+    spo2 = np.full(240 * 30, 96.0)
+    spo2[2010:2040] = 85.0
+    rec.signals["SpO2"] = Signal(spo2, 1.0, "%", "SpO2")
+    events = pd.DataFrame(KNOWN_EVENTS, columns=["kind", "subtype", "start_s", "end_s"])
+    events["evidence"] = [{"drop_pct": 95.0}] * len(events)
+    analysis = SimpleNamespace(
+        events=events,
+        staging=SimpleNamespace(hypnogram=known_hypnogram(), source="reference scoring", agreement=None),
+        summary={"tib_min": 120.0, "tst_min": 95.0, "se_pct": 79.17, "N3_min": 20.0, "R_min": 20.0, "ahi": 1.89,
+                 "ahi_rule": "1A", "severity": "normal", "spo2_min": 85.0, "not_assessable": {"hr_mean": "no ECG"}},
+        features=pd.DataFrame({"brain_eog_movement_density": np.linspace(0, 1, 240)}),
+    )
+    return NightContext(rec=rec, analysis=analysis)

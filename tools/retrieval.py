@@ -16,6 +16,9 @@ from tools.context import (
 
 Domain = Literal["brain", "cardiac", "respiratory", "position_muscle", "stage_event"]
 
+# Events less than a minute apart form one episode (clusters of apneas are one finding).
+EVENT_MERGE_GAP_EPOCHS = 2
+
 # Measured fallback: query words -> event kinds or stages that answer them.
 _EVENT_WORDS = [
     (r"apn(o)?ea|pause|stopp?ed breathing|not breathing", ("apnea",)),
@@ -70,7 +73,7 @@ def measured_search(night: NightContext, query: str, top_k: int) -> tuple[list[t
             mask = np.zeros(n, dtype=bool)
             for start_s, end_s in zip(events["start_s"], events["end_s"]):
                 mask[int(start_s // EPOCH_SEC) : int(np.ceil(end_s / EPOCH_SEC))] = True
-            runs = runs_of(mask, max_gap=1)
+            runs = runs_of(mask, max_gap=EVENT_MERGE_GAP_EPOCHS)
             # Densest episodes first: most event-epochs per run.
             runs.sort(key=lambda r: -(r[1] - r[0]))
             return runs[:top_k], f"measured {' and '.join(kinds)} events"

@@ -92,7 +92,7 @@ def night_summary(audience: str = "clinician", *, runtime: ToolRuntime[NightCont
     Use for summaries, 'how much deep/REM sleep', 'how did I sleep', 'what is my AHI'."""
     night = runtime.context
     summary = dict(night.require_analysis().summary)
-    stats = {key: rounded(summary[key]) for key in CLINICIAN_KEYS if summary.get(key) is not None}
+    stats = {key: rounded(summary[key], 2) for key in CLINICIAN_KEYS if summary.get(key) is not None}
     if summary.get("position_min"):
         stats["position_min"] = {pos: rounded(v) for pos, v in summary["position_min"].items()}
     findings = _patient_findings(stats) if audience == "patient" else _clinician_findings(stats)

@@ -1,0 +1,141 @@
+"""Night tools: schemas, citations, sources, fallbacks and readable errors (on a night with known content)."""
+
+import json
+
+import matplotlib.figure
+import numpy as np
+import pytest
+
+from tools import ALL_TOOLS, parse_result, run_tool
+from tools.captions import MAX_CAPTION_EPOCHS, caption_runs, disagreements
+from tools.retrieval import merge_hits
+
+TOOL_NAMES = {"recording_overview", "night_summary", "caption_epochs", "find_epochs", "list_events", "compare_periods", "plot"}
+
+
+def ok(message):
+    assert message.status == "success", message.content
+    result = parse_result(message.content)
+    assert isinstance(result, dict)
+    json.dumps(result)  # JSON-serialisable
+    assert result["source"] and result["findings"]
+    return result
+
+
+def error(message):
+    assert message.status == "error"
+    return message.content
+
+
+def test_tool_names_schemas_and_descriptions():
+    assert {t.name for t in ALL_TOOLS} == TOOL_NAMES
+    for t in ALL_TOOLS:
+        schema = t.tool_call_schema.model_json_schema()
+        assert "runtime" not in schema["properties"], t.name
+        assert len(t.description) > 80, t.name
+        for name, prop in schema["properties"].items():
+            assert prop.get("description"), (t.name, name)
+    caption_schema = next(t for t in ALL_TOOLS if t.name == "caption_epochs").tool_call_schema.model_json_schema()
+    assert caption_schema["properties"]["domain"]["enum"] == ["brain", "cardiac", "respiratory", "position_muscle", "stage_event"]
+
+
+def test_recording_overview(known_night):
+    result = ok(run_tool("recording_overview", {}, known_night))
+    assert result["n_epochs"] == 240 and result["duration_h"] == 2.0
+    assert result["citation"]["clock_start"] == "23:00:00" and result["citation"]["clock_end"] == "01:00:00"
+    assert "POS" in result["channels_present"] and "EEG_C3_A2" in result["channels_missing"]
+    assert result["extra_signals"] == ["SpO2"]
+    assert "unavailable" in result["sleeplm"]
+    assert result["stage_source"] == "reference scoring"
+
+
+@pytest.mark.parametrize("audience", ["clinician", "patient"])
+def test_night_summary(known_night, audience):
+    result = ok(run_tool("night_summary", {"audience": audience}, known_night))
+    assert result["statistics"]["tst_min"] == 95.0 and result["statistics"]["ahi"] == 1.89
+    assert result["not_assessable"] == {"hr_mean": "no ECG"}
+    text = " ".join(result["findings"])
+    assert "1.89" in text and "95.0" in text
+    if audience == "patient":
+        assert "1 h 35 min" in text and "clinician" in text
+    else:
+        assert "AHI 1.89 events/h (rule 1A)" in text
+
+
+def test_list_events_cites_clock_elapsed_and_epochs(known_night):
+    result = ok(run_tool("list_events", {"kind": "respiratory"}, known_night))
+    assert result["count"] == 3
+    first = result["events"][0]
+    assert (first["kind"], first["subtype"], first["clock_start"], first["elapsed_start"]) == ("apnea", "obstructive", "23:33:20", "0h33m20s")
+    assert (first["epoch_start"], first["epoch_end"]) == (66, 67)
+    assert "2 apnea, 1 hypopnea" in " ".join(result["findings"])
+
+
+def test_list_events_range_and_errors(known_night):
+    second_half = ok(run_tool("list_events", {"kind": "respiratory", "start": "second half"}, known_night))
+    assert [e["kind"] for e in second_half["events"]] == ["hypopnea"]
+    clock = ok(run_tool("list_events", {"kind": "all", "start": "23:30", "end": "23:40"}, known_night))
+    assert sorted(e["kind"] for e in clock["events"]) == ["apnea", "apnea", "desaturation"]
+    assert "after the end" in error(run_tool("list_events", {"start": "00:30", "end": "23:30"}, known_night))
+    assert "outside the recording" in error(run_tool("list_events", {"start": "03:00"}, known_night))
+    assert "kind" in error(run_tool("list_events", {"kind": "snoring"}, known_night))
+
+
+def test_caption_range_limit_and_helpers(known_night):
+    too_long = error(run_tool("caption_epochs", {"domain": "brain", "start": "epoch 0", "end": "epoch 200"}, known_night))
+    assert f"at most {MAX_CAPTION_EPOCHS} epochs" in too_long
+    assert "domain" in error(run_tool("caption_epochs", {"domain": "kidney", "start": "epoch 1"}, known_night))
+    assert caption_runs(["a", "a", "b", "a"], 10) == [(10, 11, "a"), (12, 12, "b"), (13, 13, "a")]
+    assert disagreements("Stage N2 sleep with spindles.", "Mostly REM sleep, rapid eye movements.") == [
+        "stage: SleepLM says N2, measurements say R"
+    ]
+    assert disagreements("Obstructive apnea with desaturation.", "Apneas: 2 obstructive; desaturation 4%.") == []
+
+
+def test_find_epochs_falls_back_to_measurements(known_night):
+    rem = ok(run_tool("find_epochs", {"query": "REM with rapid eye movements"}, known_night))
+    assert rem["source"] == "measured (fallback)" and "SleepLM retrieval is unavailable" in rem["fallback_reason"]
+    # Both REM runs, the later one first: its eye-movement feature is higher.
+    assert [(e["epoch_start"], e["epoch_end"]) for e in rem["episodes"]] == [(230, 239), (150, 179)]
+    breathing = ok(run_tool("find_epochs", {"query": "stopped breathing"}, known_night))
+    assert [(e["epoch_start"], e["epoch_end"]) for e in breathing["episodes"]] == [(66, 70)]
+    known_night.model, known_night.embedding_progress = object(), 0.4
+    computing = ok(run_tool("find_epochs", {"query": "deep sleep"}, known_night))
+    assert "still being computed (40% done)" in computing["fallback_reason"]
+    assert computing["episodes"][0]["epoch_start"] == 80
+
+
+def test_merge_hits_joins_adjacent_epochs():
+    episodes = merge_hits([(10, 0.2), (11, 0.5), (13, 0.3), (40, 0.9)])
+    assert [(e["first"], e["last"], e["score"]) for e in episodes] == [(40, 40, 0.9), (10, 13, 0.5)]
+
+
+def test_compare_periods(known_night):
+    result = ok(run_tool("compare_periods", {"a": "supine", "b": "non-supine"}, known_night))
+    supine, lateral = (p["stats"] for p in result["periods"])
+    assert (supine["respiratory_events"], lateral["respiratory_events"]) == (2, 1)
+    assert supine["spo2_min_pct"] == 85.0 and lateral["spo2_min_pct"] == 96.0
+    assert supine["minutes"] == 60.0 and supine["N3_min"] == 20.0
+    stages = ok(run_tool("compare_periods", {"a": "REM", "b": "NREM"}, known_night))
+    assert [p["stats"]["minutes"] for p in stages["periods"]] == [20.0, 90.0]
+    assert stages["periods"][0]["n_spans"] == 2
+    halves = ok(run_tool("compare_periods", {"a": "first half", "b": "second half"}, known_night))
+    assert [p["stats"]["desaturations"] for p in halves["periods"]] == [1, 0]
+    assert "Cannot read" in error(run_tool("compare_periods", {"a": "monday", "b": "second half"}, known_night))
+
+
+def test_plot_returns_figure_artifact(known_night):
+    message = run_tool("plot", {"kind": "events", "start": "first hour"}, known_night)
+    result = ok(message)
+    assert isinstance(message.artifact, matplotlib.figure.Figure)
+    assert result["range"]["epoch_end"] == 119
+    assert "at most 10 epochs" in error(run_tool("plot", {"kind": "raw", "start": "epoch 0", "end": "epoch 30"}, known_night))
+    raw = run_tool("plot", {"kind": "raw", "start": "epoch 5", "end": "epoch 6"}, known_night)
+    assert raw.status == "success" and len(raw.artifact.axes) == 1  # only POS is present
+
+
+def test_tools_without_analysis_say_so(known_night):
+    known_night.analysis = None
+    known_night.rec.reference = None
+    assert "not available" in error(run_tool("night_summary", {}, known_night))
+    assert run_tool("recording_overview", {}, known_night).status == "success"
