@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import threading
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -516,37 +518,35 @@ def _load_tensor(path: Path) -> Recording:
     """
     if path.stat().st_size == 0:
         raise NotARecordingError("the file is empty (0 bytes); upload the complete tensor file.")
+    import torch  # imported here: only tensor uploads need it, and it is slow to import
+
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    is_npy = path.suffix.lower() == ".npy"
+    if (is_npy and magic != b"\x93NUMPY") or (not is_npy and not zipfile.is_zipfile(path)):
+        raise NotARecordingError(
+            f"this is not a {'NumPy .npy' if is_npy else 'torch.save'} file; upload a float32 [N, 10, 1920] "
+            "tensor saved with np.save or torch.save, or an EDF/BDF recording."
+        )
     try:
-        if path.suffix.lower() == ".npy":
+        if is_npy:
             array = np.load(path, allow_pickle=False)
         else:
-            import pickle
-
-            import torch
-
-            try:
-                tensor = torch.load(path, weights_only=True, map_location="cpu")
-            except pickle.UnpicklingError as exc:
-                raise TensorFormatError(
-                    "the .pt file holds Python objects, which are not loaded for safety; "
-                    "save a plain tensor with torch.save(tensor, path)."
-                ) from exc
+            tensor = torch.load(path, weights_only=True, map_location="cpu")
             if not isinstance(tensor, torch.Tensor):
                 raise TensorFormatError(
                     f"the .pt file holds a {type(tensor).__name__}, not a tensor; save a plain float32 "
                     "tensor [N, 10, 1920] with torch.save(tensor, path)."
                 )
             array = tensor.detach().cpu().numpy()
-    except TensorFormatError:
-        raise
-    except ValueError as exc:
+    except (pickle.UnpicklingError, ValueError) as exc:
         raise TensorFormatError(
-            "the .npy file holds Python objects or is malformed; save a plain float32 array with np.save."
+            "the file holds Python objects, which are never unpickled for safety, or is malformed; "
+            "save a plain float32 array/tensor [N, 10, 1920] with np.save or torch.save."
         ) from exc
-    except Exception as exc:
+    except (OSError, RuntimeError, EOFError) as exc:
         raise NotARecordingError(
-            f"the file could not be read as a {path.suffix.lower()} tensor ({type(exc).__name__}); "
-            "upload a float32 [N, 10, 1920] tensor saved with torch.save or np.save."
+            f"the tensor file could not be read ({type(exc).__name__}); it may be truncated. Save it again."
         ) from exc
     expected = (len(CANONICAL_CHANNELS), EPOCH_SAMPLES)
     if array.ndim != 3 or tuple(array.shape[1:]) != expected:
