@@ -105,8 +105,10 @@ SUBSTITUTES: dict[str, tuple[str, ...]] = {
 # Cohort tables: labels whose meaning depends on the cohort (checked before the aliases).
 MONTAGES: dict[str, dict[str, str | tuple[str, ...]]] = {
     "shhs": {"EEG_C3_A2": ("EEG(sec)", "EEG2", "EEG 2", "EEG sec"), "EEG_C4_A1": "EEG", "EOG_Left": "EOG(L)", "EOG_Right": "EOG(R)",
-             "EMG_Chin": "EMG", "ECG": "ECG", "THX": "THOR RES", "ABD": "ABDO RES", "AF": "AIRFLOW",
-             "POS": "POSITION", "SpO2": "SaO2", "HR": "H.R.", "Light": "LIGHT", "Pressure": "NEW AIR"},
+             "EMG_Chin": "EMG", "ECG": "ECG", "THX": "THOR RES", "ABD": "ABDO RES",
+             # Some SHHS nights carry the airflow as "NEW AIR" only; beside "AIRFLOW" it is the second flow sensor.
+             "AF": ("AIRFLOW", "NEW AIR"), "Pressure": "NEW AIR",
+             "POS": "POSITION", "SpO2": "SaO2", "HR": "H.R.", "Light": "LIGHT"},
     "mesa": {"ECG": "EKG", "EOG_Left": "EOG-L", "EOG_Right": "EOG-R", "EMG_Chin": "EMG", "EEG_C4_A1": "EEG3",
              "AF": "Flow", "Pressure": "Pres", "THX": "Thor", "ABD": "Abdo", "SpO2": "SpO2", "HR": "HR",
              "POS": "Pos", "Snore": "Snore"},
@@ -117,11 +119,11 @@ MONTAGE_SUBSTITUTES: dict[str, dict[str, str]] = {
     "mesa": {"EEG_C3_A2": "EEG3"},
     "sleep-edf": {"EEG_C3_A2": "EEG Fpz-Cz", "EEG_C4_A1": "EEG Pz-Oz", "EOG_Left": "EOG horizontal"},
 }
-# Labels whose presence identifies the cohort (all must be present).
+# Labels that identify the cohort: every group must have one of its labels present.
 _MONTAGE_SIGNATURES = {
-    "shhs": ("THOR RES", "ABDO RES"),
-    "mesa": ("EEG1", "EEG2", "EEG3"),
-    "sleep-edf": ("EEG Fpz-Cz", "EEG Pz-Oz"),
+    "shhs": (("THOR RES",), ("ABDO RES",), ("EEG",), ("EEG(sec)", "EEG2", "EEG 2", "EEG sec")),
+    "mesa": (("EEG1",), ("EEG2",), ("EEG3",)),
+    "sleep-edf": (("EEG Fpz-Cz",), ("EEG Pz-Oz",)),
 }
 # Which position map goes with a recognised montage.
 MONTAGE_POSITION_MAP = {"shhs": "shhs", "mesa": "mesa"}
@@ -172,7 +174,7 @@ def recognize_montage(labels) -> str | None:
     """Name of the cohort montage whose signature labels are all present, else None."""
     present = {normalize_label(lab) for lab in labels}
     for name, signature in _MONTAGE_SIGNATURES.items():
-        if all(normalize_label(s) in present for s in signature):
+        if all(any(normalize_label(label) in present for label in group) for group in signature):
             return name
     return None
 
