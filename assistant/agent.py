@@ -36,9 +36,13 @@ __all__ = [
 AUDIENCES = ("clinician", "patient")
 # Two tool rounds plus the answer, with one spare for a corrected tool call.
 MAX_MODEL_CALLS = 4
-RECURSION_LIMIT = 16
+# Graph steps, not model calls: each round is before-model, model, after-model and tools nodes.
+# A safety net behind MAX_MODEL_CALLS, which ends the turn first.
+RECURSION_LIMIT = 10 * MAX_MODEL_CALLS
 FALLBACK_LABEL = "The language model's answer could not be verified; here are the tool results:"
 REPEATED_CALL_KEY = "sleeplm_repeated_tool_calls"
+# Text of the message ModelCallLimitMiddleware leaves when it ends a turn.
+STEP_LIMIT_PREFIX = "Model call limits exceeded"
 
 
 def load_prompt(name: str) -> str:
@@ -72,16 +76,27 @@ def _current_turn(messages: list[BaseMessage]) -> list[BaseMessage]:
 
 
 class TurnGuard(AgentMiddleware):
-    """System prompt per audience, audit of every LLM message, and no tools after a tool result."""
+    """System prompt per audience, audit of every LLM message, no tools after a tool result, figures kept aside."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[dict] = []
         self.calls = 0
+        self.artifacts: dict[str, Any] = {}
 
     def start_turn(self) -> None:
         self.sent = []
         self.calls = 0
+        self.artifacts = {}
+
+    def wrap_tool_call(self, request, handler):
+        # Figures stay out of the conversation state (the checkpointer cannot and need not
+        # store them); the session picks them up here by tool-call id.
+        result = handler(request)
+        if isinstance(result, ToolMessage) and result.artifact is not None:
+            self.artifacts[result.tool_call_id] = result.artifact
+            result = result.model_copy(update={"artifact": None})
+        return result
 
     def wrap_model_call(self, request: ModelRequest, handler) -> ModelResponse | AIMessage:
         context = request.runtime.context
@@ -133,6 +148,8 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
     text = answer.text.strip() if isinstance(answer.text, str) else str(answer.content).strip()
     if not text:
         return "the model's answer was empty"
+    if text.startswith(STEP_LIMIT_PREFIX):
+        return f"the step limit ({MAX_MODEL_CALLS} model calls) was reached before an answer"
     if text[0] in "{[" or "<tool_call>" in text or re.search(r'"(name|arguments)"\s*:', text):
         return "the model answered with JSON instead of sentences"
     if tool_calls and len(grounding.unmatched) > len(grounding.matched):

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.errors import GraphRecursionError
 
 from assistant.agent import (
     AUDIENCES, FALLBACK_LABEL, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, result_summary,
@@ -218,10 +219,9 @@ class NightSession:
             yield from self._agent_turn(question)
 
     # ---- internals --------------------------------------------------------------------
-    def _tool_end(self, call_id: str, message: ToolMessage, started: float) -> tuple[dict, dict]:
+    def _tool_end(self, call_id: str, message: ToolMessage, started: float, artifact: Any = None) -> tuple[dict, dict]:
         result = parse_result(message.content)
         call = {"name": message.name, "args": {}, "result": result, "status": message.status}
-        artifact = message.artifact if message.status != "error" else None
         if artifact is not None:
             self._n_figures += 1
             artifact.savefig(self.workdir / f"figure-{self._n_figures}.png", dpi=100)
@@ -238,7 +238,8 @@ class NightSession:
             call_id = f"route_{index}"
             yield {"type": "tool_start", "id": call_id, "name": name, "args": args}
             started = time.perf_counter()
-            call, event = self._tool_end(call_id, run_tool(name, args, self.night, call_id), started)
+            message = run_tool(name, args, self.night, call_id)
+            call, event = self._tool_end(call_id, message, started, message.artifact)
             call["args"] = args
             calls.append(call)
             if event["artifact"] is not None:
@@ -261,6 +262,16 @@ class NightSession:
         stream = self._agent.stream(
             {"messages": [HumanMessage(question)]}, config, context=self.night, stream_mode=["updates", "messages"]
         )
+        try:
+            yield from self._stream_events(stream, calls, started, artifacts)
+        except GraphRecursionError:
+            logger.warning("turn stopped at the graph recursion limit")
+        tool_calls = [{"name": c["name"], "args": c["args"], "result": c.get("result"), "status": c.get("status", "not run")}
+                      for c in calls.values()]
+        yield {"type": "final", "turn": self._finish(config, tool_calls, artifacts)}
+
+    def _stream_events(self, stream, calls: dict, started: dict, artifacts: list) -> Iterator[dict]:
+        """Map LangGraph's ("updates" | "messages", chunk) stream to the session's event dicts."""
         for mode, chunk in stream:
             if mode == "messages":
                 message, meta = chunk
@@ -275,16 +286,16 @@ class NightSession:
                             started[tc["id"]] = time.perf_counter()
                             yield {"type": "tool_start", "id": tc["id"], "name": tc["name"], "args": tc["args"]}
                     elif node == "tools" and isinstance(message, ToolMessage):
-                        call, event = self._tool_end(message.tool_call_id, message, started.get(message.tool_call_id, time.perf_counter()))
+                        call, event = self._tool_end(
+                            message.tool_call_id, message, started.get(message.tool_call_id, time.perf_counter()),
+                            self._guard.artifacts.pop(message.tool_call_id, None),
+                        )
                         calls.setdefault(message.tool_call_id, {"name": message.name, "args": {}}).update(
                             result=call["result"], status=call["status"]
                         )
                         if event["artifact"] is not None:
                             artifacts.append(event["artifact"])
                         yield event
-        tool_calls = [{"name": c["name"], "args": c["args"], "result": c.get("result"), "status": c.get("status", "not run")}
-                      for c in calls.values()]
-        yield {"type": "final", "turn": self._finish(config, tool_calls, artifacts)}
 
     def _finish(self, config: dict, tool_calls: list[dict], artifacts: list) -> TurnResult:
         messages = self._agent.get_state(config).values.get("messages", [])
