@@ -30,7 +30,7 @@ _STAGE_TOKENS = {
     "?": "?", "unknown": "?", "unscored": "?", "movement time": "?", "movement": "?", "mt": "?", "m": "?",
     "artefact": "?", "artifact": "?", "no stage": "?", "nostage": "?",
 }
-_STAGE_WORDS = re.compile(r"\b(sleep\s*stage|sleep_stage|stage|sleep)\b")
+_STAGE_WORDS = re.compile(r"\b(sleep\s*stage|stage|sleep)\b")
 
 # (pattern on the lower-cased label, kind, subtype). First match wins, so specific before general.
 _EVENT_RULES: tuple[tuple[str, str, str], ...] = (
@@ -65,7 +65,7 @@ def parse_stage_label(label: str) -> str | None:
     >>> parse_stage_label("Sleep stage 4"), parse_stage_label("Stage 2 sleep|2"), parse_stage_label("REM")
     ('N3', 'N2', 'R')
     """
-    text = label.strip().lower()
+    text = label.strip().lower().replace("_", " ")
     if "|" in text:  # "Stage 2 sleep|2": the part after the bar is the code
         text = text.split("|")[-1].strip() or text.split("|")[0].strip()
     has_stage_word = bool(_STAGE_WORDS.search(text))

@@ -1,0 +1,116 @@
+"""Resampling without aliasing, artefact masks, robust and per-epoch z-scores, epoching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sleeplm.preprocess import (
+    Z_CLIP,
+    artefact_mask,
+    channel_warnings,
+    hold_resample,
+    resample,
+    robust_center_scale,
+    to_epochs,
+    zscore_night,
+    zscore_per_epoch,
+)
+
+
+def amplitude_at(x: np.ndarray, sfreq: float, freq: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) / (len(x) / 4)
+    return float(spectrum[int(round(freq * len(x) / sfreq))])
+
+
+def test_resample_keeps_band_and_removes_what_would_alias():
+    sfreq, seconds = 256, 60
+    t = np.arange(sfreq * seconds) / sfreq
+    x = np.sin(2 * np.pi * 10 * t) + np.sin(2 * np.pi * 50 * t)  # 50 Hz would alias to 14 Hz at 64 Hz
+    y = resample(x, sfreq, 64)
+    assert y.dtype == np.float32 and len(y) == 64 * seconds
+    assert amplitude_at(y, 64, 10) == pytest.approx(1.0, abs=0.02)
+    assert amplitude_at(y, 64, 14) < 0.01
+    naive = x[::4]  # decimation without a filter: the alias is there
+    assert amplitude_at(naive, 64, 14) > 0.9
+
+
+def test_resample_non_integer_ratios_and_upsampling():
+    x = np.sin(2 * np.pi * 1.0 * np.arange(200 * 30) / 200)
+    assert len(resample(x, 200, 64)) == 64 * 30
+    assert len(resample(x[:750], 25, 64)) == 64 * 30
+    np.testing.assert_allclose(resample(x, 200, 200), x.astype(np.float32))
+
+
+def test_hold_resample_never_interpolates_codes():
+    codes = np.array([0, 2, 2, 3, -1], dtype=float)
+    out = hold_resample(codes, 1, 4)
+    assert out.tolist() == [0] * 4 + [2] * 8 + [3] * 4 + [-1] * 4
+    assert set(np.unique(hold_resample(codes, 1, 0.5))) <= set(codes)
+
+
+def test_artefact_mask_flags_flat_runs_rails_and_nan():
+    sfreq = 10
+    x = np.random.default_rng(0).standard_normal(100)
+    x[20:35] = 0.5  # 1.5 s flat
+    x[50:53] = 0.7  # 0.3 s: too short to be "flat"
+    x[70] = 4.0  # at the rail
+    x[80] = np.nan
+    bad = artefact_mask(x, sfreq, rails=(-4.0, 4.0))
+    assert bad[20:35].all() and not bad[50:53].any()
+    assert bad[70] and bad[80]
+    assert bad.sum() == 15 + 2
+
+
+def test_robust_scale_ignores_flat_and_clipped_stretches():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(60_000) * 20.0
+    x[:20_000] = 0.0  # a third of the night disconnected
+    x[30_000:33_000] = 500.0  # a clipped stretch at the rail
+    bad = artefact_mask(x, 64, rails=(-500, 500))
+    center, scale = robust_center_scale(x, bad)
+    assert scale == pytest.approx(20.0, rel=0.05) and abs(center) < 1.0
+    naive_scale = robust_center_scale(x)[1]
+    assert naive_scale < 15.0  # without the mask the flat third shrinks the scale
+    z = zscore_night(x, bad)
+    good = z[~bad]
+    assert np.std(good) == pytest.approx(1.0, abs=0.05)
+    assert np.abs(z).max() <= Z_CLIP
+
+
+def test_zscore_night_flat_channel_is_zeros():
+    assert not zscore_night(np.full(1000, 3.0)).any()
+    assert robust_center_scale(np.full(10, np.nan)) == (pytest.approx(np.nan, nan_ok=True), 0.0)
+
+
+def test_zscore_per_epoch():
+    rng = np.random.default_rng(2)
+    epochs = rng.standard_normal((3, 1920)) * [[1.0], [50.0], [0.0]] + 7.0
+    z = zscore_per_epoch(epochs)
+    np.testing.assert_allclose(z[:2].mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(z[:2].std(axis=1), 1, atol=1e-4)
+    assert not z[2].any()  # a flat epoch carries no information: zeros, not noise
+
+
+def test_to_epochs_drops_the_partial_tail():
+    x = np.arange(1920 * 2 + 100, dtype=np.float32)
+    e = to_epochs(x, 2)
+    assert e.shape == (2, 1920) and e[1, 0] == 1920
+    with pytest.raises(ValueError):
+        to_epochs(x, 3)
+
+
+def test_channel_warnings():
+    x = np.random.default_rng(3).standard_normal(1000) * 20
+    x[:200] = 0.0
+    x[200:230] = 100.0
+    bad = artefact_mask(x, 10, rails=(-100, 100))
+    warnings = channel_warnings("EEG_C3_A2", x, bad, 20.0, "uV", rails=(-100, 100))
+    assert any(w.startswith("clipped: 3%") for w in warnings)
+    assert any(w.startswith("flat for 20%") for w in warnings)
+    assert channel_warnings("EEG_C3_A2", x, bad, 2e-5, "uV")[-1].startswith("implausible amplitude")
+    assert "not a voltage" in channel_warnings("EMG_Chin", x, bad, 20.0, "%")[-1]
+    nan = np.full(100, np.nan)
+    nan[:10] = 1
+    assert channel_warnings("ECG", nan, np.isnan(nan), 0.0, "uV")[0].startswith("mostly NaN (90%")
+    assert channel_warnings("SpO2", np.full(100, 0.95), np.zeros(100, bool), 0.0, "%")[0].startswith("implausible")
