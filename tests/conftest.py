@@ -38,6 +38,26 @@ def bare_recording() -> Callable[..., Recording]:
     return make
 
 
+@pytest.fixture(scope="session")
+def small_edf(tmp_path_factory):
+    """A 20-min EDF+ (EEG, EOG, EMG, ECG, SpO2) with an apnea annotation, start 22:45:00."""
+    import datetime as dt
+
+    from edfio import Edf, EdfAnnotation, EdfSignal
+
+    rng = np.random.default_rng(5)
+    seconds = 20 * 60
+    signals = [
+        EdfSignal(rng.normal(0, 30, seconds * 128), 128, label=label, physical_dimension="uV")
+        for label in ("EEG C3-A2", "EEG C4-A1", "EOG LOC-A2", "EOG ROC-A1", "EMG Chin", "ECG")
+    ]
+    signals.append(EdfSignal(np.clip(rng.normal(95, 1, seconds), 80, 100), 1, label="SpO2", physical_dimension="%"))
+    edf = Edf(signals, starttime=dt.time(22, 45, 0), annotations=[EdfAnnotation(300, 15, "Obstructive Apnea")])
+    path = tmp_path_factory.mktemp("edf") / "small.edf"
+    edf.write(path)
+    return path
+
+
 Script = AIMessage | str | Callable[[list[BaseMessage]], AIMessage | str]
 
 

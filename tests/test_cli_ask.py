@@ -1,0 +1,47 @@
+"""`sleeplm-assistant ask FILE "question"`: text trace, --json object, clear errors."""
+
+import json
+
+from conftest import call
+
+import assistant.cli
+from assistant.session import NO_LLM_LABEL, NightSession
+from sleeplm.cli import main
+
+
+def test_ask_json_tool_only(small_edf, capsys):
+    assert main(["ask", str(small_edf), "what channels are in the recording?", "--llm", "none", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"answer", "tool_calls", "grounding", "llm", "llm_messages"}
+    assert out["answer"].startswith(NO_LLM_LABEL)
+    assert out["tool_calls"][0]["name"] == "recording_overview"
+    assert out["tool_calls"][0]["result"]["citation"]["clock_start"] == "22:45:00"
+    assert out["llm"] == {"backend": "none", "model": None} and out["llm_messages"] == []
+    assert out["grounding"]["unmatched"] == []
+
+
+def test_ask_json_with_a_chat_model(small_edf, capsys, monkeypatch, scripted_model):
+    chat = scripted_model(call("recording_overview"), "The recording starts at 22:45:00 and lasts 0.33 h.")
+    monkeypatch.setattr(assistant.cli, "NightSession", lambda llm=None, workdir=None: NightSession(llm=chat, workdir=workdir))
+    assert main(["ask", str(small_edf), "when does it start?", "--json", "--audience", "patient"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer"] == "The recording starts at 22:45:00 and lasts 0.33 h."
+    assert out["grounding"] == {"matched": ["22:45:00", "0.33"], "unmatched": []}
+    roles = [m["role"] for m in out["llm_messages"]]
+    assert roles == ["system", "human", "system", "human", "ai", "tool"]
+    assert "Audience: the person who slept" in out["llm_messages"][0]["content"]
+    assert out["llm_messages"][4]["tool_calls"] == [{"name": "recording_overview", "args": {}}]
+
+
+def test_ask_text_trace(small_edf, capsys):
+    assert main(["ask", str(small_edf), "plot my night", "--llm", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "[llm: none; mode: tool-only]" in text
+    assert "[tool plot(kind='hypnogram') -> " in text
+
+
+def test_ask_bad_file_exits_2(tmp_path, capsys):
+    bogus = tmp_path / "notes.edf"
+    bogus.write_text("not a recording")
+    assert main(["ask", str(bogus), "hi", "--llm", "none"]) == 2
+    assert "error:" in capsys.readouterr().err
