@@ -42,7 +42,8 @@ __all__ = ["NightSession", "TurnResult", "SessionError", "NO_LLM_LABEL"]
 
 logger = logging.getLogger(__name__)
 
-NO_LLM_LABEL = "No language model is configured, so this is tool-only mode: the tools chosen by keyword say:"
+NO_LLM_REASON = "No language model is configured"
+NO_LLM_LABEL = f"{NO_LLM_REASON}, so this is tool-only mode: the tools chosen by keyword say:"
 OUT_OF_SCOPE = (
     "I can only answer questions about the loaded sleep recording (sleep stages, breathing, oxygen, "
     "heart rate, body position, events). Try 'give me a summary of my night'."
@@ -232,7 +233,8 @@ class NightSession:
         }
         return call, event
 
-    def _tool_only(self, question: str, audience: str) -> Iterator[dict]:
+    def _tool_only(self, question: str, audience: str, reason: str = NO_LLM_REASON) -> Iterator[dict]:
+        """Answer with the keyword router's tools and their own write-up, saying why there is no LLM answer."""
         calls, artifacts = [], []
         for index, (name, args) in enumerate(route_question(question, audience)):
             call_id = f"route_{index}"
@@ -245,12 +247,15 @@ class NightSession:
             if event["artifact"] is not None:
                 artifacts.append(event["artifact"])
             yield event
-        answer = f"{NO_LLM_LABEL}\n{tool_writeup(calls)}" if calls else f"No language model is configured. {OUT_OF_SCOPE}"
+        if calls:
+            answer = f"{reason}, so this is tool-only mode: the tools chosen by keyword say:\n{tool_writeup(calls)}"
+        else:
+            answer = f"{reason}. {OUT_OF_SCOPE}"
         yield {"type": "token", "text": answer}
         grounding = check_grounding(answer, [c["result"] for c in calls])
         yield {"type": "final", "turn": TurnResult(
             answer=answer, tool_calls=calls, grounding=grounding.to_dict(), llm={"backend": "none", "model": None},
-            mode="tool-only", artifacts=artifacts,
+            llm_messages=list(self._guard.sent), mode="tool-only", artifacts=artifacts,
         )}
 
     def _agent_turn(self, question: str) -> Iterator[dict]:
@@ -266,6 +271,13 @@ class NightSession:
             yield from self._stream_events(stream, calls, started, artifacts)
         except GraphRecursionError:
             logger.warning("turn stopped at the graph recursion limit")
+        except Exception as exc:  # the backend failed (connection, parsing...): answer without it
+            logger.exception("language model backend failed")
+            yield from self._tool_only(
+                question, self.night.audience,
+                reason=f"The language model failed ({type(exc).__name__}: {str(exc)[:120]})",
+            )
+            return
         tool_calls = [{"name": c["name"], "args": c["args"], "result": c.get("result"), "status": c.get("status", "not run")}
                       for c in calls.values()]
         yield {"type": "final", "turn": self._finish(config, tool_calls, artifacts)}

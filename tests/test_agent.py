@@ -183,3 +183,13 @@ def test_plot_figure_travels_as_artifact_not_to_the_llm(known_night, scripted_mo
     workdir = session.workdir
     session.close()
     assert not workdir.exists()
+
+
+def test_backend_failure_falls_back_to_tool_only(known_night, scripted_model):
+    def unreachable(messages):
+        raise ConnectionError("endpoint refused the connection")
+
+    turn = session_on(known_night, scripted_model(unreachable)).ask("was my oxygen ever low?")
+    assert turn.mode == "tool-only"
+    assert turn.answer.startswith("The language model failed (ConnectionError: endpoint refused the connection), so this is tool-only mode")
+    assert turn.tool_calls[0]["name"] == "list_events" and "23:33:30" in turn.answer

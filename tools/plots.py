@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-import matplotlib
+import numpy as np
+from langchain.tools import ToolRuntime, tool
+from langchain_core.tools import ToolException
+# Figure objects, not pyplot: tools run in worker threads, and pyplot's global figure
+# registry would keep every figure of a long conversation alive.
+from matplotlib.figure import Figure
+from pydantic import BaseModel, Field
 
-matplotlib.use("Agg")  # figures are rendered off-screen for the UI, never shown in a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from langchain.tools import ToolRuntime, tool  # noqa: E402
-from langchain_core.tools import ToolException  # noqa: E402
-from pydantic import BaseModel, Field  # noqa: E402
-
-from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, SFREQ  # noqa: E402
-from tools.context import NightContext, configure, night_tool_errors, phrase_citation  # noqa: E402
+from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, SFREQ
+from tools.context import NightContext, configure, night_tool_errors, phrase_citation
 
 PlotKind = Literal["hypnogram", "events", "raw"]
 # Ten channels of raw signal stay readable up to about five minutes.
@@ -61,7 +60,10 @@ def _events_axis(ax, night: NightContext, first: int, last: int) -> None:
 
 def _raw_figure(night: NightContext, first: int, last: int):
     present = [i for i, on in enumerate(night.rec.channel_present) if on]
-    fig, axes = plt.subplots(len(present), 1, figsize=(11, 0.9 * len(present) + 1), sharex=True, squeeze=False)
+    if not present:
+        raise ToolException("This recording has none of the SleepLM channels, so there are no raw signals to plot.")
+    fig = Figure(figsize=(11, 0.9 * len(present) + 1))
+    axes = fig.subplots(len(present), 1, sharex=True, squeeze=False)
     seconds = np.arange((last - first + 1) * EPOCH_SEC * SFREQ) / SFREQ + first * EPOCH_SEC
     for ax, channel in zip(axes[:, 0], present):
         data = night.rec.epochs[first : last + 1, channel, :].reshape(-1)
@@ -88,12 +90,14 @@ def plot(kind: str, start: str | None = None, end: str | None = None, *, runtime
         fig = _raw_figure(night, first, last)
         source = "measured"
     elif kind == "hypnogram":
-        fig, ax = plt.subplots(figsize=(11, 2.8))
+        fig = Figure(figsize=(11, 2.8))
+        ax = fig.subplots()
         _stage_axis(ax, night, first, last)
         _hours_axis(ax, night, first, last)
         source = night.stage_source
     else:
-        fig, (ax_stage, ax_events) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, height_ratios=(1, 1.4))
+        fig = Figure(figsize=(11, 5))
+        ax_stage, ax_events = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1.4))
         _stage_axis(ax_stage, night, first, last)
         _events_axis(ax_events, night, first, last)
         _hours_axis(ax_events, night, first, last)
