@@ -9,7 +9,8 @@ Accepted forms (case-insensitive):
 - phrases ``"whole night"``, ``"first half"``, ``"second half"``, ``"first hour"``,
   ``"last 2 hours"``, ``"sleep onset"``, and stage periods such as ``"first REM period"``,
   ``"second N3 period"``, ``"last deep sleep period"`` (need a hypnogram);
-- ranges of any two of the above: ``"02:00-03:00"``, ``"from 1h to 2h"``, ``"between epoch 10 and 20"``.
+- ranges of any two of the above: ``"02:00-03:00"``, ``"from 1h to 2h"``, ``"between epoch 10 and 20"``,
+  and open ranges ``"after 02:00"`` (to the end of the night), ``"before 1h"`` (from its start).
 
 Every function returns inclusive 0-based epoch indices and raises `TimeRangeError`
 (a `SleepLMError`) with a message that says which forms are accepted.
@@ -209,9 +210,14 @@ def parse_span(text: str | int, rec: Recording, hypnogram: np.ndarray | None = N
     if isinstance(text, (int, np.integer)):
         return _check_epoch(int(text), rec), _check_epoch(int(text), rec)
     cleaned = " ".join(str(text).strip().lower().replace("the night's", "the").split())
-    cleaned = cleaned.removeprefix("at ").removeprefix("the ").strip()
+    for filler in ("at ", "around ", "about ", "approximately ", "the "):
+        cleaned = cleaned.removeprefix(filler)
     if not cleaned:
         raise TimeRangeError(f"Empty time expression. Use {ACCEPTED_FORMS}.")
+    # Open ranges: "after 02:00" runs to the end of the night, "before 02:00" from its start.
+    for word, to_end in (("after ", True), ("since ", True), ("from ", True), ("before ", False), ("until ", False)):
+        if cleaned.startswith(word) and (point := _parse_single(cleaned.removeprefix(word), rec, hypnogram)):
+            return (point[0], rec.n_epochs - 1) if to_end else (0, point[1])
     span = _parse_single(cleaned, rec, hypnogram)
     if span is None and (match := _RANGE_SPLIT.match(cleaned)):
         left = _parse_single(match.group(1).strip(), rec, hypnogram)

@@ -193,3 +193,14 @@ def test_backend_failure_falls_back_to_tool_only(known_night, scripted_model):
     assert turn.mode == "tool-only"
     assert turn.answer.startswith("The language model failed (ConnectionError: endpoint refused the connection), so this is tool-only mode")
     assert turn.tool_calls[0]["name"] == "list_events" and "23:33:30" in turn.answer
+
+
+@pytest.mark.slow
+def test_embedded_local_model_calls_the_right_tool(known_night):
+    llm_backends = pytest.importorskip("assistant.llm", reason="the LLM backends module is not installed")
+    model, status = llm_backends.get_chat_model("local")
+    if model is None or not status.available:
+        pytest.skip(f"embedded local model not available: {status.detail}")
+    turn = session_on(known_night, model).ask("How much deep sleep did I get?", audience="patient")
+    assert turn.tool_calls and turn.tool_calls[0]["name"] == "night_summary"
+    assert turn.mode in ("agent", "fallback") and "N3" in json.dumps(turn.tool_calls[0]["result"])

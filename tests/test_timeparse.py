@@ -52,6 +52,9 @@ def hypnogram():
         ("00:00-01:00", (120, 240)),
         ("from 1h to 2h", (120, 240)),
         ("between epoch 10 and 20", (10, 20)),
+        ("after 01:00", (240, 479)),
+        ("before 1h", (0, 120)),
+        ("around 2:30 am", (420, 420)),
     ],
 )
 def test_parse_span_forms(night, text, expected):
