@@ -19,6 +19,7 @@ import os
 import pickle
 import threading
 import zipfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ _MIN_SIGNAL_RATE = 1.0
 _MICROVOLT_CHANNELS = {"ECG", "EEG_C3_A2", "EEG_C4_A1", "EOG_Left", "EOG_Right", "EMG_Chin"}
 _TO_MICROVOLT = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
 _SHORT_NIGHT_S = 3600
+# mne scales these units to volts; multiply to get the file's unit back.
+_MNE_VOLT_SCALE = {"uV": 1e6, "µV": 1e6, "μV": 1e6, "mV": 1e3}
+# Largest float64 block (bytes) read from mne at once: bounds peak memory on long nights.
+_READ_BLOCK_BYTES = 256e6
 
 
 @dataclass
@@ -313,14 +318,14 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
 
     def prepare(name: str):
         source = sources[name]
-        data, sfreq, unit, rails = reader.read(source)
+        data, sfreq, unit, rails = reader.read(source)  # may be shared with another channel: never in place
         info = ChannelInfo(
             name, present=True, source=source.description, derived=source.kind == "derived",
             substitute=source.kind == "substitute", original_sfreq=float(sfreq), unit=unit,
             warnings=list(source.warnings),
         )
         if unit and unit.lower() in _TO_MICROVOLT and name in _MICROVOLT_CHANNELS:
-            data *= np.float32(_TO_MICROVOLT[unit.lower()])
+            data = data * np.float32(_TO_MICROVOLT[unit.lower()])
             rails = tuple(r * _TO_MICROVOLT[unit.lower()] for r in rails)
             info.unit = "uV"
         data = data[: int(round(duration_s * sfreq))]
@@ -328,10 +333,21 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             return (info, *_prepare_position(data, sfreq, position_map, info))
         return (info, *_prepare_signal(name, data, sfreq, rails, info, normalization))
 
-    # Channels are independent; numpy/scipy release the GIL, so two workers use both cores.
+    # Channels are independent and numpy/scipy release the GIL: two workers prepare channels
+    # while this thread reads the next group of file channels.
     names = [name for name in CANONICAL_CHANNELS + chmap.EXTRA_SIGNALS if name in sources]
+    reader.uses.update(label for name in names for label in sources[name].labels)
+    needed = list(reader.uses)
+    futures = {}
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        prepared = dict(zip(names, pool.map(prepare, names)))
+        loaded: set[str] = set()
+        for group in reader.groups(needed):
+            reader.load(group)
+            loaded.update(group)
+            for name in names:
+                if name not in futures and all(label in loaded for label in sources[name].labels):
+                    futures[name] = pool.submit(prepare, name)
+        prepared = {name: futures[name].result() for name in names}
 
     epochs = np.zeros((n_epochs, len(CANONICAL_CHANNELS), EPOCH_SAMPLES), dtype=np.float32)
     epochs[:, POS_INDEX] = -1.0  # SleepLM README: -1 = unknown/missing position
@@ -425,7 +441,7 @@ def _prepare_position(data, sfreq, position_map, info):
 
 
 class _EdfReader:
-    """Reads one file channel at a time through mne, in the file's own units, at its own rate."""
+    """Reads file channels through mne, a few at a time, into float32 in the file's units and rates."""
 
     def __init__(self, path: Path, header: EdfHeader):
         import mne
@@ -443,29 +459,49 @@ class _EdfReader:
         self.mne_name = {header.labels[i]: names[k] for k, i in reversed(list(enumerate(header.data_signals)))}
         self.index = {header.labels[i]: i for i in reversed(header.data_signals)}
         self.max_sfreq = float(self.raw.info["sfreq"])
+        self.cache: dict[str, tuple[np.ndarray, float]] = {}
+        self.uses: Counter[str] = Counter()  # pending reads per label; at 0 the cache entry is dropped
+        self.lock = threading.Lock()
+
+    def groups(self, labels: list[str]) -> list[list[str]]:
+        """Split labels into reads of at most `_READ_BLOCK_BYTES` of mne's float64 output each."""
+        size = max(1, int(_READ_BLOCK_BYTES // (self.raw.n_times * 8)))
+        return [labels[i : i + size] for i in range(0, len(labels), size)]
+
+    def load(self, labels: list[str]) -> None:
+        """Read `labels` (one pass over the file) into the cache as float32 at each channel's own rate."""
+        block = self.raw.get_data(picks=[self.mne_name[label] for label in labels])
+        for label, row in zip(labels, block):
+            i = self.index[label]
+            # mne returns volts for uV/mV units and the file's value otherwise; undo that scaling.
+            row *= _MNE_VOLT_SCALE.get(self.header.units[i], 1.0)
+            sfreq = float(self.header.sfreqs[i])
+            step = self.max_sfreq / sfreq
+            if step > 1 and abs(step - round(step)) < 1e-9:
+                # mne upsampled this slower channel to the file's top rate; every step-th sample is original.
+                self.cache[label] = (row[:: int(round(step))].astype(np.float32), sfreq)
+            else:
+                self.cache[label] = (row.astype(np.float32), self.max_sfreq)
+        del block
 
     def _channel(self, label: str) -> tuple[np.ndarray, float, str, tuple[float, float]]:
         i = self.index[label]
-        unit = self.header.units[i]
-        # mne returns volts for uV/mV units and the file's value otherwise; undo that scaling.
-        to_file_unit = {"uV": 1e6, "µV": 1e6, "μV": 1e6, "mV": 1e3}.get(unit, 1.0)
-        data = self.raw.get_data(picks=[self.mne_name[label]])[0]
-        data = (data * to_file_unit).astype(np.float32)
-        sfreq = float(self.header.sfreqs[i])
-        step = self.max_sfreq / sfreq
-        if abs(step - round(step)) < 1e-9 and step > 1:
-            # mne upsampled this slower channel to the file's top rate; every step-th sample is original.
-            data = data[:: int(round(step))]
-        else:
-            sfreq = self.max_sfreq
-        return data, sfreq, unit, (float(self.header.physical_min[i]), float(self.header.physical_max[i]))
+        with self.lock:
+            data, sfreq = self.cache[label]
+            self.uses[label] -= 1
+            if self.uses[label] <= 0:  # last reader: free the whole-night array as soon as possible
+                del self.cache[label]
+        return data, sfreq, self.header.units[i], (float(self.header.physical_min[i]), float(self.header.physical_max[i]))
 
     def read(self, source: chmap.ChannelSource):
+        """(data, sfreq, unit, rails) of a direct or derived source; `data` may be shared: do not modify it."""
         data, sfreq, unit, rails = self._channel(source.labels[0])
         if source.kind != "derived":
             return data, sfreq, unit, rails
         ref, ref_sfreq, ref_unit, ref_rails = self._channel(source.labels[1])
-        if ref_unit != unit:
+        if _TO_MICROVOLT.get(ref_unit.lower()) != _TO_MICROVOLT.get(unit.lower()) or (
+            unit.lower() not in _TO_MICROVOLT and ref_unit != unit
+        ):
             raise ChannelMappingError(
                 f"cannot derive {source.description}: units differ ({unit!r} vs {ref_unit!r}); "
                 "pass channel_map to choose other channels."

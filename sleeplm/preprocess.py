@@ -93,10 +93,11 @@ def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | N
         bad |= (data <= low + tol) | (data >= high - tol)
     run = max(int(FLAT_RUN_S * sfreq), 2)
     if len(data) >= run:
-        # A sample is flat when it sits in a run of `run` identical consecutive values.
-        # After padding, an edge +1 at k opens a block of equal samples starting at data[k] and an
-        # edge -1 at k closes it with data[k] as its last sample.
-        same = np.concatenate([[0], (np.diff(data) == 0).astype(np.int8), [0]])
+        # A sample is flat when it sits in a run of `run` identical consecutive values. With
+        # same[j] = (data[j] == data[j-1]) padded by False, an edge +1 at k opens a block of equal
+        # samples starting at data[k] and an edge -1 at k closes it with data[k] as its last sample.
+        same = np.zeros(len(data) + 1, dtype=np.int8)
+        np.equal(data[1:], data[:-1], out=same[1:-1].view(bool))
         edges = np.diff(same)
         starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
         long = (ends - starts + 1) >= run
