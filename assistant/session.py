@@ -181,6 +181,8 @@ class NightSession:
     # ---- conversation -----------------------------------------------------------------
     def reset(self) -> None:
         """Forget the conversation (the loaded recording stays)."""
+        if self._agent is not None:
+            self._agent.checkpointer.delete_thread(self._thread_id)
         self._thread_id = uuid.uuid4().hex
 
     def close(self) -> None:
