@@ -254,7 +254,7 @@ class NightSession:
         else:
             answer = f"{reason}. {OUT_OF_SCOPE}"
         yield {"type": "token", "text": answer}
-        grounding = check_grounding(answer, [c["result"] for c in calls])
+        grounding = check_grounding(answer, [c["result"] for c in calls] + [question])
         yield {"type": "final", "turn": TurnResult(
             answer=answer, tool_calls=calls, grounding=grounding.to_dict(), llm={"backend": "none", "model": None},
             llm_messages=list(self._guard.sent), mode="tool-only", artifacts=artifacts,
@@ -282,7 +282,7 @@ class NightSession:
             return
         tool_calls = [{"name": c["name"], "args": c["args"], "result": c.get("result"), "status": c.get("status", "not run")}
                       for c in calls.values()]
-        yield {"type": "final", "turn": self._finish(config, tool_calls, artifacts)}
+        yield {"type": "final", "turn": self._finish(question, config, tool_calls, artifacts)}
 
     def _stream_events(self, stream, calls: dict, started: dict, artifacts: list) -> Iterator[dict]:
         """Map LangGraph's ("updates" | "messages", chunk) stream to the session's event dicts."""
@@ -311,19 +311,21 @@ class NightSession:
                             artifacts.append(event["artifact"])
                         yield event
 
-    def _finish(self, config: dict, tool_calls: list[dict], artifacts: list) -> TurnResult:
+    def _finish(self, question: str, config: dict, tool_calls: list[dict], artifacts: list) -> TurnResult:
+        """Check the model's last message; keep it (with a grounding note) or fall back to the tools' write-up."""
         messages = self._agent.get_state(config).values.get("messages", [])
         last = messages[-1] if messages and isinstance(messages[-1], AIMessage) else None
-        results = [c["result"] for c in tool_calls if c["status"] == "success"]
+        # Figures the user gave in the question are theirs, not invented by the model.
+        sources = [c["result"] for c in tool_calls if c["status"] == "success"] + [question]
         text = last.text.strip() if last is not None else ""
-        grounding = check_grounding(text, results)
+        grounding = check_grounding(text, sources)
         problem = answer_problem(last, grounding, tool_calls)
         if problem is None:
             answer, mode = text + grounding_note(grounding), "agent"
         elif tool_calls:
             answer, mode = f"{FALLBACK_LABEL}\n{tool_writeup(tool_calls)}", "fallback"
             logger.info("answer replaced by the tool write-up: %s", problem)
-            grounding = check_grounding(answer, results)
+            grounding = check_grounding(answer, [c["result"] for c in tool_calls] + [question])
         else:
             answer, mode = f"The language model gave no usable answer ({problem}). {OUT_OF_SCOPE}", "fallback"
             grounding = Grounding()

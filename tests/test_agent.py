@@ -203,3 +203,9 @@ def test_embedded_local_model_calls_the_right_tool(known_night):
     turn = session_on(known_night, model).ask("How much deep sleep did I get?", audience="patient")
     assert turn.tool_calls and turn.tool_calls[0]["name"] == "night_summary"
     assert turn.mode in ("agent", "fallback") and "N3" in json.dumps(turn.tool_calls[0]["result"])
+
+
+def test_figures_from_the_question_count_as_grounded(known_night, scripted_model):
+    llm = scripted_model(call("night_summary"), "Your SpO2 went below 90: its minimum was 85.0%.")
+    turn = session_on(known_night, llm).ask("Was my SpO2 ever below 90?")
+    assert turn.grounding == {"matched": ["90", "85.0"], "unmatched": []}
