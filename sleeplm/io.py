@@ -21,7 +21,7 @@ import threading
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,7 @@ class EdfHeader:
     labels, units, physical_min, physical_max, samples_per_record : per signal.
     annotation_signals : indices of "EDF/BDF Annotations" signals.
     start_seconds : start time of day in seconds since midnight, or None if unreadable.
+    warnings : facts about the file the user should know (e.g. EDF+D read as continuous).
     """
 
     file_type: str
@@ -98,6 +99,7 @@ class EdfHeader:
     samples_per_record: np.ndarray
     annotation_signals: list[int]
     start_seconds: float | None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def sfreqs(self) -> np.ndarray:
@@ -170,11 +172,6 @@ def read_edf_header(path) -> EdfHeader:
         block = f.read(256 * n_signals)
     if len(block) < 256 * n_signals:
         raise CorruptRecordingError("the file ends inside its header (truncated); upload the complete file.")
-    if reserved.startswith(("EDF+D", "BDF+D")):
-        raise DiscontinuousRecordingError(
-            "this is a discontinuous EDF+D/BDF+D recording (it has gaps); 30-s epochs would silently "
-            "straddle missing data. Export it as a continuous EDF+C, or split it at the gaps."
-        )
     if not record_s > 0:
         raise CorruptRecordingError(
             f"the header gives a data-record duration of {record_s} s; it must be positive. "
@@ -216,6 +213,19 @@ def read_edf_header(path) -> EdfHeader:
             f"the file size does not match its header ({data_bytes} data bytes, header implies {expected}).{hint} "
             "Upload the complete, unmodified export."
         )
+    warnings = []
+    if reserved.startswith(("EDF+D", "BDF+D")):
+        # mne would stitch the gaps away: accept the file only when its records are in fact contiguous.
+        onsets = _record_onsets(path, header_bytes, n_records, spr * sample_bytes, annotations)
+        steps = np.diff(onsets)
+        if len(steps) and np.abs(steps - record_s).max() > 1e-3:
+            first = int(np.argmax(np.abs(steps - record_s) > 1e-3))
+            raise DiscontinuousRecordingError(
+                f"this EDF+D/BDF+D recording is discontinuous: after {onsets[first] + record_s:.0f} s it jumps to "
+                f"{onsets[first + 1]:.0f} s; 30-s epochs would silently straddle the gap. "
+                "Export it as a continuous EDF+C, or split it at the gaps."
+            )
+        warnings.append("marked discontinuous (EDF+D/BDF+D) but its data records are contiguous: read as continuous")
     return EdfHeader(
         file_type=file_type,
         plus=reserved.startswith(("EDF+C", "BDF+C")),
@@ -228,7 +238,29 @@ def read_edf_header(path) -> EdfHeader:
         samples_per_record=spr,
         annotation_signals=annotations,
         start_seconds=_start_seconds(fixed[176:184]),
+        warnings=warnings,
     )
+
+
+def _record_onsets(path: Path, header_bytes: int, n_records: int, signal_bytes: np.ndarray,
+                   annotations: list[int]) -> np.ndarray:
+    """Onset (s) of every data record, from the time-keeping TAL that opens each EDF+ record."""
+    if not annotations:
+        raise CorruptRecordingError(
+            "the header says EDF+D/BDF+D but the file has no annotation signal to time its records; re-export it."
+        )
+    i = annotations[0]
+    start = int(signal_bytes[:i].sum())
+    records = np.memmap(path, dtype=np.uint8, mode="r", offset=header_bytes,
+                        shape=(n_records, int(signal_bytes.sum())))
+    tals = np.array(records[:, start : start + min(int(signal_bytes[i]), 32)])
+    del records
+    try:
+        return np.array([float(bytes(tal).split(b"\x14", 1)[0]) for tal in tals])
+    except ValueError:
+        raise CorruptRecordingError(
+            "the EDF+ record time stamps are unreadable; re-export the recording as EDF+C."
+        ) from None
 
 
 def _start_seconds(raw: bytes) -> float | None:
@@ -370,7 +402,7 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
     annotations = reader.annotations()
     if annotations is not None:
         reference = reference_from_annotations(*annotations, n_epochs=n_epochs)
-    warnings = []
+    warnings = list(header.warnings)
     if duration_s < _SHORT_NIGHT_S:
         warnings.append(f"very short recording ({duration_s / 60:.0f} min); night statistics will be unreliable")
     hasher.join()

@@ -20,7 +20,7 @@ from sleeplm.errors import (
     TensorFormatError,
     TooShortError,
 )
-from sleeplm.io import load_recording
+from sleeplm.io import load_recording, read_edf_header
 from sleeplm.recording import EPOCH_SAMPLES
 
 
@@ -114,8 +114,30 @@ def test_24bit_data_declared_16bit(tmp_path):
     assert "does not match" in message
 
 
-def test_discontinuous_edf_plus_d(good_edf, tmp_path):
-    raises(DiscontinuousRecordingError, patch_header(good_edf, tmp_path / "d.edf", 192, "EDF+D"), "EDF\\+C")
+def shift_last_record(src, dst, seconds: int):
+    """Copy an EDF+ with the time stamp of its last data record moved `seconds` later (a gap)."""
+    header = read_edf_header(src)
+    raw = bytearray(src.read_bytes())
+    record_bytes = int(header.samples_per_record.sum()) * 2
+    i = header.annotation_signals[0]
+    at = 256 * (len(header.labels) + 1) + (header.n_records - 1) * record_bytes + int(header.samples_per_record[:i].sum()) * 2
+    old = bytes(raw[at : at + 16]).split(b"\x14", 1)[0]
+    new = f"+{float(old) + seconds:g}".encode()
+    raw[at : at + len(old)] = new.ljust(len(old), b" ")[: len(old)] if len(new) <= len(old) else new[: len(old)]
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
+def test_discontinuous_edf_plus_d_with_a_gap(good_edf, tmp_path):
+    flagged = patch_header(good_edf, tmp_path / "d.edf", 192, "EDF+D")
+    gap = shift_last_record(flagged, tmp_path / "gap.edf", seconds=3)
+    raises(DiscontinuousRecordingError, gap, "discontinuous: after .* it jumps to")
+
+
+def test_edf_plus_d_without_gaps_reads_as_continuous(good_edf, tmp_path):
+    flagged = patch_header(good_edf, tmp_path / "d.edf", 192, "EDF+D")
+    rec = load_recording(flagged)
+    assert rec.n_epochs == 2 and any("contiguous" in w for w in rec.warnings)
 
 
 def test_shorter_than_one_epoch(tmp_path):
