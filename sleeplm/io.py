@@ -51,19 +51,13 @@ from sleeplm.recording import (
     Signal,
 )
 
-__all__ = ["EdfHeader", "read_edf_header", "load_recording", "preflight_table", "SIGNAL_RATE_LIMITS"]
+__all__ = ["EdfHeader", "read_edf_header", "load_recording", "preflight_table"]
 
 logger = logging.getLogger(__name__)
 
 _EDF_SUFFIXES = {".edf": "EDF", ".rec": "EDF", ".bdf": "BDF"}
 _TENSOR_SUFFIXES = {".pt", ".npy"}
 _ANNOTATION_LABELS = {"EDF Annotations", "BDF Annotations"}
-# Physical-unit rate (Hz) kept for each signal: enough for the measurements, no more.
-SIGNAL_RATE_LIMITS = {
-    "ECG": 256, "EEG_C3_A2": 128, "EEG_C4_A1": 128, "EOG_Left": 128, "EOG_Right": 128, "EMG_Chin": 128,
-    "Snore": 128, "AF": 32, "ABD": 32, "THX": 32, "Pressure": 32, "SpO2": 4, "HR": 4, "POS": 4, "Light": 4,
-}
-_MIN_SIGNAL_RATE = 1.0
 # Electrophysiology is reported in microvolts when the file stores a voltage.
 _MICROVOLT_CHANNELS = {"ECG", "EEG_C3_A2", "EEG_C4_A1", "EOG_Left", "EOG_Right", "EMG_Chin"}
 _TO_MICROVOLT = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
@@ -362,8 +356,8 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             info.unit = "uV"
         data = data[: int(round(duration_s * sfreq))]
         if name == "POS":
-            return (info, *_prepare_position(data, sfreq, position_map, info))
-        return (info, *_prepare_signal(name, data, sfreq, rails, info, normalization))
+            return (info, *preprocess.prepare_position(data, sfreq, position_map, info))
+        return (info, *preprocess.prepare_signal(name, data, sfreq, rails, info, normalization))
 
     # Channels are independent and numpy/scipy release the GIL: two workers prepare channels
     # while this thread reads the next group of file channels.
@@ -422,54 +416,6 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
         warnings=warnings,
         extra_channels=extras,
     )
-
-
-def _prepare_signal(name, data, sfreq, rails, info, normalization):
-    """Check one signal; return (physical-unit Signal or None if unusable, z-scored epoch row or None).
-
-    Each needed rate is resampled from the lowest-rate version already made that is still at or
-    above it (already band-limited, so cheaper and just as clean as starting from the file rate).
-    """
-    bad = preprocess.artefact_mask(data, sfreq, rails)
-    rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS.get(name, sfreq)), _MIN_SIGNAL_RATE))
-    versions = {sfreq: data}
-    for target in sorted({rate, float(SFREQ)} if name in CANONICAL_CHANNELS else {rate}, reverse=True):
-        src_rate = min((r for r in versions if r >= target), default=sfreq)
-        versions[target] = preprocess.resample(versions[src_rate], src_rate, target)
-    stats_rate = float(SFREQ) if name in CANONICAL_CHANNELS else rate
-    stats_bad = preprocess.hold_resample(bad, sfreq, stats_rate).astype(bool)
-    center, scale = preprocess.robust_center_scale(versions[stats_rate], stats_bad)
-    info.warnings += preprocess.channel_warnings(name, data, bad, scale, info.unit, rails)
-    if not scale > 0 or stats_bad.mean() > 0.95:
-        info.present = False
-        info.warnings.append("flat or unusable: treated as missing")
-        return None, None
-    signal = Signal(versions[rate], rate, info.unit or "", info.source)
-    if name not in CANONICAL_CHANNELS:
-        return signal, None
-    at_64 = versions[float(SFREQ)]
-    n_epochs = len(at_64) // EPOCH_SAMPLES
-    if normalization == "per_epoch":
-        return signal, preprocess.zscore_per_epoch(preprocess.to_epochs(at_64, n_epochs))
-    z = preprocess.zscore_night(at_64, stats_bad, center_scale=(center, scale))
-    return signal, preprocess.to_epochs(z, n_epochs)
-
-
-def _prepare_position(data, sfreq, position_map, info):
-    """Decode positions; return (Signal of codes, epoch row of codes at 64 Hz by sample-and-hold)."""
-    codes, unknown = chmap.decode_position(data, position_map)
-    map_name = position_map if isinstance(position_map, str) else "custom"
-    info.unit = "code"
-    info.warnings.append(f"decoded with the '{map_name}' position map")
-    if unknown > 0:
-        info.warnings.append(
-            f"{unknown:.0%} of position samples have codes the '{map_name}' map does not know (set to -1 unknown); "
-            "pass position_map= if the vendor differs"
-        )
-    rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS["POS"]), _MIN_SIGNAL_RATE))
-    signal = Signal(preprocess.hold_resample(codes, sfreq, rate), rate, "code", info.source)
-    at_64 = preprocess.hold_resample(codes, sfreq, SFREQ)
-    return signal, preprocess.to_epochs(at_64, len(at_64) // EPOCH_SAMPLES)
 
 
 class _EdfReader:
@@ -639,7 +585,7 @@ def _load_tensor(path: Path) -> Recording:
              for name, p in zip(CANONICAL_CHANNELS, present)]
     if not np.isin(positions, list(POSITION_CODES)).all():
         infos[POS_INDEX].warnings.append("POS row holds values that are not position codes (-1..4)")
-    pos_rate = SIGNAL_RATE_LIMITS["POS"]
+    pos_rate = preprocess.SIGNAL_RATE_LIMITS["POS"]
     flat_pos = positions.reshape(-1)
     signals = {"POS": Signal(preprocess.hold_resample(flat_pos, SFREQ, pos_rate), pos_rate, "code", "tensor")}
     return Recording(

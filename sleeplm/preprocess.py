@@ -12,7 +12,8 @@ from fractions import Fraction
 import numpy as np
 from scipy.signal import resample_poly
 
-from sleeplm.recording import EPOCH_SAMPLES, EPOCH_SEC
+from sleeplm.channels import decode_position
+from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, EPOCH_SEC, SFREQ, Signal
 
 __all__ = [
     "NORMALIZATIONS",
@@ -24,11 +25,20 @@ __all__ = [
     "zscore_per_epoch",
     "to_epochs",
     "channel_warnings",
+    "SIGNAL_RATE_LIMITS",
+    "prepare_signal",
+    "prepare_position",
 ]
 
 logger = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("night_robust", "per_epoch")
+# Physical-unit rate (Hz) kept for each signal: enough for the measurements, no more.
+SIGNAL_RATE_LIMITS = {
+    "ECG": 256, "EEG_C3_A2": 128, "EEG_C4_A1": 128, "EOG_Left": 128, "EOG_Right": 128, "EMG_Chin": 128,
+    "Snore": 128, "AF": 32, "ABD": 32, "THX": 32, "Pressure": 32, "SpO2": 4, "HR": 4, "POS": 4, "Light": 4,
+}
+_MIN_SIGNAL_RATE = 1.0
 # |z| above this is clipped: beyond it a sample is artefact, and unbounded values would dominate attention.
 Z_CLIP = 10.0
 # A run of identical samples at least this long (s) counts as flat (disconnected lead, saturation).
@@ -218,3 +228,66 @@ def channel_warnings(name: str, data: np.ndarray, bad: np.ndarray, scale: float,
             out.append(f"implausible values (median {median:.3g} {unit or ''}, expected {low:g}-{high:g} "
                        f"{expected_unit}); check the channel's unit")
     return out
+
+
+def prepare_signal(name, data, sfreq, rails, info, normalization):
+    """Check one channel of the night and prepare it for the measurements and for SleepLM.
+
+    Parameters
+    ----------
+    name : canonical channel or extra signal name.
+    data : the whole night in physical units at `sfreq` Hz (not modified).
+    rails : physical limits of the recording channel (for clipping).
+    info : the channel's ChannelInfo; warnings are appended and `present` cleared if unusable.
+    normalization : ``"night_robust"`` or ``"per_epoch"``.
+
+    Returns
+    -------
+    signal : `Signal` at ``min(sfreq, SIGNAL_RATE_LIMITS[name])`` Hz, or None when unusable.
+    row : z-scored float32 ``[n_epochs, 1920]`` at 64 Hz for SleepLM channels, else None.
+
+    Notes
+    -----
+    Each needed rate is resampled from the lowest-rate version already made that is still at or
+    above it (already band-limited, so cheaper and just as clean as starting from the file rate).
+    """
+    bad = artefact_mask(data, sfreq, rails)
+    rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS.get(name, sfreq)), _MIN_SIGNAL_RATE))
+    versions = {sfreq: data}
+    for target in sorted({rate, float(SFREQ)} if name in CANONICAL_CHANNELS else {rate}, reverse=True):
+        src_rate = min((r for r in versions if r >= target), default=sfreq)
+        versions[target] = resample(versions[src_rate], src_rate, target)
+    stats_rate = float(SFREQ) if name in CANONICAL_CHANNELS else rate
+    stats_bad = hold_resample(bad, sfreq, stats_rate).astype(bool)
+    center, scale = robust_center_scale(versions[stats_rate], stats_bad)
+    info.warnings += channel_warnings(name, data, bad, scale, info.unit, rails)
+    if not scale > 0 or stats_bad.mean() > 0.95:
+        info.present = False
+        info.warnings.append("flat or unusable: treated as missing")
+        return None, None
+    signal = Signal(versions[rate], rate, info.unit or "", info.source)
+    if name not in CANONICAL_CHANNELS:
+        return signal, None
+    at_64 = versions[float(SFREQ)]
+    n_epochs = len(at_64) // EPOCH_SAMPLES
+    if normalization == "per_epoch":
+        return signal, zscore_per_epoch(to_epochs(at_64, n_epochs))
+    z = zscore_night(at_64, stats_bad, center_scale=(center, scale))
+    return signal, to_epochs(z, n_epochs)
+
+
+def prepare_position(data, sfreq, position_map, info):
+    """Decode positions; return (Signal of codes, epoch row of codes at 64 Hz by sample-and-hold)."""
+    codes, unknown = decode_position(data, position_map)
+    map_name = position_map if isinstance(position_map, str) else "custom"
+    info.unit = "code"
+    info.warnings.append(f"decoded with the '{map_name}' position map")
+    if unknown > 0:
+        info.warnings.append(
+            f"{unknown:.0%} of position samples have codes the '{map_name}' map does not know (set to -1 unknown); "
+            "pass position_map= if the vendor differs"
+        )
+    rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS["POS"]), _MIN_SIGNAL_RATE))
+    signal = Signal(hold_resample(codes, sfreq, rate), rate, "code", info.source)
+    at_64 = hold_resample(codes, sfreq, SFREQ)
+    return signal, to_epochs(at_64, len(at_64) // EPOCH_SAMPLES)
