@@ -455,11 +455,12 @@ class _EdfReader:
             row *= _MNE_VOLT_SCALE.get(self.header.units[i], 1.0)
             sfreq = float(self.header.sfreqs[i])
             step = self.max_sfreq / sfreq
-            if step > 1 and abs(step - round(step)) < 1e-9:
-                # mne upsampled this slower channel to the file's top rate; every step-th sample is original.
+            # mne upsampled a slower channel to the file's top rate (band-limited interpolation):
+            # every step-th sample is an original one; for a fractional step, resample back.
+            if abs(step - round(step)) < 1e-9:
                 self.cache[label] = (row[:: int(round(step))].astype(np.float32), sfreq)
             else:
-                self.cache[label] = (row.astype(np.float32), self.max_sfreq)
+                self.cache[label] = (preprocess.resample(row, self.max_sfreq, sfreq), sfreq)
         del block
 
     def _channel(self, label: str) -> tuple[np.ndarray, float, str, tuple[float, float]]:

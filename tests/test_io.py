@@ -284,3 +284,18 @@ def test_ready_tensors_pt_and_npy(tmp_path):
         assert rec.source_format == "tensor" and rec.normalization == "as_given"
         assert list(rec.channel_present) == [True, True, True, False] + [True] * 6
         assert (rec.signals["POS"].data == 2).all()
+
+
+def test_mixed_rates_that_do_not_divide(tmp_path):
+    path = tmp_path / "mixed.edf"
+    written = write_psg(path, [("C3-M2", 200, "uV", eeg_like), ("ECG", 256, "uV", eeg_like),
+                               ("SpO2", 3, "%", lambda n, f, r: 95 + r.standard_normal(n))], minutes=1)
+    rec = load_recording(path)
+    info = {c.canonical: c for c in rec.channels + rec.extra_channels}
+    assert info["EEG_C3_A2"].original_sfreq == 200 and info["SpO2"].original_sfreq == 3
+    assert rec.signals["EEG_C3_A2"].sfreq == 128 and len(rec.signals["EEG_C3_A2"].data) == 128 * 60
+    # 10-Hz rhythm survives mne's upsampling to 256 Hz and our resampling to 128 Hz.
+    eeg = rec.signals["EEG_C3_A2"].data
+    spectrum = np.abs(np.fft.rfft(eeg))
+    assert np.argmax(spectrum) == 10 * 60
+    assert np.corrcoef(rec.signals["SpO2"].data[10:-10], written["SpO2"][10:-10])[0, 1] > 0.99
