@@ -193,8 +193,14 @@ class Recording:
             n_staged = 0 if self.reference.stages is None else int((self.reference.stages != "?").sum())
             lines.append(f"Reference scoring: {n_staged} staged epochs, {len(self.reference.events)} events")
         lines += [f"Warning: {w}" for w in self.warnings]
-        table = preflight_table(self).fillna("")
-        lines.append(table.to_string(index=False))
+        table = preflight_table(self)
+        widths = {col: max(len(col), *(len(str(v)) for v in table[col])) for col in ("channel", "status", "source")}
+        header = "  ".join(col.ljust(widths[col]) for col in widths) + "  rate_hz  unit  warnings"
+        lines.append(header)
+        for row in table.itertuples(index=False):
+            rate = "" if pd.isna(row.original_sfreq_hz) else f"{row.original_sfreq_hz:g}"
+            cells = [str(getattr(row, col)).ljust(widths[col]) for col in widths]
+            lines.append(("  ".join(cells) + f"  {rate:>7}  {row.unit:<4}  {row.warnings}").rstrip())
         return "\n".join(lines)
 
     # ---- time -------------------------------------------------------------------------
