@@ -184,14 +184,6 @@ def read_edf_header(path) -> EdfHeader:
     annotations = [i for i, lab in enumerate(labels) if lab in _ANNOTATION_LABELS]
     if (spr <= 0).any():
         raise CorruptRecordingError("a signal declares 0 samples per data record; the file is damaged. Re-export it.")
-    data_only = [i for i in range(n_signals) if i not in annotations]
-    if (physical_min[data_only] == physical_max[data_only]).any():
-        bad = [labels[i] for i in data_only if physical_min[i] == physical_max[i]]
-        raise CorruptRecordingError(
-            f"signal(s) {bad} have equal physical minimum and maximum, so their values cannot be "
-            "scaled; fix the export or drop those signals."
-        )
-
     record_bytes = int(spr.sum()) * sample_bytes
     data_bytes = size - header_bytes
     if n_records == -1 and data_bytes % record_bytes == 0:  # allowed while recording: infer it

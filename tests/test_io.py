@@ -299,3 +299,17 @@ def test_mixed_rates_that_do_not_divide(tmp_path):
     spectrum = np.abs(np.fft.rfft(eeg))
     assert np.argmax(spectrum) == 10 * 60
     assert np.corrcoef(rec.signals["SpO2"].data[10:-10], written["SpO2"][10:-10])[0, 1] > 0.99
+
+
+def test_degenerate_unused_channel_does_not_reject_the_file(tmp_path):
+    path = tmp_path / "marker.edf"
+    write_psg(path, [("C3-M2", 128, "uV", eeg_like), ("Event marker", 1, "", np.zeros(60))], minutes=1)
+    raw = bytearray(path.read_bytes())
+    n_signals = int(raw[252:256])
+    # Give "Event marker" (signal 2) physical min == max, as some exports do for unused channels.
+    for offset in (104, 112):
+        at = 256 + offset * n_signals + 8 * 1
+        raw[at : at + 8] = b"0".ljust(8)
+    path.write_bytes(bytes(raw))
+    rec = load_recording(path)
+    assert rec.channel_present[CANONICAL_CHANNELS.index("EEG_C3_A2")]
