@@ -34,18 +34,18 @@ from sleeplm.errors import (
     ChannelMappingError,
     CorruptRecordingError,
     DiscontinuousRecordingError,
-    TensorFormatError,
     NotARecordingError,
     RecordingError,
+    TensorFormatError,
     TooShortError,
 )
 from sleeplm.recording import (
     CANONICAL_CHANNELS,
-    EPOCH_SEC,
-    SFREQ,
     EPOCH_SAMPLES,
+    EPOCH_SEC,
     POS_INDEX,
     POSITION_CODES,
+    SFREQ,
     ChannelInfo,
     Recording,
     Signal,
@@ -108,7 +108,7 @@ class EdfHeader:
         return self.file_type + ("+" if self.plus else "")
 
 
-def _field(raw: bytes, what: str, kind=str):
+def _field(raw: bytes, what: str, kind):
     text = raw.decode("latin-1").strip()
     try:
         return kind(text)
@@ -127,7 +127,7 @@ def read_edf_header(path) -> EdfHeader:
     NotARecordingError : empty file, or not EDF/BDF at all.
     CorruptRecordingError : header and data disagree (truncated, wrong record count, record
         duration 0, 24-bit data declared as 16-bit or the reverse).
-    DiscontinuousRecordingError : EDF+D/BDF+D (interrupted recording).
+    DiscontinuousRecordingError : EDF+D/BDF+D whose data records have gaps between them.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -214,7 +214,7 @@ def read_edf_header(path) -> EdfHeader:
         warnings.append("marked discontinuous (EDF+D/BDF+D) but its data records are contiguous: read as continuous")
     return EdfHeader(
         file_type=file_type,
-        plus=reserved.startswith(("EDF+C", "BDF+C")),
+        plus=reserved.startswith(("EDF+", "BDF+")),
         n_records=n_records,
         record_s=record_s,
         labels=labels,

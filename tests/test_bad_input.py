@@ -137,7 +137,8 @@ def test_discontinuous_edf_plus_d_with_a_gap(good_edf, tmp_path):
 def test_edf_plus_d_without_gaps_reads_as_continuous(good_edf, tmp_path):
     flagged = patch_header(good_edf, tmp_path / "d.edf", 192, "EDF+D")
     rec = load_recording(flagged)
-    assert rec.n_epochs == 2 and any("contiguous" in w for w in rec.warnings)
+    assert rec.n_epochs == 2 and rec.source_format == "EDF+"
+    assert any("contiguous" in w for w in rec.warnings)
 
 
 def test_shorter_than_one_epoch(tmp_path):
