@@ -191,8 +191,10 @@ def read_edf_header(path) -> EdfHeader:
     expected = n_records * record_bytes
     if n_records < 1 or data_bytes != expected:
         hint = ""
-        if file_type == "EDF" and data_bytes == expected * 3 // 2 and expected:
+        if file_type == "EDF" and expected and data_bytes == expected * 3 // 2:
             hint = " The data look 24-bit (BDF) while the header declares 16-bit EDF."
+        elif file_type == "BDF" and expected and data_bytes == expected * 2 // 3:
+            hint = " The data look 16-bit (EDF) while the header declares 24-bit BDF."
         elif data_bytes < expected:
             hint = f" The header claims {n_records} data records but the file holds {data_bytes // record_bytes}: it is truncated."
         raise CorruptRecordingError(
@@ -326,6 +328,7 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
     hasher.start()  # hashing 100+ MB overlaps with reading; hashlib releases the GIL
 
     reader = _EdfReader(path, header)
+    position_map_assumed = position_map is None and montage not in chmap.MONTAGE_POSITION_MAP
     if position_map is None:
         position_map = chmap.MONTAGE_POSITION_MAP.get(montage, "sleeplm")
     if isinstance(position_map, str) and position_map not in chmap.POSITION_MAPS:
@@ -348,6 +351,8 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             info.unit = "uV"
         data = data[: int(round(duration_s * sfreq))]
         if name == "POS":
+            if position_map_assumed:
+                info.warnings.append("vendor not recognised: SleepLM codes assumed; pass position_map= if they differ")
             return (info, *preprocess.prepare_position(data, sfreq, position_map, info))
         return (info, *preprocess.prepare_signal(name, data, sfreq, rails, info, normalization))
 

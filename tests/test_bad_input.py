@@ -222,3 +222,8 @@ def test_cli_prints_error_and_exits_2(tmp_path, capsys):
     assert cli_main(["inspect", str(tmp_path / "noise.edf")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_16bit_data_declared_24bit(good_edf, tmp_path):
+    relabelled = patch_header(good_edf, tmp_path / "y.bdf", 0, "\xffBIOSEMI")
+    raises(CorruptRecordingError, relabelled, "look 16-bit")
