@@ -128,6 +128,7 @@ def test_epochs_are_robustly_zscored_and_pos_holds_codes(aasm_file):
     assert set(np.unique(pos)) == {0.0, 1.0, 2.0, 3.0}
     assert (pos[0] == 0).all() and (pos[-1] == 3).all()  # not z-scored, held per sample
     assert rec.position_map == "sleeplm"
+    assert any("SleepLM codes assumed" in w for w in rec.channels[-1].warnings)
 
 
 def test_per_epoch_normalization(aasm_file):
@@ -212,6 +213,7 @@ def test_shhs_position_map_and_mesa_map(tmp_path):
                      ("POSITION", 1, "", positions)], minutes=1)
     rec = load_recording(shhs)
     assert rec.position_map == "shhs"
+    assert not any("assumed" in w for w in rec.channels[-1].warnings)
     assert {c.canonical: c.source for c in rec.channels}["EEG_C3_A2"] == "EEG(sec)"
     assert list(np.unique(rec.signals["POS"].data)) == [0, 1, 2, 3]
 
