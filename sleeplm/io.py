@@ -291,6 +291,19 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
     Raises
     ------
     RecordingError subclasses, each with a message saying what to do.
+
+    Notes
+    -----
+    A missing signal channel is zero-filled, as SleepLM was trained; a missing POS channel is
+    filled with -1 ("unknown"), the code the SleepLM README reserves for missing position data.
+    Signals are kept at ``min(file rate, SIGNAL_RATE_LIMITS)`` Hz (see `sleeplm.preprocess`).
+
+    Examples
+    --------
+    >>> rec = load_recording("night.edf")  # doctest: +SKIP
+    >>> rec.epochs.shape, rec.epoch_clock(120)  # doctest: +SKIP
+    ((960, 10, 1920), '00:15:30')
+    >>> print(rec.describe())  # doctest: +SKIP
     """
     if normalization not in preprocess.NORMALIZATIONS:
         raise RecordingError(f"normalization must be one of {preprocess.NORMALIZATIONS}, not {normalization!r}.")
