@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sleeplm.errors import ChannelMappingError
-from sleeplm.recording import CANONICAL_CHANNELS
+from sleeplm.recording import CANONICAL_CHANNELS, POSITION_CODES
 
 __all__ = [
     "EXTRA_SIGNALS",
@@ -281,8 +281,6 @@ def decode_position(values: np.ndarray, position_map: str | dict) -> tuple[np.nd
     codes : float32 array of SleepLM codes, -1 where the file code is unknown.
     unknown_fraction : share of samples that decoded to -1.
     """
-    from sleeplm.recording import POSITION_CODES
-
     if isinstance(position_map, str):
         if position_map not in POSITION_MAPS:
             raise ChannelMappingError(
