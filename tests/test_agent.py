@@ -209,3 +209,58 @@ def test_figures_from_the_question_count_as_grounded(known_night, scripted_model
     llm = scripted_model(call("night_summary"), "Your SpO2 went below 90: its minimum was 85.0%.")
     turn = session_on(known_night, llm).ask("Was my SpO2 ever below 90?")
     assert turn.grounding == {"matched": ["90", "85.0"], "unmatched": []}
+
+
+# ---- the questions from real use, on a night whose truth is known --------------------------
+def overlaps(citation, start_s, end_s):
+    return citation["epoch_start"] * 30 < end_s and (citation["epoch_end"] + 1) * 30 > start_s
+
+
+def cite_findings(messages):
+    """A model that answers with the tool's own findings (what a good small model does)."""
+    return " ".join(tool_payload(messages)["findings"])
+
+
+def test_when_did_respiration_look_abnormal_cites_true_events(known_night, scripted_model):
+    from conftest import KNOWN_EVENTS
+
+    llm = scripted_model(call("list_events", kind="respiratory"), cite_findings)
+    turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
+    truth = [(s, e) for kind, _, s, e in KNOWN_EVENTS if kind in ("apnea", "hypopnea")]
+    cited = turn.tool_calls[0]["result"]["events"]
+    assert len(cited) == len(truth) and all(any(overlaps(c, s, e) for s, e in truth) for c in cited)
+    assert "23:33:20-23:33:40 (elapsed 0h33m20s-0h33m40s, epochs 66-67)" in turn.answer
+    assert turn.mode == "agent" and turn.grounding["unmatched"] == []
+
+
+def test_patient_friendly_summary(known_night, scripted_model):
+    llm = scripted_model(call("night_summary", audience="patient"), cite_findings)
+    turn = session_on(known_night, llm).ask("give me a patient-friendly summary of my night", audience="patient")
+    assert "Audience: the person who slept" in turn.llm_messages[0]["content"]
+    assert "You slept 1 h 35 min (95.0 min)" in turn.answer and "clinician" in turn.answer
+    assert turn.grounding["unmatched"] == []
+
+
+def test_how_much_deep_sleep(known_night, scripted_model):
+    llm = scripted_model(
+        call("night_summary", audience="patient"),
+        lambda m: f"You had {tool_payload(m)['statistics']['N3_min']} minutes of deep sleep (N3).",
+    )
+    turn = session_on(known_night, llm).ask("how much deep sleep did I get?")
+    assert turn.answer == "You had 20.0 minutes of deep sleep (N3)." and turn.grounding["matched"] == ["20.0"]
+
+
+def test_show_me_rem_with_rapid_eye_movements(known_night, scripted_model):
+    llm = scripted_model(call("find_epochs", query="REM with rapid eye movements"), cite_findings)
+    turn = session_on(known_night, llm).ask("show me REM with rapid eye movements")
+    result = turn.tool_calls[0]["result"]
+    assert result["source"] == "measured (fallback)" and "SleepLM retrieval is unavailable" in turn.answer
+    stages = known_night.hypnogram
+    assert all(set(stages[e["epoch_start"] : e["epoch_end"] + 1]) == {"R"} for e in result["episodes"])
+
+
+def test_was_my_oxygen_ever_low(known_night, scripted_model):
+    llm = scripted_model(call("list_events", kind="desaturation"), cite_findings)
+    turn = session_on(known_night, llm).ask("was my oxygen ever low?")
+    event = turn.tool_calls[0]["result"]["events"][0]
+    assert overlaps(event, 2010.0, 2040.0) and "23:33:30" in turn.answer
