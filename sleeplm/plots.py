@@ -1,0 +1,252 @@
+"""Figures of one night: the overview (hypnogram, events, SpO2) and the raw-epoch viewer.
+
+Both return a `matplotlib.figure.Figure` built without pyplot, so they are safe to call from
+the app's worker threads and nothing stays alive in pyplot's global figure registry.
+
+- `plot_night(rec, hypnogram, events)`: three stacked panels sharing one time axis (hours
+  from recording start, labelled with clock times): sleep stages, one row per event kind,
+  and SpO2 (%) when the recording has it.
+- `plot_epochs(rec, first, last)`: every present signal of an inclusive epoch range in its
+  physical unit (uV, %, bpm...), at its own sampling rate.
+- `seconds_at_fraction(fig, x_fraction)`: where a click on a rendered `plot_night` figure
+  lands, in seconds from recording start (the app's click-to-view).
+
+Examples
+--------
+>>> fig = plot_night(rec, hypnogram=analysis.staging.hypnogram, events=analysis.events)  # doctest: +SKIP
+>>> fig.savefig("night.png")  # doctest: +SKIP
+>>> plot_epochs(rec, 120, 123).savefig("epochs-120-123.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from sleeplm.errors import SleepLMError
+from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, POSITION_CODES, Recording
+
+__all__ = [
+    "MAX_VIEW_EPOCHS", "STAGE_ORDER", "EVENT_KINDS", "PlotRangeError", "plot_night", "plot_epochs",
+    "seconds_at_fraction", "viewer_channels", "reference_events",
+]
+
+logger = logging.getLogger(__name__)
+
+# Ten epochs (5 min) of up to ~15 channels is the most that stays readable on one screen.
+MAX_VIEW_EPOCHS = 10
+# Top to bottom, the clinical hypnogram convention (wake on top, deep sleep at the bottom).
+STAGE_ORDER = ("W", "R", "N1", "N2", "N3")
+EVENT_KINDS = ("apnea", "hypopnea", "desaturation", "arousal", "tachycardia", "bradycardia", "position_change", "artefact")
+EXTRA_SIGNALS = ("SpO2", "HR", "Pressure", "Snore", "Light")
+EVENT_COLOURS = {"apnea": "tab:red", "hypopnea": "tab:orange", "desaturation": "tab:blue", "arousal": "tab:purple"}
+# Tag put on the panel whose x axis maps clicks to time (read back by `seconds_at_fraction`).
+TIME_AXIS_LABEL = "sleeplm-time-axis"
+
+
+class PlotRangeError(SleepLMError, ValueError):
+    """An epoch range that cannot be drawn (outside the night, reversed, or too long)."""
+
+
+def reference_events(rec: Recording) -> pd.DataFrame:
+    """The file's own scored events with ``start_s``/``end_s`` columns (empty when it has none)."""
+    columns = ["kind", "subtype", "start_s", "end_s", "label"]
+    if rec.reference is None or rec.reference.events.empty:
+        return pd.DataFrame(columns=columns)
+    ref = rec.reference.events
+    return pd.DataFrame({
+        "kind": ref["kind"], "subtype": ref["subtype"], "start_s": ref["onset_s"],
+        "end_s": ref["onset_s"] + ref["duration_s"], "label": ref["label"],
+    })[columns]
+
+
+def _clock_ticks(ax, rec: Recording, first_s: float, last_s: float, n_ticks: int = 7) -> None:
+    """Ticks in hours from start, labelled with clock times (elapsed time when the clock is unknown)."""
+    ticks_s = np.linspace(first_s, last_s, n_ticks)
+    ax.set_xticks(ticks_s / 3600)
+    ax.set_xticklabels([rec.clock_at(t) or f"+{t / 3600:.1f} h" for t in ticks_s], fontsize=8)
+    ax.set_xlim(first_s / 3600, last_s / 3600)
+
+
+def _stage_panel(ax, hypnogram: np.ndarray | None, stage_source: str | None) -> None:
+    if hypnogram is None:
+        ax.text(0.5, 0.5, "no sleep stages available", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        ax.set_yticks([])
+        return
+    levels = {stage: len(STAGE_ORDER) - 1 - i for i, stage in enumerate(STAGE_ORDER)}
+    y = np.array([levels.get(str(s), np.nan) for s in hypnogram], dtype=float)
+    edges_h = np.arange(len(y) + 1) * EPOCH_SEC / 3600
+    ax.stairs(y, edges_h, color="k", baseline=None, linewidth=1)
+    # REM drawn thick and red, as in clinical hypnograms.
+    ax.stairs(np.where(y == levels["R"], y, np.nan), edges_h, color="tab:red", linewidth=3, baseline=None)
+    ax.set_yticks(list(levels.values()), list(levels.keys()), fontsize=8)
+    ax.set_ylim(-0.5, len(STAGE_ORDER) - 0.5)
+    ax.set_ylabel(f"stage\n({stage_source or 'unknown source'})", fontsize=8)
+
+
+def _event_panel(ax, events: pd.DataFrame | None) -> None:
+    kinds = [k for k in EVENT_KINDS if events is not None and (events["kind"] == k).any()]
+    if not kinds:
+        ax.text(0.5, 0.5, "no events detected", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        ax.set_yticks([])
+        return
+    for row, kind in enumerate(kinds):
+        sel = events[events["kind"] == kind]
+        # A minimum width keeps 10-s events visible on an 8-h axis.
+        spans = [(s / 3600, max(e - s, 20.0) / 3600) for s, e in zip(sel["start_s"], sel["end_s"])]
+        ax.broken_barh(spans, (row - 0.4, 0.8), color=EVENT_COLOURS.get(kind, f"C{row + 4}"))
+    ax.set_yticks(range(len(kinds)), kinds, fontsize=8)
+    ax.set_ylim(-0.6, len(kinds) - 0.4)
+    ax.invert_yaxis()
+
+
+def _spo2_panel(ax, rec: Recording) -> None:
+    spo2 = rec.signals.get("SpO2")
+    if spo2 is None:
+        ax.text(0.5, 0.5, "no SpO2 channel in this recording", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        ax.set_yticks([])
+        return
+    hours = np.arange(len(spo2.data)) / spo2.sfreq / 3600
+    # Oximeters write 0 or out-of-range values while the probe is off: not a saturation.
+    data = np.where((spo2.data >= 50) & (spo2.data <= 100), spo2.data, np.nan)
+    ax.plot(hours, data, color="tab:blue", linewidth=0.6)
+    ax.axhline(90, color="0.6", linestyle="--", linewidth=0.7)
+    ax.set_ylabel(f"SpO2 ({spo2.unit})", fontsize=8)
+    low = np.nanmin(data) if np.isfinite(data).any() else 85.0
+    ax.set_ylim(min(85.0, np.floor(low) - 1), 100.5)
+
+
+def plot_night(
+    rec: Recording,
+    hypnogram: np.ndarray | None = None,
+    events: pd.DataFrame | None = None,
+    stage_source: str | None = None,
+    width_in: float = 11.0,
+) -> Figure:
+    """Overview of the whole night: stages, events and SpO2 on one clock-time axis.
+
+    Parameters
+    ----------
+    rec : the loaded night.
+    hypnogram : stage label per 30-s epoch ("W", "N1", "N2", "N3", "R", "?"); default: the
+        file's own scoring when it has one.
+    events : DataFrame with columns ``kind``, ``start_s``, ``end_s`` (seconds from recording
+        start), as `sleeplm.events.detect_events` returns; default: the file's own scored events.
+    stage_source : where the stages come from ("reference scoring", "sleeplm", "yasa"), shown
+        on the axis.
+    width_in : figure width in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure with three panels (stages, events, SpO2).
+    """
+    if hypnogram is None and rec.reference is not None and rec.reference.stages is not None:
+        hypnogram, stage_source = rec.reference.stages, stage_source or "reference scoring"
+    if events is None and rec.reference is not None:
+        events = reference_events(rec)
+    if hypnogram is not None and len(hypnogram) != rec.n_epochs:
+        raise PlotRangeError(
+            f"the hypnogram has {len(hypnogram)} epochs but the recording {rec.n_epochs}; "
+            "pass the hypnogram computed on this recording."
+        )
+    fig = Figure(figsize=(width_in, 5.2))
+    ax_stage, ax_events, ax_spo2 = fig.subplots(3, 1, sharex=True, height_ratios=(1.3, 1.2, 1))
+    _stage_panel(ax_stage, hypnogram, stage_source)
+    _event_panel(ax_events, events)
+    _spo2_panel(ax_spo2, rec)
+    _clock_ticks(ax_spo2, rec, 0.0, rec.duration_s)
+    ax_spo2.set_xlabel("clock time" if rec.start_seconds is not None else "time from recording start", fontsize=8)
+    ax_spo2.set_label(TIME_AXIS_LABEL)
+    fig.tight_layout(h_pad=0.3)
+    return fig
+
+
+def seconds_at_fraction(fig: Figure, x_fraction: float) -> float | None:
+    """Seconds from recording start under a horizontal position of a `plot_night` figure.
+
+    Parameters
+    ----------
+    fig : a figure from `plot_night`, rendered without cropping (no ``bbox_inches="tight"``).
+    x_fraction : horizontal position as a fraction of the figure's width (0 = left edge).
+
+    Returns
+    -------
+    float seconds, or None when the position is outside the plotted time axis.
+    """
+    axes = [ax for ax in fig.axes if ax.get_label() == TIME_AXIS_LABEL]
+    if not axes:
+        raise PlotRangeError("this figure was not made by plot_night, so it has no time axis to click on.")
+    box = axes[0].get_position()
+    if not box.x0 <= x_fraction <= box.x1:
+        return None
+    lo_h, hi_h = axes[0].get_xlim()
+    return (lo_h + (x_fraction - box.x0) / box.width * (hi_h - lo_h)) * 3600
+
+
+def viewer_channels(rec: Recording) -> list[str]:
+    """Names of the signals `plot_epochs` draws: present SleepLM channels, then extras, in a fixed order."""
+    names = [name for name in CANONICAL_CHANNELS if rec.has(name) and name in rec.signals]
+    return names + [name for name in EXTRA_SIGNALS if name in rec.signals]
+
+
+def plot_epochs(rec: Recording, first: int, last: int, channels: list[str] | None = None) -> Figure:
+    """Raw signals of the inclusive epoch range ``first..last`` in physical units.
+
+    Parameters
+    ----------
+    rec : the loaded night.
+    first, last : inclusive 0-based epoch indices, at most `MAX_VIEW_EPOCHS` epochs apart.
+    channels : signal names to draw; default `viewer_channels(rec)` (every present channel).
+
+    Returns
+    -------
+    matplotlib.figure.Figure, one row per channel, y axis in the channel's unit, x axis in
+    clock time (seconds resolution).
+
+    Raises
+    ------
+    PlotRangeError : range outside the night, reversed, longer than `MAX_VIEW_EPOCHS`, or no signal to draw.
+    """
+    first, last = int(first), int(last)
+    if not 0 <= first <= last < rec.n_epochs:
+        raise PlotRangeError(
+            f"epochs {first}-{last} are not a range inside this night (epochs 0-{rec.n_epochs - 1}); "
+            "give the earlier epoch first."
+        )
+    if last - first + 1 > MAX_VIEW_EPOCHS:
+        raise PlotRangeError(
+            f"{last - first + 1} epochs asked; the viewer shows at most {MAX_VIEW_EPOCHS} epochs "
+            f"({MAX_VIEW_EPOCHS * EPOCH_SEC // 60} min) at once. Pick a shorter range."
+        )
+    names = viewer_channels(rec) if channels is None else [c for c in channels if c in rec.signals]
+    if not names:
+        raise PlotRangeError("this recording has no signals to show; check the preflight channel table.")
+    start_s, end_s = first * EPOCH_SEC, (last + 1) * EPOCH_SEC
+    fig = Figure(figsize=(11, 0.75 * len(names) + 1.2))
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names):
+        signal = rec.signals[name]
+        lo, hi = int(round(start_s * signal.sfreq)), int(round(end_s * signal.sfreq))
+        seconds = np.arange(lo, hi) / signal.sfreq
+        data = signal.data[lo:hi]
+        if name == "POS":
+            ax.step(seconds / 3600, data, where="post", color="k", linewidth=0.8)
+            codes = sorted({int(c) for c in np.unique(data) if int(c) in POSITION_CODES})
+            ax.set_yticks(codes, [POSITION_CODES[c] for c in codes], fontsize=7)
+        else:
+            ax.plot(seconds / 3600, data, color="k", linewidth=0.4)
+            ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylabel(f"{name}\n[{signal.unit}]", rotation=0, ha="right", va="center", fontsize=8)
+    # Epoch boundaries help match the figure to cited epoch numbers.
+    for ax in axes:
+        for boundary in range(first + 1, last + 1):
+            ax.axvline(boundary * EPOCH_SEC / 3600, color="0.75", linewidth=0.6)
+    _clock_ticks(axes[-1], rec, start_s, end_s, n_ticks=min(last - first + 2, 7))
+    where = f"epochs {first}-{last}" if last > first else f"epoch {first}"
+    clock = f"{rec.clock_at(start_s)}-{rec.clock_at(end_s)}, " if rec.start_seconds is not None else ""
+    fig.suptitle(f"Raw signals, {clock}{where} (physical units)", fontsize=9)
+    fig.tight_layout(h_pad=0.2)
+    return fig
