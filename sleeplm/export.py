@@ -1,0 +1,308 @@
+"""Files a user takes away from one night: events CSV, EDF+ annotations, PDF report, tool trace.
+
+- `events_table(rec, events)`: the events with clock time, elapsed time and epoch range per row.
+- `write_events_csv(rec, events, path)`: that table as CSV.
+- `write_annotations_edf(rec, events, path, hypnogram=None)`: an annotations-only EDF+ file
+  (stages and events, AASM-style labels) that EDFbrowser, MNE (`mne.read_annotations`) and
+  scoring tools import next to the original recording.
+- `write_report_pdf(rec, path, summary, hypnogram, events, answers)`: a night report:
+  summary table, overview figure, event table and the chat's cited answers.
+- `write_trace_json(turns, path)`: every question, tool call (arguments and result) and answer.
+
+Nothing identifying is written: `Recording` holds no patient or recording-date fields, and
+the EDF+ header gets the anonymous EDF+ placeholders ("X").
+
+Examples
+--------
+>>> write_events_csv(rec, analysis.events, "events.csv")  # doctest: +SKIP
+>>> write_report_pdf(rec, "night.pdf", summary=analysis.summary, hypnogram=analysis.staging.hypnogram,
+...                  events=analysis.events, answers=[("How was my night?", "You slept 6 h...")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import textwrap
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from edfio import Edf, EdfAnnotation
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from sleeplm.errors import SleepLMError
+from sleeplm.plots import plot_night
+from sleeplm.recording import EPOCH_SEC, Recording, format_elapsed
+
+__all__ = [
+    "EVENT_COLUMNS", "STAGE_LABELS", "ExportError", "events_table", "write_events_csv", "annotation_label",
+    "write_annotations_edf", "write_report_pdf", "write_trace_json",
+]
+
+logger = logging.getLogger(__name__)
+
+EVENT_COLUMNS = [
+    "kind", "subtype", "start_s", "end_s", "duration_s", "clock_start", "clock_end", "elapsed_start",
+    "epoch_start", "epoch_end",
+]
+# The "Sleep stage X" wording of EDF+ hypnograms (Sleep-EDF, EDFbrowser, MNE's examples).
+STAGE_LABELS = {"W": "Sleep stage W", "N1": "Sleep stage N1", "N2": "Sleep stage N2", "N3": "Sleep stage N3", "R": "Sleep stage R"}
+EVENT_LABELS = {
+    "apnea": "Apnea", "hypopnea": "Hypopnea", "desaturation": "Oxygen Desaturation", "arousal": "Arousal",
+    "tachycardia": "Tachycardia", "bradycardia": "Bradycardia", "position_change": "Body Position Change",
+    "artefact": "Artifact",
+}
+EVENTS_PER_PAGE = 38
+ANSWER_WRAP_CHARS = 95
+ANSWER_LINES_PER_PAGE = 52
+A4_INCHES = (8.27, 11.69)
+
+
+class ExportError(SleepLMError, ValueError):
+    """An export asked with inputs that do not fit (events without times, a hypnogram of another night)."""
+
+
+def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
+    """Events with their time citations, sorted by start.
+
+    Parameters
+    ----------
+    rec : the night the events were found in.
+    events : DataFrame with at least ``kind``, ``start_s``, ``end_s`` (seconds from recording
+        start); ``subtype`` optional. None or empty gives an empty table.
+
+    Returns
+    -------
+    DataFrame with columns `EVENT_COLUMNS`: kind, subtype, start_s, end_s, duration_s (s),
+    clock_start/clock_end ("HH:MM:SS", empty when the file has no start time), elapsed_start
+    ("1h02m30s"), epoch_start/epoch_end (inclusive 30-s epoch indices).
+    """
+    if events is None or len(events) == 0:
+        return pd.DataFrame(columns=EVENT_COLUMNS)
+    missing = {"kind", "start_s", "end_s"} - set(events.columns)
+    if missing:
+        raise ExportError(f"the events table lacks the column(s) {sorted(missing)}; pass detect_events' output.")
+    rows = []
+    for event in events.sort_values("start_s").itertuples(index=False):
+        citation = rec.cite(float(event.start_s), float(event.end_s))
+        subtype = getattr(event, "subtype", "")
+        rows.append({
+            "kind": event.kind,
+            "subtype": "" if subtype is None or (isinstance(subtype, float) and math.isnan(subtype)) else subtype,
+            "start_s": round(float(event.start_s), 2),
+            "end_s": round(float(event.end_s), 2),
+            "duration_s": round(float(event.end_s) - float(event.start_s), 2),
+            "clock_start": citation["clock_start"] or "",
+            "clock_end": citation["clock_end"] or "",
+            "elapsed_start": citation["elapsed_start"],
+            "epoch_start": citation["epoch_start"],
+            "epoch_end": citation["epoch_end"],
+        })
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def write_events_csv(rec: Recording, events: pd.DataFrame | None, path: str | Path) -> Path:
+    """Write `events_table(rec, events)` as CSV (comma-separated, header row) and return the path."""
+    path = Path(path)
+    events_table(rec, events).to_csv(path, index=False)
+    return path
+
+
+def annotation_label(kind: str, subtype: str | None = "") -> str:
+    """AASM-style annotation text of an event, e.g. ``"Obstructive Apnea"``, ``"Hypopnea"``."""
+    base = EVENT_LABELS.get(kind, kind.replace("_", " ").title())
+    if subtype and isinstance(subtype, str) and kind in ("apnea", "hypopnea"):
+        return f"{subtype.title()} {base}"
+    return base
+
+
+def _stage_annotations(hypnogram: np.ndarray) -> list[EdfAnnotation]:
+    """One annotation per run of equal stages (unscored "?" epochs are left out)."""
+    annotations, run_start = [], 0
+    for epoch in range(1, len(hypnogram) + 1):
+        if epoch == len(hypnogram) or hypnogram[epoch] != hypnogram[run_start]:
+            stage = str(hypnogram[run_start])
+            if stage in STAGE_LABELS:
+                annotations.append(EdfAnnotation(run_start * EPOCH_SEC, (epoch - run_start) * EPOCH_SEC, STAGE_LABELS[stage]))
+            run_start = epoch
+    return annotations
+
+
+def write_annotations_edf(
+    rec: Recording, events: pd.DataFrame | None, path: str | Path, hypnogram: np.ndarray | None = None
+) -> Path:
+    """Write stages and events as an annotations-only EDF+ file.
+
+    Parameters
+    ----------
+    rec : the night (its start clock becomes the file's start time; midnight when unknown).
+    events : DataFrame with ``kind``, ``start_s``, ``end_s`` and optionally ``subtype``.
+    path : output file, conventionally ``<name>.annotations.edf`` or ``...-Hypnogram.edf``.
+    hypnogram : stage label per 30-s epoch, written as "Sleep stage W/N1/N2/N3/R" runs.
+
+    Returns
+    -------
+    Path of the written file.
+
+    Notes
+    -----
+    Onsets are seconds from the recording start, so the file lines up with the original
+    recording in EDFbrowser or with ``raw.set_annotations(mne.read_annotations(path))``.
+    Patient and recording header fields hold the anonymous placeholder "X", and the start
+    date the EDF+ "unknown" convention.
+    """
+    path = Path(path)
+    annotations = []
+    if hypnogram is not None:
+        if len(hypnogram) != rec.n_epochs:
+            raise ExportError(
+                f"the hypnogram has {len(hypnogram)} epochs but the recording {rec.n_epochs}; "
+                "pass the hypnogram computed on this recording."
+            )
+        annotations += _stage_annotations(np.asarray(hypnogram))
+    for event in events_table(rec, events).itertuples(index=False):
+        annotations.append(EdfAnnotation(event.start_s, event.duration_s, annotation_label(event.kind, event.subtype)))
+    start = dt.time(0, 0, 0) if rec.start_seconds is None else dt.time(*map(int, rec.clock_at(0).split(":")))
+    Edf([], starttime=start, annotations=annotations).write(path)
+    logger.info("wrote %d annotations to an EDF+ file", len(annotations))
+    return path
+
+
+# ---- PDF report ------------------------------------------------------------------------------
+SUMMARY_ROWS = [
+    ("tib_min", "Time in bed (min)"), ("tst_min", "Total sleep time (min)"), ("se_pct", "Sleep efficiency (%)"),
+    ("sol_min", "Sleep onset latency (min)"), ("rem_latency_min", "REM latency (min)"), ("waso_min", "Wake after sleep onset (min)"),
+    ("N1_pct", "N1 (% of TST)"), ("N2_pct", "N2 (% of TST)"), ("N3_pct", "N3 (% of TST)"), ("R_pct", "REM (% of TST)"),
+    ("n_awakenings", "Awakenings"), ("ahi", "AHI (/h)"), ("ahi_rule", "Hypopnea rule"), ("severity", "Severity"),
+    ("ahi_supine", "AHI supine (/h)"), ("ahi_nonsupine", "AHI non-supine (/h)"), ("ahi_rem", "AHI REM (/h)"),
+    ("ahi_nrem", "AHI NREM (/h)"), ("odi3", "ODI 3% (/h)"), ("odi4", "ODI 4% (/h)"), ("t90_min", "Time SpO2 < 90% (min)"),
+    ("spo2_min", "SpO2 minimum (%)"), ("spo2_mean", "SpO2 mean (%)"), ("hr_mean", "Heart rate mean (bpm)"),
+    ("n_apneas", "Apneas"), ("n_hypopneas", "Hypopneas"),
+]
+
+
+def _shown(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "not assessable"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.1f}"
+    return str(value)
+
+
+def _summary_page(rec: Recording, summary: dict | None, stage_source: str | None) -> Figure:
+    fig = Figure(figsize=A4_INCHES)
+    fig.text(0.08, 0.95, "SleepLM Assistant: night report", fontsize=16, weight="bold")
+    start = rec.clock_at(0) or "unknown"
+    facts = (
+        f"Recording: {rec.source_format}, {rec.n_epochs} epochs of {EPOCH_SEC} s ({format_elapsed(rec.duration_s)}), "
+        f"start {start}. Stages: {stage_source or 'not available'}."
+    )
+    fig.text(0.08, 0.915, facts, fontsize=9)
+    fig.text(0.08, 0.895, "Computed by software, not reviewed by a clinician; not a diagnosis.", fontsize=8, style="italic")
+    ax = fig.add_axes((0.08, 0.08, 0.84, 0.78))
+    ax.axis("off")
+    if not summary:
+        ax.text(0, 1, "No night summary was computed for this recording.", va="top", fontsize=10)
+        return fig
+    rows = [[label, _shown(summary.get(key))] for key, label in SUMMARY_ROWS if key in summary]
+    reasons = summary.get("not_assessable") or {}
+    rows += [[f"{key}: not assessable", textwrap.shorten(str(reason), 60)] for key, reason in reasons.items()]
+    table = ax.table(cellText=rows, colLabels=["Measure", "Value"], loc="upper left", cellLoc="left", colWidths=(0.5, 0.5))
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    return fig
+
+
+def _event_pages(table: pd.DataFrame) -> Iterable[Figure]:
+    columns = ["kind", "subtype", "clock_start", "clock_end", "elapsed_start", "duration_s", "epoch_start", "epoch_end"]
+    for page_start in range(0, len(table), EVENTS_PER_PAGE):
+        chunk = table.iloc[page_start : page_start + EVENTS_PER_PAGE]
+        fig = Figure(figsize=A4_INCHES)
+        fig.text(0.08, 0.95, f"Events {page_start + 1}-{page_start + len(chunk)} of {len(table)}", fontsize=12, weight="bold")
+        ax = fig.add_axes((0.05, 0.05, 0.9, 0.87))
+        ax.axis("off")
+        cells = chunk[columns].astype(str).values.tolist()
+        grid = ax.table(cellText=cells, colLabels=columns, loc="upper left", cellLoc="left")
+        grid.auto_set_font_size(False)
+        grid.set_fontsize(7)
+        yield fig
+
+
+def _answer_pages(answers: list[tuple[str, str]]) -> Iterable[Figure]:
+    lines: list[tuple[str, bool]] = []
+    for question, answer in answers:
+        lines += [(line, True) for line in textwrap.wrap(f"Q: {question}", ANSWER_WRAP_CHARS)]
+        for paragraph in str(answer).splitlines() or [""]:
+            lines += [(line, False) for line in textwrap.wrap(paragraph, ANSWER_WRAP_CHARS) or [""]]
+        lines.append(("", False))
+    for page_start in range(0, len(lines), ANSWER_LINES_PER_PAGE):
+        fig = Figure(figsize=A4_INCHES)
+        fig.text(0.08, 0.95, "Questions and cited answers", fontsize=12, weight="bold")
+        for row, (text, is_question) in enumerate(lines[page_start : page_start + ANSWER_LINES_PER_PAGE]):
+            fig.text(0.08, 0.92 - row * 0.0165, text, fontsize=8, weight="bold" if is_question else "normal", family="monospace")
+        yield fig
+
+
+def write_report_pdf(
+    rec: Recording,
+    path: str | Path,
+    summary: dict | None = None,
+    hypnogram: np.ndarray | None = None,
+    events: pd.DataFrame | None = None,
+    answers: list[tuple[str, str]] | None = None,
+    stage_source: str | None = None,
+) -> Path:
+    """Write the night report as a PDF.
+
+    Parameters
+    ----------
+    rec : the night.
+    path : output PDF file.
+    summary : `sleeplm.summary.night_summary` dict; its `not_assessable` reasons are listed.
+    hypnogram : stage label per 30-s epoch for the overview figure.
+    events : detected events (``kind``, ``start_s``, ``end_s``, ``subtype``).
+    answers : the chat's (question, answer) pairs, answers as shown (with their citations).
+    stage_source : where the stages come from, printed in the header.
+
+    Returns
+    -------
+    Path of the PDF: page 1 summary, page 2 the overview (stages, events, SpO2), then the
+    event table and the questions with their answers.
+    """
+    path = Path(path)
+    table = events_table(rec, events)
+    with PdfPages(path, metadata={"Title": "SleepLM Assistant night report", "Author": "", "Subject": ""}) as pdf:
+        pdf.savefig(_summary_page(rec, summary, stage_source))
+        pdf.savefig(plot_night(rec, hypnogram=hypnogram, events=events, stage_source=stage_source, width_in=11.0))
+        for page in _event_pages(table):
+            pdf.savefig(page)
+        for page in _answer_pages(list(answers or [])):
+            pdf.savefig(page)
+    return path
+
+
+def write_trace_json(turns: list[dict], path: str | Path) -> Path:
+    """Write the conversation's tool trace: one object per turn (question, audience, answer, tool calls...).
+
+    Parameters
+    ----------
+    turns : JSON-serialisable dicts, e.g. ``{"question": q, "audience": a, **TurnResult.to_dict()}``.
+    path : output JSON file.
+    """
+    path = Path(path)
+    path.write_text(json.dumps({"turns": turns}, indent=2, default=_json_default), encoding="utf-8")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays, and anything else as its text, so a trace never fails to save."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
