@@ -1,0 +1,394 @@
+"""The embedded model: ChatML rendering, tool-call parsing, streaming, verified model files.
+
+Everything but the last test runs without llama.cpp: the adapter is driven by a scripted
+completion source standing in for llama.cpp's `create_completion`. The last test (slow) runs
+the real Qwen2.5-Coder-1.5B when llama-cpp-python and the model parts are installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+
+from assistant import local_llm
+from assistant.local_llm import (
+    GGUFModel, LlamaCppChatModel, LocalModelUnavailable, ModelChecksumError, assemble_parts, ensure_model_file,
+    parse_model_output, part_files, render_prompt, verify_model_file,
+)
+
+# ----------------------------------------------------------------------------- tools like the agent's
+
+
+@tool
+def night_summary(audience: str = "clinician") -> dict:
+    """Whole-night statistics: total sleep time, efficiency, minutes of each stage, AHI, oxygen, heart rate.
+    Use for 'how did I sleep', 'how much deep sleep', 'what is my AHI'."""
+    raise NotImplementedError("schema only")
+
+
+@tool
+def list_events(kind: str = "all", start: str | None = None, end: str | None = None) -> dict:
+    """List measured events (apneas, hypopneas, oxygen desaturations, arousals, heart-rate episodes) with
+    their clock times and epochs. kind: 'respiratory', 'desaturation', 'arousal', 'heart_rate' or 'all'.
+    Use for 'when did breathing look abnormal', 'was my oxygen ever low'."""
+    raise NotImplementedError("schema only")
+
+
+@tool
+def find_epochs(query: str, top_k: int = 5) -> dict:
+    """Find the moments that best match a plain-words description ('REM with rapid eye movements',
+    'loud snoring with desaturation') by SleepLM signal-text retrieval."""
+    raise NotImplementedError("schema only")
+
+
+@tool
+def recording_overview() -> dict:
+    """Describe the recording: duration, start clock time, channels present or missing."""
+    raise NotImplementedError("schema only")
+
+
+AGENT_LIKE_TOOLS = [recording_overview, night_summary, find_epochs, list_events]
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def test_render_without_tools_uses_default_system_and_open_assistant_turn():
+    assert render_prompt([HumanMessage("hi")]) == (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_render_with_tools_calls_and_grouped_results():
+    schema = {"type": "function", "function": {"name": "list_events", "description": "d", "parameters": {}}}
+    messages = [
+        SystemMessage("Be brief."),
+        HumanMessage("apneas?"),
+        AIMessage("", tool_calls=[
+            {"name": "list_events", "args": {"kind": "apnea"}, "id": "1"},
+            {"name": "night_summary", "args": {}, "id": "2"},
+        ]),
+        ToolMessage("3 apneas", tool_call_id="1"),
+        ToolMessage("AHI 4.1", tool_call_id="2"),
+        AIMessage("Three apneas."),
+        HumanMessage("more?"),
+    ]
+    assert render_prompt(messages, [schema]) == (
+        "<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist with the user query."
+        "\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+        '{"type": "function", "function": {"name": "list_events", "description": "d", "parameters": {}}}\n</tools>\n\n'
+        "For each function call, return a json object with function name and arguments within <tool_call></tool_call>"
+        ' XML tags:\n<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call><|im_end|>\n'
+        "<|im_start|>user\napneas?<|im_end|>\n"
+        '<|im_start|>assistant\n<tool_call>\n{"name": "list_events", "arguments": {"kind": "apnea"}}\n</tool_call>'
+        '\n<tool_call>\n{"name": "night_summary", "arguments": {}}\n</tool_call><|im_end|>\n'
+        "<|im_start|>user\n<tool_response>\n3 apneas\n</tool_response>\n<tool_response>\nAHI 4.1\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\nThree apneas.<|im_end|>\n<|im_start|>user\nmore?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def test_parse_tagged_call_with_prose_around():
+    out = parse_model_output('Let me look.\n<tool_call>\n{"name": "list_events", "arguments": {"kind": "respiratory"}}\n</tool_call>')
+    assert out.content == "Let me look."
+    assert [(c["name"], c["args"]) for c in out.tool_calls] == [("list_events", {"kind": "respiratory"})]
+    assert out.tool_calls[0]["id"].startswith("call_") and out.invalid_tool_calls == []
+
+
+def test_parse_several_tagged_calls_and_string_arguments():
+    text = (
+        '<tool_call>\n{"name": "night_summary", "arguments": "{\\"audience\\": \\"patient\\"}"}\n</tool_call>\n'
+        '<tool_call>\n{"name": "list_events", "parameters": {"kind": "desaturation"}}\n</tool_call>'
+    )
+    out = parse_model_output(text)
+    assert [(c["name"], c["args"]) for c in out.tool_calls] == [
+        ("night_summary", {"audience": "patient"}), ("list_events", {"kind": "desaturation"}),
+    ]
+    assert len({c["id"] for c in out.tool_calls}) == 2 and out.content == ""
+
+
+def test_parse_unclosed_tag_at_end_of_output():
+    out = parse_model_output('<tool_call>\n{"name": "recording_overview", "arguments": {}}')
+    assert [c["name"] for c in out.tool_calls] == ["recording_overview"]
+
+
+def test_parse_malformed_tagged_call_becomes_invalid_not_prose():
+    out = parse_model_output('<tool_call>\n{"name": "list_events", "arguments": {"kind": }\n</tool_call>')
+    assert out.tool_calls == [] and out.content == ""
+    assert out.invalid_tool_calls[0]["args"].startswith('{"name": "list_events"')
+    assert "name and arguments" in out.invalid_tool_calls[0]["error"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"name": "night_summary", "arguments": {"audience": "patient"}}', [("night_summary", {"audience": "patient"})]),
+    ('```json\n{"name": "night_summary", "arguments": {}}\n```', [("night_summary", {})]),
+    ('[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]', [("a", {}), ("b", {"x": 1})]),
+    ('{"name": "a", "arguments": {}}\n{"name": "b", "arguments": {}}', [("a", {}), ("b", {})]),
+    ('{"type": "function", "function": {"name": "a", "arguments": "{}"}}', [("a", {})]),
+])
+def test_parse_bare_json_calls(text, expected):
+    out = parse_model_output(text)
+    assert [(c["name"], c["args"]) for c in out.tool_calls] == expected and out.content == ""
+
+
+@pytest.mark.parametrize("text", [
+    "You slept 6 h 12 min; deep sleep was 44 min.",
+    '{"answer": "44 min"}',
+    '{"name": "a", "arguments": {}} and then I would explain',
+    "{not json at all",
+])
+def test_parse_prose_and_non_call_json_stay_text(text):
+    out = parse_model_output(text)
+    assert out.tool_calls == [] and out.invalid_tool_calls == [] and out.content == text
+
+
+# ----------------------------------------------------------------------------- the adapter, with scripted completions
+
+
+class ScriptedCompletions:
+    """Stands in for llama.cpp's `create_completion`: records prompts, returns scripted text in pieces."""
+
+    def __init__(self, pieces: list[str]):
+        self.pieces, self.prompts, self.kwargs = pieces, [], []
+
+    def create_completion(self, prompt, stream=False, **kwargs):
+        self.prompts.append(prompt)
+        self.kwargs.append(kwargs)
+        if stream:
+            return iter([{"choices": [{"text": p, "finish_reason": None}]} for p in self.pieces]
+                        + [{"choices": [{"text": "", "finish_reason": "stop"}]}])
+        return {
+            "choices": [{"text": "".join(self.pieces), "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": len(self.pieces), "total_tokens": 11 + len(self.pieces)},
+        }
+
+
+@pytest.fixture
+def scripted_llama(monkeypatch):
+    def install(*pieces: str) -> tuple[LlamaCppChatModel, ScriptedCompletions]:
+        completions = ScriptedCompletions(list(pieces))
+        monkeypatch.setattr(local_llm, "_llama", lambda *args: (completions, threading.Lock()))
+        return LlamaCppChatModel(model_path="scripted.gguf"), completions
+
+    return install
+
+
+def test_invoke_with_bound_tools_returns_tool_calls_and_usage(scripted_llama):
+    model, completions = scripted_llama('<tool_call>\n{"name": "list_events", ', '"arguments": {"kind": "respiratory"}}\n</tool_call>')
+    reply = model.bind_tools(AGENT_LIKE_TOOLS).invoke([HumanMessage("when did respiration look abnormal?")])
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("list_events", {"kind": "respiratory"})]
+    assert reply.usage_metadata == {"input_tokens": 11, "output_tokens": 2, "total_tokens": 13}
+    prompt = completions.prompts[0]
+    assert '"name": "list_events"' in prompt and prompt.endswith("<|im_start|>assistant\n")
+    assert completions.kwargs[0]["stop"] == ["<|im_end|>", "<|endoftext|>"] and completions.kwargs[0]["temperature"] == 0.0
+
+
+def test_invoke_without_tools_offers_none(scripted_llama):
+    model, completions = scripted_llama("Deep sleep was 44 min.")
+    reply = model.invoke([HumanMessage("how much deep sleep?")])
+    assert reply.content == "Deep sleep was 44 min." and reply.tool_calls == []
+    assert "<tools>" not in completions.prompts[0]
+
+
+@pytest.mark.parametrize("choice, opening", [
+    ("any", "<|im_start|>assistant\n<tool_call>\n"),
+    ("night_summary", '<|im_start|>assistant\n<tool_call>\n{"name": "night_summary", "arguments": '),
+])
+def test_tool_choice_opens_the_reply_with_a_call(scripted_llama, choice, opening):
+    model, completions = scripted_llama('{"name": "night_summary", "arguments": {}}\n</tool_call>' if choice == "any" else "{}}\n</tool_call>")
+    reply = model.bind_tools(AGENT_LIKE_TOOLS, tool_choice=choice).invoke([HumanMessage("how did I sleep?")])
+    assert completions.prompts[0].endswith(opening)
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("night_summary", {})]
+
+
+def test_stream_prose_token_by_token(scripted_llama):
+    model, _ = scripted_llama("\n", "You", " slept", " 6 h", " <", "3")
+    chunks = list(model.stream([HumanMessage("how long did I sleep?")]))
+    texts = [c.content for c in chunks if c.content]
+    assert texts[:3] == ["You", " slept", " 6 h"]  # each arrives as it is generated
+    assert "".join(texts) == "You slept 6 h <3"  # a '<' that does not become a tag is released at the end
+
+
+def test_stream_never_shows_a_tool_call_as_text(scripted_llama):
+    pieces = ["Checking", " now.", "\n<tool", '_call>\n{"name": "list_events",', ' "arguments": {"kind": "apnea"}}', "\n</tool_call>"]
+    model, _ = scripted_llama(*pieces)
+    chunks = list(model.bind_tools(AGENT_LIKE_TOOLS).stream([HumanMessage("apneas?")]))
+    assert all("tool_call" not in c.content and "{" not in c.content for c in chunks)
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert merged.content.strip() == "Checking now."
+    assert [(c["name"], c["args"]) for c in merged.tool_calls] == [("list_events", {"kind": "apnea"})]
+
+
+def test_stream_bare_json_call_becomes_a_tool_call(scripted_llama):
+    model, _ = scripted_llama('{"name": "night_summary",', ' "arguments": {"audience": "patient"}}')
+    chunks = list(model.stream([HumanMessage("summary")]))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert merged.content == "" and [(c["name"], c["args"]) for c in merged.tool_calls] == [("night_summary", {"audience": "patient"})]
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+def write_parts(folder: Path, blobs: list[bytes]) -> list[Path]:
+    paths = []
+    for index, blob in enumerate(blobs, start=1):
+        path = folder / f"part{index:02d}.bin"
+        path.write_bytes(blob)
+        paths.append(path)
+    return paths
+
+
+BLOBS = [b"GGUF" + bytes(range(256)) * 40, b"middle part " * 500, b"tail"]
+JOINED = b"".join(BLOBS)
+JOINED_SHA = hashlib.sha256(JOINED).hexdigest()
+
+
+def test_assemble_parts_in_order_verifies_and_stamps(tmp_path):
+    parts = write_parts(tmp_path, BLOBS)
+    dest = assemble_parts(parts, tmp_path / "model.gguf", JOINED_SHA, len(JOINED))
+    assert dest.read_bytes() == JOINED
+    assert json.loads((tmp_path / "model.gguf.verified.json").read_text())["sha256"] == JOINED_SHA
+
+
+@pytest.mark.parametrize("order, size", [([1, 0, 2], len(JOINED)), ([0, 1, 2], len(JOINED) + 1)])
+def test_assemble_parts_wrong_order_or_size_leaves_nothing(tmp_path, order, size):
+    parts = write_parts(tmp_path, BLOBS)
+    with pytest.raises(ModelChecksumError, match="reinstall the part packages"):
+        assemble_parts([parts[i] for i in order], tmp_path / "model.gguf", JOINED_SHA, size)
+    assert not (tmp_path / "model.gguf").exists() and not (tmp_path / "model.gguf.partial").exists()
+
+
+def test_verify_deletes_a_corrupted_file(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(JOINED[:-1] + b"X")
+    with pytest.raises(ModelChecksumError, match="was deleted"):
+        verify_model_file(path, JOINED_SHA, len(JOINED))
+    assert not path.exists()
+
+
+def test_a_file_changed_after_verification_is_hashed_again(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(JOINED)
+    verify_model_file(path, JOINED_SHA, len(JOINED))
+    path.write_bytes(b"Y" + JOINED[1:])  # same size, new mtime: the stamp no longer vouches for it
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    with pytest.raises(ModelChecksumError):
+        verify_model_file(path, JOINED_SHA, len(JOINED))
+
+
+@pytest.fixture
+def fake_part_packages(tmp_path, monkeypatch):
+    """Installs (on sys.path) distributions fakeparts-part1..3, each holding data/partNN.bin, and a model spec."""
+    site = tmp_path / "site"
+    for index, blob in enumerate(BLOBS, start=1):
+        package = site / f"fakeparts_part{index}"
+        (package / "data").mkdir(parents=True)
+        (package / "data" / f"part{index:02d}.bin").write_bytes(blob)
+        info = site / f"fakeparts_part{index}-0.1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakeparts-part{index}\nVersion: 0.1.0\n")
+        (info / "RECORD").write_text(f"fakeparts_part{index}/data/part{index:02d}.bin,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
+    spec = GGUFModel("Fake", "nobody/fake-GGUF", "fake.gguf", JOINED_SHA, len(JOINED), "fakeparts-part{index}", "0.1.0", 3)
+    monkeypatch.setitem(local_llm.LOCAL_MODELS, "fake", spec)
+    return spec
+
+
+def test_ensure_model_file_assembles_from_installed_parts_then_reuses_it(fake_part_packages, tmp_path):
+    assert [p.name for p in part_files(fake_part_packages)] == ["part01.bin", "part02.bin", "part03.bin"]
+    path = ensure_model_file("fake")
+    assert path == tmp_path / "cache" / "models" / "fake.gguf" and path.read_bytes() == JOINED
+    mtime = path.stat().st_mtime_ns
+    assert ensure_model_file("fake").stat().st_mtime_ns == mtime  # verified stamp: not rebuilt
+
+
+def test_ensure_model_file_rebuilds_a_corrupted_cache(fake_part_packages):
+    path = ensure_model_file("fake")
+    path.write_bytes(b"Z" * len(JOINED))
+    assert ensure_model_file("fake").read_bytes() == JOINED
+
+
+def test_missing_parts_and_no_hub_say_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = GGUFModel("Absent", "nobody/absent-GGUF", "absent.gguf", "0" * 64, None, "sleeplm-absent-part{index}", "1.0", 2)
+    monkeypatch.setitem(local_llm.LOCAL_MODELS, "absent", spec)
+    with pytest.raises(LocalModelUnavailable) as error:
+        ensure_model_file("absent")
+    message = str(error.value)
+    assert "2 of the 2 packages" in message and "make llm" in message and "sleeplm-absent-part1==1.0" in message
+    assert "could not be downloaded from nobody/absent-GGUF" in message
+    assert not list(tmp_path.glob("models/absent.gguf*"))
+
+
+def test_without_llama_cpp_the_loader_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(LocalModelUnavailable, match="make llm"):
+        local_llm.load_local_chat_model("1.5b")
+
+
+# ----------------------------------------------------------------------------- the real model
+
+
+@pytest.fixture(scope="module")
+def real_local_model():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llm)")
+    try:
+        model, _ = local_llm.load_local_chat_model("1.5b", n_threads=2)
+    except LocalModelUnavailable as exc:
+        pytest.skip(f"embedded model not available: {exc}")
+    return model
+
+
+@pytest.mark.slow
+def test_real_model_template_matches_the_one_inside_the_gguf(real_local_model):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    llama, _ = local_llm._llama(real_local_model.model_path, real_local_model.n_threads, real_local_model.n_ctx)
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = lambda value, **_: json.dumps(value, ensure_ascii=False)
+    template = env.from_string(llama.metadata["tokenizer.chat_template"])
+    tools = [convert_to_openai_tool(t) for t in AGENT_LIKE_TOOLS]
+    conversation = [
+        {"role": "system", "content": "Answer from tool results."},
+        {"role": "user", "content": "apneas?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "list_events", "arguments": {"kind": "apnea"}}}]},
+        {"role": "tool", "content": "3 apneas"},
+    ]
+    messages = [
+        SystemMessage("Answer from tool results."), HumanMessage("apneas?"),
+        AIMessage("", tool_calls=[{"name": "list_events", "args": {"kind": "apnea"}, "id": "1"}]),
+        ToolMessage("3 apneas", tool_call_id="1"),
+    ]
+    for offered in (tools, None):
+        expected = template.render(messages=conversation, tools=offered, add_generation_prompt=True)
+        assert render_prompt(messages, offered) == expected
+
+
+@pytest.mark.slow
+def test_real_model_calls_the_right_tool(real_local_model):
+    system = SystemMessage("You answer questions about one night of sleep recording. Use the tools; never guess numbers.")
+    reply = real_local_model.bind_tools(AGENT_LIKE_TOOLS).invoke([system, HumanMessage("when did respiration look abnormal?")])
+    assert [c["name"] for c in reply.tool_calls] == ["list_events"]
+    assert reply.tool_calls[0]["args"].get("kind") in ("respiratory", "all", "apnea")
+    answer = real_local_model.invoke([
+        system, HumanMessage("when did respiration look abnormal?"), reply,
+        ToolMessage("Obstructive apneas from 23:33:30 to 23:41:00 (epochs 7-22).", tool_call_id=reply.tool_calls[0]["id"]),
+    ])
+    assert answer.tool_calls == [] and "23:33" in answer.content
