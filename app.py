@@ -1,0 +1,606 @@
+"""SleepLM Assistant web app: upload a night, chat with it, see the evidence (Gradio 6 Blocks).
+
+Run ``sleeplm-assistant serve`` (or ``python app.py``) and open http://127.0.0.1:7860.
+
+Layout: the recording panel (upload or demo night, progress, preflight channel table), the
+chat (each tool call a collapsible step with its arguments, result and duration; the answer
+streams in after it; figures the agent draws appear in the chat), and beside it the night
+overview (stages, events, SpO2: click it to see the raw signals there), the raw-epoch viewer in
+physical units, and the downloads (PDF report, events CSV, EDF+ annotations, tool trace JSON).
+
+Sessions: every browser tab gets its own `BrowserSession` (a `NightSession` with its own agent
+memory, and a private folder under the app's session root holding the uploaded file and the
+exports). It is closed, and its folder deleted, when the tab closes (``demo.unload``) or after
+`SESSION_TTL_S` without activity (``gr.State`` time-to-live). The ``/ask`` API endpoint
+(recording, question, audience -> answer) runs each call in a throw-away session.
+
+Handlers are plain functions and generators (`load_night`, `ask`, `show_epochs`, ...) so they
+can be tested without a browser; `build_app` wires them to components.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before gradio is imported: it reads this at import time.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import inspect
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+import pandas as pd
+
+from assistant.session import NightSession
+from assistant.timeparse import parse_span
+from sleeplm.errors import NotARecordingError, RecordingError, SleepLMError
+from sleeplm.export import write_annotations_edf, write_events_csv, write_report_pdf, write_trace_json
+from sleeplm.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
+
+__all__ = [
+    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "check_upload", "open_session",
+    "load_night", "reload_with_channel_map", "ask", "show_epochs", "epochs_at_click", "build_downloads",
+    "api_ask", "build_app", "launch", "serve",
+]
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_SUFFIXES = (".edf", ".bdf")
+MAX_UPLOAD_BYTES = 1024**3  # an 8-h, 30-channel, 256 Hz EDF is ~450 MB
+SESSION_TTL_S = 4 * 3600
+OVERVIEW_DPI = 100
+AUDIENCES = ("clinician", "patient")
+EXAMPLE_QUESTIONS = [
+    "Give me a summary of my night",
+    "When did respiration look abnormal?",
+    "How much deep sleep did I get?",
+    "Show me the hypnogram with events",
+]
+
+Progress = Callable[..., Any]
+
+
+@dataclass
+class BrowserSession:
+    """One browser tab's night: the conversation, its private folder and what was shown.
+
+    Attributes
+    ----------
+    night : the `NightSession` (recording, analysis, agent memory).
+    workdir : private folder (uploaded recording, figures, exports), deleted by `close`.
+    turns : every answered question: {"question", "audience", **TurnResult.to_dict()}.
+    recording_path : the uploaded recording, moved into `workdir` under a neutral name.
+    preflight : the preflight table as last shown (to see which channel the user edited).
+    overview : the overview figure as last rendered (maps clicks to times).
+    """
+
+    night: NightSession
+    workdir: Path
+    turns: list[dict] = field(default_factory=list)
+    recording_path: Path | None = None
+    preflight: pd.DataFrame | None = None
+    overview: Any = None
+
+    def close(self) -> None:
+        self.night.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _default_llm_factory() -> Callable[[], Any]:
+    """Resolve the configured language model once; every session shares it (chat models are stateless)."""
+    resolved: list = []
+
+    def factory():
+        if not resolved:
+            from assistant.llm import get_chat_model
+
+            model, status = get_chat_model()
+            resolved.append(model if status.available else "none")
+        return resolved[0]
+
+    return factory
+
+
+def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_model: Any = None) -> BrowserSession:
+    """A fresh `BrowserSession` whose private folder is ``root/key``."""
+    workdir = Path(root) / key
+    workdir.mkdir(parents=True, exist_ok=True)
+    night = NightSession(llm=llm_factory(), model=sleeplm_model, workdir=workdir / "session")
+    return BrowserSession(night=night, workdir=workdir)
+
+
+def check_upload(path: str | Path | None) -> Path:
+    """The uploaded file, if it can be a recording; a clear `RecordingError` otherwise."""
+    if path is None:
+        raise NotARecordingError("No file was uploaded: choose an EDF/EDF+ (.edf) or BDF (.bdf) recording.")
+    path = Path(path)
+    if path.suffix.lower() not in UPLOAD_SUFFIXES:
+        raise NotARecordingError(
+            f"Files of type '{path.suffix or '(none)'}' cannot be read here: upload the night as EDF/EDF+ (.edf) "
+            "or BDF (.bdf), as exported by the recording software."
+        )
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise NotARecordingError(
+            f"The file is {size / 1024**2:.0f} MB, over the {MAX_UPLOAD_BYTES / 1024**2:.0f} MB limit: "
+            "export only the night's sleep channels, or run `sleeplm-assistant ask` locally."
+        )
+    return path
+
+
+# ---- status text ------------------------------------------------------------------------
+def _llm_markdown(bs: BrowserSession) -> str:
+    info = bs.night.llm_info
+    backend = info.get("backend") or "none"
+    model = f" · {info['model']}" if info.get("model") else ""
+    detail = f" — {info['detail']}" if info.get("detail") else ""
+    return f"**Language model:** {backend}{model}{detail}  \n**SleepLM:** {bs.night.sleeplm_status}"
+
+
+def _night_markdown(bs: BrowserSession) -> str:
+    night = bs.night.night
+    rec = night.rec
+    start = rec.clock_at(0) or "unknown start time"
+    text = (
+        f"**Loaded:** {rec.source_format}, {rec.n_epochs} epochs of 30 s ({rec.epoch_elapsed(rec.n_epochs)}), "
+        f"starting {start}. Stages: {night.stage_source or 'not available'}."
+    )
+    if night.analysis is None:
+        text += "  \nMeasurements are not available in this installation; only the recording overview can answer."
+    return text + "".join(f"  \n⚠️ {w}" for w in rec.warnings)
+
+
+# ---- loading ----------------------------------------------------------------------------
+def _progress_reporter(progress: Progress, start: float, span: float, default: str) -> Callable[..., None]:
+    """Map a library's progress callback (fraction, optional text) onto a slice of the bar."""
+
+    def report(fraction: float = 0.0, *rest: Any, **_: Any) -> None:
+        desc = next((r for r in rest if isinstance(r, str)), default)
+        progress(start + span * min(max(float(fraction), 0.0), 1.0), desc=desc)
+
+    return report
+
+
+def _render_overview(bs: BrowserSession) -> str:
+    night = bs.night.night
+    events = getattr(night.analysis, "events", None)
+    if events is None:
+        events = reference_events(night.rec)
+    bs.overview = plot_night(night.rec, hypnogram=night.hypnogram, events=events, stage_source=night.stage_source)
+    path = bs.workdir / f"overview-{uuid.uuid4().hex[:8]}.png"
+    bs.overview.savefig(path, dpi=OVERVIEW_DPI)
+    return str(path)
+
+
+def _preflight_update(bs: BrowserSession) -> dict:
+    from sleeplm.io import preflight_table
+
+    bs.preflight = preflight_table(bs.night.night.rec)
+    # Only the "source" column is editable, and only when a channel was not recognised.
+    editable = bool((bs.preflight["status"] == "missing").any())
+    return gr.update(value=bs.preflight, interactive=editable)
+
+
+def _file_channels_markdown(path: Path) -> str:
+    from sleeplm.io import read_edf_header
+
+    header = read_edf_header(path)
+    labels = ", ".join(f"`{header.labels[i]}`" for i in header.data_signals)
+    return (
+        f"**Channels in the file:** {labels}  \nA channel marked *missing* can be mapped: type a file label (or "
+        "`A-B` for a derivation) in its *source* cell, then press *Re-load with my channel map*."
+    )
+
+
+def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: dict | None) -> Iterator[tuple]:
+    """Load `path` into the session; yields the panel's outputs as each stage finishes."""
+    progress(0.02, desc="Reading the recording")
+    report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
+    kwargs = {"channel_map": channel_map} if channel_map else {}
+    bs.night.load(path, progress=report, **kwargs)
+    bs.turns.clear()
+    progress(0.92, desc="Drawing the night")
+    outputs = (
+        bs, _night_markdown(bs), _llm_markdown(bs), _preflight_update(bs), _file_channels_markdown(path),
+        _render_overview(bs), None, build_downloads(bs), [],
+    )
+    yield outputs
+    night = bs.night.night
+    # SleepLM embeds in the background; the chat already works (retrieval falls back to measurements).
+    while bs.night.sleeplm is not None and night.embeddings is None and "failed" not in night.model_status:
+        progress(night.embedding_progress, desc="SleepLM is embedding the night (chat already available)")
+        time.sleep(0.5)
+    progress(1.0, desc="Ready")
+
+
+def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory, sleeplm_model, registry: dict) -> BrowserSession:
+    if state is not None:
+        return state
+    key = getattr(request, "session_hash", None) or uuid.uuid4().hex
+    bs = open_session(root, key, llm_factory, sleeplm_model)
+    registry[key] = bs
+    return bs
+
+
+def load_night(path, state: BrowserSession | None, request: Any = None, progress: Progress = None, *,
+               root: Path, llm_factory, sleeplm_model=None, registry: dict | None = None,
+               owned: bool = True) -> Iterator[tuple]:
+    """Handler: load a recording into this tab's session.
+
+    Yields (state, night text, LLM text, preflight table, file channels text, overview image path,
+    epoch viewer figure, downloads, chat history). An upload (`owned`) is moved into the session's
+    private folder under a neutral name, so it is deleted with the session and no file name
+    travels further; the demo night or a served ``--recording`` is read in place.
+    """
+    progress = progress or (lambda *a, **k: None)
+    bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {})
+    try:
+        source = check_upload(path)
+        if owned:
+            target = bs.workdir / f"recording{source.suffix.lower()}"
+            shutil.move(source, target)
+            source = target
+        bs.recording_path = source
+        yield from _load_into(bs, source, progress, None)
+    except SleepLMError as exc:
+        raise gr.Error(str(exc), title="This recording cannot be used") from exc
+
+
+def reload_with_channel_map(table: pd.DataFrame, state: BrowserSession | None, progress: Progress = None) -> Iterator[tuple]:
+    """Handler: re-load the recording with the channels the user typed into the preflight table."""
+    progress = progress or (lambda *a, **k: None)
+    if state is None or state.recording_path is None or state.preflight is None:
+        raise gr.Error("Load a recording first; then map its missing channels in the preflight table.")
+    if "channel_map" not in inspect.signature(state.night.load).parameters:
+        raise gr.Error("Re-loading with a channel map needs NightSession.load(channel_map=...), which this "
+                       "installation does not have yet; use `sleeplm-assistant inspect` and rename the channels.")
+    before = dict(zip(state.preflight["channel"], state.preflight["source"].fillna("")))
+    channel_map = {
+        str(row.channel): str(row.source).strip()
+        for row in pd.DataFrame(table).itertuples(index=False)
+        if str(row.source or "").strip() and str(row.source).strip() != before.get(row.channel, "")
+    }
+    if not channel_map:
+        raise gr.Error("No channel was changed: type a file label into the 'source' cell of a missing channel.")
+    try:
+        yield from _load_into(state, state.recording_path, progress, channel_map)
+    except SleepLMError as exc:
+        raise gr.Error(str(exc), title="This channel map does not fit the file") from exc
+
+
+# ---- chat -------------------------------------------------------------------------------
+def _save_figure(bs: BrowserSession, figure: Any) -> str:
+    path = bs.workdir / f"figure-{uuid.uuid4().hex[:8]}.png"
+    figure.savefig(path, dpi=OVERVIEW_DPI)
+    return str(path)
+
+
+def _step_message(event: dict) -> dict:
+    arguments = json.dumps(event["args"], ensure_ascii=False)
+    return {
+        "role": "assistant",
+        "content": f"Arguments: `{arguments}`",
+        "metadata": {"title": f"🛠️ {event['name']}", "status": "pending", "id": event["id"]},
+    }
+
+
+def ask(question: str, audience: str, history: list | None, state: BrowserSession | None) -> Iterator[tuple]:
+    """Handler: stream one answer into the chat.
+
+    Yields (chat history, question box text, state). Each tool call is a step message (title,
+    pending -> done, duration, arguments and a one-line result); figures follow their step; the
+    answer streams in and is finally replaced by the checked answer of the turn.
+    """
+    if state is None or state.night.night is None:
+        raise gr.Error("Load a recording first (upload an EDF/BDF file or press 'Load demo night').")
+    history = list(history or []) + [{"role": "user", "content": question}]
+    steps: dict[str, dict] = {}
+    answer: dict | None = None
+    yield _copy(history), "", state
+    try:
+        for event in state.night.ask_stream(question, audience):
+            if event["type"] == "tool_start":
+                steps[event["id"]] = _step_message(event)
+                history.append(steps[event["id"]])
+            elif event["type"] == "tool_end":
+                step = steps.get(event["id"]) or _step_message({**event, "args": {}})
+                if event["id"] not in steps:
+                    history.append(step)
+                step["content"] += f"\n\nResult: {event['summary']}"
+                step["metadata"] = {**step["metadata"], "status": "done", "duration": event["duration_s"]}
+                if event["artifact"] is not None:
+                    history.append({"role": "assistant", "content": {"path": _save_figure(state, event["artifact"])}})
+            elif event["type"] == "token":
+                if answer is None:
+                    answer = {"role": "assistant", "content": ""}
+                    history.append(answer)
+                answer["content"] += event["text"]
+            elif event["type"] == "final":
+                turn = event["turn"]
+                # The checked answer replaces the streamed draft and goes after every step.
+                if answer is not None:
+                    history.remove(answer)
+                history.append({"role": "assistant", "content": turn.answer})
+                state.turns.append({"question": question, "audience": audience, **turn.to_dict()})
+            yield _copy(history), "", state
+    except SleepLMError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def _copy(history: list) -> list:
+    """A copy per yield: Gradio diffs successive values, so messages changed in place must be new objects."""
+    return [{**message, "metadata": dict(message["metadata"])} if "metadata" in message else dict(message)
+            for message in history]
+
+
+def _cited_spans(value: Any) -> Iterator[tuple[int, int]]:
+    """Every (epoch_start, epoch_end) cited anywhere in a tool result, in order."""
+    if isinstance(value, dict):
+        if isinstance(value.get("epoch_start"), int) and isinstance(value.get("epoch_end"), int):
+            yield value["epoch_start"], value["epoch_end"]
+        for item in value.values():
+            yield from _cited_spans(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _cited_spans(item)
+
+
+# ---- epoch viewer -----------------------------------------------------------------------
+def _viewer(bs: BrowserSession, first: int, last: int) -> tuple[Any, str]:
+    rec = bs.night.night.rec
+    last = min(last, first + MAX_VIEW_EPOCHS - 1, rec.n_epochs - 1)
+    citation = rec.cite_epochs(first, last)
+    clock = f"{citation['clock_start']}-{citation['clock_end']}, " if citation["clock_start"] else ""
+    where = f"epochs {first}-{last}" if last > first else f"epoch {first}"
+    caption = f"**Raw signals:** {clock}elapsed {citation['elapsed_start']}-{citation['elapsed_end']}, {where}"
+    return plot_epochs(rec, first, last), caption
+
+
+def show_epochs(where: str, n_epochs: float, state: BrowserSession | None) -> tuple[Any, str]:
+    """Handler: raw signals at a typed time ("02:30", "3h10m", "epoch 120", "first REM period", "01:00 to 01:03")."""
+    if state is None or state.night.night is None:
+        raise gr.Error("Load a recording first.")
+    try:
+        first, last = parse_span(where, state.night.night.rec, state.night.night.hypnogram)
+    except SleepLMError as exc:
+        raise gr.Error(str(exc)) from exc
+    if first == last:
+        last = first + int(n_epochs) - 1
+    return _viewer(state, first, last)
+
+
+def epochs_at_click(state: BrowserSession | None, n_epochs: float, evt: Any) -> tuple[Any, str, str]:
+    """Handler: raw signals where the night overview was clicked (`evt.index` = [x, y] in image pixels)."""
+    if state is None or state.overview is None:
+        raise gr.Error("Load a recording first.")
+    width_px = state.overview.get_size_inches()[0] * OVERVIEW_DPI
+    seconds = seconds_at_fraction(state.overview, evt.index[0] / width_px)
+    if seconds is None:
+        raise gr.Error("Click inside the plotted night (right of the axis labels) to see its raw signals.")
+    rec = state.night.night.rec
+    # Centre the window on the click.
+    first = max(0, min(rec.epoch_of(seconds) - (int(n_epochs) - 1) // 2, rec.n_epochs - int(n_epochs)))
+    figure, caption = _viewer(state, first, first + int(n_epochs) - 1)
+    return figure, caption, f"epoch {first}"
+
+
+def follow_citation(state: BrowserSession | None) -> tuple[Any, Any]:
+    """Handler after an answer: show the raw signals of the first short span the tools cited."""
+    if state is None or not state.turns:
+        return gr.update(), gr.update()
+    n_epochs = state.night.night.rec.n_epochs
+    calls = state.turns[-1].get("tool_calls") or []
+    for first, last in _cited_spans([call.get("result") for call in calls]):
+        if 0 <= first <= last < n_epochs and last - first + 1 < n_epochs:
+            return _viewer(state, first, last)
+    return gr.update(), gr.update()
+
+
+# ---- downloads --------------------------------------------------------------------------
+def build_downloads(bs: BrowserSession) -> list[str]:
+    """Write the session's exports: PDF report, events CSV, EDF+ annotations, tool trace JSON."""
+    night = bs.night.night
+    out = bs.workdir / "downloads"
+    out.mkdir(exist_ok=True)
+    analysis = night.analysis
+    events = getattr(analysis, "events", None)
+    if events is None:
+        events = reference_events(night.rec)
+    answers = [(turn["question"], turn["answer"]) for turn in bs.turns]
+    return [str(path) for path in (
+        write_report_pdf(night.rec, out / "night-report.pdf", summary=getattr(analysis, "summary", None),
+                         hypnogram=night.hypnogram, events=events, answers=answers, stage_source=night.stage_source),
+        write_events_csv(night.rec, events, out / "night-events.csv"),
+        write_annotations_edf(night.rec, events, out / "night-annotations.edf", hypnogram=night.hypnogram),
+        write_trace_json(bs.turns, out / "tool-trace.json"),
+    )]
+
+
+# ---- API --------------------------------------------------------------------------------
+def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_factory, sleeplm_model=None) -> str:
+    """The ``/ask`` endpoint: load `recording` in a throw-away session, answer `question`, delete everything."""
+    bs = open_session(root, f"api-{uuid.uuid4().hex}", llm_factory, sleeplm_model)
+    try:
+        source = check_upload(recording)
+        target = bs.workdir / f"recording{source.suffix.lower()}"
+        shutil.move(source, target)
+        bs.night.load(target)
+        return bs.night.ask(question, audience or "clinician").answer
+    except SleepLMError as exc:
+        raise gr.Error(str(exc)) from exc
+    finally:
+        bs.close()
+
+
+# ---- the app ----------------------------------------------------------------------------
+def _demo_path() -> Path:
+    try:
+        from sleeplm.demo import demo_recording_path
+    except ImportError as exc:
+        raise RecordingError("The built-in demo night is not part of this installation; upload a recording.") from exc
+    return demo_recording_path()
+
+
+def _load_sleeplm() -> tuple[Any, str | None]:
+    """SleepLM weights for every session, loaded once; (None, why) when they cannot be had."""
+    try:
+        from sleeplm.inference import SleepLM
+
+        return SleepLM.from_pretrained(), None
+    except ImportError:
+        return None, "SleepLM inference is not part of this installation; answers use measurements only."
+    except SleepLMError as exc:
+        return None, f"SleepLM weights unavailable ({exc}); answers use measurements only."
+
+
+def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | Path | None = None,
+              sleeplm_model: Any = None, preload: str | Path | None = None) -> gr.Blocks:
+    """The Gradio Blocks app.
+
+    Parameters
+    ----------
+    llm_factory : called once per session for its chat model (a LangChain chat model or a backend
+        spec string); default: the configured backend, resolved once and shared.
+    session_root : folder holding one private sub-folder per session; a fresh temporary folder by default.
+    sleeplm_model : a loaded `SleepLM` shared by the sessions, or None (measurements only).
+    preload : recording every new tab starts with (the demo night in `serve`), read in place.
+    """
+    root = Path(session_root) if session_root else Path(tempfile.mkdtemp(prefix="sleeplm-app-"))
+    root.mkdir(parents=True, exist_ok=True)
+    llm_factory = llm_factory or _default_llm_factory()
+    registry: dict[str, BrowserSession] = {}
+    common = {"root": root, "llm_factory": llm_factory, "sleeplm_model": sleeplm_model, "registry": registry}
+
+    def on_open(state, request: gr.Request, progress=gr.Progress()):
+        if preload is not None:
+            yield from load_night(str(preload), state, request, progress, owned=False, **common)
+            return
+        bs = _session(state, request, root, llm_factory, sleeplm_model, registry)
+        intro = "Upload a night (EDF/EDF+/BDF) or press **Load demo night**."
+        yield bs, intro, _llm_markdown(bs), gr.update(), gr.update(), None, None, None, []
+
+    def on_upload(path, state, request: gr.Request, progress=gr.Progress()):
+        yield from load_night(path, state, request, progress, **common)
+
+    def on_demo(state, request: gr.Request, progress=gr.Progress()):
+        try:
+            path = _demo_path()
+        except SleepLMError as exc:
+            raise gr.Error(str(exc)) from exc
+        yield from load_night(str(path), state, request, progress, owned=False, **common)
+
+    def on_remap(table, state, progress=gr.Progress()):
+        yield from reload_with_channel_map(table, state, progress)
+
+    def on_click(state, n_epochs, evt: gr.SelectData):
+        return epochs_at_click(state, n_epochs, evt)
+
+    def on_api_ask(recording, question, audience):
+        return api_ask(recording, question, audience, root=root, llm_factory=llm_factory, sleeplm_model=sleeplm_model)
+
+    def on_unload(request: gr.Request):
+        bs = registry.pop(request.session_hash, None)
+        if bs is not None:
+            bs.close()
+
+    def on_state_expired(bs: BrowserSession | None):
+        if bs is not None:
+            registry.pop(bs.workdir.name, None)
+            bs.close()
+
+    with gr.Blocks(title="SleepLM Assistant", delete_cache=(1800, SESSION_TTL_S)) as demo:
+        state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=on_state_expired)
+        gr.Markdown("## SleepLM Assistant — chat with a night of polysomnography")
+        with gr.Row():
+            with gr.Column(scale=5):
+                with gr.Row():
+                    upload = gr.File(label="Recording (EDF/EDF+/BDF)", file_types=list(UPLOAD_SUFFIXES),
+                                     type="filepath", elem_id="upload", scale=3, height=100)
+                    demo_button = gr.Button("Load demo night", elem_id="demo-button", scale=1)
+                night_text = gr.Markdown(elem_id="night-status")
+                llm_text = gr.Markdown(elem_id="llm-status")
+                audience = gr.Radio(list(AUDIENCES), value="clinician", label="Answer for", elem_id="audience")
+                chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", buttons=["copy"])
+                question = gr.Textbox(placeholder="Ask about the night, e.g. when did respiration look abnormal?",
+                                      show_label=False, submit_btn=True, elem_id="question")
+                gr.Examples(EXAMPLE_QUESTIONS, inputs=question, label="Try")
+                with gr.Accordion("Channels (preflight)", open=False, elem_id="preflight-panel"):
+                    preflight = gr.Dataframe(static_columns=[0, 1, 3, 4, 5], interactive=False, elem_id="preflight")
+                    file_channels = gr.Markdown()
+                    remap_button = gr.Button("Re-load with my channel map", size="sm")
+            with gr.Column(scale=5):
+                overview = gr.Image(label="Night overview (click to see the raw signals there)", type="filepath",
+                                    interactive=False, elem_id="overview", buttons=["download"])
+                with gr.Row():
+                    where = gr.Textbox(label="Raw signals at", placeholder="02:30, 3h10m, epoch 120, first REM period",
+                                       elem_id="viewer-where", scale=3)
+                    n_epochs = gr.Slider(1, MAX_VIEW_EPOCHS, value=2, step=1, label="Epochs", scale=2)
+                    show_button = gr.Button("Show signals", elem_id="viewer-button", scale=1)
+                viewer_caption = gr.Markdown(elem_id="viewer-caption")
+                viewer = gr.Plot(label="Raw signals (physical units)", elem_id="viewer", format="png")
+                downloads = gr.File(label="Downloads: report, events, annotations, tool trace", file_count="multiple",
+                                    interactive=False, elem_id="downloads")
+        # The /ask API endpoint works on components the page does not show.
+        with gr.Row(visible=False):
+            api_recording = gr.File(type="filepath")
+            api_question = gr.Textbox()
+            api_audience = gr.Textbox(value="clinician")
+            api_answer = gr.Textbox()
+            api_button = gr.Button()
+
+        panel = [state, night_text, llm_text, preflight, file_channels, overview, viewer, downloads, chatbot]
+        private = {"api_visibility": "private", "concurrency_id": "load", "concurrency_limit": 2}
+        demo.load(on_open, [state], panel, **private)
+        upload.upload(on_upload, [upload, state], panel, **private)
+        demo_button.click(on_demo, [state], panel, **private)
+        remap_button.click(on_remap, [preflight, state], panel, **private)
+        # Chat and API calls share the language model: two at a time keep the app responsive.
+        chat = {"concurrency_id": "chat", "concurrency_limit": 2}
+        question.submit(ask, [question, audience, chatbot, state], [chatbot, question, state],
+                        api_visibility="private", **chat).then(
+            follow_citation, [state], [viewer, viewer_caption], api_visibility="private").then(
+            build_downloads, [state], [downloads], api_visibility="private")
+        view = {"api_visibility": "private", "concurrency_id": "view", "concurrency_limit": 4}
+        show_button.click(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
+        where.submit(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
+        overview.select(on_click, [state, n_epochs], [viewer, viewer_caption, where], **view)
+        api_button.click(on_api_ask, [api_recording, api_question, api_audience], api_answer, api_name="ask",
+                         api_description="Answer one question about an EDF/BDF recording.", **chat)
+        demo.unload(on_unload)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+    """Start the server: local only, no share link, no SSR, upload size limit. Returns (app, local_url, share_url)."""
+    return demo.launch(
+        server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=MAX_UPLOAD_BYTES,
+        enable_monitoring=False, prevent_thread_lock=not block, quiet=not block, footer_links=["api"],
+        theme=gr.themes.Soft(),
+    )
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | None = None) -> None:
+    """Run the app until interrupted; every new tab starts on `recording`, or on the demo night."""
+    if recording is None:
+        try:
+            recording = _demo_path()
+        except SleepLMError as exc:
+            logger.warning("%s", exc)
+    model, why_not = _load_sleeplm()
+    if why_not:
+        logger.warning("%s", why_not)
+    launch(build_app(sleeplm_model=model, preload=recording), host, port)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    serve()
