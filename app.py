@@ -42,7 +42,7 @@ import pandas as pd
 from assistant.session import NightSession
 from assistant.timeparse import parse_span
 from sleeplm.errors import NotARecordingError, RecordingError, SleepLMError
-from sleeplm.export import write_annotations_edf, write_events_csv, write_report_pdf, write_trace_json
+from sleeplm.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf, write_trace_json
 from sleeplm.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
 __all__ = [
@@ -415,13 +415,17 @@ def build_downloads(bs: BrowserSession) -> list[str]:
     if events is None:
         events = reference_events(night.rec)
     answers = [(turn["question"], turn["answer"]) for turn in bs.turns]
-    return [str(path) for path in (
+    files = [
         write_report_pdf(night.rec, out / "night-report.pdf", summary=getattr(analysis, "summary", None),
                          hypnogram=night.hypnogram, events=events, answers=answers, stage_source=night.stage_source),
         write_events_csv(night.rec, events, out / "night-events.csv"),
-        write_annotations_edf(night.rec, events, out / "night-annotations.edf", hypnogram=night.hypnogram),
-        write_trace_json(bs.turns, out / "tool-trace.json"),
-    )]
+    ]
+    try:
+        files.append(write_annotations_edf(night.rec, events, out / "night-annotations.edf", hypnogram=night.hypnogram))
+    except ExportError as exc:  # nothing scored or detected: the CSV (header only) says as much
+        logger.info("no EDF+ annotations file: %s", exc)
+    files.append(write_trace_json(bs.turns, out / "tool-trace.json"))
+    return [str(path) for path in files]
 
 
 # ---- API --------------------------------------------------------------------------------
@@ -565,7 +569,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         # Chat and API calls share the language model: two at a time keep the app responsive.
         chat = {"concurrency_id": "chat", "concurrency_limit": 2}
         question.submit(ask, [question, audience, chatbot, state], [chatbot, question, state],
-                        api_visibility="private", **chat).then(
+                        api_name="chat_turn", api_visibility="private", **chat).then(
             follow_citation, [state], [viewer, viewer_caption], api_visibility="private").then(
             build_downloads, [state], [downloads], api_visibility="private")
         view = {"api_visibility": "private", "concurrency_id": "view", "concurrency_limit": 4}

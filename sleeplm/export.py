@@ -149,6 +149,10 @@ def write_annotations_edf(
     -------
     Path of the written file.
 
+    Raises
+    ------
+    ExportError : a hypnogram of another length, or nothing (no stages, no events) to write.
+
     Notes
     -----
     Onsets are seconds from the recording start, so the file lines up with the original
@@ -167,6 +171,8 @@ def write_annotations_edf(
         annotations += _stage_annotations(np.asarray(hypnogram))
     for event in events_table(rec, events).itertuples(index=False):
         annotations.append(EdfAnnotation(event.start_s, event.duration_s, annotation_label(event.kind, event.subtype)))
+    if not annotations:
+        raise ExportError("there are no sleep stages and no events to write as EDF+ annotations.")
     start = dt.time(0, 0, 0) if rec.start_seconds is None else dt.time(*map(int, rec.clock_at(0).split(":")))
     Edf([], starttime=start, annotations=annotations).write(path)
     logger.info("wrote %d annotations to an EDF+ file", len(annotations))

@@ -94,6 +94,12 @@ def test_annotations_edf_refuses_a_hypnogram_of_another_night(rec, tmp_path):
         write_annotations_edf(rec, EVENTS, tmp_path / "x.edf", hypnogram=np.array(["W", "W"]))
 
 
+def test_annotations_edf_with_nothing_to_write_says_so(rec, tmp_path):
+    with pytest.raises(ExportError, match="no sleep stages and no events"):
+        write_annotations_edf(rec, None, tmp_path / "x.edf", hypnogram=np.array(["?"] * 40))
+    assert not (tmp_path / "x.edf").exists()
+
+
 def test_annotation_labels():
     assert annotation_label("apnea", "central") == "Central Apnea"
     assert annotation_label("hypopnea", "") == "Hypopnea"

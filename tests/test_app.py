@@ -1,0 +1,306 @@
+"""The Gradio app: handlers as plain generators, then the live server through gradio_client.
+
+The language model is a scripted fake (conftest `ScriptedChatModel`) whose answers quote the
+tool results it is shown, so every answer here comes from the real tools on the real night.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import json
+import re
+import shutil
+import socket
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+from edfio import Edf, EdfSignal
+from langchain_core.messages import ToolMessage
+
+import app
+from conftest import ScriptedChatModel, call
+from sleeplm.plots import seconds_at_fraction
+
+
+def tool_payload(messages) -> dict:
+    return json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).content)
+
+
+def quote_first_finding(messages) -> str:
+    return f"From the recording: {tool_payload(messages)['findings'][0]}"
+
+
+def quote_events(messages) -> str:
+    events = tool_payload(messages)["events"][:3]
+    if not events:
+        return "No abnormal breathing was measured."
+    spans = "; ".join(f"{e['kind']} {e['clock_start']}-{e['clock_end']} (epoch {e['epoch_start']})" for e in events)
+    return f"Respiration looked abnormal at: {spans}."
+
+
+def overview_model() -> ScriptedChatModel:
+    return ScriptedChatModel(messages=iter([call("recording_overview"), quote_first_finding]), seen=[], tools_offered=[])
+
+
+def no_progress(*args, **kwargs) -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+def late_edf(tmp_path_factory) -> Path:
+    """A second, different night: 10 min of EEG/ECG starting 01:10:00."""
+    rng = np.random.default_rng(9)
+    signals = [EdfSignal(rng.normal(0, 20, 600 * 128), 128, label=label, physical_dimension="uV")
+               for label in ("EEG C3-A2", "ECG")]
+    path = tmp_path_factory.mktemp("late") / "late.edf"
+    Edf(signals, starttime=dt.time(1, 10, 0)).write(path)
+    return path
+
+
+def upload_copy(src: Path, folder: Path, name: str = "Doe_John_2024-01-02.edf") -> str:
+    """What Gradio hands a handler: a copy of the user's file (here with an identifying name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(shutil.copyfile(src, folder / name))
+
+
+def load(path: str, root: Path, key: str = "tab1", factory=overview_model, registry=None, progress=no_progress):
+    outputs = list(app.load_night(path, None, SimpleNamespace(session_hash=key), progress,
+                                  root=root, llm_factory=factory, registry=registry))
+    return outputs[-1]
+
+
+@pytest.fixture
+def loaded(small_edf, tmp_path):
+    bs = load(upload_copy(small_edf, tmp_path / "upload"), tmp_path / "sessions")[0]
+    yield bs
+    bs.close()
+
+
+# ---- handlers -------------------------------------------------------------------------------
+def test_load_night_fills_the_panel_and_reports_progress(small_edf, tmp_path):
+    steps = []
+    upload = upload_copy(small_edf, tmp_path / "upload")
+    registry = {}
+    bs, night_text, llm_text, preflight, file_channels, overview, viewer, downloads, chat = load(
+        upload, tmp_path / "sessions", registry=registry, progress=lambda f, desc=None: steps.append((f, desc))
+    )
+    assert registry == {"tab1": bs} and bs.workdir == tmp_path / "sessions" / "tab1"
+    assert "40 epochs of 30 s" in night_text and "starting 22:45:00" in night_text
+    assert "ScriptedChatModel" in llm_text and "SleepLM" in llm_text
+    fractions = [f for f, _ in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and steps[0][1] == "Reading the recording"
+    # Missing channels (airflow, effort, position) make the source column editable.
+    assert preflight["interactive"] is True
+    assert preflight["value"].set_index("channel").loc["EEG_C3_A2", "source"] == "EEG C3-A2"
+    assert "`EEG C3-A2`" in file_channels and "`SpO2`" in file_channels
+    assert Path(overview).is_file() and Path(overview).parent == bs.workdir
+    assert [Path(p).name for p in downloads] == ["night-report.pdf", "night-events.csv", "night-annotations.edf", "tool-trace.json"]
+    assert viewer is None and chat == []
+    # The upload now lives in the session's folder under a neutral name.
+    assert not Path(upload).exists() and bs.recording_path == bs.workdir / "recording.edf"
+    assert not any("Doe" in p.name for p in bs.workdir.rglob("*"))
+
+
+@pytest.mark.parametrize("name, size_limit, message", [
+    ("night.txt", None, "Files of type '.txt' cannot be read here"),
+    ("night.edf", 1000, "over the 0 MB limit"),
+])
+def test_upload_checks_say_what_to_do(small_edf, tmp_path, monkeypatch, name, size_limit, message):
+    if size_limit is not None:
+        monkeypatch.setattr(app, "MAX_UPLOAD_BYTES", size_limit)
+    with pytest.raises(gr.Error, match=re.escape(message)):
+        load(upload_copy(small_edf, tmp_path / "upload", name), tmp_path / "sessions")
+
+
+def test_a_broken_recording_gets_the_loaders_message(tmp_path):
+    bad = tmp_path / "upload" / "broken.edf"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not an edf at all" * 20)
+    with pytest.raises(gr.Error) as info:
+        load(str(bad), tmp_path / "sessions")
+    assert info.value.title == "This recording cannot be used" and "EDF" in info.value.message
+
+
+def test_ask_streams_tool_steps_then_the_checked_answer(loaded):
+    history_states = list(app.ask("when does the night start?", "clinician", [], loaded))
+    first, *_, last = [h for h, _, _ in history_states]
+    assert first == [{"role": "user", "content": "when does the night start?"}]
+    pending = [h[1] for h, _, _ in history_states if len(h) > 1 and h[1].get("metadata", {}).get("status") == "pending"]
+    assert pending and pending[0]["metadata"]["title"] == "🛠️ recording_overview"
+    step = last[1]
+    assert step["metadata"]["status"] == "done" and step["metadata"]["duration"] >= 0
+    assert step["content"].startswith("Arguments: `{}`") and "Result: " in step["content"]
+    assert "22:45:00" in step["content"]
+    answer = last[-1]
+    assert answer["role"] == "assistant" and answer["content"].startswith("From the recording:")
+    assert "22:45:00" in answer["content"]
+    assert all(box == "" for _, box, _ in history_states)
+    assert loaded.turns[0]["question"] == "when does the night start?" and loaded.turns[0]["tool_calls"][0]["name"] == "recording_overview"
+
+
+def test_agent_figures_appear_in_the_chat_and_the_viewer_follows_citations(small_edf, tmp_path):
+    def factory():
+        return ScriptedChatModel(messages=iter([call("plot", kind="raw", start="epoch 12", end="epoch 13"),
+                                                "Here are epochs 12-13."]), seen=[], tools_offered=[])
+
+    bs = load(upload_copy(small_edf, tmp_path / "upload"), tmp_path / "sessions", factory=factory)[0]
+    *_, (history, _, _) = app.ask("show me the raw signals at epoch 12", "clinician", [], bs)
+    figure = [m for m in history if isinstance(m["content"], dict)]
+    assert len(figure) == 1 and Path(figure[0]["content"]["path"]).is_file()
+    assert history.index(figure[0]) == 2  # right after its tool step
+    viewer, caption = app.follow_citation(bs)
+    assert "epochs 12-13" in caption and "22:51:00-22:52:00" in caption
+    assert len(viewer.axes) == 7  # every present channel, physical units
+    bs.close()
+
+
+def test_asking_before_loading_says_what_to_do():
+    with pytest.raises(gr.Error, match="Load a recording first"):
+        list(app.ask("how did I sleep?", "clinician", [], None))
+
+
+def test_viewer_from_typed_time_and_from_a_click(loaded):
+    viewer, caption = app.show_epochs("22:50", 3, loaded)
+    assert "22:50:00-22:51:30" in caption and "epochs 10-12" in caption
+    assert viewer.axes[0].get_ylabel() == "ECG\n[uV]"
+    with pytest.raises(gr.Error, match="Cannot read the time"):
+        app.show_epochs("yesterday-ish", 2, loaded)
+    # A click at 15 min into the night, in image pixels of the rendered overview.
+    box = loaded.overview.axes[-1].get_position()
+    x_fraction = box.x0 + box.width * 0.75
+    assert seconds_at_fraction(loaded.overview, x_fraction) == pytest.approx(900.0)
+    width_px = loaded.overview.get_size_inches()[0] * app.OVERVIEW_DPI
+    viewer, caption, where = app.epochs_at_click(loaded, 2, SimpleNamespace(index=[x_fraction * width_px, 100]))
+    assert where == "epoch 30" and "epochs 30-31" in caption
+    with pytest.raises(gr.Error, match="Click inside the plotted night"):
+        app.epochs_at_click(loaded, 2, SimpleNamespace(index=[2, 100]))
+
+
+def test_channel_map_reload(loaded):
+    table = loaded.preflight.copy()
+    with pytest.raises(gr.Error, match="No channel was changed"):
+        list(app.reload_with_channel_map(table, loaded, no_progress))
+    table.loc[table["channel"] == "AF", "source"] = "EEG C4-A1"
+    if "channel_map" not in inspect.signature(loaded.night.load).parameters:
+        with pytest.raises(gr.Error, match=re.escape("needs NightSession.load(channel_map=...)")):
+            list(app.reload_with_channel_map(table, loaded, no_progress))
+    else:
+        outputs = list(app.reload_with_channel_map(table, loaded, no_progress))[-1]
+        assert outputs[3]["value"].set_index("channel").loc["AF", "source"] == "EEG C4-A1"
+
+
+def test_downloads_carry_the_conversation(loaded):
+    list(app.ask("when does the night start?", "patient", [], loaded))
+    report, events_csv, annotations, trace = app.build_downloads(loaded)
+    turns = json.loads(Path(trace).read_text())["turns"]
+    assert turns[0]["audience"] == "patient" and turns[0]["tool_calls"][0]["name"] == "recording_overview"
+    assert Path(report).read_bytes().startswith(b"%PDF")
+    assert Path(events_csv).read_text().splitlines()[0].startswith("kind,subtype,start_s")
+    assert Path(annotations).read_bytes()[:1] == b"0"
+
+
+def test_sessions_are_private_and_deleted(small_edf, late_edf, tmp_path):
+    registry = {}
+    early = load(upload_copy(small_edf, tmp_path / "a"), tmp_path / "sessions", "tab-a", registry=registry)[0]
+    late = load(upload_copy(late_edf, tmp_path / "b"), tmp_path / "sessions", "tab-b", registry=registry)[0]
+    *_, (early_chat, _, _) = app.ask("when does the night start?", "clinician", [], early)
+    *_, (late_chat, _, _) = app.ask("when does the night start?", "clinician", [], late)
+    assert "22:45:00" in early_chat[-1]["content"] and "01:10:00" not in early_chat[-1]["content"]
+    assert "01:10:00" in late_chat[-1]["content"] and "22:45:00" not in late_chat[-1]["content"]
+    assert len(early.turns) == len(late.turns) == 1
+    early.close()
+    assert not early.workdir.exists() and late.workdir.exists() and late.night.night is not None
+
+
+# ---- the live server ----------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server-sessions")
+    demo = app.build_app(llm_factory=overview_model, session_root=root)
+    _, url, _ = app.launch(demo, port=free_port(), block=False)
+    yield SimpleNamespace(url=url, root=root)
+    demo.close()
+
+
+def test_api_ask_endpoint(server, small_edf):
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False)
+    assert "/ask" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    answer = client.predict(handle_file(str(small_edf)), "when does the night start?", "clinician", api_name="/ask")
+    assert answer.startswith("From the recording:") and "22:45:00" in answer
+    assert list(server.root.iterdir()) == []  # the API's throw-away session is gone
+
+
+def test_api_ask_rejects_other_files_clearly(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    note = tmp_path / "notes.txt"
+    note.write_text("not a recording")
+    with pytest.raises(Exception, match=r"Files of type '\.txt' cannot be read here"):
+        Client(server.url, verbose=False).predict(handle_file(str(note)), "hi", "clinician", api_name="/ask")
+
+
+def test_two_concurrent_sessions_get_their_own_answers(server, small_edf, late_edf):
+    from gradio_client import Client, handle_file
+
+    answers = {}
+
+    def ask_about(name: str, path: Path) -> None:
+        answers[name] = Client(server.url, verbose=False).predict(
+            handle_file(str(path)), "when does the night start?", "clinician", api_name="/ask")
+
+    threads = [threading.Thread(target=ask_about, args=item) for item in (("early", small_edf), ("late", late_edf))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert "22:45:00" in answers["early"] and "01:10:00" not in answers["early"]
+    assert "01:10:00" in answers["late"] and "22:45:00" not in answers["late"]
+
+
+def clock_seconds(clock: str, start_clock: str) -> float:
+    """Seconds from the recording start of a clock time (the night may cross midnight)."""
+    to_s = lambda text: sum(int(part) * unit for part, unit in zip(text.split(":"), (3600, 60, 1)))  # noqa: E731
+    return (to_s(clock) - to_s(start_clock)) % 86400
+
+
+def test_respiration_answer_overlaps_the_simulators_events(tmp_path_factory):
+    synthetic = pytest.importorskip("sleeplm.synthetic", reason="the night simulator (sleeplm.synthetic) has not landed")
+    pytest.importorskip("sleeplm.analysis", reason="the measurements (sleeplm.analysis) have not landed")
+    from gradio_client import Client, handle_file
+
+    folder = tmp_path_factory.mktemp("simulated")
+    night = synthetic.simulate_night(duration_h=1.0, seed=3, severity="severe", sfreq=128, artefacts=False)
+    path = synthetic.write_night(night, folder / "night.edf")
+    truth = synthetic.load_truth(path)
+
+    def factory():
+        return ScriptedChatModel(messages=iter([call("list_events", kind="respiratory"), quote_events]),
+                                 seen=[], tools_offered=[])
+
+    demo = app.build_app(llm_factory=factory, session_root=folder / "sessions")
+    _, url, _ = app.launch(demo, port=free_port(), block=False)
+    try:
+        answer = Client(url, verbose=False).predict(
+            handle_file(str(path)), "when did respiration look abnormal?", "clinician", api_name="/ask")
+    finally:
+        demo.close()
+    spans = re.findall(r"(\d\d:\d\d:\d\d)-(\d\d:\d\d:\d\d)", answer)
+    assert spans, answer
+    true_events = truth.events[truth.events["kind"].isin(["apnea", "hypopnea"])]
+    for clock_start, clock_end in spans:
+        lo, hi = clock_seconds(clock_start, truth.start_clock), clock_seconds(clock_end, truth.start_clock)
+        overlaps = (true_events["start_s"] < hi) & (true_events["end_s"] > lo)
+        assert overlaps.any(), f"{clock_start}-{clock_end} overlaps no simulated apnea/hypopnea"
