@@ -1,0 +1,120 @@
+"""The app in a real headless chromium: upload, ask, see the tool steps and the answer, open the
+epoch viewer from the overview, and save the README screenshot (docs/screenshot.png).
+
+Needs Debian's chromium (`apt-get install -y chromium fonts-noto-color-emoji`; `.ci/run` installs
+it); the Playwright python package drives it, no `playwright install` needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+import app
+from conftest import ScriptedChatModel, call
+from test_app import quote_events, quote_first_finding
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no chromium at /usr/bin/chromium: apt-get install -y chromium"),
+]
+
+
+def _measurements_available() -> bool:
+    try:
+        import sleeplm.analysis  # noqa: F401
+        import sleeplm.synthetic  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory, small_edf):
+    """The night, question and scripted model: a simulated night with measured events when the
+    measurement layer is installed (the README screenshot), else the small EDF and its overview."""
+    folder = tmp_path_factory.mktemp("browser")
+    if _measurements_available():
+        from sleeplm import synthetic
+
+        night = synthetic.simulate_night(duration_h=1.5, seed=7, severity="moderate", sfreq=128, artefacts=False)
+        path = synthetic.write_night(night, folder / "night.edf")
+        replies, question, tool = (call("list_events", kind="respiratory"), quote_events), \
+            "When did respiration look abnormal?", "list_events"
+    else:
+        path = Path(shutil.copyfile(small_edf, folder / "night.edf"))
+        replies, question, tool = (call("recording_overview"), quote_first_finding), "When does the night start?", \
+            "recording_overview"
+
+    def factory():
+        return ScriptedChatModel(messages=iter(replies), seen=[], tools_offered=[])
+
+    return path, question, tool, factory, folder
+
+
+@pytest.fixture(scope="module")
+def server(scenario):
+    *_, factory, folder = scenario
+    demo = app.build_app(llm_factory=factory, session_root=folder / "sessions")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = app.launch(demo, port=port, block=False)
+    yield url
+    demo.close()
+
+
+def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    path, question, tool, *_ = scenario
+    upload = tmp_path / path.name
+    shutil.copyfile(path, upload)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1050})
+            # Gradio keeps a connection open, so "networkidle" never comes: wait for the page's own elements.
+            page.goto(server, wait_until="load")
+            page.wait_for_selector("#upload input[type=file]", state="attached", timeout=30_000)
+            expect(page.locator("#llm-status")).to_contain_text("Language model", timeout=30_000)
+
+            page.set_input_files("#upload input[type=file]", str(upload))
+            expect(page.locator("#night-status")).to_contain_text("epochs of 30 s", timeout=120_000)
+            expect(page.locator("#overview img")).to_be_visible()
+            expect(page.locator("#downloads")).to_contain_text("night-report")
+
+            page.fill("#question textarea", question)
+            page.press("#question textarea", "Enter")
+            step = page.locator("#chat").get_by_text(f"🛠️ {tool}")
+            expect(step).to_be_visible(timeout=60_000)
+            answer = page.locator("#chat .message.bot").last
+            expect(answer).to_contain_text(re.compile(r"\d\d:\d\d:\d\d"), timeout=60_000)
+            # The step opens to show its arguments and result.
+            step.click()
+            expect(page.locator("#chat")).to_contain_text("Result:")
+
+            # A click on the overview opens the raw signals there.
+            image = page.locator("#overview img")
+            box = image.bounding_box()
+            image.click(position={"x": box["width"] * 0.6, "y": box["height"] * 0.85})
+            expect(page.locator("#viewer-caption")).to_contain_text("Raw signals:", timeout=60_000)
+            expect(page.locator("#viewer img")).to_be_visible(timeout=30_000)
+            caption = page.locator("#viewer-caption").inner_text()
+            assert re.search(r"epochs? \d+", caption)
+
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 50_000
