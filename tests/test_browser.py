@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -74,10 +75,18 @@ def server(scenario):
     demo.close()
 
 
+def expect_empty(folder: Path, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(folder.iterdir()):
+        assert time.monotonic() < deadline, f"session folders left behind: {list(folder.iterdir())}"
+        time.sleep(0.2)
+
+
 def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    path, question, tool, *_ = scenario
+    path, question, tool, *_, folder = scenario
+    sessions = folder / "sessions"
     upload = tmp_path / path.name
     shutil.copyfile(path, upload)
     with sync_playwright() as playwright:
@@ -115,6 +124,11 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
 
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # Closing the tab ends the session: its folder (recording, figures, exports) is deleted.
+            assert len(list(sessions.iterdir())) == 1
+            page.close()
+            expect_empty(sessions)
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 50_000
