@@ -46,7 +46,7 @@ from sleeplm.export import ExportError, write_annotations_edf, write_events_csv,
 from sleeplm.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
 __all__ = [
-    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "check_upload", "open_session",
+    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "ConfiguredChatModel", "check_upload", "open_session",
     "load_night", "reload_with_channel_map", "ask", "show_epochs", "epochs_at_click", "build_downloads",
     "api_ask", "build_app", "launch", "serve",
 ]
@@ -80,6 +80,7 @@ class BrowserSession:
     recording_path : the uploaded recording, moved into `workdir` under a neutral name.
     preflight : the preflight table as last shown (to see which channel the user edited).
     overview : the overview figure as last rendered (maps clicks to times).
+    llm_note : why the configured language model is not in use, when it is not.
     """
 
     night: NightSession
@@ -88,25 +89,33 @@ class BrowserSession:
     recording_path: Path | None = None
     preflight: pd.DataFrame | None = None
     overview: Any = None
+    llm_note: str | None = None
 
     def close(self) -> None:
         self.night.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _default_llm_factory() -> Callable[[], Any]:
-    """Resolve the configured language model once; every session shares it (chat models are stateless)."""
-    resolved: list = []
+class ConfiguredChatModel:
+    """Default `llm_factory`: the configured backend, resolved once and shared by every session
+    (chat models keep no conversation state). When it cannot be used, sessions run tool-only and
+    `note` says why."""
 
-    def factory():
-        if not resolved:
+    def __init__(self) -> None:
+        self._resolved: tuple[Any, str | None] | None = None
+
+    def __call__(self) -> Any:
+        if self._resolved is None:
             from assistant.llm import get_chat_model
 
             model, status = get_chat_model()
-            resolved.append(model if status.available else "none")
-        return resolved[0]
+            usable = status.available or status.backend == "none"  # "none" is a choice, not a failure
+            self._resolved = (model if status.available else "none", None if usable else f"{status.backend}: {status.detail}")
+        return self._resolved[0]
 
-    return factory
+    @property
+    def note(self) -> str | None:
+        return None if self._resolved is None else self._resolved[1]
 
 
 def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_model: Any = None) -> BrowserSession:
@@ -114,7 +123,7 @@ def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_m
     workdir = Path(root) / key
     workdir.mkdir(parents=True, exist_ok=True)
     night = NightSession(llm=llm_factory(), model=sleeplm_model, workdir=workdir / "session")
-    return BrowserSession(night=night, workdir=workdir)
+    return BrowserSession(night=night, workdir=workdir, llm_note=getattr(llm_factory, "note", None))
 
 
 def check_upload(path: str | Path | None) -> Path:
@@ -139,10 +148,13 @@ def check_upload(path: str | Path | None) -> Path:
 # ---- status text ------------------------------------------------------------------------
 def _llm_markdown(bs: BrowserSession) -> str:
     info = bs.night.llm_info
-    backend = info.get("backend") or "none"
-    model = f" · {info['model']}" if info.get("model") else ""
-    detail = f" — {info['detail']}" if info.get("detail") else ""
-    return f"**Language model:** {backend}{model}{detail}  \n**SleepLM:** {bs.night.sleeplm_status}"
+    if bs.llm_note:
+        llm = f"unavailable ({bs.llm_note}); answers come from the tools alone (tool-only mode)"
+    else:
+        model = f" · {info['model']}" if info.get("model") else ""
+        detail = f" — {info['detail']}" if info.get("detail") else ""
+        llm = f"{info.get('backend') or 'none'}{model}{detail}"
+    return f"**Language model:** {llm}  \n**SleepLM:** {bs.night.sleeplm_status}"
 
 
 def _night_markdown(bs: BrowserSession) -> str:
@@ -479,7 +491,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     """
     root = Path(session_root) if session_root else Path(tempfile.mkdtemp(prefix="sleeplm-app-"))
     root.mkdir(parents=True, exist_ok=True)
-    llm_factory = llm_factory or _default_llm_factory()
+    llm_factory = llm_factory or ConfiguredChatModel()
     registry: dict[str, BrowserSession] = {}
     common = {"root": root, "llm_factory": llm_factory, "sleeplm_model": sleeplm_model, "registry": registry}
 

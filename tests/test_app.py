@@ -304,3 +304,19 @@ def test_respiration_answer_overlaps_the_simulators_events(tmp_path_factory):
         lo, hi = clock_seconds(clock_start, truth.start_clock), clock_seconds(clock_end, truth.start_clock)
         overlaps = (true_events["start_s"] < hi) & (true_events["end_s"] > lo)
         assert overlaps.any(), f"{clock_start}-{clock_end} overlaps no simulated apnea/hypopnea"
+
+
+@pytest.mark.parametrize("spec, shown", [
+    ("none", "**Language model:** none — No language model configured"),
+    ("openai:any@http://127.0.0.1:9/v1", "**Language model:** unavailable (openai: No OpenAI-compatible server answers at "
+                                         "http://127.0.0.1:9/v1"),
+])
+def test_configured_llm_status_is_shown(monkeypatch, tmp_path, spec, shown):
+    monkeypatch.setenv("SLEEPLM_LLM", spec)
+    bs = app.open_session(tmp_path, "tab", app.ConfiguredChatModel())
+    try:
+        text = app._llm_markdown(bs)
+        assert text.startswith(shown)
+        assert bs.night.llm is None  # tool-only either way
+    finally:
+        bs.close()
