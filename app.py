@@ -218,6 +218,7 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
     kwargs = {"channel_map": channel_map} if channel_map else {}
     bs.night.load(path, progress=report, **kwargs)
+    bs.recording_path = path
     bs.turns.clear()
     progress(0.92, desc="Drawing the night")
     outputs = (
@@ -260,7 +261,6 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
             target = bs.workdir / f"recording{source.suffix.lower()}"
             shutil.move(source, target)
             source = target
-        bs.recording_path = source
         yield from _load_into(bs, source, progress, None)
     except SleepLMError as exc:
         raise gr.Error(str(exc), title="This recording cannot be used") from exc

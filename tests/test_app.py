@@ -320,3 +320,18 @@ def test_configured_llm_status_is_shown(monkeypatch, tmp_path, spec, shown):
         assert bs.night.llm is None  # tool-only either way
     finally:
         bs.close()
+
+
+def test_server_refuses_uploads_over_the_size_limit(monkeypatch, tmp_path, small_edf):
+    from gradio_client import Client, handle_file
+
+    monkeypatch.setattr(app, "MAX_UPLOAD_BYTES", 1000)
+    demo = app.build_app(llm_factory=overview_model, session_root=tmp_path)
+    _, url, _ = app.launch(demo, port=free_port(), block=False)
+    try:
+        assert demo.max_file_size == 1000
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 1000 bytes"):
+            Client(url, verbose=False).predict(handle_file(str(small_edf)), "q", "clinician", api_name="/ask")
+    finally:
+        demo.close()
+    assert list(tmp_path.iterdir()) == []
