@@ -47,7 +47,7 @@ from sleeplm.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_ev
 
 __all__ = [
     "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "ConfiguredChatModel", "check_upload", "open_session",
-    "load_night", "reload_with_channel_map", "ask", "show_epochs", "epochs_at_click", "build_downloads",
+    "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs", "epochs_at_click", "build_downloads",
     "api_ask", "build_app", "launch", "serve",
 ]
 
@@ -347,6 +347,13 @@ def ask(question: str, audience: str, history: list | None, state: BrowserSessio
         raise gr.Error(str(exc)) from exc
 
 
+def new_conversation(state: BrowserSession | None) -> None:
+    """Handler of the chat's clear button: the agent forgets the conversation (the night stays loaded)."""
+    if state is not None:
+        state.night.reset()
+        state.turns.clear()
+
+
 def _copy(history: list) -> list:
     """A copy per yield: Gradio diffs successive values, so messages changed in place must be new objects."""
     return [{**message, "metadata": dict(message["metadata"])} if "metadata" in message else dict(message)
@@ -584,6 +591,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                         api_name="chat_turn", api_visibility="private", **chat).then(
             follow_citation, [state], [viewer, viewer_caption], api_visibility="private").then(
             build_downloads, [state], [downloads], api_visibility="private")
+        chatbot.clear(new_conversation, [state], None, api_visibility="private")
         view = {"api_visibility": "private", "concurrency_id": "view", "concurrency_limit": 4}
         show_button.click(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         where.submit(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)

@@ -335,3 +335,20 @@ def test_server_refuses_uploads_over_the_size_limit(monkeypatch, tmp_path, small
     finally:
         demo.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clearing_the_chat_starts_a_new_conversation(small_edf, tmp_path):
+    from langchain_core.messages import HumanMessage
+
+    def factory():
+        replies = [call("recording_overview"), quote_first_finding] * 2
+        return ScriptedChatModel(messages=iter(replies), seen=[], tools_offered=[])
+
+    bs = load(upload_copy(small_edf, tmp_path / "upload"), tmp_path / "sessions", factory=factory)[0]
+    list(app.ask("when does the night start?", "clinician", [], bs))
+    app.new_conversation(bs)
+    assert bs.turns == [] and bs.night.night is not None
+    list(app.ask("how long is the recording?", "clinician", [], bs))
+    asked = [m.content for m in bs.night.llm.seen[-1] if isinstance(m, HumanMessage)]
+    assert asked == ["how long is the recording?"]
+    bs.close()
