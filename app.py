@@ -221,11 +221,15 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     bs.recording_path = path
     bs.turns.clear()
     progress(0.92, desc="Drawing the night")
-    outputs = (
+    outputs = [
         bs, _night_markdown(bs), _llm_markdown(bs), _preflight_update(bs), _file_channels_markdown(path),
-        _render_overview(bs), None, build_downloads(bs), [],
-    )
-    yield outputs
+        _render_overview(bs), None, None, [],
+    ]
+    yield tuple(outputs)
+    # The report takes a moment to render: the night is shown (and the chat usable) before it.
+    progress(0.96, desc="Writing the report and exports")
+    outputs[7] = build_downloads(bs)
+    yield tuple(outputs)
     night = bs.night.night
     # SleepLM embeds in the background; the chat already works (retrieval falls back to measurements).
     while bs.night.sleeplm is not None and night.embeddings is None and "failed" not in night.model_status:

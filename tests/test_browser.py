@@ -7,7 +7,6 @@ it); the Playwright python package drives it, no `playwright install` needed.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
