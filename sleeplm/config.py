@@ -1,0 +1,184 @@
+"""Typed SleepLM model configurations, read from the JSON files in `sleeplm/model_configs/`.
+
+The JSON layout is the reference repository's (`embed_dim`, `biosignals_cfg`, `text_cfg`,
+`multimodal_cfg`, `prefix_len`, `num_caption_channels`). Keys the network does not use
+(`architecture`, `custom_text`, `decoder_type`, `sampling_rate`, `dropout`...) are accepted
+and ignored, so the reference file ships unchanged.
+
+The released checkpoint was trained with 5 caption channels and a prefix of 2 condition
+tokens, which the demo passes as overrides of the JSON's 12 / 1 (ARCH.md §0):
+`get_model_config("sleep_coca_base_dualtransformer", **RELEASED_OVERRIDES)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from typing import Any
+
+from sleeplm.errors import CheckpointError
+
+__all__ = [
+    "BiosignalsConfig",
+    "TextConfig",
+    "MultimodalConfig",
+    "SleepLMConfig",
+    "list_models",
+    "get_model_config",
+    "DEFAULT_MODEL",
+    "TINY_MODEL",
+    "RELEASED_OVERRIDES",
+]
+
+DEFAULT_MODEL = "sleep_coca_base_dualtransformer"
+TINY_MODEL = "sleeplm_tiny"
+RELEASED_OVERRIDES = {"num_caption_channels": 5, "prefix_len": 2}
+
+
+def _known_fields(cls, raw: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
+@dataclass(frozen=True)
+class BiosignalsConfig:
+    """Biosignal encoder: channel patches -> dual (channel x time) RoPE transformer -> attention pools."""
+
+    input_channels: int = 10
+    signal_length: int = 1920  # samples per 30-s epoch at 64 Hz
+    patch_size: int = 16  # samples per patch
+    conv_embed_dim: int = 256
+    transformer_width: int = 768
+    transformer_heads: int = 12
+    transformer_layers: int = 3
+    num_temporal_layers: int = 1
+    mlp_ratio: float = 3.0
+    decoder_tokens: int = 32
+    activation: str = "swiglu"
+    norm_type: str = "rmsnorm"
+    pool_type: str = "attn"
+    mlp_bias: bool = False
+    share_channel_rope: bool = True
+
+    @property
+    def num_patches(self) -> int:
+        return self.signal_length // self.patch_size
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text tower (open_clip TextTransformer with an appended CLS token)."""
+
+    context_length: int = 256
+    vocab_size: int = 49408
+    width: int = 768
+    heads: int = 12
+    layers: int = 12
+    mlp_ratio: float = 4.0
+    embed_cls: bool = True
+
+
+@dataclass(frozen=True)
+class MultimodalConfig:
+    """Captioning decoder: causal self-attention + cross-attention to the signal tokens."""
+
+    width: int = 768
+    heads: int = 12
+    layers: int = 12
+    mlp_ratio: float = 4.0
+    context_length: int = 256
+
+
+@dataclass(frozen=True)
+class SleepLMConfig:
+    """The whole network. `prefix_len` condition tokens select the caption modality."""
+
+    embed_dim: int = 512
+    biosignals: BiosignalsConfig = field(default_factory=BiosignalsConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    multimodal: MultimodalConfig = field(default_factory=MultimodalConfig)
+    prefix_len: int = 1
+    num_caption_channels: int = 12
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | SleepLMConfig, **overrides: Any) -> SleepLMConfig:
+        """Build from the reference JSON layout; `overrides` replace top-level keys (e.g. `prefix_len=2`)."""
+        if isinstance(raw, SleepLMConfig):
+            raw = raw.to_dict()
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"A model config must be a dict or a model name, not {type(raw).__name__}.")
+        top = {f.name for f in fields(cls)} - {"biosignals", "text", "multimodal"}
+        unknown = set(overrides) - top
+        if unknown:
+            raise CheckpointError(f"Unknown model config override(s) {sorted(unknown)}; allowed: {sorted(top)}.")
+        merged = {**raw, **overrides}
+        config = cls(
+            embed_dim=int(merged.get("embed_dim", 512)),
+            biosignals=BiosignalsConfig(**_known_fields(BiosignalsConfig, merged.get("biosignals_cfg", {}))),
+            text=TextConfig(**_known_fields(TextConfig, merged.get("text_cfg", {}))),
+            multimodal=MultimodalConfig(**_known_fields(MultimodalConfig, merged.get("multimodal_cfg", {}))),
+            prefix_len=int(merged.get("prefix_len", 1)),
+            num_caption_channels=int(merged.get("num_caption_channels", 12)),
+        )
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference JSON layout (round-trips through `from_dict`)."""
+        return {
+            "embed_dim": self.embed_dim,
+            "biosignals_cfg": dataclasses.asdict(self.biosignals),
+            "text_cfg": dataclasses.asdict(self.text),
+            "multimodal_cfg": dataclasses.asdict(self.multimodal),
+            "prefix_len": self.prefix_len,
+            "num_caption_channels": self.num_caption_channels,
+        }
+
+    def validate(self) -> None:
+        """Raise `CheckpointError` for settings this network cannot be built with."""
+        bio, problems = self.biosignals, []
+        if bio.signal_length % bio.patch_size:
+            problems.append(f"signal_length {bio.signal_length} is not a multiple of patch_size {bio.patch_size}")
+        for name, width, heads in (
+            ("biosignals", bio.transformer_width, bio.transformer_heads),
+            ("text", self.text.width, self.text.heads),
+            ("multimodal", self.multimodal.width, self.multimodal.heads),
+        ):
+            if width % heads:
+                problems.append(f"{name} width {width} is not divisible by its {heads} heads")
+        if (bio.transformer_width // max(bio.transformer_heads, 1)) % 2:
+            problems.append("biosignal head size must be even for rotary position embeddings")
+        if self.text.width != self.multimodal.width:
+            problems.append("text and multimodal widths must be equal (the decoder reads text token features)")
+        if self.multimodal.width != bio.transformer_width:
+            problems.append("multimodal width must equal the biosignal width (cross-attention memory)")
+        if (bio.activation, bio.norm_type, bio.pool_type) != ("swiglu", "rmsnorm", "attn"):
+            problems.append("only activation 'swiglu', norm_type 'rmsnorm' and pool_type 'attn' are implemented")
+        if not self.text.embed_cls:
+            problems.append("only text towers with embed_cls=true (CoCa) are implemented")
+        if self.prefix_len < 1 or self.num_caption_channels < 1:
+            problems.append("prefix_len and num_caption_channels must be at least 1")
+        if problems:
+            raise CheckpointError("Model config cannot be built: " + "; ".join(problems) + ".")
+
+
+def list_models() -> list[str]:
+    """Names of the packaged model configs (JSON files in `sleeplm/model_configs/`)."""
+    folder = resources.files("sleeplm").joinpath("model_configs")
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def get_model_config(name: str = DEFAULT_MODEL, **overrides: Any) -> SleepLMConfig:
+    """The packaged config `name` as a typed `SleepLMConfig`, with top-level `overrides` applied.
+
+    Raises
+    ------
+    CheckpointError
+        No packaged config of that name (the message lists the available ones).
+    """
+    if name not in list_models():
+        raise CheckpointError(f"No model config named {name!r}; available: {', '.join(list_models())}.")
+    text = resources.files("sleeplm").joinpath("model_configs", f"{name}.json").read_text()
+    return SleepLMConfig.from_dict(json.loads(text), **overrides)
