@@ -1,0 +1,100 @@
+"""Signal-quality segments: flat lines, pops (spikes) and clipping, found before any event is scored.
+
+Respiratory events are only scored where the signals they rest on are usable, so a sensor that
+fell off (a flat line) is never counted as an apnea, and a pop never as an arousal.
+
+Examples
+--------
+>>> from sleeplm.quality import artefact_segments
+>>> artefact_segments(rec)  # doctest: +SKIP
+    channel  problem  start_s  end_s
+0        AF     flat   3605.0 3670.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from sleeplm.recording import EPOCH_SEC, Recording
+from sleeplm.signals import get_signal, runs
+
+__all__ = ["QUALITY_CHANNELS", "artefact_segments", "bad_seconds"]
+
+# Channels whose artefacts would fake or hide events.
+QUALITY_CHANNELS = ("AF", "Pressure", "THX", "ABD", "EEG_C3_A2", "EEG_C4_A1", "ECG", "SpO2")
+# A sensor that delivers the very same value for 5 s is disconnected or saturated: even an apnea
+# leaves cardiogenic oscillation and noise on a connected airflow sensor.
+FLAT_MIN_S = 5.0
+# A pop: a sample more than 12 robust standard deviations from the night's median.
+POP_SIGMAS = 12.0
+POP_MARGIN_S = 2.0
+CLIP_MIN_S = 1.0
+SPO2_VALID = (50.0, 100.0)
+# SpO2 cannot physiologically move more than ~4 %/s: bigger jumps are probe artefacts.
+SPO2_MAX_STEP_PCT = 4.0
+
+
+def _segments(mask: np.ndarray, sfreq: float, min_s: float = 0.0) -> list[tuple[float, float]]:
+    spans = runs(mask)
+    keep = (spans[:, 1] - spans[:, 0]) / sfreq >= min_s
+    return [(a / sfreq, b / sfreq) for a, b in spans[keep]]
+
+
+def _channel_artefacts(name: str, data: np.ndarray, sfreq: float) -> list[tuple[str, float, float]]:
+    found: list[tuple[str, float, float]] = []
+    if name == "SpO2":
+        invalid = ~((data >= SPO2_VALID[0]) & (data <= SPO2_VALID[1]))
+        jump = np.abs(np.diff(data, prepend=data[:1])) > SPO2_MAX_STEP_PCT * max(1.0, 1.0 / sfreq)
+        found += [("invalid", a, b) for a, b in _segments(invalid, sfreq)]
+        found += [("jump", max(a - 5, 0), b + 5) for a, b in _segments(jump, sfreq)]
+        return found
+    unchanged = np.diff(data, prepend=np.nan) == 0
+    found += [("flat", a, b) for a, b in _segments(unchanged, sfreq, FLAT_MIN_S)]
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return [("flat", 0.0, len(data) / sfreq)]
+    median = np.median(finite)
+    sigma = 1.4826 * np.median(np.abs(finite - median))
+    if sigma > 0 and name != "ECG":  # R-peaks are spikes by nature: no pop test on the ECG
+        pops = ndimage.binary_dilation(np.abs(data - median) > POP_SIGMAS * sigma,
+                                       iterations=int(POP_MARGIN_S * sfreq))
+        found += [("pop", a, b) for a, b in _segments(pops, sfreq)]
+    top, bottom = finite.max(), finite.min()
+    if top > bottom:
+        railed = (data >= top) | (data <= bottom)
+        found += [("clipped", a, b) for a, b in _segments(railed, sfreq, CLIP_MIN_S)]
+    return found
+
+
+def artefact_segments(rec: Recording, channels=QUALITY_CHANNELS) -> pd.DataFrame:
+    """Stretches of unusable signal per channel.
+
+    Parameters
+    ----------
+    rec : the night.
+    channels : canonical/extra signal names to check (missing ones are skipped).
+
+    Returns
+    -------
+    DataFrame with columns ``channel, problem, start_s, end_s`` (seconds from start); problem is
+    ``flat`` (no change for >= 5 s), ``pop`` (spike > 12 robust SD, +-2 s), ``clipped`` (at the
+    signal's rails >= 1 s), or for SpO2 ``invalid`` (outside 50-100 %) and ``jump`` (> 4 %/s).
+    """
+    rows = []
+    for name in channels:
+        sig = get_signal(rec, name)
+        if sig is None:
+            continue
+        for problem, start, end in _channel_artefacts(name, np.asarray(sig.data, dtype=float), sig.sfreq):
+            rows.append((name, problem, round(start, 2), round(min(end, rec.n_epochs * EPOCH_SEC), 2)))
+    return pd.DataFrame(rows, columns=["channel", "problem", "start_s", "end_s"])
+
+
+def bad_seconds(artefacts: pd.DataFrame, channels, n_seconds: int) -> np.ndarray:
+    """Per-second mask: True where any of `channels` has an artefact segment."""
+    mask = np.zeros(n_seconds, dtype=bool)
+    for row in artefacts[artefacts["channel"].isin(list(channels))].itertuples(index=False):
+        mask[int(np.floor(row.start_s)) : int(np.ceil(row.end_s))] = True
+    return mask

@@ -1,0 +1,141 @@
+"""`sleeplm-assistant analyze FILE --out DIR`: measure a night (no LLM) and write the export files.
+
+Files written (the export contract):
+
+- ``summary.json``: `sleeplm.summary.night_summary` (snake_case keys, minutes/percent, null
+  with a reason under ``not_assessable`` where a figure cannot be assessed);
+- ``events.csv``: kind, subtype, start_s, end_s, clock_start, clock_end, epoch_start,
+  epoch_end, evidence (JSON);
+- ``hypnogram.csv``: epoch, clock, stage, source;
+- ``report.md``: a short human-readable report.
+
+Nothing identifying (file name, patient fields, recording date) is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sleeplm.analysis import NightAnalysis, analyze_night
+from sleeplm.events import EVENT_COLUMNS
+from sleeplm.recording import Recording, format_elapsed
+
+__all__ = ["analyze_to_dir", "write_summary_json", "write_events_csv", "write_hypnogram_csv", "write_report_md"]
+
+logger = logging.getLogger(__name__)
+
+
+def _plain(value):
+    """JSON-safe copy: numpy scalars to Python, NaN to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
+    summary = dict(analysis.summary)
+    summary["stage_agreement"] = analysis.staging.agreement
+    path.write_text(json.dumps(_plain(summary), indent=2))
+    return path
+
+
+def write_events_csv(analysis: NightAnalysis, path: Path) -> Path:
+    table = analysis.events.reindex(columns=EVENT_COLUMNS).copy()
+    table["evidence"] = [json.dumps(_plain(e)) if isinstance(e, dict) else e for e in table["evidence"]]
+    table.to_csv(path, index=False)
+    return path
+
+
+def write_hypnogram_csv(rec: Recording, analysis: NightAnalysis, path: Path) -> Path:
+    hyp = analysis.staging.hypnogram
+    stages = np.full(rec.n_epochs, "?", dtype=object) if hyp is None else hyp
+    pd.DataFrame({
+        "epoch": np.arange(rec.n_epochs),
+        "clock": [rec.epoch_clock(i) or "" for i in range(rec.n_epochs)],
+        "stage": stages,
+        "source": analysis.staging.source,
+    }).to_csv(path, index=False)
+    return path
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "not assessable"
+    return f"{value:g}{unit}" if isinstance(value, (int, float)) else str(value)
+
+
+def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path:
+    s = analysis.summary
+    start = rec.clock_at(0) or "unknown"
+    lines = [
+        "# Night report (measured, no LLM)",
+        "",
+        f"Recording: {rec.source_format}, {rec.n_epochs} epochs of 30 s ({format_elapsed(rec.duration_s)}), start {start}.",
+        f"Sleep stages from: {analysis.staging.source}."
+        + (f" Agreement with {analysis.staging.agreement['with']}: accuracy {analysis.staging.agreement['accuracy']}, "
+           f"kappa {analysis.staging.agreement['kappa']}." if analysis.staging.agreement else ""),
+        "",
+        "## Sleep",
+        f"- Time in bed {_fmt(s['tib_min'], ' min')}, total sleep {_fmt(s['tst_min'], ' min')}, "
+        f"efficiency {_fmt(s['se_pct'], '%')}",
+        f"- Sleep onset latency {_fmt(s['sol_min'], ' min')}, REM latency {_fmt(s['rem_latency_min'], ' min')}, "
+        f"WASO {_fmt(s['waso_min'], ' min')}, awakenings {_fmt(s['n_awakenings'])}",
+        "- Stages: " + ", ".join(f"{st} {_fmt(s[f'{st}_min'], ' min')}" for st in ("W", "N1", "N2", "N3", "R")),
+        "",
+        "## Breathing and oxygen",
+        f"- AHI {_fmt(s['ahi'], '/h')} (hypopnea rule {s['ahi_rule']}), REI {_fmt(s['rei'], '/h')}, "
+        f"AASM severity band: {_fmt(s['severity'])} (screening information, not a diagnosis)",
+        f"- Apneas {_fmt(s['n_apneas'])}, hypopneas {_fmt(s['n_hypopneas'])}; supine AHI {_fmt(s['ahi_supine'], '/h')}, "
+        f"non-supine {_fmt(s['ahi_nonsupine'], '/h')}; REM {_fmt(s['ahi_rem'], '/h')}, NREM {_fmt(s['ahi_nrem'], '/h')}",
+        f"- ODI 3% {_fmt(s['odi3'], '/h')}, ODI 4% {_fmt(s['odi4'], '/h')}, T90 {_fmt(s['t90_min'], ' min')}, "
+        f"SpO2 mean {_fmt(s['spo2_mean'], '%')}, min {_fmt(s['spo2_min'], '%')}",
+        f"- Mean heart rate in sleep {_fmt(s['hr_mean'], ' bpm')}",
+    ]
+    if s.get("position_min"):
+        lines.append("- Time per position: " + ", ".join(f"{k} {v:g} min" for k, v in s["position_min"].items()))
+    if s["not_assessable"]:
+        lines += ["", "## Not assessable"] + [f"- {k}: {v}" for k, v in s["not_assessable"].items()]
+    counts = analysis.events["kind"].value_counts() if len(analysis.events) else pd.Series(dtype=int)
+    lines += ["", "## Events", *(f"- {kind}: {n}" for kind, n in counts.items())] if len(counts) else ["", "No events scored."]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None) -> list[Path]:
+    """Load `path`, analyse it and write summary.json, events.csv, hypnogram.csv and report.md.
+
+    Parameters
+    ----------
+    path : EDF/EDF+/BDF recording (or SleepLM tensor) to analyse.
+    out_dir : output directory (created if missing).
+    analysis : an existing `NightAnalysis` of the same file, to skip recomputing it.
+
+    Returns
+    -------
+    The four paths written, in the order above.
+    """
+    from sleeplm.io import load_recording
+
+    rec = load_recording(path)
+    analysis = analyze_night(rec) if analysis is None else analysis
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        write_summary_json(analysis, out / "summary.json"),
+        write_events_csv(analysis, out / "events.csv"),
+        write_hypnogram_csv(rec, analysis, out / "hypnogram.csv"),
+        write_report_md(rec, analysis, out / "report.md"),
+    ]
+    logger.info("analysis written to %d files", len(written))
+    return written

@@ -1,0 +1,213 @@
+"""Respiratory events (AASM adult rules): apneas, hypopneas and oxygen desaturations.
+
+Airflow is reduced to a per-second amplitude envelope (RMS over about one breath) and compared
+with a pre-event baseline (75th percentile of the previous 2 min). Apneas are scored on the
+thermistor (``AF``) and hypopneas on the nasal pressure (``Pressure``) when both exist, as the
+AASM recommends; otherwise on whatever airflow exists. Seconds with artefacts in the airflow
+channel are never part of an event.
+
+All functions take and return seconds from recording start.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage, signal
+
+from sleeplm.features import breaths
+from sleeplm.recording import EPOCH_SEC, Recording
+from sleeplm.signals import bandpass, get_signal, per_second, runs
+
+__all__ = ["flow_ratio", "detect_desaturations", "detect_apneas_hypopneas", "spo2_per_second"]
+
+BASELINE_S = 120
+BASELINE_QUANTILE = 0.75
+MIN_EVENT_S = 10.0
+MAX_EVENT_S = 150.0
+APNEA_RATIO = 0.10  # >= 90 % drop
+HYPOPNEA_RATIO = 0.70  # >= 30 % drop
+# Central: effort below 25 % of its baseline; present again above 40 % (mixed apneas).
+EFFORT_ABSENT_RATIO = 0.25
+EFFORT_PRESENT_RATIO = 0.40
+# A desaturation or arousal belongs to a hypopnea when it follows within these windows (s).
+DESAT_NADIR_AFTER_S = 45.0
+AROUSAL_AFTER_S = 15.0
+DESAT_LOOKBACK_S = 120
+DESAT_MIN_S = 10.0
+
+
+def _envelope_ratio(data: np.ndarray, sfreq: float, n_seconds: int, bad: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-second RMS amplitude / pre-event baseline, NaN on bad seconds; and the window used (s).
+
+    The RMS window spans about 1.3 breaths of this night (3-8 s) so that a normal breath
+    never looks like a pause.
+    """
+    peaks = breaths(data, sfreq)
+    period = np.median(np.diff(peaks)) / sfreq if len(peaks) > 10 else 4.0
+    window_s = float(np.clip(1.3 * period, 3.0, 8.0))
+    x = bandpass(data, sfreq, 0.05, 2.0, order=2)
+    mean_square = ndimage.uniform_filter1d(x**2, size=max(int(window_s * sfreq), 1), mode="nearest")
+    rms = np.sqrt(per_second(mean_square, sfreq))[:n_seconds]
+    rms = np.pad(rms, (0, n_seconds - len(rms)), constant_values=np.nan)
+    rms[bad] = np.nan
+    baseline = pd.Series(rms).shift(1).rolling(BASELINE_S, min_periods=BASELINE_S // 4).quantile(BASELINE_QUANTILE)
+    baseline = baseline.bfill().to_numpy()
+    return rms / np.where(baseline > 0, baseline, np.nan), window_s
+
+
+def flow_ratio(rec: Recording, name: str, bad: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Airflow/effort amplitude ratio to baseline per second for signal `name` (None if missing)."""
+    sig = get_signal(rec, name)
+    if sig is None:
+        return None
+    return _envelope_ratio(np.asarray(sig.data, dtype=float), sig.sfreq, rec.n_epochs * EPOCH_SEC, bad)
+
+
+def _low_runs(ratio: np.ndarray, threshold: float, window_s: float) -> np.ndarray:
+    """Runs where the ratio is below `threshold`, widened by the envelope's smearing, lasting >= 10 s.
+
+    A sliding RMS of width w stays high for w/2 on each side of a pause, so the measured low
+    run is shorter than the pause by about w; half of it is given back on each side.
+    """
+    low = np.nan_to_num(ratio, nan=np.inf) < threshold
+    low = ndimage.binary_closing(low, structure=np.ones(3))  # one-second blips do not split events
+    spans = runs(low).astype(float)
+    spans[:, 0] -= window_s / 2
+    spans[:, 1] += window_s / 2
+    spans = np.clip(spans, 0, len(ratio))
+    length = spans[:, 1] - spans[:, 0]
+    return spans[(length >= MIN_EVENT_S) & (length <= MAX_EVENT_S)]
+
+
+def spo2_per_second(rec: Recording, bad: np.ndarray) -> np.ndarray | None:
+    """SpO2 (%) per second, NaN where invalid; None without an SpO2 channel."""
+    sig = get_signal(rec, "SpO2")
+    if sig is None:
+        return None
+    n_seconds = rec.n_epochs * EPOCH_SEC
+    values = per_second(np.asarray(sig.data, dtype=float), sig.sfreq)
+    if sig.sfreq < 1:
+        values = np.repeat(values, int(round(1 / sig.sfreq)))
+    values = np.pad(values[:n_seconds], (0, max(n_seconds - len(values), 0)), constant_values=np.nan)
+    values[bad[: len(values)]] = np.nan
+    return values
+
+
+def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.DataFrame:
+    """Oxygen desaturations: falls of >= `min_drop_pct` from the preceding peak, lasting >= 10 s.
+
+    Parameters
+    ----------
+    spo2 : SpO2 (%) per second, NaN where invalid.
+    min_drop_pct : 3 for ODI3, 4 for ODI4.
+
+    Returns
+    -------
+    DataFrame with columns ``start_s`` (fall begins), ``end_s`` (recovered two thirds of the
+    drop, or the next fall begins), ``nadir_s``, ``baseline_pct``, ``nadir_pct``, ``drop_pct``.
+    A desaturation touching invalid SpO2 is not scored.
+    """
+    valid = np.isfinite(spo2)
+    columns = ["start_s", "end_s", "nadir_s", "baseline_pct", "nadir_pct", "drop_pct"]
+    if valid.sum() < 2:
+        return pd.DataFrame(columns=columns)
+    t = np.arange(len(spo2))
+    filled = np.interp(t, t[valid], spo2[valid])
+    smooth = ndimage.median_filter(filled, size=3, mode="nearest")
+    minima, _ = signal.find_peaks(-smooth, prominence=1.0)
+    rows, after = [], 0
+    for nadir in minima:
+        lo = max(after, nadir - DESAT_LOOKBACK_S)
+        if lo >= nadir:
+            continue
+        peak = lo + int(np.argmax(smooth[lo : nadir + 1]))
+        base, low = smooth[peak], smooth[nadir]
+        drop = base - low
+        if drop < min_drop_pct:
+            continue
+        # The fall starts where the signal last sat within 0.5 % of the pre-event peak.
+        start = peak + int(np.flatnonzero(smooth[peak : nadir + 1] >= base - 0.5)[-1])
+        recovered = np.flatnonzero(smooth[nadir : nadir + DESAT_LOOKBACK_S] >= low + 2 / 3 * drop)
+        end = nadir + (int(recovered[0]) if recovered.size else min(DESAT_LOOKBACK_S, len(spo2) - 1 - nadir))
+        if end - start < DESAT_MIN_S or not valid[start : end + 1].all():
+            continue
+        rows.append((float(start), float(end), float(nadir), round(base, 1), round(low, 1), round(drop, 1)))
+        after = nadir
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _effort_subtype(effort: np.ndarray | None, start: float, end: float, window_s: float) -> tuple[str, float | None]:
+    """obstructive / central / mixed from the effort ratio over the apnea (None effort: unclassified).
+
+    The effort envelope is smeared by its window like the flow's, so only the apnea's core
+    (its edges trimmed by half a window) is judged.
+    """
+    if effort is None:
+        return "unclassified", None
+    trim = min(window_s / 2, (end - start - 2) / 2)
+    part = effort[int(start + trim) : int(np.ceil(end - trim))]
+    part = part[np.isfinite(part)]
+    if part.size == 0:
+        return "unclassified", None
+    absent = part < EFFORT_ABSENT_RATIO
+    level = float(np.median(part))
+    if absent.mean() >= 0.8:
+        return "central", level
+    first_present = np.flatnonzero(part > EFFORT_PRESENT_RATIO)
+    if absent[: max(3, part.size // 3)].all() and first_present.size and first_present[0] >= 3:
+        return "mixed", level
+    return "obstructive", level
+
+
+def detect_apneas_hypopneas(rec: Recording, bad: np.ndarray, desats: pd.DataFrame, arousals: pd.DataFrame,
+                            hypopnea_rule: str = "1A") -> list[dict]:
+    """Apneas and hypopneas as dicts with kind, subtype, start_s, end_s, evidence.
+
+    Parameters
+    ----------
+    rec : the night.
+    bad : per-second mask of airflow artefacts (never scored).
+    desats : all >= 3 % desaturations (`detect_desaturations`), used to qualify hypopneas.
+    arousals : arousals (columns start_s, end_s) used by rule 1A.
+    hypopnea_rule : "1A" (>= 3 % desaturation or arousal) or "1B" (>= 4 % desaturation).
+    """
+    apnea_channel = "AF" if get_signal(rec, "AF") is not None else "Pressure"
+    hypopnea_channel = "Pressure" if get_signal(rec, "Pressure") is not None else "AF"
+    apnea_flow = flow_ratio(rec, apnea_channel, bad)
+    if apnea_flow is None:
+        return []
+    hypo_flow = apnea_flow if hypopnea_channel == apnea_channel else flow_ratio(rec, hypopnea_channel, bad)
+    efforts = [r[0] for r in (flow_ratio(rec, name, np.zeros_like(bad)) for name in ("THX", "ABD")) if r is not None]
+    effort = np.fmax(*efforts) if len(efforts) == 2 else (efforts[0] if efforts else None)
+
+    events = []
+    taken = np.zeros(len(bad), dtype=bool)
+    for start, end in _low_runs(apnea_flow[0], APNEA_RATIO, apnea_flow[1]):
+        a, b = int(start), int(np.ceil(end))
+        subtype, effort_level = _effort_subtype(effort, start, end, apnea_flow[1])
+        core = apnea_flow[0][a:b]
+        events.append({
+            "kind": "apnea", "subtype": subtype, "start_s": start, "end_s": end,
+            "evidence": {"flow_drop_pct": round(100 * (1 - float(np.nanmin(core))), 1), "channel": apnea_channel,
+                         "effort_ratio": None if effort_level is None else round(effort_level, 2)},
+        })
+        taken[a:b] = True
+    min_drop = 4.0 if hypopnea_rule == "1B" else 3.0
+    for start, end in _low_runs(hypo_flow[0], HYPOPNEA_RATIO, hypo_flow[1]):
+        a, b = int(start), int(np.ceil(end))
+        if taken[a:b].any():
+            continue
+        linked = desats[(desats["nadir_s"] >= start) & (desats["nadir_s"] <= end + DESAT_NADIR_AFTER_S)]
+        drop = float(linked["drop_pct"].max()) if len(linked) else 0.0
+        woke = arousals[(arousals["start_s"] >= start) & (arousals["start_s"] <= end + AROUSAL_AFTER_S)]
+        qualifies = drop >= min_drop or (hypopnea_rule == "1A" and len(woke) > 0)
+        if not qualifies:
+            continue
+        events.append({
+            "kind": "hypopnea", "subtype": "", "start_s": start, "end_s": end,
+            "evidence": {"flow_drop_pct": round(100 * (1 - float(np.nanmedian(hypo_flow[0][a:b]))), 1),
+                         "channel": hypopnea_channel, "desaturation_pct": round(drop, 1) if drop else None,
+                         "arousal": bool(len(woke)), "rule": hypopnea_rule},
+        })
+    return events

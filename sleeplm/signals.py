@@ -1,0 +1,97 @@
+"""Small signal helpers shared by the measurements: epoch matrices, filters, runs, rolling windows.
+
+Everything works on whole nights at once (numpy/scipy, vectorised across epochs) so that an
+8-h night measures in seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage, signal
+
+from sleeplm.errors import SleepLMError
+from sleeplm.recording import EPOCH_SEC, POS_INDEX, SFREQ, Recording, Signal
+
+__all__ = ["MeasurementError", "get_signal", "epoch_matrix", "bandpass", "runs", "per_second", "position_codes", "sleep_mask_seconds"]
+
+
+def get_signal(rec: Recording, name: str) -> Signal | None:
+    """The physical-unit signal `name`, or None when the recording lacks it (or it is empty)."""
+    sig = rec.signals.get(name)
+    if sig is None or len(sig.data) == 0:
+        return None
+    return sig
+
+
+def epoch_matrix(data: np.ndarray, sfreq: float, n_epochs: int) -> np.ndarray:
+    """Reshape a night-long signal into ``[n_epochs, samples_per_epoch]`` (padding the tail with NaN)."""
+    per_epoch = int(round(sfreq * EPOCH_SEC))
+    needed = n_epochs * per_epoch
+    data = np.asarray(data)
+    data = data.astype(np.result_type(data.dtype, float), copy=False)  # complex (analytic) signals stay complex
+    if len(data) < needed:
+        data = np.concatenate([data, np.full(needed - len(data), np.nan)])
+    return data[:needed].reshape(n_epochs, per_epoch)
+
+
+def bandpass(data: np.ndarray, sfreq: float, low: float | None, high: float | None, order: int = 4) -> np.ndarray:
+    """Zero-phase Butterworth band-pass (or low/high-pass when one edge is None), along the last axis."""
+    nyquist = sfreq / 2
+    if high is not None and high >= nyquist:
+        high = None
+    if low is not None and high is not None:
+        sos = signal.butter(order, [low, high], btype="bandpass", fs=sfreq, output="sos")
+    elif low is not None:
+        sos = signal.butter(order, low, btype="highpass", fs=sfreq, output="sos")
+    elif high is not None:
+        sos = signal.butter(order, high, btype="lowpass", fs=sfreq, output="sos")
+    else:
+        return np.asarray(data, dtype=float)
+    return signal.sosfiltfilt(sos, data, axis=-1)
+
+
+def runs(mask: np.ndarray) -> np.ndarray:
+    """Start (inclusive) and end (exclusive) indices of the True runs of a 1-D mask, shape ``[k, 2]``."""
+    padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return edges.reshape(-1, 2)
+
+
+def per_second(data: np.ndarray, sfreq: float, how: str = "mean") -> np.ndarray:
+    """Reduce a signal to one value per whole second (``mean``, ``max``, ``min``); rates below 1 Hz are held."""
+    per = int(round(sfreq))
+    if per <= 1:
+        return np.asarray(data, dtype=float)
+    n = len(data) // per
+    blocks = np.asarray(data[: n * per], dtype=float).reshape(n, per)
+    return {"mean": np.nanmean, "max": np.nanmax, "min": np.nanmin}[how](blocks, axis=1)
+
+
+def rolling_percentile(x: np.ndarray, window: int, q: float, origin: int = 0) -> np.ndarray:
+    """Percentile `q` over a sliding window of `window` samples (`origin` as in scipy.ndimage)."""
+    return ndimage.percentile_filter(x, q, size=window, mode="nearest", origin=origin)
+
+
+def position_codes(rec: Recording) -> tuple[np.ndarray, float] | None:
+    """Body-position codes (SleepLM codes, -1 unknown) and their rate, or None without a position channel."""
+    sig = get_signal(rec, "POS")
+    if sig is not None:
+        return np.asarray(sig.data, dtype=float), sig.sfreq
+    if rec.channel_present[POS_INDEX]:
+        return rec.epochs[:, POS_INDEX].reshape(-1).astype(float), float(SFREQ)
+    return None
+
+
+def sleep_mask_seconds(hypnogram: np.ndarray | None, n_seconds: int) -> np.ndarray | None:
+    """Per-second True where the hypnogram says sleep (N1, N2, N3, R); None without a hypnogram."""
+    if hypnogram is None:
+        return None
+    asleep = np.isin(np.asarray(hypnogram), ("N1", "N2", "N3", "R"))
+    mask = np.repeat(asleep, EPOCH_SEC)
+    if len(mask) < n_seconds:
+        mask = np.concatenate([mask, np.zeros(n_seconds - len(mask), dtype=bool)])
+    return mask[:n_seconds]
+
+
+class MeasurementError(SleepLMError, ValueError):
+    """A measurement asked with arguments that do not fit (unknown domain or rule, epochs outside the night)."""

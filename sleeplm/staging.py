@@ -1,0 +1,176 @@
+"""Sleep stages for the night: the file's own scoring, else SleepLM's stage captions, else YASA.
+
+Every hypnogram is an array of "W", "N1", "N2", "N3", "R" (and "?" for unscored epochs), one per
+30-s epoch, with the name of its source. When a second source exists (e.g. the file's scoring
+and SleepLM), their agreement (accuracy, Cohen's kappa) is reported beside it.
+
+Examples
+--------
+>>> from sleeplm.staging import stage_night
+>>> staging = stage_night(rec)  # doctest: +SKIP
+>>> staging.source, staging.hypnogram[:4]  # doctest: +SKIP
+('yasa', array(['W', 'W', 'N1', 'N2'], dtype=object))
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from scipy import signal
+
+from sleeplm.recording import STAGES, Recording
+from sleeplm.signals import get_signal
+
+__all__ = ["StagingResult", "stage_night", "stage_with_yasa", "stage_with_sleeplm", "stage_from_caption", "agreement"]
+
+logger = logging.getLogger(__name__)
+
+YASA_MIN_SFREQ = 80.0  # YASA refuses EEG sampled at 80 Hz or less
+_YASA_STAGES = {"WAKE": "W", "W": "W", "N1": "N1", "N2": "N2", "N3": "N3", "REM": "R", "R": "R"}
+# Stage words in SleepLM stage_event captions, most specific first.
+_CAPTION_STAGES = [
+    (r"\bREM\b|rapid[- ]eye[- ]movement sleep|\bstage R\b", "R"),
+    (r"\bN3\b|stage 3|slow[- ]wave sleep|deep sleep", "N3"),
+    (r"\bN2\b|stage 2", "N2"),
+    (r"\bN1\b|stage 1", "N1"),
+    (r"\bwake\b|\bawake\b|wakefulness|\bstage W\b", "W"),
+]
+
+
+@dataclass
+class StagingResult:
+    """A hypnogram and where it came from.
+
+    Attributes
+    ----------
+    hypnogram : per-epoch stage labels (object array of "W", "N1", "N2", "N3", "R", "?"),
+        or None when no source could stage the night (then `unavailable` says why).
+    source : "reference scoring", "sleeplm", "yasa" or "none".
+    agreement : {"with": other source, "accuracy": 0-1, "kappa": Cohen's kappa, "n_epochs": compared}
+        when a second source exists, else None.
+    unavailable : reasons the automatic sources could not run, by source.
+    """
+
+    hypnogram: np.ndarray | None
+    source: str
+    agreement: dict | None = None
+    unavailable: dict | None = None
+
+
+def stage_from_caption(text: str) -> str:
+    """The stage named in a SleepLM stage_event caption ("?" when it names none)."""
+    for pattern, stage in _CAPTION_STAGES:
+        if re.search(pattern, text, flags=re.IGNORECASE):
+            return stage
+    return "?"
+
+
+def stage_with_sleeplm(rec: Recording, model) -> np.ndarray:
+    """Stage each epoch from SleepLM's ``stage_event`` caption of it (`model.caption`)."""
+    captions = model.caption(rec.epochs, domain="stage_event")
+    return np.array([stage_from_caption(c) for c in captions], dtype=object)
+
+
+def _at_rate(sig, sfreq: float) -> np.ndarray:
+    if sig.sfreq == sfreq:
+        return np.asarray(sig.data, dtype=float)
+    ratio = Fraction(sfreq / sig.sfreq).limit_denominator(100)
+    return signal.resample_poly(sig.data, ratio.numerator, ratio.denominator)
+
+
+def stage_with_yasa(rec: Recording) -> np.ndarray:
+    """Stage the night with YASA's shipped classifier (EEG, plus EOG and chin EMG when present).
+
+    Raises
+    ------
+    ValueError : no EEG channel, or EEG sampled at 80 Hz or less (YASA's minimum).
+    """
+    import mne
+    import yasa
+
+    eeg = get_signal(rec, "EEG_C4_A1") or get_signal(rec, "EEG_C3_A2")
+    if eeg is None:
+        raise ValueError("no EEG channel, so sleep cannot be staged automatically")
+    if eeg.sfreq <= YASA_MIN_SFREQ:
+        raise ValueError(f"the EEG is sampled at {eeg.sfreq:g} Hz; YASA needs more than {YASA_MIN_SFREQ:g} Hz")
+    n_samples = int(round(rec.duration_s * eeg.sfreq))
+    names, types, rows = ["eeg"], ["eeg"], [np.asarray(eeg.data, dtype=float)[:n_samples]]
+    for name, kind in (("EOG_Left", "eog"), ("EMG_Chin", "emg")):
+        sig = get_signal(rec, name)
+        if sig is not None:
+            data = _at_rate(sig, eeg.sfreq)[:n_samples]
+            rows.append(np.pad(data, (0, n_samples - len(data)), mode="edge"))
+            names.append(kind)
+            types.append(kind)
+    info = mne.create_info(names, eeg.sfreq, types)
+    raw = mne.io.RawArray(np.vstack(rows) * 1e-6, info, verbose="error")  # uV -> V, as mne expects
+    with warnings.catch_warnings():
+        # The classifier was pickled with an older scikit-learn; YASA validates its features itself.
+        warnings.filterwarnings("ignore", message=".*(unpickle|version).*")
+        mne.set_log_level("ERROR")
+        staging = yasa.SleepStaging(raw, eeg_name="eeg", eog_name="eog" if "eog" in names else None,
+                                    emg_name="emg" if "emg" in names else None)
+        predicted = staging.predict()
+    values = np.asarray(predicted.hypno.values if hasattr(predicted, "hypno") else predicted)
+    stages = np.array([_YASA_STAGES.get(str(v).upper(), "?") for v in values], dtype=object)
+    return np.pad(stages, (0, max(rec.n_epochs - len(stages), 0)), constant_values="?")[: rec.n_epochs]
+
+
+def agreement(a: np.ndarray, b: np.ndarray, other: str) -> dict:
+    """Accuracy and Cohen's kappa of two hypnograms over the epochs both scored."""
+    from sklearn.metrics import cohen_kappa_score
+
+    a, b = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    both = np.isin(a, STAGES) & np.isin(b, STAGES)
+    if not both.any():
+        return {"with": other, "accuracy": None, "kappa": None, "n_epochs": 0}
+    kappa = cohen_kappa_score(a[both].astype(str), b[both].astype(str))
+    return {"with": other, "accuracy": round(float((a[both] == b[both]).mean()), 3),
+            "kappa": None if np.isnan(kappa) else round(float(kappa), 3), "n_epochs": int(both.sum())}
+
+
+def stage_night(rec: Recording, model=None, automatic: bool = True) -> StagingResult:
+    """Stage the night from the best source available.
+
+    Parameters
+    ----------
+    rec : the night.
+    model : a loaded SleepLM (`sleeplm.inference.SleepLM`) whose ``caption(epochs,
+        domain="stage_event")`` gives stage captions; None to skip SleepLM.
+    automatic : also run the automatic stager (YASA) when the file has its own scoring, to
+        report agreement. SleepLM, when given, is always compared.
+
+    Returns
+    -------
+    `StagingResult`: the file's reference scoring when present; else SleepLM's stages when a
+    model is given; else YASA's. With two sources, `agreement` compares the chosen one with
+    the other. With none (no EEG and no model), ``hypnogram`` is None and `unavailable` says why.
+    """
+    sources: dict[str, np.ndarray] = {}
+    unavailable: dict[str, str] = {}
+    if rec.reference is not None and rec.reference.stages is not None and np.isin(rec.reference.stages, STAGES).any():
+        sources["reference scoring"] = np.asarray(rec.reference.stages, dtype=object)
+    if model is not None:
+        try:
+            sources["sleeplm"] = stage_with_sleeplm(rec, model)
+        except Exception as exc:  # the model is optional; its failure must not stop the analysis
+            logger.warning("SleepLM staging failed: %s", exc)
+            unavailable["sleeplm"] = f"SleepLM captioning failed ({type(exc).__name__})"
+    if len(sources) < 2 and (automatic or not sources):
+        try:
+            sources["yasa"] = stage_with_yasa(rec)
+        except ValueError as exc:
+            unavailable["yasa"] = str(exc)
+    if not sources:
+        return StagingResult(None, "none", None, unavailable)
+    names = list(sources)
+    chosen = names[0]
+    result = StagingResult(sources[chosen], chosen, None, unavailable or None)
+    if len(names) > 1:
+        result.agreement = agreement(sources[chosen], sources[names[1]], names[1])
+    return result

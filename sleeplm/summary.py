@@ -1,0 +1,222 @@
+"""Night statistics: sleep architecture from the hypnogram (as YASA defines them) and the
+AASM respiratory, oxygen, heart-rate and position figures, in the export contract's keys.
+
+Figures that cannot be assessed (no EEG so no sleep time, no airflow, no SpO2...) are None,
+and ``not_assessable[key]`` says why.
+
+Examples
+--------
+>>> from sleeplm.summary import night_summary
+>>> summary = night_summary(rec, events=events, staging=staging)  # doctest: +SKIP
+>>> summary["tst_min"], summary["ahi"], summary["severity"]  # doctest: +SKIP
+(402.5, 17.3, 'moderate')
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from sleeplm.features import epoch_positions, heart_rate_per_second
+from sleeplm.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
+from sleeplm.respiratory import spo2_per_second
+from sleeplm.signals import epoch_matrix, get_signal
+
+__all__ = ["SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
+
+SLEEP = ("N1", "N2", "N3", "R")
+SUPINE = 2
+EPOCH_MIN = EPOCH_SEC / 60
+SUMMARY_KEYS = (
+    "tib_min", "spt_min", "tst_min", "se_pct", "sol_min", "rem_latency_min", "waso_min",
+    *(f"{s}_min" for s in STAGES), *(f"{s}_pct" for s in STAGES),
+    "n_awakenings", "ahi", "ahi_rule", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem",
+    "odi3", "odi4", "t90_min", "spo2_min", "spo2_mean", "hr_mean", "n_apneas", "n_hypopneas", "position_min",
+)
+# AASM adult bands (events per hour), lower edge inclusive.
+SEVERITY_BANDS = ((30, "severe"), (15, "moderate"), (5, "mild"), (0, "normal"))
+
+
+def severity_band(index_per_h: float | None) -> str | None:
+    """AASM adult severity of an AHI/REI: normal < 5 <= mild < 15 <= moderate < 30 <= severe."""
+    if index_per_h is None:
+        return None
+    return next(label for edge, label in SEVERITY_BANDS if index_per_h >= edge)
+
+
+def _r(x, digits: int = 2):
+    return None if x is None else round(float(x), digits)
+
+
+def sleep_statistics(hypnogram: np.ndarray) -> dict:
+    """Sleep architecture of a hypnogram, in minutes and percent.
+
+    Definitions follow YASA's ``sleep_statistics`` (AASM): TIB is the whole hypnogram, SPT
+    first to last sleep epoch, WASO wake inside SPT, TST sleep epochs (unscored "?" epochs
+    excluded), SE = TST/TIB, SOL from the first epoch, REM latency from sleep onset (AASM,
+    = YASA's Lat_REM - SOL), stage % of TST (W_pct: % of TIB), awakenings = runs of W inside
+    SPT of at least one epoch.
+
+    Returns a dict with tib_min, spt_min, tst_min, se_pct, sol_min, rem_latency_min, waso_min,
+    <stage>_min, <stage>_pct, n_awakenings; latencies are None when the stage never occurs.
+    """
+    hyp = np.asarray(hypnogram, dtype=object)
+    asleep = np.flatnonzero(np.isin(hyp, SLEEP))
+    tib = len(hyp) * EPOCH_MIN
+    stats = {"tib_min": tib}
+    period = hyp[asleep[0] : asleep[-1] + 1] if asleep.size else hyp[:0]
+    tst = float(np.isin(period, SLEEP).sum() * EPOCH_MIN)
+    stats["spt_min"] = len(period) * EPOCH_MIN
+    stats["tst_min"] = tst
+    stats["se_pct"] = _r(100 * tst / tib) if tib else None
+    stats["sol_min"] = float(asleep[0] * EPOCH_MIN) if asleep.size else None
+    rem = np.flatnonzero(hyp == "R")
+    stats["rem_latency_min"] = float((rem[0] - asleep[0]) * EPOCH_MIN) if rem.size else None
+    stats["waso_min"] = float((period == "W").sum() * EPOCH_MIN) if asleep.size else None
+    for stage in STAGES:
+        stats[f"{stage}_min"] = float((hyp == stage).sum() * EPOCH_MIN)
+    for stage in SLEEP:
+        stats[f"{stage}_pct"] = _r(100 * stats[f"{stage}_min"] / tst) if tst else None
+    stats["W_pct"] = _r(100 * stats["W_min"] / tib) if tib else None
+    wake = np.concatenate([[False], period == "W", [False]]).astype(np.int8)
+    stats["n_awakenings"] = int((np.diff(wake) == 1).sum())
+    return stats
+
+
+def _per_hour(count: int, minutes: float | None) -> float | None:
+    return None if not minutes else _r(count / (minutes / 60))
+
+
+def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=None,
+                  features: pd.DataFrame | None = None, hypopnea_rule: str = "1A") -> dict:
+    """Whole-night figures of the export contract (`SUMMARY_KEYS`) plus ``not_assessable``.
+
+    Parameters
+    ----------
+    rec : the night.
+    events : `sleeplm.events.detect_events` output (computed when None).
+    staging : `sleeplm.staging.StagingResult` (computed when None).
+    features : `sleeplm.features.epoch_features` output; used for the sleeping heart rate
+        when given (else heart rate is measured from the ECG/HR channel).
+    hypopnea_rule : the rule `events` were scored with ("1A" or "1B"), reported as ``ahi_rule``.
+
+    Returns
+    -------
+    dict: minutes (``*_min``), percent (``*_pct``), events per hour (``ahi*``, ``rei``,
+    ``odi*``: per hour of sleep; ``rei`` per hour of recording), SpO2 in %, HR in bpm,
+    ``position_min`` {position: minutes}, ``stage_source``, ``not_assessable`` {key: reason}.
+    """
+    from sleeplm.events import detect_events
+    from sleeplm.staging import stage_night
+
+    staging = stage_night(rec) if staging is None else staging
+    hyp = staging.hypnogram
+    events = detect_events(rec, hypnogram=hyp, hypopnea_rule=hypopnea_rule) if events is None else events
+    missing: dict[str, str] = {}
+    summary: dict = {key: None for key in SUMMARY_KEYS}
+    summary["tib_min"] = rec.n_epochs * EPOCH_MIN
+    if hyp is not None:
+        summary.update(sleep_statistics(hyp))
+    else:
+        reason = (staging.unavailable or {}).get("yasa", "no sleep stages") + "; sleep time is not assessable"
+        for key in SUMMARY_KEYS:
+            if key.endswith(("_pct", "_min")) and key not in ("tib_min", "t90_min", "position_min"):
+                missing[key] = reason
+        missing["n_awakenings"] = reason
+    for key in ("sol_min", "rem_latency_min", "waso_min"):
+        if hyp is not None and summary[key] is None:
+            missing[key] = "no REM sleep scored" if key == "rem_latency_min" else "no sleep scored"
+    summary["stage_source"] = staging.source
+
+    stage_of = None if hyp is None else np.asarray(hyp, dtype=object)
+    positions = epoch_positions(rec)
+    kinds = events["kind"].to_numpy() if len(events) else np.array([])
+    first_epoch = (events["start_s"].to_numpy(dtype=float) // EPOCH_SEC).astype(int).clip(0, rec.n_epochs - 1) if len(events) else np.array([], int)
+    respiratory = np.isin(kinds, ("apnea", "hypopnea"))
+    summary["n_apneas"] = int((kinds == "apnea").sum())
+    summary["n_hypopneas"] = int((kinds == "hypopnea").sum())
+    summary["ahi_rule"] = hypopnea_rule
+    has_flow = get_signal(rec, "AF") is not None or get_signal(rec, "Pressure") is not None
+    tst = summary["tst_min"] if hyp is not None else None
+
+    def rate(mask_events: np.ndarray, epochs_mask: np.ndarray | None) -> float | None:
+        if epochs_mask is None:
+            return None
+        minutes = epochs_mask.sum() * EPOCH_MIN
+        return _per_hour(int((mask_events & epochs_mask[first_epoch]).sum()), minutes)
+
+    if not has_flow:
+        for key in ("ahi", "rei", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem", "severity", "n_apneas", "n_hypopneas"):
+            missing[key] = "no airflow channel, so breathing events cannot be scored"
+            summary[key] = None
+    else:
+        summary["rei"] = _per_hour(int(respiratory.sum()), summary["tib_min"])
+        if hyp is None:
+            missing["ahi"] = "no sleep stages (no usable EEG): AHI needs sleep time; REI over recording time is given"
+        elif tst:
+            asleep = np.isin(stage_of, SLEEP)
+            summary["ahi"] = rate(respiratory, asleep)
+            summary["ahi_rem"] = rate(respiratory, stage_of == "R")
+            summary["ahi_nrem"] = rate(respiratory, np.isin(stage_of, ("N1", "N2", "N3")))
+            if positions is not None:
+                summary["ahi_supine"] = rate(respiratory, asleep & (positions == SUPINE))
+                summary["ahi_nonsupine"] = rate(respiratory, asleep & (positions >= 0) & (positions != SUPINE))
+        else:
+            missing["ahi"] = "no sleep scored, so AHI has no sleep time to divide by"
+        summary["severity"] = severity_band(summary["ahi"] if summary["ahi"] is not None else summary["rei"])
+        summary["severity_basis"] = "ahi" if summary["ahi"] is not None else "rei"
+        for key, reason in (("ahi_rem", "no REM sleep"), ("ahi_nrem", "no NREM sleep"),
+                            ("ahi_supine", "no supine sleep" if positions is not None else "no body-position channel"),
+                            ("ahi_nonsupine", "no non-supine sleep" if positions is not None else "no body-position channel")):
+            if summary[key] is None and "ahi" not in missing:
+                missing[key] = reason
+
+    asleep_s = None if hyp is None else np.repeat(np.isin(stage_of, SLEEP), EPOCH_SEC)
+    spo2 = spo2_per_second(rec, np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool))
+    if spo2 is None:
+        for key in ("odi3", "odi4", "t90_min", "spo2_min", "spo2_mean"):
+            missing[key] = "no SpO2 channel"
+    else:
+        spo2 = np.where((spo2 >= 50) & (spo2 <= 100), spo2, np.nan)
+        window = spo2[asleep_s] if asleep_s is not None and asleep_s.any() else spo2
+        window = window[np.isfinite(window)]
+        desat = kinds == "desaturation"
+        minutes = tst if hyp is not None else summary["tib_min"]
+        summary["odi3"] = _per_hour(int(desat.sum()), minutes)
+        summary["odi4"] = _per_hour(int((desat & (events["subtype"].to_numpy() == "4%")).sum()) if len(events) else 0, minutes)
+        if window.size:
+            summary["t90_min"] = _r((window < 90).sum() / 60)
+            summary["spo2_min"] = _r(window.min(), 1)
+            summary["spo2_mean"] = _r(window.mean(), 1)
+        else:
+            for key in ("t90_min", "spo2_min", "spo2_mean"):
+                missing[key] = "no valid SpO2 samples"
+    summary["hr_mean"] = _sleeping_hr(rec, stage_of, features)
+    if summary["hr_mean"] is None:
+        missing["hr_mean"] = "no ECG or heart-rate channel with detectable beats"
+    if positions is None:
+        missing["position_min"] = "no body-position channel"
+    else:
+        summary["position_min"] = {POSITION_CODES[c]: round(float((positions == c).sum() * EPOCH_MIN), 1)
+                                   for c in sorted(POSITION_CODES) if (positions == c).any()}
+    summary["not_assessable"] = missing
+    return summary
+
+
+def _sleeping_hr(rec: Recording, stage_of: np.ndarray | None, features: pd.DataFrame | None) -> float | None:
+    """Mean heart rate (bpm) over sleep epochs (the whole night when no stages)."""
+    if features is not None and "cardiac_hr_mean_bpm" in features:
+        per_epoch = features["cardiac_hr_mean_bpm"].to_numpy(dtype=float)
+    else:
+        hr = heart_rate_per_second(rec)
+        if hr is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # epochs without beats are NaN, not an error
+            per_epoch = np.nanmean(epoch_matrix(hr, 1.0, rec.n_epochs), axis=1)
+    if stage_of is not None and np.isin(stage_of, SLEEP).any():
+        per_epoch = per_epoch[np.isin(stage_of, SLEEP)]
+    per_epoch = per_epoch[np.isfinite(per_epoch)]
+    return _r(per_epoch.mean(), 1) if per_epoch.size else None

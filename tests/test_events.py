@@ -1,0 +1,93 @@
+"""Event detection on hand-built nights with known pauses, dips, heart rate and positions."""
+
+import numpy as np
+import pytest
+
+from physio_night import make_night
+from sleeplm.events import EVENT_COLUMNS, detect_events
+from sleeplm.quality import artefact_segments
+from sleeplm.signals import MeasurementError
+
+STAGES = ["W"] * 2 + ["N2"] * 40 + ["R"] * 10 + ["N2"] * 8
+TRUE_EVENTS = [("apnea", "obstructive", 300, 20), ("apnea", "central", 600, 15), ("hypopnea", "", 900, 25),
+               ("apnea", "obstructive", 1200, 30)]
+
+
+def iou(a, b):
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
+@pytest.fixture(scope="module")
+def night():
+    hr = np.full(len(STAGES) * 30, 62.0)
+    hr[1500:1560] = 105.0
+    pos = np.full(len(STAGES) * 30, 2.0)
+    pos[1000:] = 0.0
+    return make_night(STAGES, TRUE_EVENTS, hr_bpm=hr, positions=pos)
+
+
+@pytest.fixture(scope="module")
+def events(night):
+    return detect_events(night, hypnogram=np.array(STAGES, dtype=object))
+
+
+def test_table_shape_and_citations(events, night):
+    assert list(events.columns) == EVENT_COLUMNS
+    row = events[events.kind == "apnea"].iloc[0]
+    assert row.clock_start == night.clock_at(row.start_s)
+    assert row.epoch_start == int(row.start_s // 30)
+
+
+def test_apneas_and_hypopneas_found_with_subtypes(events):
+    resp = events[events.kind.isin(["apnea", "hypopnea"])]
+    assert len(resp) == len(TRUE_EVENTS)
+    for (kind, subtype, start, duration), row in zip(TRUE_EVENTS, resp.itertuples()):
+        assert row.kind == kind and row.subtype == subtype
+        assert iou((start, start + duration), (row.start_s, row.end_s)) > 0.6
+    assert resp.iloc[0].evidence["flow_drop_pct"] >= 90
+    assert 40 <= resp.iloc[2].evidence["flow_drop_pct"] <= 70
+
+
+def test_desaturations_follow_each_event(events):
+    desats = events[events.kind == "desaturation"]
+    assert len(desats) == 4
+    assert all(3.5 <= e["drop_pct"] <= 4.2 and e["nadir_pct"] < 93 for e in desats.evidence)
+
+
+def test_rule_1b_needs_4_percent(night):
+    # The dips are 3.9 %: enough for rule 1A, not for 1B.
+    strict = detect_events(night, hypnogram=np.array(STAGES, dtype=object), hypopnea_rule="1B")
+    assert (strict.kind == "hypopnea").sum() == 0
+    assert (strict.kind == "apnea").sum() == 3
+
+
+def test_heart_rate_and_position_events(events):
+    tachy = events[events.kind == "tachycardia"]
+    assert len(tachy) == 1 and abs(tachy.iloc[0].start_s - 1500) <= 3 and abs(tachy.iloc[0].end_s - 1560) <= 3
+    change = events[events.kind == "position_change"]
+    assert list(change.subtype) == ["supine to right"] and change.iloc[0].start_s == 1000
+
+
+def test_flat_airflow_is_an_artefact_not_an_apnea():
+    rec = make_night(["N2"] * 20)
+    rec.signals["AF"].data[300 * 32 : 360 * 32] = 0.0  # sensor off for 60 s while breathing goes on
+    artefacts = artefact_segments(rec)
+    flat = artefacts[(artefacts.channel == "AF") & (artefacts.problem == "flat")]
+    assert len(flat) == 1 and flat.iloc[0].start_s == pytest.approx(300, abs=1)
+    events = detect_events(rec, hypnogram=np.array(["N2"] * 20, dtype=object))
+    assert not events.kind.isin(["apnea", "hypopnea"]).any()
+
+
+def test_wake_events_not_scored_when_stages_known():
+    stages = ["W"] * 20
+    rec = make_night(stages, [("apnea", "obstructive", 300, 20)])
+    assert (detect_events(rec, hypnogram=np.array(stages, dtype=object)).kind == "apnea").sum() == 0
+    assert (detect_events(rec).kind == "apnea").sum() == 1  # no stages: monitoring time
+
+
+def test_bad_arguments_raise_clear_errors(night):
+    with pytest.raises(MeasurementError, match="1A"):
+        detect_events(night, hypopnea_rule="3%")
+    with pytest.raises(MeasurementError, match="epochs"):
+        detect_events(night, hypnogram=np.array(["N2"] * 5, dtype=object))

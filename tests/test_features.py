@@ -1,0 +1,81 @@
+"""Per-epoch features on a hand-built night whose content is known exactly."""
+
+import numpy as np
+import pytest
+
+from physio_night import make_night
+from sleeplm.features import DOMAIN_COLUMNS, epoch_features, heart_beats, missing_reasons
+
+STAGES = ["W"] * 4 + ["N2"] * 6 + ["N3"] * 6 + ["R"] * 4
+
+
+@pytest.fixture(scope="module")
+def night():
+    hr = np.full(len(STAGES) * 30, 60.0)
+    hr[300:420] = 100.0  # epochs 10-13 at 100 bpm
+    pos = np.full(len(STAGES) * 30, 2.0)
+    pos[450:] = 1.0  # supine, then left from epoch 15
+    return make_night(STAGES, hr_bpm=hr, positions=pos)
+
+
+@pytest.fixture(scope="module")
+def table(night):
+    return epoch_features(night)
+
+
+def test_one_row_per_epoch_with_domain_prefixes(table):
+    assert len(table) == len(STAGES)
+    assert list(table.columns) == [c for cols in DOMAIN_COLUMNS.values() for c in cols]
+    assert all(c.split("_")[0] in ("brain", "cardiac", "resp", "posmus") for c in table.columns)
+
+
+def test_eeg_bands_follow_the_stages(table):
+    assert (table.loc[0:3, "brain_c3_alpha_rel"] > 0.8).all()  # 10 Hz waking rhythm
+    assert (table.loc[10:15, "brain_c4_delta_rel"] > 0.9).all()  # 1 Hz slow waves
+    assert (table.loc[4:9, "brain_c3_theta_rel"] > 0.7).all()
+    rel = table[[f"brain_c3_{b}_rel" for b in ("delta", "theta", "alpha", "sigma", "beta")]].sum(axis=1)
+    assert np.allclose(rel, 1.0, atol=0.05)
+
+
+def test_spindles_found_in_n2_only(table):
+    assert table.loc[4:9, "brain_spindle_count"].sum() >= 5
+    assert table.loc[0:3, "brain_spindle_count"].sum() == 0
+    assert table.loc[10:15, "brain_spindle_count"].sum() == 0
+
+
+def test_rapid_eye_movements_in_rem(table):
+    rem = table.loc[16:19, "brain_eog_rapid_power_uv2"].mean()
+    assert rem > 20 * table.loc[4:15, "brain_eog_rapid_power_uv2"].mean()
+
+
+def test_heart_rate_from_r_peaks(night, table):
+    assert table.loc[0:8, "cardiac_hr_mean_bpm"].between(59, 61).all()
+    assert table.loc[10:13, "cardiac_hr_mean_bpm"].between(99, 101).all()
+    times, rr = heart_beats(night)
+    assert len(times) == pytest.approx(600 * 60 / 60 + 120 * 40 / 60, rel=0.02)
+    assert table.loc[0:8, "cardiac_rmssd_ms"].max() < 10  # a metronome heart
+    assert table.loc[4, "cardiac_spo2_mean_pct"] == pytest.approx(96.0)
+
+
+def test_breathing_and_position(table):
+    assert table["resp_thx_rate_per_min"].between(14.5, 15.5).all()
+    assert table["resp_thx_abd_phase_deg"].max() < 10
+    assert table["resp_flow_amplitude_ratio"].between(0.9, 1.1).all()
+    assert list(table.loc[[0, 14, 15, 19], "posmus_position"]) == ["Supine", "Supine", "Left", "Left"]
+    assert table.loc[16:19, "posmus_emg_rms_uv"].mean() < 0.4 * table.loc[4:9, "posmus_emg_rms_uv"].mean()
+
+
+def test_paradoxical_effort_measured():
+    rec = make_night(["N2"] * 4)
+    rec.signals["ABD"].data = -rec.signals["ABD"].data
+    assert epoch_features(rec)["resp_thx_abd_phase_deg"].min() > 170
+
+
+def test_missing_channels_are_nan_with_a_reason():
+    rec = make_night(["N2"] * 4, drop=("ECG", "SpO2", "Pressure", "EOG_Left", "EOG_Right"))
+    table = epoch_features(rec)
+    reasons = missing_reasons(rec)
+    assert table["cardiac_hr_mean_bpm"].isna().all() and table["cardiac_rmssd_ms"].isna().all()
+    assert table["brain_eog_rapid_power_uv2"].isna().all()
+    assert "ECG" in reasons["cardiac_rmssd_ms"] and "SpO2" in reasons["cardiac_spo2_min_pct"]
+    assert "brain_c3_delta_rel" not in reasons and table["brain_c3_delta_rel"].notna().all()

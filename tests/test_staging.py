@@ -1,0 +1,75 @@
+"""Stage sources: the file's scoring, SleepLM captions (hook), YASA; and their agreement."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from physio_night import make_night
+from sleeplm.staging import agreement, stage_from_caption, stage_night, stage_with_yasa
+
+STAGES = ["W"] * 6 + ["N1"] * 2 + ["N2"] * 12 + ["N3"] * 10 + ["R"] * 6 + ["N2"] * 4
+
+
+class CaptionModel:
+    """Stands in for SleepLM's `caption` contract: one stage_event caption per epoch."""
+
+    def __init__(self, captions):
+        self.captions = captions
+        self.domains = []
+
+    def caption(self, epochs, domain):
+        self.domains.append(domain)
+        return self.captions[: len(epochs)]
+
+
+@pytest.mark.parametrize("text, stage", [
+    ("Stage N2 sleep with sleep spindles and a K-complex.", "N2"),
+    ("REM sleep with rapid eye movements.", "R"),
+    ("Deep slow-wave sleep, no events.", "N3"),
+    ("The subject is awake with alpha rhythm.", "W"),
+    ("Stage N1, drowsy.", "N1"),
+    ("Regular breathing.", "?"),
+])
+def test_stage_words_in_captions(text, stage):
+    assert stage_from_caption(text) == stage
+
+
+def test_reference_scoring_wins_and_is_compared_with_sleeplm():
+    rec = make_night(STAGES)
+    words = {"W": "Awake.", "N1": "Stage N1.", "N2": "Stage N2 sleep.", "N3": "Stage N3.", "R": "REM sleep."}
+    captions = [words[s] for s in STAGES]
+    captions[10] = "Stage N3."  # one disagreement
+    model = CaptionModel(captions)
+    result = stage_night(rec, model=model, automatic=False)
+    assert result.source == "reference scoring"
+    assert list(result.hypnogram) == STAGES
+    assert model.domains == ["stage_event"]
+    assert result.agreement["with"] == "sleeplm"
+    assert result.agreement["accuracy"] == pytest.approx(39 / 40, abs=1e-3)
+    assert 0.9 < result.agreement["kappa"] < 1
+
+
+def test_agreement_matches_sklearn_and_skips_unscored():
+    rng = np.random.default_rng(1)
+    a = rng.choice(["W", "N1", "N2", "N3", "R"], 200).astype(object)
+    b = a.copy()
+    b[rng.choice(200, 50, replace=False)] = "N2"
+    a[:10] = "?"
+    result = agreement(a, b, "yasa")
+    assert result["n_epochs"] == 190
+    assert result["kappa"] == pytest.approx(cohen_kappa_score(a[10:].astype(str), b[10:].astype(str)), abs=1e-3)
+
+
+def test_yasa_stages_the_night_without_scoring():
+    rec = make_night(["N2"] * 20, scored=False)
+    result = stage_night(rec)
+    assert result.source == "yasa" and result.agreement is None
+    assert len(result.hypnogram) == 20 and set(result.hypnogram) <= {"W", "N1", "N2", "N3", "R"}
+    assert list(stage_with_yasa(rec)) == list(result.hypnogram)
+
+
+def test_no_eeg_means_no_hypnogram_with_reason():
+    rec = make_night(["N2"] * 4, scored=False, drop=("EEG_C3_A2", "EEG_C4_A1", "Pressure"))
+    result = stage_night(rec)
+    assert result.hypnogram is None and result.source == "none"
+    assert "no EEG" in result.unavailable["yasa"]

@@ -1,0 +1,78 @@
+"""Night statistics: equal to YASA where both define a figure; AASM indices on a known night."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import yasa
+
+from physio_night import make_night
+from sleeplm.staging import StagingResult
+from sleeplm.summary import SUMMARY_KEYS, night_summary, severity_band, sleep_statistics
+
+YASA_CODES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4, "?": -2}
+SAME = {"tib_min": "TIB", "spt_min": "SPT", "tst_min": "TST", "waso_min": "WASO", "sol_min": "SOL", "se_pct": "SE",
+        "N1_min": "N1", "N2_min": "N2", "N3_min": "N3", "R_min": "REM",
+        "N1_pct": "%N1", "N2_pct": "%N2", "N3_pct": "%N3", "R_pct": "%REM"}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_equal_to_yasa_sleep_statistics(seed):
+    rng = np.random.default_rng(seed)
+    # Runs of stages with some unscored epochs, starting and ending awake.
+    hyp = np.concatenate([["W"] * 10] + [[s] * rng.integers(1, 30) for s in rng.choice(["W", "N1", "N2", "N3", "R", "?"], 40)] + [["W"] * 5])
+    ours = sleep_statistics(hyp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        theirs = yasa.sleep_statistics(np.array([YASA_CODES[s] for s in hyp]), sf_hyp=1 / 30)
+    for key, name in SAME.items():
+        assert ours[key] == pytest.approx(theirs[name], abs=0.01), key
+    assert ours["rem_latency_min"] == pytest.approx(theirs["Lat_REM"] - theirs["SOL"])
+
+
+def test_awakenings_and_latencies():
+    hyp = np.array(["W", "W", "N1", "N2", "W", "N2", "R", "W", "W", "N2", "W"], dtype=object)
+    stats = sleep_statistics(hyp)
+    assert stats["n_awakenings"] == 2 and stats["sol_min"] == 1.0 and stats["rem_latency_min"] == 2.0
+    assert stats["waso_min"] == 1.5 and stats["W_pct"] == pytest.approx(100 * 6 / 11, abs=0.01)
+
+
+@pytest.mark.parametrize("ahi, band", [(0, "normal"), (4.99, "normal"), (5, "mild"), (15, "moderate"), (30, "severe"), (None, None)])
+def test_severity_bands(ahi, band):
+    assert severity_band(ahi) == band
+
+
+def test_known_night_indices():
+    stages = ["W"] * 2 + ["N2"] * 38 + ["R"] * 20
+    positions = np.full(1800, 2.0)
+    positions[900:] = 1.0  # supine first half, left second half
+    events = pd.DataFrame({
+        "kind": ["apnea", "apnea", "hypopnea", "desaturation", "desaturation"],
+        "subtype": ["obstructive", "central", "", "4%", "3%"],
+        "start_s": [300.0, 600.0, 1300.0, 320.0, 620.0], "end_s": [320.0, 620.0, 1325.0, 340.0, 640.0],
+    })
+    rec = make_night(stages, positions=positions)
+    rec.signals["SpO2"].data[100:160] = 88.0
+    summary = night_summary(rec, events=events, staging=StagingResult(np.array(stages, dtype=object), "reference scoring"))
+    assert set(SUMMARY_KEYS) <= set(summary)
+    assert summary["tst_min"] == 29.0 and summary["n_apneas"] == 2 and summary["n_hypopneas"] == 1
+    assert summary["ahi"] == pytest.approx(3 / (29 / 60), abs=0.01)
+    assert summary["ahi_supine"] == pytest.approx(2 / (14 / 60), abs=0.01)  # 28 supine sleep epochs
+    assert summary["ahi_nonsupine"] == pytest.approx(1 / 0.25, abs=0.01)
+    assert summary["ahi_rem"] == pytest.approx(1 / (10 / 60), abs=0.01)
+    assert summary["odi3"] == pytest.approx(2 / (29 / 60), abs=0.01) and summary["odi4"] == pytest.approx(1 / (29 / 60), abs=0.01)
+    assert summary["t90_min"] == 1.0 and summary["spo2_min"] == 88.0
+    assert summary["hr_mean"] == pytest.approx(60, abs=0.5)
+    assert summary["position_min"] == {"Left": 15.0, "Supine": 15.0}
+    assert summary["severity"] == "mild" and summary["not_assessable"] == {}
+
+
+def test_no_eeg_gives_rei_and_reasons():
+    rec = make_night(["N2"] * 20, [("apnea", "obstructive", 300, 20)], scored=False,
+                     drop=("EEG_C3_A2", "EEG_C4_A1", "SpO2", "Pressure"))
+    summary = night_summary(rec)
+    assert summary["tst_min"] is None and summary["ahi"] is None
+    assert "EEG" in summary["not_assessable"]["tst_min"] and "REI" in summary["not_assessable"]["ahi"]
+    assert summary["rei"] == pytest.approx(1 / (10 / 60), abs=0.01) and summary["severity"] == "mild"
+    assert summary["odi3"] is None and "SpO2" in summary["not_assessable"]["odi3"]
