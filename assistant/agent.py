@@ -2,7 +2,8 @@
 
 - `create_agent` with an in-memory checkpointer (one thread per conversation, so follow-ups
   see earlier turns) and a model-call limit per turn.
-- `TurnGuard` middleware: puts the audience's system prompt in front of every call, records
+- `TurnGuard` middleware: puts a short tool-choice prompt in front of the first call and the
+  answer rules with the audience's style in front of the answer call, records
   every message sent to the language model (audit, privacy tests), and, once the turn has a
   successful tool result, calls the model WITHOUT tools, because small models otherwise repeat
   the call or answer in JSON. A tool call made anyway is removed and marked as a repeat.
@@ -28,7 +29,7 @@ from assistant.grounding import Grounding
 from tools import ALL_TOOLS, NightContext
 
 __all__ = [
-    "AUDIENCES", "MAX_MODEL_CALLS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt",
+    "AUDIENCES", "MAX_MODEL_CALLS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt", "tool_choice_prompt",
     "TurnGuard", "build_agent", "message_record", "answer_problem", "tool_writeup", "route_question",
     "result_summary",
 ]
@@ -51,8 +52,16 @@ def load_prompt(name: str) -> str:
 
 
 def system_prompt(audience: str = "clinician") -> str:
-    """The system prompt: shared rules followed by the audience's style."""
+    """The answer-step system prompt: the answer rules followed by the audience's style."""
     return f"{load_prompt('system')}\n\n{load_prompt(audience)}"
+
+
+def tool_choice_prompt(audience: str = "clinician") -> str:
+    """The tool-choice system prompt: short, because small models answer in prose instead of
+    calling a tool when the prompt is long; the answer rules come with the answer step."""
+    hint = 'The reader is the patient: pass audience "patient" where a tool asks for it.' if audience == "patient" else (
+        "The reader is a clinician.")
+    return f"{load_prompt('tool_choice')}\n{hint}"
 
 
 def message_record(message: BaseMessage, call: int | None = None) -> dict:
@@ -103,10 +112,8 @@ class TurnGuard(AgentMiddleware):
         audience = getattr(context, "audience", "clinician")
         turn = _current_turn(request.messages)
         answered = any(isinstance(m, ToolMessage) and m.status != "error" for m in turn)
-        request = request.override(
-            system_message=SystemMessage(system_prompt(audience)),
-            tools=[] if answered else request.tools,
-        )
+        prompt = system_prompt(audience) if answered else tool_choice_prompt(audience)
+        request = request.override(system_message=SystemMessage(prompt), tools=[] if answered else request.tools)
         self.calls += 1
         self.sent += [message_record(m, self.calls) for m in [request.system_message, *request.messages]]
         response = handler(request)
@@ -127,7 +134,7 @@ def build_agent(llm: BaseChatModel, guard: TurnGuard):
     return create_agent(
         llm,
         ALL_TOOLS,
-        system_prompt=system_prompt("clinician"),
+        system_prompt=tool_choice_prompt("clinician"),
         middleware=[guard, ModelCallLimitMiddleware(run_limit=MAX_MODEL_CALLS, exit_behavior="end")],
         context_schema=NightContext,
         checkpointer=InMemorySaver(),

@@ -89,7 +89,7 @@ def _resolve_llm(llm: Any) -> tuple[BaseChatModel | None, dict]:
     """A chat model and its {"backend", "model"} from an instance, a spec string or None (configured default)."""
     if isinstance(llm, BaseChatModel):
         name = getattr(llm, "model_name", None) or getattr(llm, "model", None) or type(llm).__name__
-        return llm, {"backend": type(llm).__name__, "model": str(name)}
+        return llm, {"backend": llm._llm_type, "model": str(name), "detail": "chat model given to the session"}
     try:
         from assistant.llm import get_chat_model
     except ImportError:
@@ -142,14 +142,19 @@ class NightSession:
         self._n_figures = 0
 
     # ---- loading ----------------------------------------------------------------------
-    def load(self, path: str | Path, progress: Callable | None = None) -> Recording:
+    def load(
+        self, path: str | Path, progress: Callable | None = None, channel_map: dict | None = None,
+        position_map: str | dict | None = None,
+    ) -> Recording:
         """Load and analyse a recording; start SleepLM embeddings in the background when a model is loaded.
 
-        Raises the `sleeplm.errors.RecordingError` family for unusable files.
+        `progress` is handed to the analysis (``progress(fraction, text)``); `channel_map` and
+        `position_map` to `sleeplm.io.load_recording`. Raises the `sleeplm.errors.RecordingError`
+        family for unusable files. A new recording starts a new conversation.
         """
         from sleeplm.io import load_recording
 
-        rec = load_recording(path)
+        rec = load_recording(path, channel_map=channel_map, position_map=position_map)
         self.night = NightContext(rec=rec, analysis=self._analyze(rec, progress), model=self.sleeplm, model_status=self.sleeplm_status)
         self.reset()
         if self.sleeplm is not None:

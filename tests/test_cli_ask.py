@@ -29,7 +29,8 @@ def test_ask_json_with_a_chat_model(small_edf, capsys, monkeypatch, scripted_mod
     assert out["grounding"] == {"matched": ["22:45:00", "0.33"], "unmatched": []}
     roles = [m["role"] for m in out["llm_messages"]]
     assert roles == ["system", "human", "system", "human", "ai", "tool"]
-    assert "Audience: the person who slept" in out["llm_messages"][0]["content"]
+    assert 'pass audience "patient"' in out["llm_messages"][0]["content"]
+    assert "Audience: the person who slept" in out["llm_messages"][2]["content"]
     assert out["llm_messages"][4]["tool_calls"] == [{"name": "recording_overview", "args": {}}]
 
 
