@@ -188,13 +188,16 @@ SUMMARY_ROWS = [
     ("ahi_supine", "AHI supine (/h)"), ("ahi_nonsupine", "AHI non-supine (/h)"), ("ahi_rem", "AHI REM (/h)"),
     ("ahi_nrem", "AHI NREM (/h)"), ("odi3", "ODI 3% (/h)"), ("odi4", "ODI 4% (/h)"), ("t90_min", "Time SpO2 < 90% (min)"),
     ("spo2_min", "SpO2 minimum (%)"), ("spo2_mean", "SpO2 mean (%)"), ("hr_mean", "Heart rate mean (bpm)"),
-    ("n_apneas", "Apneas"), ("n_hypopneas", "Hypopneas"),
+    ("n_apneas", "Apneas"), ("n_hypopneas", "Hypopneas"), ("position_min", "Time by body position"),
 ]
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, reason: str | None = None) -> str:
+    """A summary value as text; a missing one with the reason it could not be measured."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "not assessable"
+        return textwrap.shorten(f"not assessable: {reason}", 62) if reason else "not assessable"
+    if isinstance(value, dict):
+        return ", ".join(f"{name} {_shown(minutes)} min" for name, minutes in value.items())
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.1f}"
     return str(value)
@@ -215,10 +218,10 @@ def _summary_page(rec: Recording, summary: dict | None, stage_source: str | None
     if not summary:
         ax.text(0, 1, "No night summary was computed for this recording.", va="top", fontsize=10)
         return fig
-    rows = [[label, _shown(summary.get(key))] for key, label in SUMMARY_ROWS if key in summary]
     reasons = summary.get("not_assessable") or {}
-    rows += [[f"{key}: not assessable", textwrap.shorten(str(reason), 60)] for key, reason in reasons.items()]
-    table = ax.table(cellText=rows, colLabels=["Measure", "Value"], loc="upper left", cellLoc="left", colWidths=(0.5, 0.5))
+    rows = [[label, _shown(summary.get(key), reasons.get(key))] for key, label in SUMMARY_ROWS
+            if key in summary or key in reasons]
+    table = ax.table(cellText=rows, colLabels=["Measure", "Value"], loc="upper left", cellLoc="left", colWidths=(0.38, 0.62))
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     return fig

@@ -109,13 +109,14 @@ def test_annotation_labels():
 
 def test_report_pdf_holds_summary_events_and_answers(rec, tmp_path):
     answers = [("When did respiration look abnormal?", "An obstructive apnea at 22:50:00-22:50:15 (epoch 10).")]
-    summary = {"tst_min": 300.0, "ahi": 5.25, "severity": "mild", "hr_mean": None, "not_assessable": {"hr_mean": "no ECG"}}
+    summary = {"tst_min": 300.0, "ahi": 5.25, "severity": "mild", "hr_mean": None, "position_min": {"Supine": 100.0},
+               "not_assessable": {"hr_mean": "no ECG channel"}}
     path = write_report_pdf(rec, tmp_path / "report.pdf", summary=summary, hypnogram=HYPNOGRAM, events=EVENTS,
                             answers=answers, stage_source="yasa")
     data = path.read_bytes()
     assert data.startswith(b"%PDF") and len(re.findall(rb"/Type /Page\b", data)) == 4
     text = pdf_text(path)
-    for expected in ("night report", "Total sleep time (min)", "300.0", "AHI (/h)", "5.2", "mild", "no ECG",
+    for expected in ("night report", "Total sleep time (min)", "300.0", "AHI (/h)", "5.2", "mild", "not assessable: no ECG channel", "Supine 100.0 min",
                      "Events 1-3 of 3", "obstructive", "22:50:00", "When did respiration look abnormal?",
                      "epoch 10", "Stages: yasa"):
         assert expected in text, expected
