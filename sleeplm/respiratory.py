@@ -160,6 +160,24 @@ def _effort_subtype(effort: np.ndarray | None, start: float, end: float, window_
     return "obstructive", level
 
 
+def _hypopnea_subtype(effort: np.ndarray | None, start: float, end: float, window_s: float) -> tuple[str, float | None]:
+    """obstructive when breathing effort holds up while flow falls, central when effort falls with it.
+
+    AASM classifies hypopneas as obstructive by snoring, flow flattening or paradox; here the
+    effort envelope stands in: an obstructed airway keeps (or raises) effort against the
+    narrowing, a central hypopnea lowers effort and flow together.
+    """
+    if effort is None:
+        return "", None
+    trim = min(window_s / 2, (end - start - 2) / 2)
+    part = effort[int(start + trim) : int(np.ceil(end - trim))]
+    part = part[np.isfinite(part)]
+    if part.size == 0:
+        return "", None
+    level = float(np.median(part))
+    return ("obstructive" if level >= HYPOPNEA_RATIO else "central"), level
+
+
 def detect_apneas_hypopneas(rec: Recording, bad: np.ndarray, desats: pd.DataFrame, arousals: pd.DataFrame,
                             hypopnea_rule: str = "1A") -> list[dict]:
     """Apneas and hypopneas as dicts with kind, subtype, start_s, end_s, evidence.
@@ -204,10 +222,12 @@ def detect_apneas_hypopneas(rec: Recording, bad: np.ndarray, desats: pd.DataFram
         qualifies = drop >= min_drop or (hypopnea_rule == "1A" and len(woke) > 0)
         if not qualifies:
             continue
+        subtype, effort_level = _hypopnea_subtype(effort, start, end, hypo_flow[1])
         events.append({
-            "kind": "hypopnea", "subtype": "", "start_s": start, "end_s": end,
+            "kind": "hypopnea", "subtype": subtype, "start_s": start, "end_s": end,
             "evidence": {"flow_drop_pct": round(100 * (1 - float(np.nanmedian(hypo_flow[0][a:b]))), 1),
                          "channel": hypopnea_channel, "desaturation_pct": round(drop, 1) if drop else None,
-                         "arousal": bool(len(woke)), "rule": hypopnea_rule},
+                         "arousal": bool(len(woke)), "rule": hypopnea_rule,
+                         "effort_ratio": None if effort_level is None else round(effort_level, 2)},
         })
     return events

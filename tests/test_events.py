@@ -1,6 +1,7 @@
 """Event detection on hand-built nights with known pauses, dips, heart rate and positions."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from physio_night import make_night
@@ -9,8 +10,8 @@ from sleeplm.quality import artefact_segments
 from sleeplm.signals import MeasurementError
 
 STAGES = ["W"] * 2 + ["N2"] * 40 + ["R"] * 10 + ["N2"] * 8
-TRUE_EVENTS = [("apnea", "obstructive", 300, 20), ("apnea", "central", 600, 15), ("hypopnea", "", 900, 25),
-               ("apnea", "obstructive", 1200, 30)]
+TRUE_EVENTS = [("apnea", "obstructive", 300, 20), ("apnea", "central", 600, 15), ("hypopnea", "obstructive", 900, 25),
+               ("apnea", "obstructive", 1200, 30), ("hypopnea", "central", 1650, 20)]
 
 
 def iou(a, b):
@@ -51,7 +52,7 @@ def test_apneas_and_hypopneas_found_with_subtypes(events):
 
 def test_desaturations_follow_each_event(events):
     desats = events[events.kind == "desaturation"]
-    assert len(desats) == 4
+    assert len(desats) == 5
     assert all(3.5 <= e["drop_pct"] <= 4.2 and e["nadir_pct"] < 93 for e in desats.evidence)
 
 
@@ -91,3 +92,13 @@ def test_bad_arguments_raise_clear_errors(night):
         detect_events(night, hypopnea_rule="3%")
     with pytest.raises(MeasurementError, match="epochs"):
         detect_events(night, hypnogram=np.array(["N2"] * 5, dtype=object))
+
+
+def test_event_agreement_matches_one_to_one_at_iou():
+    from sleeplm.evaluation import event_agreement, match_events
+
+    ours = pd.DataFrame({"start_s": [10.0, 14.0, 100.0], "end_s": [30.0, 30.0, 110.0]})
+    truth = pd.DataFrame({"start_s": [12.0, 200.0], "end_s": [28.0, 210.0]})
+    assert match_events(ours, truth) == [(1, 0, pytest.approx(14 / 18))]  # the better overlap wins
+    assert event_agreement(ours, truth) == {"tp": 1, "fp": 2, "fn": 1, "precision": 0.333, "recall": 0.5, "f1": 0.4}
+    assert event_agreement(ours.iloc[:0], truth.iloc[:0])["f1"] == 1.0
