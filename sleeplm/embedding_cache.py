@@ -1,0 +1,73 @@
+"""SleepLM night embeddings, computed once per recording and checkpoint and kept on disk.
+
+Encoding a whole night takes minutes on a laptop CPU, while every retrieval question needs
+the same [N, 512] matrix; so it is stored as `.npy` under `$SLEEPLM_CACHE/embeddings/`
+(default `~/.cache/sleeplm-assistant`) and reused across questions and restarts. The file
+name holds only hashes (recording content, prepared epochs, checkpoint): nothing identifying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sleeplm.recording import Recording
+
+__all__ = ["cache_root", "embedding_cache_path", "night_embeddings"]
+
+logger = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """`$SLEEPLM_CACHE`, or `~/.cache/sleeplm-assistant` when unset."""
+    return Path(os.environ.get("SLEEPLM_CACHE") or "~/.cache/sleeplm-assistant").expanduser()
+
+
+def embedding_cache_path(model: Any, rec: Recording) -> Path:
+    """Where the embeddings of `rec` under `model`'s checkpoint are stored.
+
+    The key adds a digest of the prepared epochs to the raw-file hash, because the same file
+    loaded with another channel map or normalisation gives different model input.
+    """
+    epochs_digest = hashlib.sha256(np.ascontiguousarray(rec.epochs, dtype=np.float32).tobytes()).hexdigest()[:12]
+    name = f"{rec.content_hash[:16]}-{epochs_digest}-{model.checkpoint_id}.npy"
+    return cache_root() / "embeddings" / name
+
+
+def night_embeddings(model: Any, rec: Recording, progress: Callable[[float, str], Any] | None = None) -> np.ndarray:
+    """Signal embeddings [N, E] (float32 unit vectors) of every epoch of `rec`, cached on disk.
+
+    Parameters
+    ----------
+    model : sleeplm.inference.SleepLM
+        Needs `checkpoint_id` and `encode_signals`.
+    rec : Recording
+        The loaded night (its `epochs` are the model input as prepared by ingestion).
+    progress : callable(fraction, message), optional
+        Called while encoding (not on a cache hit, which reports 1.0 once).
+    """
+    path = embedding_cache_path(model, rec)
+    if path.is_file():
+        try:
+            cached = np.load(path)
+            if cached.shape[0] == rec.n_epochs and cached.dtype == np.float32:
+                if progress:
+                    progress(1.0, "SleepLM embeddings loaded from cache")
+                return cached
+            logger.warning("Ignoring a cached embedding file of the wrong shape %s", cached.shape)
+        except (OSError, ValueError) as exc:
+            logger.warning("Ignoring an unreadable cached embedding file (%s)", exc)
+    embeddings = model.encode_signals(rec.epochs, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a crash or a concurrent reader never sees half a file.
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
+        np.save(tmp, embeddings)
+    os.replace(tmp.name, path)
+    logger.info("SleepLM embeddings of %d epochs cached", rec.n_epochs)
+    return embeddings
