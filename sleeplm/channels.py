@@ -35,6 +35,7 @@ __all__ = [
     "recognize_montage",
     "map_channels",
     "decode_position",
+    "guess_position_map",
 ]
 
 logger = logging.getLogger(__name__)
@@ -314,3 +315,16 @@ def decode_position(values: np.ndarray, position_map: str | dict) -> tuple[np.nd
             out[integral & (rounded == code)] = target
     unknown = float(np.mean(out == -1)) if out.size else 0.0
     return out, unknown
+
+
+def guess_position_map(values: np.ndarray) -> str:
+    """Map for a position channel of an unrecognised vendor: ``"nox"`` when the values are roll
+    angles in degrees (mostly not integer codes -1..4, all within ±360), else ``"sleeplm"`` codes."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return "sleeplm"
+    is_code = (np.abs(values - np.round(values)) < 0.01) & (values >= -1) & (values <= 4)
+    if is_code.mean() < 0.5 and np.abs(values).max() <= 360:
+        return "nox"
+    return "sleeplm"

@@ -341,6 +341,7 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
     hasher.start()  # hashing 100+ MB overlaps with reading; hashlib releases the GIL
 
     reader = _EdfReader(path, header)
+    # The vendor position map: the user's, else the recognised montage's, else guessed from the values.
     position_map_assumed = position_map is None and montage not in chmap.MONTAGE_POSITION_MAP
     if position_map is None:
         position_map = chmap.MONTAGE_POSITION_MAP.get(montage, "sleeplm")
@@ -349,6 +350,7 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             f"unknown position_map {position_map!r}; use one of {sorted(chmap.POSITION_MAPS)} or a dict code->label."
         )
     duration_s = n_epochs * EPOCH_SEC
+    decoded_with: dict[str, str] = {}  # the position map actually used, once POS is decoded
 
     def prepare(name: str):
         source = sources[name]
@@ -364,9 +366,13 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             info.unit = "uV"
         data = data[: int(round(duration_s * sfreq))]
         if name == "POS":
+            used_map = position_map
             if position_map_assumed:
-                info.warnings.append("vendor not recognised: SleepLM codes assumed; pass position_map= if they differ")
-            return (info, *preprocess.prepare_position(data, sfreq, position_map, info))
+                used_map = chmap.guess_position_map(data)
+                kind = "roll angles in degrees" if used_map == "nox" else "SleepLM codes"
+                info.warnings.append(f"vendor not recognised: values read as {kind}; pass position_map= if wrong")
+            decoded_with["POS"] = used_map if isinstance(used_map, str) else "custom"
+            return (info, *preprocess.prepare_position(data, sfreq, used_map, info))
         return (info, *preprocess.prepare_signal(name, data, sfreq, rails, info, normalization))
 
     # Channels are independent and numpy/scipy release the GIL: two workers prepare channels
@@ -419,7 +425,7 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
         signals=signals,
         start_seconds=header.start_seconds,
         normalization=normalization,
-        position_map=position_map if isinstance(position_map, str) else "custom",
+        position_map=decoded_with.get("POS"),
         reference=reference,
         source_format=header.format_name,
         content_hash=hashed["hash"],

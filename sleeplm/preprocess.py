@@ -26,6 +26,7 @@ __all__ = [
     "to_epochs",
     "channel_warnings",
     "SIGNAL_RATE_LIMITS",
+    "TREND_SIGNALS",
     "prepare_signal",
     "prepare_position",
 ]
@@ -39,6 +40,9 @@ SIGNAL_RATE_LIMITS = {
     "Snore": 128, "AF": 32, "ABD": 32, "THX": 32, "Pressure": 32, "SpO2": 4, "HR": 4, "POS": 4, "Light": 4,
 }
 _MIN_SIGNAL_RATE = 1.0
+# Slow trend signals: a value may hold for minutes and sit at its range limit (SpO2 100%), so
+# they get no flat-run or clipping checks, and a constant one is kept (lights stay off all night).
+TREND_SIGNALS = ("SpO2", "HR", "Light")
 # |z| above this is clipped: beyond it a sample is artefact, and unbounded values would dominate attention.
 Z_CLIP = 10.0
 # A run of identical samples at least this long (s) counts as flat (disconnected lead, saturation).
@@ -82,14 +86,17 @@ def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x, np.full(n - len(x), x[-1] if len(x) else 0, dtype=x.dtype)])
 
 
-def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | None = None) -> np.ndarray:
+def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | None = None,
+                  flat_run_s: float | None = FLAT_RUN_S) -> np.ndarray:
     """Boolean mask of samples unfit for statistics: non-finite, flat runs, or at the amplifier rails.
 
     Parameters
     ----------
     data : 1-D signal.
-    sfreq : rate in Hz (sets the minimum flat-run length, `FLAT_RUN_S`).
+    sfreq : rate in Hz.
     rails : (low, high) physical limits of the recording channel; samples at or beyond them are clipped.
+    flat_run_s : shortest run of identical samples (s) that counts as flat; None: no flat check
+        (for slow trend signals such as SpO2, whose value legitimately holds for minutes).
 
     Returns
     -------
@@ -101,7 +108,7 @@ def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | N
         low, high = rails
         tol = 1e-6 * max(abs(high - low), 1e-12)
         bad |= (data <= low + tol) | (data >= high - tol)
-    run = max(int(FLAT_RUN_S * sfreq), 2)
+    run = max(int(flat_run_s * sfreq), 2) if flat_run_s is not None else len(data) + 1
     if len(data) >= run:
         # A sample is flat when it sits in a run of `run` identical consecutive values. With
         # same[j] = (data[j] == data[j-1]) padded by False, an edge +1 at k opens a block of equal
@@ -133,6 +140,8 @@ def robust_center_scale(data: np.ndarray, bad: np.ndarray | None = None) -> tupl
         scale = float(np.median(np.abs(good - median))) * 1.4826
     if scale <= 0:
         scale = float(np.std(good))
+    if scale <= 1e-6 * max(abs(median), 1.0):  # float rounding of a constant signal, not variation
+        scale = 0.0
     return float(median), float(scale)
 
 
@@ -251,7 +260,10 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     Each needed rate is resampled from the lowest-rate version already made that is still at or
     above it (already band-limited, so cheaper and just as clean as starting from the file rate).
     """
-    bad = artefact_mask(data, sfreq, rails)
+    trend = name in TREND_SIGNALS
+    if trend:
+        rails = None
+    bad = artefact_mask(data, sfreq, rails, flat_run_s=None if trend else FLAT_RUN_S)
     rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS.get(name, sfreq)), _MIN_SIGNAL_RATE))
     versions = {sfreq: data}
     for target in sorted({rate, float(SFREQ)} if name in CANONICAL_CHANNELS else {rate}, reverse=True):
@@ -261,7 +273,9 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     stats_bad = hold_resample(bad, sfreq, stats_rate).astype(bool)
     center, scale = robust_center_scale(versions[stats_rate], stats_bad)
     info.warnings += channel_warnings(name, data, bad, scale, info.unit, rails)
-    if not scale > 0 or stats_bad.mean() > 0.95:
+    if trend and not scale > 0 and name != "Light" and np.isfinite(center):
+        info.warnings.append(f"constant at {center:g} {info.unit or ''} for the whole recording: sensor off?")
+    elif not trend and (not scale > 0 or stats_bad.mean() > 0.95):
         info.present = False
         info.warnings.append("flat or unusable: treated as missing")
         return None, None

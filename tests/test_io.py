@@ -128,7 +128,7 @@ def test_epochs_are_robustly_zscored_and_pos_holds_codes(aasm_file):
     assert set(np.unique(pos)) == {0.0, 1.0, 2.0, 3.0}
     assert (pos[0] == 0).all() and (pos[-1] == 3).all()  # not z-scored, held per sample
     assert rec.position_map == "sleeplm"
-    assert any("SleepLM codes assumed" in w for w in rec.channels[-1].warnings)
+    assert any("values read as SleepLM codes" in w for w in rec.channels[-1].warnings)
 
 
 def test_per_epoch_normalization(aasm_file):
@@ -315,3 +315,30 @@ def test_degenerate_unused_channel_does_not_reject_the_file(tmp_path):
     path.write_bytes(bytes(raw))
     rec = load_recording(path)
     assert rec.channel_present[CANONICAL_CHANNELS.index("EEG_C3_A2")]
+
+
+def test_trend_signals_are_not_flat_artefacts(tmp_path):
+    path = tmp_path / "trend.edf"
+    write_psg(path, [("C3-M2", 128, "uV", eeg_like), ("LIGHT", 1, "", np.zeros(60)),
+                     ("SpO2", 1, "%", np.repeat([97.0, 98.0], 30)), ("HR", 1, "bpm", np.full(60, 62.0))], minutes=1)
+    rec = load_recording(path)
+    info = {c.canonical: c for c in rec.extra_channels}
+    assert set(rec.signals) >= {"Light", "SpO2", "HR"}  # lights off all night is data, not a dead sensor
+    assert info["Light"].warnings == [] and info["SpO2"].warnings == []
+    assert info["HR"].warnings == ["constant at 62 bpm for the whole recording: sensor off?"]
+
+
+def test_position_angles_are_recognised_without_a_vendor(tmp_path):
+    path = tmp_path / "angles.edf"
+    angles = np.repeat([3.0, 88.0, -92.0, 178.0], 15) + np.tile(np.linspace(-2, 2, 15), 4)
+    write_psg(path, [("C3-M2", 128, "uV", eeg_like), ("Position", 1, "deg", angles)], minutes=1)
+    rec = load_recording(path)
+    assert rec.position_map == "nox"
+    assert list(rec.signals["POS"].data[[0, 20, 35, 50]]) == [2, 1, 0, 3]
+    assert any("roll angles" in w for w in rec.channels[-1].warnings)
+
+
+def test_no_position_channel_means_no_position_map(tmp_path):
+    path = tmp_path / "nopos.edf"
+    write_psg(path, [("C3-M2", 128, "uV", eeg_like)], minutes=1)
+    assert load_recording(path).position_map is None
