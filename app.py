@@ -25,7 +25,6 @@ import os
 # Before gradio is imported: it reads this at import time.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-import inspect
 import json
 import logging
 import shutil
@@ -216,8 +215,7 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     """Load `path` into the session; yields the panel's outputs as each stage finishes."""
     progress(0.02, desc="Reading the recording")
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
-    kwargs = {"channel_map": channel_map} if channel_map else {}
-    bs.night.load(path, progress=report, **kwargs)
+    bs.night.load(path, progress=report, channel_map=channel_map)
     bs.recording_path = path
     bs.turns.clear()
     progress(0.92, desc="Drawing the night")
@@ -275,9 +273,6 @@ def reload_with_channel_map(table: pd.DataFrame, state: BrowserSession | None, p
     progress = progress or (lambda *a, **k: None)
     if state is None or state.recording_path is None or state.preflight is None:
         raise gr.Error("Load a recording first; then map its missing channels in the preflight table.")
-    if "channel_map" not in inspect.signature(state.night.load).parameters:
-        raise gr.Error("Re-loading with a channel map needs NightSession.load(channel_map=...), which this "
-                       "installation does not have yet; use `sleeplm-assistant inspect` and rename the channels.")
     before = dict(zip(state.preflight["channel"], state.preflight["source"].fillna("")))
     channel_map = {
         str(row.channel): str(row.source).strip()

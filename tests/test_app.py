@@ -7,7 +7,6 @@ tool results it is shown, so every answer here comes from the real tools on the 
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import json
 import re
 import shutil
@@ -186,12 +185,13 @@ def test_channel_map_reload(loaded):
     with pytest.raises(gr.Error, match="No channel was changed"):
         list(app.reload_with_channel_map(table, loaded, no_progress))
     table.loc[table["channel"] == "AF", "source"] = "EEG C4-A1"
-    if "channel_map" not in inspect.signature(loaded.night.load).parameters:
-        with pytest.raises(gr.Error, match=re.escape("needs NightSession.load(channel_map=...)")):
-            list(app.reload_with_channel_map(table, loaded, no_progress))
-    else:
-        outputs = list(app.reload_with_channel_map(table, loaded, no_progress))[-1]
-        assert outputs[3]["value"].set_index("channel").loc["AF", "source"] == "EEG C4-A1"
+    outputs = list(app.reload_with_channel_map(table, loaded, no_progress))[-1]
+    assert outputs[3]["value"].set_index("channel").loc["AF", "source"] == "EEG C4-A1"
+    assert loaded.night.night.rec.has("AF")
+    table.loc[table["channel"] == "THX", "source"] = "Belt 9"
+    with pytest.raises(gr.Error) as info:
+        list(app.reload_with_channel_map(table, loaded, no_progress))
+    assert info.value.title == "This channel map does not fit the file" and "Belt 9" in info.value.message
 
 
 def test_downloads_carry_the_conversation(loaded):
