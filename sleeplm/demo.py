@@ -1,0 +1,50 @@
+"""The built-in demo night: a simulated 1.5-h AASM recording with known truth, made once per machine.
+
+It is generated deterministically on first use into the cache directory (``$SLEEPLM_CACHE``, else
+``~/.cache/sleeplm-assistant``) so nothing large is committed, and the app can open it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["DEMO_SETTINGS", "cache_dir", "demo_recording_path"]
+
+logger = logging.getLogger(__name__)
+
+# Changing any of these changes the demo night; the version in the file name keeps old caches apart.
+DEMO_SETTINGS = {"duration_h": 1.5, "seed": 20240506, "severity": "moderate", "montage": "aasm", "sfreq": 256,
+                 "start_clock": "23:10:00"}
+_DEMO_FILE = "demo_night_v1.edf"
+
+
+def cache_dir() -> Path:
+    """``$SLEEPLM_CACHE`` or ``~/.cache/sleeplm-assistant`` (created)."""
+    folder = Path(os.environ.get("SLEEPLM_CACHE") or Path.home() / ".cache" / "sleeplm-assistant")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def demo_recording_path() -> Path:
+    """Path of the demo night's EDF+ (its truth is ``<path>.truth.json``), simulating it on first use.
+
+    Returns
+    -------
+    Path to ``demo_night_v1.edf`` in `cache_dir()`. Concurrent first calls are safe: each writes
+    into its own temporary folder and moves the finished files into place (truth first).
+    """
+    from sleeplm.synthetic import simulate_night, truth_path, write_night
+
+    target = cache_dir() / _DEMO_FILE
+    if target.exists() and truth_path(target).exists():
+        return target
+    logger.info("simulating the demo night into the cache (first use)")
+    night = simulate_night(**DEMO_SETTINGS)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        written = write_night(night, Path(scratch) / _DEMO_FILE)
+        os.replace(truth_path(written), truth_path(target))
+        os.replace(written, target)
+    return target
