@@ -342,3 +342,21 @@ def test_no_position_channel_means_no_position_map(tmp_path):
     path = tmp_path / "nopos.edf"
     write_psg(path, [("C3-M2", 128, "uV", eeg_like)], minutes=1)
     assert load_recording(path).position_map is None
+
+
+@pytest.mark.parametrize("montage", ["aasm", "monopolar", "shhs", "mesa", "nox", "sleep-edf"])
+def test_simulator_nights_load_with_their_vendor_maps(tmp_path, montage):
+    from sleeplm.synthetic import load_truth, simulate_night, write_night
+    from sleeplm.synthetic.montages import POSITION_MAP_NAMES
+
+    night = simulate_night(duration_h=0.25, seed=2, montage=montage, sfreq=64, annotations=True)
+    path = write_night(night, tmp_path / f"{montage}.edf")
+    rec, truth = load_recording(path), load_truth(path)
+    assert rec.position_map == POSITION_MAP_NAMES[montage]
+    assert rec.clock_at(0) == truth.start_clock
+    assert rec.channel_present.sum() == (5 if montage == "sleep-edf" else 10)
+    assert (rec.reference.stages == truth.hypnogram[: rec.n_epochs]).all()
+    scored = truth.events[truth.events["kind"] != "artefact"]
+    counts = rec.reference.events.groupby(["kind", "subtype"]).size()
+    for kind in ("apnea", "hypopnea"):
+        assert counts[kind].sum() == (scored["kind"] == kind).sum()
