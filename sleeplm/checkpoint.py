@@ -78,18 +78,24 @@ def resolve_checkpoint(source: str | os.PathLike = DEFAULT_REPO, filename: str =
     if not _is_repo_id(text):
         raise CheckpointError(f"No checkpoint file at {text}; check the path, or {_HOW_TO_PASS}.")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(hf_hub_download(repo_id=text, filename=filename, revision=revision, cache_dir=cache_dir))
     except (RepositoryNotFoundError, EntryNotFoundError) as exc:
+        if isinstance(exc, LocalEntryNotFoundError):  # offline or unreachable, and not in the cache
+            raise _unavailable(text, filename, exc) from exc
         raise ModelUnavailableError(f"The Hugging Face hub has no {filename} in {text!r} ({type(exc).__name__}); "
                                     f"check the repo id, or {_HOW_TO_PASS}.") from exc
-    except Exception as exc:  # network errors, offline mode, missing cache: all mean "no weights here"
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
-        raise ModelUnavailableError(f"SleepLM weights are unavailable: {why} and no cached copy of {text}/{filename} "
-                                    f"exists ({type(exc).__name__}). To use SleepLM offline, {_HOW_TO_PASS}.") from exc
+    except Exception as exc:  # network errors of any kind: no weights here
+        raise _unavailable(text, filename, exc) from exc
+
+
+def _unavailable(repo_id: str, filename: str, exc: Exception) -> ModelUnavailableError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
+    return ModelUnavailableError(f"SleepLM weights are unavailable: {why} and no cached copy of {repo_id}/{filename} "
+                                 f"exists ({type(exc).__name__}). To use SleepLM offline, {_HOW_TO_PASS}.")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ Each subcommand is a thin shell over a library function; errors the user can fix
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sleeplm.errors import SleepLMError
@@ -44,6 +45,8 @@ def _cmd_serve(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sleeplm-assistant", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, metavar="PATH",
+                        help="local SleepLM checkpoint file (else $SLEEPLM_CHECKPOINT, else the Hugging Face hub)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="preflight report of a recording's channels")
@@ -73,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.checkpoint:
+        os.environ["SLEEPLM_CHECKPOINT"] = args.checkpoint  # read by SleepLM.from_pretrained wherever it is called
     try:
         return args.func(args)
     except SleepLMError as exc:

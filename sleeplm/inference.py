@@ -83,10 +83,12 @@ class SleepLM:
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = DEFAULT_REPO, filename: str = DEFAULT_FILENAME,
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        device: str = "cpu") -> SleepLM:
+                        device: str = "cpu", config: str | dict = DEFAULT_MODEL) -> SleepLM:
         """Load the released SleepLM-Base weights from a hub repo id or a local file/folder.
 
         The environment variable SLEEPLM_CHECKPOINT (a local file) replaces the default hub id.
+        `config` names the network the file is for; the released one (default) is built with the
+        demo's 5 caption channels and prefix length 2.
 
         Raises
         ------
@@ -98,7 +100,7 @@ class SleepLM:
         if source is None or (str(source) == DEFAULT_REPO and os.environ.get(CHECKPOINT_ENV)):
             source = os.environ.get(CHECKPOINT_ENV) or DEFAULT_REPO
         path = resolve_checkpoint(source, filename=filename, revision=revision, cache_dir=cache_dir)
-        network = build_model(DEFAULT_MODEL, **RELEASED_OVERRIDES)
+        network = build_model(config, **(RELEASED_OVERRIDES if config == DEFAULT_MODEL else {}))
         report = load_state_dict_checked(network, read_state_dict(path), source=path.name)
         logger.info("SleepLM weights loaded (%d unused checkpoint keys)", len(report.unexpected_keys))
         return cls(network, state_dict_fingerprint(network), device, report.unexpected_keys)
