@@ -153,3 +153,11 @@ def test_position_map_errors():
         decode_position(np.zeros(3), "philips")
     with pytest.raises(ChannelMappingError, match="targets must be one of"):
         decode_position(np.zeros(3), {0: "Sideways"})
+
+
+def test_guess_position_map_tells_angles_from_codes():
+    from sleeplm.channels import guess_position_map
+
+    assert guess_position_map(np.array([0, 1, 2, 2, 3, -1.0])) == "sleeplm"
+    assert guess_position_map(np.array([2.5, 88.0, -91.0, 179.0, 0.4])) == "nox"
+    assert guess_position_map(np.array([np.nan])) == "sleeplm"
