@@ -277,12 +277,12 @@ def clock_seconds(clock: str, start_clock: str) -> float:
 
 
 def test_respiration_answer_overlaps_the_simulators_events(tmp_path_factory):
-    synthetic = pytest.importorskip("sleeplm.synthetic", reason="the night simulator (sleeplm.synthetic) has not landed")
-    pytest.importorskip("sleeplm.analysis", reason="the measurements (sleeplm.analysis) have not landed")
     from gradio_client import Client, handle_file
 
+    from sleeplm import synthetic
+
     folder = tmp_path_factory.mktemp("simulated")
-    night = synthetic.simulate_night(duration_h=1.0, seed=3, severity="severe", sfreq=128, artefacts=False)
+    night = synthetic.simulate_night(duration_h=0.5, seed=3, severity="severe", sfreq=128, artefacts=False)
     path = synthetic.write_night(night, folder / "night.edf")
     truth = synthetic.load_truth(path)
 
@@ -352,3 +352,16 @@ def test_clearing_the_chat_starts_a_new_conversation(small_edf, tmp_path):
     asked = [m.content for m in bs.night.llm.seen[-1] if isinstance(m, HumanMessage)]
     assert asked == ["how long is the recording?"]
     bs.close()
+
+
+@pytest.mark.slow
+def test_demo_night_loads_in_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
+    demo_path = app._demo_path()
+    outputs = list(app.load_night(str(demo_path), None, SimpleNamespace(session_hash="demo"), no_progress,
+                                  root=tmp_path / "sessions", llm_factory=overview_model, owned=False))
+    bs = outputs[-1][0]
+    assert demo_path.is_file() and bs.recording_path == demo_path  # read in place, never moved
+    assert "starting 23:10:00" in outputs[-1][1] and bs.night.night.stage_source is not None
+    bs.close()
+    assert demo_path.is_file()
