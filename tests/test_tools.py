@@ -139,3 +139,46 @@ def test_tools_without_analysis_say_so(known_night):
     known_night.rec.reference = None
     assert "not available" in error(run_tool("night_summary", {}, known_night))
     assert run_tool("recording_overview", {}, known_night).status == "success"
+
+
+# ---- on a simulator night with truth --------------------------------------------------------
+def overlaps_truth(item, truth_events):
+    start, end = item["epoch_start"] * 30, (item["epoch_end"] + 1) * 30
+    return bool(((truth_events["start_s"] < end) & (truth_events["end_s"] > start)).any())
+
+
+def test_every_tool_on_a_simulator_night(sim_night, sim_night_file):
+    _, truth = sim_night_file
+    resp_truth = truth.events[truth.events["kind"].isin(["apnea", "hypopnea"])]
+    events = ok(run_tool("list_events", {"kind": "respiratory"}, sim_night))
+    assert events["count"] == int(sim_night.analysis.events["kind"].isin(["apnea", "hypopnea"]).sum()) > 10
+    hits = [overlaps_truth(e, resp_truth) for e in events["events"]]
+    assert sum(hits) >= 0.8 * len(hits)
+    annotations = events["file_annotations"]["events"]
+    assert all(a["annotation_text_quoted"][0] == "'" for a in annotations)
+    summary = ok(run_tool("night_summary", {"audience": "clinician"}, sim_night))
+    assert summary["statistics"]["ahi"] == round(sim_night.analysis.summary["ahi"], 2) and summary["statistics"]["ahi"] >= 30
+    assert summary["source"] == "measured (sleep stages from reference scoring)"
+    compare = ok(run_tool("compare_periods", {"a": "first half", "b": "second half"}, sim_night))
+    counts = [p["stats"]["respiratory_events"] for p in compare["periods"]]
+    assert sum(counts) == events["count"]
+    caption = ok(run_tool("caption_epochs", {"domain": "respiratory", "start": "epoch 20", "end": "epoch 25"}, sim_night))
+    assert caption["source"] == "measured" and "SleepLM captions are unavailable" in caption["findings"][0]
+    assert caption["measured"]["text"]
+    assert ok(run_tool("recording_overview", {}, sim_night))["citation"]["clock_start"] == "22:47:30"
+    assert ok(run_tool("plot", {"kind": "raw", "start": "epoch 3"}, sim_night))["range"]["epoch_start"] == 3
+
+
+def test_sleeplm_retrieval_and_captions_with_a_tiny_model(sim_night, tiny_sleeplm_embeddings):
+    model, embeddings = tiny_sleeplm_embeddings
+    sim_night.model, sim_night.embeddings = model, embeddings
+    found = ok(run_tool("find_epochs", {"query": "REM with rapid eye movements", "top_k": 3}, sim_night))
+    assert found["source"] == "sleeplm" and 1 <= len(found["episodes"]) <= 3
+    best = model.retrieve("REM with rapid eye movements", embeddings, top_k=1)[0]
+    assert found["episodes"][0]["score"] == round(best[1], 3)
+    assert found["episodes"][0]["epoch_start"] <= best[0] <= found["episodes"][0]["epoch_end"]
+    captions = ok(run_tool("caption_epochs", {"domain": "brain", "start": "epoch 30", "end": "epoch 31"}, sim_night))
+    assert captions["source"] == "sleeplm + measured"
+    assert [c["source"] for c in captions["captions"]] == ["sleeplm"] * len(captions["captions"])
+    assert captions["captions"][0]["text"] == model.caption(sim_night.rec.epochs[30:31], "brain")[0]
+    assert isinstance(captions["disagreements"], list)

@@ -19,6 +19,9 @@ Domain = Literal["brain", "cardiac", "respiratory", "position_muscle", "stage_ev
 # Events less than a minute apart form one episode (clusters of apneas are one finding).
 EVENT_MERGE_GAP_EPOCHS = 2
 
+# Per-epoch EOG power in the rapid-eye-movement band (uV^2), from sleeplm.features.
+EYE_MOVEMENT_FEATURE = "brain_eog_rapid_power_uv2"
+
 # Measured fallback: query words -> event kinds or stages that answer them.
 _EVENT_WORDS = [
     (r"apn(o)?ea|pause|stopp?ed breathing|not breathing", ("apnea",)),
@@ -53,12 +56,11 @@ def merge_hits(hits: list[tuple[int, float]], max_gap: int = 1) -> list[dict]:
 
 
 def _rank_rem_by_eye_movements(night: NightContext, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Order REM runs by a measured eye-movement feature when the features table has one."""
+    """Order REM runs by measured rapid eye-movement power, when the EOG was measured."""
     features = getattr(night.analysis, "features", None)
-    columns = [] if features is None else [c for c in features.columns if "eog" in c.lower() or "eye" in c.lower()]
-    if not columns:
+    if features is None or EYE_MOVEMENT_FEATURE not in features or features[EYE_MOVEMENT_FEATURE].isna().all():
         return runs
-    values = features[columns[0]].to_numpy(dtype=float)
+    values = features[EYE_MOVEMENT_FEATURE].to_numpy(dtype=float)
     return sorted(runs, key=lambda r: -np.nanmean(values[r[0] : r[1] + 1]))
 
 
