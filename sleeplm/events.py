@@ -123,11 +123,12 @@ def _position_events(rec: Recording) -> list[dict]:
 
 
 def _in_sleep(events: list[dict], hypnogram: np.ndarray | None) -> list[dict]:
-    """Keep events whose middle falls in a sleep epoch (AASM scores respiratory events in sleep only)."""
+    """Keep events that begin in a sleep epoch (respiratory events and desaturations count in sleep only;
+    a desaturation may run on into the awakening that ends its event)."""
     if hypnogram is None:
         return events
     asleep = np.isin(np.asarray(hypnogram), ("N1", "N2", "N3", "R"))
-    return [e for e in events if asleep[min(int((e["start_s"] + e["end_s"]) / 2 // EPOCH_SEC), len(asleep) - 1)]]
+    return [e for e in events if asleep[min(int(e["start_s"] // EPOCH_SEC), len(asleep) - 1)]]
 
 
 def detect_events(rec: Recording, hypnogram: np.ndarray | None = None, hypopnea_rule: str = "1A",

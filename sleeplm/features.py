@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import signal
 
 from sleeplm.recording import EPOCH_SEC, POSITION_CODES, Recording
-from sleeplm.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, runs
+from sleeplm.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, runs, unusable_reason
 
 __all__ = ["EEG_BANDS", "epoch_features", "missing_reasons", "epoch_positions", "heart_beats", "heart_rate_per_second", "breaths"]
 
@@ -347,5 +347,6 @@ def missing_reasons(rec: Recording) -> dict[str, str]:
     for column in (c for cols in DOMAIN_COLUMNS.values() for c in cols):
         needs = next(v for k, v in sorted(_NEEDS.items(), key=lambda kv: -len(kv[0])) if column.startswith(k))
         if not any(has(name) for name in needs):
-            reasons[column] = f"no {' or '.join(needs)} signal in this recording"
+            names = [n for name in needs for n in name.split("+")]
+            reasons[column] = "; ".join(unusable_reason(rec, n) for n in names if not has(n))
     return reasons

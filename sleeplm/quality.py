@@ -24,9 +24,10 @@ __all__ = ["QUALITY_CHANNELS", "artefact_segments", "bad_seconds"]
 
 # Channels whose artefacts would fake or hide events.
 QUALITY_CHANNELS = ("AF", "Pressure", "THX", "ABD", "EEG_C3_A2", "EEG_C4_A1", "ECG", "SpO2")
-# A sensor that delivers the very same value for 5 s is disconnected or saturated: even an apnea
-# leaves cardiogenic oscillation and noise on a connected airflow sensor.
+# A sensor whose output hardly moves for 5 s is disconnected or saturated: even an apnea leaves
+# cardiogenic oscillation and noise on a connected airflow sensor (see `_flat_mask`).
 FLAT_MIN_S = 5.0
+FLAT_FRACTION = 0.002
 # A pop: a sample more than 12 robust standard deviations from the night's median.
 POP_SIGMAS = 12.0
 POP_MARGIN_S = 2.0
@@ -42,6 +43,23 @@ def _segments(mask: np.ndarray, sfreq: float, min_s: float = 0.0) -> list[tuple[
     return [(a / sfreq, b / sfreq) for a, b in spans[keep]]
 
 
+def _flat_mask(data: np.ndarray, sfreq: float) -> np.ndarray:
+    """True on stretches whose 5-s peak-to-peak is below 0.2 % of the channel's typical 30-s range.
+
+    Filtering in the loader can leave a faint ringing on a dead channel, so "flat" cannot mean
+    "exactly constant"; an apnea keeps several % of the breathing amplitude (noise, cardiac
+    oscillation), far above this floor.
+    """
+    window = max(int(FLAT_MIN_S * sfreq), 2)
+    per_epoch = int(30 * sfreq)
+    blocks = data[: len(data) // per_epoch * per_epoch].reshape(-1, per_epoch) if len(data) >= per_epoch else data[None, :]
+    typical = np.nanmedian(np.nanpercentile(blocks, 95, axis=1) - np.nanpercentile(blocks, 5, axis=1))
+    spread = ndimage.maximum_filter1d(data, window) - ndimage.minimum_filter1d(data, window)
+    quiet = spread <= FLAT_FRACTION * typical
+    # A window marks its whole span: grow the quiet centres back by half a window each side.
+    return ndimage.binary_dilation(quiet, iterations=window // 2) if quiet.any() else quiet
+
+
 def _channel_artefacts(name: str, data: np.ndarray, sfreq: float) -> list[tuple[str, float, float]]:
     found: list[tuple[str, float, float]] = []
     if name == "SpO2":
@@ -50,11 +68,10 @@ def _channel_artefacts(name: str, data: np.ndarray, sfreq: float) -> list[tuple[
         found += [("invalid", a, b) for a, b in _segments(invalid, sfreq)]
         found += [("jump", max(a - 5, 0), b + 5) for a, b in _segments(jump, sfreq)]
         return found
-    unchanged = np.diff(data, prepend=np.nan) == 0
-    found += [("flat", a, b) for a, b in _segments(unchanged, sfreq, FLAT_MIN_S)]
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return [("flat", 0.0, len(data) / sfreq)]
+    found += [("flat", a, b) for a, b in _segments(_flat_mask(data, sfreq), sfreq, FLAT_MIN_S)]
     median = np.median(finite)
     sigma = 1.4826 * np.median(np.abs(finite - median))
     if sigma > 0 and name != "ECG":  # R-peaks are spikes by nature: no pop test on the ECG
@@ -79,7 +96,7 @@ def artefact_segments(rec: Recording, channels=QUALITY_CHANNELS) -> pd.DataFrame
     Returns
     -------
     DataFrame with columns ``channel, problem, start_s, end_s`` (seconds from start); problem is
-    ``flat`` (no change for >= 5 s), ``pop`` (spike > 12 robust SD, +-2 s), ``clipped`` (at the
+    ``flat`` (5-s range < 0.2 % of the usual 30-s range, >= 5 s), ``pop`` (spike > 12 robust SD, +-2 s), ``clipped`` (at the
     signal's rails >= 1 s), or for SpO2 ``invalid`` (outside 50-100 %) and ``jump`` (> 4 %/s).
     """
     rows = []

@@ -12,15 +12,31 @@ from scipy import ndimage, signal
 from sleeplm.errors import SleepLMError
 from sleeplm.recording import EPOCH_SEC, POS_INDEX, SFREQ, Recording, Signal
 
-__all__ = ["MeasurementError", "get_signal", "epoch_matrix", "bandpass", "runs", "per_second", "position_codes", "sleep_mask_seconds"]
+__all__ = ["MeasurementError", "MIN_SFREQ", "get_signal", "unusable_reason", "epoch_matrix", "bandpass", "runs", "per_second", "position_codes", "sleep_mask_seconds"]
+
+
+# Slowest rate at which each signal still carries what is measured from it (EEG up to 30 Hz,
+# chin EMG above 10 Hz, the QRS complex at 5-25 Hz, breaths below 1 Hz). Some files store
+# envelopes instead (e.g. a 1-Hz EMG RMS): those are not measured as raw signals.
+MIN_SFREQ = {"EEG_C3_A2": 60.0, "EEG_C4_A1": 60.0, "EOG_Left": 10.0, "EOG_Right": 10.0, "EMG_Chin": 50.0,
+             "ECG": 50.0, "AF": 2.5, "Pressure": 2.5, "THX": 2.5, "ABD": 2.5}
 
 
 def get_signal(rec: Recording, name: str) -> Signal | None:
-    """The physical-unit signal `name`, or None when the recording lacks it (or it is empty)."""
+    """The physical-unit signal `name`, or None when the recording lacks it, it is empty, or it is
+    sampled below `MIN_SFREQ` (see `unusable_reason`)."""
     sig = rec.signals.get(name)
-    if sig is None or len(sig.data) == 0:
+    if sig is None or len(sig.data) == 0 or sig.sfreq < MIN_SFREQ.get(name, 0.0):
         return None
     return sig
+
+
+def unusable_reason(rec: Recording, name: str) -> str:
+    """Why `get_signal(rec, name)` is None, in words."""
+    sig = rec.signals.get(name)
+    if sig is None or len(sig.data) == 0:
+        return f"no {name} signal in this recording"
+    return f"{name} is sampled at {sig.sfreq:g} Hz, too slow to measure (needs >= {MIN_SFREQ[name]:g} Hz)"
 
 
 def epoch_matrix(data: np.ndarray, sfreq: float, n_epochs: int) -> np.ndarray:

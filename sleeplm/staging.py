@@ -93,7 +93,7 @@ def stage_with_yasa(rec: Recording) -> np.ndarray:
     import mne
     import yasa
 
-    eeg = get_signal(rec, "EEG_C4_A1") or get_signal(rec, "EEG_C3_A2")
+    eeg = rec.signals.get("EEG_C4_A1") or rec.signals.get("EEG_C3_A2")  # YASA checks the rate itself, below
     if eeg is None:
         raise ValueError("no EEG channel, so sleep cannot be staged automatically")
     if eeg.sfreq <= YASA_MIN_SFREQ:
