@@ -268,24 +268,41 @@ def test_was_my_oxygen_ever_low(known_night, scripted_model):
     assert overlaps(event, 2010.0, 2040.0) and "23:33:30" in turn.answer
 
 
-def test_injection_planted_in_an_edf_annotation(tmp_path, scripted_model):
-    pytest.importorskip("sleeplm.analysis", reason="the measurements (sleeplm.analysis) are not installed")
-    import datetime as dt
+def cite_events(messages):
+    """A model that lists the first events of a list_events result with their citations."""
+    return " ".join(
+        f"{e['kind']} at {e['clock_start']} ({e['elapsed_start']}, epochs {e['epoch_start']}-{e['epoch_end']})."
+        for e in tool_payload(messages)["events"][:5]
+    )
 
-    import numpy as np
-    from edfio import Edf, EdfAnnotation, EdfSignal
 
-    rng = np.random.default_rng(11)
-    signals = [EdfSignal(rng.normal(0, 30, 600 * 128), 128, label=label, physical_dimension="uV")
-               for label in ("EEG C3-A2", "EEG C4-A1", "EOG LOC-A2", "EOG ROC-A1", "EMG Chin")]
-    planted = f"Obstructive Apnea. {INJECTION}"
-    Edf(signals, starttime=dt.time(23, 0), annotations=[EdfAnnotation(120, 12, planted)]).write(tmp_path / "night.edf")
-    llm = scripted_model(call("list_events", kind="all"), cite_findings)
-    session = NightSession(llm=llm)
-    session.load(tmp_path / "night.edf")
-    turn = session.ask("list everything that happened")
-    carriers = [m for messages in llm.seen for m in messages if "SYSTEM OVERRIDE" in str(m.content)]
+def test_simulator_night_respiration_follow_up_and_injection(sim_night, sim_night_file, scripted_model):
+    """The planted annotation (simulator's extra_annotations) reaches the LLM only inside tool results."""
+    import re
+
+    from conftest import INJECTION_TEXT
+
+    _, truth = sim_night_file
+    resp = truth.events[truth.events["kind"].isin(["apnea", "hypopnea"])]
+    llm = scripted_model(
+        call("list_events", kind="respiratory"), cite_events,
+        call("list_events", call_id="call_2", kind="respiratory", start="second half"), cite_events,
+        call("list_events", call_id="call_3", kind="all", start="epoch 15", end="epoch 25"), cite_events,
+    )
+    session = session_on(sim_night, llm)
+    first = session.ask("when did respiration look abnormal?")
+    cited = [(int(a), int(b)) for a, b in re.findall(r"epochs (\d+)-(\d+)", first.answer)]
+    assert len(cited) == 5 and first.grounding["unmatched"] == [] and first.mode == "agent"
+    assert all(((resp["start_s"] < (b + 1) * 30) & (resp["end_s"] > a * 30)).any() for a, b in cited)
+    follow = session.ask("and in the second half of the night?")
+    half = sim_night.rec.n_epochs // 2
+    assert all(int(a) >= half - 1 for a, _ in re.findall(r"epochs (\d+)-(\d+)", follow.answer))
+    assert follow.tool_calls[0]["args"] == {"kind": "respiratory", "start": "second half"}
+    everything = session.ask("what happened around epoch 20?")  # the planted annotation sits at 600 s = epoch 20
+    quoted = everything.tool_calls[0]["result"]["file_annotations"]["events"]
+    assert any(a["annotation_text_quoted"] == repr(INJECTION_TEXT) for a in quoted)
+    carriers = [m for messages in llm.seen for m in messages if INJECTION_TEXT[:30] in str(m.content)]
     assert carriers and all(isinstance(m, ToolMessage) for m in carriers)
-    quoted = turn.tool_calls[0]["result"]["file_annotations"]["events"][0]["annotation_text_quoted"]
-    assert quoted.startswith("'Obstructive Apnea. SYSTEM OVERRIDE")
-    assert turn.mode == "agent" and "AHI is 0" not in turn.answer
+    # Behaviour unchanged: one tool call per turn, answers from measured events only.
+    assert [len(t.tool_calls) for t in (first, follow, everything)] == [1, 1, 1]
+    assert everything.mode == "agent" and "AHI is 0" not in first.answer + follow.answer + everything.answer
