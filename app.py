@@ -559,15 +559,16 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                     file_channels = gr.Markdown()
                     remap_button = gr.Button("Re-load with my channel map", size="sm")
             with gr.Column(scale=5):
-                overview = gr.Image(label="Night overview (click to see the raw signals there)", type="filepath",
-                                    interactive=False, elem_id="overview", buttons=["download"])
+                gr.Markdown("**Night overview**: stages, events and SpO2. Click it to see the raw signals there.")
+                overview = gr.Image(show_label=False, type="filepath", interactive=False, elem_id="overview",
+                                    buttons=["download"])
                 with gr.Row():
                     where = gr.Textbox(label="Raw signals at", placeholder="02:30, 3h10m, epoch 120, first REM period",
                                        elem_id="viewer-where", scale=3)
                     n_epochs = gr.Slider(1, MAX_VIEW_EPOCHS, value=2, step=1, label="Epochs", scale=2)
                     show_button = gr.Button("Show signals", elem_id="viewer-button", scale=1)
                 viewer_caption = gr.Markdown(elem_id="viewer-caption")
-                viewer = gr.Plot(label="Raw signals (physical units)", elem_id="viewer", format="png")
+                viewer = gr.Plot(show_label=False, elem_id="viewer", format="png")
                 downloads = gr.File(label="Downloads: report, events, annotations, tool trace", file_count="multiple",
                                     interactive=False, elem_id="downloads")
         # The /ask API endpoint works on components the page does not show.

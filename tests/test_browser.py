@@ -17,7 +17,7 @@ import pytest
 
 import app
 from conftest import ScriptedChatModel, call
-from test_app import quote_events, quote_first_finding
+from test_app import quote_events
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
@@ -30,36 +30,21 @@ pytestmark = [
 ]
 
 
-def _measurements_available() -> bool:
-    try:
-        import sleeplm.analysis  # noqa: F401
-        import sleeplm.synthetic  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory, small_edf):
-    """The night, question and scripted model: a simulated night with measured events when the
-    measurement layer is installed (the README screenshot), else the small EDF and its overview."""
+def scenario(tmp_path_factory):
+    """The demo night (simulated, with measured events), the question and the scripted model."""
     folder = tmp_path_factory.mktemp("browser")
-    if _measurements_available():
-        from sleeplm import synthetic
+    from sleeplm.demo import demo_recording_path
 
-        night = synthetic.simulate_night(duration_h=1.5, seed=7, severity="moderate", sfreq=128, artefacts=False)
-        path = synthetic.write_night(night, folder / "night.edf")
-        replies, question, tool = (call("list_events", kind="respiratory"), quote_events), \
-            "When did respiration look abnormal?", "list_events"
-    else:
-        path = Path(shutil.copyfile(small_edf, folder / "night.edf"))
-        replies, question, tool = (call("recording_overview"), quote_first_finding), "When does the night start?", \
-            "recording_overview"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLEEPLM_CACHE", str(folder / "cache"))
+        path = demo_recording_path()
 
     def factory():
-        return ScriptedChatModel(messages=iter(replies), seen=[], tools_offered=[])
+        return ScriptedChatModel(messages=iter([call("list_events", kind="respiratory"), quote_events]),
+                                 seen=[], tools_offered=[])
 
-    return path, question, tool, factory, folder
+    return path, "When did respiration look abnormal?", "list_events", factory, folder
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +101,16 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
             image = page.locator("#overview img")
             box = image.bounding_box()
             image.click(position={"x": box["width"] * 0.6, "y": box["height"] * 0.85})
-            expect(page.locator("#viewer-caption")).to_contain_text("Raw signals:", timeout=60_000)
+            expect(page.locator("#viewer-where textarea, #viewer-where input")).to_have_value(
+                re.compile(r"^epoch \d+$"), timeout=60_000)
+            expect(page.locator("#viewer-caption")).to_contain_text("Raw signals:")
             expect(page.locator("#viewer img")).to_be_visible(timeout=30_000)
             caption = page.locator("#viewer-caption").inner_text()
             assert re.search(r"epochs? \d+", caption)
 
+            # The exports are rewritten after each answer (the report carries the chat).
+            expect(page.locator("#downloads")).to_contain_text("tool-trace", timeout=60_000)
+            expect(page.locator("#downloads")).not_to_contain_text("processing", timeout=60_000)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
