@@ -365,3 +365,20 @@ def test_demo_night_loads_in_place(tmp_path, monkeypatch):
     assert "starting 23:10:00" in outputs[-1][1] and bs.night.night.stage_source is not None
     bs.close()
     assert demo_path.is_file()
+
+
+@pytest.mark.slow  # with a model, analyze_night stages with SleepLM too (~50 s for 40 epochs on a busy CPU)
+def test_load_waits_for_sleeplm_embeddings_with_progress(small_edf, tmp_path, monkeypatch):
+    from sleeplm.inference import SleepLM
+
+    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
+    steps = []
+    outputs = list(app.load_night(upload_copy(small_edf, tmp_path / "upload"), None, SimpleNamespace(session_hash="m"),
+                                  lambda f, desc=None: steps.append((f, desc)), root=tmp_path / "sessions",
+                                  llm_factory=overview_model, sleeplm_model=SleepLM.from_config("sleeplm_tiny")))
+    bs = outputs[-1][0]
+    # The handler returns only once the background job is done, with the bar at 100 %.
+    assert bs.night.night.embeddings.shape[0] == 40
+    assert steps[-1] == (1.0, "Ready")
+    assert "**SleepLM:** SleepLM weights loaded" in outputs[-1][2]
+    bs.close()
