@@ -121,3 +121,28 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 50_000
+
+
+def test_preloaded_night_opens_with_the_page(small_edf, tmp_path):
+    """`serve` preloads the demo night (or --recording) into every new tab, read in place."""
+    from playwright.sync_api import expect, sync_playwright
+
+    demo = app.build_app(llm_factory=lambda: "none", session_root=tmp_path / "sessions", preload=small_edf)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = app.launch(demo, port=port, block=False)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url, wait_until="load")
+                expect(page.locator("#night-status")).to_contain_text("40 epochs of 30 s", timeout=120_000)
+                expect(page.locator("#llm-status")).to_contain_text("tool-only mode")
+                expect(page.locator("#overview img")).to_be_visible()
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+    assert small_edf.is_file()
