@@ -69,9 +69,9 @@ def _stream(seed: int, name: str) -> np.random.Generator:
 def _band_noise(rng: np.random.Generator, n: int, fs: float, low: float, high: float) -> np.ndarray:
     """Unit-variance noise band-limited to [low, high] Hz (high clipped below Nyquist)."""
     high = min(high, 0.45 * fs)
-    sos = signal.butter(2, [low, high], btype="bandpass", fs=fs, output="sos")
-    x = signal.sosfilt(sos, rng.standard_normal(n))
-    return x / (x.std() + 1e-12)
+    sos = signal.butter(2, [low, high], btype="bandpass", fs=fs, output="sos").astype(np.float32)
+    x = signal.sosfilt(sos, rng.standard_normal(n, dtype=np.float32))  # float32: half the time of a night-long filter
+    return x / (x.std(dtype=np.float64) + 1e-12)
 
 
 def _lowpass_noise(rng: np.random.Generator, n: int, fs: float, cutoff: float) -> np.ndarray:
@@ -125,7 +125,11 @@ class NightPhysiology:
         """Per-sample value of a per-stage table, linearly blended between epoch centres."""
         values = np.array([table[s] if column is None else table[s][column] for s in self.scenario.hypnogram])
         centres = (np.arange(values.size) + 0.5) * EPOCH_SEC
-        return np.interp(np.arange(int(self.n_s * fs)) / fs, centres, values)
+        return np.interp(self._times(fs), centres, values).astype(np.float32)
+
+    def _times(self, fs: float) -> np.ndarray:
+        """Sample times (s) of the night at `fs` Hz."""
+        return np.arange(int(self.n_s * fs), dtype=np.float64) / fs
 
     def _stage_mask(self, stage: str, fs: float) -> np.ndarray:
         per_second = np.repeat(self.scenario.hypnogram == stage, EPOCH_SEC)
@@ -339,8 +343,19 @@ class NightPhysiology:
             recovery = slice(i1, i1 + 8 * fs)  # two or three large recovery breaths
             flow[recovery], effort[recovery] = 1.5, 1.4
             snore[recovery] = 0.0 if row.subtype == "central" else 1.3
+        for start in self.scenario.sighs_s:  # one deep breath, then a short central pause
+            i0, i1 = int(start * fs), int((start + 5) * fs)
+            i2 = i1 + int(rng.uniform(4, 7) * fs)
+            flow[i0:i1], effort[i0:i1] = 2.0, 1.8
+            flow[i1:i2], effort[i1:i2] = 0.05, 0.05
         smooth = lambda x: ndimage.uniform_filter1d(x, int(1.5 * fs))  # noqa: E731 - crisp 1.5-s transitions
-        variability = 1 + 0.08 * _lowpass_noise(rng, n, fs, 0.1)
+        # Breath-to-breath depth varies, most in REM and wake; plus a slow drift.
+        breath = (self._breath_phase // (2 * np.pi)).astype(int)
+        # Kept small enough that no 10-s stretch of normal breathing drops by 30 % (not even in the
+        # raw nasal pressure, which squares it): natural variation never meets a hypopnea rule.
+        spread = self._stage_envelope({"W": 0.06, "N1": 0.05, "N2": 0.04, "N3": 0.03, "R": 0.08}, fs)
+        depth = ndimage.uniform_filter1d(1 + spread * rng.standard_normal(breath[-1] + 1)[breath], fs // 2)
+        variability = depth * (1 + 0.03 * _lowpass_noise(rng, n, fs, 0.02))
         return {"flow": smooth(flow) * variability, "effort": smooth(effort) * variability, "shift": smooth(shift),
                 "flat": smooth(flat), "snore": smooth(snore)}
 
@@ -356,13 +371,14 @@ class NightPhysiology:
         return self._with_artefacts(x, "AF", rng, fs=RESP_SFREQ)
 
     def nasal_pressure(self) -> np.ndarray:
-        """Nasal cannula pressure, cmH2O (inspiration up), with inspiratory flattening in obstructive hypopneas."""
+        """Nasal cannula pressure, cmH2O (inspiration up, not linearised), flattened in obstructive hypopneas."""
         rng = _stream(self.seed, "Pressure")
         flow, env = self._flow(), self._breathing_envelopes
         ceiling = 0.55 * env["flow"]
         flattened = np.where(flow > ceiling, ceiling, flow)
         x = flow + env["flat"] * (flattened - flow)
-        return 0.8 * x + 0.02 * rng.standard_normal(x.size)
+        # Pressure at the cannula grows with the square of flow (a 50 % flow drop shows as ~75 %).
+        return 0.8 * np.sign(x) * x**2 + 0.002 * rng.standard_normal(x.size)
 
     def effort(self, belt: str) -> np.ndarray:
         """``"Thorax"`` or ``"Abdomen"`` RIP belt, uV (inspiration up)."""

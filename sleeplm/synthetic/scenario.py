@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from sleeplm.recording import EPOCH_SEC, POSITION_CODES
 
@@ -49,6 +50,7 @@ class Scenario:
     position_s: np.ndarray  # SleepLM position code per second
     events: pd.DataFrame  # EVENT_COLUMNS, sorted by start_s
     spo2_baseline: float  # % outside desaturations
+    sighs_s: np.ndarray  # start of each sigh: one deep breath, then a 4-7 s pause (normal, never scored)
 
     @property
     def stage_s(self) -> np.ndarray:
@@ -147,11 +149,14 @@ def plan_night(
     _plan_isolated_desaturations(rng, free, occupied, rows, add)
     _plan_spontaneous_arousals(rng, params, asleep, occupied, rows, add)
 
+    sighs = _plan_sighs(rng, stage_s, free, occupied)
+
     events = pd.DataFrame(rows).reindex(columns=EVENT_COLUMNS)
     for text_column in ("channel", "criterion"):
         events[text_column] = events[text_column].astype(object).fillna("").astype(str)
     events = events.sort_values(["start_s", "kind"], kind="stable").reset_index(drop=True)
-    return Scenario(hypnogram=hypnogram, position_s=position, events=events, spo2_baseline=spo2_baseline)
+    return Scenario(hypnogram=hypnogram, position_s=position, events=events, spo2_baseline=spo2_baseline,
+                    sighs_s=sighs)
 
 
 def _plan_artefacts(rng, n_s, stage_s, changes, free, add) -> None:
@@ -284,3 +289,23 @@ def _plan_spontaneous_arousals(rng, params, asleep, occupied, rows, add) -> None
         add("arousal", "spontaneous", start, start + duration)
         _mark(busy, start - 25, start + duration + 25, True)
         n -= 1
+
+
+def _plan_sighs(rng, stage_s, free, occupied) -> np.ndarray:
+    """About three sighs per hour of NREM sleep, at least a minute away from respiratory events.
+
+    A sigh and its post-sigh pause (< 10 s) are normal breathing that a scorer must not count.
+    """
+    nrem = np.isin(stage_s, ("N1", "N2", "N3"))
+    near_event = ndimage.binary_dilation(occupied, structure=np.ones(121, dtype=bool))
+    allowed = nrem & free & ~near_event
+    n = int(rng.poisson(3.0 * nrem.sum() / 3600))
+    candidates = np.flatnonzero(allowed)
+    times: list[float] = []
+    for _ in range(n * 20):
+        if len(times) == n or candidates.size == 0:
+            break
+        t = float(rng.choice(candidates))
+        if _interval_free(allowed, t - 30, t + 30) and all(abs(t - other) > 120 for other in times):
+            times.append(t)
+    return np.sort(np.array(times))
