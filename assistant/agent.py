@@ -169,6 +169,9 @@ def tool_writeup(tool_calls: list[dict]) -> str:
     blocks = []
     for call in tool_calls:
         result = call["result"]
+        if result is None:
+            blocks.append(f"- {call['name']}: did not finish.")
+            continue
         if call.get("status") == "error" or not isinstance(result, dict):
             blocks.append(f"- {call['name']}: {result}")
             continue

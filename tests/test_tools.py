@@ -182,3 +182,8 @@ def test_sleeplm_retrieval_and_captions_with_a_tiny_model(sim_night, tiny_sleepl
     assert [c["source"] for c in captions["captions"]] == ["sleeplm"] * len(captions["captions"])
     assert captions["captions"][0]["text"] == model.caption(sim_night.rec.epochs[30:31], "brain")[0]
     assert isinstance(captions["disagreements"], list)
+
+
+def test_epoch_numbers_may_come_as_json_numbers(known_night):
+    result = ok(run_tool("list_events", {"kind": "apnea", "start": 60, "end": 70}, known_night))
+    assert (result["range"]["epoch_start"], result["range"]["epoch_end"], result["count"]) == (60, 70, 2)

@@ -9,7 +9,7 @@ from langchain.tools import ToolRuntime, tool
 from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
-from tools.context import NightContext, configure, night_tool_errors, phrase_citation
+from tools.context import NightContext, TimeText, configure, night_tool_errors, phrase_citation
 
 Domain = Literal["brain", "cardiac", "respiratory", "position_muscle", "stage_event"]
 # Captioning decodes text epoch by epoch: beyond one hour the answer takes minutes on a CPU.
@@ -39,8 +39,8 @@ class CaptionArgs(BaseModel):
         description="what to describe: 'brain' (EEG/EOG, sleep depth), 'cardiac' (heart), 'respiratory' "
         "(breathing, oxygen), 'position_muscle' (body position, chin muscle), 'stage_event' (stage and events)"
     )
-    start: str = Field(description="first epoch or time: clock '02:30', elapsed '3h10m', 'epoch 120', or a phrase like 'first REM period'")
-    end: str | None = Field(None, description="last epoch or time (inclusive), same forms; empty = just the start epoch/phrase")
+    start: TimeText = Field(description="first epoch or time: clock '02:30', elapsed '3h10m', 'epoch 120', or a phrase like 'first REM period'")
+    end: TimeText | None = Field(None, description="last epoch or time (inclusive), same forms; empty = just the start epoch/phrase")
 
 
 def finding_terms(text: str) -> dict[str, set[str]]:

@@ -10,10 +10,11 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 from langchain_core.tools import ToolException
+from pydantic import BeforeValidator
 
 from assistant.timeparse import TimeRangeError, resolve_range
 from sleeplm.errors import SleepLMError
@@ -21,10 +22,21 @@ from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, Recording
 
 __all__ = [
     "NightContext", "night_tool_errors", "configure", "validation_message", "rounded", "cited",
-    "phrase_citation", "runs_of", "position_per_epoch", "STAGE_NAMES",
+    "phrase_citation", "runs_of", "position_per_epoch", "STAGE_NAMES", "TimeText",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _number_as_text(value: Any) -> Any:
+    # Small models often send an epoch number as a JSON number; it means "epoch N".
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(int(value))
+    return value
+
+
+# A time expression argument ("02:30", "3h10m", "epoch 120", "first REM period"); numbers are epochs.
+TimeText = Annotated[str, BeforeValidator(_number_as_text)]
 
 STAGE_NAMES = {"W": "wake", "N1": "N1 (light sleep)", "N2": "N2 (light sleep)", "N3": "N3 (deep sleep)", "R": "REM"}
 

@@ -9,7 +9,7 @@ from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
 from sleeplm.recording import EPOCH_SEC
-from tools.context import NightContext, configure, night_tool_errors, phrase_citation, rounded
+from tools.context import NightContext, TimeText, configure, night_tool_errors, phrase_citation, rounded
 
 EventKind = Literal[
     "all", "respiratory", "apnea", "hypopnea", "desaturation", "arousal",
@@ -30,8 +30,8 @@ class EventArgs(BaseModel):
         description="event type: 'respiratory' (apneas+hypopneas), 'apnea', 'hypopnea', 'desaturation' (oxygen drops), "
         "'arousal', 'heart_rate' (tachy+brady), 'tachycardia', 'bradycardia', 'position_change', 'artefact', or 'all'",
     )
-    start: str | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'second half'...; empty = start of night")
-    end: str | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
+    start: TimeText | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'second half'...; empty = start of night")
+    end: TimeText | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
 
 
 def select_events(events: pd.DataFrame, kind: str, first: int, last: int) -> pd.DataFrame:

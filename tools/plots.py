@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, SFREQ
-from tools.context import NightContext, configure, night_tool_errors, phrase_citation
+from tools.context import NightContext, TimeText, configure, night_tool_errors, phrase_citation
 
 PlotKind = Literal["hypnogram", "events", "raw"]
 # Ten channels of raw signal stay readable up to about five minutes.
@@ -24,8 +24,8 @@ EVENT_ROWS = ("apnea", "hypopnea", "desaturation", "arousal", "tachycardia", "br
 
 class PlotArgs(BaseModel):
     kind: PlotKind = Field(description="'hypnogram' (sleep stages), 'events' (stages with measured events and SpO2), 'raw' (signals of a few epochs)")
-    start: str | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'first REM period'...; empty = start of night")
-    end: str | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
+    start: TimeText | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'first REM period'...; empty = start of night")
+    end: TimeText | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
 
 
 def _hours_axis(ax, night: NightContext, first: int, last: int) -> None:
