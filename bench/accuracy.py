@@ -32,6 +32,7 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
     from sleeplm.evaluation import event_agreement, match_events
     from sleeplm.events import detect_events
     from sleeplm.io import load_recording
+    from sleeplm.signals import get_signal
     from sleeplm.staging import agreement, stage_with_yasa
     from sleeplm.synthetic import load_truth, simulate_night, write_night
 
@@ -55,9 +56,15 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
         "desat_f1": event_agreement(events[events.kind == "desaturation"], true_events[true_events.kind == "desaturation"])["f1"],
         "arousal_f1": event_agreement(events[events.kind == "arousal"], true_events[true_events.kind == "arousal"])["f1"],
         "ahi_true": round(truth.ahi, 2),
-        "ahi_err": round(len(ours_resp) / tst_h - truth.ahi, 2),
+        "ahi_err": round(float(len(ours_resp) / tst_h - truth.ahi), 2),
     }
-    if with_yasa:
+    # A montage without usable airflow (e.g. Sleep-EDF's 1-Hz oro-nasal channel) or SpO2 cannot
+    # show those events: its figures are "not measurable", not zeros.
+    if get_signal(rec, "AF") is None and get_signal(rec, "Pressure") is None:
+        row.update(resp_f1=None, ahi_err=None, note="no usable airflow")
+    if get_signal(rec, "SpO2") is None:
+        row.update(desat_f1=None)
+    if with_yasa and row["ahi_err"] is not None:
         try:
             hyp = stage_with_yasa(rec)
         except ValueError as exc:  # e.g. a montage without EEG fast enough for YASA
@@ -65,7 +72,7 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
             return row
         e2e = detect_events(rec, hypnogram=hyp)
         yasa_tst_h = np.isin(hyp, SLEEP).sum() * 30 / 3600
-        row["ahi_err_yasa"] = round(e2e.kind.isin(RESPIRATORY).sum() / yasa_tst_h - truth.ahi, 2)
+        row["ahi_err_yasa"] = round(float(e2e.kind.isin(RESPIRATORY).sum() / yasa_tst_h - truth.ahi), 2)
         row["yasa_kappa"] = agreement(hyp, truth.hypnogram, "truth")["kappa"]
     return row
 
@@ -85,6 +92,9 @@ def main() -> None:
                 rows.append(evaluate_night(args.hours, seed, severity, montage, with_yasa=not args.no_yasa))
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
+    for column in ("resp_f1", "desat_f1", "arousal_f1", "apnea_subtype_acc", "ahi_err", "ahi_err_yasa"):
+        if column in table:
+            table[column] = pd.to_numeric(table[column])  # None (not measurable) -> NaN, left out of means
     pd.set_option("display.width", 200)
     print(table.to_string(index=False))
     print(f"\nnights: {len(table)} x {args.hours:g} h")

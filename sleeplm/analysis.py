@@ -62,7 +62,8 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     Parameters
     ----------
     rec : the night.
-    model : a loaded SleepLM for stage captions (see `sleeplm.staging.stage_night`), or None.
+    model : a loaded SleepLM for stage captions (see `sleeplm.staging.stage_night`), or None; used
+        only when the file has no scoring of its own.
     progress : called as ``progress(fraction 0-1, step text)`` before each step.
     hypopnea_rule : "1A" (AASM recommended) or "1B".
     automatic_staging : run YASA even when the file has its own scoring (to report agreement).
@@ -72,28 +73,27 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     `NightAnalysis`.
     """
     timings: dict[str, float] = {}
-    steps = [("artefacts", 0.0, "checking signal quality"), ("features", 0.05, "measuring each epoch"),
-             ("staging", 0.45, "staging sleep"), ("events", 0.7, "scoring events"), ("summary", 0.95, "night summary")]
-    results: dict = {}
-    for name, fraction, text in steps:
+
+    def step(name: str, fraction: float, text: str, compute: Callable):
         if progress is not None:
             progress(fraction, text)
         started = time.perf_counter()
-        if name == "artefacts":
-            results[name] = artefact_segments(rec)
-        elif name == "features":
-            results[name] = epoch_features(rec)
-        elif name == "staging":
-            results[name] = stage_night(rec, model=model, automatic=automatic_staging)
-        elif name == "events":
-            results[name] = detect_events(rec, results["staging"].hypnogram, hypopnea_rule, artefacts=results["artefacts"])
-        else:
-            results[name] = night_summary(rec, results["events"], results["staging"], features=results["features"],
-                                          hypopnea_rule=hypopnea_rule)
+        result = compute()
         timings[name] = round(time.perf_counter() - started, 3)
+        return result
+
+    artefacts = step("artefacts", 0.0, "checking signal quality", lambda: artefact_segments(rec))
+    features = step("features", 0.05, "measuring each epoch", lambda: epoch_features(rec))
+    # Captioning every epoch is slow on CPU: SleepLM stages the night only when the file has no scoring.
+    has_scoring = rec.reference is not None and rec.reference.stages is not None
+    staging = step("staging", 0.45, "staging sleep",
+                   lambda: stage_night(rec, model=None if has_scoring else model, automatic=automatic_staging))
+    events = step("events", 0.7, "scoring events",
+                  lambda: detect_events(rec, staging.hypnogram, hypopnea_rule, artefacts=artefacts))
+    summary = step("summary", 0.95, "night summary",
+                   lambda: night_summary(rec, events, staging, features=features, hypopnea_rule=hypopnea_rule))
     if progress is not None:
         progress(1.0, "done")
     logger.info("night analysed in %.1f s (%s)", sum(timings.values()), timings)
-    return NightAnalysis(features=results["features"], missing=missing_reasons(rec), artefacts=results["artefacts"],
-                         staging=results["staging"], events=results["events"], summary=results["summary"],
-                         hypopnea_rule=hypopnea_rule, timings_s=timings)
+    return NightAnalysis(features=features, missing=missing_reasons(rec), artefacts=artefacts, staging=staging,
+                         events=events, summary=summary, hypopnea_rule=hypopnea_rule, timings_s=timings)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
-from scipy import signal
+from scipy import ndimage, signal
 
 from sleeplm.recording import EPOCH_SEC, POSITION_CODES, Recording
 from sleeplm.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, runs, unusable_reason
@@ -195,8 +195,9 @@ def _cardiac(rec: Recording, n: int) -> dict[str, np.ndarray]:
 def breaths(data: np.ndarray, sfreq: float) -> np.ndarray:
     """Sample indices of breath peaks in an effort or flow signal (band-pass 0.1-1 Hz, find_peaks)."""
     x = bandpass(data, sfreq, 0.1, 1.0, order=2)
-    spread = pd.Series(np.abs(x)).rolling(int(60 * sfreq), center=True, min_periods=1).median().to_numpy()
-    peaks, _ = signal.find_peaks(x, distance=int(BREATH_LIMITS_S[0] * sfreq), prominence=0.5 * spread)
+    # A breath rises at least 0.4 x the local (1-min) RMS: a sinusoid's peak-to-trough is 2.8 x its RMS.
+    rms = np.sqrt(ndimage.uniform_filter1d(x**2, int(60 * sfreq), mode="nearest"))
+    peaks, _ = signal.find_peaks(x, distance=int(BREATH_LIMITS_S[0] * sfreq), prominence=0.4 * rms)
     return peaks
 
 

@@ -25,7 +25,7 @@ __all__ = ["QUALITY_CHANNELS", "artefact_segments", "bad_seconds"]
 # Channels whose artefacts would fake or hide events.
 QUALITY_CHANNELS = ("AF", "Pressure", "THX", "ABD", "EEG_C3_A2", "EEG_C4_A1", "ECG", "SpO2")
 # A sensor whose output hardly moves for 5 s is disconnected or saturated: even an apnea leaves
-# cardiogenic oscillation and noise on a connected airflow sensor (see `_flat_mask`).
+# cardiogenic oscillation and noise on a connected airflow sensor (see `_flat_seconds`).
 FLAT_MIN_S = 5.0
 FLAT_FRACTION = 0.002
 # A pop: a sample more than 12 robust standard deviations from the night's median.
@@ -43,21 +43,34 @@ def _segments(mask: np.ndarray, sfreq: float, min_s: float = 0.0) -> list[tuple[
     return [(a / sfreq, b / sfreq) for a, b in spans[keep]]
 
 
-def _flat_mask(data: np.ndarray, sfreq: float) -> np.ndarray:
-    """True on stretches whose 5-s peak-to-peak is below 0.2 % of the channel's typical 30-s range.
+def _grow(mask: np.ndarray, samples: int) -> np.ndarray:
+    """Widen every True stretch by `samples` on each side (a sliding maximum, linear time)."""
+    if samples < 1 or not mask.any():
+        return mask
+    return ndimage.maximum_filter1d(mask.astype(np.uint8), 2 * samples + 1).astype(bool)
+
+
+def _flat_seconds(data: np.ndarray, sfreq: float) -> np.ndarray:
+    """Per second: True inside stretches whose 5-s range is below 0.2 % of the channel's typical 30-s range.
 
     Filtering in the loader can leave a faint ringing on a dead channel, so "flat" cannot mean
     "exactly constant"; an apnea keeps several % of the breathing amplitude (noise, cardiac
-    oscillation), far above this floor.
+    oscillation), far above this floor. Worked on 1-s maxima/minima, so it costs one pass.
     """
-    window = max(int(FLAT_MIN_S * sfreq), 2)
-    per_epoch = int(30 * sfreq)
-    blocks = data[: len(data) // per_epoch * per_epoch].reshape(-1, per_epoch) if len(data) >= per_epoch else data[None, :]
-    typical = np.nanmedian(np.nanpercentile(blocks, 95, axis=1) - np.nanpercentile(blocks, 5, axis=1))
-    spread = ndimage.maximum_filter1d(data, window) - ndimage.minimum_filter1d(data, window)
-    quiet = spread <= FLAT_FRACTION * typical
+    per = max(int(round(sfreq)), 1)
+    n = len(data) // per
+    seconds = data[: n * per].reshape(n, per)
+    top, bottom = seconds.max(axis=1), seconds.min(axis=1)
+    epochs = n // EPOCH_SEC
+    if epochs:
+        ranges = top[: epochs * EPOCH_SEC].reshape(epochs, EPOCH_SEC).max(1) - bottom[: epochs * EPOCH_SEC].reshape(epochs, EPOCH_SEC).min(1)
+        typical = np.median(ranges)
+    else:
+        typical = top.max() - bottom.min()
+    window = int(FLAT_MIN_S)
+    spread = ndimage.maximum_filter1d(top, window) - ndimage.minimum_filter1d(bottom, window)
     # A window marks its whole span: grow the quiet centres back by half a window each side.
-    return ndimage.binary_dilation(quiet, iterations=window // 2) if quiet.any() else quiet
+    return _grow(spread <= FLAT_FRACTION * typical, window // 2)
 
 
 def _channel_artefacts(name: str, data: np.ndarray, sfreq: float) -> list[tuple[str, float, float]]:
@@ -71,12 +84,11 @@ def _channel_artefacts(name: str, data: np.ndarray, sfreq: float) -> list[tuple[
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return [("flat", 0.0, len(data) / sfreq)]
-    found += [("flat", a, b) for a, b in _segments(_flat_mask(data, sfreq), sfreq, FLAT_MIN_S)]
+    found += [("flat", a, b) for a, b in _segments(_flat_seconds(data, sfreq), 1.0, FLAT_MIN_S)]
     median = np.median(finite)
     sigma = 1.4826 * np.median(np.abs(finite - median))
     if sigma > 0 and name != "ECG":  # R-peaks are spikes by nature: no pop test on the ECG
-        pops = ndimage.binary_dilation(np.abs(data - median) > POP_SIGMAS * sigma,
-                                       iterations=int(POP_MARGIN_S * sfreq))
+        pops = _grow(np.abs(data - median) > POP_SIGMAS * sigma, int(POP_MARGIN_S * sfreq))
         found += [("pop", a, b) for a, b in _segments(pops, sfreq)]
     top, bottom = finite.max(), finite.min()
     if top > bottom:

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, signal
 
-from sleeplm.features import breaths
+from sleeplm.features import BREATH_LIMITS_S
 from sleeplm.recording import EPOCH_SEC, Recording
 from sleeplm.signals import bandpass, get_signal, per_second, runs
 
-__all__ = ["flow_ratio", "detect_desaturations", "detect_apneas_hypopneas", "spo2_per_second"]
+__all__ = ["breath_period_s", "flow_ratio", "detect_desaturations", "detect_apneas_hypopneas", "spo2_per_second"]
 
 BASELINE_S = 120
 BASELINE_QUANTILE = 0.75
@@ -37,16 +37,23 @@ DESAT_LOOKBACK_S = 120
 DESAT_MIN_S = 10.0
 
 
+def breath_period_s(x: np.ndarray, sfreq: float) -> float:
+    """The night's typical breath period: the Welch spectral peak within 4-40 breaths/min."""
+    freqs, psd = signal.welch(x, fs=sfreq, nperseg=min(len(x), int(120 * sfreq)))
+    band = (freqs >= 1 / BREATH_LIMITS_S[1]) & (freqs <= 1 / BREATH_LIMITS_S[0])
+    if not band.any() or not np.isfinite(psd[band]).any():
+        return 4.0
+    return float(1 / freqs[band][np.argmax(psd[band])])
+
+
 def _envelope_ratio(data: np.ndarray, sfreq: float, n_seconds: int, bad: np.ndarray) -> tuple[np.ndarray, float]:
     """Per-second RMS amplitude / pre-event baseline, NaN on bad seconds; and the window used (s).
 
     The RMS window spans about 1.3 breaths of this night (3-8 s) so that a normal breath
     never looks like a pause.
     """
-    peaks = breaths(data, sfreq)
-    period = np.median(np.diff(peaks)) / sfreq if len(peaks) > 10 else 4.0
-    window_s = float(np.clip(1.3 * period, 3.0, 8.0))
     x = bandpass(data, sfreq, 0.05, 2.0, order=2)
+    window_s = float(np.clip(1.3 * breath_period_s(x, sfreq), 3.0, 8.0))
     mean_square = ndimage.uniform_filter1d(x**2, size=max(int(window_s * sfreq), 1), mode="nearest")
     rms = np.sqrt(per_second(mean_square, sfreq))[:n_seconds]
     rms = np.pad(rms, (0, n_seconds - len(rms)), constant_values=np.nan)

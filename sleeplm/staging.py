@@ -70,9 +70,9 @@ def stage_from_caption(text: str) -> str:
     return "?"
 
 
-def stage_with_sleeplm(rec: Recording, model) -> np.ndarray:
+def stage_with_sleeplm(rec: Recording, model, progress=None) -> np.ndarray:
     """Stage each epoch from SleepLM's ``stage_event`` caption of it (`model.caption`)."""
-    captions = model.caption(rec.epochs, domain="stage_event")
+    captions = model.caption(rec.epochs, domain="stage_event", progress=progress)
     return np.array([stage_from_caption(c) for c in captions], dtype=object)
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from sleeplm.features import epoch_positions, heart_rate_per_second
 from sleeplm.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
 from sleeplm.respiratory import spo2_per_second
-from sleeplm.signals import epoch_matrix, get_signal
+from sleeplm.signals import epoch_matrix, get_signal, unusable_reason
 
 __all__ = ["SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
 
@@ -149,7 +149,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
 
     if not has_flow:
         for key in ("ahi", "rei", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem", "severity", "n_apneas", "n_hypopneas"):
-            missing[key] = "no airflow channel, so breathing events cannot be scored"
+            missing[key] = f"{unusable_reason(rec, 'AF')}, so breathing events cannot be scored"
             summary[key] = None
     else:
         summary["rei"] = _per_hour(int(respiratory.sum()), summary["tib_min"])

@@ -103,3 +103,25 @@ def test_event_agreement_matches_one_to_one_at_iou():
     assert match_events(ours, truth) == [(0, 0, pytest.approx(0.8))]  # the better overlap (0.8 vs 0.78) wins
     assert event_agreement(ours, truth) == {"tp": 1, "fp": 2, "fn": 1, "precision": 0.333, "recall": 0.5, "f1": 0.4}
     assert event_agreement(ours.iloc[:0], truth.iloc[:0])["f1"] == 1.0
+
+
+@pytest.mark.parametrize("montage, severity, seed", [("aasm", "severe", 3), ("nox", "moderate", 1)])
+def test_accuracy_on_simulated_nights_with_truth(tmp_path, montage, severity, seed):
+    """The simulator's truth (artefacts and noise on): respiratory and desaturation F1 >= 0.8 at IoU >= 0.2."""
+    from sleeplm.evaluation import event_agreement
+    from sleeplm.io import load_recording
+    from sleeplm.synthetic import load_truth, simulate_night, write_night
+
+    path = write_night(simulate_night(1.0, seed=seed, severity=severity, montage=montage, sfreq=128), tmp_path / "n.edf")
+    rec, truth = load_recording(path), load_truth(path)
+    events = detect_events(rec, hypnogram=truth.hypnogram)
+    resp, true_resp = events[events.kind.isin(["apnea", "hypopnea"])], truth.events[truth.events.kind.isin(["apnea", "hypopnea"])]
+    assert len(true_resp) >= 10
+    assert event_agreement(resp, true_resp)["f1"] >= 0.8
+    desats = truth.events[truth.events.kind == "desaturation"]
+    assert event_agreement(events[events.kind == "desaturation"], desats)["f1"] >= 0.8
+    tst_h = np.isin(truth.hypnogram, ["N1", "N2", "N3", "R"]).sum() / 120
+    assert abs(len(resp) / tst_h - truth.ahi) <= 3.0
+    flats = truth.events[(truth.events.kind == "artefact") & (truth.events.subtype == "flat")]
+    for flat in flats.itertuples():  # a dead sensor is never an apnea
+        assert not ((resp.start_s < flat.end_s) & (resp.end_s > flat.start_s) & (resp.start_s > flat.start_s - 5)).any()

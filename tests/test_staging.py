@@ -17,7 +17,7 @@ class CaptionModel:
         self.captions = captions
         self.domains = []
 
-    def caption(self, epochs, domain):
+    def caption(self, epochs, domain, progress=None):
         self.domains.append(domain)
         return self.captions[: len(epochs)]
 
