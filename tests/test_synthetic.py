@@ -300,3 +300,64 @@ def test_demo_night_is_made_once_in_the_cache(tmp_path, monkeypatch):
     assert truth.hypnogram.size == 180 and 15 <= truth.ahi < 30
     stamp = path.stat().st_mtime_ns
     assert demo_recording_path() == path and path.stat().st_mtime_ns == stamp
+
+
+def test_events_favour_supine_and_rem():
+    supine_rate, other_rate, rem_rate, nrem_rate = [], [], [], []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        hypnogram = simulate_hypnogram(8 * 120, rng, SEVERITIES["moderate"]["fragmentation"])
+        scenario = plan_night(hypnogram, rng, "moderate")
+        resp = scenario.events[scenario.events["kind"].isin(["apnea", "hypopnea"])]
+        asleep = np.repeat(hypnogram != "W", EPOCH_SEC)
+        supine = scenario.position_s == 2
+        rem = np.repeat(hypnogram == "R", EPOCH_SEC)
+        per_h = lambda mask, events: len(events) / max(mask.sum() / 3600, 1e-9)  # noqa: E731
+        supine_rate.append(per_h(asleep & supine, resp[resp["position"] == "Supine"]))
+        other_rate.append(per_h(asleep & ~supine, resp[resp["position"] != "Supine"]))
+        rem_rate.append(per_h(rem, resp[resp["stage"] == "R"]))
+        nrem_rate.append(per_h(asleep & ~rem, resp[resp["stage"] != "R"]))
+    assert np.mean(supine_rate) > 1.5 * np.mean(other_rate)
+    assert np.mean(rem_rate) > 1.3 * np.mean(nrem_rate)
+
+
+def test_sighs_pause_under_ten_seconds_and_are_not_events():
+    from sleeplm.synthetic.physiology import RESP_SFREQ, NightPhysiology
+
+    rng = np.random.default_rng(8)
+    scenario = plan_night(simulate_hypnogram(3 * 120, rng), rng, "mild")
+    assert scenario.sighs_s.size >= 3
+    flow = NightPhysiology(scenario, 8, 64).airflow_thermistor()
+    envelope = np.sqrt(signal.convolve(flow**2, np.ones(RESP_SFREQ) / RESP_SFREQ, mode="same"))
+    resp = scenario.events[scenario.events["kind"].isin(["apnea", "hypopnea"])]
+    for t in scenario.sighs_s:
+        assert (np.abs(resp["start_s"] - t) > 60).all()
+        around = envelope[int(t * RESP_SFREQ) : int((t + 25) * RESP_SFREQ)]
+        quiet_s = (around < 0.3 * np.median(envelope)).sum() / RESP_SFREQ
+        assert 2 <= quiet_s < 10
+
+
+def test_bradycardia_episode_on_request():
+    night = simulate_night(duration_h=1.0, seed=9, severity="mild", sfreq=64, artefacts=False, bradycardia=True)
+    pulse, fs = signal_of(night, "Pulse")
+    (episode,) = night.truth.events[night.truth.events["kind"] == "bradycardia"].itertuples()
+    assert window(pulse, fs, episode.start_s + 5, episode.end_s - 5).max() < 40
+    outside = np.ones(pulse.size, bool)
+    outside[int((episode.start_s - 5) * fs) : int((episode.end_s + 5) * fs)] = False
+    assert pulse[outside].min() > 40
+
+
+def test_nasal_pressure_squares_the_flow_drop_and_nox_flow_undoes_it():
+    aasm = simulate_night(duration_h=1.0, seed=3, severity="severe", sfreq=64, artefacts=False)
+    nox = simulate_night(duration_h=1.0, seed=3, severity="severe", sfreq=64, artefacts=False, montage="nox")
+    pressure, fs = signal_of(aasm, "Nasal Pressure")
+    cannula, nox_fs = signal_of(nox, "Flow")
+    resp = aasm.truth.respiratory_events()
+    hypopneas = resp[resp["kind"] == "hypopnea"]
+    assert len(hypopneas) >= 3
+    for row in hypopneas.itertuples():
+        def drop(x, rate):
+            return 100 * (1 - breath_amplitude(x, rate, row.start_s + 2, row.end_s - 2)
+                          / breath_amplitude(x, rate, row.start_s - 12, row.start_s - 2))
+        assert drop(cannula, nox_fs) == pytest.approx(row.flow_drop_pct, abs=15)
+        assert drop(pressure, fs) > drop(cannula, nox_fs) + 10

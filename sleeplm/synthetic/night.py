@@ -30,7 +30,7 @@ _ANNOTATION_TEXT = {
     ("apnea", "mixed"): "Mixed Apnea", ("hypopnea", "obstructive"): "Hypopnea",
     ("desaturation", "associated"): "Oxygen Desaturation", ("desaturation", "isolated"): "Oxygen Desaturation",
     ("arousal", "respiratory"): "Arousal", ("arousal", "spontaneous"): "Arousal",
-    ("tachycardia", "sinus"): "Tachycardia",
+    ("tachycardia", "sinus"): "Tachycardia", ("bradycardia", "sinus"): "Bradycardia",
 }
 
 
@@ -47,14 +47,15 @@ class Truth:
     hypnogram : stage per 30-s epoch (``"W","N1","N2","N3","R"``).
     events : DataFrame, one row per event, sorted by ``start_s``; columns
 
-        - ``kind``: apnea, hypopnea, desaturation, arousal, tachycardia, position_change, artefact;
+        - ``kind``: apnea, hypopnea, desaturation, arousal, tachycardia, bradycardia, position_change,
+          artefact;
         - ``subtype``: apnea obstructive/central/mixed; hypopnea obstructive; desaturation
           associated (caused by a scored respiratory event) or isolated; arousal respiratory or
-          spontaneous; tachycardia sinus; position_change ``"Supine->Left"``; artefact flat,
+          spontaneous; tachycardia/bradycardia sinus; position_change ``"Supine->Left"``; artefact flat,
           electrode_pop, clipping, movement;
         - ``start_s``, ``end_s``: seconds from recording start. Respiratory events: the airflow
-          reduction. Desaturations: onset of the SpO2 fall to its nadir. Tachycardia: heart rate
-          above 90 bpm. Position changes are instants (``start_s == end_s``);
+          reduction. Desaturations: onset of the SpO2 fall to its nadir. Tachycardia/bradycardia:
+          heart rate above 90 / below 40 bpm. Position changes are instants (``start_s == end_s``);
         - ``channel``: canonical channel(s) an artefact affects, comma-separated ("" otherwise);
         - ``stage``, ``position``: at the event start;
         - ``flow_drop_pct``: airflow amplitude reduction of a respiratory event (%);
@@ -240,6 +241,7 @@ def simulate_night(
     *,
     start_clock: str = "22:47:30",
     tachycardia: bool = True,
+    bradycardia: bool = False,
     extra_annotations=(),
 ) -> SyntheticNight:
     """Simulate a PSG night with known events.
@@ -257,6 +259,7 @@ def simulate_night(
     annotations : attach the reference scoring (stages and events) as EDF+ annotations.
     start_clock : recording start, ``"HH:MM:SS"``.
     tachycardia : add one sinus tachycardia episode (> 90 bpm) during sleep (nights >= 1 h).
+    bradycardia : add one sinus bradycardia episode (< 40 bpm) during sleep (nights >= 1 h).
     extra_annotations : ``(onset_s, duration_s, text)`` to plant in the file's annotations
         whatever `annotations` says (e.g. to test prompt injection through annotation text).
 
@@ -273,9 +276,10 @@ def simulate_night(
     n_epochs = _check_arguments(duration_h, severity, montage, sfreq, start_clock)
     rng = np.random.default_rng(seed)
     hypnogram = simulate_hypnogram(n_epochs, rng, SEVERITIES[severity]["fragmentation"])
-    scenario = plan_night(hypnogram, rng, severity, artefacts=artefacts, tachycardia=tachycardia)
+    scenario = plan_night(hypnogram, rng, severity, artefacts=artefacts, tachycardia=tachycardia,
+                          bradycardia=bradycardia)
     physiology = NightPhysiology(scenario, seed, sfreq)
-    _measure_tachycardia(scenario.events, physiology)
+    _measure_heart_rate_episodes(scenario.events, physiology)
 
     n_s = n_epochs * EPOCH_SEC
     signals, ranges = {}, {}
@@ -313,12 +317,13 @@ def _physical_range(data: np.ndarray, amplifier: bool) -> tuple[float, float]:
     return round(low - margin, 3), round(high + margin, 3)
 
 
-def _measure_tachycardia(events: pd.DataFrame, physiology: NightPhysiology) -> None:
-    """Set each tachycardia row to the span where the simulated heart rate really exceeds 90 bpm."""
-    fast = physiology.heart_rate > 90.0
-    for index in events.index[events["kind"] == "tachycardia"]:
+def _measure_heart_rate_episodes(events: pd.DataFrame, physiology: NightPhysiology) -> None:
+    """Set each tachycardia/bradycardia row to the span where the simulated heart rate really is > 90 / < 40 bpm."""
+    for index in events.index[events["kind"].isin(["tachycardia", "bradycardia"])]:
+        hr = physiology.heart_rate
+        beyond = hr > 90.0 if events.at[index, "kind"] == "tachycardia" else hr < 40.0
         centre = int((events.at[index, "start_s"] + events.at[index, "end_s"]) / 2 * SLOW_SFREQ)
-        edges = np.flatnonzero(np.diff(fast.astype(np.int8)))
+        edges = np.flatnonzero(np.diff(beyond.astype(np.int8)))
         first = edges[edges < centre].max() + 1
         last = edges[edges >= centre].min() + 1
         events.loc[index, ["start_s", "end_s"]] = round(first / SLOW_SFREQ, 2), round(last / SLOW_SFREQ, 2)

@@ -14,7 +14,8 @@ Models (amplitudes are typical adult scalp/belt/oximeter values):
   and the frontal EEG (K-complexes, delta) with the same polarity.
 - chin EMG: high-band noise, high in wake, lower in NREM, atonia with twitches in REM, bursts at arousals.
 - ECG: PQRST template at beat times from an integrated heart rate with respiratory sinus
-  arrhythmia, slow oscillations, dips during apneas and surges at event ends/arousals.
+  arrhythmia, slow oscillations, dips during apneas, surges at event ends/arousals, and
+  the planned tachycardia/bradycardia episodes.
 - breathing: a phase oscillator (rate per stage); oronasal thermistor, nasal pressure (flattened
   in obstructive hypopneas), thoracic and abdominal belts (paradoxical in obstructive events,
   absent in central ones), snore bursts on inspiration.
@@ -57,8 +58,9 @@ _EMG_STAGE_UV = {"W": 12.0, "N1": 7.0, "N2": 5.0, "N3": 4.5, "R": 1.5}
 _HR_STAGE_BPM = {"W": 68.0, "N1": 64.0, "N2": 60.0, "N3": 58.0, "R": 64.0}
 _BREATHS_STAGE_PER_MIN = {"W": 15.0, "N1": 14.0, "N2": 13.5, "N3": 13.0, "R": 15.5}
 _BREATH_IRREGULARITY = {"W": 1.5, "N1": 1.0, "N2": 0.4, "N3": 0.3, "R": 2.0}
-_TACHYCARDIA_BPM = 106.0
-_HR_CEILING_BPM = 88.0  # outside the tachycardia episode the heart rate stays below the 90-bpm criterion
+_EPISODE_BPM = {"tachycardia": 106.0, "bradycardia": 35.0}  # plateau of a heart-rate episode
+# Outside episodes the heart rate stays inside the 40-90 bpm criteria.
+_HR_FLOOR_BPM, _HR_CEILING_BPM = 45.0, 88.0
 
 
 def _stream(seed: int, name: str) -> np.random.Generator:
@@ -269,10 +271,10 @@ class NightPhysiology:
         kernel_t = np.arange(30 * fs) / fs
         kernel = (1 - np.exp(-kernel_t / 1.5)) * np.exp(-kernel_t / 8.0)
         hr += signal.oaconvolve(kick, kernel / kernel.max(), mode="full")[:n]
-        hr = np.clip(hr, 45.0, _HR_CEILING_BPM)
-        for row in self.scenario.events[self.scenario.events["kind"] == "tachycardia"].itertuples():
+        hr = np.clip(hr, _HR_FLOOR_BPM, _HR_CEILING_BPM)
+        for row in self.scenario.events[self.scenario.events["kind"].isin(_EPISODE_BPM)].itertuples():
             plateau = _interval_mask(n, fs, [(row.start_s - 10, row.end_s + 10)], ramp_s=20.0)
-            hr += plateau * (_TACHYCARDIA_BPM - hr)
+            hr += plateau * (_EPISODE_BPM[row.kind] - hr)
         return hr
 
     @cached_property

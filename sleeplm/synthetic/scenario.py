@@ -1,5 +1,5 @@
 """What happens during a simulated night: body position, respiratory events, desaturations,
-arousals, a tachycardia episode and artefacts, each with exact times (the ground truth).
+arousals, heart-rate episodes and artefacts, each with exact times (the ground truth).
 
 The signal generators (`sleeplm.synthetic.physiology`) render these rows into waveforms, so the
 truth is not inferred from the signals but the signals are built from it.
@@ -9,7 +9,7 @@ Placement rules (so that scoring the night is well posed):
 - respiratory events lie in sleep (with 10 s of sleep either side) and never overlap; at least
   20 s of normal breathing separate two events, which also keeps their desaturations apart;
 - events are more frequent supine (x2.5) and in REM (x2), rarer in N3 (x0.4);
-- artefacts, position changes and the tachycardia episode are kept away from respiratory events.
+- artefacts, position changes and heart-rate episodes are kept away from respiratory events.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def plan_night(
     severity: str,
     artefacts: bool = True,
     tachycardia: bool = True,
+    bradycardia: bool = False,
 ) -> Scenario:
     """Plan every event of a night on top of its hypnogram.
 
@@ -115,6 +116,7 @@ def plan_night(
     severity : key of `SEVERITIES`.
     artefacts : add flat, electrode-pop, clipped and movement artefacts (kind ``"artefact"``).
     tachycardia : add one sinus tachycardia episode during sleep (nights of an hour or more).
+    bradycardia : add one sinus bradycardia episode during sleep (nights of an hour or more).
 
     Returns
     -------
@@ -140,8 +142,9 @@ def plan_night(
 
     if artefacts:
         _plan_artefacts(rng, n_s, stage_s, changes, free, add)
-    if tachycardia and n_s >= 3600:
-        _plan_tachycardia(rng, free, add)
+    for kind, wanted in (("tachycardia", tachycardia), ("bradycardia", bradycardia)):
+        if wanted and n_s >= 3600:
+            _plan_heart_rate_episode(rng, free, add, kind)
 
     spo2_baseline = float(rng.uniform(95.0, 97.5))
     occupied = np.zeros(n_s, dtype=bool)  # cores of respiratory events
@@ -184,14 +187,14 @@ def _plan_artefacts(rng, n_s, stage_s, changes, free, add) -> None:
                 break
 
 
-def _plan_tachycardia(rng, free, add) -> None:
-    """One sinus tachycardia episode (HR > 90 bpm, 1.5-2.5 min) in a quiet stretch of sleep."""
+def _plan_heart_rate_episode(rng, free, add, kind: str) -> None:
+    """One sinus tachycardia (HR > 90 bpm) or bradycardia (< 40 bpm) episode, 1.5-2.5 min, in a quiet stretch of sleep."""
     duration = float(rng.uniform(90, 150))
     candidates = np.flatnonzero(free)
     for _ in range(100):
         start = float(rng.choice(candidates))
         if _interval_free(free, start - 60, start + duration + 60):
-            add("tachycardia", "sinus", start, start + duration)
+            add(kind, "sinus", start, start + duration)
             _mark(free, start - 60, start + duration + 60, False)
             return
 
@@ -276,7 +279,7 @@ def _plan_isolated_desaturations(rng, free, occupied, rows, add) -> None:
 def _plan_spontaneous_arousals(rng, params, asleep, occupied, rows, add) -> None:
     """Spontaneous EEG arousals (3.5-12 s) in sleep preceded by >= 10 s of sleep, away from other events."""
     n_s = asleep.size
-    busy = occupied | _busy_mask(rows, n_s, ("arousal", "artefact", "tachycardia", "desaturation"), margin=25)
+    busy = occupied | _busy_mask(rows, n_s, ("arousal", "artefact", "tachycardia", "bradycardia", "desaturation"), margin=25)
     n = int(rng.poisson(params["arousals_per_h"] * asleep.sum() / 3600))
     candidates = np.flatnonzero(asleep & ~busy)
     for _ in range(n * 20):
