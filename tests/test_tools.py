@@ -187,3 +187,10 @@ def test_sleeplm_retrieval_and_captions_with_a_tiny_model(sim_night, tiny_sleepl
 def test_epoch_numbers_may_come_as_json_numbers(known_night):
     result = ok(run_tool("list_events", {"kind": "apnea", "start": 60, "end": 70}, known_night))
     assert (result["range"]["epoch_start"], result["range"]["epoch_end"], result["count"]) == (60, 70, 2)
+
+
+def test_desaturations_report_the_lowest_spo2(sim_night):
+    result = ok(run_tool("list_events", {"kind": "desaturation"}, sim_night))
+    events = sim_night.analysis.events
+    nadir = min(e["nadir_pct"] for e in events[events["kind"] == "desaturation"]["evidence"])
+    assert any(f.startswith(f"Lowest SpO2 in these events: {round(float(nadir), 1)}% at ") for f in result["findings"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import pandas as pd
@@ -53,7 +54,7 @@ def _event_row(night: NightContext, row) -> dict:
     }
     evidence = getattr(row, "evidence", None)
     if isinstance(evidence, dict):
-        item["evidence"] = {k: rounded(v) for k, v in evidence.items() if isinstance(v, (int, float, str))}
+        item["evidence"] = {k: rounded(v) for k, v in evidence.items() if isinstance(v, (numbers.Number, str)) and not isinstance(v, bool)}
     elif isinstance(evidence, str) and evidence:
         item["evidence"] = evidence[:160]
     return item
@@ -97,6 +98,11 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
             f"Longest: {longest['kind']} of {rounded(longest['d'])} s at "
             f"{phrase_citation(night.rec.cite(longest['start_s'], longest['end_s']))}."
         )
+        nadirs = [(ev.get("nadir_pct"), row.start_s, row.end_s) for row in selected.itertuples()
+                  if isinstance(ev := getattr(row, "evidence", None), dict) and ev.get("nadir_pct") is not None]
+        if nadirs:
+            nadir, start_s, end_s = min(nadirs, key=lambda n: n[0])
+            findings.append(f"Lowest SpO2 in these events: {rounded(nadir)}% at {phrase_citation(night.rec.cite(start_s, end_s))}.")
         for row in selected.head(5).itertuples():
             findings.append(f"{row.kind} at {phrase_citation(night.rec.cite(row.start_s, row.end_s))}.")
     if kind == "desaturation" and "SpO2" not in night.rec.signals:
