@@ -251,7 +251,8 @@ def simulate_night(
     duration_h : length of the recording in hours (rounded to whole 30-s epochs).
     seed : random seed; the same arguments give the same night, sample for sample.
     severity : "none" (AHI < 5), "mild" (5-15), "moderate" (15-30) or "severe" (>= 30): sets the
-        respiratory event rate (events per hour of sleep, truth AHI inside the band) and sleep fragmentation.
+        respiratory event rate and sleep fragmentation. The truth AHI lies inside the band once the
+        night holds about half an hour of sleep (shorter nights have too few events to place).
     montage : channel layout, one of `sleeplm.synthetic.MONTAGES` ("aasm", "monopolar", "shhs",
         "mesa", "sleep-edf", "nox"); see `sleeplm.synthetic.montages` for labels and position codes.
     sfreq : rate (Hz) of EEG/EOG/EMG/ECG before the montage caps it at its system's rate.

@@ -133,10 +133,9 @@ class NightPhysiology:
         """Sample times (s) of the night at `fs` Hz."""
         return np.arange(int(self.n_s * fs), dtype=np.float64) / fs
 
-    def _stage_mask(self, stage: str, fs: float) -> np.ndarray:
-        per_second = np.repeat(self.scenario.hypnogram == stage, EPOCH_SEC)
-        return np.repeat(per_second, int(fs)) if float(fs).is_integer() else per_second[
-            (np.arange(int(self.n_s * fs)) / fs).astype(int)]
+    def _stage_mask(self, stage: str, fs: int) -> np.ndarray:
+        """Per-sample True inside epochs of `stage` (internal rates are whole Hz)."""
+        return np.repeat(self.scenario.hypnogram == stage, EPOCH_SEC * int(fs))
 
     def _arousal_envelope(self, fs: float) -> np.ndarray:
         return _interval_mask(int(self.n_s * fs), fs, zip(self.arousals["start_s"], self.arousals["end_s"]), ramp_s=0.5)

@@ -141,14 +141,14 @@ def plan_night(
         _mark(free, t - 30, t + 30, False)
 
     if artefacts:
-        _plan_artefacts(rng, n_s, stage_s, changes, free, add)
+        _plan_artefacts(rng, n_s, changes, free, add)
     for kind, wanted in (("tachycardia", tachycardia), ("bradycardia", bradycardia)):
         if wanted and n_s >= 3600:
             _plan_heart_rate_episode(rng, free, add, kind)
 
     spo2_baseline = float(rng.uniform(95.0, 97.5))
     occupied = np.zeros(n_s, dtype=bool)  # cores of respiratory events
-    _plan_respiratory(rng, params, severity, stage_s, position, free, occupied, spo2_baseline, add)
+    _plan_respiratory(rng, params, severity, stage_s, position, free, occupied, add)
     _plan_isolated_desaturations(rng, free, occupied, rows, add)
     _plan_spontaneous_arousals(rng, params, asleep, occupied, rows, add)
 
@@ -162,7 +162,7 @@ def plan_night(
                     sighs_s=sighs)
 
 
-def _plan_artefacts(rng, n_s, stage_s, changes, free, add) -> None:
+def _plan_artefacts(rng, n_s, changes, free, add) -> None:
     """Movement at each position change, one flat EEG and one flat airflow stretch, pops, a clipped stretch."""
     body = "EEG_C3_A2,EEG_C4_A1,EOG_Left,EOG_Right,EMG_Chin,THX,ABD"
     for t in changes:
@@ -180,9 +180,12 @@ def _plan_artefacts(rng, n_s, stage_s, changes, free, add) -> None:
             if candidates.size == 0:
                 break
             start = float(rng.choice(candidates)) + rng.uniform(0, 0.9)
-            if _interval_free(allowed, start - 40, start + duration + 40):
+            # Breathing events keep well clear of a dead airflow sensor (its baseline must be
+            # clean on both sides), and just clear of EEG artefacts (arousals need clean EEG).
+            margin = 40.0 if channel == "AF" else 15.0
+            if _interval_free(allowed, start - margin, start + duration + margin):
                 add("artefact", subtype, start, start + duration, channel=channel)
-                _mark(free, start - 40, start + duration + 40, False)
+                _mark(free, start - margin, start + duration + margin, False)
                 _mark(unused, start - 10, start + duration + 10, False)
                 break
 
@@ -191,7 +194,7 @@ def _plan_heart_rate_episode(rng, free, add, kind: str) -> None:
     """One sinus tachycardia (HR > 90 bpm) or bradycardia (< 40 bpm) episode, 1.5-2.5 min, in a quiet stretch of sleep."""
     duration = float(rng.uniform(90, 150))
     candidates = np.flatnonzero(free)
-    for _ in range(100):
+    for _ in range(100 if candidates.size else 0):
         start = float(rng.choice(candidates))
         if _interval_free(free, start - 60, start + duration + 60):
             add(kind, "sinus", start, start + duration)
@@ -205,7 +208,7 @@ def _respiratory_kind(rng, params) -> tuple[str, str]:
     return "apnea", str(rng.choice(["obstructive", "central", "mixed"], p=[0.7, 0.2, 0.1]))
 
 
-def _plan_respiratory(rng, params, severity, stage_s, position, free, occupied, spo2_baseline, add) -> None:
+def _plan_respiratory(rng, params, severity, stage_s, position, free, occupied, add) -> None:
     """Apneas and hypopneas with their desaturations and terminal arousals, count set by the severity band."""
     tst_h = float((stage_s != "W").sum()) / 3600
     n_target = int(round(params["ahi"] * tst_h))
