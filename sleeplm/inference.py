@@ -31,11 +31,11 @@ from sleeplm.checkpoint import (
     state_dict_fingerprint,
 )
 from sleeplm.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
-from sleeplm.errors import TensorFormatError
+from sleeplm.errors import SleepLMError, TensorFormatError
 from sleeplm.model import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, build_model
 from sleeplm.tokenizer import get_tokenizer
 
-__all__ = ["SleepLM", "DOMAINS", "domain_id"]
+__all__ = ["SleepLM", "SleepLMRequestError", "DOMAINS", "domain_id", "beam_search"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +44,17 @@ DOMAINS = {"brain": 0, "cardiac": 1, "respiratory": 2, "position_muscle": 3, "st
 Progress = Callable[[float, str], Any]
 
 
+class SleepLMRequestError(SleepLMError, ValueError):
+    """A request SleepLM cannot answer as asked (unknown caption domain, empty query, bad option)."""
+
+
 def domain_id(domain: str | int) -> int:
     """Modality id of a caption domain name (brain 0, cardiac 1, respiratory 2, position_muscle 3, stage_event 4)."""
     if isinstance(domain, (int, np.integer)) and int(domain) in DOMAINS.values():
         return int(domain)
     if isinstance(domain, str) and domain in DOMAINS:
         return DOMAINS[domain]
-    raise ValueError(f"Unknown caption domain {domain!r}; use one of {', '.join(DOMAINS)}.")
+    raise SleepLMRequestError(f"Unknown caption domain {domain!r}; use one of {', '.join(DOMAINS)}.")
 
 
 class SleepLM:
@@ -178,7 +182,7 @@ class SleepLM:
         """Text embeddings [M, E] (float32 unit vectors)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-            raise ValueError("encode_text needs one or more non-empty strings.")
+            raise SleepLMRequestError("encode_text needs one or more non-empty strings (the query was empty).")
         with torch.inference_mode():
             ids = self.tokenizer(texts).to(self.device)
             return self.network.encode_text(ids).float().cpu().numpy()
@@ -218,7 +222,7 @@ class SleepLM:
         """Token ids of `caption` (start token first, end-of-text last when emitted)."""
         modality = domain_id(domain)
         if beams is not None and int(beams) < 1:
-            raise ValueError("beams must be a positive number of beams (or None for greedy).")
+            raise SleepLMRequestError(f"beams must be a positive number of beams (or None for greedy), not {beams!r}.")
         x = self._epochs_tensor(epochs)
         max_new = min(int(max_len), self.network.context_length) - 1
         captions: list[np.ndarray] = []

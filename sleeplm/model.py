@@ -1,7 +1,8 @@
 """The SleepLM network: a CoCa-style sleep-language model for 30-s polysomnography epochs.
 
-SleepLM (Yang et al., "SleepLM: a sleep-language foundation model", yang-ai-lab/SleepLM, MIT)
-pairs a biosignal encoder with CLIP text towers (open_clip's BiosignalsCoCa):
+SleepLM (yang-ai-lab, "SleepLM: Natural-Language Intelligence for Human Sleep"; code and weights
+github.com/yang-ai-lab/SleepLM, huggingface.co/yang-ai-lab/SleepLM-Base, MIT) pairs a biosignal
+encoder with CLIP text towers in open_clip's CoCa design (`BiosignalsCoCa`):
 
     signals [B,10,1920] -> BiosignalEncoder -> latent [B,E] (retrieval) + memory [B,M,D] (captions)
     token ids [B,L]     -> TextTransformer  -> latent [B,E] (retrieval) + token features [B,L,D]
@@ -137,15 +138,27 @@ class DualTransformerBlock(nn.Module):
 
 
 class KVCache:
-    """Preallocated keys/values [B, H, max_len, hd] of one self-attention layer."""
+    """Keys/values [B, H, capacity, hd] of one self-attention layer, grown by doubling up to `max_len`.
+
+    Captions are usually far shorter than the 256-token limit, so memory is reserved as they grow.
+    """
 
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, like: torch.Tensor):
-        self.k = like.new_empty(batch, heads, max_len, head_dim)
-        self.v = like.new_empty(batch, heads, max_len, head_dim)
+        self.max_len = max_len
+        capacity = min(max_len, 64)
+        self.k = like.new_empty(batch, heads, capacity, head_dim)
+        self.v = like.new_empty(batch, heads, capacity, head_dim)
         self.length = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = k.shape[2]
+        if self.length + n > self.k.shape[2]:
+            capacity = min(self.max_len, max(2 * self.k.shape[2], self.length + n))
+            grown_k = self.k.new_empty(*self.k.shape[:2], capacity, self.k.shape[3])
+            grown_v = torch.empty_like(grown_k)
+            grown_k[:, :, : self.length] = self.k[:, :, : self.length]
+            grown_v[:, :, : self.length] = self.v[:, :, : self.length]
+            self.k, self.v = grown_k, grown_v
         self.k[:, :, self.length : self.length + n] = k
         self.v[:, :, self.length : self.length + n] = v
         self.length += n

@@ -185,3 +185,17 @@ def test_cached_decoding_equals_teacher_forcing_including_id_zero(net, fixture_a
             state = net.start_decoding(memory, modality, max_len=31)
             stepped = torch.stack([net.decode_step(state, ids[:, t]) for t in range(31)], dim=1)
             assert max_diff(stepped, reference) <= TOL
+
+
+def test_cache_growth_beyond_its_first_reservation_keeps_results_exact():
+    """Captions longer than the cache's first 64 positions (it doubles) still equal teacher forcing."""
+    config = get_model_config("sleeplm_tiny").to_dict()
+    config["text_cfg"]["context_length"] = config["multimodal_cfg"]["context_length"] = 160
+    torch.manual_seed(0)
+    model = build_model(config)
+    x = torch.randn(2, 10, 1920)
+    with torch.no_grad():
+        generated = model.generate(x, 3, max_new_tokens=150, min_len=151)
+        assert generated.shape == (2, 151)
+        logits = model.caption_logits(x, generated, 3)
+    assert torch.equal(logits.argmax(-1), generated[:, 1:])  # greedy picks are the teacher-forced argmax
