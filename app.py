@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from assistant.session import NightSession
 from assistant.timeparse import parse_span
-from sleeplm.errors import NotARecordingError, RecordingError, SleepLMError
+from sleeplm.errors import ChannelMappingError, NotARecordingError, RecordingError, SleepLMError
 from sleeplm.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf, write_trace_json
 from sleeplm.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
@@ -264,8 +265,25 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
             shutil.move(source, target)
             source = target
         yield from _load_into(bs, source, progress, None)
+    except ChannelMappingError as exc:
+        # No channel recognised: keep the file and let the user name its channels in the table.
+        yield _unmapped(bs, source, exc)
     except SleepLMError as exc:
         raise gr.Error(str(exc), title="This recording cannot be used") from exc
+
+
+def _unmapped(bs: BrowserSession, path: Path, error: ChannelMappingError) -> tuple:
+    """Panel outputs for a file none of whose channels was recognised: an all-missing, editable table."""
+    from sleeplm.recording import CANONICAL_CHANNELS
+
+    bs.night.night = None  # the previous night, if any, must not answer for this file
+    bs.turns.clear()
+    bs.recording_path, bs.overview = path, None
+    bs.preflight = pd.DataFrame({"channel": CANONICAL_CHANNELS, "status": "missing", "source": "",
+                                 "original_sfreq_hz": np.nan, "unit": "", "warnings": ""})
+    text = f"**Not loaded:** {error}  \nOpen *Channels (preflight)* and name the file's channels."
+    return (bs, text, _llm_markdown(bs), gr.update(value=bs.preflight, interactive=True),
+            _file_channels_markdown(path), None, None, None, [])
 
 
 def reload_with_channel_map(table: pd.DataFrame, state: BrowserSession | None, progress: Progress = None) -> Iterator[tuple]:

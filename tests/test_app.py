@@ -382,3 +382,24 @@ def test_load_waits_for_sleeplm_embeddings_with_progress(small_edf, tmp_path, mo
     assert steps[-1] == (1.0, "Ready")
     assert "**SleepLM:** SleepLM weights loaded" in outputs[-1][2]
     bs.close()
+
+
+def test_a_file_with_no_recognised_channel_can_be_mapped_by_hand(tmp_path):
+    rng = np.random.default_rng(2)
+    signals = [EdfSignal(rng.normal(0, 20, 300 * 128), 128, label=label, physical_dimension="uV")
+               for label in ("Kanal 1", "Kanal 2")]
+    path = tmp_path / "upload" / "odd.edf"
+    path.parent.mkdir()
+    Edf(signals, starttime=dt.time(23, 0, 0)).write(path)
+    bs, night_text, _, preflight, file_channels, overview, *_ = load(str(path), tmp_path / "sessions")
+    assert night_text.startswith("**Not loaded:**") and "Kanal 1" in night_text
+    assert preflight["interactive"] is True and set(preflight["value"]["status"]) == {"missing"}
+    assert "`Kanal 1`, `Kanal 2`" in file_channels and overview is None
+    with pytest.raises(gr.Error, match="Load a recording first"):
+        list(app.ask("how did I sleep?", "clinician", [], bs))
+    table = preflight["value"].copy()
+    table.loc[table["channel"] == "EEG_C3_A2", "source"] = "Kanal 1"
+    outputs = list(app.reload_with_channel_map(table, bs, no_progress))[-1]
+    assert "10 epochs of 30 s" in outputs[1] and "starting 23:00:00" in outputs[1]
+    assert bs.night.night.rec.has("EEG_C3_A2") and not bs.night.night.rec.has("ECG")
+    bs.close()
