@@ -201,11 +201,11 @@ def test_invoke_without_tools_offers_none(scripted_llama):
 
 
 @pytest.mark.parametrize("choice, opening", [
-    ("any", "<|im_start|>assistant\n<tool_call>\n"),
+    ("any", '<|im_start|>assistant\n<tool_call>\n{"name": "'),
     ("night_summary", '<|im_start|>assistant\n<tool_call>\n{"name": "night_summary", "arguments": '),
 ])
 def test_tool_choice_opens_the_reply_with_a_call(scripted_llama, choice, opening):
-    model, completions = scripted_llama('{"name": "night_summary", "arguments": {}}\n</tool_call>' if choice == "any" else "{}}\n</tool_call>")
+    model, completions = scripted_llama('night_summary", "arguments": {}}\n</tool_call>' if choice == "any" else "{}}\n</tool_call>")
     reply = model.bind_tools(AGENT_LIKE_TOOLS, tool_choice=choice).invoke([HumanMessage("how did I sleep?")])
     assert completions.prompts[0].endswith(opening)
     assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("night_summary", {})]
