@@ -69,9 +69,10 @@ class RotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [..., n, head_dim]
         positions = torch.arange(x.shape[-2], device=x.device, dtype=self.freqs.dtype)
         angles = positions[:, None] * self.freqs[None, :]  # [n, head_dim/2]
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        even, odd = x[..., 0::2], x[..., 1::2]
-        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+        # A pair (x[2i], x[2i+1]) is the complex number x[2i] + i*x[2i+1]; rotating it is one complex product.
+        rotation = torch.polar(torch.ones_like(angles), angles)
+        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2).contiguous())
+        return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
 
 
 class DualRoPEAttention(nn.Module):
@@ -397,12 +398,12 @@ class DecodingState:
 
     def __init__(self, model: SleepLMModel, memory: torch.Tensor, condition: torch.Tensor | None, max_len: int):
         B, text, decoder = memory.shape[0], model.text, model.text_decoder
-        heads_t = text.transformer.resblocks[0].attn.heads
-        heads_d = decoder.resblocks[0].attn.heads
-        D = memory.shape[-1]
+        cfg = model.config
         c = 0 if condition is None else condition.shape[1]
-        self.text_caches = [KVCache(B, heads_t, max_len, D // heads_t, memory) for _ in text.transformer.resblocks]
-        self.decoder_caches = [KVCache(B, heads_d, c + max_len, D // heads_d, memory) for _ in decoder.resblocks]
+        self.text_caches = [KVCache(B, cfg.text.heads, max_len, cfg.text.width // cfg.text.heads, memory)
+                            for _ in text.transformer.resblocks]
+        self.decoder_caches = [KVCache(B, cfg.multimodal.heads, c + max_len, cfg.multimodal.width // cfg.multimodal.heads,
+                                       memory) for _ in decoder.resblocks]
         self.memory_kv = [cross.memory_kv(memory) for cross in decoder.cross_attn]
         self.key_visible = torch.ones(B, max_len, dtype=torch.bool, device=memory.device)
         self.previous_ids: torch.Tensor | None = None
@@ -418,7 +419,8 @@ class DecodingState:
             cache.select(rows)
         self.memory_kv = [(k[rows], v[rows]) for k, v in self.memory_kv]
         self.key_visible = self.key_visible[rows]
-        self.previous_ids = self.previous_ids[rows]
+        if self.previous_ids is not None:
+            self.previous_ids = self.previous_ids[rows]
 
 
 # ----------------------------------------------------------------------------- the network
