@@ -15,10 +15,10 @@ __all__ = ["DEMO_SETTINGS", "cache_dir", "demo_recording_path"]
 
 logger = logging.getLogger(__name__)
 
-# Changing any of these changes the demo night; the version in the file name keeps old caches apart.
+# Changing these changes the demo night: bump _DEMO_REVISION so that old caches are not reused.
 DEMO_SETTINGS = {"duration_h": 1.5, "seed": 20240506, "severity": "moderate", "montage": "aasm", "sfreq": 256,
                  "start_clock": "23:10:00"}
-_DEMO_FILE = "demo_night_v1.edf"
+_DEMO_REVISION = 1
 
 
 def cache_dir() -> Path:
@@ -33,18 +33,19 @@ def demo_recording_path() -> Path:
 
     Returns
     -------
-    Path to ``demo_night_v1.edf`` in `cache_dir()`. Concurrent first calls are safe: each writes
+    Path to ``demo_night_s<simulator version>r<revision>.edf`` in `cache_dir()`, so a newer simulator
+    or new settings never reuse an old file. Concurrent first calls are safe: each writes
     into its own temporary folder and moves the finished files into place (truth first).
     """
-    from sleeplm.synthetic import simulate_night, truth_path, write_night
+    from sleeplm.synthetic import SIMULATOR_VERSION, simulate_night, truth_path, write_night
 
-    target = cache_dir() / _DEMO_FILE
+    target = cache_dir() / f"demo_night_s{SIMULATOR_VERSION}r{_DEMO_REVISION}.edf"
     if target.exists() and truth_path(target).exists():
         return target
     logger.info("simulating the demo night into the cache (first use)")
     night = simulate_night(**DEMO_SETTINGS)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        written = write_night(night, Path(scratch) / _DEMO_FILE)
+        written = write_night(night, Path(scratch) / target.name)
         os.replace(truth_path(written), truth_path(target))
         os.replace(written, target)
     return target

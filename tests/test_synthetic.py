@@ -362,3 +362,14 @@ def test_nasal_pressure_squares_the_flow_drop_and_nox_flow_undoes_it():
                           / breath_amplitude(x, rate, row.start_s - 12, row.start_s - 2))
         assert drop(cannula, nox_fs) == pytest.approx(row.flow_drop_pct, abs=15)
         assert drop(pressure, fs) > drop(cannula, nox_fs) + 10
+
+
+@pytest.mark.slow
+def test_eight_hour_night_simulates_and_writes_within_a_minute(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    night = simulate_night(duration_h=8.0, seed=0, sfreq=256)
+    write_night(night, tmp_path / "night.edf")
+    assert time.perf_counter() - start < 60
+    assert 15 <= night.truth.ahi < 30 and night.truth.hypnogram.size == 960

@@ -20,7 +20,14 @@ from sleeplm.synthetic.edf import (
     write_night,
 )
 from sleeplm.synthetic.montages import MONTAGES, POSITION_ENCODINGS
-from sleeplm.synthetic.night import SimulationError, SyntheticNight, Truth, render_source, simulate_night
+from sleeplm.synthetic.night import (
+    SIMULATOR_VERSION,
+    SimulationError,
+    SyntheticNight,
+    Truth,
+    render_source,
+    simulate_night,
+)
 from sleeplm.synthetic.scenario import SEVERITIES
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "POSITION_ENCODINGS",
     "RECORDING_DATE",
     "SEVERITIES",
+    "SIMULATOR_VERSION",
     "SimulationError",
     "SyntheticNight",
     "Truth",

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sleeplm.errors import RecordingError
-from sleeplm.synthetic.night import SimulationError, SyntheticNight, Truth
+from sleeplm.synthetic.night import SIMULATOR_VERSION, SimulationError, SyntheticNight, Truth
 from sleeplm.synthetic.scenario import EVENT_COLUMNS
 
 __all__ = ["PATIENT_NAME", "PATIENT_CODE", "PATIENT_BIRTHDATE", "RECORDING_DATE", "write_night", "load_truth",
@@ -152,6 +152,7 @@ def _truth_to_dict(truth: Truth) -> dict:
         "position": truth.position.tolist(),
         "position_map": truth.position_map,
         "spo2_baseline": truth.spo2_baseline,
+        "simulator_version": SIMULATOR_VERSION,
     }
 
 

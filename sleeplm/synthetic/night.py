@@ -18,9 +18,12 @@ from sleeplm.synthetic.montages import MONTAGES, POSITION_ENCODINGS, POSITION_MA
 from sleeplm.synthetic.physiology import EEG_RANGE_UV, RESP_SFREQ, SLOW_SFREQ, NightPhysiology
 from sleeplm.synthetic.scenario import SEVERITIES, plan_night
 
-__all__ = ["SimulationError", "Truth", "SyntheticNight", "simulate_night", "render_source"]
+__all__ = ["SIMULATOR_VERSION", "SimulationError", "Truth", "SyntheticNight", "simulate_night", "render_source"]
 
 logger = logging.getLogger(__name__)
+
+# Raised whenever the same arguments start giving a different night (cached demo nights follow it).
+SIMULATOR_VERSION = 2
 
 _EEG_DERIVATIONS = ("C3-M2", "C4-M1", "Fpz-Cz", "Pz-Oz", "Fz-Cz", "Cz-Oz")
 _STEP_SOURCES = ("Position", "Light", "Marker")  # codes: resampled by holding, never interpolated
@@ -29,7 +32,7 @@ _ANNOTATION_TEXT = {
     ("apnea", "obstructive"): "Obstructive Apnea", ("apnea", "central"): "Central Apnea",
     ("apnea", "mixed"): "Mixed Apnea", ("hypopnea", "obstructive"): "Hypopnea",
     ("desaturation", "associated"): "Oxygen Desaturation", ("desaturation", "isolated"): "Oxygen Desaturation",
-    ("arousal", "respiratory"): "Arousal", ("arousal", "spontaneous"): "Arousal",
+    ("arousal", "respiratory"): "Arousal", ("arousal", "spontaneous"): "Arousal", ("arousal", "movement"): "Arousal",
     ("tachycardia", "sinus"): "Tachycardia", ("bradycardia", "sinus"): "Bradycardia",
 }
 
@@ -50,9 +53,9 @@ class Truth:
         - ``kind``: apnea, hypopnea, desaturation, arousal, tachycardia, bradycardia, position_change,
           artefact;
         - ``subtype``: apnea obstructive/central/mixed; hypopnea obstructive; desaturation
-          associated (caused by a scored respiratory event) or isolated; arousal respiratory or
-          spontaneous; tachycardia/bradycardia sinus; position_change ``"Supine->Left"``; artefact flat,
-          electrode_pop, clipping, movement;
+          associated (caused by a scored respiratory event) or isolated; arousal respiratory,
+          spontaneous or movement (turning over in sleep); tachycardia/bradycardia sinus;
+          position_change ``"Supine->Left"``; artefact flat, electrode_pop, clipping, movement;
         - ``start_s``, ``end_s``: seconds from recording start. Respiratory events: the airflow
           reduction. Desaturations: onset of the SpO2 fall to its nadir. Tachycardia/bradycardia:
           heart rate above 90 / below 40 bpm. Position changes are instants (``start_s == end_s``);

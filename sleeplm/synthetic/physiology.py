@@ -73,7 +73,7 @@ def _band_noise(rng: np.random.Generator, n: int, fs: float, low: float, high: f
     high = min(high, 0.45 * fs)
     sos = signal.butter(2, [low, high], btype="bandpass", fs=fs, output="sos").astype(np.float32)
     x = signal.sosfilt(sos, rng.standard_normal(n, dtype=np.float32))  # float32: half the time of a night-long filter
-    return x / (x.std(dtype=np.float64) + 1e-12)
+    return x / (x[::16].std(dtype=np.float64) + 1e-12)  # every 16th sample estimates the scale well enough
 
 
 def _lowpass_noise(rng: np.random.Generator, n: int, fs: float, cutoff: float) -> np.ndarray:
@@ -121,24 +121,26 @@ class NightPhysiology:
         self.respiratory = events[events["kind"].isin(["apnea", "hypopnea"])]
         self.arousals = events[events["kind"] == "arousal"]
         self.artefacts = events[events["kind"] == "artefact"]
+        self._arousal_cache: dict[float, np.ndarray] = {}
 
     # ---- shared timelines ------------------------------------------------------------------
     def _stage_envelope(self, table: dict, fs: float, column: int | None = None) -> np.ndarray:
         """Per-sample value of a per-stage table, linearly blended between epoch centres."""
         values = np.array([table[s] if column is None else table[s][column] for s in self.scenario.hypnogram])
         centres = (np.arange(values.size) + 0.5) * EPOCH_SEC
-        return np.interp(self._times(fs), centres, values).astype(np.float32)
-
-    def _times(self, fs: float) -> np.ndarray:
-        """Sample times (s) of the night at `fs` Hz."""
-        return np.arange(int(self.n_s * fs), dtype=np.float64) / fs
+        per_second = np.interp(np.arange(self.n_s) + 0.5, centres, values).astype(np.float32)
+        return np.repeat(per_second, int(fs))  # the blend spans 30 s, so 1-s steps are invisible
 
     def _stage_mask(self, stage: str, fs: int) -> np.ndarray:
         """Per-sample True inside epochs of `stage` (internal rates are whole Hz)."""
         return np.repeat(self.scenario.hypnogram == stage, EPOCH_SEC * int(fs))
 
     def _arousal_envelope(self, fs: float) -> np.ndarray:
-        return _interval_mask(int(self.n_s * fs), fs, zip(self.arousals["start_s"], self.arousals["end_s"]), ramp_s=0.5)
+        """0..1 per sample inside arousals (0.5-s ramps), computed once per rate."""
+        if fs not in self._arousal_cache:
+            intervals = zip(self.arousals["start_s"], self.arousals["end_s"])
+            self._arousal_cache[fs] = _interval_mask(int(self.n_s * fs), fs, intervals, ramp_s=0.5).astype(np.float32)
+        return self._arousal_cache[fs]
 
     def _event_times(self, rng: np.random.Generator, stage: str, rate_per_min: float) -> np.ndarray:
         """Random times (s) of a graphoelement occurring at `rate_per_min` within epochs of `stage`."""
@@ -280,7 +282,7 @@ class NightPhysiology:
     def beat_times(self) -> np.ndarray:
         """R-peak times (s) from integrating the heart rate."""
         fs = SLOW_SFREQ
-        cycles = np.cumsum(self.heart_rate / 60.0 / fs)
+        cycles = np.cumsum(self.heart_rate / 60.0 / fs, dtype=np.float64)
         t = np.arange(cycles.size) / fs
         return np.interp(np.arange(1, int(cycles[-1])) + 0.5, cycles, t)
 
@@ -315,7 +317,7 @@ class NightPhysiology:
         n = self.n_s * fs
         rate = self._stage_envelope(_BREATHS_STAGE_PER_MIN, fs) + rng.uniform(-1.5, 1.5)
         rate += self._stage_envelope(_BREATH_IRREGULARITY, fs) * _lowpass_noise(rng, n, fs, 0.05)
-        return 2 * np.pi * np.cumsum(np.maximum(rate, 8.0) / 60.0 / fs)
+        return 2 * np.pi * np.cumsum(np.maximum(rate, 8.0) / 60.0 / fs, dtype=np.float64)
 
     @cached_property
     def _breathing_envelopes(self) -> dict[str, np.ndarray]:

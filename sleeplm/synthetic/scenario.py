@@ -138,6 +138,8 @@ def plan_night(
     for t in changes:
         new = POSITION_CODES[int(position[t])]
         add("position_change", f"{POSITION_CODES[int(position[t - 1])]}->{new}", t, t)
+        if asleep[t - 15 : t].all():  # turning over in sleep comes with an arousal
+            add("arousal", "movement", t - 3, t + 7)
         _mark(free, t - 30, t + 30, False)
 
     if artefacts:
