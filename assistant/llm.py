@@ -204,7 +204,7 @@ def _local_model(spec: BackendSpec) -> tuple[BaseChatModel | None, LLMStatus]:
     info = local_llm.LOCAL_MODELS[spec.model]
     try:
         model, seconds = local_llm.load_local_chat_model(spec.model)
-    except local_llm.LocalModelUnavailable as exc:
+    except (local_llm.LocalModelUnavailable, OSError) as exc:  # OSError: unwritable cache folder, full disk
         return None, LLMStatus("local", info.display_name, False, str(exc))
     detail = f"Embedded llama.cpp on this computer ({model.n_threads} threads, loaded in {seconds:.1f} s); nothing leaves it."
     return model, LLMStatus("local", info.display_name, True, detail)

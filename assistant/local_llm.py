@@ -255,10 +255,10 @@ def ensure_model_file(key: str = DEFAULT_LOCAL_MODEL) -> Path:
             logger.warning("%s; rebuilding it", exc)
     try:
         return assemble_parts(part_files(model), path, model.sha256, model.size_bytes)
-    except (LocalModelUnavailable, ModelChecksumError) as parts_error:
+    except (LocalModelUnavailable, ModelChecksumError, OSError) as parts_error:
         try:
             return download_from_hub(model, path.parent)
-        except (LocalModelUnavailable, ModelChecksumError) as hub_error:
+        except (LocalModelUnavailable, ModelChecksumError, OSError) as hub_error:
             raise LocalModelUnavailable(f"{parts_error} {hub_error}") from hub_error
 
 
@@ -562,7 +562,9 @@ class LlamaCppChatModel(BaseChatModel):
             tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
             for i, c in enumerate(parsed.tool_calls)
         ] + [
-            tool_call_chunk(name=c["name"], args=c["args"], id=c["id"], index=len(parsed.tool_calls) + i)
+            # Quoted as a JSON string: merging chunks re-reads args leniently, and a half-valid
+            # object would otherwise turn into a call of a tool named "".
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=len(parsed.tool_calls) + i)
             for i, c in enumerate(parsed.invalid_tool_calls)
         ]
         last = AIMessageChunk(

@@ -240,6 +240,15 @@ def test_stream_bare_json_call_becomes_a_tool_call(scripted_llama):
     assert merged.content == "" and [(c["name"], c["args"]) for c in merged.tool_calls] == [("night_summary", {"audience": "patient"})]
 
 
+def test_stream_malformed_call_stays_invalid(scripted_llama):
+    model, _ = scripted_llama('<tool_call>\n{"name": "list_events", "arguments": {"kind": ', "}\n</tool_call>")
+    chunks = list(model.bind_tools(AGENT_LIKE_TOOLS).stream([HumanMessage("apneas?")]))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert merged.tool_calls == [] and len(merged.invalid_tool_calls) == 1 and merged.content == ""
+
+
 # ----------------------------------------------------------------------------- model files
 
 
