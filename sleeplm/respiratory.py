@@ -221,7 +221,9 @@ def detect_apneas_hypopneas(rec: Recording, bad: np.ndarray, desats: pd.DataFram
     min_drop = 4.0 if hypopnea_rule == "1B" else 3.0
     for start, end in _low_runs(hypo_flow[0], HYPOPNEA_RATIO, hypo_flow[1]):
         a, b = int(start), int(np.ceil(end))
-        if taken[a:b].any():
+        trim = int(min(hypo_flow[1] / 2, (end - start - 2) / 2))
+        core_drop = 1 - float(np.nanmedian(hypo_flow[0][a + trim : b - trim]))
+        if taken[a:b].any() or core_drop < 1 - HYPOPNEA_RATIO:  # a brief dip, not a sustained >= 30 % drop
             continue
         linked = desats[(desats["nadir_s"] >= start) & (desats["nadir_s"] <= end + DESAT_NADIR_AFTER_S)]
         drop = float(linked["drop_pct"].max()) if len(linked) else 0.0
@@ -232,7 +234,7 @@ def detect_apneas_hypopneas(rec: Recording, bad: np.ndarray, desats: pd.DataFram
         subtype, effort_level = _hypopnea_subtype(effort, start, end, hypo_flow[1])
         events.append({
             "kind": "hypopnea", "subtype": subtype, "start_s": start, "end_s": end,
-            "evidence": {"flow_drop_pct": round(100 * (1 - float(np.nanmedian(hypo_flow[0][a:b]))), 1),
+            "evidence": {"flow_drop_pct": round(100 * core_drop, 1),
                          "channel": hypopnea_channel, "desaturation_pct": round(drop, 1) if drop else None,
                          "arousal": bool(len(woke)), "rule": hypopnea_rule,
                          "effort_ratio": None if effort_level is None else round(effort_level, 2)},

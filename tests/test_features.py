@@ -79,3 +79,13 @@ def test_missing_channels_are_nan_with_a_reason():
     assert table["brain_eog_rapid_power_uv2"].isna().all()
     assert "ECG" in reasons["cardiac_rmssd_ms"] and "SpO2" in reasons["cardiac_spo2_min_pct"]
     assert "brain_c3_delta_rel" not in reasons and table["brain_c3_delta_rel"].notna().all()
+
+
+def test_envelope_rate_signals_are_not_measured_as_raw():
+    from sleeplm.recording import Signal
+
+    rec = make_night(["N2"] * 4)
+    rec.signals["EMG_Chin"] = Signal(np.full(120, 5.0), 1.0, "uV", "EMG submental")  # a 1-Hz RMS envelope
+    table = epoch_features(rec)
+    assert table["posmus_emg_median_freq_hz"].isna().all()
+    assert "1 Hz, too slow" in missing_reasons(rec)["posmus_emg_rms_uv"]
