@@ -46,9 +46,9 @@ from sleeplm.export import ExportError, write_annotations_edf, write_events_csv,
 from sleeplm.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
 __all__ = [
-    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "ConfiguredChatModel", "check_upload", "open_session",
-    "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs", "epochs_at_click", "build_downloads",
-    "api_ask", "build_app", "launch", "serve",
+    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "ConfiguredChatModel", "check_upload",
+    "open_session", "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
+    "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "build_app", "launch", "serve",
 ]
 
 logger = logging.getLogger(__name__)
