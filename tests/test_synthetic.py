@@ -373,3 +373,21 @@ def test_eight_hour_night_simulates_and_writes_within_a_minute(tmp_path):
     write_night(night, tmp_path / "night.edf")
     assert time.perf_counter() - start < 60
     assert 15 <= night.truth.ahi < 30 and night.truth.hypnogram.size == 960
+
+
+AIRFLOW_LABELS = {"aasm": "Airflow", "monopolar": "Airflow", "shhs": "AIRFLOW", "mesa": "Flow",
+                  "sleep-edf": "Resp oro-nasal", "nox": "Flow"}
+
+
+@pytest.mark.parametrize("montage", list(MONTAGES))
+def test_truth_lists_only_artefacts_the_montage_carries(montage):
+    night = simulate_night(duration_h=0.5, seed=6, montage=montage, sfreq=64)
+    artefacts = night.truth.events[night.truth.events["kind"] == "artefact"]
+    (flat,) = artefacts[(artefacts["subtype"] == "flat") & (artefacts["channel"] == "AF")].itertuples()
+    flow, fs = signal_of(night, AIRFLOW_LABELS[montage])
+    # (12 s margins: resampling to Sleep-EDF's 1 Hz smears the edges by up to 10 s)
+    assert np.ptp(window(flow, fs, flat.start_s + 12, flat.end_s - 12)) < 1e-6
+    carried = {"mesa": {"EEG_C4_A1", "EOG_Left", "EOG_Right", "EMG_Chin", "THX", "ABD", "AF"},
+               "sleep-edf": {"EEG_C3_A2", "EEG_C4_A1", "EOG_Left", "EOG_Right", "EMG_Chin", "AF"}}
+    named = set(",".join(artefacts["channel"]).split(","))
+    assert named <= carried.get(montage, named)

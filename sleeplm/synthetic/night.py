@@ -176,9 +176,10 @@ def render_source(physiology: NightPhysiology, source: str) -> tuple[np.ndarray,
                  "Thorax": lambda: p.effort("Thorax"), "Abdomen": lambda: p.effort("Abdomen")}
     if source in breathing:
         return breathing[source](), float(RESP_SFREQ)
-    if source == "Cannula flow":  # square-root linearised nasal pressure
+    if source == "Cannula flow":  # square-root linearised nasal pressure; the montage's only airflow
         pressure = p.nasal_pressure()
-        return np.sign(pressure) * np.sqrt(np.abs(pressure)), float(RESP_SFREQ)
+        flow = np.sign(pressure) * np.sqrt(np.abs(pressure))
+        return p.apply_artefacts(flow, "AF", np.random.default_rng([p.seed, 11]), fs=RESP_SFREQ), float(RESP_SFREQ)
     if source == "Snore":
         return p.snore(min(fs, 128.0)), min(fs, 128.0)
     if source == "Snore dB":  # sound level over 0.1-s windows
@@ -296,10 +297,11 @@ def simulate_night(
         ranges[spec.label] = _physical_range(data, spec.source in _AMPLIFIER_SOURCES)
         signals[spec.label] = (np.clip(data, *ranges[spec.label]).astype(np.float32), rate, spec.unit)
 
-    resp = scenario.events["kind"].isin(["apnea", "hypopnea"]).sum()
+    events = _keep_rendered_artefacts(scenario.events, physiology.artefact_channels)
+    resp = events["kind"].isin(["apnea", "hypopnea"]).sum()
     tst_h = float((hypnogram != "W").sum()) * EPOCH_SEC / 3600
     truth = Truth(
-        hypnogram=hypnogram, events=scenario.events, ahi=float(resp / tst_h) if tst_h else float("nan"),
+        hypnogram=hypnogram, events=events, ahi=float(resp / tst_h) if tst_h else float("nan"),
         start_clock=start_clock, montage=montage, severity=severity, seed=int(seed),
         position=scenario.position_s[:: EPOCH_SEC].astype(int), position_map=POSITION_MAP_NAMES[montage],
         spo2_baseline=round(scenario.spo2_baseline, 2),
@@ -331,3 +333,11 @@ def _measure_heart_rate_episodes(events: pd.DataFrame, physiology: NightPhysiolo
         first = edges[edges < centre].max() + 1
         last = edges[edges >= centre].min() + 1
         events.loc[index, ["start_s", "end_s"]] = round(first / SLOW_SFREQ, 2), round(last / SLOW_SFREQ, 2)
+
+
+def _keep_rendered_artefacts(events: pd.DataFrame, rendered: set[str]) -> pd.DataFrame:
+    """`events` with artefact rows limited to the channels this montage carries (rows left with none dropped)."""
+    is_artefact = events["kind"] == "artefact"
+    channels = events["channel"].where(~is_artefact, events["channel"].map(
+        lambda text: ",".join(c for c in text.split(",") if c in rendered)))
+    return events.assign(channel=channels)[~is_artefact | (channels != "")].reset_index(drop=True)

@@ -30,7 +30,7 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage, signal
 
-from sleeplm.recording import EPOCH_SEC
+from sleeplm.recording import EPOCH_SEC, STAGES
 from sleeplm.synthetic.scenario import Scenario
 
 __all__ = ["EEG_RANGE_UV", "RESP_SFREQ", "SLOW_SFREQ", "NightPhysiology"]
@@ -54,6 +54,8 @@ _DERIVATION_GAINS = {
     "Fpz-Cz": (1.2, 1.0, 0.5, 1.0), "Fz-Cz": (1.1, 1.0, 0.6, 1.0),
     "Pz-Oz": (0.7, 1.0, 1.6, 1.0), "Cz-Oz": (0.8, 1.0, 1.4, 1.0),
 }
+# The canonical channel each derivation feeds (Sleep-EDF's leads stand in for C3/C4 in the loader).
+_DERIVATION_CHANNEL = {"C3-M2": "EEG_C3_A2", "C4-M1": "EEG_C4_A1", "Fpz-Cz": "EEG_C3_A2", "Pz-Oz": "EEG_C4_A1"}
 _EMG_STAGE_UV = {"W": 12.0, "N1": 7.0, "N2": 5.0, "N3": 4.5, "R": 1.5}
 _HR_STAGE_BPM = {"W": 68.0, "N1": 64.0, "N2": 60.0, "N3": 58.0, "R": 64.0}
 _BREATHS_STAGE_PER_MIN = {"W": 15.0, "N1": 14.0, "N2": 13.5, "N3": 13.0, "R": 15.5}
@@ -122,6 +124,7 @@ class NightPhysiology:
         self.arousals = events[events["kind"] == "arousal"]
         self.artefacts = events[events["kind"] == "artefact"]
         self._arousal_cache: dict[float, np.ndarray] = {}
+        self.artefact_channels: set[str] = set()  # canonical channels rendered with their artefacts
 
     # ---- shared timelines ------------------------------------------------------------------
     def _stage_envelope(self, table: dict, fs: float, column: int | None = None) -> np.ndarray:
@@ -191,7 +194,7 @@ class NightPhysiology:
                 amplitude += 8.0 * arousal
             x += amplitude * (0.85 * common + 0.5 * _band_noise(rng, n, fs, lo, hi))
         x += self._graphoelements * (0.8 if derivation.startswith(("P", "Cz-O")) else 1.0)
-        return self._with_artefacts(x, {"C3-M2": "EEG_C3_A2", "C4-M1": "EEG_C4_A1"}.get(derivation, derivation), rng)
+        return self.apply_artefacts(x, _DERIVATION_CHANNEL.get(derivation), rng)
 
     def mastoid(self, name: str) -> np.ndarray:
         """A mastoid reference electrode (M1/M2) against the recording reference, uV."""
@@ -218,7 +221,7 @@ class NightPhysiology:
         blink_idx = (self._event_times(rng, "W", 12.0) * fs).astype(int)
         np.add.at(blinks, blink_idx[blink_idx < n], rng.uniform(80, 160, size=(blink_idx < n).sum()))
         position += signal.oaconvolve(blinks, np.hanning(int(0.3 * fs)), mode="full")[:n]
-        slow = 60.0 * _lowpass_noise(rng, n, fs, 0.3) * self._stage_envelope({s: float(s == "N1") for s in _EMG_STAGE_UV}, fs)
+        slow = 60.0 * _lowpass_noise(rng, n, fs, 0.3) * self._stage_envelope({s: float(s == "N1") for s in STAGES}, fs)
         coupling = signal.butter(1, 0.3, btype="highpass", fs=fs, output="sos")  # EOG amplifier time constant
         return signal.sosfilt(coupling, position) + slow
 
@@ -229,7 +232,7 @@ class NightPhysiology:
         polarity = 1.0 if side == "E1-M2" else -1.0
         frontal = 0.35 * (self._eeg_common[0] * self._stage_envelope(_EEG_STAGE_UV, self.sfreq, 0) + self._graphoelements)
         x = polarity * self._eye_position + frontal + 3.0 * rng.standard_normal(n)
-        return self._with_artefacts(x, "EOG_Left" if side == "E1-M2" else "EOG_Right", rng)
+        return self.apply_artefacts(x, "EOG_Left" if side == "E1-M2" else "EOG_Right", rng)
 
     # ---- chin EMG --------------------------------------------------------------------------
     @cached_property
@@ -245,7 +248,7 @@ class NightPhysiology:
         rng = _stream(self.seed, "Chin1-Chin2")
         n = int(self.n_s * self.sfreq)
         x = self._emg_envelope * _band_noise(rng, n, self.sfreq, 10.0, 100.0)
-        return self._with_artefacts(x, "EMG_Chin", rng)
+        return self.apply_artefacts(x, "EMG_Chin", rng)
 
     def chin_emg_rms(self) -> np.ndarray:
         """Chin EMG RMS per second (1 Hz), uV, as low-rate recorders store it."""
@@ -300,7 +303,7 @@ class NightPhysiology:
         lead = int(round(0.3 * fs))  # template starts 0.3 s before the R peak
         x = signal.oaconvolve(impulses, template, mode="full")[lead : lead + n]
         x += 40.0 * _lowpass_noise(rng, n, fs, 0.3) + 8.0 * rng.standard_normal(n)
-        return self._with_artefacts(x, "ECG", rng)
+        return self.apply_artefacts(x, "ECG", rng)
 
     def pulse_rate(self) -> np.ndarray:
         """Heart rate as an oximeter reports it (beat-to-beat rate averaged over ~4 s), bpm at `SLOW_SFREQ`."""
@@ -371,7 +374,7 @@ class NightPhysiology:
         rng = _stream(self.seed, "Airflow")
         lag = signal.butter(1, 1.0, btype="lowpass", fs=RESP_SFREQ, output="sos")
         x = 120.0 * signal.sosfilt(lag, self._flow()) + 2.0 * rng.standard_normal(self.n_s * RESP_SFREQ)
-        return self._with_artefacts(x, "AF", rng, fs=RESP_SFREQ)
+        return self.apply_artefacts(x, "AF", rng, fs=RESP_SFREQ)
 
     def nasal_pressure(self) -> np.ndarray:
         """Nasal cannula pressure, cmH2O (inspiration up, not linearised), flattened in obstructive hypopneas."""
@@ -391,7 +394,7 @@ class NightPhysiology:
         gain = 200.0 if belt == "Thorax" else 160.0
         n = self.n_s * RESP_SFREQ
         x = gain * env["effort"] * -np.cos(self._breath_phase + shift) + 10.0 * _lowpass_noise(rng, n, RESP_SFREQ, 0.05)
-        return self._with_artefacts(x, "THX" if belt == "Thorax" else "ABD", rng, fs=RESP_SFREQ)
+        return self.apply_artefacts(x, "THX" if belt == "Thorax" else "ABD", rng, fs=RESP_SFREQ)
 
     def snore(self, fs: float) -> np.ndarray:
         """Snore microphone, uV: noise bursts on inspiration, loud on obstructive hypopneas and recovery breaths."""
@@ -435,8 +438,17 @@ class NightPhysiology:
         return 37.1 - 0.5 * np.sin(np.pi * progress * 0.8) + 0.02 * _lowpass_noise(rng, self.n_s, 1.0, 0.01)
 
     # ---- artefacts -------------------------------------------------------------------------
-    def _with_artefacts(self, x: np.ndarray, channel: str, rng: np.random.Generator, fs: float | None = None) -> np.ndarray:
-        """Apply the planned artefacts of `channel` (canonical name) to `x` (in place) and return it."""
+    def apply_artefacts(self, x: np.ndarray, channel: str | None, rng: np.random.Generator,
+                        fs: float | None = None) -> np.ndarray:
+        """Apply the planned artefacts of `channel` (canonical name) to `x` (in place) and return it.
+
+        The channel is remembered in `artefact_channels`, so the truth can list only the
+        artefacts a montage really carries. ``channel=None`` (a lead that feeds no canonical
+        channel) gets none.
+        """
+        if channel is None:
+            return x
+        self.artefact_channels.add(channel)
         fs = self.sfreq if fs is None else fs
         rows = self.artefacts[self.artefacts["channel"].str.split(",").apply(lambda chans: channel in chans)]
         for row in rows.itertuples():
