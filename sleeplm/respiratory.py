@@ -147,22 +147,23 @@ def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.Data
 def _effort_subtype(effort: np.ndarray | None, start: float, end: float, window_s: float) -> tuple[str, float | None]:
     """obstructive / central / mixed from the effort ratio over the apnea (None effort: unclassified).
 
-    The effort envelope is smeared by its window like the flow's, so only the apnea's core
-    (its edges trimmed by half a window) is judged.
+    Central: effort absent over >= 80 % of the apnea's core (its edges trimmed by half an
+    envelope window, which smears them). Mixed: effort absent (in the smeared envelope: at least one second) in the first half,
+    then back (> 40 % of baseline) over the last third. Obstructive otherwise.
     """
     if effort is None:
         return "unclassified", None
-    trim = min(window_s / 2, (end - start - 2) / 2)
-    part = effort[int(start + trim) : int(np.ceil(end - trim))]
-    part = part[np.isfinite(part)]
-    if part.size == 0:
+    span = effort[int(start) : int(np.ceil(end))]
+    trim = int(min(window_s / 2, (end - start - 2) / 2))
+    core = span[trim : len(span) - trim]
+    if not np.isfinite(core).any():
         return "unclassified", None
-    absent = part < EFFORT_ABSENT_RATIO
-    level = float(np.median(part))
-    if absent.mean() >= 0.8:
+    level = float(np.nanmedian(core))
+    if (core[np.isfinite(core)] < EFFORT_ABSENT_RATIO).mean() >= 0.8:
         return "central", level
-    first_present = np.flatnonzero(part > EFFORT_PRESENT_RATIO)
-    if absent[: max(3, part.size // 3)].all() and first_present.size and first_present[0] >= 3:
+    first_half, last_third = span[: len(span) // 2], span[-max(len(span) // 3, 1) :]
+    resumed = np.isfinite(last_third).any() and np.nanmedian(last_third) > EFFORT_PRESENT_RATIO
+    if (first_half < EFFORT_ABSENT_RATIO).any() and resumed:
         return "mixed", level
     return "obstructive", level
 
