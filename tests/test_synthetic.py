@@ -275,8 +275,11 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         simulate_night(duration_h=0.1, montage="philips")
     with pytest.raises(SimulationError, match="severity"):
         simulate_night(duration_h=0.1, severity="extreme")
-    with pytest.raises(SimulationError, match="30-s epoch"):
-        simulate_night(duration_h=0.001)
+    for duration in (0.001, float("nan"), "8"):
+        with pytest.raises(SimulationError, match="30-s epoch"):
+            simulate_night(duration_h=duration)
+    with pytest.raises(SimulationError, match="seed"):
+        simulate_night(duration_h=0.1, seed=-1)
     with pytest.raises(SimulationError, match="sfreq"):
         simulate_night(duration_h=0.1, sfreq=10)
     with pytest.raises(SimulationError, match="HH:MM:SS"):

@@ -124,19 +124,21 @@ class SyntheticNight:
         return self.truth.hypnogram.size * EPOCH_SEC
 
 
-def _check_arguments(duration_h, severity, montage, sfreq, start_clock) -> int:
+def _check_arguments(duration_h, seed, severity, montage, sfreq, start_clock) -> int:
+    """Number of 30-s epochs of the night, after checking every argument."""
     if severity not in SEVERITIES:
         raise SimulationError(f"unknown severity {severity!r}; use one of {list(SEVERITIES)}.")
     if montage not in MONTAGES:
         raise SimulationError(f"unknown montage {montage!r}; use one of {list(MONTAGES)}.")
-    n_epochs = int(round(float(duration_h) * 3600 / EPOCH_SEC))
-    if not np.isfinite(duration_h) or n_epochs < 1:
+    if not isinstance(duration_h, (int, float)) or not np.isfinite(duration_h) or duration_h * 3600 < EPOCH_SEC:
         raise SimulationError(f"duration_h={duration_h!r} is shorter than one 30-s epoch; ask for at least 0.01 h.")
-    if float(sfreq) != int(sfreq) or not 64 <= int(sfreq) <= 1024:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SimulationError(f"seed={seed!r}: use a whole number >= 0.")
+    if not isinstance(sfreq, (int, float)) or float(sfreq) != int(sfreq) or not 64 <= int(sfreq) <= 1024:
         raise SimulationError(f"sfreq={sfreq!r} Hz: use a whole number of Hz between 64 and 1024 (e.g. 128 or 256).")
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d", str(start_clock)):
         raise SimulationError(f"start_clock={start_clock!r}: write the clock time as 'HH:MM:SS', e.g. '22:47:30'.")
-    return n_epochs
+    return max(1, int(round(duration_h * 3600 / EPOCH_SEC)))
 
 
 def render_source(physiology: NightPhysiology, source: str) -> tuple[np.ndarray, float]:
@@ -278,7 +280,7 @@ def simulate_night(
     >>> night.labels[:3], night.truth.start_clock
     (['C3-M2', 'C4-M1', 'E1-M2'], '22:47:30')
     """
-    n_epochs = _check_arguments(duration_h, severity, montage, sfreq, start_clock)
+    n_epochs = _check_arguments(duration_h, seed, severity, montage, sfreq, start_clock)
     rng = np.random.default_rng(seed)
     hypnogram = simulate_hypnogram(n_epochs, rng, SEVERITIES[severity]["fragmentation"])
     scenario = plan_night(hypnogram, rng, severity, artefacts=artefacts, tachycardia=tachycardia,
