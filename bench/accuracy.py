@@ -3,7 +3,7 @@
 For each night (seeds x montages x severities, artefacts and noise on), the night is written
 as EDF+, loaded like an upload and analysed; events are matched to the truth one-to-one at
 IoU >= 0.2. Printed per night and pooled: respiratory event F1 (apneas + hypopneas), apnea
-subtype accuracy, desaturation F1, arousal F1, AHI error (events scored in the true sleep
+subtype accuracy, desaturation, arousal, tachycardia and position-change F1, AHI error (events scored in the true sleep
 epochs, and end to end with YASA's stages), YASA staging kappa against the true hypnogram.
 
 Targets (issue 5): respiratory F1 >= 0.9, desaturation F1 >= 0.9, |AHI error| <= 2/h.
@@ -25,6 +25,10 @@ import pandas as pd
 
 RESPIRATORY = ("apnea", "hypopnea")
 SLEEP = ("N1", "N2", "N3", "R")
+
+
+def _widened(events: pd.DataFrame, margin_s: float = 7.5) -> pd.DataFrame:
+    return events.assign(start_s=events.start_s - margin_s, end_s=events.start_s + margin_s)
 
 
 def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_yasa: bool = True) -> dict:
@@ -53,8 +57,11 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
         "resp_f1": event_agreement(ours_resp, true_resp)["f1"],
         "kind_acc": round(float(np.mean(same_kind)), 3) if same_kind else None,
         "apnea_subtype_acc": round(float(np.mean(subtype_ok)), 3) if subtype_ok else None,
-        "desat_f1": event_agreement(events[events.kind == "desaturation"], true_events[true_events.kind == "desaturation"])["f1"],
-        "arousal_f1": event_agreement(events[events.kind == "arousal"], true_events[true_events.kind == "arousal"])["f1"],
+        **{f"{short}_f1": event_agreement(events[events.kind == kind], true_events[true_events.kind == kind])["f1"]
+           for short, kind in (("desat", "desaturation"), ("arousal", "arousal"), ("tachy", "tachycardia"))},
+        # Position changes are instants: matched when within 15 s of each other.
+        "position_f1": event_agreement(_widened(events[events.kind == "position_change"]),
+                                       _widened(true_events[true_events.kind == "position_change"]))["f1"],
         "ahi_true": round(truth.ahi, 2),
         "ahi_err": round(float(len(ours_resp) / tst_h - truth.ahi), 2),
     }
@@ -103,7 +110,8 @@ def main() -> None:
     print(f"|AHI error| (true stages): mean {table.ahi_err.abs().mean():.2f}/h, max {table.ahi_err.abs().max():.2f}/h (target <= 2)")
     if "ahi_err_yasa" in table:
         print(f"|AHI error| (YASA stages): mean {table.ahi_err_yasa.abs().mean():.2f}/h, max {table.ahi_err_yasa.abs().max():.2f}/h")
-    print(f"arousal F1: mean {table.arousal_f1.mean():.3f}; apnea subtype accuracy: mean {table.apnea_subtype_acc.mean():.3f}")
+    print(f"arousal F1: mean {table.arousal_f1.mean():.3f}; tachycardia F1: mean {table.tachy_f1.mean():.3f}; "
+          f"position change F1: mean {table.position_f1.mean():.3f}; apnea subtype accuracy: mean {table.apnea_subtype_acc.mean():.3f}")
 
 
 if __name__ == "__main__":
