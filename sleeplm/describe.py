@@ -64,9 +64,11 @@ def _brain(f: pd.DataFrame, night: pd.DataFrame, stages, source) -> list[str]:
     if delta is None:
         out.append("EEG not recorded")
     else:
-        spindles = _mean(f, "brain_spindle_count") or 0
-        if spindles >= 1:
-            out[0] += " with sleep spindles"
+        graphoelements = [name for name, column in (("sleep spindles", "brain_spindle_count"),
+                                                    ("K-complexes", "brain_kcomplex_count"))
+                          if (_mean(f, column) or 0) >= 0.5]  # about one per epoch or more
+        if graphoelements:
+            out[0] += " with " + " and ".join(graphoelements)
         out.append(f"delta {delta:.0%} of EEG power{' (slow waves dominant)' if delta > 0.5 else ''}; "
                    f"alpha {'low' if alpha < 0.1 else 'high' if alpha > 0.2 else 'moderate'} ({alpha:.0%}), beta {beta:.0%}")
     rapid, slow = _mean(f, "brain_eog_rapid_ratio"), _mean(f, "brain_eog_slow_power_uv2")

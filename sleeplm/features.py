@@ -38,6 +38,9 @@ EOG_SLOW = (0.1, 0.6)
 EOG_RAPID = (0.6, 5)
 SPINDLE_BAND = (11, 16)
 SPINDLE_S = (0.5, 2.0)
+KCOMPLEX_UV = 75.0  # AASM: K-complex amplitude is conventionally >= 75 uV peak to peak
+KCOMPLEX_RISE_S = 0.8
+KCOMPLEX_ISOLATION_S = 3.0
 # Plausible beat-to-beat intervals (30-200 bpm) and breath intervals (4-40 breaths/min).
 RR_LIMITS_S = (0.3, 2.0)
 BREATH_LIMITS_S = (1.5, 15.0)
@@ -48,8 +51,8 @@ EMG_BURST_FACTOR = 4.0
 
 DOMAIN_COLUMNS = {
     "brain": [f"brain_{ch}_{band}_rel" for ch in ("c3", "c4") for band in EEG_BANDS]
-    + ["brain_eeg_power_uv2", "brain_spindle_count", "brain_eog_slow_power_uv2", "brain_eog_rapid_power_uv2",
-       "brain_eog_rapid_ratio"],
+    + ["brain_eeg_power_uv2", "brain_spindle_count", "brain_kcomplex_count", "brain_eog_slow_power_uv2",
+       "brain_eog_rapid_power_uv2", "brain_eog_rapid_ratio"],
     "cardiac": ["cardiac_hr_mean_bpm", "cardiac_hr_min_bpm", "cardiac_hr_max_bpm", "cardiac_rmssd_ms",
                 "cardiac_hr_slope_bpm_per_min", "cardiac_spo2_mean_pct", "cardiac_spo2_min_pct"],
     "resp": ["resp_thx_rate_per_min", "resp_abd_rate_per_min", "resp_breath_interval_cv",
@@ -78,6 +81,24 @@ def _spindle_count(data: np.ndarray, sfreq: float, n_epochs: int) -> np.ndarray:
     return np.bincount(epochs[epochs < n_epochs], minlength=n_epochs).astype(float)
 
 
+def _kcomplex_count(data: np.ndarray, sfreq: float, n_epochs: int) -> np.ndarray:
+    """Isolated large biphasic waves per epoch: a 0.5-2.5 Hz trough followed within 0.8 s by a
+    peak >= 75 uV higher, with no other such wave within 3 s (which sets K-complexes apart from
+    the trains of slow waves of N3)."""
+    x = bandpass(data, sfreq, 0.5, 2.5, order=2)
+    troughs, _ = signal.find_peaks(-x, prominence=KCOMPLEX_UV / 2, distance=int(0.5 * sfreq))
+    troughs = troughs[troughs + int(KCOMPLEX_RISE_S * sfreq) < len(x)]
+    after = troughs[:, None] + np.arange(1, int(KCOMPLEX_RISE_S * sfreq) + 1)
+    waves = troughs[x[after].max(axis=1) - x[troughs] >= KCOMPLEX_UV]
+    gaps = np.diff(waves) / sfreq
+    isolated = np.ones(len(waves), dtype=bool)
+    if len(waves) > 1:
+        isolated[1:] &= gaps >= KCOMPLEX_ISOLATION_S
+        isolated[:-1] &= gaps >= KCOMPLEX_ISOLATION_S
+    epochs = (waves[isolated] / sfreq // EPOCH_SEC).astype(int)
+    return np.bincount(epochs[epochs < n_epochs], minlength=n_epochs).astype(float)
+
+
 def _brain(rec: Recording, n: int) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     powers = []
@@ -91,8 +112,9 @@ def _brain(rec: Recording, n: int) -> dict[str, np.ndarray]:
         for band in EEG_BANDS:
             out[f"brain_{ch}_{band}_rel"] = bands[band] / total
         powers.append(bands["total"])
-        if "brain_spindle_count" not in out:
+        if "brain_spindle_count" not in out:  # one central derivation is enough for event counts
             out["brain_spindle_count"] = _spindle_count(sig.data, sig.sfreq, n)
+            out["brain_kcomplex_count"] = _kcomplex_count(sig.data, sig.sfreq, n)
     if powers:
         out["brain_eeg_power_uv2"] = np.mean(powers, axis=0)
     left, right = get_signal(rec, "EOG_Left"), get_signal(rec, "EOG_Right")
@@ -303,7 +325,7 @@ def epoch_features(rec: Recording) -> pd.DataFrame:
     Returns
     -------
     DataFrame indexed by epoch (0..N-1), one column per measure (see `DOMAIN_COLUMNS`):
-    ``brain_*`` (relative band power 0-1, EEG power uV^2, spindle count, EOG slow/rapid
+    ``brain_*`` (relative band power 0-1, EEG power uV^2, spindle and K-complex counts, EOG slow/rapid
     eye-movement power uV^2), ``cardiac_*`` (HR bpm, RMSSD ms, HR slope bpm/min, SpO2 %),
     ``resp_*`` (breathing rate /min, breath-interval CV, flow amplitude / 5-min baseline,
     flattening 0-1, thoracic-abdominal phase degrees: 0 in phase, 180 paradoxical),
@@ -324,7 +346,8 @@ def epoch_features(rec: Recording) -> pd.DataFrame:
 
 _NEEDS = {
     "brain_c3_": ("EEG_C3_A2",), "brain_c4_": ("EEG_C4_A1",), "brain_eeg_": ("EEG_C3_A2", "EEG_C4_A1"),
-    "brain_spindle": ("EEG_C3_A2", "EEG_C4_A1"), "brain_eog": ("EOG_Left", "EOG_Right"),
+    "brain_spindle": ("EEG_C3_A2", "EEG_C4_A1"), "brain_kcomplex": ("EEG_C3_A2", "EEG_C4_A1"),
+    "brain_eog": ("EOG_Left", "EOG_Right"),
     "cardiac_hr_mean": ("ECG", "HR"), "cardiac_hr_min": ("ECG", "HR"), "cardiac_hr_max": ("ECG", "HR"),
     "cardiac_rmssd": ("ECG",), "cardiac_hr_slope": ("ECG",), "cardiac_spo2": ("SpO2",),
     "resp_thx": ("THX",), "resp_abd_": ("ABD",), "resp_breath": ("THX", "ABD"), "resp_flow": ("AF", "Pressure"),

@@ -28,9 +28,11 @@ def _stage_eeg(stages, fs, rng):
             eeg[s] += 80 * np.sin(2 * np.pi * 1.0 * t[s])
         else:
             eeg[s] += 15 * np.sin(2 * np.pi * 6 * t[s])
-            if stage == "N2":  # one 1-s spindle in the middle of each N2 epoch
+            if stage == "N2":  # one 1-s spindle in the middle of each N2 epoch, and a K-complex at 7 s
                 mid = i * per_epoch + per_epoch // 2
                 eeg[mid : mid + fs] += 40 * np.sin(2 * np.pi * 13 * t[mid : mid + fs]) * np.hanning(fs)
+                k = i * per_epoch + 7 * fs
+                eeg[k : k + fs] -= 60 * np.sin(2 * np.pi * np.arange(fs) / fs)  # trough, then peak: 120 uV
     return eeg
 
 

@@ -21,7 +21,7 @@ def test_brain_text_names_stage_and_spindles(night):
     rec, analysis = night
     out = describe_epochs(rec, "brain", 6, 8, analysis=analysis)
     assert out["source"] == "measured" and out["domain"] == "brain"
-    assert out["text"].startswith("Stage N2 (reference scoring) with sleep spindles")
+    assert out["text"].startswith("Stage N2 (reference scoring) with sleep spindles and K-complexes")
     assert "alpha low" in out["text"]
     assert out["citation"] == rec.cite_epochs(6, 8)
     assert "rapid eye movements" in describe_epochs(rec, "brain", 26, 29, analysis=analysis)["text"]
