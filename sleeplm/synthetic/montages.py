@@ -14,8 +14,8 @@ aasm          0 Right, 1 Left, 2 Supine, 3 Prone (SleepLM codes)   "sleeplm" (as
 monopolar     same as aasm                                         "sleeplm" (assumed)
 shhs          0 Right, 1 Left, 2 Supine, 3 Prone (SHHS PS-2)       "shhs"
 mesa          0 Right, 1 Supine, 2 Left, 3 Prone (Compumedics)     "mesa"
-nox           roll angle in degrees: 0 supine, +90 left,          "nox" (pass it:
-              -90 right, 180 prone                                  labels are generic)
+nox           roll angle in degrees: 0 supine, +90 left,          "nox" (recognised
+              -90 right, 180 prone                                  from the angles)
 sleep-edf     no position channel                                  -
 ============  ==================================================  ==================
 """
