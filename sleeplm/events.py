@@ -163,7 +163,7 @@ def detect_events(rec: Recording, hypnogram: np.ndarray | None = None, hypopnea_
     arousals = detect_arousals(rec, hypnogram, eeg_bad)
     spo2 = spo2_per_second(rec, bad_seconds(artefacts, ("SpO2",), n_seconds))
     desats = detect_desaturations(spo2) if spo2 is not None else detect_desaturations(np.array([]))
-    flow_bad = bad_seconds(artefacts, ("AF", "Pressure"), n_seconds)
+    flow_bad = {name: bad_seconds(artefacts, (name,), n_seconds) for name in ("AF", "Pressure")}
 
     events = _in_sleep(detect_apneas_hypopneas(rec, flow_bad, desats, arousals, hypopnea_rule), hypnogram)
     events += _in_sleep([

@@ -27,7 +27,7 @@ QUALITY_CHANNELS = ("AF", "Pressure", "THX", "ABD", "EEG_C3_A2", "EEG_C4_A1", "E
 # A sensor whose output hardly moves for 5 s is disconnected or saturated: even an apnea leaves
 # cardiogenic oscillation and noise on a connected airflow sensor (see `_flat_seconds`).
 FLAT_MIN_S = 5.0
-FLAT_FRACTION = 0.002
+FLAT_FRACTION = 0.001
 # A pop: a sample more than 12 robust standard deviations from the night's median.
 POP_SIGMAS = 12.0
 POP_MARGIN_S = 2.0
@@ -51,7 +51,7 @@ def _grow(mask: np.ndarray, samples: int) -> np.ndarray:
 
 
 def _flat_seconds(data: np.ndarray, sfreq: float) -> np.ndarray:
-    """Per second: True inside stretches whose 5-s range is below 0.2 % of the channel's typical 30-s range.
+    """Per second: True inside stretches whose 5-s range is below 0.1 % of the channel's typical 30-s range.
 
     Filtering in the loader can leave a faint ringing on a dead channel, so "flat" cannot mean
     "exactly constant"; an apnea keeps several % of the breathing amplitude (noise, cardiac
@@ -108,7 +108,7 @@ def artefact_segments(rec: Recording, channels=QUALITY_CHANNELS) -> pd.DataFrame
     Returns
     -------
     DataFrame with columns ``channel, problem, start_s, end_s`` (seconds from start); problem is
-    ``flat`` (5-s range < 0.2 % of the usual 30-s range, >= 5 s), ``pop`` (spike > 12 robust SD, +-2 s), ``clipped`` (at the
+    ``flat`` (5-s range < 0.1 % of the usual 30-s range, >= 5 s), ``pop`` (spike > 12 robust SD, +-2 s), ``clipped`` (at the
     signal's rails >= 1 s), or for SpO2 ``invalid`` (outside 50-100 %) and ``jump`` (> 4 %/s).
     """
     rows = []

@@ -186,29 +186,31 @@ def _hypopnea_subtype(effort: np.ndarray | None, start: float, end: float, windo
     return ("obstructive" if level >= HYPOPNEA_RATIO else "central"), level
 
 
-def detect_apneas_hypopneas(rec: Recording, bad: np.ndarray, desats: pd.DataFrame, arousals: pd.DataFrame,
+def detect_apneas_hypopneas(rec: Recording, bad: dict[str, np.ndarray], desats: pd.DataFrame, arousals: pd.DataFrame,
                             hypopnea_rule: str = "1A") -> list[dict]:
     """Apneas and hypopneas as dicts with kind, subtype, start_s, end_s, evidence.
 
     Parameters
     ----------
     rec : the night.
-    bad : per-second mask of airflow artefacts (never scored).
+    bad : per-second artefact mask of each airflow channel ("AF", "Pressure"); masked seconds of
+        a channel are never scored on it.
     desats : all >= 3 % desaturations (`detect_desaturations`), used to qualify hypopneas.
     arousals : arousals (columns start_s, end_s) used by rule 1A.
     hypopnea_rule : "1A" (>= 3 % desaturation or arousal) or "1B" (>= 4 % desaturation).
     """
     apnea_channel = "AF" if get_signal(rec, "AF") is not None else "Pressure"
     hypopnea_channel = "Pressure" if get_signal(rec, "Pressure") is not None else "AF"
-    apnea_flow = flow_ratio(rec, apnea_channel, bad)
+    apnea_flow = flow_ratio(rec, apnea_channel, bad[apnea_channel])
     if apnea_flow is None:
         return []
-    hypo_flow = apnea_flow if hypopnea_channel == apnea_channel else flow_ratio(rec, hypopnea_channel, bad)
-    efforts = [r[0] for r in (flow_ratio(rec, name, np.zeros_like(bad)) for name in ("THX", "ABD")) if r is not None]
+    hypo_flow = apnea_flow if hypopnea_channel == apnea_channel else flow_ratio(rec, hypopnea_channel, bad[hypopnea_channel])
+    clean = np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool)
+    efforts = [r[0] for r in (flow_ratio(rec, name, clean) for name in ("THX", "ABD")) if r is not None]
     effort = np.fmax(*efforts) if len(efforts) == 2 else (efforts[0] if efforts else None)
 
     events = []
-    taken = np.zeros(len(bad), dtype=bool)
+    taken = np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool)
     for start, end in _low_runs(apnea_flow[0], APNEA_RATIO, apnea_flow[1]):
         a, b = int(start), int(np.ceil(end))
         subtype, effort_level = _effort_subtype(effort, start, end, apnea_flow[1])
