@@ -174,7 +174,9 @@ def detect_events(rec: Recording, hypnogram: np.ndarray | None = None, hypopnea_
     events += [{"kind": "arousal", "subtype": "", "start_s": a.start_s, "end_s": a.end_s,
                 "evidence": {"power_ratio": a.power_ratio}} for a in arousals.itertuples(index=False)]
     events += _heart_rate_events(rec, hypnogram) + _position_events(rec)
-    return _as_table(rec, events)
+    table = _as_table(rec, events)
+    logger.info("events scored (hypopnea rule %s): %s", hypopnea_rule, table["kind"].value_counts().to_dict())
+    return table
 
 
 def _as_table(rec: Recording, events: list[dict]) -> pd.DataFrame:

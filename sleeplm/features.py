@@ -15,7 +15,6 @@ Examples
 
 from __future__ import annotations
 
-import logging
 import warnings
 from contextlib import contextmanager
 
@@ -27,8 +26,6 @@ from sleeplm.recording import EPOCH_SEC, POSITION_CODES, Recording
 from sleeplm.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, runs, unusable_reason
 
 __all__ = ["EEG_BANDS", "epoch_features", "missing_reasons", "epoch_positions", "heart_beats", "heart_rate_per_second", "breaths"]
-
-logger = logging.getLogger(__name__)
 
 # AASM/YASA conventional EEG bands (Hz); relative power is over 0.5-30 Hz.
 EEG_BANDS = {"delta": (0.5, 4), "theta": (4, 8), "alpha": (8, 12), "sigma": (12, 16), "beta": (16, 30)}
