@@ -144,23 +144,38 @@ def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.Data
     return pd.DataFrame(rows, columns=columns)
 
 
+def _core(values: np.ndarray, start: float, end: float, window_s: float) -> np.ndarray:
+    """The finite values over an event's core.
+
+    An event's span was widened by half an envelope window on each side, and inside it the
+    envelope still ramps for another half window: one full window is trimmed off each edge
+    (leaving at least 2 s).
+    """
+    trim = int(min(window_s, (end - start - 2) / 2))
+    core = values[int(start) + trim : int(np.ceil(end)) - trim]
+    return core[np.isfinite(core)]
+
+
+def _core_median(flow: tuple[np.ndarray, float], start: float, end: float) -> float:
+    """Median amplitude ratio over an event's core (NaN when it is all artefact)."""
+    core = _core(flow[0], start, end, flow[1])
+    return float(np.median(core)) if core.size else np.nan
+
+
 def _effort_subtype(effort: np.ndarray | None, start: float, end: float, window_s: float) -> tuple[str, float | None]:
     """obstructive / central / mixed from the effort ratio over the apnea (None effort: unclassified).
 
-    Central: effort absent over >= 80 % of the apnea's core (its edges trimmed by half an
-    envelope window, which smears them). Mixed: effort absent (in the smeared envelope: at least one second) in the first half,
-    then back (> 40 % of baseline) over the last third. Obstructive otherwise.
+    Central: effort absent over >= 80 % of the apnea's core (see `_core`). Mixed: effort absent
+    (in the smeared envelope: at least one second) in the first half, then back (> 40 % of
+    baseline) over the last third. Obstructive otherwise.
     """
-    if effort is None:
+    core = np.array([]) if effort is None else _core(effort, start, end, window_s)
+    if core.size == 0:
         return "unclassified", None
-    span = effort[int(start) : int(np.ceil(end))]
-    trim = int(min(window_s / 2, (end - start - 2) / 2))
-    core = span[trim : len(span) - trim]
-    if not np.isfinite(core).any():
-        return "unclassified", None
-    level = float(np.nanmedian(core))
-    if (core[np.isfinite(core)] < EFFORT_ABSENT_RATIO).mean() >= 0.8:
+    level = float(np.median(core))
+    if (core < EFFORT_ABSENT_RATIO).mean() >= 0.8:
         return "central", level
+    span = effort[int(start) : int(np.ceil(end))]
     first_half, last_third = span[: len(span) // 2], span[-max(len(span) // 3, 1) :]
     resumed = np.isfinite(last_third).any() and np.nanmedian(last_third) > EFFORT_PRESENT_RATIO
     if (first_half < EFFORT_ABSENT_RATIO).any() and resumed:
@@ -175,14 +190,10 @@ def _hypopnea_subtype(effort: np.ndarray | None, start: float, end: float, windo
     effort envelope stands in: an obstructed airway keeps (or raises) effort against the
     narrowing, a central hypopnea lowers effort and flow together.
     """
-    if effort is None:
+    core = np.array([]) if effort is None else _core(effort, start, end, window_s)
+    if core.size == 0:
         return "", None
-    trim = min(window_s / 2, (end - start - 2) / 2)
-    part = effort[int(start + trim) : int(np.ceil(end - trim))]
-    part = part[np.isfinite(part)]
-    if part.size == 0:
-        return "", None
-    level = float(np.median(part))
+    level = float(np.median(core))
     return ("obstructive" if level >= HYPOPNEA_RATIO else "central"), level
 
 
@@ -211,7 +222,16 @@ def detect_apneas_hypopneas(rec: Recording, bad: dict[str, np.ndarray], desats: 
 
     events = []
     taken = np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool)
-    for start, end in _low_runs(apnea_flow[0], APNEA_RATIO, apnea_flow[1]):
+    spans = [tuple(span) for span in _low_runs(apnea_flow[0], APNEA_RATIO, apnea_flow[1])]
+    for start, end in spans:
+        taken[int(start) : int(np.ceil(end))] = True
+    # Noise and the envelope's smear keep a short apnea's envelope near 5-10 % of baseline only
+    # briefly: a >= 30 % drop whose core sits at <= 10 % of baseline is an apnea as well.
+    for start, end in _low_runs(apnea_flow[0], HYPOPNEA_RATIO, apnea_flow[1]):
+        if not taken[int(start) : int(np.ceil(end))].any() and _core_median(apnea_flow, start, end) <= APNEA_RATIO:
+            spans.append((start, end))
+            taken[int(start) : int(np.ceil(end))] = True
+    for start, end in sorted(spans):
         a, b = int(start), int(np.ceil(end))
         subtype, effort_level = _effort_subtype(effort, start, end, apnea_flow[1])
         core = apnea_flow[0][a:b]
@@ -220,13 +240,11 @@ def detect_apneas_hypopneas(rec: Recording, bad: dict[str, np.ndarray], desats: 
             "evidence": {"flow_drop_pct": round(100 * (1 - float(np.nanmin(core))), 1), "channel": apnea_channel,
                          "effort_ratio": None if effort_level is None else round(effort_level, 2)},
         })
-        taken[a:b] = True
     min_drop = 4.0 if hypopnea_rule == "1B" else 3.0
     for start, end in _low_runs(hypo_flow[0], HYPOPNEA_RATIO, hypo_flow[1]):
         a, b = int(start), int(np.ceil(end))
-        trim = int(min(hypo_flow[1] / 2, (end - start - 2) / 2))
-        core_drop = 1 - float(np.nanmedian(hypo_flow[0][a + trim : b - trim]))
-        if taken[a:b].any() or core_drop < 1 - HYPOPNEA_RATIO:  # a brief dip, not a sustained >= 30 % drop
+        core_drop = 1 - _core_median(hypo_flow, start, end)
+        if taken[a:b].any() or not core_drop >= 1 - HYPOPNEA_RATIO:  # a brief dip, not a sustained >= 30 % drop
             continue
         linked = desats[(desats["nadir_s"] >= start) & (desats["nadir_s"] <= end + DESAT_NADIR_AFTER_S)]
         drop = float(linked["drop_pct"].max()) if len(linked) else 0.0
