@@ -36,7 +36,7 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
     from sleeplm.evaluation import event_agreement, match_events
     from sleeplm.events import detect_events
     from sleeplm.io import load_recording
-    from sleeplm.signals import get_signal
+    from sleeplm.signals import get_signal, position_codes
     from sleeplm.staging import agreement, stage_with_yasa
     from sleeplm.synthetic import load_truth, simulate_night, write_night
 
@@ -71,6 +71,10 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
         row.update(resp_f1=None, ahi_err=None, note="no usable airflow")
     if get_signal(rec, "SpO2") is None:
         row.update(desat_f1=None)
+    if get_signal(rec, "ECG") is None and get_signal(rec, "HR") is None:
+        row.update(tachy_f1=None)
+    if position_codes(rec) is None:
+        row.update(position_f1=None)
     if with_yasa and row["ahi_err"] is not None:
         try:
             hyp = stage_with_yasa(rec)
@@ -99,7 +103,8 @@ def main() -> None:
                 rows.append(evaluate_night(args.hours, seed, severity, montage, with_yasa=not args.no_yasa))
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    for column in ("resp_f1", "desat_f1", "arousal_f1", "apnea_subtype_acc", "ahi_err", "ahi_err_yasa"):
+    for column in ("resp_f1", "desat_f1", "arousal_f1", "tachy_f1", "position_f1", "apnea_subtype_acc", "ahi_err",
+                   "ahi_err_yasa"):
         if column in table:
             table[column] = pd.to_numeric(table[column])  # None (not measurable) -> NaN, left out of means
     pd.set_option("display.width", 200)
