@@ -81,6 +81,7 @@ class BrowserSession:
     preflight : the preflight table as last shown (to see which channel the user edited).
     overview : the overview figure as last rendered (maps clicks to times).
     llm_note : why the configured language model is not in use, when it is not.
+    sleeplm_note : why the app has no SleepLM weights, when it has none.
     """
 
     night: NightSession
@@ -90,6 +91,7 @@ class BrowserSession:
     preflight: pd.DataFrame | None = None
     overview: Any = None
     llm_note: str | None = None
+    sleeplm_note: str | None = None
 
     def close(self) -> None:
         self.night.close()
@@ -118,12 +120,14 @@ class ConfiguredChatModel:
         return None if self._resolved is None else self._resolved[1]
 
 
-def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_model: Any = None) -> BrowserSession:
-    """A fresh `BrowserSession` whose private folder is ``root/key``."""
+def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_model: Any = None,
+                 sleeplm_note: str | None = None) -> BrowserSession:
+    """A fresh `BrowserSession` whose private folder is ``root/key``; `sleeplm_note` says why there is no model."""
     workdir = Path(root) / key
     workdir.mkdir(parents=True, exist_ok=True)
     night = NightSession(llm=llm_factory(), model=sleeplm_model, workdir=workdir / "session")
-    return BrowserSession(night=night, workdir=workdir, llm_note=getattr(llm_factory, "note", None))
+    return BrowserSession(night=night, workdir=workdir, llm_note=getattr(llm_factory, "note", None),
+                          sleeplm_note=None if sleeplm_model is not None else sleeplm_note)
 
 
 def check_upload(path: str | Path | None) -> Path:
@@ -154,7 +158,8 @@ def _llm_markdown(bs: BrowserSession) -> str:
         model = f" · {info['model']}" if info.get("model") else ""
         detail = f" — {info['detail']}" if info.get("detail") else ""
         llm = f"{info.get('backend') or 'none'}{model}{detail}"
-    return f"**Language model:** {llm}  \n**SleepLM:** {bs.night.sleeplm_status}"
+    sleeplm = f"not available — {bs.sleeplm_note}" if bs.sleeplm_note else bs.night.sleeplm_status
+    return f"**Language model:** {llm}  \n**SleepLM:** {sleeplm}"
 
 
 def _night_markdown(bs: BrowserSession) -> str:
@@ -237,18 +242,19 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     progress(1.0, desc="Ready")
 
 
-def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory, sleeplm_model, registry: dict) -> BrowserSession:
+def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory, sleeplm_model, registry: dict,
+             sleeplm_note: str | None = None) -> BrowserSession:
     if state is not None:
         return state
     key = getattr(request, "session_hash", None) or uuid.uuid4().hex
-    bs = open_session(root, key, llm_factory, sleeplm_model)
+    bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note)
     registry[key] = bs
     return bs
 
 
 def load_night(path, state: BrowserSession | None, request: Any = None, progress: Progress = None, *,
                root: Path, llm_factory, sleeplm_model=None, registry: dict | None = None,
-               owned: bool = True) -> Iterator[tuple]:
+               owned: bool = True, sleeplm_note: str | None = None) -> Iterator[tuple]:
     """Handler: load a recording into this tab's session.
 
     Yields (state, night text, LLM text, preflight table, file channels text, overview image path,
@@ -257,7 +263,7 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     travels further; the demo night or a served ``--recording`` is read in place.
     """
     progress = progress or (lambda *a, **k: None)
-    bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {})
+    bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {}, sleeplm_note)
     try:
         source = check_upload(path)
         if owned:
@@ -498,11 +504,12 @@ def _load_sleeplm() -> tuple[Any, str | None]:
     except ImportError:
         return None, "SleepLM inference is not part of this installation; answers use measurements only."
     except SleepLMError as exc:
-        return None, f"SleepLM weights unavailable ({exc}); answers use measurements only."
+        return None, f"{exc} Answers use measurements only."
 
 
 def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | Path | None = None,
-              sleeplm_model: Any = None, preload: str | Path | None = None) -> gr.Blocks:
+              sleeplm_model: Any = None, preload: str | Path | None = None,
+              sleeplm_note: str | None = None) -> gr.Blocks:
     """The Gradio Blocks app.
 
     Parameters
@@ -512,18 +519,20 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     session_root : folder holding one private sub-folder per session; a fresh temporary folder by default.
     sleeplm_model : a loaded `SleepLM` shared by the sessions, or None (measurements only).
     preload : recording every new tab starts with (the demo night in `serve`), read in place.
+    sleeplm_note : why there is no `sleeplm_model` (shown on the page as the SleepLM status).
     """
     root = Path(session_root) if session_root else Path(tempfile.mkdtemp(prefix="sleeplm-app-"))
     root.mkdir(parents=True, exist_ok=True)
     llm_factory = llm_factory or ConfiguredChatModel()
     registry: dict[str, BrowserSession] = {}
-    common = {"root": root, "llm_factory": llm_factory, "sleeplm_model": sleeplm_model, "registry": registry}
+    common = {"root": root, "llm_factory": llm_factory, "sleeplm_model": sleeplm_model, "registry": registry,
+              "sleeplm_note": sleeplm_note}
 
     def on_open(state, request: gr.Request, progress=gr.Progress()):
         if preload is not None:
             yield from load_night(str(preload), state, request, progress, owned=False, **common)
             return
-        bs = _session(state, request, root, llm_factory, sleeplm_model, registry)
+        bs = _session(state, request, root, llm_factory, sleeplm_model, registry, sleeplm_note)
         intro = "Upload a night (EDF/EDF+/BDF) or press **Load demo night**."
         yield bs, intro, _llm_markdown(bs), gr.update(), gr.update(), None, None, None, []
 
@@ -640,7 +649,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     model, why_not = _load_sleeplm()
     if why_not:
         logger.warning("%s", why_not)
-    launch(build_app(sleeplm_model=model, preload=recording), host, port)
+    launch(build_app(sleeplm_model=model, preload=recording, sleeplm_note=why_not), host, port)
 
 
 if __name__ == "__main__":

@@ -322,6 +322,21 @@ def test_configured_llm_status_is_shown(monkeypatch, tmp_path, spec, shown):
         bs.close()
 
 
+def test_missing_sleeplm_weights_are_explained_on_the_page(monkeypatch, tmp_path, small_edf):
+    """`serve` without weights: the page says why and how to fix it, not just "no weights"."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    model, why_not = app._load_sleeplm()
+    assert model is None and "SLEEPLM_CHECKPOINT=PATH" in why_not and why_not.endswith("Answers use measurements only.")
+    outputs = list(app.load_night(upload_copy(small_edf, tmp_path / "upload"), None, SimpleNamespace(session_hash="t"),
+                                  no_progress, root=tmp_path / "sessions", llm_factory=overview_model,
+                                  sleeplm_note=why_not))
+    bs, _, llm_text, *_ = outputs[-1]
+    assert f"**SleepLM:** not available — {why_not}" in llm_text and "**Language model:** " in llm_text
+    bs.close()
+
+
 def test_server_refuses_uploads_over_the_size_limit(monkeypatch, tmp_path, small_edf):
     from gradio_client import Client, handle_file
 
