@@ -24,6 +24,7 @@ import pandas as pd
 from sleeplm.analysis import NightAnalysis, analyze_night
 from sleeplm.events import EVENT_COLUMNS
 from sleeplm.recording import Recording, format_elapsed
+from sleeplm.summary import EXPORT_KEYS
 
 __all__ = ["analyze_to_dir", "write_summary_json", "write_events_csv", "write_hypnogram_csv", "write_report_md"]
 
@@ -44,8 +45,11 @@ def _plain(value):
 
 
 def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
-    summary = dict(analysis.summary)
-    summary["stage_agreement"] = analysis.staging.agreement
+    """The contract's figures (`sleeplm.summary.EXPORT_KEYS`) and ``not_assessable``, nothing else
+    (stage source and agreement are in hypnogram.csv and report.md)."""
+    summary = {key: analysis.summary[key] for key in EXPORT_KEYS}
+    summary["not_assessable"] = {key: reason for key, reason in analysis.summary["not_assessable"].items()
+                                 if key in EXPORT_KEYS}
     path.write_text(json.dumps(_plain(summary), indent=2))
     return path
 
@@ -78,6 +82,8 @@ def _fmt(value, unit: str = "") -> str:
 def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path:
     s = analysis.summary
     start = rec.clock_at(0) or "unknown"
+    staged = analysis.staging.hypnogram is not None
+    per_hour_of = "" if staged else " (per hour of recording: no sleep time)"
     lines = [
         "# Night report (measured, no LLM)",
         "",
@@ -94,13 +100,14 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         "- Stages: " + ", ".join(f"{st} {_fmt(s[f'{st}_min'], ' min')}" for st in ("W", "N1", "N2", "N3", "R")),
         "",
         "## Breathing and oxygen",
-        f"- AHI {_fmt(s['ahi'], '/h')} (hypopnea rule {s['ahi_rule']}), REI {_fmt(s['rei'], '/h')}, "
-        f"AASM severity band: {_fmt(s['severity'])} (screening information, not a diagnosis)",
+        f"- AHI {_fmt(s['ahi'], '/h')} (hypopnea rule {s['ahi_rule']}), REI over recording time {_fmt(s['rei'], '/h')}, "
+        f"AASM severity band: {_fmt(s['severity'])}{' from the ' + s['severity_basis'].upper() if s.get('severity_basis') else ''} "
+        "(screening information, not a diagnosis)",
         f"- Apneas {_fmt(s['n_apneas'])}, hypopneas {_fmt(s['n_hypopneas'])}; supine AHI {_fmt(s['ahi_supine'], '/h')}, "
         f"non-supine {_fmt(s['ahi_nonsupine'], '/h')}; REM {_fmt(s['ahi_rem'], '/h')}, NREM {_fmt(s['ahi_nrem'], '/h')}",
-        f"- ODI 3% {_fmt(s['odi3'], '/h')}, ODI 4% {_fmt(s['odi4'], '/h')}, T90 {_fmt(s['t90_min'], ' min')}, "
+        f"- ODI 3% {_fmt(s['odi3'], '/h')}, ODI 4% {_fmt(s['odi4'], '/h')}{per_hour_of}, T90 {_fmt(s['t90_min'], ' min')}, "
         f"SpO2 mean {_fmt(s['spo2_mean'], '%')}, min {_fmt(s['spo2_min'], '%')}",
-        f"- Mean heart rate in sleep {_fmt(s['hr_mean'], ' bpm')}",
+        f"- Mean heart rate {'in sleep' if staged else 'over the recording'} {_fmt(s['hr_mean'], ' bpm')}",
     ]
     if s.get("position_min"):
         lines.append("- Time per position: " + ", ".join(f"{k} {v:g} min" for k, v in s["position_min"].items()))

@@ -24,17 +24,24 @@ from sleeplm.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
 from sleeplm.respiratory import spo2_per_second
 from sleeplm.signals import epoch_matrix, get_signal, unusable_reason
 
-__all__ = ["SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
+__all__ = ["EXPORT_KEYS", "SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
 
 SLEEP = ("N1", "N2", "N3", "R")
 SUPINE = 2
 EPOCH_MIN = EPOCH_SEC / 60
-SUMMARY_KEYS = (
-    "tib_min", "spt_min", "tst_min", "se_pct", "sol_min", "rem_latency_min", "waso_min",
-    *(f"{s}_min" for s in STAGES), *(f"{s}_pct" for s in STAGES),
-    "n_awakenings", "ahi", "ahi_rule", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem",
-    "odi3", "odi4", "t90_min", "spo2_min", "spo2_mean", "hr_mean", "n_apneas", "n_hypopneas", "position_min",
+# Sleep architecture: needs a hypnogram (no EEG and no scoring: not assessable).
+SLEEP_KEYS = (
+    "spt_min", "tst_min", "se_pct", "sol_min", "rem_latency_min", "waso_min",
+    *(f"{s}_min" for s in STAGES), *(f"{s}_pct" for s in STAGES), "n_awakenings",
 )
+# The export contract of summary.json (issue 5), in this order.
+EXPORT_KEYS = (
+    "tib_min", *SLEEP_KEYS,
+    "ahi", "ahi_rule", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem",
+    "odi3", "odi4", "t90_min", "spo2_min", "spo2_mean", "hr_mean", "n_apneas", "n_hypopneas",
+)
+SUMMARY_KEYS = (*EXPORT_KEYS, "position_min")
+RESPIRATORY_KEYS = ("ahi", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem", "n_apneas", "n_hypopneas")
 # AASM adult bands (events per hour), lower edge inclusive.
 SEVERITY_BANDS = ((30, "severe"), (15, "moderate"), (5, "mild"), (0, "normal"))
 
@@ -61,6 +68,7 @@ def sleep_statistics(hypnogram: np.ndarray) -> dict:
 
     Returns a dict with tib_min, spt_min, tst_min, se_pct, sol_min, rem_latency_min, waso_min,
     <stage>_min, <stage>_pct, n_awakenings; latencies are None when the stage never occurs.
+    Values are not rounded, so they equal YASA's to floating-point precision.
     """
     hyp = np.asarray(hypnogram, dtype=object)
     asleep = np.flatnonzero(np.isin(hyp, SLEEP))
@@ -70,7 +78,7 @@ def sleep_statistics(hypnogram: np.ndarray) -> dict:
     tst = float(np.isin(period, SLEEP).sum() * EPOCH_MIN)
     stats["spt_min"] = len(period) * EPOCH_MIN
     stats["tst_min"] = tst
-    stats["se_pct"] = _r(100 * tst / tib) if tib else None
+    stats["se_pct"] = 100 * tst / tib if tib else None
     stats["sol_min"] = float(asleep[0] * EPOCH_MIN) if asleep.size else None
     rem = np.flatnonzero(hyp == "R")
     stats["rem_latency_min"] = float((rem[0] - asleep[0]) * EPOCH_MIN) if rem.size else None
@@ -78,8 +86,8 @@ def sleep_statistics(hypnogram: np.ndarray) -> dict:
     for stage in STAGES:
         stats[f"{stage}_min"] = float((hyp == stage).sum() * EPOCH_MIN)
     for stage in SLEEP:
-        stats[f"{stage}_pct"] = _r(100 * stats[f"{stage}_min"] / tst) if tst else None
-    stats["W_pct"] = _r(100 * stats["W_min"] / tib) if tib else None
+        stats[f"{stage}_pct"] = 100 * stats[f"{stage}_min"] / tst if tst else None
+    stats["W_pct"] = 100 * stats["W_min"] / tib if tib else None
     wake = np.concatenate([[False], period == "W", [False]]).astype(np.int8)
     stats["n_awakenings"] = int((np.diff(wake) == 1).sum())
     return stats
@@ -104,9 +112,11 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
 
     Returns
     -------
-    dict: minutes (``*_min``), percent (``*_pct``), events per hour (``ahi*``, ``rei``,
-    ``odi*``: per hour of sleep; ``rei`` per hour of recording), SpO2 in %, HR in bpm,
-    ``position_min`` {position: minutes}, ``stage_source``, ``not_assessable`` {key: reason}.
+    dict: minutes (``*_min``), percent (``*_pct``), events per hour (``ahi*`` and ``odi*``
+    per hour of sleep, ``rei`` per hour of recording; without stages ``odi*`` are per hour of
+    recording too), SpO2 in %, HR in bpm (over sleep; over the recording without stages),
+    ``position_min`` {position: minutes}, ``stage_source``, ``severity_basis`` ("ahi" or "rei"),
+    ``not_assessable`` {key: reason}: every `EXPORT_KEYS` figure that is None has its reason.
     """
     from sleeplm.events import detect_events
     from sleeplm.staging import stage_night
@@ -121,11 +131,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         summary.update(sleep_statistics(hyp))
     else:
         reason = (staging.unavailable or {}).get("yasa", "no sleep stages") + "; sleep time is not assessable"
-        for key in SUMMARY_KEYS:
-            if key.endswith(("_pct", "_min")) and key not in ("tib_min", "t90_min", "position_min"):
-                missing[key] = reason
-        missing["n_awakenings"] = reason
-    for key in ("sol_min", "rem_latency_min", "waso_min"):
+        missing.update(dict.fromkeys(SLEEP_KEYS, reason))
+    for key in SLEEP_KEYS:
         if hyp is not None and summary[key] is None:
             missing[key] = "no REM sleep scored" if key == "rem_latency_min" else "no sleep scored"
     summary["stage_source"] = staging.source
@@ -148,13 +155,15 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         return _per_hour(int((mask_events & epochs_mask[first_epoch]).sum()), minutes)
 
     if not has_flow:
-        for key in ("ahi", "rei", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem", "severity", "n_apneas", "n_hypopneas"):
-            missing[key] = f"{unusable_reason(rec, 'AF')}, so breathing events cannot be scored"
-            summary[key] = None
+        reason = (f"no usable airflow ({unusable_reason(rec, 'AF')}; {unusable_reason(rec, 'Pressure')}), "
+                  "so breathing events cannot be scored")
+        missing.update(dict.fromkeys(RESPIRATORY_KEYS, reason))
+        summary.update(dict.fromkeys(RESPIRATORY_KEYS))
     else:
         summary["rei"] = _per_hour(int(respiratory.sum()), summary["tib_min"])
         if hyp is None:
-            missing["ahi"] = "no sleep stages (no usable EEG): AHI needs sleep time; REI over recording time is given"
+            reason = "no sleep stages (no usable EEG): AHI needs sleep time; REI over recording time is given"
+            missing.update(dict.fromkeys(("ahi", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem"), reason))
         elif tst:
             asleep = np.isin(stage_of, SLEEP)
             summary["ahi"] = rate(respiratory, asleep)
@@ -164,7 +173,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
                 summary["ahi_supine"] = rate(respiratory, asleep & (positions == SUPINE))
                 summary["ahi_nonsupine"] = rate(respiratory, asleep & (positions >= 0) & (positions != SUPINE))
         else:
-            missing["ahi"] = "no sleep scored, so AHI has no sleep time to divide by"
+            reason = "no sleep scored, so AHI has no sleep time to divide by; REI over recording time is given"
+            missing.update(dict.fromkeys(("ahi", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem"), reason))
         summary["severity"] = severity_band(summary["ahi"] if summary["ahi"] is not None else summary["rei"])
         summary["severity_basis"] = "ahi" if summary["ahi"] is not None else "rei"
         for key, reason in (("ahi_rem", "no REM sleep"), ("ahi_nrem", "no NREM sleep"),
@@ -186,6 +196,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         minutes = tst if hyp is not None else summary["tib_min"]
         summary["odi3"] = _per_hour(int(desat.sum()), minutes)
         summary["odi4"] = _per_hour(int((desat & (events["subtype"].to_numpy() == "4%")).sum()) if len(events) else 0, minutes)
+        if not minutes:
+            missing.update(dict.fromkeys(("odi3", "odi4"), "no sleep scored, so ODI has no sleep time to divide by"))
         if window.size:
             summary["t90_min"] = _r((window < 90).sum() / 60)
             summary["spo2_min"] = _r(window.min(), 1)

@@ -22,28 +22,48 @@ CONTRACT = ["tib_min", "spt_min", "tst_min", "se_pct", "sol_min", "rem_latency_m
             "ahi_nrem", "odi3", "odi4", "t90_min", "spo2_min", "spo2_mean", "hr_mean", "n_apneas", "n_hypopneas"]
 
 
-@pytest.fixture(scope="module")
-def edf_path(tmp_path_factory):
+EVENT_KINDS = {"apnea", "hypopnea", "desaturation", "arousal", "tachycardia", "bradycardia", "position_change"}
+
+
+def write_edf(path, drop=(), scored=True):
+    """The test night as an EDF+ file, without the channels in `drop`, with its stages as annotations if `scored`."""
     rec = make_night(STAGES, [("apnea", "obstructive", 300, 20), ("apnea", "central", 500, 20)])
     signals = [EdfSignal(rec.signals[name].data, rec.signals[name].sfreq, label=label,
-                         physical_dimension=rec.signals[name].unit) for name, label in LABELS.items()]
-    stages = [EdfAnnotation(i * 30, 30, f"Sleep stage {s}") for i, s in enumerate(STAGES)]
-    path = tmp_path_factory.mktemp("night") / "patient-smith.edf"
+                         physical_dimension=rec.signals[name].unit) for name, label in LABELS.items() if name not in drop]
+    stages = [EdfAnnotation(i * 30, 30, f"Sleep stage {s}") for i, s in enumerate(STAGES)] if scored else []
     Edf(signals, starttime=dt.time(23, 10, 0), annotations=stages).write(path)
     return path
+
+
+def check_contract(summary: dict) -> None:
+    """Exactly the contract's keys; every null figure has its reason, and only null figures have one."""
+    assert list(summary) == CONTRACT + ["not_assessable"]
+    reasons = summary["not_assessable"]
+    assert {key for key in CONTRACT if summary[key] is None} == set(reasons)
+    assert all(isinstance(reason, str) and reason for reason in reasons.values())
+
+
+@pytest.fixture(scope="module")
+def edf_path(tmp_path_factory):
+    return write_edf(tmp_path_factory.mktemp("night") / "patient-smith.edf")
 
 
 def test_analyze_writes_the_contract(edf_path, tmp_path):
     written = analyze_to_dir(edf_path, tmp_path / "out")
     assert [p.name for p in written] == ["summary.json", "events.csv", "hypnogram.csv", "report.md"]
     summary = json.loads(written[0].read_text())
-    assert set(CONTRACT) <= set(summary) and "not_assessable" in summary
-    assert summary["tst_min"] == 15.0 and summary["n_apneas"] == 2 and summary["stage_source"] == "reference scoring"
+    check_contract(summary)
+    assert summary["tst_min"] == 15.0 and summary["n_apneas"] == 2 and summary["n_hypopneas"] == 0
     assert summary["ahi"] == pytest.approx(8.0, abs=0.01) and summary["severity"] == "mild"
+    assert summary["ahi_rule"] == "1A" and summary["rei"] == pytest.approx(2 / (16 / 60), abs=0.01)
+    assert summary["se_pct"] == pytest.approx(100 * 15 / 16) and summary["R_pct"] == pytest.approx(100 * 3 / 15)
+    assert summary["not_assessable"] == {"ahi_nonsupine": "no non-supine sleep"}  # supine all night
 
     events = pd.read_csv(written[1])
     assert list(events.columns) == ["kind", "subtype", "start_s", "end_s", "clock_start", "clock_end",
                                     "epoch_start", "epoch_end", "evidence"]
+    assert set(events.kind) <= EVENT_KINDS and {"apnea", "desaturation"} <= set(events.kind)
+    assert (events.epoch_start == events.start_s // 30).all() and (events.end_s > events.start_s).all()
     apneas = events[events.kind == "apnea"]
     assert list(apneas.subtype) == ["obstructive", "central"] and apneas.iloc[0].clock_start == "23:15:00"
     assert json.loads(apneas.iloc[0].evidence)["flow_drop_pct"] >= 90
@@ -51,8 +71,40 @@ def test_analyze_writes_the_contract(edf_path, tmp_path):
     hyp = pd.read_csv(written[2])
     assert list(hyp.columns) == ["epoch", "clock", "stage", "source"]
     assert list(hyp.stage) == STAGES and hyp.clock.iloc[2] == "23:11:00"
+    assert list(hyp.epoch) == list(range(len(STAGES))) and set(hyp.source) == {"reference scoring"}
     report = written[3].read_text()
-    assert "AHI 8/h" in report and "smith" not in report.lower()
+    assert "AHI 8/h" in report and "hypopnea rule 1A" in report and "smith" not in report.lower()
+    assert "Sleep stages from: reference scoring. Agreement with yasa" in report
+
+
+def test_night_without_breathing_channels(tmp_path):
+    path = write_edf(tmp_path / "n.edf", drop=("AF", "THX", "ABD"))
+    assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    check_contract(summary)
+    for key in ("ahi", "rei", "severity", "ahi_supine", "ahi_rem", "ahi_nrem", "n_apneas", "n_hypopneas"):
+        assert summary[key] is None and "airflow" in summary["not_assessable"][key]
+    assert summary["tst_min"] == 15.0 and summary["odi3"] is not None  # sleep and SpO2 are still measured
+    events = pd.read_csv(tmp_path / "out" / "events.csv")
+    assert not events.kind.isin(["apnea", "hypopnea"]).any()
+    assert "AHI not assessable" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_night_without_eeg_gives_rei_over_recording_time(tmp_path):
+    path = write_edf(tmp_path / "n.edf", drop=("EEG_C3_A2", "EEG_C4_A1"), scored=False)
+    assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    check_contract(summary)
+    assert summary["tib_min"] == 16.0
+    for key in ("tst_min", "se_pct", "sol_min", "waso_min", "N2_min", "R_pct", "n_awakenings", "ahi", "ahi_rem"):
+        assert summary[key] is None, key
+    assert "EEG" in summary["not_assessable"]["tst_min"] and "REI" in summary["not_assessable"]["ahi"]
+    assert summary["rei"] == pytest.approx(2 / (16 / 60), abs=0.01) and summary["severity"] == "mild"
+    assert summary["spo2_min"] is not None and "spo2_min" not in summary["not_assessable"]
+    hyp = pd.read_csv(tmp_path / "out" / "hypnogram.csv")
+    assert set(hyp.stage) == {"?"} and set(hyp.source) == {"none"} and len(hyp) == len(STAGES)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "REI over recording time 7.5/h" in report and "severe" not in report
 
 
 def test_cli_analyze(edf_path, tmp_path, capsys):
