@@ -5,7 +5,8 @@ the app's worker threads and nothing stays alive in pyplot's global figure regis
 
 - `plot_night(rec, hypnogram, events)`: three stacked panels sharing one time axis (hours
   from recording start, labelled with clock times): sleep stages, one row per event kind,
-  and SpO2 (%) when the recording has it.
+  and SpO2 (%) when the recording has it; the whole night or an epoch range.
+- `plot_hypnogram(rec, hypnogram)`: the stage panel alone.
 - `plot_epochs(rec, first, last)`: every present signal of an inclusive epoch range in its
   physical unit (uV, %, bpm...), at its own sampling rate.
 - `seconds_at_fraction(fig, x_fraction)`: where a click on a rendered `plot_night` figure
@@ -30,7 +31,7 @@ from sleeplm.errors import SleepLMError
 from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, POSITION_CODES, Recording
 
 __all__ = [
-    "MAX_VIEW_EPOCHS", "STAGE_ORDER", "EVENT_KINDS", "PlotRangeError", "plot_night", "plot_epochs",
+    "MAX_VIEW_EPOCHS", "STAGE_ORDER", "EVENT_KINDS", "PlotRangeError", "plot_night", "plot_hypnogram", "plot_epochs",
     "seconds_at_fraction", "viewer_channels", "reference_events",
 ]
 
@@ -119,14 +120,32 @@ def _spo2_panel(ax, rec: Recording) -> None:
     ax.set_ylim(min(85.0, np.floor(low) - 1), 100.5)
 
 
+def _checked_span(rec: Recording, first: int, last: int | None, hypnogram: np.ndarray | None) -> tuple[int, int]:
+    """The inclusive epoch range (``last`` None = end of night), refused when outside the night."""
+    first, last = int(first), rec.n_epochs - 1 if last is None else int(last)
+    if not 0 <= first <= last < rec.n_epochs:
+        raise PlotRangeError(
+            f"epochs {first}-{last} are not a range inside this night (epochs 0-{rec.n_epochs - 1}); "
+            "give the earlier epoch first."
+        )
+    if hypnogram is not None and len(hypnogram) != rec.n_epochs:
+        raise PlotRangeError(
+            f"the hypnogram has {len(hypnogram)} epochs but the recording {rec.n_epochs}; "
+            "pass the hypnogram computed on this recording."
+        )
+    return first, last
+
+
 def plot_night(
     rec: Recording,
     hypnogram: np.ndarray | None = None,
     events: pd.DataFrame | None = None,
     stage_source: str | None = None,
     width_in: float = 11.0,
+    first: int = 0,
+    last: int | None = None,
 ) -> Figure:
-    """Overview of the whole night: stages, events and SpO2 on one clock-time axis.
+    """Overview of the night (or of epochs ``first..last``): stages, events and SpO2 on one clock-time axis.
 
     Parameters
     ----------
@@ -138,30 +157,51 @@ def plot_night(
     stage_source : where the stages come from ("reference scoring", "sleeplm", "yasa"), shown
         on the axis.
     width_in : figure width in inches.
+    first, last : inclusive 0-based epoch range shown; default the whole night.
 
     Returns
     -------
     matplotlib.figure.Figure with three panels (stages, events, SpO2).
+
+    Raises
+    ------
+    PlotRangeError : range outside the night or reversed; hypnogram of another length.
     """
     if hypnogram is None and rec.reference is not None and rec.reference.stages is not None:
         hypnogram, stage_source = rec.reference.stages, stage_source or "reference scoring"
     if events is None and rec.reference is not None:
         events = reference_events(rec)
-    if hypnogram is not None and len(hypnogram) != rec.n_epochs:
-        raise PlotRangeError(
-            f"the hypnogram has {len(hypnogram)} epochs but the recording {rec.n_epochs}; "
-            "pass the hypnogram computed on this recording."
-        )
+    first, last = _checked_span(rec, first, last, hypnogram)
     fig = Figure(figsize=(width_in, 5.2))
     ax_stage, ax_events, ax_spo2 = fig.subplots(3, 1, sharex=True, height_ratios=(1.3, 1.2, 1))
     _stage_panel(ax_stage, hypnogram, stage_source)
     _event_panel(ax_events, events)
     _spo2_panel(ax_spo2, rec)
-    _clock_ticks(ax_spo2, rec, 0.0, rec.duration_s)
-    ax_spo2.set_xlabel("clock time" if rec.start_seconds is not None else "time from recording start", fontsize=8)
+    _time_axis(ax_spo2, rec, first, last)
     ax_spo2.set_label(TIME_AXIS_LABEL)
     fig.tight_layout(h_pad=0.3)
     return fig
+
+
+def plot_hypnogram(rec: Recording, hypnogram: np.ndarray, stage_source: str | None = None, first: int = 0,
+                   last: int | None = None, width_in: float = 11.0) -> Figure:
+    """The sleep stages of the night (or of epochs ``first..last``) on a clock-time axis.
+
+    Parameters are those of `plot_night`; `hypnogram` is required. Returns a one-panel Figure.
+    """
+    first, last = _checked_span(rec, first, last, hypnogram)
+    fig = Figure(figsize=(width_in, 2.4))
+    ax = fig.subplots()
+    _stage_panel(ax, hypnogram, stage_source)
+    _time_axis(ax, rec, first, last)
+    fig.tight_layout()
+    return fig
+
+
+def _time_axis(ax, rec: Recording, first: int, last: int) -> None:
+    """Clock-time ticks over epochs ``first..last`` and the axis label."""
+    _clock_ticks(ax, rec, first * EPOCH_SEC, (last + 1) * EPOCH_SEC)
+    ax.set_xlabel("clock time" if rec.start_seconds is not None else "time from recording start", fontsize=8)
 
 
 def seconds_at_fraction(fig: Figure, x_fraction: float) -> float | None:
@@ -210,12 +250,7 @@ def plot_epochs(rec: Recording, first: int, last: int, channels: list[str] | Non
     ------
     PlotRangeError : range outside the night, reversed, longer than `MAX_VIEW_EPOCHS`, or no signal to draw.
     """
-    first, last = int(first), int(last)
-    if not 0 <= first <= last < rec.n_epochs:
-        raise PlotRangeError(
-            f"epochs {first}-{last} are not a range inside this night (epochs 0-{rec.n_epochs - 1}); "
-            "give the earlier epoch first."
-        )
+    first, last = _checked_span(rec, first, last, None)
     if last - first + 1 > MAX_VIEW_EPOCHS:
         raise PlotRangeError(
             f"{last - first + 1} epochs asked; the viewer shows at most {MAX_VIEW_EPOCHS} epochs "
