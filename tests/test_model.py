@@ -1,16 +1,19 @@
-"""The SleepLM network against the reference: state-dict layout and every stored output of fixture_a."""
+"""The SleepLM network against the reference: state-dict layout and every stored output of every fixture."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
 
-from sleeplm.config import SleepLMConfig, get_model_config, list_models
+from sleeplm.config import DEFAULT_MODEL, SleepLMConfig, get_model_config, list_models
 from sleeplm.errors import CheckpointError
-from sleeplm.model import EOT_TOKEN_ID, SOT_TOKEN_ID, build_model
+from sleeplm.model import EOT_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID, build_model
 
 DATA = Path(__file__).parent / "data"
 TOL = 1e-5
@@ -23,18 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def fixture_a():
-    return torch.load(DATA / "fixture_a.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def net(fixture_a):
-    model = build_model(fixture_a["config"])
-    model.load_state_dict(fixture_a["state_dict"], strict=True)
-    return model
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -50,6 +41,8 @@ def test_full_state_dict_matches_manifest_key_by_key():
     ours = [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()]
     reference = [(e["key"], e["shape"], e["dtype"]) for e in manifest["entries"]]
     assert ours == reference  # same keys, same order, same shapes and dtypes
+    assert len(ours) == manifest["num_state_dict_entries"] == 557
+    assert all(dtype == "float32" for _, _, dtype in ours)
     assert sum(p.numel() for p in model.parameters()) == manifest["total_parameters_model_parameters"]
     buffers = [[name, list(b.shape), str(b.dtype)] for name, b in model.named_buffers()]
     assert buffers == manifest["all_buffers_including_nonpersistent"]
@@ -65,6 +58,15 @@ def test_channel_rope_is_one_tied_parameter_and_temporal_rope_is_a_buffer():
     temporal = bio.transformer_blocks[0].temporal_attention_layers[0].rotary_emb
     assert "freqs" in temporal._buffers and "freqs" not in temporal._parameters
     assert "text.attn_mask" not in model.state_dict() and "text_decoder.prefix_causal_mask" not in model.state_dict()
+
+
+def test_reference_json_builds_as_is():
+    """The packaged JSON is the reference file byte for byte; as a plain dict it builds with its own 12/1."""
+    raw = json.loads(resources.files("sleeplm").joinpath("model_configs", f"{DEFAULT_MODEL}.json").read_text())
+    with torch.device("meta"):
+        model = build_model(raw)
+    assert model.channel_embeddings.shape == (12, 768) and model.text_decoder.prefix_len == 1
+    assert len(model.state_dict()) == 557
 
 
 def test_overrides_and_json_values():
@@ -88,102 +90,188 @@ def test_bad_configs_are_clear_errors():
         SleepLMConfig.from_dict(bad)
 
 
-# ---- fixture_a: numerical equivalence with the reference implementation -------------------
-def test_signal_embeddings(net, fixture_a):
-    with torch.no_grad():
-        x = fixture_a["signals"]
-        assert max_diff(net.encode_signals(x), fixture_a["signal_emb_norm"]) <= TOL
-        assert max_diff(net.encode_signals(x), fixture_a["signal_emb_norm_demo_path"]) <= TOL
-        assert max_diff(net.encode_signals(x, normalize=False), fixture_a["signal_emb_unnorm"]) <= TOL
-        assert max_diff(net.biosignals(x)[1], fixture_a["signal_decoder_tokens"]) <= TOL
-        missing = net.encode_signals(fixture_a["signals_missing_channels"])
-        assert max_diff(missing, fixture_a["signal_emb_norm_missing_channels"]) <= TOL
-        assert torch.allclose(missing.norm(dim=-1), torch.ones(3), atol=1e-6)
+# ---- reference fixtures: numerical equivalence with the reference implementation ------------
+# Every tests/data/fixture_<name>.pt in the FIXTURES.md format is checked, whatever its configuration:
+# fixture_a (from ../shared/reference) and fixture_b (written by tests/data/fixture_b_make.py with the
+# reference code: other widths/heads/layers/patch/prefix, unshared channel RoPE, 2 temporal layers).
+FIXTURE_FILES = sorted(p for p in DATA.glob("fixture_*.pt") if not p.stem.endswith("_beam_eos"))
+EOS_FILES = sorted(DATA.glob("fixture_*_beam_eos.pt"))
+CHECKED_TOP = {"config", "seed", "state_dict", "state_dict_bytes", "torch_version", "transformers_version",
+               "signals", "signals_missing_channels", "captions", "text_ids", "sot_token_id", "eot_token_id",
+               "pad_token_id", "signal_emb_norm", "signal_decoder_tokens", "signal_emb_unnorm",
+               "signal_emb_norm_demo_path", "signal_emb_norm_missing_channels", "text_emb_norm", "text_emb_unnorm",
+               "text_token_embs", "logits_vocab_subset", "teacher_forced", "logit_scale", "generation"}
+CHECKED_TEACHER = {"channel_indices", "logits_subset", "logsumexp", "argmax", "top5_values", "top5_indices",
+                   "label_logprob", "labels", "image_features", "text_features", "logit_scale_exp"}
 
 
-def test_text_embeddings(net, fixture_a):
+@functools.lru_cache(maxsize=None)
+def load_fixture(path: Path) -> tuple[dict, torch.nn.Module]:
+    stored = torch.load(path, weights_only=True)
+    model = build_model(stored["config"])
+    model.load_state_dict(stored["state_dict"], strict=True)
+    return stored, model
+
+
+@pytest.fixture(params=FIXTURE_FILES, ids=[p.stem for p in FIXTURE_FILES])
+def ref(request):
+    return load_fixture(request.param)
+
+
+def modality_of(entry: dict) -> int:
+    """The modality id of stored channel_indices, which must be our condition layout [[m, -1, ...]] per row."""
+    ci = entry["channel_indices"]
+    m = int(ci[0, 0])
+    assert (ci[:, 0] == m).all() and (ci[:, 1:] == -1).all(), ci
+    return m
+
+
+def test_fixture_files_are_present_and_every_stored_output_is_checked():
+    assert [p.name for p in FIXTURE_FILES][:2] == ["fixture_a.pt", "fixture_b.pt"] and EOS_FILES
+    for path in FIXTURE_FILES:
+        stored, _ = load_fixture(path)
+        assert set(stored) <= CHECKED_TOP, f"{path.name}: unchecked outputs {set(stored) - CHECKED_TOP}"
+        for key, entry in stored["teacher_forced"].items():
+            if isinstance(entry, dict):
+                assert set(entry) <= CHECKED_TEACHER, f"{path.name} {key}: unchecked {set(entry) - CHECKED_TEACHER}"
+        for entry in stored["generation"].values():
+            assert all(re.fullmatch(r"argmax_loop_\d+|generate_topk1_seq\d+|beam_demo_settings_seq\d+", k)
+                       for k in entry), entry.keys()
+
+
+def test_special_token_ids(ref):
+    stored, _ = ref
+    assert (stored["sot_token_id"], stored["eot_token_id"], stored["pad_token_id"]) == (
+        SOT_TOKEN_ID, EOT_TOKEN_ID, PAD_TOKEN_ID)
+
+
+def test_signal_embeddings(ref):
+    stored, net = ref
     with torch.no_grad():
-        ids = fixture_a["text_ids"]
-        assert max_diff(net.encode_text(ids), fixture_a["text_emb_norm"]) <= TOL
+        x = stored["signals"]
+        assert max_diff(net.encode_signals(x), stored["signal_emb_norm"]) <= TOL
+        assert max_diff(net.encode_signals(x), stored["signal_emb_norm_demo_path"]) <= TOL
+        assert max_diff(net.encode_signals(x, normalize=False), stored["signal_emb_unnorm"]) <= TOL
+        assert max_diff(net.biosignals(x)[1], stored["signal_decoder_tokens"]) <= TOL
+        missing = net.encode_signals(stored["signals_missing_channels"])
+        assert max_diff(missing, stored["signal_emb_norm_missing_channels"]) <= TOL
+        assert torch.allclose(missing.norm(dim=-1), torch.ones(len(missing)), atol=1e-6)
+
+
+def test_text_embeddings(ref):
+    stored, net = ref
+    with torch.no_grad():
+        ids = stored["text_ids"]
+        assert max_diff(net.encode_text(ids), stored["text_emb_norm"]) <= TOL
         latent, tokens = net.text(ids)
-        assert max_diff(latent, fixture_a["text_emb_unnorm"]) <= TOL
-        assert max_diff(tokens, fixture_a["text_token_embs"]) <= TOL
+        assert max_diff(latent, stored["text_emb_unnorm"]) <= TOL
+        assert max_diff(tokens, stored["text_token_embs"]) <= TOL
+    assert max_diff(net.logit_scale, stored["logit_scale"]) <= TOL
 
 
-@pytest.mark.parametrize("modality", [0, 1, 2, 3, 4, None])
-def test_teacher_forced_logits(net, fixture_a, modality):
-    stored = fixture_a["teacher_forced"]["no_condition" if modality is None else modality]
-    with torch.no_grad():
-        logits = net.caption_logits(fixture_a["signals"], fixture_a["text_ids"], modality)
-    assert logits.shape == (3, 31, 49408)
-    assert max_diff(logits[..., fixture_a["logits_vocab_subset"]], stored["logits_subset"]) <= TOL
-    assert max_diff(logits.logsumexp(-1), stored["logsumexp"]) <= TOL
-    assert torch.equal(logits.argmax(-1), stored["argmax"])
-    if modality is not None:
-        labels = fixture_a["text_ids"][:, 1:]
-        assert torch.equal(labels, stored["labels"])
-        label_logprob = logits.log_softmax(-1).gather(-1, labels[..., None])[..., 0]
-        assert max_diff(label_logprob, stored["label_logprob"]) <= TOL
+def test_teacher_forced_logits_for_every_condition(ref):
+    stored, net = ref
+    x, ids = stored["signals"], stored["text_ids"]
+    conditions = {k: v for k, v in stored["teacher_forced"].items() if isinstance(v, dict)}
+    assert "no_condition" in conditions and len(conditions) >= 6
+    for key, entry in conditions.items():
+        modality = None if key == "no_condition" else modality_of(entry)
+        assert modality == (None if key == "no_condition" else key)
+        with torch.no_grad():
+            logits = net.caption_logits(x, ids, modality)
+        assert logits.shape == (len(x), ids.shape[1] - 1, net.config.text.vocab_size)
+        assert max_diff(logits[..., stored["logits_vocab_subset"]], entry["logits_subset"]) <= TOL, key
+        assert max_diff(logits.logsumexp(-1), entry["logsumexp"]) <= TOL, key
+        assert torch.equal(logits.argmax(-1), entry["argmax"]), key
+        if modality is None:
+            continue
+        assert torch.equal(ids[:, 1:], entry["labels"])
+        label_logprob = logits.log_softmax(-1).gather(-1, entry["labels"][..., None])[..., 0]
+        assert max_diff(label_logprob, entry["label_logprob"]) <= TOL
         top = logits.topk(5, dim=-1)
-        assert max_diff(top.values, stored["top5_values"]) <= TOL
-        assert torch.equal(top.indices, stored["top5_indices"])
-        assert max_diff(net.logit_scale.exp(), stored["logit_scale_exp"]) <= TOL
+        assert max_diff(top.values, entry["top5_values"]) <= TOL
+        assert torch.equal(top.indices, entry["top5_indices"])
+        # The reference's captioning forward also returns both embeddings (unaffected by the condition).
+        with torch.no_grad():
+            assert max_diff(net.encode_signals(x), entry["image_features"]) <= TOL
+            assert max_diff(net.encode_text(ids), entry["text_features"]) <= TOL
+        assert max_diff(net.logit_scale.exp(), entry["logit_scale_exp"]) <= TOL
 
 
-def test_full_logits_slice(net, fixture_a):
+def test_full_logits_slice(ref):
+    stored, net = ref
+    expected = stored["teacher_forced"]["full_logits_modality4_sample1_first12pos"]
     with torch.no_grad():
-        logits = net.caption_logits(fixture_a["signals"], fixture_a["text_ids"], 4)
-    assert max_diff(logits[1, :12], fixture_a["teacher_forced"]["full_logits_modality4_sample1_first12pos"]) <= TOL
+        logits = net.caption_logits(stored["signals"], stored["text_ids"], 4)
+    assert max_diff(logits[1, : len(expected)], expected) <= TOL
 
 
-@pytest.mark.parametrize("modality", range(5))
-def test_generation_matches_reference(net, fixture_a, modality):
-    stored = fixture_a["generation"][modality]
-    x = fixture_a["signals"]
-    with torch.no_grad():
-        argmax_loop = net.generate(x, modality, max_new_tokens=20, min_len=0)
-        assert torch.equal(argmax_loop, stored["argmax_loop_20"])
-        # The reference top-k=1 sampler forces its 21st token to end-of-text; the first 20 are greedy.
-        assert torch.equal(argmax_loop[:, :20], stored["generate_topk1_seq21"][:, :20])
-        assert (stored["generate_topk1_seq21"][:, 20] == EOT_TOKEN_ID).all()
-        for b, beam in enumerate(stored["beam_demo_settings_seq30"]):
-            assert torch.equal(net.generate(x[b : b + 1], modality, max_new_tokens=29, min_len=16), beam)
+def test_generation_matches_reference(ref):
+    stored, net = ref
+    x = stored["signals"]
+    assert set(stored["generation"]) == set(range(5))
+    for modality, entry in stored["generation"].items():
+        (loop_key,) = [k for k in entry if k.startswith("argmax_loop_")]
+        with torch.no_grad():
+            argmax_loop = net.generate(x, modality, max_new_tokens=int(loop_key.rsplit("_", 1)[1]), min_len=0)
+        assert torch.equal(argmax_loop, entry[loop_key]), (modality, loop_key)
+        for key, value in entry.items():
+            if key.startswith("generate_topk1_seq"):
+                # The reference top-k=1 sampler forces its last token to end-of-text; the others are greedy.
+                n = int(key.removeprefix("generate_topk1_seq")) - 1
+                with torch.no_grad():
+                    greedy = net.generate(x, modality, max_new_tokens=n, min_len=0)
+                assert torch.equal(greedy[:, :n], value[:, :n]) and (value[:, n] == EOT_TOKEN_ID).all()
+            elif key.startswith("beam_demo_settings_seq"):
+                # The demo's 3-beam/3-group search == greedy with end-of-text banned below 16 tokens.
+                seq_len = int(key.removeprefix("beam_demo_settings_seq"))
+                for b, beam in enumerate(value):
+                    with torch.no_grad():
+                        ours = net.generate(x[b : b + 1], modality, max_new_tokens=seq_len - 1, min_len=16)
+                    assert torch.equal(ours, beam), (modality, b)
 
 
-def test_demo_beam_search_with_end_of_text(fixture_a):
-    eos_case = torch.load(DATA / "fixture_a_beam_eos.pt", weights_only=True)
-    state = dict(fixture_a["state_dict"])
+@pytest.mark.parametrize("eos_file", EOS_FILES, ids=[p.stem for p in EOS_FILES])
+def test_demo_beam_search_with_end_of_text(eos_file):
+    base, _ = load_fixture(eos_file.with_name(eos_file.name.replace("_beam_eos", "")))
+    eos_case = torch.load(eos_file, weights_only=True)
+    assert eos_case["override_key"] == f"text_decoder.text_projection[:, {EOT_TOKEN_ID}]"
+    state = dict(base["state_dict"])
     projection = state["text_decoder.text_projection"].clone()
     projection[:, EOT_TOKEN_ID] = eos_case["override_value"]
     state["text_decoder.text_projection"] = projection
-    model = build_model(fixture_a["config"])
+    model = build_model(base["config"])
     model.load_state_dict(state, strict=True)
+    max_new = base["config"]["text_cfg"]["context_length"] - 3  # the fixture's seq_len ctx-2, start token included
     lengths = set()
     with torch.no_grad():
         for (modality, b), result in eos_case["results"].items():
-            ours = model.generate(fixture_a["signals"][b : b + 1], modality, max_new_tokens=29, min_len=16)
+            ours = model.generate(base["signals"][b : b + 1], modality, max_new_tokens=max_new, min_len=16)
             assert torch.equal(ours, result["beam"]), (modality, b)
+            assert torch.equal(ours, result["greedy_minlen16"]), (modality, b)
             lengths.add(ours.shape[1])
         # A batch stops each row at its own end-of-text and pads the rest with 0.
-        batch = model.generate(fixture_a["signals"], 2, max_new_tokens=29, min_len=16)
-    assert {17, 27, 30} <= lengths
-    for b in range(3):
+        batch = model.generate(base["signals"], 2, max_new_tokens=max_new, min_len=16)
+    assert len(lengths) > 1 and min(lengths) >= 17  # captions end at different lengths, never before 16 tokens
+    for b in range(len(base["signals"])):
         single = eos_case["results"][(2, b)]["beam"][0]
         assert torch.equal(batch[b, : len(single)], single)
         assert (batch[b, len(single) :] == 0).all()
     assert batch[0, 0] == SOT_TOKEN_ID
 
 
-def test_cached_decoding_equals_teacher_forcing_including_id_zero(net, fixture_a):
+def test_cached_decoding_equals_teacher_forcing_including_id_zero(ref):
     """Id 0 (also the character '!') hides the key after it (legacy padding mask), in the cache too."""
-    ids = fixture_a["text_ids"].clone()
+    stored, net = ref
+    ids = stored["text_ids"].clone()
     ids[0, 5] = 0  # a real id 0 inside a caption; rows 1 and 2 end in padding
+    steps = ids.shape[1] - 1
     with torch.no_grad():
-        memory = net.biosignals(fixture_a["signals"])[1]
+        memory = net.biosignals(stored["signals"])[1]
         for modality in (1, None):
             reference = net.logits_from_memory(memory, ids, modality)
-            state = net.start_decoding(memory, modality, max_len=31)
-            stepped = torch.stack([net.decode_step(state, ids[:, t]) for t in range(31)], dim=1)
+            state = net.start_decoding(memory, modality, max_len=steps)
+            stepped = torch.stack([net.decode_step(state, ids[:, t]) for t in range(steps)], dim=1)
             assert max_diff(stepped, reference) <= TOL
 
 

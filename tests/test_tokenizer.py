@@ -6,6 +6,7 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
+import pytest
 import torch
 
 from sleeplm.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, ClipTokenizer, get_tokenizer
@@ -18,9 +19,13 @@ def test_vocabulary_file_is_open_clips():
     assert hashlib.md5(blob).hexdigest() == "933b7abbbbde62c36f02f0e6ccde464f"
 
 
-def test_ids_equal_the_reference_fixture():
-    fixture = torch.load(DATA / "fixture_a.pt", weights_only=True)
-    tok = get_tokenizer(32)
+FIXTURE_FILES = sorted(p for p in DATA.glob("fixture_*.pt") if not p.stem.endswith("_beam_eos"))
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=[p.stem for p in FIXTURE_FILES])
+def test_ids_equal_the_reference_fixture(path):
+    fixture = torch.load(path, weights_only=True)
+    tok = get_tokenizer(fixture["config"]["text_cfg"]["context_length"])
     assert torch.equal(tok(fixture["captions"]), fixture["text_ids"])
     assert (tok.sot_token_id, tok.eot_token_id, tok.pad_token_id, tok.vocab_size) == (49406, 49407, 0, 49408)
 
