@@ -23,6 +23,7 @@ def iou(a, b):
 def night():
     hr = np.full(len(STAGES) * 30, 62.0)
     hr[1500:1560] = 105.0
+    hr[1700:1770] = 35.0
     pos = np.full(len(STAGES) * 30, 2.0)
     pos[1000:] = 0.0
     return make_night(STAGES, TRUE_EVENTS, hr_bpm=hr, positions=pos)
@@ -66,6 +67,10 @@ def test_rule_1b_needs_4_percent(night):
 def test_heart_rate_and_position_events(events):
     tachy = events[events.kind == "tachycardia"]
     assert len(tachy) == 1 and abs(tachy.iloc[0].start_s - 1500) <= 3 and abs(tachy.iloc[0].end_s - 1560) <= 3
+    assert 100 <= tachy.iloc[0].evidence["hr_mean_bpm"] <= 110
+    brady = events[events.kind == "bradycardia"]
+    assert len(brady) == 1 and abs(brady.iloc[0].start_s - 1700) <= 3 and abs(brady.iloc[0].end_s - 1770) <= 3
+    assert 33 <= brady.iloc[0].evidence["hr_extreme_bpm"] <= 37
     change = events[events.kind == "position_change"]
     assert list(change.subtype) == ["supine to right"] and change.iloc[0].start_s == 1000
 
@@ -125,3 +130,44 @@ def test_accuracy_on_simulated_nights_with_truth(tmp_path, montage, severity, se
     flats = truth.events[(truth.events.kind == "artefact") & (truth.events.subtype == "flat")]
     for flat in flats.itertuples():  # a dead sensor is never an apnea
         assert not ((resp.start_s < flat.end_s) & (resp.end_s > flat.start_s) & (resp.start_s > flat.start_s - 5)).any()
+
+
+def _night_with_flow_drop_then(eeg_burst: str):
+    """A 25-s 55 % flow drop (no desaturation) at 300 s, then at 327-333 s an EEG `eeg_burst`:
+    "alpha" (a real arousal) or "pop" (electrode pops, 3000 uV spikes every 0.5 s)."""
+    rec = make_night(["N2"] * 20)
+    fs = rec.signals["AF"].sfreq
+    rec.signals["AF"].data[int(300 * fs) : int(325 * fs)] *= 0.45
+    for name in ("EEG_C3_A2", "EEG_C4_A1"):
+        eeg = rec.signals[name]
+        fs_eeg = int(eeg.sfreq)
+        burst = slice(327 * fs_eeg, 333 * fs_eeg)
+        if eeg_burst == "alpha":
+            eeg.data[burst] += 60 * np.sin(2 * np.pi * 10 * np.arange(6 * fs_eeg) / fs_eeg)
+        else:
+            eeg.data[burst][:: fs_eeg // 2] += 3000.0
+    return rec
+
+
+def test_rule_1a_counts_a_hypopnea_ending_in_an_arousal_and_1b_does_not():
+    rec, hyp = _night_with_flow_drop_then("alpha"), np.array(["N2"] * 20, dtype=object)
+    events = detect_events(rec, hypnogram=hyp, hypopnea_rule="1A")
+    hypopnea = events[events.kind == "hypopnea"]
+    assert len(hypopnea) == 1 and abs(hypopnea.iloc[0].start_s - 300) <= 5
+    assert hypopnea.iloc[0].evidence["arousal"] and hypopnea.iloc[0].evidence["rule"] == "1A"
+    assert hypopnea.iloc[0].evidence["desaturation_pct"] is None
+    assert 40 <= hypopnea.iloc[0].evidence["flow_drop_pct"] <= 70
+    assert (events.kind == "arousal").sum() == 1
+    assert not (detect_events(rec, hypnogram=hyp, hypopnea_rule="1B").kind == "hypopnea").any()
+
+
+def test_electrode_pops_are_neither_arousals_nor_qualify_a_hypopnea():
+    rec, hyp = _night_with_flow_drop_then("pop"), np.array(["N2"] * 20, dtype=object)
+    artefacts = artefact_segments(rec)
+    pops = artefacts[(artefacts.channel == "EEG_C3_A2") & (artefacts.problem == "pop")]
+    assert len(pops) == 1 and pops.iloc[0].start_s <= 327 and pops.iloc[0].end_s >= 333
+    events = detect_events(rec, hypnogram=hyp, artefacts=artefacts)
+    assert not events.kind.isin(["arousal", "hypopnea", "apnea"]).any()
+    # The same night scored as if the pops were signal: they would fake an arousal and a hypopnea.
+    unmasked = detect_events(rec, hypnogram=hyp, artefacts=artefacts.iloc[:0])
+    assert {"arousal", "hypopnea"} <= set(unmasked.kind)
