@@ -95,14 +95,69 @@ def test_caption_range_limit_and_helpers(known_night):
 def test_find_epochs_falls_back_to_measurements(known_night):
     rem = ok(run_tool("find_epochs", {"query": "REM with rapid eye movements"}, known_night))
     assert rem["source"] == "measured (fallback)" and "SleepLM retrieval is unavailable" in rem["fallback_reason"]
-    # Both REM runs, the later one first: its eye-movement feature is higher.
-    assert [(e["epoch_start"], e["epoch_end"]) for e in rem["episodes"]] == [(230, 239), (150, 179)]
+    # Eye-movement power rises through the night (0..1): its top 10 % (epochs 216-239) inside REM.
+    assert [(e["epoch_start"], e["epoch_end"]) for e in rem["episodes"]] == [(230, 239)]
+    assert rem["criteria"][0].startswith("EOG power in the rapid eye-movement band") and "stage R" in rem["criteria"][1]
+    assert rem["episodes"][0]["measured"]["extreme"] == 1.0
     breathing = ok(run_tool("find_epochs", {"query": "stopped breathing"}, known_night))
     assert [(e["epoch_start"], e["epoch_end"]) for e in breathing["episodes"]] == [(66, 70)]
     known_night.model, known_night.embedding_progress = object(), 0.4
     computing = ok(run_tool("find_epochs", {"query": "deep sleep"}, known_night))
     assert "still being computed (40% done)" in computing["fallback_reason"]
     assert computing["episodes"][0]["epoch_start"] == 80
+
+
+def _truth_mask(truth_events, kinds, n_epochs):
+    mask = np.zeros(n_epochs, dtype=bool)
+    for start_s, end_s in truth_events[truth_events["kind"].isin(kinds)][["start_s", "end_s"]].itertuples(index=False):
+        mask[int(start_s // 30) : int(np.ceil(end_s / 30))] = True
+    return mask
+
+
+def test_find_epochs_fallback_searches_measured_features_on_a_simulator_night(sim_night, sim_night_file):
+    _, truth = sim_night_file
+    features, n = sim_night.analysis.features, sim_night.rec.n_epochs
+
+    def search(query):
+        result = ok(run_tool("find_epochs", {"query": query, "top_k": 3}, sim_night))
+        assert result["source"] == "measured (fallback)" and result["searched"] in result["findings"][0]
+        return result, [(e["epoch_start"], e["epoch_end"]) for e in result["episodes"]]
+
+    oxygen, spans = search("was my oxygen ever low?")
+    assert oxygen["criteria"] == ["SpO2 minimum < 90 %"] and spans
+    for first, last in spans:  # every episode holds an epoch under 90 % and lies on a true desaturation
+        assert features["cardiac_spo2_min_pct"].iloc[first : last + 1].min() < 90
+        assert _truth_mask(truth.events, ["desaturation"], n)[first : last + 1].any()
+    lows = [e["measured"]["extreme"] for e in oxygen["episodes"]]
+    assert lows == sorted(lows)  # deepest first
+
+    heart, spans = search("fast heart rate")
+    assert heart["criteria"] == ["mean heart rate > 90 bpm"]
+    assert any(_truth_mask(truth.events, ["tachycardia"], n)[a : b + 1].any() for a, b in spans)
+
+    eyes, spans = search("REM with rapid eye movements")
+    assert "EOG" in eyes["criteria"][0] and "stage R" in eyes["criteria"][1] and spans
+    cut = features["brain_eog_rapid_power_uv2"].quantile(0.9)
+    for first, last in spans:
+        assert set(sim_night.hypnogram[first : last + 1]) == {"R"}
+        assert features["brain_eog_rapid_power_uv2"].iloc[first : last + 1].max() >= cut
+
+    snoring, spans = search("loud snoring with desaturation")
+    assert "snore-channel loudness" in snoring["criteria"][0] and snoring["criteria"][1] == "measured desaturation events"
+    desaturated = np.zeros(n, dtype=bool)
+    for start_s, end_s in sim_night.analysis.events.query("kind == 'desaturation'")[["start_s", "end_s"]].itertuples(index=False):
+        desaturated[int(start_s // 30) : int(np.ceil(end_s / 30))] = True
+    assert spans and all(desaturated[max(a - 1, 0) : b + 2].any() for a, b in spans)
+
+    limited, _ = search("flow limitation")
+    assert limited["criteria"] == ["inspiratory flow flattening (flow limitation) > 0.6 fraction 0-1"]
+    nothing, spans = search("a purple elephant")
+    assert spans == [] and nothing["searched"].startswith("nothing: the measured search understands")
+
+
+def test_find_epochs_fallback_says_when_a_criterion_cannot_be_measured(known_night):
+    result = ok(run_tool("find_epochs", {"query": "fast heart rate"}, known_night))
+    assert result["episodes"] == [] and any(line.startswith("Not searchable: mean heart rate") for line in result["findings"])
 
 
 def test_merge_hits_joins_adjacent_epochs():
