@@ -123,7 +123,10 @@ def _respiratory(f: pd.DataFrame, night: pd.DataFrame, events: pd.DataFrame) -> 
     if phase is not None and phase > 90:
         out.append(f"paradoxical thoraco-abdominal effort ({phase:.0f} degrees)")
     phrase = _event_phrase(events, ("apnea", "hypopnea", "desaturation"))
-    out.append(phrase if phrase else "no respiratory events")
+    if amplitude is None:  # without airflow, apneas and hypopneas cannot be scored: silence is not "none"
+        out.append((phrase + "; " if phrase else "") + "apneas and hypopneas not assessable without airflow")
+    else:
+        out.append(phrase if phrase else "no respiratory events")
     return out
 
 

@@ -55,3 +55,10 @@ def test_bad_requests(night):
         describe_epochs(rec, "heart", 0, 1, analysis=analysis)
     with pytest.raises(MeasurementError, match="outside"):
         describe_epochs(rec, "brain", 25, 40, analysis=analysis)
+
+
+def test_no_airflow_is_not_no_events():
+    rec = make_night(STAGES[:8], drop=("AF", "Pressure", "THX", "ABD", "SpO2"))
+    text = describe_epochs(rec, "respiratory", 4, 5, analysis=analyze_night(rec, automatic_staging=False))["text"]
+    assert "airflow not recorded" in text and "not assessable without airflow" in text
+    assert "no respiratory events" not in text
