@@ -24,7 +24,12 @@ def _cmd_inspect(args) -> int:
 def _cmd_analyze(args) -> int:
     from sleeplm.report import analyze_to_dir
 
-    written = analyze_to_dir(args.file, args.out)
+    model = None
+    if args.checkpoint:  # SleepLM stages the night only when its weights are given explicitly (slow on CPU)
+        from sleeplm.inference import SleepLM
+
+        model = SleepLM.from_pretrained(args.checkpoint)
+    written = analyze_to_dir(args.file, args.out, model=model)
     for path in written:
         print(path)
     return 0

@@ -119,7 +119,7 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
     return path
 
 
-def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None) -> list[Path]:
+def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=None) -> list[Path]:
     """Load `path`, analyse it and write summary.json, events.csv, hypnogram.csv and report.md.
 
     Parameters
@@ -127,6 +127,8 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None) -> list
     path : EDF/EDF+/BDF recording (or SleepLM tensor) to analyse.
     out_dir : output directory (created if missing).
     analysis : an existing `NightAnalysis` of the same file, to skip recomputing it.
+    model : a loaded SleepLM: stages a night without its own scoring from SleepLM's stage
+        captions (YASA's agreement with them is reported); None stages with YASA.
 
     Returns
     -------
@@ -135,7 +137,7 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None) -> list
     from sleeplm.io import load_recording
 
     rec = load_recording(path)
-    analysis = analyze_night(rec) if analysis is None else analysis
+    analysis = analyze_night(rec, model=model) if analysis is None else analysis
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [

@@ -117,3 +117,26 @@ def test_cli_analyze_bad_file(tmp_path, capsys):
     bad.write_text("not a recording")
     assert main(["analyze", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+class StageCaptions:
+    """Stands in for SleepLM's `caption` contract: one stage_event caption per epoch (the true stage)."""
+
+    def caption(self, epochs, domain, progress=None):
+        assert domain == "stage_event"
+        words = {"W": "Awake.", "N1": "Stage N1.", "N2": "Stage N2 sleep.", "N3": "Stage N3.", "R": "REM sleep."}
+        return [words[s] for s in STAGES[: len(epochs)]]
+
+
+def test_unscored_night_staged_by_sleeplm_captions_with_yasa_agreement(tmp_path):
+    path = write_edf(tmp_path / "n.edf", scored=False)
+    written = analyze_to_dir(path, tmp_path / "out", model=StageCaptions())
+    hyp = pd.read_csv(written[2])
+    assert list(hyp.stage) == STAGES and set(hyp.source) == {"sleeplm"}
+    assert "Sleep stages from: sleeplm. Agreement with yasa: accuracy" in written[3].read_text()
+    assert json.loads(written[0].read_text())["tst_min"] == 15.0
+
+
+def test_cli_analyze_unreadable_checkpoint(edf_path, tmp_path, capsys):
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "analyze", str(edf_path), "--out", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
