@@ -35,11 +35,16 @@ def quote_first_finding(messages) -> str:
 
 
 def quote_events(messages) -> str:
-    events = tool_payload(messages)["events"][:3]
-    if not events:
+    """What a careful model writes after `list_events`: the count, then the tool's own citations
+    (clock time, elapsed time, epochs) word for word."""
+    payload = tool_payload(messages)
+    if not payload["count"]:
         return "No abnormal breathing was measured."
-    spans = "; ".join(f"{e['kind']} {e['clock_start']}-{e['clock_end']} (epoch {e['epoch_start']})" for e in events)
-    return f"Respiration looked abnormal at: {spans}."
+    by_type = next(f for f in payload["findings"] if f.startswith("By type: "))[len("By type: "):-1]
+    cited = [f.rstrip(".") for f in payload["findings"] if re.match(r"^\w+ at ", f)][:3]
+    longest = next(f for f in payload["findings"] if f.startswith("Longest: "))
+    return (f"Respiration looked abnormal {payload['count']} times ({by_type}). The first: {'; '.join(cited)}. "
+            f"{longest}")
 
 
 def overview_model() -> ScriptedChatModel:
@@ -297,8 +302,8 @@ def test_respiration_answer_overlaps_the_simulators_events(tmp_path_factory):
             handle_file(str(path)), "when did respiration look abnormal?", "clinician", api_name="/ask")
     finally:
         demo.close()
-    spans = re.findall(r"(\d\d:\d\d:\d\d)-(\d\d:\d\d:\d\d)", answer)
-    assert spans, answer
+    spans = re.findall(r"(\d\d:\d\d:\d\d)-(\d\d:\d\d:\d\d) \(elapsed \dh\d\dm\d\ds-\dh\d\dm\d\ds, epochs? \d+", answer)
+    assert len(spans) == 4, answer  # three events and the longest, each with clock, elapsed time and epochs
     true_events = truth.events[truth.events["kind"].isin(["apnea", "hypopnea"])]
     for clock_start, clock_end in spans:
         lo, hi = clock_seconds(clock_start, truth.start_clock), clock_seconds(clock_end, truth.start_clock)

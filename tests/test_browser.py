@@ -105,7 +105,9 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
             step = page.locator("#chat").get_by_text(f"🛠️ {tool}")
             expect(step).to_be_visible(timeout=60_000)
             answer = page.locator("#chat .message.bot").last
-            expect(answer).to_contain_text(re.compile(r"\d\d:\d\d:\d\d"), timeout=60_000)
+            # Every cited span: clock time, elapsed time and epochs, as the tool gave them.
+            expect(answer).to_contain_text(re.compile(r"Respiration looked abnormal \d+ times"), timeout=60_000)
+            expect(answer).to_contain_text(re.compile(r"\d\d:\d\d:\d\d-\d\d:\d\d:\d\d \(elapsed \dh\d\dm\d\ds-\dh\d\dm\d\ds, epochs? \d+"))
             # The step opens to show its arguments and result.
             step.click()
             expect(page.locator("#chat")).to_contain_text("Result:")
