@@ -1,9 +1,11 @@
 """Typed SleepLM model configurations, read from the JSON files in `sleeplm/model_configs/`.
 
 The JSON layout is the reference repository's (`embed_dim`, `biosignals_cfg`, `text_cfg`,
-`multimodal_cfg`, `prefix_len`, `num_caption_channels`). Keys the network does not use
-(`architecture`, `custom_text`, `decoder_type`, `sampling_rate`, `dropout`...) are accepted
-and ignored, so the reference file ships unchanged.
+`multimodal_cfg`, `prefix_len`, `num_caption_channels`), and a missing key takes the reference's
+default (open_clip's CLIPTextCfg/MultimodalCfg, SleepLM's BiosignalsCfg, prefix_len 0). Keys that
+do not change the inference network (`custom_text`, `sampling_rate`, `dropout`...) are accepted
+and ignored, so the reference file ships unchanged; reference options that would build another
+network (layer scale, a conv_transformer encoder, a concat decoder...) are a clear error.
 
 The released checkpoint was trained with 5 caption channels and a prefix of 2 condition
 tokens, which the demo passes as overrides of the JSON's 12 / 1 (ARCH.md §0):
@@ -37,6 +39,19 @@ TINY_MODEL = "sleeplm_tiny"
 RELEASED_OVERRIDES = {"num_caption_channels": 5, "prefix_len": 2}
 
 
+# Reference config options (open_clip CLIPTextCfg/MultimodalCfg, BiosignalsCfg, BiosignalsCoCa arguments)
+# that change the network, with the only value implemented here; their defaults are the reference's.
+_TEXT_OPTIONS = (("ls_init_value", None), ("pad_id", 0), ("no_causal_mask", False), ("final_ln_after_pool", False),
+                 ("proj_bias", False), ("proj_type", "linear"), ("hf_model_name", None), ("act_kwargs", None),
+                 ("norm_kwargs", None), ("qk_norm", False), ("scaled_cosine_attn", False), ("scale_heads", False),
+                 ("scale_attn_inner", False), ("scale_attn", False), ("scale_fc", False))
+_UNSUPPORTED_OPTIONS = (
+    *((section, key, value) for section in ("text_cfg", "multimodal_cfg") for key, value in _TEXT_OPTIONS),
+    ("", "decoder_type", "cross_attention"), ("", "quick_gelu", False), ("", "init_logit_bias", None),
+    ("", "nonscalar_logit_scale", False), ("", "use_signal_decoder", False), ("", "pad_id", 0),
+)
+
+
 def _known_fields(cls, raw: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in raw.items() if k in names}
@@ -46,15 +61,16 @@ def _known_fields(cls, raw: dict[str, Any]) -> dict[str, Any]:
 class BiosignalsConfig:
     """Biosignal encoder: channel patches -> dual (channel x time) RoPE transformer -> attention pools."""
 
-    input_channels: int = 10
-    signal_length: int = 1920  # samples per 30-s epoch at 64 Hz
-    patch_size: int = 16  # samples per patch
+    architecture: str = "conv_transformer"  # the reference's default; only "pure_transformer" is SleepLM's
+    input_channels: int = 12
+    signal_length: int = 1000  # samples per epoch (the released model: 1920, 30 s at 64 Hz)
+    patch_size: int = 32  # samples per patch
     conv_embed_dim: int = 256
     transformer_width: int = 768
     transformer_heads: int = 12
-    transformer_layers: int = 3
-    num_temporal_layers: int = 1
-    mlp_ratio: float = 3.0
+    transformer_layers: int = 6
+    num_temporal_layers: int = 2
+    mlp_ratio: float = 4.0
     decoder_tokens: int = 32
     activation: str = "swiglu"
     norm_type: str = "rmsnorm"
@@ -71,35 +87,35 @@ class BiosignalsConfig:
 class TextConfig:
     """Text tower (open_clip TextTransformer with an appended CLS token)."""
 
-    context_length: int = 256
+    context_length: int = 77
     vocab_size: int = 49408
-    width: int = 768
-    heads: int = 12
+    width: int = 512
+    heads: int = 8
     layers: int = 12
     mlp_ratio: float = 4.0
-    embed_cls: bool = True
+    embed_cls: bool = False
 
 
 @dataclass(frozen=True)
 class MultimodalConfig:
     """Captioning decoder: causal self-attention + cross-attention to the signal tokens."""
 
-    width: int = 768
-    heads: int = 12
+    width: int = 512
+    heads: int = 8
     layers: int = 12
     mlp_ratio: float = 4.0
-    context_length: int = 256
+    context_length: int = 77
 
 
 @dataclass(frozen=True)
 class SleepLMConfig:
-    """The whole network. `prefix_len` condition tokens select the caption modality."""
+    """The whole network. `prefix_len` condition tokens select the caption modality (0: captions unconditioned)."""
 
     embed_dim: int = 512
     biosignals: BiosignalsConfig = field(default_factory=BiosignalsConfig)
     text: TextConfig = field(default_factory=TextConfig)
     multimodal: MultimodalConfig = field(default_factory=MultimodalConfig)
-    prefix_len: int = 1
+    prefix_len: int = 0
     num_caption_channels: int = 12
 
     @classmethod
@@ -114,12 +130,21 @@ class SleepLMConfig:
         if unknown:
             raise CheckpointError(f"Unknown model config override(s) {sorted(unknown)}; allowed: {sorted(top)}.")
         merged = {**raw, **overrides}
+        unsupported = []
+        for section, key, supported in _UNSUPPORTED_OPTIONS:
+            value = (merged.get(section) or {} if section else merged).get(key, supported)
+            if value != supported:
+                unsupported.append(f"{section + '.' if section else ''}{key}={value!r}")
+        if unsupported:
+            raise CheckpointError(f"Model config uses reference options this network does not implement: "
+                                  f"{', '.join(unsupported)}. Only the SleepLM (BiosignalsCoCa pure_transformer, "
+                                  "cross_attention decoder) settings are supported.")
         config = cls(
             embed_dim=int(merged.get("embed_dim", 512)),
             biosignals=BiosignalsConfig(**_known_fields(BiosignalsConfig, merged.get("biosignals_cfg", {}))),
             text=TextConfig(**_known_fields(TextConfig, merged.get("text_cfg", {}))),
             multimodal=MultimodalConfig(**_known_fields(MultimodalConfig, merged.get("multimodal_cfg", {}))),
-            prefix_len=int(merged.get("prefix_len", 1)),
+            prefix_len=int(merged.get("prefix_len", 0)),
             num_caption_channels=int(merged.get("num_caption_channels", 12)),
         )
         config.validate()
@@ -139,8 +164,8 @@ class SleepLMConfig:
     def validate(self) -> None:
         """Raise `CheckpointError` for settings this network cannot be built with."""
         bio, problems = self.biosignals, []
-        if bio.signal_length % bio.patch_size:
-            problems.append(f"signal_length {bio.signal_length} is not a multiple of patch_size {bio.patch_size}")
+        if bio.patch_size > bio.signal_length:
+            problems.append(f"patch_size {bio.patch_size} is longer than signal_length {bio.signal_length}")
         for name, width, heads in (
             ("biosignals", bio.transformer_width, bio.transformer_heads),
             ("text", self.text.width, self.text.heads),
@@ -154,12 +179,14 @@ class SleepLMConfig:
             problems.append("text and multimodal widths must be equal (the decoder reads text token features)")
         if self.multimodal.width != bio.transformer_width:
             problems.append("multimodal width must equal the biosignal width (cross-attention memory)")
+        if bio.architecture != "pure_transformer":
+            problems.append(f"biosignals architecture {bio.architecture!r} is not implemented (only 'pure_transformer')")
         if (bio.activation, bio.norm_type, bio.pool_type) != ("swiglu", "rmsnorm", "attn"):
             problems.append("only activation 'swiglu', norm_type 'rmsnorm' and pool_type 'attn' are implemented")
         if not self.text.embed_cls:
             problems.append("only text towers with embed_cls=true (CoCa) are implemented")
-        if self.prefix_len < 1 or self.num_caption_channels < 1:
-            problems.append("prefix_len and num_caption_channels must be at least 1")
+        if self.prefix_len < 0 or self.num_caption_channels < 1:
+            problems.append("prefix_len must be at least 0 and num_caption_channels at least 1")
         if problems:
             raise CheckpointError("Model config cannot be built: " + "; ".join(problems) + ".")
 

@@ -31,8 +31,8 @@ from sleeplm.checkpoint import (
     state_dict_fingerprint,
 )
 from sleeplm.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
-from sleeplm.errors import SleepLMError, TensorFormatError
-from sleeplm.model import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, build_model
+from sleeplm.errors import TensorFormatError
+from sleeplm.model import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, SleepLMRequestError, build_model
 from sleeplm.tokenizer import get_tokenizer
 
 __all__ = ["SleepLM", "SleepLMRequestError", "DOMAINS", "domain_id", "beam_search"]
@@ -42,10 +42,6 @@ logger = logging.getLogger(__name__)
 # Caption modality ids of the released model (the demo's order).
 DOMAINS = {"brain": 0, "cardiac": 1, "respiratory": 2, "position_muscle": 3, "stage_event": 4}
 Progress = Callable[[float, str], Any]
-
-
-class SleepLMRequestError(SleepLMError, ValueError):
-    """A request SleepLM cannot answer as asked (unknown caption domain, empty query, bad option)."""
 
 
 def domain_id(domain: str | int) -> int:

@@ -28,12 +28,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from sleeplm.config import SleepLMConfig
+from sleeplm.errors import SleepLMError
 
-__all__ = ["build_model", "SleepLMModel", "DecodingState", "SOT_TOKEN_ID", "EOT_TOKEN_ID", "PAD_TOKEN_ID"]
+__all__ = ["build_model", "SleepLMModel", "DecodingState", "SleepLMRequestError", "SOT_TOKEN_ID", "EOT_TOKEN_ID",
+           "PAD_TOKEN_ID"]
 
 SOT_TOKEN_ID = 49406
 EOT_TOKEN_ID = 49407
 PAD_TOKEN_ID = 0
+
+
+class SleepLMRequestError(SleepLMError, ValueError):
+    """A request SleepLM cannot answer as asked (unknown caption domain, empty query, bad option)."""
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -218,7 +224,10 @@ class AttentionPool(nn.Module):
 
 
 class Patching(nn.Module):
-    """One Conv1d applied to every channel alone: [B, C, S] -> [B, C, T, conv_dim]."""
+    """One Conv1d applied to every channel alone: [B, C, S] -> [B, C, T, conv_dim], T = S // patch.
+
+    Samples after the last whole patch are dropped, as by the reference's stride-`patch` convolution.
+    """
 
     def __init__(self, patch_size: int, conv_dim: int):
         super().__init__()
@@ -456,8 +465,10 @@ class SleepLMModel(nn.Module):
         """Condition tokens [batch, prefix_len, D]: the modality's embedding, then padding embeddings."""
         if modality is None:
             return None
+        if self.config.prefix_len == 0:
+            raise SleepLMRequestError("This model has prefix_len 0: its captions take no modality; pass modality=None.")
         if not 0 <= int(modality) < self.channel_embeddings.shape[0]:
-            raise ValueError(f"modality id {modality} is outside 0..{self.channel_embeddings.shape[0] - 1}")
+            raise SleepLMRequestError(f"modality id {modality} is outside 0..{self.channel_embeddings.shape[0] - 1}")
         tokens = [self.channel_embeddings[int(modality)]] + [self.padding_embedding] * (self.config.prefix_len - 1)
         return torch.stack(tokens).expand(batch, -1, -1)
 
@@ -472,8 +483,9 @@ class SleepLMModel(nn.Module):
 
     def start_decoding(self, memory: torch.Tensor, modality: int | None, max_len: int) -> DecodingState:
         """A fresh cache for captions of up to `max_len` tokens (start token included)."""
-        if max_len > self.context_length:
-            raise ValueError(f"captions are limited to the context length {self.context_length}, not {max_len}")
+        if not 1 <= max_len <= self.context_length:
+            raise SleepLMRequestError(f"captions are limited to the context length {self.context_length} tokens "
+                                      f"(start token included), not {max_len}")
         return DecodingState(self, memory, self.condition(modality, memory.shape[0]), max_len)
 
     def decode_step(self, state: DecodingState, ids: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 
 from sleeplm.config import DEFAULT_MODEL, SleepLMConfig, get_model_config, list_models
 from sleeplm.errors import CheckpointError
-from sleeplm.model import EOT_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID, build_model
+from sleeplm.model import EOT_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID, SleepLMRequestError, build_model
 
 DATA = Path(__file__).parent / "data"
 TOL = 1e-5
@@ -79,7 +79,32 @@ def test_overrides_and_json_values():
     assert {"sleep_coca_base_dualtransformer", "sleeplm_tiny"} <= set(list_models())
 
 
+def test_missing_keys_take_the_reference_defaults():
+    """open_clip's CLIPTextCfg/MultimodalCfg and SleepLM's BiosignalsCfg defaults; prefix_len 0."""
+    cfg = SleepLMConfig.from_dict({"embed_dim": 64, "text_cfg": {"embed_cls": True}, "biosignals_cfg": {
+        "architecture": "pure_transformer", "transformer_width": 512, "transformer_heads": 8}})  # widths must agree
+    assert (cfg.text.context_length, cfg.text.width, cfg.text.heads, cfg.text.layers) == (77, 512, 8, 12)
+    assert (cfg.multimodal.context_length, cfg.multimodal.width, cfg.multimodal.heads) == (77, 512, 8)
+    bio = cfg.biosignals
+    assert (bio.input_channels, bio.signal_length, bio.patch_size, bio.transformer_layers) == (12, 1000, 32, 6)
+    assert (bio.num_temporal_layers, bio.mlp_ratio, cfg.prefix_len, cfg.num_caption_channels) == (2, 4.0, 0, 12)
+
+
 def test_bad_configs_are_clear_errors():
+    base = get_model_config("sleeplm_tiny").to_dict()
+    for section, key, value in [("text_cfg", "ls_init_value", 1e-4), ("multimodal_cfg", "proj_bias", True),
+                                (None, "decoder_type", "concat"), (None, "use_signal_decoder", True)]:
+        cfg = json.loads(json.dumps(base))
+        (cfg[section] if section else cfg)[key] = value
+        with pytest.raises(CheckpointError, match=f"{key}={value!r}"):
+            build_model(cfg)
+    no_architecture = json.loads(json.dumps(base))
+    del no_architecture["biosignals_cfg"]["architecture"]  # the reference default is a conv encoder
+    with pytest.raises(CheckpointError, match="conv_transformer"):
+        build_model(no_architecture)
+    with pytest.raises(SleepLMRequestError, match="outside 0..4"):
+        build_model("sleeplm_tiny").condition(5, batch=1)
+
     with pytest.raises(CheckpointError, match="Unknown model config override"):
         build_model("sleeplm_tiny", num_layers=3)
     with pytest.raises(CheckpointError, match="No model config named"):
@@ -273,6 +298,19 @@ def test_cached_decoding_equals_teacher_forcing_including_id_zero(ref):
             state = net.start_decoding(memory, modality, max_len=steps)
             stepped = torch.stack([net.decode_step(state, ids[:, t]) for t in range(steps)], dim=1)
             assert max_diff(stepped, reference) <= TOL
+
+
+def test_prefix_len_zero_is_the_unconditioned_decoder(ref):
+    """With no condition tokens the decoder is plain causal: the fixture's no-condition logits, any prefix_len."""
+    stored, _ = ref
+    model = build_model(stored["config"], prefix_len=0)
+    model.load_state_dict(stored["state_dict"], strict=True)  # the prefix length adds no parameters
+    with torch.no_grad():
+        logits = model.caption_logits(stored["signals"], stored["text_ids"], None)
+    expected = stored["teacher_forced"]["no_condition"]["logits_subset"]
+    assert max_diff(logits[..., stored["logits_vocab_subset"]], expected) <= TOL
+    with pytest.raises(SleepLMRequestError, match="prefix_len 0"):
+        model.caption_logits(stored["signals"], stored["text_ids"], 1)
 
 
 def test_cache_growth_beyond_its_first_reservation_keeps_results_exact():
