@@ -72,3 +72,25 @@ def test_rounding_is_limited_to_shown_precision(written):
 def test_list_markers_are_not_figures():
     report = check_grounding("1. AHI 23.5\n2. N3 61 min", TOOL_RESULTS)
     assert report.unmatched == [] and report.matched == ["23.5", "61"]
+
+
+def test_counts_written_as_words_are_checked():
+    results = [{"n_apneas": 2, "n_awakenings": 21, "findings": ["2 apneas, 21 awakenings"]}]
+    report = check_grounding("You had two apneas, three obstructive apneas and woke up twenty-one times.", results)
+    assert report.matched == ["two", "twenty-one"] and report.unmatched == ["three"]
+    assert check_grounding("It happened twice.", results).matched == ["twice"]
+    # Words that count nothing are prose, not figures.
+    assert extract_figures("One of them was at one point the worst; no one knows.") == []
+
+
+def test_durations_match_in_any_unit_at_the_written_precision():
+    results = [{"tst_min": 185.0, "spo2_min": 2.0, "events_per_h": 3.0, "findings": ["Longest apnea 25.0 s."]}]
+    for answer in ("You slept about three hours.", "You slept 3 hours.", "You slept 3h05m.", "TST 185 min.",
+                   "The longest pause lasted twenty-five seconds."):
+        report = check_grounding(answer, results)
+        assert report.unmatched == [] and report.matched, answer
+    # "two hours" is not the SpO2 minimum of 2; "3 hours" is not a rate of 3/h; 190 min is not 185 min.
+    for answer, wrong in (("You slept two hours.", "two"), ("Only 2 hours.", "2"), ("You slept 190 minutes.", "190"),
+                          ("You slept four hours.", "four")):
+        assert check_grounding(answer, results).unmatched == [wrong], answer
+    assert check_grounding("3 hours", [{"events_per_h": 3.0}]).unmatched == ["3"]
