@@ -3,7 +3,7 @@
 `resolve_checkpoint` turns a hub repo id or a local path into a local file (the hub through
 `huggingface_hub.hf_hub_download`, which honours its cache, `revision` and `HF_HUB_OFFLINE`).
 `read_state_dict` accepts the layouts people save: a bare state dict, `{"state_dict": ...}`
-(the reference trainer's) and DataParallel's `module.` prefixes. `load_state_dict_checked`
+(the reference trainer's), `{"model": ...}` and DataParallel's `module.` prefixes. `load_state_dict_checked`
 requires every key of our network with the right shape and reports extra keys (the released
 file may carry training-only heads, e.g. signal reconstruction) instead of failing on them.
 Files are read with `torch.load(weights_only=True)`: no pickled code runs.
@@ -99,14 +99,16 @@ def _unavailable(repo_id: str, filename: str, exc: Exception) -> ModelUnavailabl
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file: bare, `{"state_dict": ...}`, with or without `module.` prefixes."""
+    """The tensors of a checkpoint file: bare, `{"state_dict": ...}` or `{"model": ...}`, with or without `module.`."""
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"Cannot read checkpoint {Path(path).name}: {exc}. It must be a PyTorch state dict "
                               "saved with torch.save (tensors only).") from exc
-    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
-        payload = payload["state_dict"]
+    for wrapper in ("state_dict", "model"):  # the reference trainer's wrapper, then a common training-script one
+        if isinstance(payload, dict) and isinstance(payload.get(wrapper), dict):
+            payload = payload[wrapper]
+            break
     if not isinstance(payload, dict) or not payload:
         raise CheckpointError(f"Checkpoint {Path(path).name} holds no state dict (found {type(payload).__name__}).")
     tensors = {str(k): v for k, v in payload.items() if isinstance(v, torch.Tensor)}

@@ -24,12 +24,13 @@ def reference_embedding(model: SleepLM, fixture_a) -> float:
     return (torch.from_numpy(model.encode_signals(fixture_a["signals"])) - fixture_a["signal_emb_norm"]).abs().max()
 
 
-@pytest.mark.parametrize("layout", ["bare", "state_dict", "module_prefix", "state_dict_and_module_prefix"])
+@pytest.mark.parametrize("layout", ["bare", "state_dict", "module_prefix", "state_dict_and_module_prefix", "model"])
 def test_saved_layouts_load_and_reproduce_the_reference(tmp_path, fixture_a, layout):
     state = fixture_a["state_dict"]
     if "module" in layout:
         state = {f"module.{k}": v for k, v in state.items()}
-    payload = {"state_dict": state, "epoch": 12} if layout.startswith("state_dict") else state
+    wrapper = "model" if layout == "model" else "state_dict"
+    payload = {wrapper: state, "epoch": 12} if layout.startswith(("state_dict", "model")) else state
     path = tmp_path / "model_checkpoint.pt"
     torch.save(payload, path)
     model = SleepLM.from_pretrained(str(path), config=fixture_a["config"])
