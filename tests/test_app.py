@@ -16,7 +16,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import mne
 import numpy as np
+import pandas as pd
 import pytest
 from edfio import Edf, EdfSignal
 from langchain_core.messages import ToolMessage
@@ -24,6 +26,7 @@ from langchain_core.messages import ToolMessage
 import app
 from conftest import ScriptedChatModel, call
 from sleeplm.plots import seconds_at_fraction
+from test_export import pdf_text
 
 
 def tool_payload(messages) -> dict:
@@ -204,9 +207,19 @@ def test_downloads_carry_the_conversation(loaded):
     report, events_csv, annotations, trace = app.build_downloads(loaded)
     turns = json.loads(Path(trace).read_text())["turns"]
     assert turns[0]["audience"] == "patient" and turns[0]["tool_calls"][0]["name"] == "recording_overview"
-    assert Path(report).read_bytes().startswith(b"%PDF")
-    assert Path(events_csv).read_text().splitlines()[0].startswith("kind,subtype,start_s")
-    assert Path(annotations).read_bytes()[:1] == b"0"
+    measured = loaded.night.night.analysis.events.sort_values("start_s")
+    assert len(measured) > 0
+    report_text = pdf_text(Path(report))
+    for expected in ("night report", "when does the night start?", "From the recording:",
+                     f"Events 1-{len(measured)} of {len(measured)}"):
+        assert expected in report_text, expected
+    csv = pd.read_csv(events_csv)
+    assert csv["start_s"].tolist() == measured["start_s"].tolist() and "clock_start" in csv and "elapsed_start" in csv
+    # Scoring tools import the EDF+ annotations: every measured event, and the stages over the whole night.
+    read_back = mne.read_annotations(annotations)
+    is_stage = np.array([text.startswith("Sleep stage") for text in read_back.description])
+    assert sorted(read_back.onset[~is_stage]) == pytest.approx(measured["start_s"].tolist())
+    assert read_back.duration[is_stage].sum() == pytest.approx(loaded.night.night.rec.duration_s)
 
 
 def test_sessions_are_private_and_deleted(small_edf, late_edf, tmp_path):
