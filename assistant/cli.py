@@ -33,7 +33,8 @@ def run_ask(args) -> int:
     """
     workdir = tempfile.mkdtemp(prefix="sleeplm-ask-")
     session = NightSession(llm=args.llm, workdir=workdir)
-    session.load(args.file)
+    # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
+    session.load(args.file, stage_cross_check=False)
     turn = session.ask(args.question, audience=args.audience)
     if args.json:
         json.dump(turn.to_dict(), sys.stdout, ensure_ascii=False, default=str)

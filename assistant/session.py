@@ -138,29 +138,43 @@ class NightSession:
         self._guard = TurnGuard()
         self._agent = build_agent(self.llm, self._guard) if self.llm is not None else None
         self._thread_id = uuid.uuid4().hex
-        self._embedder: threading.Thread | None = None
+        self._background: list[threading.Thread] = []
         self._n_figures = 0
 
     # ---- loading ----------------------------------------------------------------------
     def load(
         self, path: str | Path, progress: Callable | None = None, channel_map: dict | None = None,
-        position_map: str | dict | None = None,
+        position_map: str | dict | None = None, stage_cross_check: bool = True,
     ) -> Recording:
         """Load and analyse a recording; start SleepLM embeddings in the background when a model is loaded.
 
         `progress` is handed to the analysis (``progress(fraction, text)``); `channel_map` and
-        `position_map` to `sleeplm.io.load_recording`. Raises the `sleeplm.errors.RecordingError`
-        family for unusable files. A new recording starts a new conversation.
+        `position_map` to `sleeplm.io.load_recording`. A night with its own sleep scoring is
+        ready without waiting for YASA: YASA's cross-check of that scoring runs in the background
+        when `stage_cross_check` (its agreement then appears in `recording_overview`). Raises the
+        `sleeplm.errors.RecordingError` family for unusable files. A new recording starts a new
+        conversation.
         """
         from sleeplm.io import load_recording
 
         rec = load_recording(path, channel_map=channel_map, position_map=position_map)
         self.night = NightContext(rec=rec, analysis=self._analyze(rec, progress), model=self.sleeplm, model_status=self.sleeplm_status)
         self.reset()
+        self._background = []
         if self.sleeplm is not None:
-            self._embedder = threading.Thread(target=self._embed, args=(self.night,), daemon=True, name="sleeplm-embed")
-            self._embedder.start()
+            self._background.append(threading.Thread(target=self._embed, args=(self.night,), daemon=True, name="sleeplm-embed"))
+        staging = getattr(self.night.analysis, "staging", None)
+        if stage_cross_check and staging is not None and staging.source == "reference scoring":
+            self._background.append(threading.Thread(target=self._cross_check, args=(self.night,), daemon=True, name="yasa-check"))
+        for job in self._background:
+            job.start()
         return rec
+
+    def wait_for_background(self, timeout_s: float | None = None) -> bool:
+        """Wait for the background jobs of the loaded night (embeddings, YASA cross-check); True when all ended."""
+        for job in self._background:
+            job.join(timeout_s)
+        return not any(job.is_alive() for job in self._background)
 
     def _analyze(self, rec: Recording, progress: Callable | None):
         try:
@@ -168,7 +182,22 @@ class NightSession:
         except ImportError:
             logger.warning("sleeplm.analysis is not available: measurement tools will say so")
             return None
-        return analyze_night(rec, model=self.sleeplm, progress=progress)
+        # With the file's own scoring, YASA is only a cross-check: it runs after loading (~20 s cold).
+        has_scoring = rec.reference is not None and rec.reference.stages is not None
+        return analyze_night(rec, model=self.sleeplm, progress=progress, automatic_staging=not has_scoring)
+
+    @staticmethod
+    def _cross_check(night: NightContext) -> None:
+        from sleeplm.staging import agreement, stage_with_yasa
+
+        staging = night.analysis.staging
+        try:
+            staging.agreement = agreement(staging.hypnogram, stage_with_yasa(night.rec), "yasa")
+        except ValueError as exc:  # no usable EEG: the reference scoring stands alone
+            staging.unavailable = {**(staging.unavailable or {}), "yasa": str(exc)}
+        except Exception:  # the cross-check is optional; the tools keep the reference scoring
+            logger.exception("YASA cross-check failed")
+            staging.unavailable = {**(staging.unavailable or {}), "yasa": "YASA cross-check failed"}
 
     def _embed(self, night: NightContext) -> None:
         from sleeplm.embedding_cache import night_embeddings

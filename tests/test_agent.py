@@ -306,3 +306,37 @@ def test_simulator_night_respiration_follow_up_and_injection(sim_night, sim_nigh
     # Behaviour unchanged: one tool call per turn, answers from measured events only.
     assert [len(t.tool_calls) for t in (first, follow, everything)] == [1, 1, 1]
     assert everything.mode == "agent" and "AHI is 0" not in first.answer + follow.answer + everything.answer
+
+
+def test_a_scored_night_is_ready_before_the_yasa_cross_check(sim_night_file, monkeypatch):
+    """load() returns with the file's stages; YASA's cross-check runs afterwards and reaches the overview."""
+    import threading
+
+    import sleeplm.staging
+    from tools import parse_result, run_tool
+
+    release, threads = threading.Event(), []
+
+    def slow_yasa(rec):
+        threads.append(threading.current_thread().name)
+        assert release.wait(30)
+        stages = rec.reference.stages.copy()
+        stages[:10] = "W"
+        return stages
+
+    monkeypatch.setattr(sleeplm.staging, "stage_with_yasa", slow_yasa)
+    session = NightSession(llm="none")
+    session.load(sim_night_file[0])
+    staging = session.night.analysis.staging
+    assert staging.source == "reference scoring" and staging.agreement is None
+    pending = parse_result(run_tool("recording_overview", {}, session.night).content)
+    assert "cross-check of the file's scoring is not available yet" in " ".join(pending["findings"])
+    release.set()
+    assert session.wait_for_background(30) and threads == ["yasa-check"]
+    expected = (session.night.rec.reference.stages[:10] == "W").mean()
+    assert staging.agreement["with"] == "yasa" and staging.agreement["n_epochs"] == session.night.rec.n_epochs
+    assert staging.agreement["accuracy"] == round(1 - (1 - expected) * 10 / session.night.rec.n_epochs, 3)
+    done = parse_result(run_tool("recording_overview", {}, session.night).content)
+    assert done["stage_agreement"] == staging.agreement
+    assert any(line.startswith("Cross-check: yasa staging agrees with the reference scoring") for line in done["findings"])
+    session.close()

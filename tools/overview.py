@@ -10,6 +10,22 @@ from tools.context import NightContext, configure, night_tool_errors
 EXTRA_SIGNALS = ("SpO2", "HR", "Snore", "Pressure", "Light")
 
 
+def stage_check(night: NightContext) -> str | None:
+    """One sentence on how a second stager agrees with the stages used (None when nothing to say)."""
+    staging = getattr(night.analysis, "staging", None)
+    if staging is None or getattr(staging, "hypnogram", None) is None:
+        return None
+    check = getattr(staging, "agreement", None)
+    if check and check.get("accuracy") is not None:
+        return (f"Cross-check: {check['with']} staging agrees with the {staging.source} on {round(100 * check['accuracy'], 1)}% "
+                f"of {check['n_epochs']} epochs (Cohen's kappa {check['kappa']}).")
+    reason = (getattr(staging, "unavailable", None) or {}).get("yasa")
+    if staging.source == "reference scoring":
+        return (f"No automatic cross-check of the file's scoring: {reason}." if reason else
+                "The automatic (YASA) cross-check of the file's scoring is not available yet (it runs after loading).")
+    return None
+
+
 # No args_schema: a schema without fields would make LangChain drop the injected runtime.
 @tool("recording_overview")
 @night_tool_errors
@@ -42,6 +58,7 @@ def recording_overview(*, runtime: ToolRuntime[NightContext]) -> dict:
         (f"The file has its own scoring ({'stages' if has_ref_stages else 'no stages'}, {n_ref_events} annotated events)."
          if reference is not None else "The file has no scoring of its own."),
         f"Sleep stages come from: {night.stage_source or 'nothing (no staging available)'}.",
+        *([check] if (check := stage_check(night)) else []),
         f"SleepLM: {sleeplm}.",
     ]
     return {
@@ -56,6 +73,7 @@ def recording_overview(*, runtime: ToolRuntime[NightContext]) -> dict:
         "extra_signals": extras,
         "format": rec.source_format,
         "stage_source": night.stage_source,
+        "stage_agreement": getattr(getattr(night.analysis, "staging", None), "agreement", None),
         "reference_scoring": {"stages": has_ref_stages, "n_events": n_ref_events} if reference is not None else None,
         "sleeplm": sleeplm,
         "warnings": list(rec.warnings),
