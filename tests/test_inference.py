@@ -177,3 +177,57 @@ def test_bf16_embeddings_agree_with_fp32_and_use_their_own_cache_key(fixture_a):
     np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
     cosine = (fast * fixture_a["signal_emb_norm"].numpy()).sum(axis=1)
     assert cosine.min() > 0.99
+
+
+def naive_beam_search(network, x, modality, beams, max_new_tokens, min_len):
+    """The same search written plainly: no cache, one hypothesis at a time, full teacher-forced recompute."""
+    running, finished = [([SOT_TOKEN_ID], 0.0)], []
+    for step in range(max_new_tokens):
+        candidates = []
+        for seq, score in running:
+            with torch.no_grad():  # the appended 0 is a placeholder label; only the last position's logits count
+                logprobs = network.caption_logits(x, torch.tensor([seq + [0]]), modality)[0, -1].log_softmax(-1)
+            if step + 1 < min_len:
+                logprobs[EOT_TOKEN_ID] = float("-inf")
+            values, tokens = logprobs.topk(2 * beams)
+            candidates += [(score + v, seq + [t]) for v, t in zip(values.tolist(), tokens.tolist())]
+        candidates.sort(key=lambda c: -c[0])
+        running = []
+        for score, seq in candidates:
+            if seq[-1] == EOT_TOKEN_ID:
+                finished.append((score / len(seq), seq))
+            elif len(running) < beams:
+                running.append((seq, score))
+            if len(running) == beams:
+                break
+        if step + 1 == max_new_tokens:
+            finished.append((running[0][1] / len(running[0][0]), running[0][0]))
+        elif len(finished) >= beams and running[0][1] / (len(running[0][0])) <= sorted(
+                (s for s, _ in finished), reverse=True)[beams - 1]:
+            break
+    return max(finished)[1]
+
+
+@pytest.mark.parametrize("source, modality, beams, min_len",
+                         [("fixture_b", 4, 2, 8), ("fixture_b", 1, 3, 8), ("eos", 2, 3, 4), ("eos", 0, 2, 16)])
+def test_cached_batched_beam_search_equals_a_plain_one(request, fixture_a, source, modality, beams, min_len):
+    """Another reference configuration (fixture_b), and fixture_a's model whose captions end (end-of-text)."""
+    if source == "eos":
+        model, signals, context = request.getfixturevalue("eos_model")[0], fixture_a["signals"], 32
+    else:
+        stored = torch.load(DATA / "fixture_b.pt", weights_only=True)
+        model = SleepLM.from_config(stored["config"], state_dict=stored["state_dict"])
+        signals, context = stored["signals"], stored["config"]["text_cfg"]["context_length"]
+    ours = model.caption_ids(signals, modality, max_len=context, min_len=min_len, beams=beams)
+    assert source != "eos" or any(len(row) < context for row in ours)  # some captions end before the limit
+    for b, row in enumerate(ours):
+        plain = naive_beam_search(model.network, signals[b : b + 1], modality, beams, context - 1, min_len)
+        assert row.tolist() == plain, (modality, beams, b)
+
+
+def test_caption_progress_reports_each_batch(tiny, epochs):
+    calls = []
+    texts = tiny.caption(epochs[:5], "respiratory", max_len=6, min_len=2, batch_size=2,
+                         progress=lambda fraction, message: calls.append((fraction, message)))
+    assert len(texts) == 5 and [f for f, _ in calls] == [0.4, 0.8, 1.0]
+    assert calls[-1][1] == "SleepLM captions: 5/5 epochs"
