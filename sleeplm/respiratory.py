@@ -74,14 +74,22 @@ def flow_ratio(rec: Recording, name: str, bad: np.ndarray) -> tuple[np.ndarray, 
 def _low_runs(ratio: np.ndarray, threshold: float, window_s: float) -> np.ndarray:
     """Runs where the ratio is below `threshold`, widened by the envelope's smearing, lasting >= 10 s.
 
-    A sliding RMS of width w stays high for w/2 on each side of a pause, so the measured low
-    run is shorter than the pause by about w; half of it is given back on each side.
+    The envelope is a sliding (rectangular) RMS of width w. Over a drop to level r, the
+    envelope falls below the threshold T once a share f = (1 - T^2) / (1 - r^2) of the window
+    lies inside the drop, so the measured run is shorter than the drop by (2f - 1) w; that is
+    given back, half on each side. A pause (r = 0) read at T = 0.1 gives back almost w; read
+    at T = 0.7 almost nothing (the run already spans it), so a post-sigh pause of 5-7 s is
+    not stretched into a 10-s event.
     """
     low = np.nan_to_num(ratio, nan=np.inf) < threshold
     low = ndimage.binary_closing(low, structure=np.ones(3))  # one-second blips do not split events
-    spans = runs(low).astype(float)
-    spans[:, 0] -= window_s / 2
-    spans[:, 1] += window_s / 2
+    found = runs(low)
+    spans = found.astype(float)
+    levels = np.array([np.nanmedian(ratio[a:b]) if np.isfinite(ratio[a:b]).any() else 0.0 for a, b in found])
+    share = (1 - threshold**2) / (1 - np.clip(levels, 0, threshold) ** 2)
+    give_back = (2 * share - 1) * window_s / 2
+    spans[:, 0] -= give_back
+    spans[:, 1] += give_back
     spans = np.clip(spans, 0, len(ratio))
     length = spans[:, 1] - spans[:, 0]
     return spans[(length >= MIN_EVENT_S) & (length <= MAX_EVENT_S)]
@@ -246,7 +254,9 @@ def detect_apneas_hypopneas(rec: Recording, bad: dict[str, np.ndarray], desats: 
         core_drop = 1 - _core_median(hypo_flow, start, end)
         if taken[a:b].any() or not core_drop >= 1 - HYPOPNEA_RATIO:  # a brief dip, not a sustained >= 30 % drop
             continue
-        linked = desats[(desats["nadir_s"] >= start) & (desats["nadir_s"] <= end + DESAT_NADIR_AFTER_S)]
+        # The fall must begin after the flow reduction does: a desaturation already under way
+        # belongs to the event before (circulation delays it by 10-30 s).
+        linked = desats[(desats["start_s"] >= start) & (desats["nadir_s"] <= end + DESAT_NADIR_AFTER_S)]
         drop = float(linked["drop_pct"].max()) if len(linked) else 0.0
         woke = arousals[(arousals["start_s"] >= start) & (arousals["start_s"] <= end + AROUSAL_AFTER_S)]
         qualifies = drop >= min_drop or (hypopnea_rule == "1A" and len(woke) > 0)

@@ -112,7 +112,8 @@ def test_event_agreement_matches_one_to_one_at_iou():
 
 @pytest.mark.parametrize("montage, severity, seed", [("aasm", "severe", 3), ("nox", "moderate", 1)])
 def test_accuracy_on_simulated_nights_with_truth(tmp_path, montage, severity, seed):
-    """The simulator's truth (artefacts and noise on): respiratory and desaturation F1 >= 0.8 at IoU >= 0.2."""
+    """The simulator's truth (artefacts and noise on): respiratory and desaturation F1 >= 0.9 at IoU >= 0.2,
+    AHI within 2/h (the issue's targets; bench/accuracy.py measures 36 nights)."""
     from sleeplm.evaluation import event_agreement
     from sleeplm.io import load_recording
     from sleeplm.synthetic import load_truth, simulate_night, write_night
@@ -122,11 +123,11 @@ def test_accuracy_on_simulated_nights_with_truth(tmp_path, montage, severity, se
     events = detect_events(rec, hypnogram=truth.hypnogram)
     resp, true_resp = events[events.kind.isin(["apnea", "hypopnea"])], truth.events[truth.events.kind.isin(["apnea", "hypopnea"])]
     assert len(true_resp) >= 10
-    assert event_agreement(resp, true_resp)["f1"] >= 0.8
+    assert event_agreement(resp, true_resp)["f1"] >= 0.9
     desats = truth.events[truth.events.kind == "desaturation"]
-    assert event_agreement(events[events.kind == "desaturation"], desats)["f1"] >= 0.8
+    assert event_agreement(events[events.kind == "desaturation"], desats)["f1"] >= 0.9
     tst_h = np.isin(truth.hypnogram, ["N1", "N2", "N3", "R"]).sum() / 120
-    assert abs(len(resp) / tst_h - truth.ahi) <= 3.0
+    assert abs(len(resp) / tst_h - truth.ahi) <= 2.0
     flats = truth.events[(truth.events.kind == "artefact") & (truth.events.subtype == "flat")]
     for flat in flats.itertuples():  # a dead sensor is never an apnea
         assert not ((resp.start_s < flat.end_s) & (resp.end_s > flat.start_s) & (resp.start_s > flat.start_s - 5)).any()
@@ -171,3 +172,43 @@ def test_electrode_pops_are_neither_arousals_nor_qualify_a_hypopnea():
     # The same night scored as if the pops were signal: they would fake an arousal and a hypopnea.
     unmasked = detect_events(rec, hypnogram=hyp, artefacts=artefacts.iloc[:0])
     assert {"arousal", "hypopnea"} <= set(unmasked.kind)
+
+
+def _sigh_then_pause(pause_s: float):
+    """A sigh (one deep breath, 300-305 s) then a central pause of `pause_s`, and a 4 % SpO2 dip after it."""
+    rec = make_night(["N2"] * 20)
+    for name in ("AF", "THX", "ABD"):
+        sig = rec.signals[name]
+        fs = int(sig.sfreq)
+        sig.data[300 * fs : 305 * fs] *= 2.0
+        sig.data[305 * fs : int((305 + pause_s) * fs)] *= 0.05
+    seconds = np.arange(len(rec.signals["SpO2"].data))
+    rec.signals["SpO2"].data -= np.round(4.0 * np.exp(-(((seconds - 325) / 8.0) ** 2)), 1)
+    return rec
+
+
+@pytest.mark.parametrize("pause_s, expected", [(5, []), (7, []), (12, [("apnea", "central")])])
+def test_post_sigh_pause_under_10_s_is_not_an_event(pause_s, expected):
+    """The envelope's smear is given back by how deep the drop is: a 7-s pause read at the 30 % rule
+    is not stretched to 10 s (it was, as a hypopnea), while a 12-s pause is a central apnea."""
+    events = detect_events(_sigh_then_pause(pause_s), hypnogram=np.array(["N2"] * 20, dtype=object))
+    resp = events[events.kind.isin(["apnea", "hypopnea"])]
+    assert list(zip(resp.kind, resp.subtype)) == expected
+    if expected:
+        assert resp.iloc[0].start_s == pytest.approx(305, abs=1.5) and resp.iloc[0].end_s == pytest.approx(317, abs=1.5)
+
+
+def test_a_desaturation_already_falling_does_not_qualify_a_later_flow_drop():
+    rec = make_night(["N2"] * 20)
+    seconds = np.arange(len(rec.signals["SpO2"].data))
+    rec.signals["SpO2"].data -= np.round(5.0 * np.exp(-(((seconds - 330) / 12.0) ** 2)), 1)  # falls from ~305 s
+    fs = int(rec.signals["AF"].sfreq)
+    rec.signals["AF"].data[315 * fs : 335 * fs] *= 0.45  # flow drop 315-335 s, after the fall began
+    events = detect_events(rec, hypnogram=np.array(["N2"] * 20, dtype=object), hypopnea_rule="1B")
+    desat = events[events.kind == "desaturation"]
+    assert len(desat) == 1 and desat.iloc[0].start_s < 315
+    assert not (events.kind == "hypopnea").any()
+    # The same dip falling only after the drop began qualifies it.
+    rec.signals["SpO2"].data = np.round(96.0 - 5.0 * np.exp(-(((seconds - 350) / 8.0) ** 2)), 1)
+    events = detect_events(rec, hypnogram=np.array(["N2"] * 20, dtype=object), hypopnea_rule="1B")
+    assert (events.kind == "hypopnea").sum() == 1
