@@ -17,18 +17,34 @@ SAME = {"tib_min": "TIB", "spt_min": "SPT", "tst_min": "TST", "waso_min": "WASO"
         "N1_pct": "%N1", "N2_pct": "%N2", "N3_pct": "%N3", "R_pct": "%REM"}
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_equal_to_yasa_sleep_statistics(seed):
+def random_hypnogram(seed: int) -> np.ndarray:
+    """Runs of stages with some unscored epochs, starting and ending awake."""
     rng = np.random.default_rng(seed)
-    # Runs of stages with some unscored epochs, starting and ending awake.
-    hyp = np.concatenate([["W"] * 10] + [[s] * rng.integers(1, 30) for s in rng.choice(["W", "N1", "N2", "N3", "R", "?"], 40)] + [["W"] * 5])
-    ours = sleep_statistics(hyp)
+    return np.concatenate([["W"] * 10] + [[s] * rng.integers(1, 30) for s in rng.choice(["W", "N1", "N2", "N3", "R", "?"], 40)]
+                          + [["W"] * 5]).astype(object)
+
+
+def yasa_statistics(hyp: np.ndarray) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        theirs = yasa.sleep_statistics(np.array([YASA_CODES[s] for s in hyp]), sf_hyp=1 / 30)
+        return yasa.sleep_statistics(np.array([YASA_CODES[s] for s in hyp]), sf_hyp=1 / 30)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_equal_to_yasa_sleep_statistics(seed):
+    hyp = random_hypnogram(seed)
+    ours, theirs = sleep_statistics(hyp), yasa_statistics(hyp)
     for key, name in SAME.items():
-        assert ours[key] == pytest.approx(theirs[name], abs=0.01), key
+        assert ours[key] == pytest.approx(theirs[name], rel=1e-9), key
     assert ours["rem_latency_min"] == pytest.approx(theirs["Lat_REM"] - theirs["SOL"])
+
+
+def test_night_summary_equal_to_yasa_on_the_same_hypnogram():
+    hyp = random_hypnogram(7)
+    summary = night_summary(make_night(list(hyp)), staging=StagingResult(hyp, "reference scoring"))
+    theirs = yasa_statistics(hyp)
+    for key, name in SAME.items():
+        assert summary[key] == pytest.approx(theirs[name], rel=1e-9), key
 
 
 def test_awakenings_and_latencies():
