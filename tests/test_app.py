@@ -270,6 +270,35 @@ def test_api_ask_rejects_other_files_clearly(server, tmp_path):
         Client(server.url, verbose=False).predict(handle_file(str(note)), "hi", "clinician", api_name="/ask")
 
 
+def test_serve_command_starts_the_app_with_its_ask_endpoint(monkeypatch, tmp_path, small_edf):
+    """`sleeplm-assistant serve --host --port` serves the app; /ask answers through gradio_client."""
+    from gradio_client import Client, handle_file
+
+    from sleeplm import cli
+
+    started = []
+    real_launch = app.launch
+
+    def launch_in_background(demo, host, port, block=True):
+        started.append((demo, host, port))
+        return real_launch(demo, host, port, block=False)
+
+    monkeypatch.setattr(app, "launch", launch_in_background)
+    monkeypatch.setenv("SLEEPLM_LLM", "none")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    port = free_port()
+    assert cli.main(["serve", "--host", "127.0.0.1", "--port", str(port), "--recording", str(small_edf)]) == 0
+    demo, host, served_port = started[0]
+    try:
+        assert (host, served_port) == ("127.0.0.1", port)
+        answer = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            handle_file(str(small_edf)), "how long is the recording?", "patient", api_name="/ask")
+        assert "tool-only mode" in answer and "22:45:00" in answer
+    finally:
+        demo.close()
+
+
 def test_two_concurrent_sessions_get_their_own_answers(server, small_edf, late_edf):
     from gradio_client import Client, handle_file
 
