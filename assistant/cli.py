@@ -6,9 +6,13 @@ import json
 import sys
 import tempfile
 
+from assistant.llm import parse_spec
 from assistant.session import NightSession
 
-__all__ = ["run_ask", "format_turn"]
+__all__ = ["run_ask", "format_turn", "JSON_KEYS"]
+
+# The --json object: exactly these keys (tool_calls carry name, args, result and status).
+JSON_KEYS = ("answer", "tool_calls", "grounding", "llm", "llm_messages")
 
 
 def format_turn(turn, session: NightSession) -> str:
@@ -31,16 +35,21 @@ def run_ask(args) -> int:
     default), ``audience`` and ``json``. Figures are written to a folder that is kept (its
     path is printed) so they can be opened after the command ends.
     """
+    if args.llm is not None:
+        parse_spec(args.llm)  # a mistyped --llm is an error to fix (exit 2), not a silent tool-only answer
     workdir = tempfile.mkdtemp(prefix="sleeplm-ask-")
     session = NightSession(llm=args.llm, workdir=workdir)
-    # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
-    session.load(args.file, stage_cross_check=False)
-    turn = session.ask(args.question, audience=args.audience)
-    if args.json:
-        json.dump(turn.to_dict(), sys.stdout, ensure_ascii=False, default=str)
-        sys.stdout.write("\n")
-    else:
-        print(format_turn(turn, session))
-    if not any(session.workdir.iterdir()):
-        session.workdir.rmdir()
+    try:
+        # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
+        session.load(args.file, stage_cross_check=False)
+        turn = session.ask(args.question, audience=args.audience)
+        if args.json:
+            record = turn.to_dict()
+            json.dump({key: record[key] for key in JSON_KEYS}, sys.stdout, ensure_ascii=False, default=str)
+            sys.stdout.write("\n")
+        else:
+            print(format_turn(turn, session))
+    finally:
+        if not any(session.workdir.iterdir()):
+            session.workdir.rmdir()
     return 0

@@ -251,11 +251,18 @@ class NightSession:
             raise SessionError("The question is empty: ask something about the recording.")
         self.night.audience = audience
         if self._agent is None:
-            yield from self._tool_only(question, audience)
+            yield from self._tool_only(question, audience, self._no_llm_reason())
         else:
             yield from self._agent_turn(question)
 
     # ---- internals --------------------------------------------------------------------
+    def _no_llm_reason(self) -> str:
+        """Why there is no language model: none chosen, or the chosen one cannot run (and what to do)."""
+        backend = self.llm_info.get("backend")
+        if backend in (None, "none"):
+            return NO_LLM_REASON
+        return f"The {backend} language model is unavailable ({self.llm_info.get('detail')})"
+
     def _tool_end(self, call_id: str, message: ToolMessage, started: float, artifact: Any = None) -> tuple[dict, dict]:
         result = parse_result(message.content)
         call = {"name": message.name, "args": {}, "result": result, "status": message.status}

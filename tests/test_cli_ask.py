@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import call
 
 import assistant.cli
@@ -11,10 +13,14 @@ from sleeplm.cli import main
 
 def test_ask_json_tool_only(small_edf, capsys):
     assert main(["ask", str(small_edf), "what channels are in the recording?", "--llm", "none", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert set(out) >= {"answer", "tool_calls", "grounding", "llm", "llm_messages"}
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1  # one JSON object on one line
+    out = json.loads(printed)
+    assert set(out) == {"answer", "tool_calls", "grounding", "llm", "llm_messages"}
     assert out["answer"].startswith(NO_LLM_LABEL)
-    assert out["tool_calls"][0]["name"] == "recording_overview"
+    assert out["tool_calls"][0]["name"] == "recording_overview" and out["tool_calls"][0]["args"] == {}
+    assert set(out["tool_calls"][0]) >= {"name", "args", "result"}
+    assert set(out["grounding"]) == {"matched", "unmatched"} and out["grounding"]["matched"]
     assert out["tool_calls"][0]["result"]["citation"]["clock_start"] == "22:45:00"
     assert out["llm"] == {"backend": "none", "model": None} and out["llm_messages"] == []
     assert out["grounding"]["unmatched"] == []
@@ -25,6 +31,8 @@ def test_ask_json_with_a_chat_model(small_edf, capsys, monkeypatch, scripted_mod
     monkeypatch.setattr(assistant.cli, "NightSession", lambda llm=None, workdir=None: NightSession(llm=chat, workdir=workdir))
     assert main(["ask", str(small_edf), "when does it start?", "--json", "--audience", "patient"]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"answer", "tool_calls", "grounding", "llm", "llm_messages"}
+    assert out["llm"]["backend"] == "generic-fake-chat-model"
     assert out["answer"] == "The recording starts at 22:45:00 and lasts 0.33 h."
     assert out["grounding"] == {"matched": ["22:45:00", "0.33"], "unmatched": []}
     roles = [m["role"] for m in out["llm_messages"]]
@@ -46,3 +54,25 @@ def test_ask_bad_file_exits_2(tmp_path, capsys):
     bogus.write_text("not a recording")
     assert main(["ask", str(bogus), "hi", "--llm", "none"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{file}", "hi", "--llm", "gpt4"], "Unknown LLM backend 'gpt4'"),
+    (["{file}", "hi", "--llm", "openai"], "names no model"),
+    (["{file}", "   ", "--llm", "none"], "The question is empty"),
+    (["{missing}", "hi", "--llm", "none", "--json"], "error:"),
+])
+def test_ask_bad_input_exits_2_with_a_message(small_edf, tmp_path, capsys, argv, message):
+    argv = [a.format(file=small_edf, missing=tmp_path / "nowhere.edf") for a in argv]
+    assert main(["ask", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error:") and message in captured.err
+
+
+def test_ask_with_an_unusable_backend_says_why(small_edf, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["ask", str(small_edf), "what channels are in the recording?", "--llm", "openai:some-model", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer"].startswith("The openai language model is unavailable (No OpenAI-compatible server configured")
+    assert out["tool_calls"][0]["name"] == "recording_overview" and out["llm_messages"] == []
