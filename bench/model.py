@@ -11,8 +11,9 @@ Prints, in one run:
 - peak memory (max RSS) and the time a 960-epoch (8-h) night takes, extrapolated from the
   measured batches (the printout says which figures are extrapolated).
 
-Run: ``nice .venv/bin/python bench/model.py [--threads 2] [--encode-batch 8] [--caption-epochs 8]
+Run: ``nice .venv/bin/python bench/model.py [--threads 2] [--encode-batch 8] [--caption-epochs 32]
 [--caption-tokens 32] [--uncached-tokens 16]``. Building the model takes ~1.5 GB.
+``--quick`` runs every part on the tiny packaged config in seconds (checks the script, not the speed).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sleeplm.config import DEFAULT_MODEL, RELEASED_OVERRIDES
+from sleeplm.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
 from sleeplm.inference import beam_search
 from sleeplm.model import SOT_TOKEN_ID, SleepLMModel, build_model
 from sleeplm.tokenizer import get_tokenizer
@@ -71,14 +72,22 @@ def demo_encode_path(net: SleepLMModel, x: torch.Tensor, dot_ids: torch.Tensor) 
 
 
 def uncached_greedy(net: SleepLMModel, memory: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """Reference-style decoding of one epoch: recompute text tower + decoder over the whole prefix each token."""
-    ids = torch.tensor([[SOT_TOKEN_ID]])
-    condition = net.condition(STAGE_EVENT, 1)
+    """Reference-style decoding: recompute text tower + decoder over the whole prefix each token.
+
+    One row per memory row: one epoch for greedy, or one epoch's memory repeated per beam, which is
+    what the reference's beam search computes each step (its 3 beams run as a batch of 3).
+    """
+    ids = torch.full((memory.shape[0], 1), SOT_TOKEN_ID)
+    condition = net.condition(STAGE_EVENT, memory.shape[0])
     for _ in range(new_tokens):
         _, tokens = net.text(ids)
         logits = net.text_decoder(memory, tokens, condition)  # every position projected, as the reference does
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return ids
+
+
+def verdict(value: float, target: float) -> str:
+    return f"target >= {target:g}x {'met' if value >= target else 'NOT met'}"
 
 
 def uncached_step_seconds(net: SleepLMModel, memory: torch.Tensor, length: int) -> float:
@@ -100,7 +109,11 @@ def main() -> None:
     parser.add_argument("--caption-epochs", type=int, default=32, help="epochs captioned together (cached)")
     parser.add_argument("--caption-tokens", type=int, default=32, help="new tokens per caption (eos banned)")
     parser.add_argument("--uncached-tokens", type=int, default=16, help="new tokens for the no-cache path")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny packaged config and small sizes: checks that every part runs (seconds)")
     args = parser.parse_args()
+    if args.quick:
+        args.encode_batch, args.caption_epochs, args.caption_tokens, args.uncached_tokens = 2, 4, 8, 4
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, "
@@ -110,12 +123,12 @@ def main() -> None:
     print(f"matmul peak (2048^3): fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s")
 
     start = time.perf_counter()
-    net = build_model(DEFAULT_MODEL, **RELEASED_OVERRIDES)
-    print(f"build full model (random weights): {time.perf_counter() - start:.1f} s, "
+    net = build_model(TINY_MODEL) if args.quick else build_model(DEFAULT_MODEL, **RELEASED_OVERRIDES)
+    print(f"build {'TINY (--quick)' if args.quick else 'full'} model (random weights): {time.perf_counter() - start:.1f} s, "
           f"{sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters, max RSS {peak_rss_gb():.2f} GB")
 
     x = torch.randn(args.encode_batch, 10, 1920)
-    dot_ids = get_tokenizer(256)(["."] * args.encode_batch)
+    dot_ids = get_tokenizer(net.context_length)(["."] * args.encode_batch)
     with torch.inference_mode():
         # ---------------------------------------------------------------- encoding
         net.encode_signals(x[:1])  # warm-up
@@ -126,7 +139,8 @@ def main() -> None:
         assert torch.allclose(emb, emb_demo, atol=1e-5)
         eps_ours, eps_demo = args.encode_batch / t_enc, args.encode_batch / t_demo
         print(f"\nencoding, batch {args.encode_batch}: ours {eps_ours:.2f} epochs/s ({1 / eps_ours:.2f} s/epoch), "
-              f"demo path {eps_demo:.2f} epochs/s ({1 / eps_demo:.2f} s/epoch) -> {eps_ours / eps_demo:.2f}x")
+              f"demo path {eps_demo:.2f} epochs/s ({1 / eps_demo:.2f} s/epoch) -> {eps_ours / eps_demo:.2f}x "
+              f"({verdict(eps_ours / eps_demo, 2)})")
         print(f"  FLOPs/epoch: encoder {enc_flops / 1e9:.1f} G, demo path {demo_flops / 1e9:.1f} G; achieved "
               f"{enc_flops * eps_ours / 1e9:.1f} GFLOP/s = {enc_flops * eps_ours / peak32:.0%} of fp32 matmul peak")
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -147,30 +161,33 @@ def main() -> None:
         t_single, _ = timed(lambda: net.generate_from_memory(memory[:1], STAGE_EVENT, T, min_len=no_eos))
         U = min(args.uncached_tokens, T)
         t_uncached, reference_ids = timed(lambda: uncached_greedy(net, memory[:1], U))
+        t_uncached_beam, _ = timed(lambda: uncached_greedy(net, memory[:1].expand(3, -1, -1), U))
         identical = torch.equal(reference_ids[0], greedy[0, : U + 1])
         tps_greedy, tps_beam = B * T / t_greedy, B * T / t_beam
-        tps_single, tps_uncached = T / t_single, U / t_uncached
+        tps_single, tps_uncached, tps_uncached_beam = T / t_single, U / t_uncached, U / t_uncached_beam
         print(f"\ncaptions ({T} new tokens, eos banned; uncached path {U} tokens, 1 epoch at a time):")
         print(f"  cached greedy, batch {B}: {tps_greedy:.1f} tokens/s ({t_greedy / B:.2f} s/epoch)")
         print(f"  cached greedy, batch 1: {tps_single:.1f} tokens/s")
         print(f"  cached beam (3 beams), batch {B}: {tps_beam:.1f} tokens/s ({t_beam / B:.2f} s/epoch)")
         print(f"  uncached greedy (reference style): {tps_uncached:.2f} tokens/s over the first {U} tokens")
+        print(f"  uncached beam (reference style, 3 beams as a batch of 3): {tps_uncached_beam:.2f} tokens/s")
         print(f"  identical tokens (uncached vs cached batch): {identical}")
         print(f"  speed-up per token, first {U} tokens: batched cached greedy {tps_greedy / tps_uncached:.1f}x, "
-              f"beam {tps_beam / tps_uncached:.1f}x, unbatched cached {tps_single / tps_uncached:.1f}x")
+              f"unbatched cached {tps_single / tps_uncached:.1f}x; cached beam vs uncached beam "
+              f"{tps_beam / tps_uncached_beam:.1f}x")
 
         # The no-cache cost grows with length: measure single steps at a few lengths, integrate.
-        lengths = [1, 64, 128, 255]
+        lengths = sorted({min(n, net.context_length - 1) for n in (1, 64, 128, 255)})
         step = {n: uncached_step_seconds(net, memory[:1], n) for n in lengths}
         print("  uncached step time by prefix length: " + ", ".join(f"{n}: {s:.2f} s" for n, s in step.items()))
-        per_token = np.interp(np.arange(1, 256), lengths, [step[n] for n in lengths])
-        for n_tokens in (100, 255):
+        per_token = np.interp(np.arange(1, net.context_length), lengths, [step[n] for n in lengths])
+        for n_tokens in sorted({min(100, net.context_length - 1), net.context_length - 1}):
             uncached_caption = float(per_token[:n_tokens].sum())
             # Cached cost per token is nearly flat in length; extrapolated linearly from the measured batch.
             cached_caption = n_tokens * t_greedy / (B * T)
             print(f"  {n_tokens}-token caption per epoch: uncached {uncached_caption:.1f} s (interpolated from the "
                   f"step times), batched cached {cached_caption:.2f} s (extrapolated) -> "
-                  f"{uncached_caption / cached_caption:.0f}x")
+                  f"{uncached_caption / cached_caption:.0f}x ({verdict(uncached_caption / cached_caption, 20)})")
         with torch.autocast("cpu", dtype=torch.bfloat16):
             t_greedy16, greedy16 = timed(lambda: net.generate_from_memory(memory, STAGE_EVENT, T, min_len=no_eos))
         same = (greedy16 == greedy).float().mean().item()
