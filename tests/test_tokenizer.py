@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -57,3 +58,15 @@ def test_decode_drops_special_and_padding_ids():
     assert tok.decode(ids) == "regular heart rhythm , no arousal ."
     assert tok.decode([SOT_TOKEN_ID, 0, 0, EOT_TOKEN_ID]) == ""
     assert tok.decode(torch.tensor([SOT_TOKEN_ID, *tok.encode("Café ünïcode"), EOT_TOKEN_ID])) == "café ünïcode"
+
+
+def test_ids_and_decoding_equal_the_reference_tokenizer_on_varied_text():
+    """Ids and decoded text written by the reference SimpleTokenizer (unicode, HTML, '!' = id 0, truncation)."""
+    stored = json.loads((DATA / "fixture_tokenizer_reference.json").read_text(encoding="utf-8"))
+    tok = get_tokenizer(256)
+    assert len(stored["cases"]) >= 15
+    for case in stored["cases"]:
+        ids = tok(case["text"])[0]
+        assert ids[: len(case["ids"])].tolist() == case["ids"], case["text"]
+        assert (ids[len(case["ids"]) :] == 0).all()
+        assert tok.decode(case["ids"]) == case["decoded"]
