@@ -117,7 +117,7 @@ def test_bad_configs_are_clear_errors():
 
 # ---- reference fixtures: numerical equivalence with the reference implementation ------------
 # Every tests/data/fixture_<name>.pt in the FIXTURES.md format is checked, whatever its configuration:
-# fixture_a (from ../shared/reference) and fixture_b (written by tests/data/fixture_b_make.py with the
+# fixture_a (from ../shared/reference) and fixture_b (written by tests/data/fixture_make.py with the
 # reference code: other widths/heads/layers/patch/prefix, unshared channel RoPE, 2 temporal layers).
 FIXTURE_FILES = sorted(p for p in DATA.glob("fixture_*.pt") if not p.stem.endswith("_beam_eos"))
 EOS_FILES = sorted(DATA.glob("fixture_*_beam_eos.pt"))

@@ -1,4 +1,6 @@
-"""Write tests/data/fixture_b.pt with the reference SleepLM code (github:yang-ai-lab/SleepLM @ f788466).
+"""Write tests/data/fixture_b.pt and fixture_tokenizer_reference.json with the reference SleepLM code.
+
+The reference is github:yang-ai-lab/SleepLM @ f788466.
 
 A second tiny configuration, unlike fixture_a in every size (widths 12, heads 2/3/4, prefix 3,
 patch 32, 2 temporal layers per block, 3 decoder memory tokens) and with a separate learnable
@@ -6,10 +8,13 @@ channel RoPE per block (share_channel_rope false). The procedure is FIXTURES.md'
 what the reference forward pass produces: the reference `generate()` needs transformers 4.x
 (not installed here), so the top-k and beam outputs are absent; `argmax_loop_20` is there.
 
-Run: ``.venv/bin/python tests/data/fixture_b_make.py /path/to/SleepLM/src`` (not a test; needs
+The tokenizer file holds the reference SimpleTokenizer's ids and decoding of varied texts.
+
+Run: ``.venv/bin/python tests/data/fixture_make.py /path/to/SleepLM/src`` (not a test; needs
 nothing beyond torch and the reference source tree, whose package is `open_clip`).
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +39,15 @@ CONFIG = {
     "decoder_type": "cross_attention",
 }
 CAPTIONS = ["Stage N2 sleep with spindles and K-complexes.", "Regular heart rhythm, no arousal!", "."]
+TOKENIZER_TEXTS = [
+    *CAPTIONS, "", "Don't stop: it's 3:45am — SpO2 dropped to 87% (ΔSpO₂ ≥ 4%)!!", "Café ünïcode naïve 😴 sleep 💤",
+    "&amp;lt;b&amp;gt; html &quot;quoted&quot;", "  multiple\t\nspaces   ",
+    "THE QUICK BROWN FOX jumps over 1234567890 lazy dogs; 3.14159", "中文 日本語 한국어",
+    "obstructive sleep apnea with oxygen desaturation and arousal " * 12,
+    "REM sleep with rapid eye movements, sawtooth waves, and low chin EMG tone.",
+    "hypopnea/apnea-index=12.5/h; AHI>15", "ECG: HR 62 bpm, sinus rhythm; PVCs x3", "l'été était très chaud",
+    "a" * 300, "N1→N2→N3→REM", "'quoted' \"double\" `back`",
+]
 
 
 def main(reference_src: str) -> None:
@@ -122,5 +136,20 @@ def _compact(value):
     return value
 
 
+def write_tokenizer_reference() -> None:
+    from open_clip import SimpleTokenizer
+
+    tokenizer, cases = SimpleTokenizer(context_length=256), []
+    for text in TOKENIZER_TEXTS:
+        ids = tokenizer([text])[0].tolist()
+        ids = ids[: ids.index(49407) + 1]  # through end-of-text; the rest is padding
+        decoded = tokenizer.decode([i for i in ids if i not in (0, 49406, 49407)]).strip()
+        cases.append({"text": text, "ids": ids, "decoded": decoded})
+    source = "open_clip SimpleTokenizer of github:yang-ai-lab/SleepLM @ f788466, context 256"
+    path = Path(__file__).with_name("fixture_tokenizer_reference.json")
+    path.write_text(json.dumps({"source": source, "cases": cases}, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
 if __name__ == "__main__":
     main(sys.argv[1])
+    write_tokenizer_reference()
