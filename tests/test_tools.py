@@ -249,3 +249,30 @@ def test_desaturations_report_the_lowest_spo2(sim_night):
     events = sim_night.analysis.events
     nadir = min(e["nadir_pct"] for e in events[events["kind"] == "desaturation"]["evidence"])
     assert any(f.startswith(f"Lowest SpO2 in these events: {round(float(nadir), 1)}% at ") for f in result["findings"])
+
+
+@pytest.mark.parametrize("start, end, expected", [
+    ("23:30", "23:40", (60, 80)),               # clock times
+    ("0h30m", "0h40m", (60, 80)),               # elapsed
+    ("epoch 60", "epoch 80", (60, 80)),         # epoch numbers
+    ("first REM period", None, (150, 179)),     # stage phrase
+    ("second REM period", None, (230, 239)),
+])
+def test_every_time_form_reaches_the_tools(known_night, start, end, expected):
+    for name, args in (("list_events", {"kind": "all"}), ("caption_epochs", {"domain": "brain"}), ("plot", {"kind": "events"})):
+        result = ok(run_tool(name, {**args, "start": start, "end": end}, known_night))
+        assert (result["range"]["epoch_start"], result["range"]["epoch_end"]) == expected, name
+        assert {"clock_start", "elapsed_start", "epoch_start"} <= set(result["range"])
+
+
+@pytest.mark.parametrize("name, args, fragment", [
+    ("caption_epochs", {"domain": "brain", "start": "third REM period"}, "this night has 2 R period(s)"),
+    ("list_events", {"start": "5h00m"}, "past the end of the recording (2.00 h, 240 epochs)"),
+    ("list_events", {"start": "epoch 500"}, "this night has epochs 0 to 239"),
+    ("find_epochs", {"query": "REM", "top_k": 500}, "top_k"),
+    ("night_summary", {"audience": "everyone"}, "audience"),
+    ("compare_periods", {"a": "REM"}, "b"),
+])
+def test_bad_arguments_come_back_as_readable_tool_errors(known_night, name, args, fragment):
+    text = error(run_tool(name, args, known_night))
+    assert fragment in text and "Traceback" not in text
