@@ -44,6 +44,7 @@ def test_full_state_dict_matches_manifest_key_by_key():
     assert len(ours) == manifest["num_state_dict_entries"] == 557
     assert all(dtype == "float32" for _, _, dtype in ours)
     assert sum(p.numel() for p in model.parameters()) == manifest["total_parameters_model_parameters"]
+    assert sum(v.numel() for v in model.state_dict().values()) == manifest["total_numel_state_dict"]
     buffers = [[name, list(b.shape), str(b.dtype)] for name, b in model.named_buffers()]
     assert buffers == manifest["all_buffers_including_nonpersistent"]
 
