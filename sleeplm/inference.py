@@ -257,7 +257,8 @@ def beam_search(network: SleepLMModel, memory: torch.Tensor, modality: int, beam
     Every epoch keeps `beams` running hypotheses; a hypothesis ending in end-of-text is set aside
     with its normalised score. An epoch is done once it holds `beams` finished hypotheses and no
     running one can still beat the worst of them, or at the length limit. Returns the best
-    hypothesis per epoch (start token first).
+    hypothesis per epoch (start token first). Like any beam search it can prune the greedy path
+    and return a caption that scores below the greedy one (seen on random-weight test models).
     """
     B, k = memory.shape[0], beams
     state = network.start_decoding(memory.repeat_interleave(k, dim=0), modality, max_len=1 + max_new_tokens)
