@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 
 from assistant.llm import parse_spec
+from sleeplm.checkpoint import CHECKPOINT_ENV
 from assistant.session import NightSession
 
 __all__ = ["run_ask", "format_turn", "JSON_KEYS"]
@@ -32,13 +34,17 @@ def run_ask(args) -> int:
     """Run the `ask` subcommand: load FILE, answer the question, print text or one JSON object.
 
     `args` carries ``file``, ``question``, ``llm`` (backend spec or None for the configured
-    default), ``audience`` and ``json``. Figures are written to a folder that is kept (its
+    default), ``audience`` and ``json``. SleepLM is used when ``SLEEPLM_CHECKPOINT`` names a
+    weights file (the global ``--checkpoint`` option sets it). Figures are written to a folder that is kept (its
     path is printed) so they can be opened after the command ends.
     """
     if args.llm is not None:
         parse_spec(args.llm)  # a mistyped --llm is an error to fix (exit 2), not a silent tool-only answer
     workdir = tempfile.mkdtemp(prefix="sleeplm-ask-")
-    session = NightSession(llm=args.llm, workdir=workdir)
+    # SleepLM only when weights were named (--checkpoint sets SLEEPLM_CHECKPOINT): without them,
+    # or from the hub, one question would wait minutes for SleepLM staging on a CPU.
+    checkpoint = os.environ.get(CHECKPOINT_ENV)
+    session = NightSession(llm=args.llm, workdir=workdir, **({"model": checkpoint} if checkpoint else {}))
     try:
         # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
         session.load(args.file, stage_cross_check=False)
