@@ -9,9 +9,11 @@ overview (stages, events, SpO2: click it to see the raw signals there), the raw-
 physical units, and the downloads (PDF report, events CSV, EDF+ annotations, tool trace JSON).
 
 Sessions: every browser tab gets its own `BrowserSession` (a `NightSession` with its own agent
-memory, and a private folder under the app's session root holding the uploaded file and the
-exports). It is closed, and its folder deleted, when the tab closes (``demo.unload``) or after
-`SESSION_TTL_S` without activity (``gr.State`` time-to-live). The ``/ask`` API endpoint
+memory, a private folder under the app's session root holding the uploaded file, and a folder
+of the files the page shows: figures and exports, written straight into Gradio's cache so that
+Gradio serves them in place and keeps no copy). It is closed, and both folders deleted, when
+the tab closes (``demo.unload``) or after `SESSION_TTL_S` without activity (``gr.State``
+time-to-live). The ``/ask`` API endpoint
 (recording, question, audience -> answer) runs each call in a throw-away session.
 
 Handlers are plain functions and generators (`load_night`, `ask`, `show_epochs`, ...) so they
@@ -37,6 +39,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 import pandas as pd
 
 from assistant.session import NightSession
@@ -75,7 +78,8 @@ class BrowserSession:
     Attributes
     ----------
     night : the `NightSession` (recording, analysis, agent memory).
-    workdir : private folder (uploaded recording, figures, exports), deleted by `close`.
+    workdir : private folder (uploaded recording, agent files), deleted by `close`.
+    shown : folder of the files the page shows (overview, chat figures, downloads), deleted by `close`.
     turns : every answered question: {"question", "audience", **TurnResult.to_dict()}.
     recording_path : the uploaded recording, moved into `workdir` under a neutral name.
     preflight : the preflight table as last shown (to see which channel the user edited).
@@ -86,6 +90,7 @@ class BrowserSession:
 
     night: NightSession
     workdir: Path
+    shown: Path
     turns: list[dict] = field(default_factory=list)
     recording_path: Path | None = None
     preflight: pd.DataFrame | None = None
@@ -96,6 +101,7 @@ class BrowserSession:
     def close(self) -> None:
         self.night.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.shown, ignore_errors=True)
 
 
 class ConfiguredChatModel:
@@ -121,12 +127,18 @@ class ConfiguredChatModel:
 
 
 def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_model: Any = None,
-                 sleeplm_note: str | None = None) -> BrowserSession:
-    """A fresh `BrowserSession` whose private folder is ``root/key``; `sleeplm_note` says why there is no model."""
+                 sleeplm_note: str | None = None, shown_root: Path | None = None) -> BrowserSession:
+    """A fresh `BrowserSession` whose private folder is ``root/key``.
+
+    `sleeplm_note` says why there is no model; the shown files go to a folder of random name
+    under `shown_root` (the app passes Gradio's cache), by default to ``root/key/shown``.
+    """
     workdir = Path(root) / key
     workdir.mkdir(parents=True, exist_ok=True)
+    shown = workdir / "shown" if shown_root is None else Path(shown_root) / f"sleeplm-{uuid.uuid4().hex}"
+    shown.mkdir(parents=True, exist_ok=True)
     night = NightSession(llm=llm_factory(), model=sleeplm_model, workdir=workdir / "session")
-    return BrowserSession(night=night, workdir=workdir, llm_note=getattr(llm_factory, "note", None),
+    return BrowserSession(night=night, workdir=workdir, shown=shown, llm_note=getattr(llm_factory, "note", None),
                           sleeplm_note=None if sleeplm_model is not None else sleeplm_note)
 
 
@@ -192,7 +204,7 @@ def _render_overview(bs: BrowserSession) -> str:
     if events is None:
         events = reference_events(night.rec)
     bs.overview = plot_night(night.rec, hypnogram=night.hypnogram, events=events, stage_source=night.stage_source)
-    path = bs.workdir / f"overview-{uuid.uuid4().hex[:8]}.png"
+    path = bs.shown / f"overview-{uuid.uuid4().hex[:8]}.png"
     bs.overview.savefig(path, dpi=OVERVIEW_DPI)
     return str(path)
 
@@ -243,18 +255,18 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
 
 
 def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory, sleeplm_model, registry: dict,
-             sleeplm_note: str | None = None) -> BrowserSession:
+             sleeplm_note: str | None = None, shown_root: Path | None = None) -> BrowserSession:
     if state is not None:
         return state
     key = getattr(request, "session_hash", None) or uuid.uuid4().hex
-    bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note)
+    bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note, shown_root)
     registry[key] = bs
     return bs
 
 
 def load_night(path, state: BrowserSession | None, request: Any = None, progress: Progress = None, *,
                root: Path, llm_factory, sleeplm_model=None, registry: dict | None = None,
-               owned: bool = True, sleeplm_note: str | None = None) -> Iterator[tuple]:
+               owned: bool = True, sleeplm_note: str | None = None, shown_root: Path | None = None) -> Iterator[tuple]:
     """Handler: load a recording into this tab's session.
 
     Yields (state, night text, LLM text, preflight table, file channels text, overview image path,
@@ -263,7 +275,8 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     travels further; the demo night or a served ``--recording`` is read in place.
     """
     progress = progress or (lambda *a, **k: None)
-    bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {}, sleeplm_note)
+    bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {},
+                  sleeplm_note, shown_root)
     try:
         source = check_upload(path)
         if owned:
@@ -313,7 +326,7 @@ def reload_with_channel_map(table: pd.DataFrame, state: BrowserSession | None, p
 
 # ---- chat -------------------------------------------------------------------------------
 def _save_figure(bs: BrowserSession, figure: Any) -> str:
-    path = bs.workdir / f"figure-{uuid.uuid4().hex[:8]}.png"
+    path = bs.shown / f"figure-{uuid.uuid4().hex[:8]}.png"
     figure.savefig(path, dpi=OVERVIEW_DPI)
     return str(path)
 
@@ -450,7 +463,7 @@ def follow_citation(state: BrowserSession | None) -> tuple[Any, Any]:
 def build_downloads(bs: BrowserSession) -> list[str]:
     """Write the session's exports: PDF report, events CSV, EDF+ annotations, tool trace JSON."""
     night = bs.night.night
-    out = bs.workdir / "downloads"
+    out = bs.shown / "downloads"
     out.mkdir(exist_ok=True)
     analysis = night.analysis
     events = getattr(analysis, "events", None)
@@ -525,14 +538,15 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     root.mkdir(parents=True, exist_ok=True)
     llm_factory = llm_factory or ConfiguredChatModel()
     registry: dict[str, BrowserSession] = {}
+    # Files inside Gradio's cache are served in place: no copy of them outlives the session.
     common = {"root": root, "llm_factory": llm_factory, "sleeplm_model": sleeplm_model, "registry": registry,
-              "sleeplm_note": sleeplm_note}
+              "sleeplm_note": sleeplm_note, "shown_root": Path(get_upload_folder())}
 
     def on_open(state, request: gr.Request, progress=gr.Progress()):
         if preload is not None:
             yield from load_night(str(preload), state, request, progress, owned=False, **common)
             return
-        bs = _session(state, request, root, llm_factory, sleeplm_model, registry, sleeplm_note)
+        bs = _session(state, request, **common)
         intro = "Upload a night (EDF/EDF+/BDF) or press **Load demo night**."
         yield bs, intro, _llm_markdown(bs), gr.update(), gr.update(), None, None, None, []
 

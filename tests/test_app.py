@@ -105,7 +105,7 @@ def test_load_night_fills_the_panel_and_reports_progress(small_edf, tmp_path):
     assert preflight["interactive"] is True
     assert preflight["value"].set_index("channel").loc["EEG_C3_A2", "source"] == "EEG C3-A2"
     assert "`EEG C3-A2`" in file_channels and "`SpO2`" in file_channels
-    assert Path(overview).is_file() and Path(overview).parent == bs.workdir
+    assert Path(overview).is_file() and Path(overview).parent == bs.shown == bs.workdir / "shown"
     assert [Path(p).name for p in downloads] == ["night-report.pdf", "night-events.csv", "night-annotations.edf", "tool-trace.json"]
     assert viewer is None and chat == []
     # The upload now lives in the session's folder under a neutral name.

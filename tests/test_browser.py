@@ -12,6 +12,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -64,6 +65,11 @@ def expect_empty(folder: Path, timeout_s: float = 10.0) -> None:
     while any(folder.iterdir()):
         assert time.monotonic() < deadline, f"session folders left behind: {list(folder.iterdir())}"
         time.sleep(0.2)
+
+
+def served_path(url: str) -> Path:
+    """The file on disk behind a Gradio file URL (``.../gradio_api/file=/abs/path``)."""
+    return Path(unquote(url.split("/file=", 1)[1]))
 
 
 def expected_click_epoch(path: Path, x_fraction: float) -> int:
@@ -130,10 +136,15 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-            # Closing the tab ends the session: its folder (recording, figures, exports) is deleted.
+            # Closing the tab ends the session: its folder (recording, figures, exports) is deleted,
+            # and so is every file the page was served (no copy left in Gradio's cache).
+            served = [served_path(page.locator(selector).first.get_attribute(attribute))
+                      for selector, attribute in (("#downloads a", "href"), ("#overview img", "src"))]
+            assert all(path.is_file() for path in served), served
             assert len(list(sessions.iterdir())) == 1
             page.close()
             expect_empty(sessions)
+            assert not any(path.exists() for path in served), served
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 50_000
