@@ -22,8 +22,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "load": ([], ["--hours", "1", "--repeats", "1"]),
     "measure": ([], ["--hours", "1"]),
     "accuracy": ([], ["--hours", "1", "--seeds", "0", "--montages", "aasm", "--no-yasa"]),
-    "model": ([], ["--encode-batch", "2", "--caption-epochs", "2", "--caption-tokens", "4",
-                   "--uncached-tokens", "2"]),
+    "model": ([], ["--quick"]),
 }
 
 
