@@ -14,6 +14,7 @@ import torch
 
 from sleeplm import load_recording as package_load_recording
 from sleeplm.cli import main as cli_main
+from sleeplm.errors import CorruptRecordingError
 from sleeplm.io import load_recording, preflight_table, read_edf_header
 from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES
 
@@ -360,3 +361,41 @@ def test_simulator_nights_load_with_their_vendor_maps(tmp_path, montage):
     counts = rec.reference.events.groupby(["kind", "subtype"]).size()
     for kind in ("apnea", "hypopnea"):
         assert counts[kind].sum() == (scored["kind"] == kind).sum()
+
+
+def test_samples_read_from_the_records_equal_mne_and_edfio(tmp_path):
+    """The loader reads samples itself (float32, each channel at its own rate); they must be the
+    values mne and edfio decode, for an asymmetric physical range, mV units and odd rates."""
+    path = tmp_path / "asym.edf"
+    written = write_psg(path, [("ECG", 256, "mV", lambda n, f, r: 0.5 + r.standard_normal(n)),
+                               ("SpO2", 3, "%", lambda n, f, r: 90 + 3 * r.standard_normal(n)),
+                               ("C3-M2", 200, "uV", eeg_like)], minutes=1)
+    rec = load_recording(path)
+    mne_ecg_volts = mne.io.read_raw_edf(path, preload=True, verbose="error").get_data(picks=["ECG"])[0]
+    assert rec.signals["ECG"].sfreq == 256 and rec.signals["ECG"].unit == "uV"
+    np.testing.assert_allclose(rec.signals["ECG"].data, mne_ecg_volts * 1e6, rtol=1e-6, atol=1e-2)
+    edfio_spo2 = edfio.read_edf(path).signals[1].data
+    np.testing.assert_allclose(rec.signals["SpO2"].data, edfio_spo2, rtol=1e-6)
+    np.testing.assert_allclose(rec.signals["SpO2"].data, written["SpO2"], atol=0.01)  # 16-bit resolution
+
+
+def test_bdf_samples_equal_mne(tmp_path):
+    path = tmp_path / "night.bdf"
+    info = mne.create_info(["ECG"], 256.0, ch_types="ecg")
+    volts = np.random.default_rng(4).standard_normal((1, 256 * 60)) * 1e-3 - 2e-4
+    mne.export.export_raw(path, mne.io.RawArray(volts, info, verbose="error"), fmt="bdf", verbose="error")
+    expected = mne.io.read_raw_bdf(path, preload=True, verbose="error").get_data()[0] * 1e6
+    np.testing.assert_allclose(load_recording(path).signals["ECG"].data, expected, rtol=1e-6, atol=1e-2)
+
+
+def test_used_channel_with_degenerate_digital_range_is_a_clear_error(tmp_path):
+    path = tmp_path / "digital.edf"
+    write_psg(path, [("C3-M2", 128, "uV", eeg_like)], minutes=1)
+    raw = bytearray(path.read_bytes())
+    n_signals = int(raw[252:256])
+    for offset in (120, 128):  # digital min and max of signal 1 both 0
+        at = 256 + offset * n_signals
+        raw[at : at + 8] = b"0".ljust(8)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptRecordingError, match="digital minimum"):
+        load_recording(path)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scipy.signal import resample_poly
+
 from sleeplm.preprocess import (
     Z_CLIP,
+    antialias_fir,
     artefact_mask,
     channel_warnings,
+    decimate,
     hold_resample,
     resample,
     robust_center_scale,
@@ -33,6 +37,32 @@ def test_resample_keeps_band_and_removes_what_would_alias():
     assert amplitude_at(y, 64, 14) < 0.01
     naive = x[::4]  # decimation without a filter: the alias is there
     assert amplitude_at(naive, 64, 14) > 0.9
+
+
+def tone_gain_db(freq: float, sfreq_in: float = 256, sfreq_out: float = 64, seconds: int = 120) -> float:
+    """Output/input amplitude (dB) of a unit tone resampled, ends trimmed."""
+    t = np.arange(int(sfreq_in * seconds)) / sfreq_in
+    y = resample(np.sin(2 * np.pi * freq * t), sfreq_in, sfreq_out)[int(10 * sfreq_out) : -int(10 * sfreq_out)]
+    return float(20 * np.log10(np.sqrt(2) * y.std()))
+
+
+def test_antialiasing_spec_256_to_64_hz():
+    assert abs(tone_gain_db(10)) < 0.5  # passes
+    assert abs(tone_gain_db(25)) < 0.5  # flat to 0.8 x Nyquist
+    assert tone_gain_db(40) <= -40  # would alias onto 24 Hz
+    assert tone_gain_db(50) <= -40 and tone_gain_db(100) <= -40
+    assert tone_gain_db(40, 512, 64) <= -40 and tone_gain_db(40, 200, 64) <= -40  # 8x and 25/8 ratios
+
+
+def test_decimate_equals_scipy_resample_poly():
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 61, 10_007):
+        for factor in (2, 3, 4, 8):
+            x = rng.standard_normal(n).astype(np.float32)
+            expected = resample_poly(x, 1, factor, window=antialias_fir(1, factor))
+            got = decimate(x, factor)
+            assert got.dtype == np.float32 and got.shape == expected.shape
+            np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_resample_non_integer_ratios_and_upsampling():
