@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 __all__ = ["Figure", "Grounding", "extract_figures", "collect_tool_figures", "check_grounding", "grounding_note"]
 
-# Clock times "02:30", "2:30:15", optionally "am"/"pm".
+# Clock times "02:30", "2:30:15", optionally "am"/"pm" (whole hours "2 am": `_HOUR`).
 _CLOCK = r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])(?:\s*([ap])\.?m\.?\b)?"
 # Elapsed times "3h10m", "3h10m00s", "3 h 10 min", "3 hours 10 minutes" (hours and minutes both present).
 _ELAPSED = (
@@ -45,7 +45,14 @@ _WORDS = rf"(?P<word>{_WORD_NUMBER})(?=(?:\s+[a-z]+)?\s+{_COUNTED}\b|(?<=twice))
 # Durations: a number followed by a time unit (seconds per unit).
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _UNIT_AFTER = re.compile(r"\s*(?:(h)(?:ours?|rs?)?|(m)(?:in(?:ute)?s?)|(s)(?:ec(?:ond)?s?)?)(?![a-z])", re.IGNORECASE)
-_PATTERN = re.compile(rf"(?P<clock>{_CLOCK})|(?P<elapsed>{_ELAPSED})|(?P<number>{_NUMBER})|{_WORDS}", re.IGNORECASE)
+# A number glued to its time unit ("3h", "45min", "30s"); "3h10m" is an elapsed time, matched first.
+_GLUED = r"(?<![\w.])(\d+(?:\.\d+)?)(?=(?:h|hrs?|hours?|mins?|minutes?|s|secs?|seconds?)(?![a-z]))"
+# Whole hours on the clock: "2 am", "11pm", "2 a.m.".
+_HOUR = r"(?<![\w.:])(?P<hour>\d{1,2})\s*(?P<half>[ap])\.?m\b"
+_PATTERN = re.compile(
+    rf"(?P<clock>{_CLOCK})|{_HOUR}|(?P<elapsed>{_ELAPSED})|(?P<glued>{_GLUED})|(?P<number>{_NUMBER})|{_WORDS}",
+    re.IGNORECASE,
+)
 # Tool-result keys that carry a duration, by unit suffix.
 _KEY_UNITS = {"_min": 60.0, "minutes": 60.0, "_s": 1.0, "_h": 3600.0}
 # Markdown list markers "1." / "2)" at a line start are layout, not figures.
@@ -146,10 +153,14 @@ def extract_figures(text: str) -> list[Figure]:
     for match in _PATTERN.finditer(text):
         if match.group("clock"):
             figures.append(_clock_figure(match, clock_at))
+        elif match.group("hour"):
+            hour = int(match.group("hour")) % 12 + (12 if match.group("half").lower() == "p" else 0)
+            figures.append(Figure(match.group(0).strip(), "clock", float(hour * 3600), 3600.0))
         elif match.group("elapsed"):
             figures.append(_elapsed_figure(match, elapsed_at))
-        elif match.group("number"):
-            figures.append(_number_figure(match.group("number"), _unit_after(text, match.end())))
+        elif match.group("number") or match.group("glued"):
+            written = match.group("number") or match.group("glued")
+            figures.append(_number_figure(written, _unit_after(text, match.end())))
         elif match.group("word"):
             unit_s = _unit_after(text, match.end())
             value = _word_value(match.group("word"))

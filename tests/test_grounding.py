@@ -85,12 +85,21 @@ def test_counts_written_as_words_are_checked():
 
 def test_durations_match_in_any_unit_at_the_written_precision():
     results = [{"tst_min": 185.0, "spo2_min": 2.0, "events_per_h": 3.0, "findings": ["Longest apnea 25.0 s."]}]
-    for answer in ("You slept about three hours.", "You slept 3 hours.", "You slept 3h05m.", "TST 185 min.",
+    for answer in ("You slept about three hours.", "You slept 3 hours.", "You slept 3h.", "You slept 3h05m.", "TST 185 min.",
+                   "TST 185min.",
                    "The longest pause lasted twenty-five seconds."):
         report = check_grounding(answer, results)
         assert report.unmatched == [] and report.matched, answer
     # "two hours" is not the SpO2 minimum of 2; "3 hours" is not a rate of 3/h; 190 min is not 185 min.
-    for answer, wrong in (("You slept two hours.", "two"), ("Only 2 hours.", "2"), ("You slept 190 minutes.", "190"),
+    for answer, wrong in (("You slept two hours.", "two"), ("Only 2 hours.", "2"), ("Only 2h.", "2"), ("You slept 190 minutes.", "190"),
                           ("You slept four hours.", "four")):
         assert check_grounding(answer, results).unmatched == [wrong], answer
     assert check_grounding("3 hours", [{"events_per_h": 3.0}]).unmatched == ["3"]
+
+
+def test_whole_hours_on_the_clock():
+    results = [{"clock_start": "02:40:00"}]
+    assert check_grounding("It started around 2 am.", results).matched == ["2 am"]
+    assert check_grounding("It started at 3am.", results).matched == ["3am"]  # 02:40 rounds to 3 am
+    assert check_grounding("It started at 4am.", results).unmatched == ["4am"]
+    assert [(f.kind, f.value) for f in extract_figures("11 pm and 2 a.m.")] == [("clock", 23 * 3600.0), ("clock", 7200.0)]
