@@ -27,7 +27,7 @@ from sleeplm.recording import EPOCH_SEC, POSITION_CODES
 from sleeplm.signals import epoch_matrix, get_signal
 from tools.context import NightContext, position_per_epoch, rounded, runs_of
 
-__all__ = ["Criterion", "FEATURE_CRITERIA", "EPISODE_GAP_EPOCHS", "query_criteria", "measured_search"]
+__all__ = ["Criterion", "FEATURE_CRITERIA", "EPISODE_GAP_EPOCHS", "query_criteria", "measured_search", "snore_loudness"]
 
 # Matching epochs less than a minute apart are one episode (clusters of apneas are one finding).
 EPISODE_GAP_EPOCHS = 2
@@ -99,7 +99,6 @@ class Criterion:
     label : what was searched, with its threshold, e.g. "SpO2 minimum < 90 %".
     mask : epochs meeting it (None when it cannot be measured on this night).
     strength : per-epoch value oriented so that higher is stronger (feature criteria only).
-    value_column : feature column quoted per episode (feature criteria only).
     unit : unit of the quoted values.
     tolerant : an event/feature criterion may sit one epoch away from the others.
     missing : why it cannot be measured (None when it can).
@@ -108,7 +107,6 @@ class Criterion:
     label: str
     mask: np.ndarray | None
     strength: np.ndarray | None = None
-    value_column: str | None = None
     unit: str = ""
     tolerant: bool = True
     missing: str | None = None
@@ -145,7 +143,7 @@ def _feature_criterion(night: NightContext, rule: FeatureRule) -> Criterion:
     else:
         mask = finite & ((values > rule.threshold) if rule.direction == "high" else (values < rule.threshold))
         label = f"{rule.label} {'>' if rule.direction == 'high' else '<'} {rule.threshold:g} {rule.unit}"
-    return Criterion(label, mask, np.where(finite, strength, -np.inf), rule.column, rule.unit)
+    return Criterion(label, mask, np.where(finite, strength, -np.inf), rule.unit)
 
 
 def _event_criterion(night: NightContext, kinds: tuple[str, ...]) -> Criterion:
