@@ -95,3 +95,23 @@ def test_envelope_rate_signals_are_not_measured_as_raw():
     table = epoch_features(rec)
     assert table["posmus_emg_median_freq_hz"].isna().all()
     assert "1 Hz, too slow" in missing_reasons(rec)["posmus_emg_rms_uv"]
+
+
+def test_flow_flattening_emg_bursts_and_heart_rate_trend():
+    hr = np.full(4 * 30, 60.0)
+    hr[60:90] = np.linspace(60, 90, 30)  # epoch 2: heart rate climbs 60 -> 90 bpm within 30 s
+    rec = make_night(["N2"] * 4, hr_bpm=hr)
+    flow = rec.signals["AF"]
+    fs = int(flow.sfreq)
+    flow.data[: 60 * fs] = np.clip(flow.data[: 60 * fs], None, 0.3)  # epochs 0-1: inspiration cut flat (flow limitation)
+    emg = rec.signals["EMG_Chin"]
+    fs_emg = int(emg.sfreq)
+    emg.data[int(95.0 * fs_emg) : int(95.5 * fs_emg)] *= 20  # one chin EMG burst in epoch 3
+    table = epoch_features(rec)
+    assert (table.loc[0:1, "resp_flow_flattening"] > 0.7).all()
+    assert (table.loc[2:3, "resp_flow_flattening"] < 0.5).all()  # a sinusoid spends ~40 % of inspiration above 80 % of peak
+    assert list(table["posmus_emg_burst_count"]) == [0, 0, 0, 1]
+    # White noise high-passed at 10 Hz, sampled at 128 Hz: its power is flat from 10 to 64 Hz.
+    assert table["posmus_emg_median_freq_hz"].between(33, 41).all()
+    assert table.loc[2, "cardiac_hr_slope_bpm_per_min"] == pytest.approx(60, rel=0.15)  # 30 bpm in half a minute
+    assert abs(table.loc[0, "cardiac_hr_slope_bpm_per_min"]) < 2
