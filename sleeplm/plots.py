@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from sleeplm.channels import EXTRA_SIGNALS
 from sleeplm.errors import SleepLMError
 from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, POSITION_CODES, Recording
 
@@ -42,7 +43,6 @@ MAX_VIEW_EPOCHS = 10
 # Top to bottom, the clinical hypnogram convention (wake on top, deep sleep at the bottom).
 STAGE_ORDER = ("W", "R", "N1", "N2", "N3")
 EVENT_KINDS = ("apnea", "hypopnea", "desaturation", "arousal", "tachycardia", "bradycardia", "position_change", "artefact")
-EXTRA_SIGNALS = ("SpO2", "HR", "Pressure", "Snore", "Light")
 EVENT_COLOURS = {"apnea": "tab:red", "hypopnea": "tab:orange", "desaturation": "tab:blue", "arousal": "tab:purple"}
 # Tag put on the panel whose x axis maps clicks to time (read back by `seconds_at_fraction`).
 TIME_AXIS_LABEL = "sleeplm-time-axis"

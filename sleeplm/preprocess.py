@@ -176,11 +176,14 @@ def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | N
     mask : True where the sample is artefact.
     """
     data = np.asarray(data)
-    bad = ~np.isfinite(data)
     if rails is not None:
         low, high = rails
         tol = 1e-6 * max(abs(high - low), 1e-12)
-        bad |= (data <= low + tol) | (data >= high - tol)
+        bad = np.greater(data, low + tol)  # NaN compares False, so it is flagged too
+        bad &= data < high - tol
+        np.logical_not(bad, out=bad)
+    else:
+        bad = ~np.isfinite(data)
     run = max(int(flat_run_s * sfreq), 2) if flat_run_s is not None else len(data) + 1
     if len(data) >= run:
         # A sample is flat when it sits in a run of `run` identical consecutive values. `repeats`

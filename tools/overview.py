@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from langchain.tools import ToolRuntime, tool
 
+from sleeplm.channels import EXTRA_SIGNALS
 from sleeplm.recording import EPOCH_SEC, format_elapsed
 from tools.context import NightContext, configure, night_tool_errors
-
-EXTRA_SIGNALS = ("SpO2", "HR", "Snore", "Pressure", "Light")
 
 
 def stage_check(night: NightContext) -> str | None:
