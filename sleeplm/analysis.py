@@ -91,7 +91,8 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     events = step("events", 0.7, "scoring events",
                   lambda: detect_events(rec, staging.hypnogram, hypopnea_rule, artefacts=artefacts))
     summary = step("summary", 0.95, "night summary",
-                   lambda: night_summary(rec, events, staging, features=features, hypopnea_rule=hypopnea_rule))
+                   lambda: night_summary(rec, events, staging, features=features, hypopnea_rule=hypopnea_rule,
+                                                artefacts=artefacts))
     if progress is not None:
         progress(1.0, "done")
     logger.info("night analysed in %.1f s (%s)", sum(timings.values()), timings)

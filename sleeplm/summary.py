@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sleeplm.features import epoch_positions, heart_rate_per_second
+from sleeplm.quality import artefact_segments, bad_seconds
 from sleeplm.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
 from sleeplm.respiratory import spo2_per_second
 from sleeplm.signals import epoch_matrix, get_signal, unusable_reason
@@ -42,6 +43,9 @@ EXPORT_KEYS = (
 )
 SUMMARY_KEYS = (*EXPORT_KEYS, "position_min")
 RESPIRATORY_KEYS = ("ahi", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem", "n_apneas", "n_hypopneas")
+# Below this share of usable signal over the time an index divides by, the index would mostly
+# count missing data as normal breathing or saturation: it is not assessable.
+MIN_USABLE_SHARE = 0.5
 # AASM adult bands (events per hour), lower edge inclusive.
 SEVERITY_BANDS = ((30, "severe"), (15, "moderate"), (5, "mild"), (0, "normal"))
 
@@ -97,8 +101,16 @@ def _per_hour(count: int, minutes: float | None) -> float | None:
     return None if not minutes else _r(count / (minutes / 60))
 
 
+def _usable_share(usable_s: np.ndarray, window_s: np.ndarray | None) -> float:
+    """Share (0-1) of the seconds in `window_s` (all seconds when None or empty) where the signal is usable."""
+    if window_s is not None and window_s.any():
+        usable_s = usable_s[window_s[: len(usable_s)]]
+    return float(usable_s.mean()) if usable_s.size else 0.0
+
+
 def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=None,
-                  features: pd.DataFrame | None = None, hypopnea_rule: str = "1A") -> dict:
+                  features: pd.DataFrame | None = None, hypopnea_rule: str = "1A",
+                  artefacts: pd.DataFrame | None = None) -> dict:
     """Whole-night figures of the export contract (`SUMMARY_KEYS`) plus ``not_assessable``.
 
     Parameters
@@ -109,6 +121,9 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     features : `sleeplm.features.epoch_features` output; used for the sleeping heart rate
         when given (else heart rate is measured from the ECG/HR channel).
     hypopnea_rule : the rule `events` were scored with ("1A" or "1B"), reported as ``ahi_rule``.
+    artefacts : `sleeplm.quality.artefact_segments(rec)` (computed when None). Where the airflow
+        (or SpO2) is usable for less than half the sleep time (recording time without stages),
+        AHI/REI (ODI/T90) are not assessable: a dead sensor must not read as a normal night.
 
     Returns
     -------
@@ -116,6 +131,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     per hour of sleep, ``rei`` per hour of recording; without stages ``odi*`` are per hour of
     recording too), SpO2 in %, HR in bpm (over sleep; over the recording without stages),
     ``position_min`` {position: minutes}, ``stage_source``, ``severity_basis`` ("ahi" or "rei"),
+    ``airflow_usable_pct``, ``spo2_usable_pct`` (share of that time with a usable signal),
     ``not_assessable`` {key: reason}: every `EXPORT_KEYS` figure that is None has its reason.
     """
     from sleeplm.events import detect_events
@@ -147,6 +163,24 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     summary["ahi_rule"] = hypopnea_rule
     has_flow = get_signal(rec, "AF") is not None or get_signal(rec, "Pressure") is not None
     tst = summary["tst_min"] if hyp is not None else None
+    n_seconds = rec.n_epochs * EPOCH_SEC
+    asleep_s = None if hyp is None else np.repeat(np.isin(stage_of, SLEEP), EPOCH_SEC)
+    artefacts = artefact_segments(rec) if artefacts is None else artefacts
+    time_named = "sleep" if asleep_s is not None and asleep_s.any() else "recording"
+    if has_flow:
+        # Either airflow channel being usable is enough: apneas and hypopneas fall back on the other.
+        usable = np.zeros(n_seconds, dtype=bool)
+        for name in ("AF", "Pressure"):
+            if get_signal(rec, name) is not None:
+                usable |= ~bad_seconds(artefacts, (name,), n_seconds)
+        share = _usable_share(usable, asleep_s)
+        summary["airflow_usable_pct"] = round(100 * share, 1)
+        has_flow = share >= MIN_USABLE_SHARE
+        flow_reason = (f"the airflow signal is usable (not flat or artefact) for only {share:.0%} of the {time_named} "
+                       "time, so breathing events cannot be counted")
+    else:
+        flow_reason = (f"no usable airflow ({unusable_reason(rec, 'AF')}; {unusable_reason(rec, 'Pressure')}), "
+                       "so breathing events cannot be scored")
 
     def rate(mask_events: np.ndarray, epochs_mask: np.ndarray | None) -> float | None:
         if epochs_mask is None:
@@ -155,9 +189,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         return _per_hour(int((mask_events & epochs_mask[first_epoch]).sum()), minutes)
 
     if not has_flow:
-        reason = (f"no usable airflow ({unusable_reason(rec, 'AF')}; {unusable_reason(rec, 'Pressure')}), "
-                  "so breathing events cannot be scored")
-        missing.update(dict.fromkeys(RESPIRATORY_KEYS, reason))
+        missing.update(dict.fromkeys(RESPIRATORY_KEYS, flow_reason))
         summary.update(dict.fromkeys(RESPIRATORY_KEYS))
     else:
         summary["rei"] = _per_hour(int(respiratory.sum()), summary["tib_min"])
@@ -183,13 +215,14 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
             if summary[key] is None and "ahi" not in missing:
                 missing[key] = reason
 
-    asleep_s = None if hyp is None else np.repeat(np.isin(stage_of, SLEEP), EPOCH_SEC)
-    spo2 = spo2_per_second(rec, np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool))
+    spo2 = spo2_per_second(rec, np.zeros(n_seconds, dtype=bool))
     if spo2 is None:
         for key in ("odi3", "odi4", "t90_min", "spo2_min", "spo2_mean"):
             missing[key] = "no SpO2 channel"
     else:
         spo2 = np.where((spo2 >= 50) & (spo2 <= 100), spo2, np.nan)
+        spo2_share = _usable_share(np.isfinite(spo2), asleep_s)
+        summary["spo2_usable_pct"] = round(100 * spo2_share, 1)
         window = spo2[asleep_s] if asleep_s is not None and asleep_s.any() else spo2
         window = window[np.isfinite(window)]
         desat = kinds == "desaturation"
@@ -198,8 +231,13 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         summary["odi4"] = _per_hour(int((desat & (events["subtype"].to_numpy() == "4%")).sum()) if len(events) else 0, minutes)
         if not minutes:
             missing.update(dict.fromkeys(("odi3", "odi4"), "no sleep scored, so ODI has no sleep time to divide by"))
+        elif spo2_share < MIN_USABLE_SHARE:
+            reason = (f"SpO2 is valid (50-100 %) for only {spo2_share:.0%} of the {time_named} time, "
+                      "so desaturations and time below 90 % cannot be counted")
+            missing.update(dict.fromkeys(("odi3", "odi4", "t90_min"), reason))
+            summary.update(dict.fromkeys(("odi3", "odi4")))
         if window.size:
-            summary["t90_min"] = _r((window < 90).sum() / 60)
+            summary["t90_min"] = None if "t90_min" in missing else _r((window < 90).sum() / 60)
             summary["spo2_min"] = _r(window.min(), 1)
             summary["spo2_mean"] = _r(window.mean(), 1)
         else:

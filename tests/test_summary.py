@@ -92,3 +92,22 @@ def test_no_eeg_gives_rei_and_reasons():
     assert "EEG" in summary["not_assessable"]["tst_min"] and "REI" in summary["not_assessable"]["ahi"]
     assert summary["rei"] == pytest.approx(1 / (10 / 60), abs=0.01) and summary["severity"] == "mild"
     assert summary["odi3"] is None and "SpO2" in summary["not_assessable"]["odi3"]
+
+
+def test_dead_sensors_are_not_a_normal_night():
+    """An airflow sensor flat all night, or SpO2 stuck at 0, gives no AHI/ODI (with the reason), not 0 / 'normal'."""
+    stages = ["N2"] * 40
+    rec = make_night(stages, [("apnea", "obstructive", 300, 20)])
+    rec.signals["AF"].data[:] = 0.0
+    rec.signals["SpO2"].data[:] = 0.0
+    summary = night_summary(rec, staging=StagingResult(np.array(stages, dtype=object), "reference scoring"))
+    for key in ("ahi", "rei", "severity", "n_apneas", "odi3", "odi4", "t90_min"):
+        assert summary[key] is None, key
+    assert "usable" in summary["not_assessable"]["ahi"] and "0%" in summary["not_assessable"]["ahi"]
+    assert summary["airflow_usable_pct"] == 0.0 and summary["tst_min"] == 20.0
+    # Half the night usable is enough (the index is still counted over sleep time).
+    rec = make_night(stages, [("apnea", "obstructive", 300, 20)])
+    rec.signals["AF"].data[700 * 32 :] = 0.0
+    summary = night_summary(rec, staging=StagingResult(np.array(stages, dtype=object), "reference scoring"))
+    assert summary["ahi"] == pytest.approx(3.0) and summary["n_apneas"] == 1
+    assert summary["airflow_usable_pct"] == pytest.approx(100 * 700 / 1200, abs=1)
