@@ -9,6 +9,7 @@ __all__ = [
     "DiscontinuousRecordingError",
     "ChannelMappingError",
     "TensorFormatError",
+    "AnnotationFileError",
     "CheckpointError",
     "ModelUnavailableError",
 ]
@@ -44,6 +45,10 @@ class ChannelMappingError(RecordingError):
 
 class TensorFormatError(RecordingError):
     """A ready tensor of the wrong shape, dtype or content."""
+
+
+class AnnotationFileError(RecordingError):
+    """A separate scoring file (EDF+ hypnogram or CSV of stages) that cannot be read."""
 
 
 class CheckpointError(SleepLMError):

@@ -13,10 +13,12 @@ the date and the file name are read past, never stored.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
 import pickle
+import re
 import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,7 @@ from sleeplm import channels as chmap
 from sleeplm import preprocess
 from sleeplm.annotations import reference_from_annotations
 from sleeplm.errors import (
+    AnnotationFileError,
     ChannelMappingError,
     CorruptRecordingError,
     DiscontinuousRecordingError,
@@ -50,7 +53,7 @@ from sleeplm.recording import (
     Signal,
 )
 
-__all__ = ["EdfHeader", "read_edf_header", "load_recording", "preflight_table"]
+__all__ = ["EdfHeader", "read_edf_header", "load_recording", "read_annotation_file", "preflight_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +166,7 @@ def read_edf_header(path) -> EdfHeader:
         block = f.read(256 * n_signals)
     if len(block) < 256 * n_signals:
         raise CorruptRecordingError("the file ends inside its header (truncated); upload the complete file.")
-    if not record_s > 0:
+    if not record_s > 0 and not (record_s == 0 and _annotation_only(block, n_signals)):
         raise CorruptRecordingError(
             f"the header gives a data-record duration of {record_s} s; it must be positive. "
             "The file is damaged or wrongly exported; re-export it."
@@ -231,6 +234,12 @@ def read_edf_header(path) -> EdfHeader:
     )
 
 
+def _annotation_only(signal_block: bytes, n_signals: int) -> bool:
+    """True when every signal is an annotation signal (EDF+ allows record duration 0 then)."""
+    labels = {signal_block[i * 16 : (i + 1) * 16].decode("latin-1").strip() for i in range(n_signals)}
+    return labels <= _ANNOTATION_LABELS
+
+
 def _record_onsets(path: Path, header_bytes: int, n_records: int, signal_bytes: np.ndarray,
                    annotations: list[int]) -> np.ndarray:
     """Onset (s) of every data record, from the time-keeping TAL that opens each EDF+ record."""
@@ -271,7 +280,8 @@ def _sha256(path: Path, out: dict) -> None:
     out["hash"] = digest.hexdigest()
 
 
-def load_recording(path, channel_map=None, position_map=None, normalization="night_robust") -> Recording:
+def load_recording(path, channel_map=None, position_map=None, normalization="night_robust",
+                   annotations=None) -> Recording:
     """Load and validate one night.
 
     Parameters
@@ -284,6 +294,11 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
         default: the map of the recognised montage, else ``"sleeplm"`` codes.
     normalization : ``"night_robust"`` (default: median/IQR over the night's non-artefact
         samples) or ``"per_epoch"`` (each 30-s epoch on its own).
+    annotations : optional separate scoring file, used instead of the recording's own EDF+
+        annotations: an EDF+ annotation file such as Sleep-EDF's ``*-Hypnogram.edf`` (aligned by
+        its start time) or a CSV (see `read_annotation_file`). When not given and the recording
+        holds no stage annotations, a Sleep-EDF ``<id>-PSG.edf`` uses the one
+        ``<id minus last character>*-Hypnogram.edf`` beside it, if there is exactly one.
 
     Returns
     -------
@@ -313,13 +328,94 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
         raise NotARecordingError("the recording file does not exist or is not a file; check the path.")
     suffix = path.suffix.lower()
     if suffix in _TENSOR_SUFFIXES:
-        return _load_tensor(path)
-    if suffix not in _EDF_SUFFIXES:
+        rec = _load_tensor(path)
+    elif suffix in _EDF_SUFFIXES:
+        rec = _load_edf(path, channel_map, position_map, normalization)
+    else:
         raise NotARecordingError(
             f"files of type '{suffix or '(none)'}' are not supported; upload an EDF/EDF+ (.edf) or BDF (.bdf) "
             "recording, or a SleepLM tensor (.pt/.npy)."
         )
-    return _load_edf(path, channel_map, position_map, normalization)
+    if annotations is None and (rec.reference is None or rec.reference.stages is None):
+        annotations = _sleep_edf_hypnogram(path)
+        if annotations is not None:
+            rec.warnings.append("reference scoring read from the Sleep-EDF hypnogram file beside the recording")
+    if annotations is not None:
+        onsets, durations, labels, start = read_annotation_file(annotations)
+        if start is not None and rec.start_seconds is not None:  # align the two files' clocks
+            onsets = onsets + ((start - rec.start_seconds + 43200) % 86400 - 43200)
+        rec.reference = reference_from_annotations(onsets, durations, labels, n_epochs=rec.n_epochs)
+    return rec
+
+
+def _sleep_edf_hypnogram(path: Path) -> Path | None:
+    """The Sleep-EDF hypnogram beside ``SC4001E0-PSG.edf``: the one ``SC4001E*-Hypnogram.edf``."""
+    match = re.fullmatch(r"(.+).-PSG\.edf", path.name, flags=re.IGNORECASE)
+    if match is None:
+        return None
+    found = [p for p in path.parent.glob(f"{glob.escape(match.group(1))}*-Hypnogram.edf") if p.is_file()]
+    return found[0] if len(found) == 1 else None
+
+
+def read_annotation_file(path) -> tuple[np.ndarray, np.ndarray, list[str], float | None]:
+    """Read a separate scoring file.
+
+    Parameters
+    ----------
+    path : an EDF+ file whose annotations hold the scoring (e.g. Sleep-EDF ``*-Hypnogram.edf``),
+        or a CSV with either columns ``onset, duration, description`` (seconds from the
+        recording's start) or one column ``stage`` with one label per 30-s epoch.
+
+    Returns
+    -------
+    onsets_s, durations_s, labels, start_seconds : the annotations, and the EDF+ file's start time
+        of day (s, for aligning it with the recording) or None for a CSV.
+
+    Raises
+    ------
+    AnnotationFileError : missing, unreadable, or of another format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationFileError("the scoring file does not exist; check the annotations= path.")
+    suffix = path.suffix.lower()
+    if suffix in _EDF_SUFFIXES:
+        import mne
+
+        try:
+            start = read_edf_header(path).start_seconds
+            ann = mne.read_annotations(path)
+        except RecordingError as exc:
+            raise AnnotationFileError(f"the scoring file is not a readable EDF+ file: {exc}") from exc
+        except Exception as exc:
+            raise AnnotationFileError(
+                f"the scoring file's EDF+ annotations could not be read ({type(exc).__name__}); re-export it."
+            ) from exc
+        return np.asarray(ann.onset, dtype=float), np.asarray(ann.duration, dtype=float), list(ann.description), start
+    if suffix != ".csv":
+        raise AnnotationFileError(
+            f"scoring files of type '{suffix or '(none)'}' are not supported; pass an EDF+ annotation file "
+            "(e.g. *-Hypnogram.edf) or a CSV with columns onset, duration, description or a column stage."
+        )
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AnnotationFileError(f"the scoring CSV could not be parsed ({exc}); save it as plain CSV.") from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    if {"onset", "duration", "description"} <= set(table.columns):
+        try:
+            onsets = table["onset"].astype(float).to_numpy()
+            durations = table["duration"].astype(float).to_numpy()
+        except ValueError:
+            raise AnnotationFileError("the scoring CSV's onset/duration columns must be seconds (numbers).") from None
+        return onsets, durations, table["description"].astype(str).tolist(), None
+    if "stage" in table.columns:
+        n = len(table)
+        return np.arange(n) * float(EPOCH_SEC), np.full(n, float(EPOCH_SEC)), table["stage"].astype(str).tolist(), None
+    raise AnnotationFileError(
+        f"the scoring CSV has columns {list(table.columns)}; it needs onset, duration, description "
+        "(seconds from the recording start) or a single column stage (one label per 30-s epoch)."
+    )
 
 
 def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording:

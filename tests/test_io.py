@@ -14,7 +14,7 @@ import torch
 
 from sleeplm import load_recording as package_load_recording
 from sleeplm.cli import main as cli_main
-from sleeplm.errors import CorruptRecordingError
+from sleeplm.errors import AnnotationFileError, CorruptRecordingError
 from sleeplm.io import load_recording, preflight_table, read_edf_header
 from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES
 
@@ -399,3 +399,57 @@ def test_used_channel_with_degenerate_digital_range_is_a_clear_error(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(CorruptRecordingError, match="digital minimum"):
         load_recording(path)
+
+
+def write_hypnogram(path, start, stages):
+    """A Sleep-EDF style annotation-only EDF+ (record duration 0): (onset_s, duration_s, label)."""
+    edfio.Edf([], starttime=start, annotations=[edfio.EdfAnnotation(*s) for s in stages]).write(path)
+
+
+SLEEP_EDF = [("EEG Fpz-Cz", 100, "uV", eeg_like), ("EEG Pz-Oz", 100, "uV", eeg_like),
+             ("EOG horizontal", 100, "uV", eeg_like)]
+
+
+def test_sleep_edf_hypnogram_beside_the_psg_is_found_and_aligned(tmp_path):
+    psg = tmp_path / "SC4001E0-PSG.edf"
+    write_psg(psg, SLEEP_EDF, minutes=4, start=datetime.time(22, 0, 0))
+    # The hypnogram starts 60 s after the PSG: its onsets must shift by 2 epochs.
+    write_hypnogram(tmp_path / "SC4001EC-Hypnogram.edf", datetime.time(22, 1, 0),
+                    [(0, 60, "Sleep stage W"), (60, 30, "Sleep stage 1"), (90, 30, "Sleep stage R")])
+    rec = load_recording(psg)
+    assert rec.reference.stages.tolist() == ["?", "?", "W", "W", "N1", "R", "?", "?"]
+    assert any("hypnogram file beside" in w for w in rec.warnings)
+    assert "SC4001" not in repr(rec.warnings)  # file names never enter the record
+
+
+def test_explicit_annotations_file_edf_or_csv(tmp_path):
+    psg = tmp_path / "night.edf"
+    write_psg(psg, SLEEP_EDF, minutes=2, start=datetime.time(22, 0, 0))
+    assert load_recording(psg).reference is None  # no annotations, no Sleep-EDF name: nothing guessed
+    hyp = tmp_path / "scoring.edf"
+    write_hypnogram(hyp, datetime.time(22, 0, 0), [(0, 120, "Sleep stage 2")])
+    assert load_recording(psg, annotations=hyp).reference.stages.tolist() == ["N2"] * 4
+    by_epoch = tmp_path / "stages.csv"
+    by_epoch.write_text("stage\nW\nN1\nN2\nN3\n")
+    assert load_recording(psg, annotations=by_epoch).reference.stages.tolist() == ["W", "N1", "N2", "N3"]
+    events = tmp_path / "events.csv"
+    events.write_text("onset,duration,description\n0,60,Sleep stage R\n35.5,12,Obstructive Apnea\n")
+    ref = load_recording(psg, annotations=events).reference
+    assert ref.stages.tolist() == ["R", "R", "?", "?"]
+    assert ref.events.iloc[0][["onset_s", "kind"]].tolist() == [35.5, "apnea"]
+
+
+@pytest.mark.parametrize("content, name, match", [
+    (None, "missing.csv", "does not exist"),
+    ("a,b\n1,2\n", "bad.csv", "needs onset, duration, description"),
+    ("x", "scoring.txt", "not supported"),
+    ("not an edf", "scoring.edf", "not a readable EDF"),
+])
+def test_bad_annotations_file_is_a_clear_error(tmp_path, content, name, match):
+    psg = tmp_path / "night.edf"
+    write_psg(psg, SLEEP_EDF, minutes=1)
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(AnnotationFileError, match=match):
+        load_recording(psg, annotations=path)
