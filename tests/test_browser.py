@@ -173,3 +173,48 @@ def test_preloaded_night_opens_with_the_page(small_edf, tmp_path):
     finally:
         demo.close()
     assert small_edf.is_file()
+
+
+def test_an_unrecognised_file_is_mapped_in_the_channel_table(tmp_path):
+    """No channel recognised: the preflight table opens for editing; typing a file label into a
+    `source` cell and re-loading loads the night with that channel."""
+    import datetime as dt
+
+    import numpy as np
+    from edfio import Edf, EdfSignal
+    from playwright.sync_api import expect, sync_playwright
+
+    rng = np.random.default_rng(2)
+    signals = [EdfSignal(rng.normal(0, 20, 300 * 128), 128, label=label, physical_dimension="uV")
+               for label in ("Kanal 1", "Kanal 2")]
+    path = tmp_path / "odd.edf"
+    Edf(signals, starttime=dt.time(23, 0, 0)).write(path)
+    demo = app.build_app(llm_factory=lambda: "none", session_root=tmp_path / "sessions")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = app.launch(demo, port=port, block=False)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1050})
+                page.goto(url, wait_until="load")
+                page.wait_for_selector("#upload input[type=file]", state="attached", timeout=30_000)
+                page.set_input_files("#upload input[type=file]", str(path))
+                expect(page.locator("#night-status")).to_contain_text("Not loaded", timeout=60_000)
+                page.locator("#preflight-panel").get_by_text("Channels (preflight)").click()
+                row = page.locator('#preflight [role=gridcell][data-col="0"]', has_text="EEG_C3_A2").get_attribute("data-row")
+                source = page.locator(f'#preflight [data-testid="cell-{row}-2"]')
+                source.dblclick()
+                page.keyboard.type("Kanal 1")
+                page.keyboard.press("Enter")
+                expect(source).to_contain_text("Kanal 1")
+                page.get_by_role("button", name="Re-load with my channel map").click()
+                expect(page.locator("#night-status")).to_contain_text("10 epochs of 30 s", timeout=60_000)
+                expect(page.locator(f'#preflight [data-testid="cell-{row}-1"]')).to_contain_text("present")
+                expect(page.locator("#overview img")).to_be_visible()
+            finally:
+                browser.close()
+    finally:
+        demo.close()
