@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 # Changing these changes the demo night: bump _DEMO_REVISION so that old caches are not reused.
 DEMO_SETTINGS = {"duration_h": 1.5, "seed": 20240506, "severity": "moderate", "montage": "aasm", "sfreq": 256,
                  "start_clock": "23:10:00"}
-_DEMO_REVISION = 1
+_DEMO_REVISION = 2  # 2: airflow and belts stored in mV
 
 
 def cache_dir() -> Path:

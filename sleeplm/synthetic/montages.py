@@ -52,10 +52,11 @@ def _aasm_tail(resp_rate: int = 32) -> list[ChannelSpec]:
     """ECG, breathing, oximetry, position and snore channels shared by the AASM-style layouts."""
     return [
         ChannelSpec("ECG II", "ECG", "uV", 512),
-        ChannelSpec("Airflow", "Airflow", "uV", resp_rate),
+        # Thermistor and RIP belts stored in mV, as AASM-style systems export them (not the EEG's uV).
+        ChannelSpec("Airflow", "Airflow", "mV", resp_rate, gain=1e-3),
         ChannelSpec("Nasal Pressure", "Pressure", "cmH2O", resp_rate),
-        ChannelSpec("Thorax", "Thorax", "uV", resp_rate),
-        ChannelSpec("Abdomen", "Abdomen", "uV", resp_rate),
+        ChannelSpec("Thorax", "Thorax", "mV", resp_rate, gain=1e-3),
+        ChannelSpec("Abdomen", "Abdomen", "mV", resp_rate, gain=1e-3),
         ChannelSpec("SpO2", "SpO2", "%", 4),
         ChannelSpec("Pulse", "HR", "bpm", 4),
         ChannelSpec("Position", "Position", "", 1),
