@@ -130,6 +130,9 @@ _MONTAGE_SIGNATURES = {
 MONTAGE_POSITION_MAP = {"shhs": "shhs", "mesa": "mesa"}
 
 # Vendor position maps into SleepLM codes (0 Right, 1 Left, 2 Supine, 3 Prone, 4 Upright).
+# The SHHS and MESA tables are the ones the SleepLM authors' NSRR preprocessing uses. No public
+# code table was found for MrOS, CFS or integer-coded Nox exports, so none is guessed here: such
+# files are read as SleepLM codes (or Nox roll angles) with a warning, and `position_map=` overrides.
 POSITION_MAPS: dict[str, dict[int, int] | str] = {
     "sleeplm": {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, -1: -1},
     # SHHS (Compumedics PS-2): 0 right, 1 left, 2 supine, 3 prone.
