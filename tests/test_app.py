@@ -299,20 +299,39 @@ def test_serve_command_starts_the_app_with_its_ask_endpoint(monkeypatch, tmp_pat
         demo.close()
 
 
-def test_two_concurrent_sessions_get_their_own_answers(server, small_edf, late_edf):
+def test_two_concurrent_sessions_get_their_own_answers(small_edf, late_edf, tmp_path):
+    """Two users at once: both answers are written at the same time (the queue runs them side by
+    side: each waits for the other at a barrier) and each is about its own night."""
     from gradio_client import Client, handle_file
 
+    both_answering = threading.Barrier(2, timeout=60)
+
+    def quote_when_both_answer(messages) -> str:
+        both_answering.wait()  # raises BrokenBarrierError if the two turns were queued one after the other
+        return quote_first_finding(messages)
+
+    def factory():
+        return ScriptedChatModel(messages=iter([call("recording_overview"), quote_when_both_answer]),
+                                 seen=[], tools_offered=[])
+
+    demo = app.build_app(llm_factory=factory, session_root=tmp_path)
+    _, url, _ = app.launch(demo, port=free_port(), block=False)
     answers = {}
 
     def ask_about(name: str, path: Path) -> None:
-        answers[name] = Client(server.url, verbose=False).predict(
+        answers[name] = Client(url, verbose=False).predict(
             handle_file(str(path)), "when does the night start?", "clinician", api_name="/ask")
 
     threads = [threading.Thread(target=ask_about, args=item) for item in (("early", small_edf), ("late", late_edf))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        demo.close()
+    assert not both_answering.broken
+    assert answers["early"].startswith("From the recording:") and answers["late"].startswith("From the recording:")
     assert "22:45:00" in answers["early"] and "01:10:00" not in answers["early"]
     assert "01:10:00" in answers["late"] and "22:45:00" not in answers["late"]
 
