@@ -56,7 +56,8 @@ def main() -> None:
     artefacts = timed("artefacts", lambda: artefact_segments(rec))
     features = timed("features", lambda: epoch_features(rec))
     events = timed("events", lambda: detect_events(rec, hypnogram, artefacts=artefacts))
-    summary = timed("summary", lambda: night_summary(rec, events, StagingResult(hypnogram, "yasa"), features=features))
+    summary = timed("summary", lambda: night_summary(rec, events, StagingResult(hypnogram, "yasa"), features=features,
+                                                     artefacts=artefacts))
     for name, seconds in timings.items():
         print(f"{name:>26}: {seconds:6.2f} s")
     measured = sum(s for name, s in timings.items() if "YASA" not in name)

@@ -23,7 +23,8 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
-from sleeplm.recording import STAGES, Recording
+from sleeplm.quality import artefact_segments, bad_seconds
+from sleeplm.recording import EPOCH_SEC, STAGES, Recording
 from sleeplm.signals import get_signal
 
 __all__ = ["StagingResult", "stage_night", "stage_with_yasa", "stage_with_sleeplm", "stage_from_caption", "agreement"]
@@ -31,6 +32,7 @@ __all__ = ["StagingResult", "stage_night", "stage_with_yasa", "stage_with_sleepl
 logger = logging.getLogger(__name__)
 
 YASA_MIN_SFREQ = 80.0  # YASA refuses EEG sampled at 80 Hz or less
+MAX_BAD_EEG_SHARE = 0.5
 _YASA_STAGES = {"WAKE": "W", "W": "W", "N1": "N1", "N2": "N2", "N3": "N3", "REM": "R", "R": "R"}
 # Stage words in SleepLM stage_event captions, most specific first.
 _CAPTION_STAGES = [
@@ -83,19 +85,37 @@ def _at_rate(sig, sfreq: float) -> np.ndarray:
     return signal.resample_poly(sig.data, ratio.numerator, ratio.denominator)
 
 
+def _usable_eeg(rec: Recording):
+    """The central EEG with the fewest flat/pop/clipped seconds (C4 first on a tie).
+
+    Raises ValueError without EEG, or when every EEG is unusable for more than half the night:
+    YASA would stage a dead lead as wake all night, which is no sleep measurement at all.
+    """
+    names = [name for name in ("EEG_C4_A1", "EEG_C3_A2") if rec.signals.get(name) is not None]
+    if not names:
+        raise ValueError("no EEG channel, so sleep cannot be staged automatically")
+    n_seconds = rec.n_epochs * EPOCH_SEC
+    artefacts = artefact_segments(rec, channels=names)
+    bad_share = {name: bad_seconds(artefacts, (name,), n_seconds).mean() for name in names}
+    best = min(names, key=bad_share.get)
+    if bad_share[best] > MAX_BAD_EEG_SHARE:
+        raise ValueError(f"the EEG is flat or artefact for {bad_share[best]:.0%} of the night, "
+                         "so sleep cannot be staged automatically")
+    return rec.signals[best]  # YASA checks the rate itself, below
+
+
 def stage_with_yasa(rec: Recording) -> np.ndarray:
     """Stage the night with YASA's shipped classifier (EEG, plus EOG and chin EMG when present).
 
     Raises
     ------
-    ValueError : no EEG channel, or EEG sampled at 80 Hz or less (YASA's minimum).
+    ValueError : no EEG channel, EEG flat or artefact for more than half the night, or EEG
+        sampled at 80 Hz or less (YASA's minimum).
     """
     import mne
     import yasa
 
-    eeg = rec.signals.get("EEG_C4_A1") or rec.signals.get("EEG_C3_A2")  # YASA checks the rate itself, below
-    if eeg is None:
-        raise ValueError("no EEG channel, so sleep cannot be staged automatically")
+    eeg = _usable_eeg(rec)
     if eeg.sfreq <= YASA_MIN_SFREQ:
         raise ValueError(f"the EEG is sampled at {eeg.sfreq:g} Hz; YASA needs more than {YASA_MIN_SFREQ:g} Hz")
     n_samples = int(round(rec.duration_s * eeg.sfreq))

@@ -73,3 +73,26 @@ def test_no_eeg_means_no_hypnogram_with_reason():
     result = stage_night(rec)
     assert result.hypnogram is None and result.source == "none"
     assert "no EEG" in result.unavailable["yasa"]
+
+
+def test_flat_eeg_is_not_staged_as_wake_all_night():
+    rec = make_night(["N2"] * 20, scored=False)
+    for name in ("EEG_C3_A2", "EEG_C4_A1"):
+        rec.signals[name].data[:] = 0.0
+    result = stage_night(rec)
+    assert result.hypnogram is None and "flat or artefact for 100% of the night" in result.unavailable["yasa"]
+
+
+def test_the_usable_eeg_lead_is_staged_when_the_other_is_dead(tmp_path):
+    from sleeplm.io import load_recording
+    from sleeplm.synthetic import simulate_night, write_night
+
+    path = write_night(simulate_night(0.25, seed=1, sfreq=128, artefacts=False), tmp_path / "n.edf")
+    only_c3 = load_recording(path)
+    only_c3.signals.pop("EEG_C4_A1")
+    expected = stage_with_yasa(only_c3)
+    assert np.isin(expected, ["N1", "N2", "N3", "R"]).mean() > 0.3  # a realistic EEG: YASA finds sleep
+    dead_c4 = load_recording(path)
+    dead_c4.signals["EEG_C4_A1"].data[:] = 0.0
+    result = stage_night(dead_c4)
+    assert result.source == "yasa" and list(result.hypnogram) == list(expected)
