@@ -1,9 +1,10 @@
 """Load a polysomnography night into a validated, SleepLM-ready, de-identified `Recording`.
 
-Inputs: EDF, EDF+ and BDF files (read through mne after this module has verified the header
-against the file itself, because mne silently accepts truncated files, EDF+D gaps, 24-bit data
-in a ``.edf`` file and a record duration of 0), or ready SleepLM tensors (``.pt``/``.npy``,
-float32 ``[N, 10, 1920]``).
+Inputs: EDF, EDF+ and BDF files, or ready SleepLM tensors (``.pt``/``.npy``, float32
+``[N, 10, 1920]``). This module verifies an EDF/BDF header against the file itself first, because
+mne silently accepts truncated files, EDF+D gaps, 24-bit data in a ``.edf`` file and a record
+duration of 0. mne then opens the file and parses its EDF+ annotations; the samples are scaled
+from the verified record layout in float32, each channel at its own rate (see `_EdfReader`).
 
 The result holds the z-scored 64-Hz epochs for SleepLM, the physical-unit signals for the
 measurements, the start clock time, the reference scoring found in EDF+ annotations, and a

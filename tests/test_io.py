@@ -297,7 +297,7 @@ def test_mixed_rates_that_do_not_divide(tmp_path):
     info = {c.canonical: c for c in rec.channels + rec.extra_channels}
     assert info["EEG_C3_A2"].original_sfreq == 200 and info["SpO2"].original_sfreq == 3
     assert rec.signals["EEG_C3_A2"].sfreq == 128 and len(rec.signals["EEG_C3_A2"].data) == 128 * 60
-    # 10-Hz rhythm survives mne's upsampling to 256 Hz and our resampling to 128 Hz.
+    # 10-Hz rhythm survives resampling from the file's 200 Hz to 128 Hz.
     eeg = rec.signals["EEG_C3_A2"].data
     spectrum = np.abs(np.fft.rfft(eeg))
     assert np.argmax(spectrum) == 10 * 60
