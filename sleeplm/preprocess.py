@@ -234,9 +234,10 @@ def zscore_night(data: np.ndarray, bad: np.ndarray | None = None, clip: float = 
     center, scale = center_scale if center_scale is not None else robust_center_scale(data, bad)
     if not scale > 0:
         return np.zeros(len(data), dtype=np.float32)
-    z = (np.asarray(data, dtype=np.float32) - np.float32(center)) / np.float32(scale)
+    z = np.subtract(data, np.float32(center), dtype=np.float32)  # one new array, then in place
+    z /= np.float32(scale)
+    np.nan_to_num(z, copy=False, nan=0.0)
     np.clip(z, -clip, clip, out=z)
-    z[~np.isfinite(z)] = 0.0
     return z
 
 
