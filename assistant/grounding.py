@@ -21,9 +21,9 @@ __all__ = ["Figure", "Grounding", "extract_figures", "collect_tool_figures", "ch
 
 # Clock times "02:30", "2:30:15", optionally "am"/"pm" (whole hours "2 am": `_HOUR`).
 _CLOCK = r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])(?:\s*([ap])\.?m\.?\b)?"
-# Elapsed times "3h10m", "3h10m00s", "3 h 10 min", "3 hours 10 minutes" (hours and minutes both present).
+# Elapsed times "3h10m", "3h10m00s", "3 h 10 min", "3 hours and 10 minutes" (hours and minutes both present).
 _ELAPSED = (
-    r"(?<![\w.])(\d+)\s*h(?:ours?|rs?)?\s*,?\s*(\d{1,2})\s*m(?:in(?:utes?|s)?)?"
+    r"(?<![\w.])(\d+)\s*h(?:ours?|rs?)?\s*,?\s*(?:and\s+)?(\d{1,2})\s*m(?:in(?:utes?|s)?)?"
     r"(?:\s*(\d{1,2})\s*s(?:ec(?:onds?|s)?)?)?(?![a-z])"
 )
 # Plain numbers not glued to letters (so "N3", "SpO2", "T90", "1A" are names, not figures).

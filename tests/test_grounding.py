@@ -85,7 +85,8 @@ def test_counts_written_as_words_are_checked():
 
 def test_durations_match_in_any_unit_at_the_written_precision():
     results = [{"tst_min": 185.0, "spo2_min": 2.0, "events_per_h": 3.0, "findings": ["Longest apnea 25.0 s."]}]
-    for answer in ("You slept about three hours.", "You slept 3 hours.", "You slept 3h.", "You slept 3h05m.", "TST 185 min.",
+    for answer in ("You slept about three hours.", "You slept 3 hours.", "You slept 3h.", "You slept 3h05m.",
+                   "You slept 3 hours and 5 minutes.", "TST 185 min.",
                    "TST 185min.",
                    "The longest pause lasted twenty-five seconds."):
         report = check_grounding(answer, results)
