@@ -54,7 +54,7 @@ def main() -> None:
 
     hypnogram = timed("staging (YASA, separate)", lambda: stage_with_yasa(rec))
     artefacts = timed("artefacts", lambda: artefact_segments(rec))
-    features = timed("features", lambda: epoch_features(rec))
+    features = timed("features", lambda: epoch_features(rec, artefacts))
     events = timed("events", lambda: detect_events(rec, hypnogram, artefacts=artefacts))
     summary = timed("summary", lambda: night_summary(rec, events, StagingResult(hypnogram, "yasa"), features=features,
                                                      artefacts=artefacts))

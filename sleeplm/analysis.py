@@ -83,7 +83,7 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
         return result
 
     artefacts = step("artefacts", 0.0, "checking signal quality", lambda: artefact_segments(rec))
-    features = step("features", 0.05, "measuring each epoch", lambda: epoch_features(rec))
+    features = step("features", 0.05, "measuring each epoch", lambda: epoch_features(rec, artefacts))
     # Captioning every epoch is slow on CPU: SleepLM stages the night only when the file has no scoring.
     has_scoring = rec.reference is not None and rec.reference.stages is not None
     staging = step("staging", 0.45, "staging sleep",
@@ -96,5 +96,5 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     if progress is not None:
         progress(1.0, "done")
     logger.info("night analysed in %.1f s (%s)", sum(timings.values()), timings)
-    return NightAnalysis(features=features, missing=missing_reasons(rec), artefacts=artefacts, staging=staging,
+    return NightAnalysis(features=features, missing=missing_reasons(rec, artefacts), artefacts=artefacts, staging=staging,
                          events=events, summary=summary, hypopnea_rule=hypopnea_rule, timings_s=timings)

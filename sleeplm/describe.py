@@ -62,7 +62,7 @@ def _brain(f: pd.DataFrame, night: pd.DataFrame, stages, source) -> list[str]:
     out = [_stage_phrase(stages, source)]
     delta, alpha, beta = (_mean(f, f"brain_c3_{b}_rel") or _mean(f, f"brain_c4_{b}_rel") for b in ("delta", "alpha", "beta"))
     if delta is None:
-        out.append("EEG not recorded")
+        out.append("EEG not measured (missing or flat)")
     else:
         graphoelements = [name for name, column in (("sleep spindles", "brain_spindle_count"),
                                                     ("K-complexes", "brain_kcomplex_count"))
@@ -73,7 +73,7 @@ def _brain(f: pd.DataFrame, night: pd.DataFrame, stages, source) -> list[str]:
                    f"alpha {'low' if alpha < 0.1 else 'high' if alpha > 0.2 else 'moderate'} ({alpha:.0%}), beta {beta:.0%}")
     rapid, slow = _mean(f, "brain_eog_rapid_ratio"), _mean(f, "brain_eog_slow_power_uv2")
     if rapid is None:
-        out.append("EOG not recorded")
+        out.append("EOG not measured (missing or flat)")
     elif rapid > 0.6:
         out.append("rapid eye movements")
     elif slow is not None and slow > 2 * np.nanmedian(night["brain_eog_slow_power_uv2"]):
@@ -87,7 +87,7 @@ def _cardiac(f: pd.DataFrame, night: pd.DataFrame, events: pd.DataFrame) -> list
     out = []
     lo, hi, mean = _mean(f, "cardiac_hr_min_bpm"), _mean(f, "cardiac_hr_max_bpm"), _mean(f, "cardiac_hr_mean_bpm")
     if mean is None:
-        out.append("Heart rate not measured (no ECG or HR channel)")
+        out.append("Heart rate not measured (no ECG or HR channel, or no detectable beats)")
     else:
         lo, hi = np.nanmin(f["cardiac_hr_min_bpm"]), np.nanmax(f["cardiac_hr_max_bpm"])
         slope = _mean(f, "cardiac_hr_slope_bpm_per_min")
@@ -108,13 +108,13 @@ def _respiratory(f: pd.DataFrame, night: pd.DataFrame, events: pd.DataFrame) -> 
     out = []
     rate = _mean(f, "resp_thx_rate_per_min") or _mean(f, "resp_abd_rate_per_min")
     if rate is None:
-        out.append("Breathing effort not recorded")
+        out.append("Breathing effort not measured (missing or flat)")
     else:
         cv = _mean(f, "resp_breath_interval_cv")
         out.append(f"Breathing {rate:.0f}/min, {'regular' if cv is not None and cv < 0.2 else 'irregular'}")
     amplitude = _mean(f, "resp_flow_amplitude_ratio")
     if amplitude is None:
-        out.append("airflow not recorded")
+        out.append("airflow not measured (missing or flat)")
     else:
         out.append(f"airflow at {amplitude:.0%} of its baseline")
         if (_mean(f, "resp_flow_flattening") or 0) > 0.6:
@@ -139,7 +139,7 @@ def _position_muscle(f: pd.DataFrame, night: pd.DataFrame, events: pd.DataFrame)
         out.append("Body position not recorded")
     rms = _mean(f, "posmus_emg_rms_uv")
     if rms is None:
-        out.append("chin EMG not recorded")
+        out.append("chin EMG not measured (missing or flat)")
     else:
         bursts = int(np.nansum(f["posmus_emg_burst_count"]))
         level = _level(rms, float(np.nanmedian(night["posmus_emg_rms_uv"])))

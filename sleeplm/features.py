@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, signal
 
+from sleeplm.quality import artefact_segments, bad_seconds
 from sleeplm.recording import EPOCH_SEC, POSITION_CODES, Recording
 from sleeplm.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, runs, unusable_reason
 
@@ -96,9 +97,17 @@ def _kcomplex_count(data: np.ndarray, sfreq: float, n_epochs: int) -> np.ndarray
     return np.bincount(epochs[epochs < n_epochs], minlength=n_epochs).astype(float)
 
 
-def _brain(rec: Recording, n: int) -> dict[str, np.ndarray]:
+def _first_finite(rows: list[np.ndarray]) -> np.ndarray:
+    """Per position, the first non-NaN value among `rows` (NaN when all are)."""
+    result = rows[0].copy()
+    for row in rows[1:]:
+        result = np.where(np.isnan(result), row, result)
+    return result
+
+
+def _brain(rec: Recording, n: int, dead: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    powers = []
+    powers, spindles, kcomplexes = [], [], []
     for ch, name in (("c3", "EEG_C3_A2"), ("c4", "EEG_C4_A1")):
         sig = get_signal(rec, name)
         if sig is None:
@@ -108,12 +117,16 @@ def _brain(rec: Recording, n: int) -> dict[str, np.ndarray]:
         total = np.where(bands["total"] > 0, bands["total"], np.nan)
         for band in EEG_BANDS:
             out[f"brain_{ch}_{band}_rel"] = bands[band] / total
-        powers.append(bands["total"])
-        if "brain_spindle_count" not in out:  # one central derivation is enough for event counts
-            out["brain_spindle_count"] = _spindle_count(sig.data, sig.sfreq, n)
-            out["brain_kcomplex_count"] = _kcomplex_count(sig.data, sig.sfreq, n)
+        alive = ~dead.get(name, np.zeros(n, dtype=bool))
+        powers.append(np.where(alive, bands["total"], np.nan))
+        spindles.append(np.where(alive, _spindle_count(sig.data, sig.sfreq, n), np.nan))
+        kcomplexes.append(np.where(alive, _kcomplex_count(sig.data, sig.sfreq, n), np.nan))
     if powers:
-        out["brain_eeg_power_uv2"] = np.mean(powers, axis=0)
+        with _quiet():
+            out["brain_eeg_power_uv2"] = np.nanmean(powers, axis=0)
+        # One working central derivation is enough for graphoelement counts: the first, epoch by epoch.
+        out["brain_spindle_count"] = _first_finite(spindles)
+        out["brain_kcomplex_count"] = _first_finite(kcomplexes)
     left, right = get_signal(rec, "EOG_Left"), get_signal(rec, "EOG_Right")
     if left is not None or right is not None:
         # Eye movements are anti-phase in the two EOG leads; their difference cancels shared EEG.
@@ -312,12 +325,15 @@ def _quiet():
         yield
 
 
-def epoch_features(rec: Recording) -> pd.DataFrame:
+def epoch_features(rec: Recording, artefacts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Measure every epoch of the night in the four signal domains.
 
     Parameters
     ----------
     rec : a loaded `Recording` (physical-unit `rec.signals` are used, not the z-scored epochs).
+    artefacts : `sleeplm.quality.artefact_segments` of the night (computed when None): an epoch
+        where every channel a column rests on is flat or clipped for over half its length is NaN
+        in that column (a sensor that fell off measures nothing, not zero spindles or 0 % alpha).
 
     Returns
     -------
@@ -330,14 +346,19 @@ def epoch_features(rec: Recording) -> pd.DataFrame:
     Columns of missing channels are NaN; `missing_reasons` explains them.
     """
     n = rec.n_epochs
-    values: dict[str, np.ndarray] = {}
-    for part in (_brain, _cardiac, _resp, _posmus):
+    dead = _dead_epochs(rec, artefacts)
+    values = _brain(rec, n, dead)
+    for part in (_cardiac, _resp, _posmus):
         values.update(part(rec, n))
     columns = [c for cols in DOMAIN_COLUMNS.values() for c in cols]
     table = pd.DataFrame(index=pd.RangeIndex(n, name="epoch"), columns=columns, dtype=float)
     table["posmus_position"] = table["posmus_position"].astype(object)
     for name, column in values.items():
         table[name] = column
+    for column in columns:
+        sources = [name for name in _sources(column) if get_signal(rec, name) is not None]
+        if sources and all(name in dead for name in sources):
+            table.loc[np.logical_and.reduce([dead[name] for name in sources]), column] = np.nan
     return table
 
 
@@ -350,12 +371,37 @@ _NEEDS = {
     "resp_thx": ("THX",), "resp_abd_": ("ABD",), "resp_breath": ("THX", "ABD"), "resp_flow": ("AF", "Pressure"),
     "resp_thx_abd": ("THX+ABD",), "posmus_emg": ("EMG_Chin",), "posmus_position": ("POS",),
 }
+# An epoch whose channel is flat or clipped for over half its length is not measured on it.
+DEAD_EPOCH_SHARE = 0.5
 
 
-def missing_reasons(rec: Recording) -> dict[str, str]:
+def _needs(column: str) -> tuple[str, ...]:
+    """The channels a feature column is measured from (any one suffices; "A+B" needs both)."""
+    return next(v for k, v in sorted(_NEEDS.items(), key=lambda kv: -len(kv[0])) if column.startswith(k))
+
+
+def _sources(column: str) -> list[str]:
+    return [name for need in _needs(column) for name in need.split("+")]
+
+
+def _dead_epochs(rec: Recording, artefacts: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """Per waveform channel: epochs flat or clipped for over half their length (only channels with any)."""
+    if artefacts is None:
+        artefacts = artefact_segments(rec)
+    dead_signal = artefacts[artefacts["problem"].isin(["flat", "clipped"])]
+    n = rec.n_epochs
+    dead = {}
+    for name in set(dead_signal["channel"]):
+        share = bad_seconds(dead_signal, (name,), n * EPOCH_SEC).reshape(n, EPOCH_SEC).mean(axis=1)
+        dead[name] = share > DEAD_EPOCH_SHARE
+    return dead
+
+
+def missing_reasons(rec: Recording, artefacts: pd.DataFrame | None = None) -> dict[str, str]:
     """Why each feature column that cannot be measured is NaN, e.g. ``{"cardiac_rmssd_ms": "no ECG channel ..."}``.
 
-    Columns that can be measured are absent from the dict.
+    A column is listed when its channels are missing, or (given `artefacts`) flat or clipped
+    in more than half the epochs; columns that can be measured are absent from the dict.
     """
     def has(name: str) -> bool:
         if name == "THX+ABD":
@@ -364,10 +410,17 @@ def missing_reasons(rec: Recording) -> dict[str, str]:
             return position_codes(rec) is not None
         return get_signal(rec, name) is not None
 
+    dead = {} if artefacts is None else _dead_epochs(rec, artefacts)
     reasons = {}
     for column in (c for cols in DOMAIN_COLUMNS.values() for c in cols):
-        needs = next(v for k, v in sorted(_NEEDS.items(), key=lambda kv: -len(kv[0])) if column.startswith(k))
+        needs = _needs(column)
         if not any(has(name) for name in needs):
             names = [n for name in needs for n in name.split("+")]
             reasons[column] = "; ".join(unusable_reason(rec, n) for n in names if not has(n))
+            continue
+        present = [name for name in _sources(column) if get_signal(rec, name) is not None]
+        if present and all(name in dead and dead[name].mean() > DEAD_EPOCH_SHARE for name in present):
+            share = np.logical_and.reduce([dead[name] for name in present]).mean()
+            reasons[column] = (f"{' and '.join(present)} flat or clipped in {share:.0%} of the epochs "
+                               "(sensor off?); those epochs are not measured")
     return reasons

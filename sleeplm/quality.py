@@ -22,8 +22,11 @@ from sleeplm.signals import get_signal, runs
 
 __all__ = ["QUALITY_CHANNELS", "artefact_segments", "bad_seconds"]
 
-# Channels whose artefacts would fake or hide events.
-QUALITY_CHANNELS = ("AF", "Pressure", "THX", "ABD", "EEG_C3_A2", "EEG_C4_A1", "ECG", "SpO2")
+# Channels whose artefacts would fake or hide events, or void the epoch features measured on them.
+QUALITY_CHANNELS = ("AF", "Pressure", "THX", "ABD", "EEG_C3_A2", "EEG_C4_A1", "EOG_Left", "EOG_Right", "EMG_Chin",
+                    "ECG", "SpO2")
+# Spikes are the signal itself on these (R-peaks, muscle twitches): no pop test.
+SPIKY_CHANNELS = ("ECG", "EMG_Chin")
 # A sensor whose output hardly moves for 5 s is disconnected or saturated: even an apnea leaves
 # cardiogenic oscillation and noise on a connected airflow sensor (see `_flat_seconds`).
 FLAT_MIN_S = 5.0
@@ -87,7 +90,7 @@ def _channel_artefacts(name: str, data: np.ndarray, sfreq: float) -> list[tuple[
     found += [("flat", a, b) for a, b in _segments(_flat_seconds(data, sfreq), 1.0, FLAT_MIN_S)]
     median = np.median(finite)
     sigma = 1.4826 * np.median(np.abs(finite - median))
-    if sigma > 0 and name != "ECG":  # R-peaks are spikes by nature: no pop test on the ECG
+    if sigma > 0 and name not in SPIKY_CHANNELS:
         pops = _grow(np.abs(data - median) > POP_SIGMAS * sigma, int(POP_MARGIN_S * sfreq))
         found += [("pop", a, b) for a, b in _segments(pops, sfreq)]
     top, bottom = finite.max(), finite.min()

@@ -60,5 +60,5 @@ def test_bad_requests(night):
 def test_no_airflow_is_not_no_events():
     rec = make_night(STAGES[:8], drop=("AF", "Pressure", "THX", "ABD", "SpO2"))
     text = describe_epochs(rec, "respiratory", 4, 5, analysis=analyze_night(rec, automatic_staging=False))["text"]
-    assert "airflow not recorded" in text and "not assessable without airflow" in text
+    assert "airflow not measured (missing or flat)" in text and "not assessable without airflow" in text
     assert "no respiratory events" not in text

@@ -115,3 +115,23 @@ def test_flow_flattening_emg_bursts_and_heart_rate_trend():
     assert table["posmus_emg_median_freq_hz"].between(33, 41).all()
     assert table.loc[2, "cardiac_hr_slope_bpm_per_min"] == pytest.approx(60, rel=0.15)  # 30 bpm in half a minute
     assert abs(table.loc[0, "cardiac_hr_slope_bpm_per_min"]) < 2
+
+
+def test_a_sensor_that_fell_off_is_not_measured():
+    """EEG C3 and the chin EMG flat from epoch 2 on: NaN there (not 0 spindles, 0 uV), with a reason."""
+    rec = make_night(["N2"] * 6)
+    for name in ("EEG_C3_A2", "EMG_Chin"):
+        sig = rec.signals[name]
+        sig.data[int(60 * sig.sfreq) :] = 0.0
+    table = epoch_features(rec)
+    assert table.loc[2:, "brain_c3_delta_rel"].isna().all() and table.loc[:1, "brain_c3_delta_rel"].notna().all()
+    assert table.loc[2:, "posmus_emg_rms_uv"].isna().all() and table.loc[2:, "posmus_emg_burst_count"].isna().all()
+    assert table["brain_c4_delta_rel"].notna().all()
+    # C4 still measures: spindles and K-complexes are counted on it where C3 is flat.
+    assert (table.loc[2:, "brain_kcomplex_count"] == 1).all() and (table.loc[2:, "brain_spindle_count"] >= 1).all()
+    assert table.loc[2:, "brain_eeg_power_uv2"].to_numpy() == pytest.approx(table.loc[:1, "brain_eeg_power_uv2"].mean(), rel=0.5)
+    from sleeplm.quality import artefact_segments
+
+    reasons = missing_reasons(rec, artefact_segments(rec))
+    assert "EMG_Chin flat or clipped in 67% of the epochs" in reasons["posmus_emg_rms_uv"]
+    assert "brain_c4_delta_rel" not in reasons and "brain_spindle_count" not in reasons
