@@ -212,3 +212,26 @@ def test_a_desaturation_already_falling_does_not_qualify_a_later_flow_drop():
     rec.signals["SpO2"].data = np.round(96.0 - 5.0 * np.exp(-(((seconds - 350) / 8.0) ** 2)), 1)
     events = detect_events(rec, hypnogram=np.array(["N2"] * 20, dtype=object), hypopnea_rule="1B")
     assert (events.kind == "hypopnea").sum() == 1
+
+
+@pytest.mark.slow
+def test_eight_hour_night_measures_within_20_s(tmp_path):
+    """Issue 5's speed target: artefacts + features + events + summary of an 8-h night in <= 20 s (2 cores)."""
+    import time
+
+    from sleeplm.features import epoch_features
+    from sleeplm.io import load_recording
+    from sleeplm.staging import StagingResult
+    from sleeplm.summary import night_summary
+    from sleeplm.synthetic import load_truth, simulate_night, write_night
+
+    path = write_night(simulate_night(8.0, seed=0, sfreq=256), tmp_path / "night.edf")
+    rec, truth = load_recording(path), load_truth(path)
+    started = time.perf_counter()
+    artefacts = artefact_segments(rec)
+    features = epoch_features(rec, artefacts)
+    events = detect_events(rec, truth.hypnogram, artefacts=artefacts)
+    summary = night_summary(rec, events, StagingResult(truth.hypnogram, "reference scoring"), features=features,
+                            artefacts=artefacts)
+    assert time.perf_counter() - started <= 20
+    assert len(features) == 960 and abs(summary["ahi"] - truth.ahi) <= 2
