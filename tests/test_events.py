@@ -235,3 +235,15 @@ def test_eight_hour_night_measures_within_20_s(tmp_path):
                             artefacts=artefacts)
     assert time.perf_counter() - started <= 20
     assert len(features) == 960 and abs(summary["ahi"] - truth.ahi) <= 2
+
+
+def test_mixed_apnea_effort_absent_then_resumed():
+    rec = make_night(["N2"] * 20, [("apnea", "central", 300, 24)])
+    for name in ("THX", "ABD"):  # effort comes back for the second half of the pause, against a closed airway
+        sig = rec.signals[name]
+        fs = int(sig.sfreq)
+        t = np.arange(12 * fs) / fs
+        sig.data[312 * fs : 324 * fs] = np.sin(2 * np.pi * 0.25 * (t + 312))
+    events = detect_events(rec, hypnogram=np.array(["N2"] * 20, dtype=object))
+    apnea = events[events.kind == "apnea"]
+    assert list(apnea.subtype) == ["mixed"] and abs(apnea.iloc[0].start_s - 300) <= 2
