@@ -229,8 +229,14 @@ def _file_channels_markdown(path: Path) -> str:
     )
 
 
+def _no_progress(*_: Any, **__: Any) -> None:
+    return None
+
+
 def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: dict | None) -> Iterator[tuple]:
     """Load `path` into the session; yields the panel's outputs as each stage finishes."""
+    if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length of 0)
+        progress = _no_progress
     progress(0.02, desc="Reading the recording")
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
     bs.night.load(path, progress=report, channel_map=channel_map)
@@ -274,7 +280,6 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     private folder under a neutral name, so it is deleted with the session and no file name
     travels further; the demo night or a served ``--recording`` is read in place.
     """
-    progress = progress or (lambda *a, **k: None)
     bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {},
                   sleeplm_note, shown_root)
     try:
@@ -307,7 +312,6 @@ def _unmapped(bs: BrowserSession, path: Path, error: ChannelMappingError) -> tup
 
 def reload_with_channel_map(table: pd.DataFrame, state: BrowserSession | None, progress: Progress = None) -> Iterator[tuple]:
     """Handler: re-load the recording with the channels the user typed into the preflight table."""
-    progress = progress or (lambda *a, **k: None)
     if state is None or state.recording_path is None or state.preflight is None:
         raise gr.Error("Load a recording first; then map its missing channels in the preflight table.")
     before = dict(zip(state.preflight["channel"], state.preflight["source"].fillna("")))

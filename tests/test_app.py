@@ -113,6 +113,19 @@ def test_load_night_fills_the_panel_and_reports_progress(small_edf, tmp_path):
     assert not any("Doe" in p.name for p in bs.workdir.rglob("*"))
 
 
+def test_gradios_progress_tracker_is_used_although_it_is_falsy(small_edf, tmp_path):
+    """`gr.Progress()` has a length of 0 until it tracks an iterable, so it is falsy: it must still get the updates."""
+
+    class IdleProgress(list):
+        def __call__(self, fraction, desc=None):
+            self.append((fraction, desc))
+
+    progress = IdleProgress()
+    assert not progress and not gr.Progress()
+    load(upload_copy(small_edf, tmp_path / "upload"), tmp_path / "sessions", progress=progress)[0].close()
+    assert progress[0] == (0.02, "Reading the recording") and progress[-1] == (1.0, "Ready")
+
+
 @pytest.mark.parametrize("name, size_limit, message", [
     ("night.txt", None, "Files of type '.txt' cannot be read here"),
     ("night.edf", 1000, "over the 0 MB limit"),

@@ -102,6 +102,8 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
             expect(page.locator("#llm-status")).to_contain_text("Language model", timeout=30_000)
 
             page.set_input_files("#upload input[type=file]", str(upload))
+            # A progress bar names each loading stage while the night is read and measured.
+            expect(page.locator("#night-status")).to_contain_text(re.compile(r"[a-z] - \d+(\.\d)?%"), timeout=60_000)
             expect(page.locator("#night-status")).to_contain_text("epochs of 30 s", timeout=120_000)
             expect(page.locator("#overview img")).to_be_visible()
             expect(page.locator("#downloads")).to_contain_text("night-report")
