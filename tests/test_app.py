@@ -159,6 +159,10 @@ def test_ask_streams_tool_steps_then_the_checked_answer(loaded):
     answer = last[-1]
     assert answer["role"] == "assistant" and answer["content"].startswith("From the recording:")
     assert "22:45:00" in answer["content"]
+    # The answer streams in word by word after the finished step.
+    drafts = [h[-1]["content"] for h, _, _ in history_states
+              if len(h) > 2 and h[1]["metadata"]["status"] == "done" and "metadata" not in h[-1]]
+    assert len(drafts) > 5 and drafts[0] == "From " and all(len(a) <= len(b) for a, b in zip(drafts, drafts[1:]))
     assert all(box == "" for _, box, _ in history_states)
     assert loaded.turns[0]["question"] == "when does the night start?" and loaded.turns[0]["tool_calls"][0]["name"] == "recording_overview"
 
