@@ -17,11 +17,11 @@ SAME = {"tib_min": "TIB", "spt_min": "SPT", "tst_min": "TST", "waso_min": "WASO"
         "N1_pct": "%N1", "N2_pct": "%N2", "N3_pct": "%N3", "R_pct": "%REM"}
 
 
-def random_hypnogram(seed: int) -> np.ndarray:
+def random_hypnogram(seed: int, longest_run: int = 30) -> np.ndarray:
     """Runs of stages with some unscored epochs, starting and ending awake."""
     rng = np.random.default_rng(seed)
-    return np.concatenate([["W"] * 10] + [[s] * rng.integers(1, 30) for s in rng.choice(["W", "N1", "N2", "N3", "R", "?"], 40)]
-                          + [["W"] * 5]).astype(object)
+    runs = [[s] * rng.integers(1, longest_run) for s in rng.choice(["W", "N1", "N2", "N3", "R", "?"], 40)]
+    return np.concatenate([["W"] * 10] + runs + [["W"] * 5]).astype(object)
 
 
 def yasa_statistics(hyp: np.ndarray) -> dict:
@@ -40,7 +40,7 @@ def test_equal_to_yasa_sleep_statistics(seed):
 
 
 def test_night_summary_equal_to_yasa_on_the_same_hypnogram():
-    hyp = random_hypnogram(7)
+    hyp = random_hypnogram(7, longest_run=8)
     summary = night_summary(make_night(list(hyp)), staging=StagingResult(hyp, "reference scoring"))
     theirs = yasa_statistics(hyp)
     for key, name in SAME.items():
