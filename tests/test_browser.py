@@ -220,3 +220,32 @@ def test_an_unrecognised_file_is_mapped_in_the_channel_table(tmp_path):
                 browser.close()
     finally:
         demo.close()
+
+
+def test_an_idle_session_expires_and_its_folder_is_deleted(small_edf, tmp_path, monkeypatch):
+    """A tab left open without activity past `SESSION_TTL_S` loses its session, folder and all."""
+    from playwright.sync_api import expect, sync_playwright
+
+    monkeypatch.setattr(app, "SESSION_TTL_S", 3)
+    sessions = tmp_path / "sessions"
+    demo = app.build_app(llm_factory=lambda: "none", session_root=sessions, preload=small_edf)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = app.launch(demo, port=port, block=False)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url, wait_until="load")
+                expect(page.locator("#night-status")).to_contain_text("40 epochs of 30 s", timeout=120_000)
+                assert len(list(sessions.iterdir())) == 1
+                expect_empty(sessions, timeout_s=30)  # the tab is still open
+                page.fill("#question textarea", "how long is the recording?")
+                page.press("#question textarea", "Enter")
+                expect(page.locator(".toast-body")).to_contain_text("Load a recording first", timeout=30_000)
+            finally:
+                browser.close()
+    finally:
+        demo.close()
