@@ -111,34 +111,50 @@ def decimate(data: np.ndarray, factor: int) -> np.ndarray:
     """Low-pass (`antialias_fir`) and keep every `factor`-th sample; equals
     ``resample_poly(data, 1, factor, window=antialias_fir(1, factor))`` (zero-phase, zeros beyond the ends).
 
-    Computed with float32 matrix products instead of scipy's scalar ``upfirdn`` loop, which
-    dominated loading a night: the zero-padded input is viewed (no copy) as rows of
-    ``per_row * factor`` samples, and output row ``r`` (``per_row`` outputs) is
-    ``rows[r] @ head + rows[r + 1][:len(taps) - factor] @ tail``, where ``head``/``tail`` hold the
-    filter at each output's offset.
+    Computed with float32 matrix products (`_strided_fir`) instead of scipy's scalar ``upfirdn``
+    loop, which dominated loading a night. For ``factor == 2`` the filter is half-band (every
+    other tap is zero), so only the centre tap touches the even samples and the odd samples
+    go through a filter of half the length.
     """
+    data = np.asarray(data, dtype=np.float32)
     taps = antialias_fir(1, factor)
     half = (len(taps) - 1) // 2
     n_out = -(-len(data) // factor)
     if n_out == 0:
         return np.zeros(0, dtype=np.float32)
-    spill = len(taps) - factor  # input samples an output row needs from the next row
-    per_row = max(16, -(-spill // factor))
-    width = per_row * factor
-    n_rows = -(-n_out // per_row)
+    if factor != 2:
+        return _strided_fir(data, taps[::-1], factor, half, n_out)
+    # y[k] = h[c] x[2k] + sum_a g[a] (x[2k + 2a + 1] + x[2k - 2a - 1]),  g[a] = h[c + 2a + 1]
+    side = taps[half + 1 :: 2]
+    out = _strided_fir(data[1::2], np.concatenate([side[::-1], side]), 1, len(side), n_out)
+    out += taps[half] * data[::2]
+    return out
+
+
+def _strided_fir(data: np.ndarray, kernel: np.ndarray, step: int, left_zeros: int, n_out: int) -> np.ndarray:
+    """``out[k] = sum_i kernel[i] * padded[k * step + i]`` for k < n_out, `padded` being `data`
+    after `left_zeros` zeros (and zeros past its end), as float32 matrix products.
+
+    The padded signal is viewed (no copy) as rows of ``per_row * step`` samples; output row ``r``
+    (``per_row`` outputs) is ``rows[r] @ head + rows[r + 1][:spill] @ tail``, where ``head`` and
+    ``tail`` (the two parts of a banded matrix) hold the kernel at each output's offset.
+    """
+    spill = len(kernel) - step  # samples an output row needs from the next row
+    per_row = max(16, -(-spill // step))
+    width = per_row * step
+    # Rows go through BLAS in stacked blocks small enough to stay single-threaded (see above).
+    block_rows = max(1, _BLAS_SINGLE_THREAD_MACS // ((width + spill) * per_row))
+    n_blocks = -(-n_out // (per_row * block_rows))
+    n_rows = n_blocks * block_rows
     padded = np.zeros((n_rows + 1) * width, dtype=np.float32)
-    padded[half : half + len(data)] = data
+    stored = min(len(data), len(padded) - left_zeros)
+    padded[left_zeros : left_zeros + stored] = data[:stored]
     rows = padded.reshape(n_rows + 1, width)
     banded = np.zeros((width + spill, per_row), dtype=np.float32)
     for k in range(per_row):
-        banded[k * factor : k * factor + len(taps), k] = taps[::-1]
-    head, tail = banded[:width], banded[width:]
-    out = np.empty((n_rows, per_row), dtype=np.float32)
-    block_rows = max(1, _BLAS_SINGLE_THREAD_MACS // ((width + spill) * per_row))
-    for start in range(0, n_rows, block_rows):
-        stop = min(start + block_rows, n_rows)
-        np.matmul(rows[start:stop], head, out=out[start:stop])
-        out[start:stop] += rows[start + 1 : stop + 1, :spill] @ tail
+        banded[k * step : k * step + len(kernel), k] = kernel
+    out = np.matmul(rows[:-1].reshape(n_blocks, block_rows, width), banded[:width])
+    out += np.matmul(rows[1:, :spill].reshape(n_blocks, block_rows, spill), banded[width:])
     return out.reshape(-1)[:n_out]
 
 
