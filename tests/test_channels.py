@@ -41,6 +41,14 @@ MONTAGE_CASES = {
 }
 
 OTHER_CASES = {
+    "mros": (  # NSRR MrOS: monopolar leads referenced on load, two-lead ECG and chin EMG
+        ["C3", "C4", "A1", "A2", "ROC", "LOC", "ECG L", "ECG R", "L Chin", "R Chin", "Leg L", "Leg R", "Airflow",
+         "Cannula Flow", "Thoracic", "Abdominal", "SaO2", "Position", "HR", "DHR", "STAT"],
+        {"EEG_C3_A2": "C3 - A2 (v)", "EEG_C4_A1": "C4 - A1 (v)", "EOG_Left": "LOC - A2 (v)",
+         "EOG_Right": "ROC - A1 (v)", "ECG": "ECG L - ECG R (v)", "EMG_Chin": "L Chin - R Chin (v)",
+         "THX": "Thoracic", "ABD": "Abdominal", "AF": "Airflow", "Pressure": "Cannula Flow", "SpO2": "SaO2",
+         "POS": "Position", "HR": "HR"},
+    ),
     "cfs": (
         ["C3", "C4", "M1", "M2", "LOC", "ROC", "ECG1", "ECG2", "EMG1", "EMG2", "THOR EFFORT", "ABDO EFFORT",
          "NASAL PRES", "AIRFLOW", "SpO2", "POSITION", "PULSE"],
