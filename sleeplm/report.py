@@ -76,7 +76,7 @@ def write_hypnogram_csv(rec: Recording, analysis: NightAnalysis, path: Path) -> 
 def _fmt(value, unit: str = "") -> str:
     if value is None:
         return "not assessable"
-    return f"{value:g}{unit}" if isinstance(value, (int, float)) else str(value)
+    return f"{round(value, 2):g}{unit}" if isinstance(value, (int, float)) else str(value)
 
 
 def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path:
@@ -96,7 +96,8 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         f"- Time in bed {_fmt(s['tib_min'], ' min')}, total sleep {_fmt(s['tst_min'], ' min')}, "
         f"efficiency {_fmt(s['se_pct'], '%')}",
         f"- Sleep onset latency {_fmt(s['sol_min'], ' min')}, REM latency {_fmt(s['rem_latency_min'], ' min')}, "
-        f"WASO {_fmt(s['waso_min'], ' min')}, awakenings {_fmt(s['n_awakenings'])}",
+        f"WASO {_fmt(s['waso_min'], ' min')}, awakenings {_fmt(s['n_awakenings'])} "
+        "(SOL to the first sleep epoch, AASM; awakenings: wake runs of >= 1 epoch within the sleep period)",
         "- Stages: " + ", ".join(f"{st} {_fmt(s[f'{st}_min'], ' min')}" for st in ("W", "N1", "N2", "N3", "R")),
         "",
         "## Breathing and oxygen",
