@@ -29,7 +29,7 @@ def _cmd_analyze(args) -> int:
         from sleeplm.inference import SleepLM
 
         model = SleepLM.from_pretrained(args.checkpoint)
-    written = analyze_to_dir(args.file, args.out, model=model)
+    written = analyze_to_dir(args.file, args.out, model=model, hypopnea_rule=args.hypopnea_rule)
     for path in written:
         print(path)
     return 0
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="measure the night (no LLM) and write summary/events/hypnogram/report")
     p.add_argument("file")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--hypopnea-rule", choices=("1A", "1B"), default="1A",
+                   help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("ask", help="ask one question about a recording")

@@ -120,7 +120,8 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
     return path
 
 
-def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=None) -> list[Path]:
+def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=None,
+                   hypopnea_rule: str = "1A") -> list[Path]:
     """Load `path`, analyse it and write summary.json, events.csv, hypnogram.csv and report.md.
 
     Parameters
@@ -130,6 +131,7 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     analysis : an existing `NightAnalysis` of the same file, to skip recomputing it.
     model : a loaded SleepLM: stages a night without its own scoring from SleepLM's stage
         captions (YASA's agreement with them is reported); None stages with YASA.
+    hypopnea_rule : "1A" (>= 3 % desaturation or an arousal, AASM recommended) or "1B" (>= 4 %).
 
     Returns
     -------
@@ -138,7 +140,7 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     from sleeplm.io import load_recording
 
     rec = load_recording(path)
-    analysis = analyze_night(rec, model=model) if analysis is None else analysis
+    analysis = analyze_night(rec, model=model, hypopnea_rule=hypopnea_rule) if analysis is None else analysis
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [

@@ -25,9 +25,9 @@ CONTRACT = ["tib_min", "spt_min", "tst_min", "se_pct", "sol_min", "rem_latency_m
 EVENT_KINDS = {"apnea", "hypopnea", "desaturation", "arousal", "tachycardia", "bradycardia", "position_change"}
 
 
-def write_edf(path, drop=(), scored=True):
+def write_edf(path, drop=(), scored=True, events=(("apnea", "obstructive", 300, 20), ("apnea", "central", 500, 20))):
     """The test night as an EDF+ file, without the channels in `drop`, with its stages as annotations if `scored`."""
-    rec = make_night(STAGES, [("apnea", "obstructive", 300, 20), ("apnea", "central", 500, 20)])
+    rec = make_night(STAGES, events)
     signals = [EdfSignal(rec.signals[name].data, rec.signals[name].sfreq, label=label,
                          physical_dimension=rec.signals[name].unit) for name, label in LABELS.items() if name not in drop]
     stages = [EdfAnnotation(i * 30, 30, f"Sleep stage {s}") for i, s in enumerate(STAGES)] if scored else []
@@ -110,6 +110,17 @@ def test_night_without_eeg_gives_rei_over_recording_time(tmp_path):
 def test_cli_analyze(edf_path, tmp_path, capsys):
     assert main(["analyze", str(edf_path), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "summary.json").exists() and "summary.json" in capsys.readouterr().out
+
+
+def test_cli_analyze_rule_1b_is_named(tmp_path):
+    path = write_edf(tmp_path / "n.edf", events=[("hypopnea", "obstructive", 300, 20)])  # a 3.9 % dip: 1A only
+    counts = {}
+    for rule in ("1A", "1B"):
+        assert main(["analyze", str(path), "--out", str(tmp_path / rule), "--hypopnea-rule", rule]) == 0
+        summary = json.loads((tmp_path / rule / "summary.json").read_text())
+        assert summary["ahi_rule"] == rule and f"hypopnea rule {rule}" in (tmp_path / rule / "report.md").read_text()
+        counts[rule] = summary["n_hypopneas"]
+    assert counts == {"1A": 1, "1B": 0}
 
 
 def test_cli_analyze_bad_file(tmp_path, capsys):
