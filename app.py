@@ -170,7 +170,12 @@ def _llm_markdown(bs: BrowserSession) -> str:
         model = f" · {info['model']}" if info.get("model") else ""
         detail = f" — {info['detail']}" if info.get("detail") else ""
         llm = f"{info.get('backend') or 'none'}{model}{detail}"
-    sleeplm = f"not available — {bs.sleeplm_note}" if bs.sleeplm_note else bs.night.sleeplm_status
+    if bs.sleeplm_note:
+        sleeplm = f"not available — {bs.sleeplm_note}"
+    elif bs.night.night is not None:
+        sleeplm = bs.night.night.model_status  # says so when embedding this night failed
+    else:
+        sleeplm = bs.night.sleeplm_status
     return f"**Language model:** {llm}  \n**SleepLM:** {sleeplm}"
 
 
@@ -257,6 +262,9 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     while bs.night.sleeplm is not None and night.embeddings is None and "failed" not in night.model_status:
         progress(night.embedding_progress, desc="SleepLM is embedding the night (chat already available)")
         time.sleep(0.5)
+    if bs.night.sleeplm is not None:
+        # Only the status changes: the user may be chatting already.
+        yield (bs, gr.update(), _llm_markdown(bs), *[gr.update()] * 6)
     progress(1.0, desc="Ready")
 
 

@@ -479,6 +479,8 @@ def test_load_waits_for_sleeplm_embeddings_with_progress(small_edf, tmp_path, mo
     assert bs.night.night.embeddings.shape[0] == 40
     assert steps[-1] == (1.0, "Ready")
     assert "**SleepLM:** SleepLM weights loaded" in outputs[-1][2]
+    # That last update changes only the status: a conversation started meanwhile stays.
+    assert outputs[-1][8] == outputs[-1][1] == gr.update()
     bs.close()
 
 
