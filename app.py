@@ -248,22 +248,18 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     bs.recording_path = path
     bs.turns.clear()
     progress(0.92, desc="Drawing the night")
-    outputs = [
-        bs, _night_markdown(bs), _llm_markdown(bs), _preflight_update(bs), _file_channels_markdown(path),
-        _render_overview(bs), None, None, [],
-    ]
-    yield tuple(outputs)
+    yield (bs, _night_markdown(bs), _llm_markdown(bs), _preflight_update(bs), _file_channels_markdown(path),
+           _render_overview(bs), None, None, [])
     # The report takes a moment to render: the night is shown (and the chat usable) before it.
+    # The later updates leave every other output as it is: the user may be chatting already.
     progress(0.96, desc="Writing the report and exports")
-    outputs[7] = build_downloads(bs)
-    yield tuple(outputs)
+    yield (bs, *[gr.update()] * 6, build_downloads(bs), gr.update())
     night = bs.night.night
     # SleepLM embeds in the background; the chat already works (retrieval falls back to measurements).
     while bs.night.sleeplm is not None and night.embeddings is None and "failed" not in night.model_status:
         progress(night.embedding_progress, desc="SleepLM is embedding the night (chat already available)")
         time.sleep(0.5)
     if bs.night.sleeplm is not None:
-        # Only the status changes: the user may be chatting already.
         yield (bs, gr.update(), _llm_markdown(bs), *[gr.update()] * 6)
     progress(1.0, desc="Ready")
 

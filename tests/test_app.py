@@ -75,10 +75,17 @@ def upload_copy(src: Path, folder: Path, name: str = "Doe_John_2024-01-02.edf") 
     return str(shutil.copyfile(src, folder / name))
 
 
+def shown(outputs: list[tuple]) -> list:
+    """What the page shows after every yield of a loading handler (`gr.update()` leaves an output as it was)."""
+    page = list(outputs[0])
+    for step in outputs[1:]:
+        page = [before if now == gr.update() else now for before, now in zip(page, step)]
+    return page
+
+
 def load(path: str, root: Path, key: str = "tab1", factory=overview_model, registry=None, progress=no_progress):
-    outputs = list(app.load_night(path, None, SimpleNamespace(session_hash=key), progress,
-                                  root=root, llm_factory=factory, registry=registry))
-    return outputs[-1]
+    return shown(list(app.load_night(path, None, SimpleNamespace(session_hash=key), progress,
+                                     root=root, llm_factory=factory, registry=registry)))
 
 
 @pytest.fixture
@@ -122,8 +129,13 @@ def test_gradios_progress_tracker_is_used_although_it_is_falsy(small_edf, tmp_pa
 
     progress = IdleProgress()
     assert not progress and not gr.Progress()
-    load(upload_copy(small_edf, tmp_path / "upload"), tmp_path / "sessions", progress=progress)[0].close()
+    outputs = list(app.load_night(upload_copy(small_edf, tmp_path / "upload"), None, SimpleNamespace(session_hash="p"),
+                                  progress, root=tmp_path / "sessions", llm_factory=overview_model))
     assert progress[0] == (0.02, "Reading the recording") and progress[-1] == (1.0, "Ready")
+    # The night is shown first; the downloads follow without touching the chat the user may have started.
+    assert outputs[0][8] == [] and outputs[0][7] is None
+    assert len(outputs[1][7]) == 4 and all(value == gr.update() for value in outputs[1][1:7] + outputs[1][8:])
+    outputs[0][0].close()
 
 
 @pytest.mark.parametrize("name, size_limit, message", [
@@ -210,7 +222,7 @@ def test_channel_map_reload(loaded):
     with pytest.raises(gr.Error, match="No channel was changed"):
         list(app.reload_with_channel_map(table, loaded, no_progress))
     table.loc[table["channel"] == "AF", "source"] = "EEG C4-A1"
-    outputs = list(app.reload_with_channel_map(table, loaded, no_progress))[-1]
+    outputs = shown(list(app.reload_with_channel_map(table, loaded, no_progress)))
     assert outputs[3]["value"].set_index("channel").loc["AF", "source"] == "EEG C4-A1"
     assert loaded.night.night.rec.has("AF")
     table.loc[table["channel"] == "THX", "source"] = "Belt 9"
@@ -415,7 +427,7 @@ def test_missing_sleeplm_weights_are_explained_on_the_page(monkeypatch, tmp_path
     outputs = list(app.load_night(upload_copy(small_edf, tmp_path / "upload"), None, SimpleNamespace(session_hash="t"),
                                   no_progress, root=tmp_path / "sessions", llm_factory=overview_model,
                                   sleeplm_note=why_not))
-    bs, _, llm_text, *_ = outputs[-1]
+    bs, _, llm_text, *_ = shown(outputs)
     assert f"**SleepLM:** not available — {why_not}" in llm_text and "**Language model:** " in llm_text
     bs.close()
 
@@ -460,7 +472,7 @@ def test_demo_night_loads_in_place(tmp_path, monkeypatch):
                                   root=tmp_path / "sessions", llm_factory=overview_model, owned=False))
     bs = outputs[-1][0]
     assert demo_path.is_file() and bs.recording_path == demo_path  # read in place, never moved
-    assert "starting 23:10:00" in outputs[-1][1] and bs.night.night.stage_source is not None
+    assert "starting 23:10:00" in shown(outputs)[1] and bs.night.night.stage_source is not None
     bs.close()
     assert demo_path.is_file()
 
@@ -499,7 +511,7 @@ def test_a_file_with_no_recognised_channel_can_be_mapped_by_hand(tmp_path):
         list(app.ask("how did I sleep?", "clinician", [], bs))
     table = preflight["value"].copy()
     table.loc[table["channel"] == "EEG_C3_A2", "source"] = "Kanal 1"
-    outputs = list(app.reload_with_channel_map(table, bs, no_progress))[-1]
+    outputs = shown(list(app.reload_with_channel_map(table, bs, no_progress)))
     assert "10 epochs of 30 s" in outputs[1] and "starting 23:00:00" in outputs[1]
     assert bs.night.night.rec.has("EEG_C3_A2") and not bs.night.night.rec.has("ECG")
     bs.close()
