@@ -138,6 +138,22 @@ def test_gradios_progress_tracker_is_used_although_it_is_falsy(small_edf, tmp_pa
     outputs[0][0].close()
 
 
+def test_a_bdf_upload_loads_and_answers(tmp_path):
+    """BDF (24-bit) files are accepted like EDF; the upload keeps its type under a neutral name."""
+    info = mne.create_info(["C3-M2", "EKG"], 128.0, ch_types="eeg")
+    rng = np.random.default_rng(1)
+    path = tmp_path / "upload" / "Doe_John.BDF"
+    path.parent.mkdir()
+    data = rng.normal(0, 20e-6, (2, 128 * 300))  # volts, 5 min
+    mne.export.export_raw(path, mne.io.RawArray(data, info, verbose="error"), fmt="bdf", verbose="error")
+    bs, night_text, *_ = load(str(path), tmp_path / "sessions")
+    assert night_text.startswith("**Loaded:** BDF") and "10 epochs of 30 s" in night_text
+    assert bs.recording_path == bs.workdir / "recording.bdf"
+    *_, (history, _, _) = app.ask("how long is the recording?", "clinician", [], bs)
+    assert "0h05m00s" in history[-1]["content"]
+    bs.close()
+
+
 @pytest.mark.parametrize("name, size_limit, message", [
     ("night.txt", None, "Files of type '.txt' cannot be read here"),
     ("night.edf", 1000, "over the 0 MB limit"),
