@@ -306,6 +306,17 @@ def test_api_ask_endpoint(server, small_edf):
     assert list(server.root.iterdir()) == []  # the API's throw-away session is gone
 
 
+@pytest.mark.parametrize("question, audience, message", [
+    ("how long is the recording?", "doctor", "Unknown audience 'doctor': use 'clinician' or 'patient'."),
+    ("   ", "patient", "question"),
+])
+def test_api_ask_refuses_bad_arguments_clearly(small_edf, tmp_path, question, audience, message):
+    with pytest.raises(gr.Error, match=re.escape(message)):
+        app.api_ask(upload_copy(small_edf, tmp_path / "upload"), question, audience, root=tmp_path / "sessions",
+                    llm_factory=overview_model)
+    assert list((tmp_path / "sessions").iterdir()) == []
+
+
 def test_api_ask_rejects_other_files_clearly(server, tmp_path):
     from gradio_client import Client, handle_file
 
