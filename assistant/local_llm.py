@@ -19,6 +19,7 @@ Two parts:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.metadata
 import json
@@ -463,8 +464,18 @@ def _llama(model_path: str, n_threads: int, n_ctx: int) -> tuple[Any, threading.
             except (ValueError, RuntimeError) as exc:
                 raise LocalModelUnavailable(f"llama.cpp could not load {Path(model_path).name} ({exc}).") from exc
             llama.set_cache(LlamaRAMCache(capacity_bytes=STATE_CACHE_BYTES))
+            if not _LOADED:
+                atexit.register(_close_all)
             _LOADED[key] = (llama, threading.Lock())
         return _LOADED[key]
+
+
+def _close_all() -> None:
+    # Free the llama.cpp contexts while the interpreter is still whole: left to Llama.__del__
+    # at shutdown, the native library may already be unloaded ("'NoneType' object is not callable").
+    while _LOADED:
+        _, (llama, _) = _LOADED.popitem()
+        llama.close()
 
 
 class LlamaCppChatModel(BaseChatModel):

@@ -75,7 +75,6 @@ def stage_breakdown(path: Path) -> dict[str, float]:
     reader = clock("mne open + annotations", io._EdfReader, path, header)  # noqa: SLF001 (the loader's own reader)
     clock("mne open + annotations", reader.annotations)
     sources, _ = channels.map_channels([header.labels[i] for i in header.data_signals])
-    clock("sha256 of the file", io._sha256, path, {})  # noqa: SLF001
     for name in CANONICAL_CHANNELS:
         data, sfreq, unit, rails = clock("read samples (float32)", reader.read, sources[name])
         info = ChannelInfo(name, present=True, unit=unit)

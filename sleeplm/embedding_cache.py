@@ -8,7 +8,6 @@ name holds only hashes (recording content, prepared epochs, checkpoint): nothing
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -32,11 +31,10 @@ def cache_root() -> Path:
 def embedding_cache_path(model: Any, rec: Recording) -> Path:
     """Where the embeddings of `rec` under `model`'s checkpoint are stored.
 
-    The key adds a digest of the prepared epochs to the raw-file hash, because the same file
-    loaded with another channel map or normalisation gives different model input.
+    The key is the digest of the prepared epochs (`Recording.content_digest`), not of the file:
+    the same file loaded with another channel map or normalisation gives different model input.
     """
-    epochs_digest = hashlib.sha256(np.ascontiguousarray(rec.epochs, dtype=np.float32).tobytes()).hexdigest()[:12]
-    name = f"{rec.content_hash[:16]}-{epochs_digest}-{model.checkpoint_id}.npy"
+    name = f"{rec.content_digest()[:32]}-{model.checkpoint_id}.npy"
     return cache_root() / "embeddings" / name
 
 

@@ -15,12 +15,10 @@ the date and the file name are read past, never stored.
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import os
 import pickle
 import re
-import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -273,14 +271,6 @@ def _start_seconds(raw: bytes) -> float | None:
     return float(h * 3600 + m * 60 + s)
 
 
-def _sha256(path: Path, out: dict) -> None:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    out["hash"] = digest.hexdigest()
-
-
 def load_recording(path, channel_map=None, position_map=None, normalization="night_robust",
                    annotations=None) -> Recording:
     """Load and validate one night.
@@ -434,10 +424,6 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             "no recognisable sleep channel (EEG, EOG, EMG, ECG, airflow or effort) in this file. "
             f"Its channels are: {', '.join(file_labels)}. Pass channel_map={{'EEG_C3_A2': '<label>', ...}}."
         )
-    hashed: dict = {}
-    hasher = threading.Thread(target=_sha256, args=(path, hashed), daemon=True)
-    hasher.start()  # hashing 100+ MB overlaps with reading; hashlib releases the GIL
-
     reader = _EdfReader(path, header)
     # The vendor position map: the user's, else the recognised montage's, else guessed from the values.
     position_map_assumed = position_map is None and montage not in chmap.MONTAGE_POSITION_MAP
@@ -450,7 +436,17 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
     duration_s = n_epochs * EPOCH_SEC
     decoded_with: dict[str, str] = {}  # the position map actually used, once POS is decoded
 
+    epochs = np.zeros((n_epochs, len(CANONICAL_CHANNELS), EPOCH_SAMPLES), dtype=np.float32)
+    epochs[:, POS_INDEX] = -1.0  # SleepLM README: -1 = unknown/missing position
+
     def prepare(name: str):
+        """(info, signal) of one channel; its SleepLM row is written into `epochs` here, in the worker."""
+        info, signal, row = prepare_channel(name)
+        if row is not None:
+            epochs[:, CANONICAL_CHANNELS.index(name)] = row
+        return info, signal
+
+    def prepare_channel(name: str):
         source = sources[name]
         data, sfreq, unit, rails = reader.read(source)
         info = ChannelInfo(
@@ -482,23 +478,16 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         prepared = dict(zip(names, pool.map(prepare, names)))
 
-    epochs = np.zeros((n_epochs, len(CANONICAL_CHANNELS), EPOCH_SAMPLES), dtype=np.float32)
-    epochs[:, POS_INDEX] = -1.0  # SleepLM README: -1 = unknown/missing position
     infos, signals, extras = [], {}, []
     for name in CANONICAL_CHANNELS + chmap.EXTRA_SIGNALS:
         if name not in prepared:
             if name in CANONICAL_CHANNELS:
                 infos.append(ChannelInfo(name, present=False))
             continue
-        info, signal, row = prepared[name]
+        info, signal = prepared[name]
         if signal is not None:
             signals[name] = signal
-        if name in CANONICAL_CHANNELS:
-            infos.append(info)
-            if row is not None:
-                epochs[:, CANONICAL_CHANNELS.index(name)] = row
-        else:
-            extras.append(info)
+        (infos if name in CANONICAL_CHANNELS else extras).append(info)
     reference = None
     annotations = reader.annotations()
     if annotations is not None:
@@ -506,7 +495,6 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
     warnings = list(header.warnings)
     if duration_s < _SHORT_NIGHT_S:
         warnings.append(f"very short recording ({duration_s / 60:.0f} min); night statistics will be unreliable")
-    hasher.join()
     logger.info("loaded %s: %d epochs, %d/10 channels present", header.format_name, n_epochs,
                 sum(i.present for i in infos))
     return Recording(
@@ -519,7 +507,6 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
         position_map=decoded_with.get("POS"),
         reference=reference,
         source_format=header.format_name,
-        content_hash=hashed["hash"],
         warnings=warnings,
         extra_channels=extras,
     )
@@ -703,6 +690,5 @@ def _load_tensor(path: Path) -> Recording:
         position_map="sleeplm",
         reference=None,
         source_format="tensor",
-        content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
         warnings=["ready tensor: no physical-unit signals, so signal measurements are unavailable"],
     )

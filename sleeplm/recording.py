@@ -12,6 +12,7 @@ or original file name is stored in any field.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,7 +146,6 @@ class Recording:
     position_map : name of the vendor position map used to decode POS, or None.
     reference : scoring found in the file, or None.
     source_format : "EDF", "EDF+", "BDF", "BDF+", "tensor".
-    content_hash : sha256 of the raw input bytes (keys caches; not identifying by itself).
     warnings : recording-level warnings (very short, mostly unknown position, ...).
     extra_channels : ChannelInfo of the extra signals found (SpO2, HR, Snore, Pressure, Light).
     """
@@ -159,9 +159,18 @@ class Recording:
     position_map: str | None
     reference: ReferenceScoring | None
     source_format: str
-    content_hash: str
     warnings: list[str] = field(default_factory=list)
     extra_channels: list[ChannelInfo] = field(default_factory=list)
+
+    def content_digest(self) -> str:
+        """sha256 (hex) of the model input `epochs`: keys caches of what SleepLM computes from them.
+
+        Computed when asked (~0.04 s for an 8-h night), not at load and not remembered: loading
+        needs no hash, and epochs changed since still get their own digest. The same file loaded
+        with another channel map or normalization is another input with another digest.
+        Not identifying by itself.
+        """
+        return hashlib.sha256(np.ascontiguousarray(self.epochs, dtype=np.float32)).hexdigest()
 
     # ---- size -------------------------------------------------------------------------
     @property

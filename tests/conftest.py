@@ -32,8 +32,7 @@ def bare_recording() -> Callable[..., Recording]:
             position_map=None,
             reference=None,
             source_format="tensor",
-            content_hash="0" * 64,
-        )
+            )
 
     return make
 

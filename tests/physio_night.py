@@ -116,5 +116,4 @@ def make_night(stages, events=(), hr_bpm=None, positions=None, seed=0, start_sec
         position_map="sleeplm",
         reference=ReferenceScoring(np.asarray(stages, dtype=object), pd.DataFrame(columns=["onset_s", "duration_s", "kind", "subtype", "label"])) if scored else None,
         source_format="EDF+",
-        content_hash="0" * 64,
     )

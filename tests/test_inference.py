@@ -159,7 +159,7 @@ def test_night_embeddings_are_computed_once_and_survive_restarts(tmp_path, monke
     np.testing.assert_array_equal(first, second)
     path = embedding_cache_path(model, rec)
     assert path.is_file() and path.parent == tmp_path / "embeddings"
-    assert rec.content_hash[:16] in path.name and model.checkpoint_id in path.name
+    assert rec.content_digest()[:32] in path.name and model.checkpoint_id in path.name
     restarted = SleepLM.from_config("sleeplm_tiny")  # same weights, new process-like instance
     restarted.encode_signals = lambda *a, **k: pytest.fail("cache miss after restart")
     np.testing.assert_array_equal(night_embeddings(restarted, rec), first)
