@@ -368,16 +368,24 @@ def _as_call(value: Any) -> tuple[str, dict] | None:
 
 
 def _json_values(text: str) -> list[Any] | None:
-    """All JSON values in ``text`` separated only by whitespace (None if anything else is there)."""
+    """All JSON values in ``text`` separated only by whitespace (None if anything else is there).
+
+    An object opened with doubled braces (``{{"name": ...}}``, copied from the doubled braces of
+    the template's tool-call example) is read as the object, and the surplus closing braces after
+    it are skipped: ``{{`` can open no valid JSON, so nothing valid is read differently.
+    """
     decoder, values, position = json.JSONDecoder(), [], 0
     text = text.strip()
     while position < len(text):
+        doubled = text.startswith("{{", position)
+        while text.startswith("{{", position):
+            position += 1
         try:
             value, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError:
             return None
         values.append(value)
-        while position < len(text) and text[position].isspace():
+        while position < len(text) and (text[position].isspace() or (doubled and text[position] == "}")):
             position += 1
     return values
 

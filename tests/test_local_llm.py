@@ -135,6 +135,9 @@ def test_parse_malformed_tagged_call_becomes_invalid_not_prose():
     ('[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]', [("a", {}), ("b", {"x": 1})]),
     ('{"name": "a", "arguments": {}}\n{"name": "b", "arguments": {}}', [("a", {}), ("b", {})]),
     ('{"type": "function", "function": {"name": "a", "arguments": "{}"}}', [("a", {})]),
+    # the 1.5B model copies the doubled braces of the template's example (seen on the demo night)
+    ('{{"name": "list_events", "arguments": {"kind": "respiratory"}}}}', [("list_events", {"kind": "respiratory"})]),
+    ('<tool_call>\n{{"name": "a", "arguments": {}}}\n</tool_call>', [("a", {})]),
 ])
 def test_parse_bare_json_calls(text, expected):
     out = parse_model_output(text)
@@ -146,6 +149,7 @@ def test_parse_bare_json_calls(text, expected):
     '{"answer": "44 min"}',
     '{"name": "a", "arguments": {}} and then I would explain',
     "{not json at all",
+    '{{"answer": "44 min"}}',
 ])
 def test_parse_prose_and_non_call_json_stay_text(text):
     out = parse_model_output(text)
