@@ -2,8 +2,10 @@
 
 - `create_agent` with an in-memory checkpointer (one thread per conversation, so follow-ups
   see earlier turns) and a model-call limit per turn.
-- `TurnGuard` middleware: puts a short tool-choice prompt in front of the first call and the
-  answer rules with the audience's style in front of the answer call, records
+- `TurnGuard` middleware: puts a short tool-choice prompt in front of the first call (earlier
+  turns shown as plain questions and answers; a tool call required when the keyword router
+  recognises the question) and the answer rules with the audience's style in front of the
+  answer call, drops time ranges no one gave, records
   every message sent to the language model (audit, privacy tests), and, once the turn has a
   successful tool result, calls the model WITHOUT tools, because small models otherwise repeat
   the call or answer in JSON. A tool call made anyway is removed and marked as a repeat.
@@ -112,13 +114,24 @@ class TurnGuard(AgentMiddleware):
         audience = getattr(context, "audience", "clinician")
         turn = _current_turn(request.messages)
         answered = any(isinstance(m, ToolMessage) and m.status != "error" for m in turn)
-        prompt = system_prompt(audience) if answered else tool_choice_prompt(audience)
-        request = request.override(system_message=SystemMessage(prompt), tools=[] if answered else request.tools)
+        if answered:
+            request = request.override(system_message=SystemMessage(system_prompt(audience)), tools=[])
+        else:
+            # Earlier turns as plain questions and answers: with their tool calls and results in
+            # view, small models answer a new question from old results instead of calling a tool.
+            earlier = request.messages[: len(request.messages) - len(turn)]
+            messages = [m for m in earlier if isinstance(m, HumanMessage) or (isinstance(m, AIMessage) and not m.tool_calls)]
+            question = messages[-1].content if messages and isinstance(messages[-1], HumanMessage) else ""
+            # A question the keyword router recognises is about the night: the first call of the
+            # turn must call a tool (small models otherwise refuse or answer from memory).
+            forced = "any" if not turn and isinstance(question, str) and route_question(question) else request.tool_choice
+            request = request.override(system_message=SystemMessage(tool_choice_prompt(audience)),
+                                       messages=messages + list(turn), tool_choice=forced)
         self.calls += 1
         self.sent += [message_record(m, self.calls) for m in [request.system_message, *request.messages]]
         response = handler(request)
         if not answered:
-            return response
+            return _without_invented_times(response, request.messages)
         # Tools were not offered: a tool call now is a repeat; keep the text, drop the call.
         fixed = []
         for message in response.result:
@@ -127,6 +140,38 @@ class TurnGuard(AgentMiddleware):
                 message = AIMessage(content=message.content, id=message.id, additional_kwargs={REPEATED_CALL_KEY: names})
             fixed.append(message)
         return ModelResponse(result=fixed, structured_response=response.structured_response)
+
+
+TIME_ARGUMENTS = ("start", "end")
+
+
+def _numbers(text: str) -> set[int]:
+    # Not "N2" or "SpO2" (names), and not 0 ("09:00" is said by "at 9").
+    return {int(run) for run in re.findall(r"(?<![A-Za-z])\d+", text)} - {0}
+
+
+def _without_invented_times(response: ModelResponse, messages: list[BaseMessage]) -> ModelResponse:
+    """Drop a tool call's time range when its anchor's numbers were not all said in the conversation.
+
+    Small models copy the example times of the prompt ("02:30") into calls about the whole
+    night; the range is then outside the recording or arbitrary. A range anchored on numbers
+    that the user, an earlier answer or a tool result gave is kept ("epoch 12" to "epoch 13" for
+    "at epoch 12"), and so is a phrase ("second half").
+    """
+    said = _numbers(" ".join(m.content if isinstance(m.content, str) else json.dumps(m.content) for m in messages))
+    fixed = []
+    for message in response.result:
+        if isinstance(message, AIMessage) and message.tool_calls:
+            calls = []
+            for call in message.tool_calls:
+                # The range's anchor: the start's numbers, else the end's ("00:00" to "02:00").
+                numbers = next(filter(None, (_numbers(str(call["args"].get(name) or "")) for name in TIME_ARGUMENTS)), set())
+                if not numbers <= said:
+                    call = {**call, "args": {k: v for k, v in call["args"].items() if k not in TIME_ARGUMENTS}}
+                calls.append(call)
+            message = message.model_copy(update={"tool_calls": calls})
+        fixed.append(message)
+    return ModelResponse(result=fixed, structured_response=response.structured_response)
 
 
 def build_agent(llm: BaseChatModel, guard: TurnGuard):
@@ -141,12 +186,18 @@ def build_agent(llm: BaseChatModel, guard: TurnGuard):
     )
 
 
-def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: list[dict]) -> str | None:
+# A refusal ("I can only help with this recording"), wrong for a question about the recording.
+_REFUSAL = re.compile(r"\bonly (help|answer)\b|\b(cannot|can't|can not|unable to) (help|assist)\b", re.IGNORECASE)
+
+
+def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: list[dict],
+                   in_scope: bool = False) -> str | None:
     """Why an answer cannot be shown as it is (None when it passes the check).
 
-    Fails: no answer, an answer that is a tool call or JSON, a repeated tool call, or an
-    answer in which more figures are unmatched than matched (a few unmatched ones are only
-    flagged with a note).
+    Fails: no answer, an answer that is a tool call or JSON, a repeated tool call, an answer in
+    which more figures are unmatched than matched (a few unmatched ones are only flagged with a
+    note), figures given without any successful tool result, or a refusal of an `in_scope`
+    question (one the keyword router would answer).
     """
     if answer is None:
         return "the model gave no answer"
@@ -161,6 +212,10 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
         return "the model answered with JSON instead of sentences"
     if tool_calls and len(grounding.unmatched) > len(grounding.matched):
         return "most figures in the answer are not in the tool results"
+    if grounding.unmatched and not any(c.get("status") == "success" for c in tool_calls):
+        return "the answer gives figures that no tool produced"
+    if in_scope and _REFUSAL.search(text):
+        return "the model declined a question about the recording"
     return None
 
 

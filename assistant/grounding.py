@@ -17,7 +17,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-__all__ = ["Figure", "Grounding", "extract_figures", "collect_tool_figures", "check_grounding", "grounding_note"]
+__all__ = ["Figure", "Grounding", "extract_figures", "collect_tool_figures", "check_grounding", "grounding_note",
+           "complete_citations"]
 
 # Clock times "02:30", "2:30:15", optionally "am"/"pm" (whole hours "2 am": `_HOUR`).
 _CLOCK = r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])(?:\s*([ap])\.?m\.?\b)?"
@@ -267,3 +268,28 @@ def grounding_note(report: Grounding) -> str:
         "\n\nNote: these figures in the answer were not found in the tool results and may be "
         f"wrong: {listed}. Ask again or check the tool results."
     )
+
+
+# A tool's time citation: "23:47:22-23:47:56 (elapsed 0h37m22s-0h37m56s, epochs 74-75)".
+_CITATION = re.compile(r"(\d\d:\d\d:\d\d-\d\d:\d\d:\d\d) (\(elapsed [^()]*epochs? [^()]*\))")
+
+
+def complete_citations(answer: str, tool_results: Iterable[Any]) -> str:
+    """Add the elapsed time and epochs after each clock range of `answer` that a tool cited.
+
+    Answers cite clock time, elapsed time and epochs; small models often keep only the clock
+    range. A range is completed only when a tool result gives that exact range, so nothing is
+    made up; a range already followed by its citation is left alone.
+    """
+    known = {}
+    for result in tool_results:
+        text = result if isinstance(result, str) else json.dumps(result)
+        known.update(_CITATION.findall(text))
+    if not known:
+        return answer
+
+    def add(match: re.Match) -> str:
+        span = match.group(1)
+        return f"{span} {known[span]}" if span in known else span
+
+    return re.sub(r"(\d\d:\d\d:\d\d-\d\d:\d\d:\d\d)(?! \(elapsed)", add, answer)

@@ -33,7 +33,7 @@ from assistant.agent import (
     AUDIENCES, FALLBACK_LABEL, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, result_summary,
     route_question, tool_writeup,
 )
-from assistant.grounding import Grounding, check_grounding, grounding_note
+from assistant.grounding import check_grounding, complete_citations, grounding_note
 from sleeplm.errors import SleepLMError
 from sleeplm.recording import Recording
 from tools import NightContext, parse_result, run_tool
@@ -276,8 +276,12 @@ class NightSession:
         }
         return call, event
 
-    def _tool_only(self, question: str, audience: str, reason: str = NO_LLM_REASON) -> Iterator[dict]:
-        """Answer with the keyword router's tools and their own write-up, saying why there is no LLM answer."""
+    def _tool_only(self, question: str, audience: str, reason: str = NO_LLM_REASON,
+                   failed: list[dict] = ()) -> Iterator[dict]:
+        """Answer with the keyword router's tools and their own write-up, saying why there is no LLM answer.
+
+        `failed`: the language model's tool calls that ended in an error, reported when the
+        router has no tool for the question."""
         calls, artifacts = [], []
         for index, (name, args) in enumerate(route_question(question, audience)):
             call_id = f"route_{index}"
@@ -292,6 +296,8 @@ class NightSession:
             yield event
         if calls:
             answer = f"{reason}, so this is tool-only mode: the tools chosen by keyword say:\n{tool_writeup(calls)}"
+        elif failed:
+            answer = f"{reason}. The tools it called reported:\n{tool_writeup(failed)}"
         else:
             answer = f"{reason}. {OUT_OF_SCOPE}"
         yield {"type": "token", "text": answer}
@@ -323,7 +329,13 @@ class NightSession:
             return
         tool_calls = [{"name": c["name"], "args": c["args"], "result": c.get("result"), "status": c.get("status", "not run")}
                       for c in calls.values()]
-        yield {"type": "final", "turn": self._finish(question, config, tool_calls, artifacts)}
+        turn, problem = self._finish(question, config, tool_calls, artifacts)
+        if turn is None:  # no tool result and the reply is unusable: the keyword router's tools answer
+            yield from self._tool_only(question, self.night.audience,
+                                       reason=f"The language model gave no usable answer ({problem})",
+                                       failed=tool_calls)
+            return
+        yield {"type": "final", "turn": turn}
 
     def _stream_events(self, stream, calls: dict, started: dict, artifacts: list) -> Iterator[dict]:
         """Map LangGraph's ("updates" | "messages", chunk) stream to the session's event dicts."""
@@ -352,26 +364,28 @@ class NightSession:
                             artifacts.append(event["artifact"])
                         yield event
 
-    def _finish(self, question: str, config: dict, tool_calls: list[dict], artifacts: list) -> TurnResult:
-        """Check the model's last message; keep it (with a grounding note) or fall back to the tools' write-up."""
+    def _finish(self, question: str, config: dict, tool_calls: list[dict],
+                artifacts: list) -> tuple[TurnResult | None, str | None]:
+        """Check the model's last message: (turn, problem). The turn keeps the answer (with a
+        grounding note) or falls back to the tools' write-up; it is None when the answer is
+        unusable and no tool gave a result (the caller then answers in tool-only mode)."""
         messages = self._agent.get_state(config).values.get("messages", [])
         last = messages[-1] if messages and isinstance(messages[-1], AIMessage) else None
         # Figures the user gave in the question are theirs, not invented by the model.
         sources = [c["result"] for c in tool_calls if c["status"] == "success"] + [question]
         text = last.text.strip() if last is not None else ""
         grounding = check_grounding(text, sources)
-        problem = answer_problem(last, grounding, tool_calls)
+        problem = answer_problem(last, grounding, tool_calls, in_scope=bool(route_question(question)))
         if problem is None:
-            answer, mode = text + grounding_note(grounding), "agent"
-        elif tool_calls:
+            answer, mode = complete_citations(text, sources) + grounding_note(grounding), "agent"
+        elif any(c["status"] == "success" for c in tool_calls):
             answer, mode = f"{FALLBACK_LABEL}\n{tool_writeup(tool_calls)}", "fallback"
             logger.info("answer replaced by the tool write-up: %s", problem)
             grounding = check_grounding(answer, [c["result"] for c in tool_calls] + [question])
         else:
-            answer, mode = f"The language model gave no usable answer ({problem}). {OUT_OF_SCOPE}", "fallback"
-            grounding = Grounding()
+            return None, problem
         return TurnResult(
             answer=answer, tool_calls=tool_calls, grounding=grounding.to_dict(),
             llm={"backend": self.llm_info.get("backend"), "model": self.llm_info.get("model")},
             llm_messages=list(self._guard.sent), mode=mode, artifacts=artifacts,
-        )
+        ), problem

@@ -70,9 +70,11 @@ class ScriptedChatModel(GenericFakeChatModel):
 
     seen: list[list[BaseMessage]] = []
     tools_offered: list[int] = []
+    tool_choices: list[Any] = []
 
     def bind_tools(self, tools, **kwargs):
         self.tools_offered.append(len(tools))
+        self.tool_choices.append(kwargs.get("tool_choice"))
         return self
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:

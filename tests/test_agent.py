@@ -2,6 +2,7 @@
 answer check and fallback, follow-ups, step limit, tool-only mode, injected annotation text."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -83,7 +84,7 @@ def test_tool_error_is_readable_and_the_model_recovers(known_night, scripted_mod
         call("list_events", call_id="call_2", kind="respiratory", start="second half"),
         lambda messages: f"In the second half there was {tool_payload(messages)['count']} event, a hypopnea.",
     )
-    turn = session_on(known_night, llm).ask("breathing in the second half?")
+    turn = session_on(known_night, llm).ask("breathing around 4, in the second half?")
     assert [c["status"] for c in turn.tool_calls] == ["error", "success"]
     assert "outside the recording" in turn.tool_calls[0]["result"]
     assert llm.tools_offered == [7, 7]  # tools stay offered after an error
@@ -108,12 +109,65 @@ def test_follow_up_sees_the_earlier_turn(known_night, scripted_model):
     assert [m.content for m in llm.seen[-1] if not isinstance(m, SystemMessage)] == ["hi"]
 
 
+def test_a_time_range_nobody_gave_is_dropped_from_the_call(known_night, scripted_model):
+    """The 1.5B model copies the prompt's example time into calls about the whole night."""
+    llm = scripted_model(
+        call("list_events", kind="respiratory", start="02:30", end="03:00"), quote_first_event,
+        call("list_events", call_id="call_2", kind="respiratory", start="epoch 66"), quote_first_event,
+    )
+    session = session_on(known_night, llm)
+    first = session.ask("when did respiration look abnormal?")
+    assert first.tool_calls[0]["args"] == {"kind": "respiratory"} and first.tool_calls[0]["status"] == "success"
+    assert "epoch" in first.answer
+    cited = re.search(r"epochs? (\d+)", first.answer).group(1)
+    llm.messages = iter([call("list_events", call_id="call_2", kind="respiratory", start=f"epoch {cited}"),
+                         quote_first_event])
+    follow_up = session.ask("and from that one on?")  # the number comes from the earlier answer: kept
+    assert follow_up.tool_calls[0]["args"] == {"kind": "respiratory", "start": f"epoch {cited}"}
+
+
+def test_failed_calls_then_a_refusal_fall_back_to_the_keyword_tools(known_night, scripted_model):
+    llm = scripted_model(call("plot", kind="spectrogram"),
+                         "I'm sorry, but I can't assist with that.")
+    turn = session_on(known_night, llm).ask("Show me REM with rapid eye movements")
+    assert turn.mode == "tool-only" and [c["name"] for c in turn.tool_calls] == ["find_epochs"]
+    assert "declined a question about the recording" in turn.answer
+    # After a tool result, a refusal is replaced by that result.
+    llm = scripted_model(call("list_events", kind="respiratory"), "I can only help with this recording.")
+    turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
+    assert turn.mode == "fallback" and "respiratory event" in turn.answer
+
+
+def test_bare_clock_ranges_get_the_tools_elapsed_time_and_epochs(known_night, scripted_model):
+    def clock_only(messages):
+        cited = tool_payload(messages)["events"][0]
+        return f"The first event was at {cited['clock_start']}-{cited['clock_end']}."
+
+    turn = session_on(known_night, scripted_model(call("list_events", kind="respiratory"), clock_only)).ask(
+        "when did respiration look abnormal?")
+    assert turn.mode == "agent"
+    assert re.search(r"at \d\d:\d\d:\d\d-\d\d:\d\d:\d\d \(elapsed \dh\d\dm\d\ds-\dh\d\dm\d\ds, epochs? [\d-]+\)\.$",
+                     turn.answer), turn.answer
+
+
+def test_a_question_about_the_night_must_start_with_a_tool_call(known_night, scripted_model):
+    llm = scripted_model(call("night_summary"), "You slept well.", "I can only help with this recording.")
+    session = session_on(known_night, llm)
+    session.ask("How much deep sleep did I get?")
+    session.ask("What is the capital of France?")
+    assert llm.tool_choices == ["any", None]
+    # The tool-choice call of a later turn sees earlier turns as plain questions and answers.
+    assert [type(m).__name__ for m in llm.seen[2]] == ["SystemMessage", "HumanMessage", "AIMessage", "HumanMessage"]
+
+
 def test_step_limit_ends_a_looping_turn(known_night, scripted_model):
     looping = [call("list_events", call_id=f"c{i}", kind="respiratory", start="09:00") for i in range(10)]
     llm = scripted_model(*looping)
     turn = session_on(known_night, llm).ask("events at 9?")
     assert len(llm.seen) == MAX_MODEL_CALLS
-    assert turn.mode == "fallback" and "outside the recording" in turn.answer
+    # No tool result: the answer says so and reports the tools' errors (no keyword tool fits the question).
+    assert turn.mode == "tool-only" and "outside the recording" in turn.answer
+    assert turn.answer.startswith("The language model gave no usable answer")
 
 
 def test_out_of_scope_question_gets_no_tools(known_night, scripted_model):
@@ -192,6 +246,18 @@ def test_backend_failure_falls_back_to_tool_only(known_night, scripted_model):
     assert turn.mode == "tool-only"
     assert turn.answer.startswith("The language model failed (ConnectionError: endpoint refused the connection), so this is tool-only mode")
     assert turn.tool_calls[0]["name"] == "list_events" and "23:33:30" in turn.answer
+
+
+def test_unusable_reply_without_a_tool_call_falls_back_to_the_keyword_tools(known_night, scripted_model):
+    """A reply that is neither prose nor a readable tool call still gets the tools' own answer."""
+    session = session_on(known_night, scripted_model('{"kind": "respiratory"}', '{"kind": "none"}'))
+    turn = session.ask("When did respiration look abnormal?")
+    assert turn.mode == "tool-only"
+    assert turn.answer.startswith("The language model gave no usable answer (the model answered with JSON instead "
+                                  "of sentences), so this is tool-only mode")
+    assert [c["name"] for c in turn.tool_calls] == ["list_events"] and "epochs" in turn.answer
+    off_topic = session.ask("What is the capital of France?")
+    assert off_topic.tool_calls == [] and "I can only answer questions about the loaded sleep recording" in off_topic.answer
 
 
 @pytest.mark.slow
