@@ -29,6 +29,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -404,6 +405,10 @@ def _copy(history: list) -> list:
             for message in history]
 
 
+# The epochs of a citation in an answer: "(elapsed 0h37m22s-0h37m56s, epochs 74-75)".
+_ANSWER_EPOCHS = re.compile(r"\(elapsed [^,()]+, epochs? (\d+)(?:-(\d+))?\)")
+
+
 def _cited_spans(value: Any) -> Iterator[tuple[int, int]]:
     """Every (epoch_start, epoch_end) cited anywhere in a tool result, in order."""
     if isinstance(value, dict):
@@ -456,12 +461,15 @@ def epochs_at_click(state: BrowserSession | None, n_epochs: float, evt: Any) -> 
 
 
 def follow_citation(state: BrowserSession | None) -> tuple[Any, Any]:
-    """Handler after an answer: show the raw signals of the first short span the tools cited."""
+    """Handler after an answer: show the raw signals of the first short span the answer cites,
+    else the first one the tools cited."""
     if state is None or not state.turns:
         return gr.update(), gr.update()
     n_epochs = state.night.night.rec.n_epochs
-    calls = state.turns[-1].get("tool_calls") or []
-    for first, last in _cited_spans([call.get("result") for call in calls]):
+    turn = state.turns[-1]
+    in_answer = [(int(first), int(last or first)) for first, last in _ANSWER_EPOCHS.findall(turn.get("answer") or "")]
+    calls = turn.get("tool_calls") or []
+    for first, last in [*in_answer, *_cited_spans([call.get("result") for call in calls])]:
         if 0 <= first <= last < n_epochs and last - first + 1 < n_epochs:
             return _viewer(state, first, last)
     return gr.update(), gr.update()

@@ -211,6 +211,30 @@ def test_agent_figures_appear_in_the_chat_and_the_viewer_follows_citations(small
     bs.close()
 
 
+def test_the_viewer_follows_the_span_the_answer_cites_first(tmp_path):
+    """The answer cites the longest event, not the first one listed: the viewer shows that one."""
+    from sleeplm import synthetic
+
+    night = synthetic.simulate_night(duration_h=0.5, seed=3, severity="severe", sfreq=128, artefacts=False)
+    path = synthetic.write_night(night, tmp_path / "night.edf")
+
+    def cite_longest(messages) -> str:
+        return next(f for f in tool_payload(messages)["findings"] if f.startswith("Longest: "))
+
+    def factory():
+        return ScriptedChatModel(messages=iter([call("list_events", kind="respiratory"), cite_longest]),
+                                 seen=[], tools_offered=[])
+
+    bs = load(upload_copy(path, tmp_path / "upload"), tmp_path / "sessions", factory=factory)[0]
+    *_, (history, _, _) = app.ask("when did respiration look abnormal?", "clinician", [], bs)
+    cited = re.search(r"\(elapsed [^,]+, (epochs? [\d-]+)\)", history[-1]["content"]).group(1)
+    listed_first = bs.turns[-1]["tool_calls"][0]["result"]["events"][0]
+    assert cited != f"epochs {listed_first['epoch_start']}-{listed_first['epoch_end']}"
+    _, caption = app.follow_citation(bs)
+    assert cited in caption
+    bs.close()
+
+
 def test_asking_before_loading_says_what_to_do():
     with pytest.raises(gr.Error, match="Load a recording first"):
         list(app.ask("how did I sleep?", "clinician", [], None))
