@@ -1,5 +1,6 @@
 """The app in a real headless chromium: upload, ask, see the tool steps and the answer, open the
-epoch viewer from the overview, and save the README screenshot (docs/screenshot.png).
+epoch viewer from the overview; with the embedded LLM installed, answer with it and save the
+README screenshot (docs/screenshot.png).
 
 Needs Debian's chromium (`apt-get install -y chromium fonts-noto-color-emoji`; `.ci/run` installs
 it); the Playwright python package drives it, no `playwright install` needed.
@@ -140,8 +141,7 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
             # The exports are rewritten after each answer (the report carries the chat).
             expect(page.locator("#downloads")).to_contain_text("tool-trace", timeout=60_000)
             expect(page.locator("#downloads")).not_to_contain_text("processing", timeout=60_000)
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            page.screenshot(path=str(tmp_path / "scripted.png"), full_page=True)
 
             # Closing the tab ends the session: its folder (recording, figures, exports) is deleted,
             # and so is every file the page was served (no copy left in Gradio's cache).
@@ -154,6 +154,72 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
             assert not any(path.exists() for path in served), served
         finally:
             browser.close()
+    assert (tmp_path / "scripted.png").stat().st_size > 50_000
+
+
+@pytest.mark.slow
+def test_embedded_llm_answers_in_the_browser_and_the_readme_screenshot(tmp_path):
+    """The product as a user meets it: the embedded local LLM (not a scripted one) answers on the
+    demo night; its cited times overlap the simulator's apneas/hypopneas; the page is saved as
+    the README screenshot. Skipped when the embedded LLM is not installed (`make llm`)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from assistant.llm import get_chat_model
+    from sleeplm import synthetic
+    from sleeplm.demo import demo_recording_path
+    from test_app import clock_seconds
+
+    model, status = get_chat_model("local")
+    if model is None or not status.available:
+        pytest.skip(f"embedded local LLM not available: {status.detail}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
+        night = demo_recording_path()
+    truth = synthetic.load_truth(night)
+    respiratory = truth.events[truth.events["kind"].isin(["apnea", "hypopnea"])]
+    demo = app.build_app(llm_factory=lambda: "local", session_root=tmp_path / "sessions")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = app.launch(demo, port=port, block=False)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1050})
+                page.goto(url, wait_until="load")
+                page.wait_for_selector("#upload input[type=file]", state="attached", timeout=30_000)
+                expect(page.locator("#llm-status")).to_contain_text("Qwen2.5", timeout=30_000)
+                page.set_input_files("#upload input[type=file]", str(night))
+                expect(page.locator("#night-status")).to_contain_text("epochs of 30 s", timeout=120_000)
+                page.fill("#question textarea", "When did respiration look abnormal?")
+                page.press("#question textarea", "Enter")
+                expect(page.locator("#chat").get_by_text("🛠️")).not_to_have_count(0, timeout=300_000)
+                answer = page.locator("#chat .message.bot").last
+                expect(answer).to_contain_text(re.compile(r"\(elapsed \dh\d\dm\d\ds"), timeout=600_000)
+                # The exports are rewritten once the answer is complete (the trace then holds the call).
+                deadline = time.monotonic() + 120
+                while not any(link.endswith("tool-trace.json") and served_path(link).stat().st_size > 1000
+                              for link in page.locator("#downloads a").evaluate_all("links => links.map(a => a.href)")):
+                    assert time.monotonic() < deadline, "the tool trace was not rewritten after the answer"
+                    time.sleep(0.5)
+                answer = answer.inner_text()
+                first_cited = re.search(r"\(elapsed [^,]+, (epochs? [\d-]+)\)", answer).group(1)
+                expect(page.locator("#viewer-caption")).to_contain_text(first_cited, timeout=120_000)
+                expect(page.locator("#viewer img")).to_be_visible(timeout=60_000)
+                spans = re.findall(r"(\d\d:\d\d:\d\d)-(\d\d:\d\d:\d\d) \(elapsed", answer)
+                assert spans, answer
+                for clock_start, clock_end in spans:
+                    lo = clock_seconds(clock_start, truth.start_clock)
+                    hi = clock_seconds(clock_end, truth.start_clock)
+                    overlaps = (respiratory["start_s"] < hi) & (respiratory["end_s"] > lo)
+                    assert overlaps.any(), f"{clock_start}-{clock_end} overlaps no simulated apnea/hypopnea:\n{answer}"
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        demo.close()
     assert SCREENSHOT.stat().st_size > 50_000
 
 
