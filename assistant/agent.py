@@ -32,7 +32,7 @@ from tools import ALL_TOOLS, NightContext
 
 __all__ = [
     "AUDIENCES", "MAX_MODEL_CALLS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt", "tool_choice_prompt",
-    "TurnGuard", "build_agent", "message_record", "answer_problem", "tool_writeup", "route_question",
+    "TurnGuard", "build_agent", "message_record", "answer_problem", "is_refusal", "tool_writeup", "route_question",
     "result_summary",
 ]
 
@@ -217,6 +217,11 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
     if in_scope and _REFUSAL.search(text):
         return "the model declined a question about the recording"
     return None
+
+
+def is_refusal(text: str) -> bool:
+    """True for a reply that declines ("I can only help with this recording")."""
+    return bool(_REFUSAL.search(text))
 
 
 def tool_writeup(tool_calls: list[dict]) -> str:

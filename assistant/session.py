@@ -30,8 +30,8 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.errors import GraphRecursionError
 
 from assistant.agent import (
-    AUDIENCES, FALLBACK_LABEL, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, result_summary,
-    route_question, tool_writeup,
+    AUDIENCES, FALLBACK_LABEL, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, is_refusal,
+    result_summary, route_question, tool_writeup,
 )
 from assistant.grounding import check_grounding, complete_citations, grounding_note
 from sleeplm.errors import SleepLMError
@@ -375,8 +375,12 @@ class NightSession:
         sources = [c["result"] for c in tool_calls if c["status"] == "success"] + [question]
         text = last.text.strip() if last is not None else ""
         grounding = check_grounding(text, sources)
-        problem = answer_problem(last, grounding, tool_calls, in_scope=bool(route_question(question)))
-        if problem is None:
+        in_scope = bool(route_question(question))
+        problem = answer_problem(last, grounding, tool_calls, in_scope=in_scope)
+        if problem is None and not tool_calls and not in_scope and not is_refusal(text):
+            # Off-topic, answered from the model's own knowledge: the product answers about the night only.
+            answer, mode = OUT_OF_SCOPE, "agent"
+        elif problem is None:
             answer, mode = complete_citations(text, sources) + grounding_note(grounding), "agent"
         elif any(c["status"] == "success" for c in tool_calls):
             answer, mode = f"{FALLBACK_LABEL}\n{tool_writeup(tool_calls)}", "fallback"

@@ -175,6 +175,10 @@ def test_out_of_scope_question_gets_no_tools(known_night, scripted_model):
     turn = session_on(known_night, llm).ask("what is the capital of France?")
     assert turn.tool_calls == [] and turn.mode == "agent"
     assert turn.answer == "I can only help with this sleep recording."
+    # Answered from the model's own knowledge instead: replaced by the product's scope statement.
+    turn = session_on(known_night, scripted_model("The capital of France is Paris.")).ask("what is the capital of France?")
+    assert turn.tool_calls == [] and "Paris" not in turn.answer
+    assert turn.answer.startswith("I can only answer questions about the loaded sleep recording")
 
 
 def test_tool_only_mode_without_llm(known_night):
