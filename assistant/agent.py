@@ -186,8 +186,12 @@ def build_agent(llm: BaseChatModel, guard: TurnGuard):
     )
 
 
-# A refusal ("I can only help with this recording"), wrong for a question about the recording.
 _REFUSAL = re.compile(r"\bonly (help|answer)\b|\b(cannot|can't|can not|unable to) (help|assist)\b", re.IGNORECASE)
+
+
+def is_refusal(text: str) -> bool:
+    """True for a reply that declines ("I can only help with this recording")."""
+    return bool(_REFUSAL.search(text))
 
 
 def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: list[dict],
@@ -214,14 +218,9 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
         return "most figures in the answer are not in the tool results"
     if grounding.unmatched and not any(c.get("status") == "success" for c in tool_calls):
         return "the answer gives figures that no tool produced"
-    if in_scope and _REFUSAL.search(text):
+    if in_scope and is_refusal(text):
         return "the model declined a question about the recording"
     return None
-
-
-def is_refusal(text: str) -> bool:
-    """True for a reply that declines ("I can only help with this recording")."""
-    return bool(_REFUSAL.search(text))
 
 
 def tool_writeup(tool_calls: list[dict]) -> str:

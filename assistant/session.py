@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -277,7 +277,7 @@ class NightSession:
         return call, event
 
     def _tool_only(self, question: str, audience: str, reason: str = NO_LLM_REASON,
-                   failed: list[dict] = ()) -> Iterator[dict]:
+                   failed: Sequence[dict] = ()) -> Iterator[dict]:
         """Answer with the keyword router's tools and their own write-up, saying why there is no LLM answer.
 
         `failed`: the language model's tool calls that ended in an error, reported when the

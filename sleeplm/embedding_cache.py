@@ -3,7 +3,7 @@
 Encoding a whole night takes minutes on a laptop CPU, while every retrieval question needs
 the same [N, 512] matrix; so it is stored as `.npy` under `$SLEEPLM_CACHE/embeddings/`
 (default `~/.cache/sleeplm-assistant`) and reused across questions and restarts. The file
-name holds only hashes (recording content, prepared epochs, checkpoint): nothing identifying.
+name holds only hashes (of the prepared epochs and of the checkpoint): nothing identifying.
 """
 
 from __future__ import annotations
