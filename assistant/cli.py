@@ -35,7 +35,8 @@ def run_ask(args) -> int:
 
     `args` carries ``file``, ``question``, ``llm`` (backend spec or None for the configured
     default), ``audience`` and ``json``. SleepLM is used when ``SLEEPLM_CHECKPOINT`` names a
-    weights file (the global ``--checkpoint`` option sets it). Figures are written to a folder that is kept (its
+    weights file (the global ``--checkpoint`` option sets it); its night embeddings are then
+    computed (or read from the cache) before the question is answered. Figures are written to a folder that is kept (its
     path is printed) so they can be opened after the command ends.
     """
     if args.llm is not None:
@@ -47,7 +48,10 @@ def run_ask(args) -> int:
     session = NightSession(llm=args.llm, workdir=workdir, **({"model": checkpoint} if checkpoint else {}))
     try:
         # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
-        session.load(args.file, stage_cross_check=False)
+        rec = session.load(args.file, stage_cross_check=False)
+        if session.sleeplm is not None:  # named weights: retrieval from SleepLM, not the measured fallback
+            print(f"SleepLM is embedding {rec.n_epochs} epochs (kept in the cache for later questions)...", file=sys.stderr)
+            session.wait_for_background()
         turn = session.ask(args.question, audience=args.audience)
         if args.json:
             record = turn.to_dict()

@@ -83,3 +83,21 @@ def test_ask_uses_the_named_checkpoint_and_explains_a_missing_one(small_edf, tmp
     missing = tmp_path / "weights.pt"
     assert main(["--checkpoint", str(missing), "ask", str(small_edf), "hi", "--llm", "none"]) == 2
     assert "No checkpoint file at" in capsys.readouterr().err
+
+
+def test_ask_with_weights_waits_for_the_embeddings(small_edf, tmp_path, capsys, monkeypatch):
+    """A one-shot question with named weights searches SleepLM's embeddings, not the fallback."""
+    from sleeplm.inference import SleepLM
+
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"stands for a checkpoint")  # loading is replaced by the tiny model below
+    monkeypatch.setenv("SLEEPLM_CHECKPOINT", "")
+    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(SleepLM, "from_pretrained", classmethod(lambda cls, *a, **k: cls.from_config("sleeplm_tiny")))
+    question = "find REM with rapid eye movements"
+    assert main(["--checkpoint", str(weights), "ask", str(small_edf), question, "--llm", "none", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "SleepLM is embedding 40 epochs" in captured.err
+    result = json.loads(captured.out)["tool_calls"][0]["result"]
+    assert result["source"] == "sleeplm", result
+    assert list((tmp_path / "cache" / "embeddings").glob("*.npy"))
