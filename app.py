@@ -44,10 +44,10 @@ from gradio.utils import get_upload_folder
 import pandas as pd
 
 from assistant.session import NightSession
-from assistant.timeparse import parse_span
+from tools.timeparse import parse_span
 from sleeplm.errors import ChannelMappingError, NotARecordingError, RecordingError, SleepLMError
-from sleeplm.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf, write_trace_json
-from sleeplm.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
+from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf, write_trace_json
+from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
 __all__ = [
     "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "ConfiguredChatModel", "check_upload",
@@ -216,7 +216,7 @@ def _render_overview(bs: BrowserSession) -> str:
 
 
 def _preflight_update(bs: BrowserSession) -> dict:
-    from sleeplm.io import preflight_table
+    from sleeplm.io.reader import preflight_table
 
     bs.preflight = preflight_table(bs.night.night.rec)
     # Only the "source" column is editable, and only when a channel was not recognised.
@@ -225,7 +225,7 @@ def _preflight_update(bs: BrowserSession) -> dict:
 
 
 def _file_channels_markdown(path: Path) -> str:
-    from sleeplm.io import read_edf_header
+    from sleeplm.io.reader import read_edf_header
 
     header = read_edf_header(path)
     labels = ", ".join(f"`{header.labels[i]}`" for i in header.data_signals)
@@ -303,7 +303,7 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
 
 def _unmapped(bs: BrowserSession, path: Path, error: ChannelMappingError) -> tuple:
     """Panel outputs for a file none of whose channels was recognised: an all-missing, editable table."""
-    from sleeplm.recording import CANONICAL_CHANNELS
+    from sleeplm.io.recording import CANONICAL_CHANNELS
 
     bs.night.night = None  # the previous night, if any, must not answer for this file
     bs.turns.clear()
@@ -518,7 +518,7 @@ def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_fac
 # ---- the app ----------------------------------------------------------------------------
 def _demo_path() -> Path:
     try:
-        from sleeplm.demo import demo_recording_path
+        from sleeplm.synthetic.demo import demo_recording_path
     except ImportError as exc:
         raise RecordingError("The built-in demo night is not part of this installation; upload a recording.") from exc
     return demo_recording_path()
@@ -527,7 +527,7 @@ def _demo_path() -> Path:
 def _load_sleeplm() -> tuple[Any, str | None]:
     """SleepLM weights for every session, loaded once; (None, why) when they cannot be had."""
     try:
-        from sleeplm.inference import SleepLM
+        from sleeplm.model.inference import SleepLM
 
         return SleepLM.from_pretrained(), None
     except ImportError:

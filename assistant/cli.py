@@ -8,7 +8,7 @@ import sys
 import tempfile
 
 from assistant.llm import parse_spec
-from sleeplm.checkpoint import CHECKPOINT_ENV
+from sleeplm.model.checkpoint import CHECKPOINT_ENV
 from assistant.session import NightSession
 
 __all__ = ["run_ask", "format_turn", "JSON_KEYS"]

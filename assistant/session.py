@@ -35,7 +35,7 @@ from assistant.agent import (
 )
 from assistant.grounding import check_grounding, complete_citations, grounding_note
 from sleeplm.errors import SleepLMError
-from sleeplm.recording import Recording
+from sleeplm.io.recording import Recording
 from tools import NightContext, parse_result, run_tool
 
 __all__ = ["NightSession", "TurnResult", "SessionError", "NO_LLM_LABEL"]
@@ -107,7 +107,7 @@ def _resolve_sleeplm(model: Any) -> tuple[Any, str]:
     if not isinstance(model, (str, Path)):
         return model, "SleepLM weights loaded"
     from sleeplm.errors import ModelUnavailableError
-    from sleeplm.inference import SleepLM
+    from sleeplm.model.inference import SleepLM
 
     try:
         return SleepLM.from_pretrained(str(model)), "SleepLM weights loaded"
@@ -149,13 +149,13 @@ class NightSession:
         """Load and analyse a recording; start SleepLM embeddings in the background when a model is loaded.
 
         `progress` is handed to the analysis (``progress(fraction, text)``); `channel_map` and
-        `position_map` to `sleeplm.io.load_recording`. A night with its own sleep scoring is
+        `position_map` to `sleeplm.io.reader.load_recording`. A night with its own sleep scoring is
         ready without waiting for YASA: YASA's cross-check of that scoring runs in the background
         when `stage_cross_check` (its agreement then appears in `recording_overview`). Raises the
         `sleeplm.errors.RecordingError` family for unusable files. A new recording starts a new
         conversation.
         """
-        from sleeplm.io import load_recording
+        from sleeplm.io.reader import load_recording
 
         rec = load_recording(path, channel_map=channel_map, position_map=position_map)
         self.night = NightContext(rec=rec, analysis=self._analyze(rec, progress), model=self.sleeplm, model_status=self.sleeplm_status)
@@ -178,9 +178,9 @@ class NightSession:
 
     def _analyze(self, rec: Recording, progress: Callable | None):
         try:
-            from sleeplm.analysis import analyze_night
+            from sleeplm.measure.analysis import analyze_night
         except ImportError:
-            logger.warning("sleeplm.analysis is not available: measurement tools will say so")
+            logger.warning("sleeplm.measure.analysis is not available: measurement tools will say so")
             return None
         # With the file's own scoring, YASA is only a cross-check: it runs after loading (~20 s cold).
         has_scoring = rec.reference is not None and rec.reference.stages is not None
@@ -188,7 +188,7 @@ class NightSession:
 
     @staticmethod
     def _cross_check(night: NightContext) -> None:
-        from sleeplm.staging import agreement, stage_with_yasa
+        from sleeplm.measure.staging import agreement, stage_with_yasa
 
         staging = night.analysis.staging
         try:
@@ -200,7 +200,7 @@ class NightSession:
             staging.unavailable = {**(staging.unavailable or {}), "yasa": "YASA cross-check failed"}
 
     def _embed(self, night: NightContext) -> None:
-        from sleeplm.embedding_cache import night_embeddings
+        from sleeplm.model.embedding_cache import night_embeddings
 
         def report(done: float, *_: Any) -> None:
             night.embedding_progress = float(done)

@@ -33,11 +33,11 @@ def _widened(events: pd.DataFrame, margin_s: float = 7.5) -> pd.DataFrame:
 
 def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_yasa: bool = True) -> dict:
     """Simulate, write, load and score one night; return the accuracy figures."""
-    from sleeplm.evaluation import event_agreement, match_events
-    from sleeplm.events import detect_events
-    from sleeplm.io import load_recording
-    from sleeplm.signals import get_signal, position_codes
-    from sleeplm.staging import agreement, stage_with_yasa
+    from evaluation import event_agreement, match_events
+    from sleeplm.measure.events import detect_events
+    from sleeplm.io.reader import load_recording
+    from sleeplm.measure.signals import get_signal, position_codes
+    from sleeplm.measure.staging import agreement, stage_with_yasa
     from sleeplm.synthetic import load_truth, simulate_night, write_night
 
     with tempfile.TemporaryDirectory() as tmp:

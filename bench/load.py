@@ -60,8 +60,9 @@ def peak_mb(fn) -> float:
 
 def stage_breakdown(path: Path) -> dict[str, float]:
     """CPU seconds of each loading stage, run one after another on one thread."""
-    from sleeplm import channels, io, preprocess
-    from sleeplm.recording import CANONICAL_CHANNELS, ChannelInfo
+    from sleeplm.io import channels, preprocess
+    from sleeplm.io import reader as io
+    from sleeplm.io.recording import CANONICAL_CHANNELS, ChannelInfo
 
     stages: dict[str, float] = {}
 
@@ -101,7 +102,7 @@ def main() -> None:
 
     import mne
 
-    from sleeplm.io import load_recording
+    from sleeplm.io.reader import load_recording
 
     mne.set_log_level("ERROR")
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +121,7 @@ def main() -> None:
         stages = stage_breakdown(path)
     (mne_s, mne_cpu), (ours_s, ours_cpu) = best["mne"], best["ours"]
     print(f"mne.io.read_raw_edf(preload=True): {mne_s:.2f} s wall, {mne_cpu:.2f} s CPU, peak {peaks['mne']:.0f} MB")
-    print(f"sleeplm.io.load_recording:         {ours_s:.2f} s wall, {ours_cpu:.2f} s CPU, peak {peaks['ours']:.0f} MB")
+    print(f"sleeplm.io.reader.load_recording:         {ours_s:.2f} s wall, {ours_cpu:.2f} s CPU, peak {peaks['ours']:.0f} MB")
     print(f"ratio: {ours_s / mne_s:.2f}x wall (target <= 1.5x), {ours_cpu / mne_cpu:.2f}x CPU; "
           f"cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     print("stages (CPU s, one thread):")

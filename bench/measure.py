@@ -26,13 +26,13 @@ def main() -> None:
     parser.add_argument("--montage", default="aasm")
     args = parser.parse_args()
 
-    from sleeplm.events import detect_events
-    from sleeplm.features import epoch_features
-    from sleeplm.io import load_recording
-    from sleeplm.quality import artefact_segments
-    from sleeplm.staging import stage_with_yasa
-    from sleeplm.summary import night_summary
-    from sleeplm.staging import StagingResult
+    from sleeplm.measure.events import detect_events
+    from sleeplm.measure.features import epoch_features
+    from sleeplm.io.reader import load_recording
+    from sleeplm.measure.quality import artefact_segments
+    from sleeplm.measure.staging import stage_with_yasa
+    from sleeplm.measure.summary import night_summary
+    from sleeplm.measure.staging import StagingResult
     from sleeplm.synthetic import simulate_night, write_night
 
     with tempfile.TemporaryDirectory() as tmp:

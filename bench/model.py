@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sleeplm.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
-from sleeplm.inference import beam_search
-from sleeplm.model import SOT_TOKEN_ID, SleepLMModel, build_model
-from sleeplm.tokenizer import get_tokenizer
+from sleeplm.model.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
+from sleeplm.model.inference import beam_search
+from sleeplm.model.network import SOT_TOKEN_ID, SleepLMModel, build_model
+from sleeplm.model.tokenizer import get_tokenizer
 
 NIGHT_EPOCHS = 960
 STAGE_EVENT = 4

@@ -12,7 +12,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, ChannelInfo, Recording
+from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, ChannelInfo, Recording
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -147,7 +147,7 @@ def known_night(bare_recording):
     import pandas as pd
     from types import SimpleNamespace
 
-    from sleeplm.recording import Signal
+    from sleeplm.io.recording import Signal
     from tools import NightContext
 
     rec = bare_recording(n_epochs=240, start_seconds=23 * 3600.0)
@@ -188,8 +188,8 @@ def sim_night_file(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def _sim_loaded(sim_night_file):
-    from sleeplm.analysis import analyze_night
-    from sleeplm.io import load_recording
+    from sleeplm.measure.analysis import analyze_night
+    from sleeplm.io.reader import load_recording
 
     rec = load_recording(sim_night_file[0])
     # The file's own stages are used; YASA's cross-check is not what these tests are about.
@@ -208,7 +208,7 @@ def sim_night(_sim_loaded):
 @pytest.fixture(scope="session")
 def tiny_sleeplm_embeddings(_sim_loaded):
     """A seeded random tiny SleepLM and its embeddings of the simulator night (real network, meaningless weights)."""
-    from sleeplm.inference import SleepLM
+    from sleeplm.model.inference import SleepLM
 
     model = SleepLM.from_config("sleeplm_tiny")
     return model, model.encode_signals(_sim_loaded[0].epochs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, EPOCH_SEC, ChannelInfo, Recording, ReferenceScoring, Signal
+from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, EPOCH_SEC, ChannelInfo, Recording, ReferenceScoring, Signal
 
 BREATH_HZ = 0.25
 

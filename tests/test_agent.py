@@ -11,7 +11,7 @@ from langchain_core.messages import SystemMessage, ToolMessage
 
 from assistant.agent import FALLBACK_LABEL, MAX_MODEL_CALLS, route_question
 from assistant.session import NO_LLM_LABEL, NightSession, SessionError
-from sleeplm.recording import ReferenceScoring
+from sleeplm.io.recording import ReferenceScoring
 
 
 def session_on(night, llm):
@@ -382,7 +382,7 @@ def test_a_scored_night_is_ready_before_the_yasa_cross_check(sim_night_file, mon
     """load() returns with the file's stages; YASA's cross-check runs afterwards and reaches the overview."""
     import threading
 
-    import sleeplm.staging
+    import sleeplm.measure.staging
     from tools import parse_result, run_tool
 
     release, threads = threading.Event(), []
@@ -394,7 +394,7 @@ def test_a_scored_night_is_ready_before_the_yasa_cross_check(sim_night_file, mon
         stages[:10] = "W"
         return stages
 
-    monkeypatch.setattr(sleeplm.staging, "stage_with_yasa", slow_yasa)
+    monkeypatch.setattr(sleeplm.measure.staging, "stage_with_yasa", slow_yasa)
     session = NightSession(llm="none")
     session.load(sim_night_file[0])
     staging = session.night.analysis.staging

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sleeplm.annotations import parse_event_label, parse_stage_label, reference_from_annotations
+from sleeplm.io.annotations import parse_event_label, parse_stage_label, reference_from_annotations
 
 
 @pytest.mark.parametrize(

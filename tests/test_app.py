@@ -25,7 +25,7 @@ from langchain_core.messages import ToolMessage
 
 import app
 from conftest import ScriptedChatModel, call
-from sleeplm.plots import seconds_at_fraction
+from sleeplm.report.plots import seconds_at_fraction
 from test_export import pdf_text
 
 
@@ -354,7 +354,7 @@ def test_serve_command_starts_the_app_with_its_ask_endpoint(monkeypatch, tmp_pat
     """`sleeplm-assistant serve --host --port` serves the app; /ask answers through gradio_client."""
     from gradio_client import Client, handle_file
 
-    from sleeplm import cli
+    import cli
 
     started = []
     real_launch = app.launch
@@ -530,7 +530,7 @@ def test_demo_night_loads_in_place(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # with a model, analyze_night stages with SleepLM too (~50 s for 40 epochs on a busy CPU)
 def test_load_waits_for_sleeplm_embeddings_with_progress(small_edf, tmp_path, monkeypatch):
-    from sleeplm.inference import SleepLM
+    from sleeplm.model.inference import SleepLM
 
     monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
     steps = []

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_io import eeg_like, write_psg
 
-from sleeplm.cli import main as cli_main
+from cli import main as cli_main
 from sleeplm.errors import (
     ChannelMappingError,
     CorruptRecordingError,
@@ -20,8 +20,8 @@ from sleeplm.errors import (
     TensorFormatError,
     TooShortError,
 )
-from sleeplm.io import load_recording, read_edf_header
-from sleeplm.recording import EPOCH_SAMPLES
+from sleeplm.io.reader import load_recording, read_edf_header
+from sleeplm.io.recording import EPOCH_SAMPLES
 
 
 @pytest.fixture

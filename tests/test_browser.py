@@ -63,7 +63,7 @@ def chromium_page(**page_options):
 def scenario(tmp_path_factory):
     """The demo night (simulated, with measured events), the question and the scripted model."""
     folder = tmp_path_factory.mktemp("browser")
-    from sleeplm.demo import demo_recording_path
+    from sleeplm.synthetic.demo import demo_recording_path
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLEEPLM_CACHE", str(folder / "cache"))
@@ -97,9 +97,9 @@ def served_path(url: str) -> Path:
 
 def expected_click_epoch(path: Path, x_fraction: float) -> int:
     """The epoch under a click at `x_fraction` of the overview's width (the app draws the same figure)."""
-    from sleeplm.analysis import analyze_night
-    from sleeplm.io import load_recording
-    from sleeplm.plots import plot_night, seconds_at_fraction
+    from sleeplm.measure.analysis import analyze_night
+    from sleeplm.io.reader import load_recording
+    from sleeplm.report.plots import plot_night, seconds_at_fraction
 
     rec = load_recording(path)
     analysis = analyze_night(rec)
@@ -183,7 +183,7 @@ def test_embedded_llm_answers_in_the_browser_and_the_readme_screenshot(tmp_path)
 
     from assistant.llm import get_chat_model
     from sleeplm import synthetic
-    from sleeplm.demo import demo_recording_path
+    from sleeplm.synthetic.demo import demo_recording_path
     from test_app import clock_seconds
 
     model, status = get_chat_model("local")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sleeplm.channels import decode_position, map_channels, normalize_label, recognize_montage
+from sleeplm.io.channels import decode_position, map_channels, normalize_label, recognize_montage
 from sleeplm.errors import ChannelMappingError
 
 # Real label sets of each cohort/vendor and the expected mapping (d = direct, v = derived, s = substitute).
@@ -164,7 +164,7 @@ def test_position_map_errors():
 
 
 def test_guess_position_map_tells_angles_from_codes():
-    from sleeplm.channels import guess_position_map
+    from sleeplm.io.channels import guess_position_map
 
     assert guess_position_map(np.array([0, 1, 2, 2, 3, -1.0])) == "sleeplm"
     assert guess_position_map(np.array([2.5, 88.0, -91.0, 179.0, 0.4])) == "nox"

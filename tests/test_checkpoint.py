@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sleeplm.checkpoint import load_state_dict_checked, read_state_dict, resolve_checkpoint
+from sleeplm.model.checkpoint import load_state_dict_checked, read_state_dict, resolve_checkpoint
 from sleeplm.errors import CheckpointError, ModelUnavailableError
-from sleeplm.inference import SleepLM
-from sleeplm.model import build_model
+from sleeplm.model.inference import SleepLM
+from sleeplm.model.network import build_model
 
 DATA = Path(__file__).parent / "data"
 

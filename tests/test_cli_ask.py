@@ -8,7 +8,7 @@ from conftest import call
 
 import assistant.cli
 from assistant.session import NO_LLM_LABEL, NightSession
-from sleeplm.cli import main
+from cli import main
 
 
 def test_ask_json_tool_only(small_edf, capsys):
@@ -87,7 +87,7 @@ def test_ask_uses_the_named_checkpoint_and_explains_a_missing_one(small_edf, tmp
 
 def test_ask_with_weights_waits_for_the_embeddings(small_edf, tmp_path, capsys, monkeypatch):
     """A one-shot question with named weights searches SleepLM's embeddings, not the fallback."""
-    from sleeplm.inference import SleepLM
+    from sleeplm.model.inference import SleepLM
 
     weights = tmp_path / "weights.pt"
     weights.write_bytes(b"stands for a checkpoint")  # loading is replaced by the tiny model below

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from physio_night import make_night
-from sleeplm.analysis import analyze_night
-from sleeplm.describe import describe_epochs
-from sleeplm.signals import MeasurementError
+from sleeplm.measure.analysis import analyze_night
+from sleeplm.report.describe import describe_epochs
+from sleeplm.measure.signals import MeasurementError
 
 STAGES = ["W"] * 4 + ["N2"] * 16 + ["N3"] * 6 + ["R"] * 4
 

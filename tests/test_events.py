@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from physio_night import make_night
-from sleeplm.events import EVENT_COLUMNS, detect_events
-from sleeplm.quality import artefact_segments
-from sleeplm.signals import MeasurementError
+from sleeplm.measure.events import EVENT_COLUMNS, detect_events
+from sleeplm.measure.quality import artefact_segments
+from sleeplm.measure.signals import MeasurementError
 
 STAGES = ["W"] * 2 + ["N2"] * 40 + ["R"] * 10 + ["N2"] * 8
 TRUE_EVENTS = [("apnea", "obstructive", 300, 20), ("apnea", "central", 600, 15), ("hypopnea", "obstructive", 900, 25),
@@ -101,7 +101,7 @@ def test_bad_arguments_raise_clear_errors(night):
 
 
 def test_event_agreement_matches_one_to_one_at_iou():
-    from sleeplm.evaluation import event_agreement, match_events
+    from bench.evaluation import event_agreement, match_events
 
     ours = pd.DataFrame({"start_s": [10.0, 14.0, 100.0], "end_s": [30.0, 30.0, 110.0]})
     truth = pd.DataFrame({"start_s": [12.0, 200.0], "end_s": [28.0, 210.0]})
@@ -114,8 +114,8 @@ def test_event_agreement_matches_one_to_one_at_iou():
 def test_accuracy_on_simulated_nights_with_truth(tmp_path, montage, severity, seed):
     """The simulator's truth (artefacts and noise on): respiratory and desaturation F1 >= 0.9 at IoU >= 0.2,
     AHI within 2/h (the issue's targets; bench/accuracy.py measures 36 nights)."""
-    from sleeplm.evaluation import event_agreement
-    from sleeplm.io import load_recording
+    from bench.evaluation import event_agreement
+    from sleeplm.io.reader import load_recording
     from sleeplm.synthetic import load_truth, simulate_night, write_night
 
     path = write_night(simulate_night(1.0, seed=seed, severity=severity, montage=montage, sfreq=128), tmp_path / "n.edf")
@@ -219,10 +219,10 @@ def test_eight_hour_night_measures_within_20_s(tmp_path):
     """Issue 5's speed target: artefacts + features + events + summary of an 8-h night in <= 20 s (2 cores)."""
     import time
 
-    from sleeplm.features import epoch_features
-    from sleeplm.io import load_recording
-    from sleeplm.staging import StagingResult
-    from sleeplm.summary import night_summary
+    from sleeplm.measure.features import epoch_features
+    from sleeplm.io.reader import load_recording
+    from sleeplm.measure.staging import StagingResult
+    from sleeplm.measure.summary import night_summary
     from sleeplm.synthetic import load_truth, simulate_night, write_night
 
     path = write_night(simulate_night(8.0, seed=0, sfreq=256), tmp_path / "night.edf")

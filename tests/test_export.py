@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sleeplm.export import (
+from sleeplm.report.export import (
     EVENT_COLUMNS, ExportError, annotation_label, events_table, write_annotations_edf, write_events_csv,
     write_report_pdf, write_trace_json,
 )
-from sleeplm.io import load_recording
+from sleeplm.io.reader import load_recording
 
 EVENTS = pd.DataFrame({
     "kind": ["hypopnea", "apnea", "desaturation"],

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from physio_night import make_night
-from sleeplm.features import DOMAIN_COLUMNS, epoch_features, heart_beats, missing_reasons
+from sleeplm.measure.features import DOMAIN_COLUMNS, epoch_features, heart_beats, missing_reasons
 
 STAGES = ["W"] * 4 + ["N2"] * 6 + ["N3"] * 6 + ["R"] * 4
 
@@ -88,7 +88,7 @@ def test_missing_channels_are_nan_with_a_reason():
 
 
 def test_envelope_rate_signals_are_not_measured_as_raw():
-    from sleeplm.recording import Signal
+    from sleeplm.io.recording import Signal
 
     rec = make_night(["N2"] * 4)
     rec.signals["EMG_Chin"] = Signal(np.full(120, 5.0), 1.0, "uV", "EMG submental")  # a 1-Hz RMS envelope
@@ -130,7 +130,7 @@ def test_a_sensor_that_fell_off_is_not_measured():
     # C4 still measures: spindles and K-complexes are counted on it where C3 is flat.
     assert (table.loc[2:, "brain_kcomplex_count"] == 1).all() and (table.loc[2:, "brain_spindle_count"] >= 1).all()
     assert table.loc[2:, "brain_eeg_power_uv2"].to_numpy() == pytest.approx(table.loc[:1, "brain_eeg_power_uv2"].mean(), rel=0.5)
-    from sleeplm.quality import artefact_segments
+    from sleeplm.measure.quality import artefact_segments
 
     reasons = missing_reasons(rec, artefact_segments(rec))
     assert "EMG_Chin flat or clipped in 67% of the epochs" in reasons["posmus_emg_rms_uv"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from sleeplm.embedding_cache import embedding_cache_path, night_embeddings
+from sleeplm.model.embedding_cache import embedding_cache_path, night_embeddings
 from sleeplm.errors import TensorFormatError
-from sleeplm.inference import DOMAINS, SleepLM, beam_search
-from sleeplm.model import EOT_TOKEN_ID, SOT_TOKEN_ID
+from sleeplm.model.inference import DOMAINS, SleepLM, beam_search
+from sleeplm.model.network import EOT_TOKEN_ID, SOT_TOKEN_ID
 
 DATA = Path(__file__).parent / "data"
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from sleeplm import load_recording as package_load_recording
-from sleeplm.cli import main as cli_main
+from cli import main as cli_main
 from sleeplm.errors import AnnotationFileError, CorruptRecordingError
-from sleeplm.io import load_recording, preflight_table, read_edf_header
-from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES
+from sleeplm.io.reader import load_recording, preflight_table, read_edf_header
+from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES
 
 START = datetime.time(23, 15, 30)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sleeplm.config import DEFAULT_MODEL, SleepLMConfig, get_model_config, list_models
+from sleeplm.model.config import DEFAULT_MODEL, SleepLMConfig, get_model_config, list_models
 from sleeplm.errors import CheckpointError
-from sleeplm.model import EOT_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID, SleepLMRequestError, build_model
+from sleeplm.model.network import EOT_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID, SleepLMRequestError, build_model
 
 DATA = Path(__file__).parent / "data"
 TOL = 1e-5
@@ -63,7 +63,7 @@ def test_channel_rope_is_one_tied_parameter_and_temporal_rope_is_a_buffer():
 
 def test_reference_json_builds_as_is():
     """The packaged JSON is the reference file byte for byte; as a plain dict it builds with its own 12/1."""
-    raw = json.loads(resources.files("sleeplm").joinpath("model_configs", f"{DEFAULT_MODEL}.json").read_text())
+    raw = json.loads(resources.files("sleeplm.model").joinpath("model_configs", f"{DEFAULT_MODEL}.json").read_text())
     with torch.device("meta"):
         model = build_model(raw)
     assert model.channel_embeddings.shape == (12, 768) and model.text_decoder.prefix_len == 1

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sleeplm.io import load_recording
-from sleeplm.plots import (
+from sleeplm.io.reader import load_recording
+from sleeplm.report.plots import (
     MAX_VIEW_EPOCHS, STAGE_ORDER, PlotRangeError, plot_epochs, plot_hypnogram, plot_night, reference_events,
     seconds_at_fraction, viewer_channels,
 )

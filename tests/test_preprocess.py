@@ -7,7 +7,7 @@ import pytest
 
 from scipy.signal import resample_poly
 
-from sleeplm.preprocess import (
+from sleeplm.io.preprocess import (
     Z_CLIP,
     antialias_fir,
     artefact_mask,

@@ -9,8 +9,8 @@ import pytest
 from edfio import Edf, EdfAnnotation, EdfSignal
 
 from physio_night import make_night
-from sleeplm.cli import main
-from sleeplm.report import analyze_to_dir
+from cli import main
+from sleeplm.report.analyze_dir import analyze_to_dir
 
 STAGES = ["W"] * 2 + ["N2"] * 20 + ["R"] * 6 + ["N2"] * 4
 LABELS = {"EEG_C3_A2": "EEG C3-A2", "EEG_C4_A1": "EEG C4-A1", "EOG_Left": "EOG LOC-A2", "EOG_Right": "EOG ROC-A1",

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from physio_night import make_night
-from sleeplm.staging import agreement, stage_from_caption, stage_night, stage_with_yasa
+from sleeplm.measure.staging import agreement, stage_from_caption, stage_night, stage_with_yasa
 
 STAGES = ["W"] * 6 + ["N1"] * 2 + ["N2"] * 12 + ["N3"] * 10 + ["R"] * 6 + ["N2"] * 4
 
@@ -84,7 +84,7 @@ def test_flat_eeg_is_not_staged_as_wake_all_night():
 
 
 def test_the_usable_eeg_lead_is_staged_when_the_other_is_dead(tmp_path):
-    from sleeplm.io import load_recording
+    from sleeplm.io.reader import load_recording
     from sleeplm.synthetic import simulate_night, write_night
 
     path = write_night(simulate_night(0.25, seed=1, sfreq=128, artefacts=False), tmp_path / "n.edf")

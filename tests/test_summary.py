@@ -8,8 +8,8 @@ import pytest
 import yasa
 
 from physio_night import make_night
-from sleeplm.staging import StagingResult
-from sleeplm.summary import SUMMARY_KEYS, night_summary, severity_band, sleep_statistics
+from sleeplm.measure.staging import StagingResult
+from sleeplm.measure.summary import SUMMARY_KEYS, night_summary, severity_band, sleep_statistics
 
 YASA_CODES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4, "?": -2}
 SAME = {"tib_min": "TIB", "spt_min": "SPT", "tst_min": "TST", "waso_min": "WASO", "sol_min": "SOL", "se_pct": "SE",

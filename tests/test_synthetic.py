@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from sleeplm.recording import EPOCH_SEC
+from sleeplm.io.recording import EPOCH_SEC
 from sleeplm.synthetic import (
     MONTAGES,
     PATIENT_BIRTHDATE,
@@ -294,7 +294,7 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
 
 
 def test_demo_night_is_made_once_in_the_cache(tmp_path, monkeypatch):
-    from sleeplm.demo import demo_recording_path
+    from sleeplm.synthetic.demo import demo_recording_path
 
     monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path))
     path = demo_recording_path()

@@ -1,9 +1,9 @@
-"""Time expressions -> inclusive epoch ranges (assistant.timeparse)."""
+"""Time expressions -> inclusive epoch ranges (tools.timeparse)."""
 
 import numpy as np
 import pytest
 
-from assistant.timeparse import TimeRangeError, parse_span, resolve_range, stage_periods
+from tools.timeparse import TimeRangeError, parse_span, resolve_range, stage_periods
 from sleeplm.errors import SleepLMError
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from sleeplm.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, ClipTokenizer, get_tokenizer
+from sleeplm.model.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, ClipTokenizer, get_tokenizer
 
 DATA = Path(__file__).parent / "data"
 
 
 def test_vocabulary_file_is_open_clips():
-    blob = resources.files("sleeplm").joinpath("vocab", "bpe_simple_vocab_16e6.txt.gz").read_bytes()
+    blob = resources.files("sleeplm.model").joinpath("vocab", "bpe_simple_vocab_16e6.txt.gz").read_bytes()
     assert hashlib.md5(blob).hexdigest() == "933b7abbbbde62c36f02f0e6ccde464f"
 
 

@@ -77,7 +77,7 @@ def caption_runs(captions: list[str], first: int) -> list[tuple[int, int, str]]:
 
 
 def _measured_text(night: NightContext, domain: str, first: int, last: int) -> dict:
-    from sleeplm.describe import describe_epochs
+    from sleeplm.report.describe import describe_epochs
 
     return describe_epochs(night.rec, domain, first, last, analysis=night.analysis)
 

@@ -7,7 +7,7 @@ from langchain.tools import ToolRuntime, tool
 from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
-from sleeplm.recording import EPOCH_SEC
+from sleeplm.io.recording import EPOCH_SEC
 from tools.context import (
     NightContext, configure, night_tool_errors, phrase_citation, position_per_epoch, rounded, runs_of,
 )

@@ -16,9 +16,9 @@ import numpy as np
 from langchain_core.tools import ToolException
 from pydantic import BeforeValidator
 
-from assistant.timeparse import TimeRangeError, resolve_range
+from tools.timeparse import TimeRangeError, resolve_range
 from sleeplm.errors import SleepLMError
-from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, Recording
+from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SEC, Recording
 
 __all__ = [
     "NightContext", "night_tool_errors", "configure", "validation_message", "rounded", "cited",
@@ -48,9 +48,9 @@ class NightContext:
     Attributes
     ----------
     rec : the loaded recording (de-identified by construction).
-    analysis : `sleeplm.analysis.NightAnalysis` (features, events, staging, summary), or None
+    analysis : `sleeplm.measure.analysis.NightAnalysis` (features, events, staging, summary), or None
         while it is missing.
-    model : a loaded `sleeplm.inference.SleepLM`, or None when no weights are available.
+    model : a loaded `sleeplm.model.inference.SleepLM`, or None when no weights are available.
     model_status : one sentence on why SleepLM is or is not available.
     embeddings : SleepLM signal embeddings [n_epochs, 512] once the background job is done.
     embedding_progress : fraction 0..1 of the background embedding job.

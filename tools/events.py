@@ -9,7 +9,7 @@ import pandas as pd
 from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
-from sleeplm.recording import EPOCH_SEC
+from sleeplm.io.recording import EPOCH_SEC
 from tools.context import NightContext, TimeText, configure, night_tool_errors, phrase_citation, rounded
 
 EventKind = Literal[

@@ -3,7 +3,7 @@
 Used when SleepLM's retrieval cannot run (no weights, or embeddings still being computed). A
 query is read for criteria, each a per-epoch mask over one measurement:
 
-- measured per-epoch features (`sleeplm.features.epoch_features`): "rapid eye movements" (EOG
+- measured per-epoch features (`sleeplm.measure.features.epoch_features`): "rapid eye movements" (EOG
   power 0.6-5 Hz), "low oxygen" (SpO2 minimum), "fast/slow heart rate" (mean HR), "flow
   limitation" (inspiratory flow flattening), "restless" / "muscle twitches" (chin EMG bursts), and
   "snoring" (loudness of the snore channel; flow flattening when there is no snore channel);
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from sleeplm.recording import EPOCH_SEC, POSITION_CODES
-from sleeplm.signals import epoch_matrix, get_signal
+from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES
+from sleeplm.measure.signals import epoch_matrix, get_signal
 from tools.context import NightContext, position_per_epoch, rounded, runs_of
 
 __all__ = ["Criterion", "FEATURE_CRITERIA", "EPISODE_GAP_EPOCHS", "query_criteria", "measured_search", "snore_loudness"]

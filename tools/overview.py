@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from langchain.tools import ToolRuntime, tool
 
-from sleeplm.channels import EXTRA_SIGNALS
-from sleeplm.recording import EPOCH_SEC, format_elapsed
+from sleeplm.io.channels import EXTRA_SIGNALS
+from sleeplm.io.recording import EPOCH_SEC, format_elapsed
 from tools.context import NightContext, configure, night_tool_errors
 
 

@@ -1,6 +1,6 @@
 """Tool `plot`: a figure for the UI (hypnogram, events over the night, or raw epochs).
 
-The figures are `sleeplm.plots`' own (the app's overview and epoch viewer), drawn over the
+The figures are `sleeplm.report.plots`' own (the app's overview and epoch viewer), drawn over the
 range the agent asks for.
 """
 
@@ -12,7 +12,7 @@ from langchain.tools import ToolRuntime, tool
 from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
-from sleeplm.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_hypnogram, plot_night
+from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_hypnogram, plot_night
 from tools.context import NightContext, TimeText, configure, night_tool_errors, phrase_citation
 
 PlotKind = Literal["hypnogram", "events", "raw"]

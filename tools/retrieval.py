@@ -7,7 +7,7 @@ from typing import Literal
 from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
-from sleeplm.recording import EPOCH_SEC
+from sleeplm.io.recording import EPOCH_SEC
 from tools.context import NightContext, configure, night_tool_errors, phrase_citation, rounded
 from tools.measured_search import measured_search
 

@@ -7,7 +7,7 @@ from typing import Literal
 from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
-from sleeplm.recording import format_elapsed
+from sleeplm.io.recording import format_elapsed
 from tools.context import NightContext, configure, night_tool_errors, rounded
 
 # Keys of the summary contract worth showing, in reading order.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sleeplm.recording import EPOCH_SEC
+from sleeplm.io.recording import EPOCH_SEC
 
 __all__ = ["simulate_hypnogram"]
 

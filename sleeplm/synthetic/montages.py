@@ -5,7 +5,7 @@ rate). A channel is written at ``min(sfreq, max_rate)`` Hz, so ``sfreq`` sets th
 fast channels while slow ones (SpO2, position...) keep their system's rate.
 
 Body-position codes as each system stores them (``POSITION_ENCODINGS``; the loader's maps in
-`sleeplm.channels.POSITION_MAPS` decode them):
+`sleeplm.io.channels.POSITION_MAPS` decode them):
 
 ============  ==================================================  ==================
 montage       stored value -> position                             loader map
@@ -151,7 +151,7 @@ POSITION_ENCODINGS: dict[str, dict[int, float] | str | None] = {
     "nox": "angle",
     "sleep-edf": None,
 }
-# The `sleeplm.channels.POSITION_MAPS` entry that decodes each montage's position channel.
+# The `sleeplm.io.channels.POSITION_MAPS` entry that decodes each montage's position channel.
 POSITION_MAP_NAMES = {"aasm": "sleeplm", "monopolar": "sleeplm", "shhs": "shhs", "mesa": "mesa", "nox": "nox",
                       "sleep-edf": None}
 # Roll angle (degrees) of each SleepLM position code in the "angle" encoding.

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import signal
 
 from sleeplm.errors import SleepLMError
-from sleeplm.recording import EPOCH_SEC
+from sleeplm.io.recording import EPOCH_SEC
 from sleeplm.synthetic.hypnogram import simulate_hypnogram
 from sleeplm.synthetic.montages import MONTAGES, POSITION_ENCODINGS, POSITION_MAP_NAMES, ROLL_ANGLE_DEG
 from sleeplm.synthetic.physiology import EEG_RANGE_UV, RESP_SFREQ, SLOW_SFREQ, NightPhysiology
@@ -71,7 +71,7 @@ class Truth:
     start_clock : recording start, ``"HH:MM:SS"``.
     montage, severity, seed : how the night was simulated.
     position : SleepLM position code per epoch (at the epoch start).
-    position_map : the `sleeplm.channels.POSITION_MAPS` name that decodes this montage's position
+    position_map : the `sleeplm.io.channels.POSITION_MAPS` name that decodes this montage's position
         channel (None when the montage has none).
     spo2_baseline : SpO2 (%) outside desaturations.
     """

@@ -30,7 +30,7 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage, signal
 
-from sleeplm.recording import EPOCH_SEC, STAGES
+from sleeplm.io.recording import EPOCH_SEC, STAGES
 from sleeplm.synthetic.scenario import Scenario
 
 __all__ = ["EEG_RANGE_UV", "RESP_SFREQ", "SLOW_SFREQ", "NightPhysiology"]

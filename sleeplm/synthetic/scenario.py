@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from sleeplm.recording import EPOCH_SEC, POSITION_CODES
+from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES
 
 __all__ = ["SEVERITIES", "EVENT_COLUMNS", "Scenario", "plan_night"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sleeplm.errors import ChannelMappingError
-from sleeplm.recording import CANONICAL_CHANNELS, POSITION_CODES
+from sleeplm.io.recording import CANONICAL_CHANNELS, POSITION_CODES
 
 __all__ = [
     "EXTRA_SIGNALS",

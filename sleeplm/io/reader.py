@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sleeplm import channels as chmap
-from sleeplm import preprocess
-from sleeplm.annotations import reference_from_annotations
+from sleeplm.io import channels as chmap
+from sleeplm.io import preprocess
+from sleeplm.io.annotations import reference_from_annotations
 from sleeplm.errors import (
     AnnotationFileError,
     ChannelMappingError,
@@ -40,7 +40,7 @@ from sleeplm.errors import (
     TensorFormatError,
     TooShortError,
 )
-from sleeplm.recording import (
+from sleeplm.io.recording import (
     CANONICAL_CHANNELS,
     EPOCH_SAMPLES,
     EPOCH_SEC,
@@ -50,6 +50,7 @@ from sleeplm.recording import (
     ChannelInfo,
     Recording,
     Signal,
+    preflight_table,
 )
 
 __all__ = ["EdfHeader", "read_edf_header", "load_recording", "read_annotation_file", "preflight_table"]
@@ -281,7 +282,7 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
         float32 ``[N, 10, 1920]``, used as given).
     channel_map : optional ``{canonical_or_extra_name: file_label}`` overriding the alias table;
         ``"A-B"`` derives ``A - B`` from two file channels.
-    position_map : vendor map name (see `sleeplm.channels.POSITION_MAPS`) or dict code -> label;
+    position_map : vendor map name (see `sleeplm.io.channels.POSITION_MAPS`) or dict code -> label;
         default: the map of the recognised montage, else ``"sleeplm"`` codes.
     normalization : ``"night_robust"`` (default: median/IQR over the night's non-artefact
         samples) or ``"per_epoch"`` (each 30-s epoch on its own).
@@ -303,7 +304,7 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
     -----
     A missing signal channel is zero-filled, as SleepLM was trained; a missing POS channel is
     filled with -1 ("unknown"), the code the SleepLM README reserves for missing position data.
-    Signals are kept at ``min(file rate, SIGNAL_RATE_LIMITS)`` Hz (see `sleeplm.preprocess`).
+    Signals are kept at ``min(file rate, SIGNAL_RATE_LIMITS)`` Hz (see `sleeplm.io.preprocess`).
 
     Examples
     --------
@@ -587,33 +588,6 @@ class _EdfReader:
         if len(ann) == 0:
             return None
         return ann.onset, ann.duration, list(ann.description)
-
-
-def preflight_table(rec: Recording) -> pd.DataFrame:
-    """One row per canonical channel (then per extra signal): status, source, rate, unit, warnings.
-
-    Notes
-    -----
-    Columns: ``channel``; ``status`` in {present, derived, substitute, missing, extra};
-    ``source`` (file label or derivation); ``original_sfreq_hz``; ``unit``; ``warnings`` ("; "-joined).
-    """
-    rows = []
-    for info in list(rec.channels) + list(rec.extra_channels):
-        if info.canonical not in CANONICAL_CHANNELS:
-            status = "extra"
-        elif not info.present:
-            status = "missing"
-        else:
-            status = "derived" if info.derived else "substitute" if info.substitute else "present"
-        rows.append({
-            "channel": info.canonical,
-            "status": status,
-            "source": info.source or "",
-            "original_sfreq_hz": info.original_sfreq,
-            "unit": info.unit or "",
-            "warnings": "; ".join(info.warnings),
-        })
-    return pd.DataFrame(rows, columns=["channel", "status", "source", "original_sfreq_hz", "unit", "warnings"])
 
 
 def _load_tensor(path: Path) -> Recording:

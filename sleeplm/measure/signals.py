@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from sleeplm.errors import SleepLMError
-from sleeplm.recording import EPOCH_SEC, POS_INDEX, SFREQ, Recording, Signal
+from sleeplm.io.recording import EPOCH_SEC, POS_INDEX, SFREQ, Recording, Signal
 
 __all__ = ["MeasurementError", "MIN_SFREQ", "get_signal", "unusable_reason", "epoch_matrix", "bandpass", "runs", "per_second", "position_codes", "sleep_mask_seconds"]
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sleeplm.config import SleepLMConfig
+from sleeplm.model.config import SleepLMConfig
 from sleeplm.errors import SleepLMError
 
 __all__ = ["build_model", "SleepLMModel", "DecodingState", "SleepLMRequestError", "SOT_TOKEN_ID", "EOT_TOKEN_ID",
@@ -546,7 +546,7 @@ def build_model(config: dict[str, Any] | SleepLMConfig | str, **overrides: Any) 
     `build_model(get_model_config(), num_caption_channels=5, prefix_len=2)`. The network is
     returned in eval mode with freshly initialised weights; load a checkpoint to use it.
     """
-    from sleeplm.config import get_model_config
+    from sleeplm.model.config import get_model_config
 
     cfg = get_model_config(config, **overrides) if isinstance(config, str) else SleepLMConfig.from_dict(config, **overrides)
     return SleepLMModel(cfg).eval()

@@ -6,7 +6,7 @@ and SleepLM), their agreement (accuracy, Cohen's kappa) is reported beside it.
 
 Examples
 --------
->>> from sleeplm.staging import stage_night
+>>> from sleeplm.measure.staging import stage_night
 >>> staging = stage_night(rec)  # doctest: +SKIP
 >>> staging.source, staging.hypnogram[:4]  # doctest: +SKIP
 ('yasa', array(['W', 'W', 'N1', 'N2'], dtype=object))
@@ -23,9 +23,9 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
-from sleeplm.quality import artefact_segments, bad_seconds
-from sleeplm.recording import EPOCH_SEC, STAGES, Recording
-from sleeplm.signals import get_signal
+from sleeplm.measure.quality import artefact_segments, bad_seconds
+from sleeplm.io.recording import EPOCH_SEC, STAGES, Recording
+from sleeplm.measure.signals import get_signal
 
 __all__ = ["StagingResult", "stage_night", "stage_with_yasa", "stage_with_sleeplm", "stage_from_caption", "agreement"]
 
@@ -160,7 +160,7 @@ def stage_night(rec: Recording, model=None, automatic: bool = True) -> StagingRe
     Parameters
     ----------
     rec : the night.
-    model : a loaded SleepLM (`sleeplm.inference.SleepLM`) whose ``caption(epochs,
+    model : a loaded SleepLM (`sleeplm.model.inference.SleepLM`) whose ``caption(epochs,
         domain="stage_event")`` gives stage captions; None to skip SleepLM.
     automatic : also run the automatic stager (YASA) when the file has its own scoring, to
         report agreement. SleepLM, when given, is always compared.

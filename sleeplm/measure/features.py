@@ -7,7 +7,7 @@ channel is missing is NaN and `missing_reasons` says why; it is never filled wit
 Examples
 --------
 >>> from sleeplm import load_recording
->>> from sleeplm.features import epoch_features, missing_reasons
+>>> from sleeplm.measure.features import epoch_features, missing_reasons
 >>> rec = load_recording("night.edf")  # doctest: +SKIP
 >>> table = epoch_features(rec)  # doctest: +SKIP
 >>> table.loc[120, ["brain_c3_delta_rel", "cardiac_hr_mean_bpm"]]  # doctest: +SKIP
@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, signal
 
-from sleeplm.quality import artefact_segments, bad_seconds
-from sleeplm.recording import EPOCH_SEC, POSITION_CODES, Recording
-from sleeplm.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, runs, unusable_reason
+from sleeplm.measure.quality import artefact_segments, bad_seconds
+from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, Recording
+from sleeplm.measure.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, runs, unusable_reason
 
 __all__ = ["EEG_BANDS", "epoch_features", "missing_reasons", "epoch_positions", "heart_beats", "heart_rate_per_second", "breaths"]
 
@@ -331,7 +331,7 @@ def epoch_features(rec: Recording, artefacts: pd.DataFrame | None = None) -> pd.
     Parameters
     ----------
     rec : a loaded `Recording` (physical-unit `rec.signals` are used, not the z-scored epochs).
-    artefacts : `sleeplm.quality.artefact_segments` of the night (computed when None): an epoch
+    artefacts : `sleeplm.measure.quality.artefact_segments` of the night (computed when None): an epoch
         where every channel a column rests on is flat or clipped for over half its length is NaN
         in that column (a sensor that fell off measures nothing, not zero spindles or 0 % alpha).
 

@@ -3,7 +3,7 @@ per-epoch features and events of an epoch range, so the agent can set it beside 
 
 Examples
 --------
->>> from sleeplm.describe import describe_epochs
+>>> from sleeplm.report.describe import describe_epochs
 >>> describe_epochs(rec, "cardiac", 120, 121, analysis=analysis)["text"]  # doctest: +SKIP
 'Heart rate 58-64 bpm (mean 61), steady; RMSSD 38 ms. SpO2 95-97%.'
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sleeplm.recording import Recording
-from sleeplm.signals import MeasurementError
+from sleeplm.io.recording import Recording
+from sleeplm.measure.signals import MeasurementError
 
 __all__ = ["DOMAINS", "describe_epochs"]
 
@@ -163,7 +163,7 @@ def describe_epochs(rec: Recording, domain: str, start: int, end: int, analysis=
     rec : the night.
     domain : "brain", "cardiac", "respiratory", "position_muscle" or "stage_event".
     start, end : inclusive epoch indices.
-    analysis : `sleeplm.analysis.NightAnalysis` of this night (computed when None; slow).
+    analysis : `sleeplm.measure.analysis.NightAnalysis` of this night (computed when None; slow).
 
     Returns
     -------
@@ -178,7 +178,7 @@ def describe_epochs(rec: Recording, domain: str, start: int, end: int, analysis=
             f"epochs {start}-{end} are outside this night (epochs 0-{rec.n_epochs - 1}); pick a range inside it."
         )
     if analysis is None:
-        from sleeplm.analysis import analyze_night
+        from sleeplm.measure.analysis import analyze_night
 
         analysis = analyze_night(rec)
     features = analysis.features.iloc[start : end + 1]

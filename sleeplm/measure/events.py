@@ -1,9 +1,9 @@
-"""Events over the night: respiratory (see `sleeplm.respiratory`), arousals, heart-rate episodes,
+"""Events over the night: respiratory (see `sleeplm.measure.respiratory`), arousals, heart-rate episodes,
 position changes; one tidy table with time citations and the evidence numbers behind each event.
 
 Examples
 --------
->>> from sleeplm.events import detect_events
+>>> from sleeplm.measure.events import detect_events
 >>> events = detect_events(rec, hypnogram=staging.hypnogram)  # doctest: +SKIP
 >>> events[events.kind == "apnea"][["subtype", "clock_start", "epoch_start", "evidence"]]  # doctest: +SKIP
 """
@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from sleeplm.features import heart_rate_per_second
-from sleeplm.quality import artefact_segments, bad_seconds
-from sleeplm.recording import EPOCH_SEC, POSITION_CODES, Recording
-from sleeplm.respiratory import detect_apneas_hypopneas, detect_desaturations, spo2_per_second
-from sleeplm.signals import MeasurementError, bandpass, get_signal, per_second, position_codes, runs, sleep_mask_seconds
+from sleeplm.measure.features import heart_rate_per_second
+from sleeplm.measure.quality import artefact_segments, bad_seconds
+from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, Recording
+from sleeplm.measure.respiratory import detect_apneas_hypopneas, detect_desaturations, spo2_per_second
+from sleeplm.measure.signals import MeasurementError, bandpass, get_signal, per_second, position_codes, runs, sleep_mask_seconds
 
 __all__ = ["EVENT_COLUMNS", "EVENT_KINDS", "HYPOPNEA_RULES", "detect_events", "detect_arousals"]
 
@@ -142,7 +142,7 @@ def detect_events(rec: Recording, hypnogram: np.ndarray | None = None, hypopnea_
         episodes are kept in sleep only. Without it, the whole recording counts (monitoring time).
     hypopnea_rule : ``"1A"`` (>= 30 % flow drop with >= 3 % desaturation or an arousal, AASM
         recommended) or ``"1B"`` (with >= 4 % desaturation).
-    artefacts : `sleeplm.quality.artefact_segments(rec)` if already computed.
+    artefacts : `sleeplm.measure.quality.artefact_segments(rec)` if already computed.
 
     Returns
     -------

@@ -3,7 +3,7 @@
 Examples
 --------
 >>> from sleeplm import load_recording
->>> from sleeplm.analysis import analyze_night
+>>> from sleeplm.measure.analysis import analyze_night
 >>> analysis = analyze_night(load_recording("night.edf"), progress=lambda f, text: print(f"{f:.0%} {text}"))  # doctest: +SKIP
 >>> analysis.summary["ahi"], analysis.timings_s  # doctest: +SKIP
 """
@@ -17,12 +17,12 @@ from typing import Callable
 
 import pandas as pd
 
-from sleeplm.events import detect_events
-from sleeplm.features import epoch_features, missing_reasons
-from sleeplm.quality import artefact_segments
-from sleeplm.recording import Recording
-from sleeplm.staging import StagingResult, stage_night
-from sleeplm.summary import night_summary
+from sleeplm.measure.events import detect_events
+from sleeplm.measure.features import epoch_features, missing_reasons
+from sleeplm.measure.quality import artefact_segments
+from sleeplm.io.recording import Recording
+from sleeplm.measure.staging import StagingResult, stage_night
+from sleeplm.measure.summary import night_summary
 
 __all__ = ["NightAnalysis", "analyze_night"]
 
@@ -35,12 +35,12 @@ class NightAnalysis:
 
     Attributes
     ----------
-    features : `sleeplm.features.epoch_features` table (one row per epoch).
-    missing : `sleeplm.features.missing_reasons`: why feature columns are NaN.
-    artefacts : `sleeplm.quality.artefact_segments` (channel, problem, start_s, end_s).
-    staging : `sleeplm.staging.StagingResult` (hypnogram, source, agreement).
-    events : `sleeplm.events.detect_events` table.
-    summary : `sleeplm.summary.night_summary` dict.
+    features : `sleeplm.measure.features.epoch_features` table (one row per epoch).
+    missing : `sleeplm.measure.features.missing_reasons`: why feature columns are NaN.
+    artefacts : `sleeplm.measure.quality.artefact_segments` (channel, problem, start_s, end_s).
+    staging : `sleeplm.measure.staging.StagingResult` (hypnogram, source, agreement).
+    events : `sleeplm.measure.events.detect_events` table.
+    summary : `sleeplm.measure.summary.night_summary` dict.
     hypopnea_rule : "1A" or "1B".
     timings_s : seconds spent per step (features, staging, events, summary).
     """
@@ -62,7 +62,7 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     Parameters
     ----------
     rec : the night.
-    model : a loaded SleepLM for stage captions (see `sleeplm.staging.stage_night`), or None; used
+    model : a loaded SleepLM for stage captions (see `sleeplm.measure.staging.stage_night`), or None; used
         only when the file has no scoring of its own.
     progress : called as ``progress(fraction 0-1, step text)`` before each step.
     hypopnea_rule : "1A" (AASM recommended) or "1B".

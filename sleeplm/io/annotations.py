@@ -2,7 +2,7 @@
 
 Scoring software writes the same facts in many styles ("Sleep stage 2", "N2", "Stage 2 sleep|2",
 "Obstructive Apnea", "Obs. Hypopnea"...). This module maps them onto the stage labels of
-`sleeplm.recording.STAGES` (stage 4 merged into N3, per AASM 2007) and onto event kinds and
+`sleeplm.io.recording.STAGES` (stage 4 merged into N3, per AASM 2007) and onto event kinds and
 subtypes. Labels it does not know are kept as kind ``"other"`` with their raw text.
 """
 
@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from sleeplm.recording import EPOCH_SEC, ReferenceScoring
+from sleeplm.io.recording import EPOCH_SEC, ReferenceScoring
 
 __all__ = ["parse_stage_label", "parse_event_label", "reference_from_annotations"]
 

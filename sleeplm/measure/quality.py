@@ -5,7 +5,7 @@ fell off (a flat line) is never counted as an apnea, and a pop never as an arous
 
 Examples
 --------
->>> from sleeplm.quality import artefact_segments
+>>> from sleeplm.measure.quality import artefact_segments
 >>> artefact_segments(rec)  # doctest: +SKIP
     channel  problem  start_s  end_s
 0        AF     flat   3605.0 3670.0
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from sleeplm.recording import EPOCH_SEC, Recording
-from sleeplm.signals import get_signal, runs
+from sleeplm.io.recording import EPOCH_SEC, Recording
+from sleeplm.measure.signals import get_signal, runs
 
 __all__ = ["QUALITY_CHANNELS", "artefact_segments", "bad_seconds"]
 

@@ -2,7 +2,7 @@
 
 Files written (the export contract):
 
-- ``summary.json``: `sleeplm.summary.night_summary` (snake_case keys, minutes/percent, null
+- ``summary.json``: `sleeplm.measure.summary.night_summary` (snake_case keys, minutes/percent, null
   with a reason under ``not_assessable`` where a figure cannot be assessed);
 - ``events.csv``: kind, subtype, start_s, end_s, clock_start, clock_end, epoch_start,
   epoch_end, evidence (JSON);
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sleeplm.analysis import NightAnalysis, analyze_night
-from sleeplm.events import EVENT_COLUMNS
-from sleeplm.recording import Recording, format_elapsed
-from sleeplm.summary import EXPORT_KEYS
+from sleeplm.measure.analysis import NightAnalysis, analyze_night
+from sleeplm.measure.events import EVENT_COLUMNS
+from sleeplm.io.recording import Recording, format_elapsed
+from sleeplm.measure.summary import EXPORT_KEYS
 
 __all__ = ["analyze_to_dir", "write_summary_json", "write_events_csv", "write_hypnogram_csv", "write_report_md"]
 
@@ -45,7 +45,7 @@ def _plain(value):
 
 
 def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
-    """The contract's figures (`sleeplm.summary.EXPORT_KEYS`) and ``not_assessable``, nothing else
+    """The contract's figures (`sleeplm.measure.summary.EXPORT_KEYS`) and ``not_assessable``, nothing else
     (stage source and agreement are in hypnogram.csv and report.md)."""
     summary = {key: analysis.summary[key] for key in EXPORT_KEYS}
     summary["not_assessable"] = {key: reason for key, reason in analysis.summary["not_assessable"].items()
@@ -137,7 +137,7 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     -------
     The four paths written, in the order above.
     """
-    from sleeplm.io import load_recording
+    from sleeplm.io.reader import load_recording
 
     rec = load_recording(path)
     analysis = analyze_night(rec, model=model, hypopnea_rule=hypopnea_rule) if analysis is None else analysis

@@ -193,7 +193,7 @@ class SleepLMConfig:
 
 def list_models() -> list[str]:
     """Names of the packaged model configs (JSON files in `sleeplm/model_configs/`)."""
-    folder = resources.files("sleeplm").joinpath("model_configs")
+    folder = resources.files("sleeplm.model").joinpath("model_configs")
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
@@ -207,5 +207,5 @@ def get_model_config(name: str = DEFAULT_MODEL, **overrides: Any) -> SleepLMConf
     """
     if name not in list_models():
         raise CheckpointError(f"No model config named {name!r}; available: {', '.join(list_models())}.")
-    text = resources.files("sleeplm").joinpath("model_configs", f"{name}.json").read_text()
+    text = resources.files("sleeplm.model").joinpath("model_configs", f"{name}.json").read_text()
     return SleepLMConfig.from_dict(json.loads(text), **overrides)

@@ -36,8 +36,8 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from sleeplm.errors import SleepLMError
-from sleeplm.plots import plot_night
-from sleeplm.recording import EPOCH_SEC, Recording, format_elapsed
+from sleeplm.report.plots import plot_night
+from sleeplm.io.recording import EPOCH_SEC, Recording, format_elapsed
 
 __all__ = [
     "EVENT_COLUMNS", "STAGE_LABELS", "ExportError", "events_table", "write_events_csv", "annotation_label",
@@ -272,7 +272,7 @@ def write_report_pdf(
     ----------
     rec : the night.
     path : output PDF file.
-    summary : `sleeplm.summary.night_summary` dict; its `not_assessable` reasons are listed.
+    summary : `sleeplm.measure.summary.night_summary` dict; its `not_assessable` reasons are listed.
     hypnogram : stage label per 30-s epoch for the overview figure.
     events : detected events (``kind``, ``start_s``, ``end_s``, ``subtype``).
     answers : the chat's (question, answer) pairs, answers as shown (with their citations).

@@ -6,7 +6,7 @@ and ``not_assessable[key]`` says why.
 
 Examples
 --------
->>> from sleeplm.summary import night_summary
+>>> from sleeplm.measure.summary import night_summary
 >>> summary = night_summary(rec, events=events, staging=staging)  # doctest: +SKIP
 >>> summary["tst_min"], summary["ahi"], summary["severity"]  # doctest: +SKIP
 (402.5, 17.3, 'moderate')
@@ -19,11 +19,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from sleeplm.features import epoch_positions, heart_rate_per_second
-from sleeplm.quality import artefact_segments, bad_seconds
-from sleeplm.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
-from sleeplm.respiratory import spo2_per_second
-from sleeplm.signals import epoch_matrix, get_signal, unusable_reason
+from sleeplm.measure.features import epoch_positions, heart_rate_per_second
+from sleeplm.measure.quality import artefact_segments, bad_seconds
+from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
+from sleeplm.measure.respiratory import spo2_per_second
+from sleeplm.measure.signals import epoch_matrix, get_signal, unusable_reason
 
 __all__ = ["EXPORT_KEYS", "SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
 
@@ -116,12 +116,12 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     Parameters
     ----------
     rec : the night.
-    events : `sleeplm.events.detect_events` output (computed when None).
-    staging : `sleeplm.staging.StagingResult` (computed when None).
-    features : `sleeplm.features.epoch_features` output; used for the sleeping heart rate
+    events : `sleeplm.measure.events.detect_events` output (computed when None).
+    staging : `sleeplm.measure.staging.StagingResult` (computed when None).
+    features : `sleeplm.measure.features.epoch_features` output; used for the sleeping heart rate
         when given (else heart rate is measured from the ECG/HR channel).
     hypopnea_rule : the rule `events` were scored with ("1A" or "1B"), reported as ``ahi_rule``.
-    artefacts : `sleeplm.quality.artefact_segments(rec)` (computed when None). Where the airflow
+    artefacts : `sleeplm.measure.quality.artefact_segments(rec)` (computed when None). Where the airflow
         (or SpO2) is usable for less than half the sleep time (recording time without stages),
         AHI/REI (ODI/T90) are not assessable: a dead sensor must not read as a normal night.
 
@@ -134,8 +134,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     ``airflow_usable_pct``, ``spo2_usable_pct`` (share of that time with a usable signal),
     ``not_assessable`` {key: reason}: every `EXPORT_KEYS` figure that is None has its reason.
     """
-    from sleeplm.events import detect_events
-    from sleeplm.staging import stage_night
+    from sleeplm.measure.events import detect_events
+    from sleeplm.measure.staging import stage_night
 
     staging = stage_night(rec) if staging is None else staging
     hyp = staging.hypnogram

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from sleeplm.checkpoint import (
+from sleeplm.model.checkpoint import (
     CHECKPOINT_ENV,
     DEFAULT_FILENAME,
     DEFAULT_REPO,
@@ -30,10 +30,10 @@ from sleeplm.checkpoint import (
     resolve_checkpoint,
     state_dict_fingerprint,
 )
-from sleeplm.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
+from sleeplm.model.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
 from sleeplm.errors import TensorFormatError
-from sleeplm.model import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, SleepLMRequestError, build_model
-from sleeplm.tokenizer import get_tokenizer
+from sleeplm.model.network import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, SleepLMRequestError, build_model
+from sleeplm.model.tokenizer import get_tokenizer
 
 __all__ = ["SleepLM", "SleepLMRequestError", "DOMAINS", "domain_id", "beam_search"]
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sleeplm.recording import Recording
+from sleeplm.io.recording import Recording
 
 __all__ = ["cache_root", "embedding_cache_path", "night_embeddings"]
 
@@ -43,7 +43,7 @@ def night_embeddings(model: Any, rec: Recording, progress: Callable[[float, str]
 
     Parameters
     ----------
-    model : sleeplm.inference.SleepLM
+    model : sleeplm.model.inference.SleepLM
         Needs `checkpoint_id` and `encode_signals`.
     rec : Recording
         The loaded night (its `epochs` are the model input as prepared by ingestion).

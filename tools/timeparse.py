@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from sleeplm.errors import SleepLMError
-from sleeplm.recording import EPOCH_SEC, Recording, format_clock
+from sleeplm.io.recording import EPOCH_SEC, Recording, format_clock
 
 __all__ = ["TimeRangeError", "parse_span", "resolve_range", "stage_periods"]
 

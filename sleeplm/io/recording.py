@@ -31,6 +31,7 @@ __all__ = [
     "Recording",
     "format_elapsed",
     "format_clock",
+    "preflight_table",
 ]
 
 EPOCH_SEC = 30
@@ -189,8 +190,6 @@ class Recording:
 
     def describe(self) -> str:
         """Preflight report: recording facts, then one line per channel (source, rate, status, warnings)."""
-        from sleeplm.io import preflight_table
-
         start = self.clock_at(0) or "unknown"
         lines = [
             f"Format: {self.source_format}   Epochs: {self.n_epochs} x {EPOCH_SEC} s "
@@ -252,3 +251,30 @@ class Recording:
     def cite_epochs(self, first: int, last: int) -> dict:
         """Time citation of the inclusive epoch range ``first..last``."""
         return self.cite(first * EPOCH_SEC, (last + 1) * EPOCH_SEC)
+
+
+def preflight_table(rec: Recording) -> pd.DataFrame:
+    """One row per canonical channel (then per extra signal): status, source, rate, unit, warnings.
+
+    Notes
+    -----
+    Columns: ``channel``; ``status`` in {present, derived, substitute, missing, extra};
+    ``source`` (file label or derivation); ``original_sfreq_hz``; ``unit``; ``warnings`` ("; "-joined).
+    """
+    rows = []
+    for info in list(rec.channels) + list(rec.extra_channels):
+        if info.canonical not in CANONICAL_CHANNELS:
+            status = "extra"
+        elif not info.present:
+            status = "missing"
+        else:
+            status = "derived" if info.derived else "substitute" if info.substitute else "present"
+        rows.append({
+            "channel": info.canonical,
+            "status": status,
+            "source": info.source or "",
+            "original_sfreq_hz": info.original_sfreq,
+            "unit": info.unit or "",
+            "warnings": "; ".join(info.warnings),
+        })
+    return pd.DataFrame(rows, columns=["channel", "status", "source", "original_sfreq_hz", "unit", "warnings"])

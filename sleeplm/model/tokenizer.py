@@ -78,7 +78,7 @@ class ClipTokenizer:
 
     def __init__(self, context_length: int = 256, vocab_path: str | None = None):
         if vocab_path is None:
-            with resources.files("sleeplm").joinpath("vocab", "bpe_simple_vocab_16e6.txt.gz").open("rb") as fh:
+            with resources.files("sleeplm.model").joinpath("vocab", "bpe_simple_vocab_16e6.txt.gz").open("rb") as fh:
                 lines = gzip.decompress(fh.read()).decode("utf-8").split("\n")
         else:
             with gzip.open(vocab_path, "rt", encoding="utf-8") as fh:

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sleeplm.channels import EXTRA_SIGNALS
+from sleeplm.io.channels import EXTRA_SIGNALS
 from sleeplm.errors import SleepLMError
-from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SEC, POSITION_CODES, Recording
+from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SEC, POSITION_CODES, Recording
 
 __all__ = [
     "MAX_VIEW_EPOCHS", "STAGE_ORDER", "EVENT_KINDS", "PlotRangeError", "plot_night", "plot_hypnogram", "plot_epochs",
@@ -153,7 +153,7 @@ def plot_night(
     hypnogram : stage label per 30-s epoch ("W", "N1", "N2", "N3", "R", "?"); default: the
         file's own scoring when it has one.
     events : DataFrame with columns ``kind``, ``start_s``, ``end_s`` (seconds from recording
-        start), as `sleeplm.events.detect_events` returns; default: the file's own scored events.
+        start), as `sleeplm.measure.events.detect_events` returns; default: the file's own scored events.
     stage_source : where the stages come from ("reference scoring", "sleeplm", "yasa"), shown
         on the axis.
     width_in : figure width in inches.

@@ -14,7 +14,7 @@ from sleeplm.errors import SleepLMError
 
 
 def _cmd_inspect(args) -> int:
-    from sleeplm.io import load_recording
+    from sleeplm.io.reader import load_recording
 
     rec = load_recording(args.file)
     print(rec.describe())
@@ -22,11 +22,11 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    from sleeplm.report import analyze_to_dir
+    from sleeplm.report.analyze_dir import analyze_to_dir
 
     model = None
     if args.checkpoint:  # SleepLM stages the night only when its weights are given explicitly (slow on CPU)
-        from sleeplm.inference import SleepLM
+        from sleeplm.model.inference import SleepLM
 
         model = SleepLM.from_pretrained(args.checkpoint)
     written = analyze_to_dir(args.file, args.out, model=model, hypopnea_rule=args.hypopnea_rule)

@@ -13,8 +13,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import firwin, kaiserord, resample_poly
 
-from sleeplm.channels import decode_position
-from sleeplm.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, EPOCH_SEC, SFREQ, Signal
+from sleeplm.io.channels import decode_position
+from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, EPOCH_SEC, SFREQ, Signal
 
 __all__ = [
     "NORMALIZATIONS",
