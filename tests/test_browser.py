@@ -126,7 +126,7 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
         expect(page.locator("#night-status")).to_contain_text(re.compile(r"[a-z] - \d+(\.\d)?%"), timeout=60_000)
         expect(page.locator("#night-status")).to_contain_text("epochs of 30 s", timeout=120_000)
         expect(page.locator("#overview img")).to_be_visible()
-        expect(page.locator("#downloads")).to_contain_text("night-report")
+        expect(page.locator("#downloads")).to_contain_text("night-report", timeout=60_000)  # the PDF is written after the overview shows
 
         page.fill("#question textarea", question)
         page.press("#question textarea", "Enter")
