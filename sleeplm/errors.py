@@ -40,7 +40,18 @@ class DiscontinuousRecordingError(RecordingError):
 
 
 class ChannelMappingError(RecordingError):
-    """No recognisable sleep channel, or a user channel map that names channels the file lacks."""
+    """No recognisable sleep channel, or a user channel map that names channels the file lacks.
+
+    Attributes
+    ----------
+    labels : the file's channel labels, when known (to fill in the channel map to type).
+    wanted : the SleepLM channels a channel map should name to fix the error.
+    """
+
+    def __init__(self, message: str, *, labels=(), wanted=()):
+        super().__init__(message)
+        self.labels = tuple(labels)
+        self.wanted = tuple(wanted)
 
 
 class TensorFormatError(RecordingError):

@@ -74,7 +74,8 @@ class EdfHeader:
     ----------
     file_type : "EDF" or "BDF"; `plus` is True for EDF+/BDF+.
     n_records, record_s : number and duration (s) of data records.
-    labels, units, physical_min, physical_max, digital_min, digital_max, samples_per_record : per signal.
+    labels, transducers, units, physical_min, physical_max, digital_min, digital_max, samples_per_record :
+        per signal (transducer and unit as written, e.g. "Thermistor", "%").
     annotation_signals : indices of "EDF/BDF Annotations" signals.
     start_seconds : start time of day in seconds since midnight, or None if unreadable.
     warnings : facts about the file the user should know (e.g. EDF+D read as continuous).
@@ -85,6 +86,7 @@ class EdfHeader:
     n_records: int
     record_s: float
     labels: list[str]
+    transducers: list[str]
     units: list[str]
     physical_min: np.ndarray
     physical_max: np.ndarray
@@ -177,6 +179,7 @@ def read_edf_header(path) -> EdfHeader:
         return [block[start + i * width : start + (i + 1) * width] for i in range(n_signals)]
 
     labels = [raw.decode("latin-1").strip() for raw in column(0, 16)]
+    transducers = [raw.decode("latin-1").strip() for raw in column(16, 80)]
     units = [raw.decode("latin-1").strip() for raw in column(16 + 80, 8)]
     physical_min = np.array([_field(r, "physical minimum", float) for r in column(104, 8)])
     physical_max = np.array([_field(r, "physical maximum", float) for r in column(112, 8)])
@@ -222,6 +225,7 @@ def read_edf_header(path) -> EdfHeader:
         n_records=n_records,
         record_s=record_s,
         labels=labels,
+        transducers=transducers,
         units=units,
         physical_min=physical_min,
         physical_max=physical_max,
@@ -419,11 +423,17 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             "upload a longer recording."
         )
     file_labels = [header.labels[i] for i in header.data_signals]
-    sources, montage = chmap.map_channels(file_labels, channel_map)
+    sources, montage = chmap.map_channels(
+        file_labels, channel_map, units=[header.units[i] for i in header.data_signals],
+        transducers=[header.transducers[i] for i in header.data_signals],
+    )
     if not any(name in sources for name in CANONICAL_CHANNELS if name != "POS"):
+        wanted = [name for name in CANONICAL_CHANNELS if name != "POS"]
         raise ChannelMappingError(
             "no recognisable sleep channel (EEG, EOG, EMG, ECG, airflow or effort) in this file. "
-            f"Its channels are: {', '.join(file_labels)}. Pass channel_map={{'EEG_C3_A2': '<label>', ...}}."
+            f"Its channels are: {', '.join(file_labels)}. Name them with a channel map (channel_map=, or "
+            f"--channel-map on the command line): {chmap.map_hint(file_labels, wanted)}",
+            labels=file_labels, wanted=wanted,
         )
     reader = _EdfReader(path, header)
     # The vendor position map: the user's, else the recognised montage's, else guessed from the values.
@@ -573,9 +583,11 @@ class _EdfReader:
         if _TO_MICROVOLT.get(ref_unit.lower()) != _TO_MICROVOLT.get(unit.lower()) or (
             unit.lower() not in _TO_MICROVOLT and ref_unit != unit
         ):
+            labels = [self.header.labels[i] for i in self.header.data_signals]
             raise ChannelMappingError(
-                f"cannot derive {source.description}: units differ ({unit!r} vs {ref_unit!r}); "
-                "pass channel_map to choose other channels."
+                f"cannot derive {source.description} for {source.name}: units differ ({unit!r} vs {ref_unit!r}); "
+                f"choose other channels with a channel map: {chmap.map_hint(labels, (source.name,))}",
+                labels=labels, wanted=(source.name,),
             )
         if ref_sfreq != sfreq:
             ref = preprocess.resample(ref, ref_sfreq, sfreq)
