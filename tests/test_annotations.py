@@ -63,3 +63,41 @@ def test_no_stage_annotations_means_no_stages():
 def test_stage_annotations_past_the_end_are_ignored():
     ref = reference_from_annotations([0, 120], [60, 60], ["W", "N2"], n_epochs=3)
     assert ref.stages.tolist() == ["W", "W", "?"]
+
+
+def _scored(step: float, codes: list[str]) -> tuple[list[float], list[float], list[str]]:
+    onsets = [i * step for i in range(len(codes))]
+    return onsets, [step] * len(codes), codes
+
+
+def test_20_s_rk_epochs_map_to_30_s_by_majority_of_scored_time():
+    # 20-s R&K epochs W W 1 2 2 3 4 4 R on the 30-s grid:
+    onsets, durations, labels = _scored(20, ["Sleep stage W", "Sleep stage W", "Sleep stage 1", "Sleep stage 2",
+                                             "Sleep stage 2", "Sleep stage 3", "Sleep stage 4", "Sleep stage 4",
+                                             "Sleep stage R"])
+    ref = reference_from_annotations(onsets, durations, labels, n_epochs=7)
+    # 0-30: W 30 s; 30-60: W 10 + N1 20 -> N1; 60-90: N2 30; 90-120: N2 10 + S3 20 -> N3;
+    # 120-150: S4 30 -> N3; 150-180: S4 10 + R 20 -> R; 180-210: unscored -> ?
+    assert ref.stages.tolist() == ["W", "N1", "N2", "N3", "N3", "R", "?"]
+
+
+def test_s3_and_s4_time_adds_up_to_n3():
+    # 30-s epoch scored in 5-s R&K epochs: S2 10 s, S3 10 s, S4 10 s -> N3 holds 20 of 30 s.
+    onsets, durations, labels = _scored(5, ["2", "2", "S3", "S3", "S4", "S4"])
+    labels = [f"Sleep stage {lab[-1]}" for lab in labels]
+    assert reference_from_annotations(onsets, durations, labels, n_epochs=1).stages.tolist() == ["N3"]
+
+
+def test_5_s_epochs_and_half_scored_rule():
+    # 5-s epochs, zero durations (one scoring epoch each): 0-30 all N2; 30-60 only 15 s scored
+    # (exactly half: scored); 60-90 only 10 s scored (less than half: "?").
+    onsets = [0, 5, 10, 15, 20, 25, 30, 35, 40, 60, 65]
+    labels = ["N2"] * 6 + ["R", "R", "R", "W", "W"]
+    ref = reference_from_annotations(onsets, [0.0] * len(onsets), labels, n_epochs=3)
+    assert ref.stages.tolist() == ["N2", "R", "?"]
+
+
+def test_30_s_aasm_epochs_are_unchanged_and_movement_time_is_unscored():
+    onsets, durations, labels = _scored(30, ["W", "N1", "N2", "N3", "R", "Movement time"])
+    ref = reference_from_annotations(onsets, durations, labels, n_epochs=6)
+    assert ref.stages.tolist() == ["W", "N1", "N2", "N3", "R", "?"]

@@ -14,9 +14,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from sleeplm.io.recording import EPOCH_SEC, ReferenceScoring
+from sleeplm.io.recording import EPOCH_SEC, STAGES, ReferenceScoring
 
-__all__ = ["parse_stage_label", "parse_event_label", "reference_from_annotations"]
+__all__ = ["parse_stage_label", "parse_event_label", "reference_from_annotations", "stages_on_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,38 +94,70 @@ def reference_from_annotations(onsets_s, durations_s, labels, n_epochs: int) -> 
 
     Parameters
     ----------
-    onsets_s, durations_s : seconds from recording start (a duration of 0 or NaN for a stage
-        annotation means one epoch).
+    onsets_s, durations_s : seconds from recording start. A stage annotation with a duration of
+        0 or NaN lasts one scoring epoch: the most common step between stage onsets (30 s when
+        there is a single one).
     labels : raw annotation texts.
-    n_epochs : epochs in the recording; stages are aligned to this 30-s grid.
+    n_epochs : epochs in the recording; stages are mapped onto this 30-s grid.
 
     Returns
     -------
     ReferenceScoring, or None when there is no annotation at all. Stages are None when no stage
-    annotation exists; epochs no stage annotation covers are ``"?"``. A stage annotation fills
-    every epoch whose start lies inside it (an onset off the grid is rounded to the nearest epoch).
+    annotation exists. Scorings in any epoch length (20-s R&K, 30-s AASM, 5-s...) map onto the
+    30-s grid by majority of scored time (`stages_on_grid`): an epoch is ``"?"`` only where less
+    than half of it was scored (or where most of it was scored as movement/unknown).
     """
     onsets = np.asarray(onsets_s, dtype=float)
     durations = np.nan_to_num(np.asarray(durations_s, dtype=float))
     labels = [str(lab) for lab in labels]
     if not labels:
         return None
-    stages = np.full(n_epochs, "?", dtype="<U2")
-    n_stage = 0
-    events = []
+    stage_rows, events = [], []
     for onset, duration, label in zip(onsets, durations, labels):
         stage = parse_stage_label(label)
         if stage is not None:
-            n_stage += 1
-            first = int(round(onset / EPOCH_SEC))
-            n = max(int(round(duration / EPOCH_SEC)), 1)
-            if first < n_epochs:
-                stages[max(first, 0) : min(first + n, n_epochs)] = stage
+            stage_rows.append((float(onset), float(duration), stage))
             continue
         kind, subtype = parse_event_label(label)
         events.append((float(onset), float(duration), kind, subtype, label))
-    logger.debug("annotations: %d stage, %d event", n_stage, len(events))
+    logger.debug("annotations: %d stage, %d event", len(stage_rows), len(events))
     return ReferenceScoring(
-        stages=stages if n_stage else None,
+        stages=stages_on_grid(stage_rows, n_epochs) if stage_rows else None,
         events=pd.DataFrame(events, columns=_EVENT_COLUMNS),
     )
+
+
+def stages_on_grid(stage_rows, n_epochs: int) -> np.ndarray:
+    """Stage per 30-s epoch from ``(onset_s, duration_s, stage)`` rows scored in any epoch length.
+
+    Each 30-s epoch takes the stage that covers most of its scored time (R&K S3 and S4 were
+    already merged into N3 by `parse_stage_label`, so their time adds up); ties go to the stage
+    scored first within the epoch. An epoch less than half covered by stage annotations is
+    ``"?"``. A duration of 0 means one scoring epoch (the most common step between onsets).
+
+    >>> rows = [(0, 20, "W"), (20, 20, "N1"), (40, 20, "N2")]  # 20-s R&K epochs, then none
+    >>> stages_on_grid(rows, 3).tolist()
+    ['W', 'N2', '?']
+    """
+    rows = sorted(stage_rows)
+    onsets = np.array([r[0] for r in rows])
+    steps = np.round(np.diff(onsets), 3)
+    steps = steps[steps > 0]
+    default = float(pd.Series(steps).mode().iloc[0]) if steps.size else float(EPOCH_SEC)
+    names = (*STAGES, "?")
+    cover = np.zeros((n_epochs, len(names)))
+    first_seen = np.full((n_epochs, len(names)), np.inf)
+    for onset, duration, stage in rows:
+        end = onset + (duration if duration > 0 else default)
+        k = names.index(stage)
+        for epoch in range(max(int(onset // EPOCH_SEC), 0), min(int(np.ceil(end / EPOCH_SEC)), n_epochs)):
+            lo, hi = max(onset, epoch * EPOCH_SEC), min(end, (epoch + 1) * EPOCH_SEC)
+            if hi > lo:
+                cover[epoch, k] += hi - lo
+                first_seen[epoch, k] = min(first_seen[epoch, k], lo)
+    stages = np.full(n_epochs, "?", dtype="<U2")
+    scored = cover.sum(axis=1) >= EPOCH_SEC / 2
+    # Most time first, then the earliest-scored stage among equals.
+    order = np.lexsort((first_seen, -cover), axis=1)[:, 0] if n_epochs else np.array([], dtype=int)
+    stages[scored] = np.array(names)[order[scored]]
+    return stages
