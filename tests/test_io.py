@@ -94,7 +94,7 @@ def test_aasm_edf_loads_every_channel_in_sleeplm_order(aasm_file):
         "POS": "Position",
     }
     assert [c.canonical for c in rec.channels] == list(CANONICAL_CHANNELS)
-    assert rec.source_format == "EDF+" and rec.normalization == "night_robust"
+    assert rec.source_format == "EDF+" and rec.normalization == "night_zscore"
     assert package_load_recording(path).content_digest() == rec.content_digest()
 
 
@@ -118,13 +118,16 @@ def test_signal_rates_and_units(aasm_file):
     np.testing.assert_allclose(rec.signals["THX"].data, written["Thorax"], atol=0.1)
 
 
-def test_epochs_are_robustly_zscored_and_pos_holds_codes(aasm_file):
+def test_epochs_are_zscored_and_pos_holds_codes(aasm_file):
     rec = load_recording(aasm_file[0])
+    robust = load_recording(aasm_file[0], normalization="night_robust")
     for name in ("EEG_C3_A2", "ECG", "THX"):
         row = rec.epochs[:, CANONICAL_CHANNELS.index(name)].ravel()
+        assert abs(row.mean()) < 0.05 and abs(row.std() - 1) < 0.1, name
+        assert np.abs(row).max() <= 10.0
+        row = robust.epochs[:, CANONICAL_CHANNELS.index(name)].ravel()
         q25, median, q75 = np.percentile(row, [25, 50, 75])
         assert abs(median) < 0.05 and abs((q75 - q25) / 1.349 - 1) < 0.05, name
-        assert np.abs(row).max() <= 10.0
     pos = rec.epochs[:, CANONICAL_CHANNELS.index("POS")]
     assert set(np.unique(pos)) == {0.0, 1.0, 2.0, 3.0}
     assert (pos[0] == 0).all() and (pos[-1] == 3).all()  # not z-scored, held per sample

@@ -18,6 +18,7 @@ from sleeplm.io.preprocess import (
     robust_center_scale,
     to_epochs,
     zscore_night,
+    usable_mean_sd,
     zscore_per_epoch,
 )
 
@@ -144,3 +145,50 @@ def test_channel_warnings():
     nan[:10] = 1
     assert channel_warnings("ECG", nan, np.isnan(nan), 0.0, "uV")[0].startswith("mostly NaN (90%")
     assert channel_warnings("SpO2", np.full(100, 0.95), np.zeros(100, bool), 0.0, "%")[0].startswith("implausible")
+
+
+def test_usable_mean_sd_leaves_out_flat_clipped_and_pop_samples():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(64_000) * 30.0 + 5.0
+    x[:10_000] = 0.0  # disconnected
+    x[20_000:20_300] = 500.0  # at the rail
+    x[30_000:30_020] = 5_000.0  # a pop far beyond the clipping bound
+    bad = artefact_mask(x, 64, rails=(-500, 500))
+    mean, sd = usable_mean_sd(x, bad)
+    assert mean == pytest.approx(5.0, abs=0.5) and sd == pytest.approx(30.0, rel=0.02)
+    z = zscore_night(x, bad)
+    usable = np.ones(x.size, dtype=bool)
+    usable[:10_000] = usable[20_000:20_300] = usable[30_000:30_020] = False
+    assert abs(z[usable].mean()) < 0.05 and z[usable].std() == pytest.approx(1.0, abs=0.02)
+    assert np.abs(z).max() == Z_CLIP  # the pop is clipped at the stated bound
+
+
+@pytest.fixture(scope="module")
+def zscored_night(tmp_path_factory):
+    """A 1-h simulated night with REM (saccades) loaded with each night-wide normalisation, and its truth."""
+    from sleeplm.io.reader import load_recording
+    from sleeplm.synthetic import load_truth, simulate_night, write_night
+
+    path = write_night(simulate_night(1.0, seed=0, severity="moderate", sfreq=128),
+                       tmp_path_factory.mktemp("z") / "night.edf")
+    return {norm: load_recording(path, normalization=norm) for norm in ("night_zscore", "night_robust")}, load_truth(path)
+
+
+@pytest.mark.parametrize("channel", ["ECG", "ABD", "THX", "AF", "EOG_Left", "EOG_Right", "EEG_C3_A2", "EEG_C4_A1",
+                                     "EMG_Chin"])
+def test_default_normalisation_is_sleeplms_zscore_over_usable_epochs(zscored_night, channel):
+    from sleeplm.io.recording import CANONICAL_CHANNELS
+
+    recs, truth = zscored_night
+    assert (truth.hypnogram == "R").sum() >= 10  # the EOG carries REM saccades
+    rec = recs["night_zscore"]
+    assert rec.normalization == "night_zscore"
+    usable = np.ones(rec.n_epochs, dtype=bool)
+    for row in truth.events[truth.events.kind == "artefact"].itertuples():
+        if channel in row.channel.split(","):
+            usable[int(row.start_s // 30) : int(row.end_s // 30) + 1] = False
+    z = rec.epochs[usable, CANONICAL_CHANNELS.index(channel)]
+    assert abs(z.mean()) < 0.05 and 0.9 <= z.std() <= 1.1, (z.mean(), z.std())
+    assert np.abs(rec.epochs[:, CANONICAL_CHANNELS.index(channel)]).max() <= Z_CLIP
+    # The robust variant stays available by name (its scale is the IQR's, so its SD is not 1).
+    assert recs["night_robust"].normalization == "night_robust"

@@ -1,4 +1,4 @@
-"""Signal preparation for SleepLM: anti-aliased resampling, artefact-robust z-scoring, epoching.
+"""Signal preparation for SleepLM: anti-aliased resampling, z-scoring over the usable night, epoching.
 
 All functions work on one channel at a time in float32 so that an 8-hour night never needs a
 float64 copy of every channel at once.
@@ -24,6 +24,7 @@ __all__ = [
     "hold_resample",
     "artefact_mask",
     "robust_center_scale",
+    "usable_mean_sd",
     "zscore_night",
     "zscore_per_epoch",
     "to_epochs",
@@ -36,7 +37,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-NORMALIZATIONS = ("night_robust", "per_epoch")
+# "night_zscore" (default, as the SleepLM README asks): mean and SD of the night's usable samples;
+# "night_robust": median and IQR / 1.349 of them; "per_epoch": each 30-s epoch on its own.
+NORMALIZATIONS = ("night_zscore", "night_robust", "per_epoch")
 # Physical-unit rate (Hz) kept for each signal: enough for the measurements, no more.
 SIGNAL_RATE_LIMITS = {
     "ECG": 256, "EEG_C3_A2": 128, "EEG_C4_A1": 128, "EOG_Left": 128, "EOG_Right": 128, "EMG_Chin": 128,
@@ -47,7 +50,10 @@ _MIN_SIGNAL_RATE = 1.0
 # they get no flat-run or clipping checks, and a constant one is kept (lights stay off all night).
 TREND_SIGNALS = ("SpO2", "HR", "Light")
 # |z| above this is clipped: beyond it a sample is artefact, and unbounded values would dominate attention.
+# The same bound excludes such samples (pops, movement bursts) from the mean and SD.
 Z_CLIP = 10.0
+# R-peaks are the ECG itself, however tall: no outlier exclusion from its statistics.
+SPIKY_SIGNALS = ("ECG",)
 # A run of identical samples at least this long (s) counts as flat (disconnected lead, saturation).
 FLAT_RUN_S = 1.0
 # Robust statistics on about this many samples (an evenly strided subset): the median of 200 000
@@ -238,16 +244,46 @@ def robust_center_scale(data: np.ndarray, bad: np.ndarray | None = None) -> tupl
     return float(median), float(scale)
 
 
+def usable_mean_sd(data: np.ndarray, bad: np.ndarray | None = None, clip: float | None = Z_CLIP) -> tuple[float, float]:
+    """Mean and standard deviation of the usable samples of a whole-night signal.
+
+    Samples in `bad` (flat, clipped, disconnected, non-finite: `artefact_mask`) are left out.
+    With `clip`, samples further than ``clip`` SDs from the mean (pops, movement bursts: beyond
+    the bound every z-score is clipped at) are left out too, and the two moments recomputed once.
+    Computed on about `_MAX_STAT_SAMPLES` evenly strided samples, in float64.
+
+    Returns ``(nan, 0.0)`` when no usable sample exists; SD 0 means the channel is flat.
+
+    >>> x = np.r_[np.tile([-1.0, 1.0], 5000), np.full(3, 1e6)]  # a few huge pops
+    >>> usable_mean_sd(x)
+    (0.0, 1.0)
+    """
+    data = np.asarray(data)
+    step = max(1, len(data) // _MAX_STAT_SAMPLES)
+    good = data[::step] if bad is None else data[::step][~np.asarray(bad)[::step]]
+    good = good[np.isfinite(good)].astype(np.float64)
+    if good.size == 0:
+        return float("nan"), 0.0
+    mean, sd = float(good.mean()), float(good.std())
+    if clip is not None and sd > 0:
+        inside = good[np.abs(good - mean) <= clip * sd]
+        if inside.size:
+            mean, sd = float(inside.mean()), float(inside.std())
+    if sd <= 1e-6 * max(abs(mean), 1.0):  # float rounding of a constant signal, not variation
+        sd = 0.0
+    return mean, sd
+
+
 def zscore_night(data: np.ndarray, bad: np.ndarray | None = None, clip: float = Z_CLIP,
                  center_scale: tuple[float, float] | None = None) -> np.ndarray:
-    """Z-score a whole-night signal with robust statistics computed on non-artefact samples.
+    """Z-score a whole-night signal with a centre and scale computed on its usable samples.
 
-    A flat or clipped stretch is excluded from the statistics, so it cannot shrink or inflate the
-    scale; values are clipped to ``±clip``; non-finite samples become 0. A channel with no usable
-    variation returns zeros (the SleepLM convention for a missing channel). Pass `center_scale`
-    when `robust_center_scale` was already computed on the same samples.
+    By default these are `usable_mean_sd` (SleepLM's z-score); pass `center_scale` to use
+    others (e.g. `robust_center_scale`) or ones already computed. Values are clipped to
+    ``±clip``; non-finite samples become 0. A channel with no usable variation returns zeros
+    (the SleepLM convention for a missing channel).
     """
-    center, scale = center_scale if center_scale is not None else robust_center_scale(data, bad)
+    center, scale = center_scale if center_scale is not None else usable_mean_sd(data, bad, clip)
     if not scale > 0:
         return np.zeros(len(data), dtype=np.float32)
     z = np.subtract(data, np.float32(center), dtype=np.float32)  # one new array, then in place
@@ -347,7 +383,7 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     data : the whole night in physical units at `sfreq` Hz (not modified).
     rails : physical limits of the recording channel (for clipping).
     info : the channel's ChannelInfo; warnings are appended and `present` cleared if unusable.
-    normalization : ``"night_robust"`` or ``"per_epoch"``.
+    normalization : one of `NORMALIZATIONS`.
 
     Returns
     -------
@@ -385,6 +421,8 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     n_epochs = len(at_64) // EPOCH_SAMPLES
     if normalization == "per_epoch":
         return signal, zscore_per_epoch(to_epochs(at_64, n_epochs))
+    if normalization == "night_zscore":
+        center, scale = usable_mean_sd(at_64, stats_bad, clip=None if name in SPIKY_SIGNALS else Z_CLIP)
     z = zscore_night(at_64, stats_bad, center_scale=(center, scale))
     return signal, to_epochs(z, n_epochs)
 

@@ -276,7 +276,7 @@ def _start_seconds(raw: bytes) -> float | None:
     return float(h * 3600 + m * 60 + s)
 
 
-def load_recording(path, channel_map=None, position_map=None, normalization="night_robust",
+def load_recording(path, channel_map=None, position_map=None, normalization="night_zscore",
                    annotations=None) -> Recording:
     """Load and validate one night.
 
@@ -288,8 +288,11 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
         ``"A-B"`` derives ``A - B`` from two file channels.
     position_map : vendor map name (see `sleeplm.io.channels.POSITION_MAPS`) or dict code -> label;
         default: the map of the recognised montage, else ``"sleeplm"`` codes.
-    normalization : ``"night_robust"`` (default: median/IQR over the night's non-artefact
-        samples) or ``"per_epoch"`` (each 30-s epoch on its own).
+    normalization : ``"night_zscore"`` (default, SleepLM's z-score: per channel, mean and
+        standard deviation of the night's usable samples; flat, clipped, disconnected and
+        artefact samples beyond 10 SD are left out of both, and z is clipped at ±10),
+        ``"night_robust"`` (median and IQR/1.349 of the usable samples) or ``"per_epoch"``
+        (each 30-s epoch on its own).
     annotations : optional separate scoring file, used instead of the recording's own EDF+
         annotations: an EDF+ annotation file such as Sleep-EDF's ``*-Hypnogram.edf`` (aligned by
         its start time) or a CSV (see `read_annotation_file`). When not given and the recording

@@ -143,7 +143,8 @@ class Recording:
         ``"Snore"``, ``"Pressure"``.
     start_seconds : clock start as seconds since midnight (time of day only, no date),
         or None when the file carries no usable start time.
-    normalization : how `epochs` were z-scored: ``"night_robust"`` or ``"per_epoch"``.
+    normalization : how `epochs` were z-scored: ``"night_zscore"``, ``"night_robust"`` or ``"per_epoch"``
+        (see `sleeplm.io.preprocess.NORMALIZATIONS`).
     position_map : name of the vendor position map used to decode POS, or None.
     reference : scoring found in the file, or None.
     source_format : "EDF", "EDF+", "BDF", "BDF+", "tensor".
