@@ -96,3 +96,55 @@ def test_the_usable_eeg_lead_is_staged_when_the_other_is_dead(tmp_path):
     dead_c4.signals["EEG_C4_A1"].data[:] = 0.0
     result = stage_night(dead_c4)
     assert result.source == "yasa" and list(result.hypnogram) == list(expected)
+
+
+@pytest.fixture(scope="module")
+def low_rate_night(tmp_path_factory):
+    """A simulated half night with EEG/EOG/EMG/ECG at 50 Hz and breathing and SpO2 at 1 Hz, and its truth."""
+    from scipy.signal import resample_poly
+
+    from sleeplm.io.reader import load_recording
+    from sleeplm.synthetic import load_truth, simulate_night, write_night
+
+    night = simulate_night(0.5, seed=0, severity="severe", sfreq=128)
+    for label, (data, sfreq, unit) in list(night.signals.items()):
+        target = 50 if sfreq >= 100 else 1 if label != "Position" else sfreq
+        if target != sfreq:
+            low, high = night.physical_ranges[label]
+            night.signals[label] = (np.clip(resample_poly(data, int(target), int(sfreq)), low, high).astype(np.float32),
+                                    float(target), unit)
+    path = write_night(night, tmp_path_factory.mktemp("low") / "low.edf")
+    return load_recording(path), load_truth(path)
+
+
+def test_50_hz_eeg_is_staged_with_the_reason_and_loss_stated(low_rate_night):
+    from sleeplm.measure.summary import night_summary
+
+    rec, truth = low_rate_night
+    for info in rec.channels[6:8]:
+        assert info.original_sfreq == 50 and any("resampled to 100 Hz for staging" in w for w in info.warnings)
+    assert "resampled to 100 Hz" in rec.describe()  # the preflight says it
+    result = stage_night(rec)
+    assert result.source == "yasa" and "Nothing above 25 Hz was recorded" in result.note
+    assert agreement(result.hypnogram, truth.hypnogram, "truth")["kappa"] >= 0.5
+    summary = night_summary(rec, staging=result)
+    assert summary["staging_note"] == result.note
+
+
+def test_1_hz_airflow_effort_and_spo2_are_used(low_rate_night):
+    import sys
+    from pathlib import Path
+
+    from sleeplm.measure.events import detect_events
+    from sleeplm.measure.signals import get_signal
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from evaluation import event_agreement
+
+    rec, truth = low_rate_night
+    for name in ("AF", "THX", "ABD", "SpO2"):
+        assert get_signal(rec, name) is not None and get_signal(rec, name).sfreq == 1.0, name
+    events = detect_events(rec, truth.hypnogram)
+    scored = event_agreement(events[events.kind.isin(["apnea", "hypopnea"])], truth.respiratory_events())
+    assert scored["recall"] >= 0.8 and scored["precision"] >= 0.8, scored
+    assert (events.kind == "desaturation").sum() >= 3

@@ -90,8 +90,12 @@ def test_no_eeg_gives_rei_and_reasons():
     summary = night_summary(rec)
     assert summary["tst_min"] is None and summary["ahi"] is None
     assert "EEG" in summary["not_assessable"]["tst_min"] and "REI" in summary["not_assessable"]["ahi"]
-    assert summary["rei"] == pytest.approx(1 / (10 / 60), abs=0.01) and summary["severity"] == "mild"
+    assert summary["rei"] == pytest.approx(1 / (10 / 60), abs=0.01)
     assert summary["odi3"] is None and "SpO2" in summary["not_assessable"]["odi3"]
+    # No SpO2 and no EEG: hypopneas cannot be scored, so the index counts apneas only and no band is given.
+    assert summary["ahi_rule"] == "apneas only" and summary["severity"] is None and summary["n_hypopneas"] is None
+    assert "apneas only" in summary["not_assessable"]["severity"]
+    assert "no usable SpO2 and no EEG" in summary["not_assessable"]["n_hypopneas"]
 
 
 def test_dead_sensors_are_not_a_normal_night():

@@ -15,11 +15,12 @@ from sleeplm.io.recording import EPOCH_SEC, POS_INDEX, SFREQ, Recording, Signal
 __all__ = ["MeasurementError", "MIN_SFREQ", "get_signal", "unusable_reason", "epoch_matrix", "bandpass", "runs", "per_second", "position_codes", "sleep_mask_seconds"]
 
 
-# Slowest rate at which each signal still carries what is measured from it (EEG up to 30 Hz,
-# chin EMG above 10 Hz, the QRS complex at 5-25 Hz, breaths below 1 Hz). Some files store
-# envelopes instead (e.g. a 1-Hz EMG RMS): those are not measured as raw signals.
-MIN_SFREQ = {"EEG_C3_A2": 60.0, "EEG_C4_A1": 60.0, "EOG_Left": 10.0, "EOG_Right": 10.0, "EMG_Chin": 50.0,
-             "ECG": 50.0, "AF": 2.5, "Pressure": 2.5, "THX": 2.5, "ABD": 2.5}
+# Slowest rate at which each signal still carries what is measured from it: EEG up to 25 Hz
+# (a 50-Hz EEG is staged after resampling, see `sleeplm.measure.staging`), chin EMG above 10 Hz,
+# the QRS complex at 5-25 Hz, breaths below 0.5 Hz (airflow and effort at any rate >= 1 Hz).
+# Some files store envelopes instead (e.g. a 1-Hz EMG RMS): those are not measured as raw signals.
+MIN_SFREQ = {"EEG_C3_A2": 50.0, "EEG_C4_A1": 50.0, "EOG_Left": 10.0, "EOG_Right": 10.0, "EMG_Chin": 50.0,
+             "ECG": 50.0, "AF": 1.0, "Pressure": 1.0, "THX": 1.0, "ABD": 1.0}
 
 
 def get_signal(rec: Recording, name: str) -> Signal | None:

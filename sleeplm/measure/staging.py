@@ -23,6 +23,7 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
+from sleeplm.io.preprocess import STAGER_MIN_SFREQ, STAGER_SFREQ, stager_rate_note
 from sleeplm.measure.quality import artefact_segments, bad_seconds
 from sleeplm.io.recording import EPOCH_SEC, STAGES, Recording
 from sleeplm.measure.signals import get_signal
@@ -31,7 +32,6 @@ __all__ = ["StagingResult", "stage_night", "stage_with_yasa", "stage_with_sleepl
 
 logger = logging.getLogger(__name__)
 
-YASA_MIN_SFREQ = 80.0  # YASA refuses EEG sampled at 80 Hz or less
 MAX_BAD_EEG_SHARE = 0.5
 _YASA_STAGES = {"WAKE": "W", "W": "W", "N1": "N1", "N2": "N2", "N3": "N3", "REM": "R", "R": "R"}
 # Stage words in SleepLM stage_event captions, most specific first.
@@ -56,12 +56,15 @@ class StagingResult:
     agreement : {"with": other source, "accuracy": 0-1, "kappa": Cohen's kappa, "n_epochs": compared}
         when a second source exists, else None.
     unavailable : reasons the automatic sources could not run, by source.
+    note : what the user should know about how the automatic stager ran (e.g. a low-rate EEG
+        resampled for it, with the expected loss), else None.
     """
 
     hypnogram: np.ndarray | None
     source: str
     agreement: dict | None = None
     unavailable: dict | None = None
+    note: str | None = None
 
 
 def stage_from_caption(text: str) -> str:
@@ -107,27 +110,28 @@ def _usable_eeg(rec: Recording):
 def stage_with_yasa(rec: Recording) -> np.ndarray:
     """Stage the night with YASA's shipped classifier (EEG, plus EOG and chin EMG when present).
 
+    An EEG sampled at 80 Hz or less (YASA's minimum) is resampled to 100 Hz, the rate YASA's
+    classifier works at (`sleeplm.io.preprocess.stager_rate_note` says what is lost); EOG and EMG follow the EEG's rate.
+
     Raises
     ------
-    ValueError : no EEG channel, EEG flat or artefact for more than half the night, or EEG
-        sampled at 80 Hz or less (YASA's minimum).
+    ValueError : no EEG channel (at 50 Hz or more), or EEG flat or artefact for more than half the night.
     """
     import mne
     import yasa
 
     eeg = _usable_eeg(rec)
-    if eeg.sfreq <= YASA_MIN_SFREQ:
-        raise ValueError(f"the EEG is sampled at {eeg.sfreq:g} Hz; YASA needs more than {YASA_MIN_SFREQ:g} Hz")
-    n_samples = int(round(rec.duration_s * eeg.sfreq))
-    names, types, rows = ["eeg"], ["eeg"], [np.asarray(eeg.data, dtype=float)[:n_samples]]
-    for name, kind in (("EOG_Left", "eog"), ("EMG_Chin", "emg")):
-        sig = get_signal(rec, name)
+    sfreq = eeg.sfreq if eeg.sfreq > STAGER_MIN_SFREQ else STAGER_SFREQ
+    n_samples = int(round(rec.duration_s * sfreq))
+    names, types, rows = [], [], []
+    for name, kind in ((None, "eeg"), ("EOG_Left", "eog"), ("EMG_Chin", "emg")):
+        sig = eeg if name is None else get_signal(rec, name)
         if sig is not None:
-            data = _at_rate(sig, eeg.sfreq)[:n_samples]
+            data = _at_rate(sig, sfreq)[:n_samples]
             rows.append(np.pad(data, (0, n_samples - len(data)), mode="edge"))
             names.append(kind)
             types.append(kind)
-    info = mne.create_info(names, eeg.sfreq, types)
+    info = mne.create_info(names, sfreq, types)
     raw = mne.io.RawArray(np.vstack(rows) * 1e-6, info, verbose="error")  # uV -> V, as mne expects
     with warnings.catch_warnings():
         # The classifier was pickled with an older scikit-learn; YASA validates its features itself.
@@ -181,16 +185,18 @@ def stage_night(rec: Recording, model=None, automatic: bool = True) -> StagingRe
         except Exception as exc:  # the model is optional; its failure must not stop the analysis
             logger.warning("SleepLM staging failed: %s", exc)
             unavailable["sleeplm"] = f"SleepLM captioning failed ({type(exc).__name__})"
+    note = None
     if len(sources) < 2 and (automatic or not sources):
         try:
             sources["yasa"] = stage_with_yasa(rec)
+            note = stager_rate_note(_usable_eeg(rec).sfreq)
         except ValueError as exc:
             unavailable["yasa"] = str(exc)
     if not sources:
         return StagingResult(None, "none", None, unavailable)
     names = list(sources)
     chosen = names[0]
-    result = StagingResult(sources[chosen], chosen, None, unavailable or None)
+    result = StagingResult(sources[chosen], chosen, None, unavailable or None, note)
     if len(names) > 1:
         result.agreement = agreement(sources[chosen], sources[names[1]], names[1])
     return result

@@ -46,6 +46,8 @@ RESPIRATORY_KEYS = ("ahi", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ah
 # Below this share of usable signal over the time an index divides by, the index would mostly
 # count missing data as normal breathing or saturation: it is not assessable.
 MIN_USABLE_SHARE = 0.5
+# `ahi_rule` when hypopneas cannot be scored (no SpO2 and no arousal evidence).
+APNEAS_ONLY = "apneas only"
 # AASM adult bands (events per hour), lower edge inclusive.
 SEVERITY_BANDS = ((30, "severe"), (15, "moderate"), (5, "mild"), (0, "normal"))
 
@@ -101,6 +103,21 @@ def _per_hour(count: int, minutes: float | None) -> float | None:
     return None if not minutes else _r(count / (minutes / 60))
 
 
+def _why_apneas_only(rec: Recording, hypopnea_rule: str, asleep_s: np.ndarray | None) -> str | None:
+    """Why hypopneas cannot be scored (no usable SpO2 for a desaturation, and for rule 1A no EEG for
+    an arousal), or None when they can."""
+    spo2 = spo2_per_second(rec, np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool))
+    if spo2 is not None:
+        valid = np.isfinite(spo2) & (spo2 >= 50) & (spo2 <= 100)
+        if _usable_share(valid, asleep_s) >= MIN_USABLE_SHARE:
+            return None
+    eeg = get_signal(rec, "EEG_C3_A2") is not None or get_signal(rec, "EEG_C4_A1") is not None
+    if hypopnea_rule == "1A" and eeg:
+        return None
+    arousal = " and no EEG for arousals" if hypopnea_rule == "1A" else " (rule 1B needs a >= 4 % desaturation)"
+    return f"hypopneas cannot be scored: no usable SpO2{arousal}"
+
+
 def _usable_share(usable_s: np.ndarray, window_s: np.ndarray | None) -> float:
     """Share (0-1) of the seconds in `window_s` (all seconds when None or empty) where the signal is usable."""
     if window_s is not None and window_s.any():
@@ -132,6 +149,10 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     recording too), SpO2 in %, HR in bpm (over sleep; over the recording without stages),
     ``position_min`` {position: minutes}, ``stage_source``, ``severity_basis`` ("ahi" or "rei"),
     ``airflow_usable_pct``, ``spo2_usable_pct`` (share of that time with a usable signal),
+    ``staging_note`` (how the automatic stager ran, e.g. on a resampled 50-Hz EEG, else None),
+    ``ahi_rule`` the hypopnea rule, or ``"apneas only"`` when hypopneas cannot be scored (no
+    usable SpO2 and no EEG for arousals): then ``n_hypopneas`` and ``severity`` are None with
+    their reason, as no AASM band may rest on an index that leaves hypopneas out,
     ``not_assessable`` {key: reason}: every `EXPORT_KEYS` figure that is None has its reason.
     """
     from sleeplm.measure.events import detect_events
@@ -152,6 +173,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         if hyp is not None and summary[key] is None:
             missing[key] = "no REM sleep scored" if key == "rem_latency_min" else "no sleep scored"
     summary["stage_source"] = staging.source
+    summary["staging_note"] = staging.note
 
     stage_of = None if hyp is None else np.asarray(hyp, dtype=object)
     positions = epoch_positions(rec)
@@ -207,8 +229,17 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         else:
             reason = "no sleep scored, so AHI has no sleep time to divide by; REI over recording time is given"
             missing.update(dict.fromkeys(("ahi", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem"), reason))
-        summary["severity"] = severity_band(summary["ahi"] if summary["ahi"] is not None else summary["rei"])
         summary["severity_basis"] = "ahi" if summary["ahi"] is not None else "rei"
+        apneas_only = _why_apneas_only(rec, hypopnea_rule, asleep_s)
+        if apneas_only:
+            # The index counts apneas only: an AASM band built on it would understate the night.
+            summary["ahi_rule"] = APNEAS_ONLY
+            summary["n_hypopneas"] = None
+            missing["n_hypopneas"] = apneas_only
+            missing["severity"] = (f"{apneas_only}; the index above counts apneas only, so no AASM severity band "
+                                   "is given")
+        else:
+            summary["severity"] = severity_band(summary["ahi"] if summary["ahi"] is not None else summary["rei"])
         for key, reason in (("ahi_rem", "no REM sleep"), ("ahi_nrem", "no NREM sleep"),
                             ("ahi_supine", "no supine sleep" if positions is not None else "no body-position channel"),
                             ("ahi_nonsupine", "no non-supine sleep" if positions is not None else "no body-position channel")):

@@ -45,11 +45,14 @@ def _plain(value):
 
 
 def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
-    """The contract's figures (`sleeplm.measure.summary.EXPORT_KEYS`) and ``not_assessable``, nothing else
-    (stage source and agreement are in hypnogram.csv and report.md)."""
+    """The contract's figures (`sleeplm.measure.summary.EXPORT_KEYS`) and ``not_assessable``, plus
+    ``staging_note`` when the automatic stager ran on a resampled low-rate EEG (stage source and
+    agreement are in hypnogram.csv and report.md)."""
     summary = {key: analysis.summary[key] for key in EXPORT_KEYS}
     summary["not_assessable"] = {key: reason for key, reason in analysis.summary["not_assessable"].items()
                                  if key in EXPORT_KEYS}
+    if analysis.summary.get("staging_note"):
+        summary["staging_note"] = analysis.summary["staging_note"]
     path.write_text(json.dumps(_plain(summary), indent=2))
     return path
 
