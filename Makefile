@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh clone (only Python 3.11 needed):
-#   make run    create .venv, install, start the app on the built-in demo night (http://127.0.0.1:7860)
-#   make test   create .venv, install, run the tests offline
+#   make run    create .venv, install, start the app on the built-in demo night (http://127.0.0.1:7860);
+#               on first run it downloads the SleepLM weights from the Hugging Face hub when the hub
+#               answers (progress in the terminal and on the page), else it says how to pass a file
+#   make test   create .venv, install, run the tests offline (tests/conftest.py sets HF_HUB_OFFLINE=1)
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED = False
 
 .PHONY: run test install llm bench clean

@@ -32,7 +32,7 @@ import logging
 import re
 import shutil
 import tempfile
-import time
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +44,15 @@ from gradio.utils import get_upload_folder
 import pandas as pd
 
 from assistant.session import NightSession
+from assistant.sleeplm_jobs import jobs_pending
 from tools.timeparse import parse_span
 from sleeplm.errors import ChannelMappingError, NotARecordingError, RecordingError, SleepLMError
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf, write_trace_json
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
 __all__ = [
-    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "ConfiguredChatModel", "check_upload",
+    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "ConfiguredChatModel", "SleepLMWeights",
+    "check_upload", "refresh_status",
     "open_session", "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
     "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "build_app", "launch", "serve",
 ]
@@ -60,6 +62,7 @@ logger = logging.getLogger(__name__)
 UPLOAD_SUFFIXES = (".edf", ".bdf")
 MAX_UPLOAD_BYTES = 1024**3  # an 8-h, 30-channel, 256 Hz EDF is ~450 MB
 SESSION_TTL_S = 4 * 3600
+STATUS_REFRESH_S = 2.0  # how often the page asks for the SleepLM download / background progress
 OVERVIEW_DPI = 100
 AUDIENCES = ("clinician", "patient")
 EXAMPLE_QUESTIONS = [
@@ -87,6 +90,8 @@ class BrowserSession:
     overview : the overview figure as last rendered (maps clicks to times).
     llm_note : why the configured language model is not in use, when it is not.
     sleeplm_note : why the app has no SleepLM weights, when it has none.
+    weights : the app's `SleepLMWeights` while they are being fetched (None when given loaded or absent).
+    shown_version : ``night.version`` of the overview last drawn (a background job may change it).
     """
 
     night: NightSession
@@ -98,6 +103,8 @@ class BrowserSession:
     overview: Any = None
     llm_note: str | None = None
     sleeplm_note: str | None = None
+    weights: Any = None
+    shown_version: int = 0
 
     def close(self) -> None:
         self.night.close()
@@ -127,20 +134,79 @@ class ConfiguredChatModel:
         return None if self._resolved is None else self._resolved[1]
 
 
+class SleepLMWeights:
+    """The app's SleepLM weights, fetched (from the hub on first run) and loaded in a background
+    thread: the page opens at once and shows the download's progress; sessions get the model
+    as soon as it is there (`SleepLMWeights.attach`).
+
+    Attributes
+    ----------
+    model : the loaded `SleepLM`, once ready (None before, or when it cannot be had).
+    note : why there is no model, once that is known.
+    fraction, text : progress of the download/load, for the page.
+    """
+
+    def __init__(self, loader: Callable[..., tuple[Any, str | None]] | None = None) -> None:
+        self.model: Any = None
+        self.note: str | None = None
+        self.fraction, self.text = 0.0, "looking for SleepLM weights"
+        self._loader = loader or _load_sleeplm
+        self._thread = threading.Thread(target=self._load, daemon=True, name="sleeplm-weights")
+
+    def start(self) -> SleepLMWeights:
+        self._thread.start()
+        return self
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until the weights are loaded or known to be unavailable; True when settled."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    @property
+    def pending(self) -> bool:
+        return self.model is None and self.note is None
+
+    def _report(self, fraction: float, text: str) -> None:
+        self.fraction, self.text = float(fraction), text
+
+    def _load(self) -> None:
+        try:
+            model, note = self._loader(progress=self._report)
+        except Exception as exc:  # a broken file or an internal fault: the app runs on measurements
+            logger.exception("loading the SleepLM weights failed")
+            model, note = None, f"loading the SleepLM weights failed ({type(exc).__name__}: {exc}). Answers use measurements only."
+        if note:
+            logger.warning("%s", note)
+        self.model, self.note, self.fraction = model, note, 1.0
+
+    def attach(self, bs: BrowserSession) -> None:
+        """Give `bs` the model once it is loaded (starting the loaded night's SleepLM jobs), or the reason there is none."""
+        if self.model is not None and bs.night.sleeplm is None:
+            bs.night.attach_sleeplm(self.model)
+            bs.sleeplm_note = None
+        elif self.note is not None and bs.night.sleeplm is None:
+            bs.sleeplm_note = self.note
+
+
 def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_model: Any = None,
                  sleeplm_note: str | None = None, shown_root: Path | None = None) -> BrowserSession:
     """A fresh `BrowserSession` whose private folder is ``root/key``.
 
-    `sleeplm_note` says why there is no model; the shown files go to a folder of random name
+    `sleeplm_model` is a loaded `SleepLM`, the app's `SleepLMWeights` (still loading, perhaps)
+    or None; `sleeplm_note` says why there is no model; the shown files go to a folder of random name
     under `shown_root` (the app passes Gradio's cache), by default to ``root/key/shown``.
     """
     workdir = Path(root) / key
     workdir.mkdir(parents=True, exist_ok=True)
     shown = workdir / "shown" if shown_root is None else Path(shown_root) / f"sleeplm-{uuid.uuid4().hex}"
     shown.mkdir(parents=True, exist_ok=True)
-    night = NightSession(llm=llm_factory(), model=sleeplm_model, workdir=workdir / "session")
-    return BrowserSession(night=night, workdir=workdir, shown=shown, llm_note=getattr(llm_factory, "note", None),
-                          sleeplm_note=None if sleeplm_model is not None else sleeplm_note)
+    weights = sleeplm_model if isinstance(sleeplm_model, SleepLMWeights) else None
+    night = NightSession(llm=llm_factory(), model=None if weights else sleeplm_model, workdir=workdir / "session")
+    bs = BrowserSession(night=night, workdir=workdir, shown=shown, llm_note=getattr(llm_factory, "note", None),
+                        sleeplm_note=None if sleeplm_model is not None else sleeplm_note, weights=weights)
+    if weights is not None:
+        weights.attach(bs)
+    return bs
 
 
 def check_upload(path: str | Path | None) -> Path:
@@ -171,22 +237,47 @@ def _llm_markdown(bs: BrowserSession) -> str:
         model = f" · {info['model']}" if info.get("model") else ""
         detail = f" — {info['detail']}" if info.get("detail") else ""
         llm = f"{info.get('backend') or 'none'}{model}{detail}"
+    from tools.overview import sleeplm_jobs_text
+
     if bs.sleeplm_note:
         sleeplm = f"not available — {bs.sleeplm_note}"
+    elif bs.weights is not None and bs.weights.pending:
+        sleeplm = f"{bs.weights.text} ({bs.weights.fraction:.0%}); answers use measurements until it is loaded"
     elif bs.night.night is not None:
         sleeplm = bs.night.night.model_status  # says so when embedding this night failed
+        jobs = sleeplm_jobs_text(bs.night.night)
+        sleeplm += f" — in the background: {jobs} (the chat does not wait)" if jobs_pending(bs.night.night) else ""
     else:
         sleeplm = bs.night.sleeplm_status
     return f"**Language model:** {llm}  \n**SleepLM:** {sleeplm}"
+
+
+def _progress_html(bs: BrowserSession | None) -> str:
+    """Progress bars of the SleepLM download and of the loaded night's background jobs ("" when none)."""
+    if bs is None:
+        return ""
+    bars = []
+    if bs.weights is not None and bs.weights.pending:
+        bars.append(("SleepLM weights", bs.weights.fraction))
+    night = bs.night.night
+    if night is not None and jobs_pending(night):
+        bars += [(f"SleepLM {name}", value) for name, value in night.sleeplm_jobs.items() if isinstance(value, float)]
+    # Only fixed job names and numbers go into this markup.
+    return "".join(f'<div class="sleeplm-job">{name}: <progress max="1" value="{value:.3f}"></progress> {value:.0%}</div>'
+                   for name, value in bars)
 
 
 def _night_markdown(bs: BrowserSession) -> str:
     night = bs.night.night
     rec = night.rec
     start = rec.clock_at(0) or "unknown start time"
+    stages = night.stage_source or "not available"
+    agreement = getattr(getattr(night.analysis, "staging", None), "agreement", None)
+    if night.stage_source == "sleeplm" and agreement and agreement.get("accuracy") is not None:
+        stages += f" (agree with {agreement['with']} on {agreement['accuracy']:.0%} of epochs)"
     text = (
         f"**Loaded:** {rec.source_format}, {rec.n_epochs} epochs of 30 s ({rec.epoch_elapsed(rec.n_epochs)}), "
-        f"starting {start}. Stages: {night.stage_source or 'not available'}."
+        f"starting {start}. Stages: {stages}."
     )
     if night.analysis is None:
         text += "  \nMeasurements are not available in this installation; only the recording overview can answer."
@@ -244,9 +335,12 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length of 0)
         progress = _no_progress
     progress(0.02, desc="Reading the recording")
+    if bs.weights is not None:
+        bs.weights.attach(bs)
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
     bs.night.load(path, progress=report, channel_map=channel_map)
     bs.recording_path = path
+    bs.shown_version = bs.night.night.version
     bs.turns.clear()
     progress(0.92, desc="Drawing the night")
     yield (bs, _night_markdown(bs), _llm_markdown(bs), _preflight_update(bs), _file_channels_markdown(path),
@@ -255,14 +349,28 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     # The later updates leave every other output as it is: the user may be chatting already.
     progress(0.96, desc="Writing the report and exports")
     yield (bs, *[gr.update()] * 6, build_downloads(bs), gr.update())
-    night = bs.night.night
-    # SleepLM embeds in the background; the chat already works (retrieval falls back to measurements).
-    while bs.night.sleeplm is not None and night.embeddings is None and "failed" not in night.model_status:
-        progress(night.embedding_progress, desc="SleepLM is embedding the night (chat already available)")
-        time.sleep(0.5)
-    if bs.night.sleeplm is not None:
-        yield (bs, gr.update(), _llm_markdown(bs), *[gr.update()] * 6)
+    # SleepLM works in the background (embeddings, stage captions): `refresh_status` shows its
+    # progress and redraws the overview when it changes the stages; the chat works meanwhile.
     progress(1.0, desc="Ready")
+
+
+def refresh_status(state: BrowserSession | None) -> tuple:
+    """Handler of the page's status timer: (night text, LLM/SleepLM text, overview, progress bars).
+
+    Gives the session the SleepLM weights once they are loaded; when a background job changed
+    the night's analysis (SleepLM stages replacing YASA's), redraws the overview and the night
+    text. The chat is not among the outputs: a conversation is never reset by this.
+    """
+    if state is None:
+        return gr.update(), gr.update(), gr.update(), ""
+    if state.weights is not None:
+        state.weights.attach(state)
+    night = state.night.night
+    night_text, overview = gr.update(), gr.update()
+    if night is not None and night.version != state.shown_version:
+        state.shown_version = night.version
+        night_text, overview = _night_markdown(state), _render_overview(state)
+    return night_text, _llm_markdown(state), overview, _progress_html(state)
 
 
 def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory, sleeplm_model, registry: dict,
@@ -524,12 +632,13 @@ def _demo_path() -> Path:
     return demo_recording_path()
 
 
-def _load_sleeplm() -> tuple[Any, str | None]:
-    """SleepLM weights for every session, loaded once; (None, why) when they cannot be had."""
+def _load_sleeplm(progress: Callable[[float, str], Any] | None = None) -> tuple[Any, str | None]:
+    """SleepLM weights for every session, loaded once (downloaded from the hub on first run,
+    reporting `progress(fraction, text)`); (None, why) when they cannot be had."""
     try:
         from sleeplm.model.inference import SleepLM
 
-        return SleepLM.from_pretrained(), None
+        return SleepLM.from_pretrained(progress=progress), None
     except ImportError:
         return None, "SleepLM inference is not part of this installation; answers use measurements only."
     except SleepLMError as exc:
@@ -546,7 +655,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     llm_factory : called once per session for its chat model (a LangChain chat model or a backend
         spec string); default: the configured backend, resolved once and shared.
     session_root : folder holding one private sub-folder per session; a fresh temporary folder by default.
-    sleeplm_model : a loaded `SleepLM` shared by the sessions, or None (measurements only).
+    sleeplm_model : a loaded `SleepLM` shared by the sessions, a `SleepLMWeights` still loading
+        (sessions get the model when it is ready), or None (measurements only).
     preload : recording every new tab starts with (the demo night in `serve`), read in place.
     sleeplm_note : why there is no `sleeplm_model` (shown on the page as the SleepLM status).
     """
@@ -606,6 +716,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                     demo_button = gr.Button("Load demo night", elem_id="demo-button", scale=1)
                 night_text = gr.Markdown(elem_id="night-status")
                 llm_text = gr.Markdown(elem_id="llm-status")
+                sleeplm_progress = gr.HTML(elem_id="sleeplm-progress")
                 audience = gr.Radio(list(AUDIENCES), value="clinician", label="Answer for", elem_id="audience")
                 chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", buttons=["copy"])
                 question = gr.Textbox(placeholder="Ask about the night, e.g. when did respiration look abnormal?",
@@ -655,6 +766,10 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         overview.select(on_click, [state, n_epochs], [viewer, viewer_caption, where], **view)
         api_button.click(on_api_ask, [api_recording, api_question, api_audience], api_answer, api_name="ask",
                          api_description="Answer one question about an EDF/BDF recording.", **chat)
+        status_timer = gr.Timer(STATUS_REFRESH_S)
+        status_timer.tick(refresh_status, [state], [night_text, llm_text, overview, sleeplm_progress],
+                          api_visibility="private", show_progress="hidden", concurrency_id="status",
+                          concurrency_limit=4)
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
@@ -676,10 +791,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
             recording = _demo_path()
         except SleepLMError as exc:
             logger.warning("%s", exc)
-    model, why_not = _load_sleeplm()
-    if why_not:
-        logger.warning("%s", why_not)
-    launch(build_app(sleeplm_model=model, preload=recording, sleeplm_note=why_not), host, port)
+    # The page opens at once; the weights (downloaded on first run) arrive in the background.
+    weights = SleepLMWeights().start()
+    launch(build_app(sleeplm_model=weights, preload=recording), host, port)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def run_ask(args) -> int:
         rec = session.load(args.file, stage_cross_check=False)
         if session.sleeplm is not None:  # named weights: retrieval from SleepLM, not the measured fallback
             print(f"SleepLM is embedding {rec.n_epochs} epochs (kept in the cache for later questions)...", file=sys.stderr)
-            session.wait_for_background()
+            session.wait_for_background(embeddings_only=True)
         turn = session.ask(args.question, audience=args.audience)
         if args.json:
             record = turn.to_dict()

@@ -34,6 +34,7 @@ from assistant.agent import (
     result_summary, route_question, tool_writeup,
 )
 from assistant.grounding import check_grounding, complete_citations, grounding_note
+from assistant.sleeplm_jobs import plan_sleeplm_jobs, run_sleeplm_jobs
 from sleeplm.errors import SleepLMError
 from sleeplm.io.recording import Recording
 from tools import NightContext, parse_result, run_tool
@@ -158,20 +159,48 @@ class NightSession:
         from sleeplm.io.reader import load_recording
 
         rec = load_recording(path, channel_map=channel_map, position_map=position_map)
-        self.night = NightContext(rec=rec, analysis=self._analyze(rec, progress), model=self.sleeplm, model_status=self.sleeplm_status)
+        night = NightContext(rec=rec, analysis=self._analyze(rec, progress), model=self.sleeplm, model_status=self.sleeplm_status)
+        self.night = night
         self.reset()
         self._background = []
-        if self.sleeplm is not None:
-            self._background.append(threading.Thread(target=self._embed, args=(self.night,), daemon=True, name="sleeplm-embed"))
         staging = getattr(self.night.analysis, "staging", None)
         if stage_cross_check and staging is not None and staging.source == "reference scoring":
-            self._background.append(threading.Thread(target=self._cross_check, args=(self.night,), daemon=True, name="yasa-check"))
-        for job in self._background:
-            job.start()
+            self._start(threading.Thread(target=self._cross_check, args=(night,), daemon=True, name="yasa-check"))
+        if self.sleeplm is not None:
+            self._start_sleeplm(night)
         return rec
 
-    def wait_for_background(self, timeout_s: float | None = None) -> bool:
-        """Wait for the background jobs of the loaded night (embeddings, YASA cross-check); True when all ended."""
+    def attach_sleeplm(self, model: Any) -> None:
+        """Use `model` (a loaded SleepLM that arrived after the session started) from now on,
+        starting its background jobs on the loaded night."""
+        self.sleeplm, self.sleeplm_status = model, "SleepLM weights loaded"
+        night = self.night
+        if night is not None and night.model is None:
+            night.model, night.model_status = model, self.sleeplm_status
+            self._start_sleeplm(night)
+
+    def _start(self, job: threading.Thread) -> None:
+        self._background.append(job)
+        job.start()
+
+    def _start_sleeplm(self, night: NightContext) -> None:
+        """Embeddings and SleepLM staging of `night` in the background: the conversation does not wait."""
+        plan_sleeplm_jobs(night)
+        self._start(threading.Thread(target=run_sleeplm_jobs, args=(night, self.sleeplm, lambda: self.night is night),
+                                     daemon=True, name="sleeplm"))
+
+    def wait_for_background(self, timeout_s: float | None = None, embeddings_only: bool = False) -> bool:
+        """Wait for the background jobs of the loaded night (SleepLM embeddings and staging, YASA
+        cross-check), or only until the SleepLM embeddings exist; True when they ended."""
+        if embeddings_only:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            night = self.night
+            while (night is not None and night.embeddings is None and isinstance(night.sleeplm_jobs.get("embeddings"), float)
+                   and any(job.is_alive() for job in self._background)):
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
+            return True
         for job in self._background:
             job.join(timeout_s)
         return not any(job.is_alive() for job in self._background)
@@ -183,8 +212,9 @@ class NightSession:
             logger.warning("sleeplm.measure.analysis is not available: measurement tools will say so")
             return None
         # With the file's own scoring, YASA is only a cross-check: it runs after loading (~20 s cold).
+        # SleepLM's staging (captions of every epoch, minutes) runs in the background, after loading.
         has_scoring = rec.reference is not None and rec.reference.stages is not None
-        return analyze_night(rec, model=self.sleeplm, progress=progress, automatic_staging=not has_scoring)
+        return analyze_night(rec, model=None, progress=progress, automatic_staging=not has_scoring)
 
     @staticmethod
     def _cross_check(night: NightContext) -> None:
@@ -198,19 +228,6 @@ class NightSession:
         except Exception:  # the cross-check is optional; the tools keep the reference scoring
             logger.exception("YASA cross-check failed")
             staging.unavailable = {**(staging.unavailable or {}), "yasa": "YASA cross-check failed"}
-
-    def _embed(self, night: NightContext) -> None:
-        from sleeplm.model.embedding_cache import night_embeddings
-
-        def report(done: float, *_: Any) -> None:
-            night.embedding_progress = float(done)
-
-        try:
-            night.embeddings = night_embeddings(self.sleeplm, night.rec, progress=report)
-            night.embedding_progress = 1.0
-        except Exception:  # the fallback search keeps working; the overview reports the status
-            logger.exception("SleepLM embedding failed")
-            night.model_status = "SleepLM embedding failed; retrieval uses measurements"
 
     # ---- conversation -----------------------------------------------------------------
     def reset(self) -> None:

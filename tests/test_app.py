@@ -528,25 +528,6 @@ def test_demo_night_loads_in_place(tmp_path, monkeypatch):
     assert demo_path.is_file()
 
 
-@pytest.mark.slow  # with a model, analyze_night stages with SleepLM too (~50 s for 40 epochs on a busy CPU)
-def test_load_waits_for_sleeplm_embeddings_with_progress(small_edf, tmp_path, monkeypatch):
-    from sleeplm.model.inference import SleepLM
-
-    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
-    steps = []
-    outputs = list(app.load_night(upload_copy(small_edf, tmp_path / "upload"), None, SimpleNamespace(session_hash="m"),
-                                  lambda f, desc=None: steps.append((f, desc)), root=tmp_path / "sessions",
-                                  llm_factory=overview_model, sleeplm_model=SleepLM.from_config("sleeplm_tiny")))
-    bs = outputs[-1][0]
-    # The handler returns only once the background job is done, with the bar at 100 %.
-    assert bs.night.night.embeddings.shape[0] == 40
-    assert steps[-1] == (1.0, "Ready")
-    assert "**SleepLM:** SleepLM weights loaded" in outputs[-1][2]
-    # That last update changes only the status: a conversation started meanwhile stays.
-    assert outputs[-1][8] == outputs[-1][1] == gr.update()
-    bs.close()
-
-
 def test_a_file_with_no_recognised_channel_can_be_mapped_by_hand(tmp_path):
     rng = np.random.default_rng(2)
     signals = [EdfSignal(rng.normal(0, 20, 300 * 128), 128, label=label, physical_dimension="uV")

@@ -157,6 +157,11 @@ def test_night_embeddings_are_computed_once_and_survive_restarts(tmp_path, monke
     second = night_embeddings(model, rec)
     assert len(calls) == 1
     np.testing.assert_array_equal(first, second)
+    # Stored as float16: similarities (computed in float32) move by less than 1e-3.
+    exact = model.encode_signals(rec.epochs)
+    text = model.encode_text(["deep sleep", "apnea"])
+    assert first.dtype == np.float16
+    assert np.abs(first.astype(np.float32) @ text.T - exact @ text.T).max() < 1e-3
     path = embedding_cache_path(model, rec)
     assert path.is_file() and path.parent == tmp_path / "embeddings"
     assert rec.content_digest()[:32] in path.name and model.checkpoint_id in path.name

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable
 
 import numpy as np
@@ -54,6 +54,10 @@ class NightContext:
     model_status : one sentence on why SleepLM is or is not available.
     embeddings : SleepLM signal embeddings [n_epochs, 512] once the background job is done.
     embedding_progress : fraction 0..1 of the background embedding job.
+    sleeplm_jobs : the background SleepLM jobs of this night and their progress, e.g.
+        {"embeddings": 1.0, "stage captions": 0.4}; "failed: ..." text for a job that failed.
+    captions : SleepLM captions computed for every epoch, by domain (e.g. "stage_event").
+    version : incremented whenever a background job changes the analysis (stages, events).
     audience : "clinician" or "patient" (style of the current turn).
     """
 
@@ -63,6 +67,9 @@ class NightContext:
     model_status: str = "SleepLM weights are not loaded."
     embeddings: np.ndarray | None = None
     embedding_progress: float = 0.0
+    sleeplm_jobs: dict = field(default_factory=dict)
+    captions: dict = field(default_factory=dict)
+    version: int = 0
     audience: str = "clinician"
 
     @property

@@ -25,6 +25,20 @@ def stage_check(night: NightContext) -> str | None:
     return None
 
 
+def sleeplm_jobs_text(night: NightContext) -> str:
+    """The background SleepLM jobs in words, e.g. "embeddings done, stage captions 40%" ("" when none)."""
+    parts = []
+    for name, value in night.sleeplm_jobs.items():
+        state = value if isinstance(value, str) else ("done" if value >= 1.0 else f"{value:.0%}")
+        parts.append(f"{name} {state}")
+    kept = (getattr(getattr(night.analysis, "staging", None), "unavailable", None) or {}).get("sleeplm")
+    if night.sleeplm_jobs.get("stage captions") == 1.0:
+        parts.append(kept or "stages now from SleepLM")
+    elif "stage captions" in night.sleeplm_jobs:
+        parts.append("SleepLM stages replace the current ones when done")
+    return ", ".join(parts)
+
+
 # No args_schema: a schema without fields would make LangChain drop the injected runtime.
 @tool("recording_overview")
 @night_tool_errors
@@ -41,10 +55,12 @@ def recording_overview(*, runtime: ToolRuntime[NightContext]) -> dict:
     reference = rec.reference
     n_ref_events = 0 if reference is None or reference.events is None else int(len(reference.events))
     has_ref_stages = reference is not None and reference.stages is not None
+    jobs = sleeplm_jobs_text(night)
     if night.embeddings is not None:
-        sleeplm = "available: captions and retrieval ready"
+        sleeplm = "available: captions and retrieval ready" + (f" (background: {jobs})" if jobs else "")
     elif night.model is not None:
-        sleeplm = f"weights loaded, embeddings {night.embedding_progress:.0%} computed (retrieval falls back to measurements until done)"
+        sleeplm = (f"weights loaded, working in the background ({jobs or 'starting'}); retrieval falls back to "
+                   "measurements until the embeddings are done")
     else:
         sleeplm = f"unavailable: {night.model_status}"
     citation = night.cite(0, rec.n_epochs - 1)
@@ -75,6 +91,7 @@ def recording_overview(*, runtime: ToolRuntime[NightContext]) -> dict:
         "stage_agreement": getattr(getattr(night.analysis, "staging", None), "agreement", None),
         "reference_scoring": {"stages": has_ref_stages, "n_events": n_ref_events} if reference is not None else None,
         "sleeplm": sleeplm,
+        "sleeplm_jobs": dict(night.sleeplm_jobs),
         "warnings": list(rec.warnings),
     }
 

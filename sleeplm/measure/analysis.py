@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import pandas as pd
@@ -24,7 +24,7 @@ from sleeplm.io.recording import Recording
 from sleeplm.measure.staging import StagingResult, stage_night
 from sleeplm.measure.summary import night_summary
 
-__all__ = ["NightAnalysis", "analyze_night"]
+__all__ = ["NightAnalysis", "analyze_night", "restage"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +98,15 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     logger.info("night analysed in %.1f s (%s)", sum(timings.values()), timings)
     return NightAnalysis(features=features, missing=missing_reasons(rec, artefacts), artefacts=artefacts, staging=staging,
                          events=events, summary=summary, hypopnea_rule=hypopnea_rule, timings_s=timings)
+
+
+def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> NightAnalysis:
+    """A copy of `analysis` with other stages, its events and summary measured again with them.
+
+    Used when a slower stager (SleepLM's stage captions) finishes after the night was first
+    analysed with a faster one: events (e.g. hypopneas need sleep) and the summary depend on the stages.
+    """
+    events = detect_events(rec, staging.hypnogram, analysis.hypopnea_rule, artefacts=analysis.artefacts)
+    summary = night_summary(rec, events, staging, features=analysis.features, hypopnea_rule=analysis.hypopnea_rule,
+                            artefacts=analysis.artefacts)
+    return replace(analysis, staging=staging, events=events, summary=summary)

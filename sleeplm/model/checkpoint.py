@@ -1,7 +1,12 @@
 """Finding, reading and loading SleepLM checkpoints.
 
-`resolve_checkpoint` turns a hub repo id or a local path into a local file (the hub through
-`huggingface_hub.hf_hub_download`, which honours its cache, `revision` and `HF_HUB_OFFLINE`).
+`resolve_checkpoint` turns a hub repo id or a local path into a local file. From the hub it
+looks in the Hugging Face cache first (no network), then asks the hub once with a short
+timeout (`HUB_TIMEOUT_S`, or `HF_HUB_ETAG_TIMEOUT`) so an unreachable hub costs seconds, not
+minutes, and downloads through `huggingface_hub.hf_hub_download` (resumable, cached, with a
+progress bar in the terminal and an optional `progress(fraction, text)` callback). The commit
+it downloaded and the file's sha256 are recorded in ``$SLEEPLM_CACHE/weights.json``: later
+runs ask for that commit and refuse a file whose sha256 changed.
 `read_state_dict` accepts the layouts people save: a bare state dict, `{"state_dict": ...}`
 (the reference trainer's), `{"model": ...}` and DataParallel's `module.` prefixes. `load_state_dict_checked`
 requires every key of our network with the right shape and reports extra keys (the released
@@ -12,11 +17,13 @@ Files are read with `torch.load(weights_only=True)`: no pickled code runs.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -26,7 +33,11 @@ from sleeplm.errors import CheckpointError, ModelUnavailableError
 __all__ = [
     "DEFAULT_REPO",
     "DEFAULT_FILENAME",
+    "DEFAULT_REVISION",
     "CHECKPOINT_ENV",
+    "REVISION_ENV",
+    "HUB_TIMEOUT_S",
+    "weights_record_path",
     "LoadReport",
     "resolve_checkpoint",
     "read_state_dict",
@@ -38,7 +49,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_REPO = "yang-ai-lab/SleepLM-Base"
 DEFAULT_FILENAME = "model_checkpoint.pt"
+DEFAULT_REVISION = "main"
 CHECKPOINT_ENV = "SLEEPLM_CHECKPOINT"
+REVISION_ENV = "SLEEPLM_REVISION"
+# Seconds to wait for the hub's first answer: an unreachable hub is given up quickly.
+HUB_TIMEOUT_S = 3.0
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+Progress = Callable[[float, str], Any]
 _HOW_TO_PASS = (f"download {DEFAULT_FILENAME} from https://huggingface.co/{DEFAULT_REPO} on a connected machine "
                 f"and pass it with --checkpoint PATH or the environment variable {CHECKPOINT_ENV}=PATH")
 _LIST_LIMIT = 20
@@ -59,13 +76,21 @@ def _is_repo_id(source: str) -> bool:
 
 
 def resolve_checkpoint(source: str | os.PathLike = DEFAULT_REPO, filename: str = DEFAULT_FILENAME,
-                       revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+                       revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                       progress: Progress | None = None) -> Path:
     """A local checkpoint file for `source`: an existing file or folder, or a Hugging Face repo id.
+
+    For a repo id the revision is `revision`, else ``$SLEEPLM_REVISION``, else the commit
+    recorded at the first download, else "main". A cached copy is used without network; else
+    the hub is asked once (short timeout) and the file downloaded (resumed when a partial
+    download exists), reporting ``progress(fraction, text)``. Its sha256 is recorded the first
+    time and checked afterwards.
 
     Raises
     ------
     CheckpointError
-        `source` looks like a local path that does not exist.
+        `source` looks like a local path that does not exist, or the file's sha256 differs
+        from the one recorded at its first download.
     ModelUnavailableError
         The hub cannot be reached (or is switched off with HF_HUB_OFFLINE=1) and nothing is cached.
     """
@@ -77,23 +102,118 @@ def resolve_checkpoint(source: str | os.PathLike = DEFAULT_REPO, filename: str =
     text = str(source)
     if not _is_repo_id(text):
         raise CheckpointError(f"No checkpoint file at {text}; check the path, or {_HOW_TO_PASS}.")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    try:
-        return Path(hf_hub_download(repo_id=text, filename=filename, revision=revision, cache_dir=cache_dir))
-    except (RepositoryNotFoundError, EntryNotFoundError) as exc:
-        if isinstance(exc, LocalEntryNotFoundError):  # offline or unreachable, and not in the cache
+    key = f"{text}/{filename}"
+    record = _read_records().get(key, {})
+    pinned = revision or os.environ.get(REVISION_ENV) or record.get("revision") or DEFAULT_REVISION
+    try:  # the cache first: no network at all
+        cached = Path(hf_hub_download(repo_id=text, filename=filename, revision=pinned, cache_dir=cache_dir,
+                                      local_files_only=True))
+        return _checked(cached, key, pinned, record)
+    except LocalEntryNotFoundError as exc:
+        if _offline():
             raise _unavailable(text, filename, exc) from exc
-        raise ModelUnavailableError(f"The Hugging Face hub has no {filename} in {text!r} ({type(exc).__name__}); "
-                                    f"check the repo id, or {_HOW_TO_PASS}.") from exc
-    except Exception as exc:  # network errors of any kind: no weights here
+    timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or HUB_TIMEOUT_S)
+    endpoint = os.environ.get("HF_ENDPOINT") or None  # read now: huggingface_hub reads it once at import
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(text, filename, revision=pinned, endpoint=endpoint), timeout=timeout)
+    except (RepositoryNotFoundError, EntryNotFoundError, RevisionNotFoundError) as exc:
+        raise ModelUnavailableError(f"The Hugging Face hub has no {filename} in {text!r} at revision {pinned!r} "
+                                    f"({type(exc).__name__}); check the repo id and revision, or {_HOW_TO_PASS}.") from exc
+    except Exception as exc:  # connection refused, DNS, timeout, proxy...: no weights from the hub now
         raise _unavailable(text, filename, exc) from exc
+    commit = meta.commit_hash or pinned
+    logger.info("downloading %s from %s (revision %s, %s bytes)", filename, text, commit, meta.size)
+    try:
+        path = Path(hf_hub_download(repo_id=text, filename=filename, revision=commit, cache_dir=cache_dir,
+                                    etag_timeout=timeout, endpoint=endpoint, tqdm_class=_progress_bar(progress, filename)))
+    except Exception as exc:  # the connection dropped mid-way: the partial file is resumed next time
+        raise _unavailable(text, filename, exc) from exc
+    return _checked(path, key, commit, record)
+
+
+def weights_record_path() -> Path:
+    """``$SLEEPLM_CACHE/weights.json``: revision and sha256 of every checkpoint downloaded from the hub."""
+    from sleeplm.model.embedding_cache import cache_root
+
+    return cache_root() / "weights.json"
+
+
+def _read_records() -> dict:
+    try:
+        records = json.loads(weights_record_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checked(path: Path, key: str, revision: str, record: dict) -> Path:
+    """`path` after comparing its sha256 with the record (recording it the first time).
+
+    The hash of a 1.5 GB file takes seconds: it is skipped while the file's size and mtime are
+    those recorded with the hash.
+    """
+    stat = path.stat()
+    if record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns and record.get("sha256"):
+        return path
+    sha256 = _sha256(path)
+    if record.get("sha256") and record["sha256"] != sha256:
+        raise CheckpointError(f"The cached {path.name} has sha256 {sha256}, not the {record['sha256']} recorded when "
+                              f"it was first downloaded (revision {record.get('revision')}). Delete the file from the "
+                              f"Hugging Face cache to download it again, or {_HOW_TO_PASS}.")
+    records = _read_records()
+    records[key] = {"revision": record.get("revision") or revision, "sha256": sha256, "size": stat.st_size,
+                    "mtime_ns": stat.st_mtime_ns}
+    target = weights_record_path()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(records, indent=1, sort_keys=True))
+        partial.replace(target)
+        logger.info("%s: revision %s, sha256 %s recorded in %s", key, records[key]["revision"], sha256, target)
+    except OSError as exc:  # a read-only cache: the weights still work, unpinned
+        logger.warning("could not record the checkpoint's sha256 (%s)", exc)
+    return path
+
+
+def _progress_bar(progress: Progress | None, filename: str):
+    """A tqdm class for huggingface_hub: the terminal bar as usual, and `progress` called on every update."""
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    if progress is None:
+        return None
+
+    class _Reporting(hub_tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.received = kwargs.get("initial") or 0  # counted here: a disabled bar (no terminal) keeps no count
+
+        def update(self, n=1):
+            self.received += n or 0
+            if self.total:
+                progress(min(self.received / self.total, 1.0),
+                         f"downloading {filename}: {self.received / 1e6:.0f} of {self.total / 1e6:.0f} MB")
+            return super().update(n)
+
+    return _Reporting
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def _unavailable(repo_id: str, filename: str, exc: Exception) -> ModelUnavailableError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
+    why = "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face hub could not be reached"
     return ModelUnavailableError(f"SleepLM weights are unavailable: {why} and no cached copy of {repo_id}/{filename} "
                                  f"exists ({type(exc).__name__}). To use SleepLM offline, {_HOW_TO_PASS}.")
 
@@ -101,7 +221,11 @@ def _unavailable(repo_id: str, filename: str, exc: Exception) -> ModelUnavailabl
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file: bare, `{"state_dict": ...}` or `{"model": ...}`, with or without `module.`."""
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        try:  # memory-mapped: tensors are read from the file as used, not copied into memory first
+            payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # files in the legacy (pre-zip) format cannot be mapped
+            logger.debug("memory-mapped load failed (%s); reading the whole file", exc)
+            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"Cannot read checkpoint {Path(path).name}: {exc}. It must be a PyTorch state dict "
                               "saved with torch.save (tensors only).") from exc
@@ -149,7 +273,8 @@ def load_state_dict_checked(network: nn.Module, state_dict: dict[str, torch.Tens
     if unexpected:
         logger.warning("Checkpoint has %d key(s) the network does not use (ignored): %s",
                        len(unexpected), _listed(unexpected))
-    network.load_state_dict({k: state_dict[k] for k in expected}, strict=True)
+    # assign: the network takes the (memory-mapped) checkpoint tensors instead of copying them into its own.
+    network.load_state_dict({k: state_dict[k].to(v.dtype) for k, v in expected.items()}, strict=True, assign=True)
     return LoadReport(unexpected_keys=unexpected, source=source)
 
 

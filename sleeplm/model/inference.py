@@ -35,13 +35,20 @@ from sleeplm.errors import TensorFormatError
 from sleeplm.model.network import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, SleepLMRequestError, build_model
 from sleeplm.model.tokenizer import get_tokenizer
 
-__all__ = ["SleepLM", "SleepLMRequestError", "DOMAINS", "domain_id", "beam_search"]
+__all__ = ["SleepLM", "SleepLMRequestError", "DOMAINS", "domain_id", "resolve_device", "beam_search"]
 
 logger = logging.getLogger(__name__)
 
 # Caption modality ids of the released model (the demo's order).
 DOMAINS = {"brain": 0, "cardiac": 1, "respiratory": 2, "position_muscle": 3, "stage_event": 4}
 Progress = Callable[[float, str], Any]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """A torch device name: "auto" is "cuda" when torch sees a GPU, else "cpu"; other names pass through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
 
 
 def domain_id(domain: str | int) -> int:
@@ -93,13 +100,14 @@ class SleepLM:
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = DEFAULT_REPO, filename: str = DEFAULT_FILENAME,
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        device: str = "cpu", config: str | dict = DEFAULT_MODEL,
-                        bf16_embeddings: bool = False) -> SleepLM:
+                        device: str = "auto", config: str | dict = DEFAULT_MODEL,
+                        bf16_embeddings: bool = False, progress: Progress | None = None) -> SleepLM:
         """Load the released SleepLM-Base weights from a hub repo id or a local file/folder.
 
         The environment variable SLEEPLM_CHECKPOINT (a local file) replaces the default hub id.
         `config` names the network the file is for; the released one (default) is built with the
-        demo's 5 caption channels and prefix length 2.
+        demo's 5 caption channels and prefix length 2. `device` "auto" is the GPU when torch sees
+        one, else the CPU. `progress(fraction, text)` follows a download from the hub.
 
         Raises
         ------
@@ -110,11 +118,11 @@ class SleepLM:
         """
         if source is None or (str(source) == DEFAULT_REPO and os.environ.get(CHECKPOINT_ENV)):
             source = os.environ.get(CHECKPOINT_ENV) or DEFAULT_REPO
-        path = resolve_checkpoint(source, filename=filename, revision=revision, cache_dir=cache_dir)
+        path = resolve_checkpoint(source, filename=filename, revision=revision, cache_dir=cache_dir, progress=progress)
         network = build_model(config, **(RELEASED_OVERRIDES if config == DEFAULT_MODEL else {}))
         report = load_state_dict_checked(network, read_state_dict(path), source=path.name)
         logger.info("SleepLM weights loaded (%d unused checkpoint keys)", len(report.unexpected_keys))
-        return cls(network, state_dict_fingerprint(network), device, report.unexpected_keys,
+        return cls(network, state_dict_fingerprint(network), resolve_device(device), report.unexpected_keys,
                    bf16_embeddings=bf16_embeddings)
 
     @classmethod

@@ -1,0 +1,141 @@
+"""SleepLM's work on a loaded night, done in the background while the conversation goes on.
+
+Loading a night returns once the measurements are done (stages from the file's scoring, else
+YASA). Then, one night at a time in the process (sessions queue for the model, and the thread
+runs at a lower CPU priority so loads and answers of other sessions come first):
+
+1. the night's signal embeddings (retrieval, concept timelines), cached on disk;
+2. for a night without its own scoring: SleepLM's stage_event caption of every epoch, from
+   which the night is re-staged (source "sleeplm", compared with YASA's stages) and its events
+   and summary measured again.
+
+Progress is kept in ``night.sleeplm_jobs`` (what the overview tool and the page show) and
+``night.version`` is incremented when the analysis changes, so the page can redraw.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable
+
+from tools import NightContext
+
+__all__ = ["EMBEDDINGS", "STAGE_CAPTIONS", "plan_sleeplm_jobs", "run_sleeplm_jobs", "jobs_pending"]
+
+logger = logging.getLogger(__name__)
+
+EMBEDDINGS = "embeddings"
+STAGE_CAPTIONS = "stage captions"
+BACKGROUND_NICENESS = 10
+MIN_NAMED_SHARE = 0.5  # SleepLM stages replace YASA's only when captions name a stage for at least this share
+# One SleepLM job at a time in the process: two nights encoded at once would both take twice as long.
+_MODEL_TURN = threading.Lock()
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority (Linux: a thread id is a process id for setpriority)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+    except (AttributeError, OSError, PermissionError) as exc:  # other systems: normal priority
+        logger.debug("background priority unchanged (%s)", exc)
+
+
+def needs_sleeplm_staging(night: NightContext) -> bool:
+    """True when the file has no usable scoring of its own (so SleepLM's stages replace YASA's)."""
+    staging = getattr(night.analysis, "staging", None)
+    return staging is not None and staging.source != "reference scoring"
+
+
+def plan_sleeplm_jobs(night: NightContext) -> None:
+    """List the jobs `run_sleeplm_jobs` will do in ``night.sleeplm_jobs`` (all at 0 %)."""
+    night.sleeplm_jobs = {EMBEDDINGS: 0.0, **({STAGE_CAPTIONS: 0.0} if needs_sleeplm_staging(night) else {})}
+
+
+def run_sleeplm_jobs(night: NightContext, model: Any, current: Callable[[], bool] = lambda: True) -> None:
+    """Embed `night`, then stage it from SleepLM captions when it has no scoring; never raises.
+
+    `current()` is asked before each job: False (the session loaded another night or closed) stops.
+    """
+    _lower_priority()
+    if not night.sleeplm_jobs:
+        plan_sleeplm_jobs(night)
+    with _MODEL_TURN:
+        try:
+            _embed(night, model, current)
+            if STAGE_CAPTIONS in night.sleeplm_jobs:
+                _stage(night, model, current)
+        except _Stopped:
+            logger.info("background SleepLM work stopped: the session moved on")
+
+
+class _Stopped(Exception):
+    """Raised from a progress callback when the night is no longer the session's."""
+
+
+def _reporter(night: NightContext, job: str, current: Callable[[], bool]) -> Callable[..., None]:
+    def report(done: float, *_: Any) -> None:
+        if not current():
+            raise _Stopped
+        night.sleeplm_jobs[job] = float(done)
+        if job == EMBEDDINGS:
+            night.embedding_progress = float(done)
+
+    return report
+
+
+def _embed(night: NightContext, model: Any, current: Callable[[], bool]) -> None:
+    from sleeplm.model.embedding_cache import night_embeddings
+
+    try:
+        night.embeddings = night_embeddings(model, night.rec, progress=_reporter(night, EMBEDDINGS, current))
+        night.embedding_progress = night.sleeplm_jobs[EMBEDDINGS] = 1.0
+    except _Stopped:
+        raise
+    except Exception as exc:  # the fallback search keeps working; the overview reports the status
+        logger.exception("SleepLM embedding failed")
+        night.sleeplm_jobs[EMBEDDINGS] = f"failed ({type(exc).__name__})"
+        night.model_status = "SleepLM embedding failed; retrieval uses measurements"
+
+
+def _stage(night: NightContext, model: Any, current: Callable[[], bool]) -> None:
+    import numpy as np
+
+    from sleeplm.measure.analysis import restage
+    from sleeplm.measure.staging import StagingResult, agreement, stage_from_caption
+
+    try:
+        captions = model.caption(night.rec.epochs, domain="stage_event",
+                                 progress=_reporter(night, STAGE_CAPTIONS, current))
+    except _Stopped:
+        raise
+    except Exception as exc:
+        logger.exception("SleepLM stage captions failed")
+        night.sleeplm_jobs[STAGE_CAPTIONS] = f"failed ({type(exc).__name__})"
+        return
+    night.captions["stage_event"] = list(captions)
+    stages = np.array([stage_from_caption(text) for text in captions], dtype=object)
+    before = night.analysis.staging
+    named = float(np.mean(stages != "?")) if len(stages) else 0.0
+    if named < MIN_NAMED_SHARE:  # captions that mostly name no stage do not replace a full hypnogram
+        night.sleeplm_jobs[STAGE_CAPTIONS] = 1.0
+        before.unavailable = {**(before.unavailable or {}), "sleeplm": (
+            f"SleepLM's stage captions named a stage for only {named:.0%} of epochs; the {before.source} stages are kept")}
+        night.version += 1
+        return
+    compared = agreement(stages, before.hypnogram, before.source) if before.hypnogram is not None else None
+    staging = StagingResult(stages, "sleeplm", compared, before.unavailable)
+    try:
+        night.analysis = restage(night.rec, night.analysis, staging)
+    except Exception as exc:  # the YASA-staged analysis stays in force
+        logger.exception("re-measuring the night with SleepLM stages failed")
+        night.sleeplm_jobs[STAGE_CAPTIONS] = f"failed ({type(exc).__name__})"
+        return
+    night.sleeplm_jobs[STAGE_CAPTIONS] = 1.0
+    night.version += 1
+
+
+def jobs_pending(night: NightContext | None) -> bool:
+    """True while a background SleepLM job of `night` is not finished."""
+    return night is not None and any(isinstance(v, float) and v < 1.0 for v in night.sleeplm_jobs.values())
