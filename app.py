@@ -29,7 +29,6 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import json
 import logging
-import re
 import shutil
 import tempfile
 import threading
@@ -46,8 +45,10 @@ import pandas as pd
 from assistant.session import NightSession
 from assistant.sleeplm_jobs import jobs_pending
 from tools.timeparse import parse_span
-from sleeplm.errors import ChannelMappingError, NotARecordingError, RecordingError, SleepLMError
-from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf, write_trace_json
+from sleeplm.terms import AUDIENCES, parse_citations
+from sleeplm.errors import ChannelMappingError, NotARecordingError, SleepLMError
+from assistant.trace import write_trace_json
+from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
 __all__ = [
@@ -64,7 +65,6 @@ MAX_UPLOAD_BYTES = 1024**3  # an 8-h, 30-channel, 256 Hz EDF is ~450 MB
 SESSION_TTL_S = 4 * 3600
 STATUS_REFRESH_S = 2.0  # how often the page asks for the SleepLM download / background progress
 OVERVIEW_DPI = 100
-AUDIENCES = ("clinician", "patient")
 EXAMPLE_QUESTIONS = [
     "Give me a summary of my night",
     "When did respiration look abnormal?",
@@ -513,10 +513,6 @@ def _copy(history: list) -> list:
             for message in history]
 
 
-# The epochs of a citation in an answer: "(elapsed 0h37m22s-0h37m56s, epochs 74-75)".
-_ANSWER_EPOCHS = re.compile(r"\(elapsed [^,()]+, epochs? (\d+)(?:-(\d+))?\)")
-
-
 def _cited_spans(value: Any) -> Iterator[tuple[int, int]]:
     """Every (epoch_start, epoch_end) cited anywhere in a tool result, in order."""
     if isinstance(value, dict):
@@ -575,7 +571,7 @@ def follow_citation(state: BrowserSession | None) -> tuple[Any, Any]:
         return gr.update(), gr.update()
     n_epochs = state.night.night.rec.n_epochs
     turn = state.turns[-1]
-    in_answer = [(int(first), int(last or first)) for first, last in _ANSWER_EPOCHS.findall(turn.get("answer") or "")]
+    in_answer = [(c["epoch_start"], c["epoch_end"]) for c in parse_citations(turn.get("answer") or "")]
     calls = turn.get("tool_calls") or []
     for first, last in [*in_answer, *_cited_spans([call.get("result") for call in calls])]:
         if 0 <= first <= last < n_epochs and last - first + 1 < n_epochs:
@@ -625,22 +621,18 @@ def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_fac
 
 # ---- the app ----------------------------------------------------------------------------
 def _demo_path() -> Path:
-    try:
-        from sleeplm.synthetic.demo import demo_recording_path
-    except ImportError as exc:
-        raise RecordingError("The built-in demo night is not part of this installation; upload a recording.") from exc
+    from sleeplm.synthetic.demo import demo_recording_path  # the simulator loads only when the demo is opened
+
     return demo_recording_path()
 
 
 def _load_sleeplm(progress: Callable[[float, str], Any] | None = None) -> tuple[Any, str | None]:
     """SleepLM weights for every session, loaded once (downloaded from the hub on first run,
     reporting `progress(fraction, text)`); (None, why) when they cannot be had."""
-    try:
-        from sleeplm.model.inference import SleepLM
+    from sleeplm.model.inference import SleepLM  # torch loads only when the app starts
 
+    try:
         return SleepLM.from_pretrained(progress=progress), None
-    except ImportError:
-        return None, "SleepLM inference is not part of this installation; answers use measurements only."
     except SleepLMError as exc:
         return None, f"{exc} Answers use measurements only."
 

@@ -11,6 +11,7 @@ import os
 import sys
 
 from sleeplm.errors import SleepLMError
+from sleeplm.terms import AUDIENCES
 
 
 def _cmd_inspect(args) -> int:
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("question")
     p.add_argument("--llm", default=None, help="LLM backend spec (see README); default: config/env, else embedded")
-    p.add_argument("--audience", choices=("clinician", "patient"), default="clinician")
+    p.add_argument("--audience", choices=AUDIENCES, default="clinician")
     p.add_argument("--json", action="store_true", help="print one JSON object (answer, tool_calls, grounding, llm, llm_messages)")
     p.set_defaults(func=_cmd_ask)
 

@@ -27,7 +27,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
+from assistant.errors import LLMBackendError
 from assistant.grounding import Grounding
+from sleeplm.terms import AUDIENCES
 from tools import ALL_TOOLS, NightContext
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
     "result_summary",
 ]
 
-AUDIENCES = ("clinician", "patient")
 # Two tool rounds plus the answer, with one spare for a corrected tool call.
 MAX_MODEL_CALLS = 4
 # Graph steps, not model calls: each round is before-model, model, after-model and tools nodes.
@@ -129,7 +130,10 @@ class TurnGuard(AgentMiddleware):
                                        messages=messages + list(turn), tool_choice=forced)
         self.calls += 1
         self.sent += [message_record(m, self.calls) for m in [request.system_message, *request.messages]]
-        response = handler(request)
+        try:
+            response = handler(request)
+        except Exception as exc:  # only the backend's own failure may become the tool-only answer
+            raise LLMBackendError(f"the language model backend failed: {type(exc).__name__}") from exc
         if not answered:
             return _without_invented_times(response, request.messages)
         # Tools were not offered: a tool call now is a repeat; keep the text, drop the call.

@@ -17,6 +17,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from sleeplm.terms import parse_citations
+
 __all__ = ["Figure", "Grounding", "extract_figures", "collect_tool_figures", "check_grounding", "grounding_note",
            "complete_citations"]
 
@@ -270,10 +272,6 @@ def grounding_note(report: Grounding) -> str:
     )
 
 
-# A tool's time citation: "23:47:22-23:47:56 (elapsed 0h37m22s-0h37m56s, epochs 74-75)".
-_CITATION = re.compile(r"(\d\d:\d\d:\d\d-\d\d:\d\d:\d\d) (\(elapsed [^()]*epochs? [^()]*\))")
-
-
 def complete_citations(answer: str, tool_results: Iterable[Any]) -> str:
     """Add the elapsed time and epochs after each clock range of `answer` that a tool cited.
 
@@ -284,7 +282,10 @@ def complete_citations(answer: str, tool_results: Iterable[Any]) -> str:
     known = {}
     for result in tool_results:
         text = result if isinstance(result, str) else json.dumps(result)
-        known.update(_CITATION.findall(text))
+        for citation in parse_citations(text):
+            if citation["clock_start"] is not None:
+                span = f"{citation['clock_start']}-{citation['clock_end']}"
+                known[span] = citation["text"][len(span) + 1:]
     if not known:
         return answer
 

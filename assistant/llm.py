@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 from langchain_core.language_models import BaseChatModel
 
-from sleeplm.errors import SleepLMError
+from assistant.errors import LLMConfigError
 
 __all__ = [
     "BACKENDS", "DEFAULT_SPEC", "LLMConfigError", "LLMStatus", "BackendSpec", "config_path", "read_config",
@@ -51,10 +51,6 @@ DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 PLACEHOLDER_API_KEY = "not-needed"
 PROBE_TIMEOUT_S = 3.0
 REQUEST_TIMEOUT_S = 120.0
-
-
-class LLMConfigError(SleepLMError, ValueError):
-    """A backend spec or configuration file that cannot be understood."""
 
 
 @dataclass

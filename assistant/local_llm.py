@@ -40,7 +40,7 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from sleeplm.errors import CheckpointError, ModelUnavailableError
+from assistant.errors import LocalModelUnavailable, ModelChecksumError
 
 __all__ = [
     "GGUFModel", "LOCAL_MODELS", "DEFAULT_LOCAL_MODEL", "LocalModelUnavailable", "ModelChecksumError",
@@ -94,14 +94,6 @@ LOCAL_MODELS = {
 }
 DEFAULT_LOCAL_MODEL = "1.5b"
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
-
-
-class LocalModelUnavailable(ModelUnavailableError):
-    """The embedded model cannot run: llama-cpp-python or the model file is missing or unusable."""
-
-
-class ModelChecksumError(CheckpointError):
-    """A model file whose sha256 is not the published one (it has been deleted)."""
 
 
 # ----------------------------------------------------------------------------- model files

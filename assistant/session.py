@@ -34,8 +34,10 @@ from assistant.agent import (
     result_summary, route_question, tool_writeup,
 )
 from assistant.grounding import check_grounding, complete_citations, grounding_note
+from assistant.errors import InternalError, LLMBackendError, SessionError
+from assistant.llm import get_chat_model
 from assistant.sleeplm_jobs import plan_sleeplm_jobs, run_sleeplm_jobs
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import ModelUnavailableError
 from sleeplm.io.recording import Recording
 from tools import NightContext, parse_result, run_tool
 
@@ -51,10 +53,6 @@ OUT_OF_SCOPE = (
 )
 
 
-class SessionError(SleepLMError):
-    """A session used the wrong way (no recording loaded, unknown audience, empty question)."""
-
-
 @dataclass
 class TurnResult:
     """Everything one question produced.
@@ -66,7 +64,9 @@ class TurnResult:
     grounding : {"matched": [...], "unmatched": [...]} figures of the answer.
     llm : {"backend", "model"} that wrote the answer ("none" in tool-only mode).
     llm_messages : every message sent to the language model this turn (audit).
-    mode : "agent", "fallback" (tools' write-up replaced the answer) or "tool-only".
+    mode : "agent", "fallback" (tools' write-up replaced the answer), "tool-only" (no language model,
+        or its backend failed) or "error" (a bug: the answer is "Internal error" with the reference
+        the server log holds its traceback under).
     artifacts : figures produced by `plot` (matplotlib Figures), in call order.
     """
 
@@ -91,11 +91,6 @@ def _resolve_llm(llm: Any) -> tuple[BaseChatModel | None, dict]:
     if isinstance(llm, BaseChatModel):
         name = getattr(llm, "model_name", None) or getattr(llm, "model", None) or type(llm).__name__
         return llm, {"backend": llm._llm_type, "model": str(name), "detail": "chat model given to the session"}
-    try:
-        from assistant.llm import get_chat_model
-    except ImportError:
-        logger.warning("assistant.llm is not available; running tool-only")
-        return None, {"backend": "none", "model": None, "detail": "LLM backends are not installed"}
     model, status = get_chat_model(llm)
     info = {"backend": status.backend, "model": status.model, "detail": status.detail}
     return (model if status.available else None), info
@@ -107,8 +102,7 @@ def _resolve_sleeplm(model: Any) -> tuple[Any, str]:
         return None, "no SleepLM weights were given to this session"
     if not isinstance(model, (str, Path)):
         return model, "SleepLM weights loaded"
-    from sleeplm.errors import ModelUnavailableError
-    from sleeplm.model.inference import SleepLM
+    from sleeplm.model.inference import SleepLM  # torch and the network load only when weights are named
 
     try:
         return SleepLM.from_pretrained(str(model)), "SleepLM weights loaded"
@@ -206,11 +200,8 @@ class NightSession:
         return not any(job.is_alive() for job in self._background)
 
     def _analyze(self, rec: Recording, progress: Callable | None):
-        try:
-            from sleeplm.measure.analysis import analyze_night
-        except ImportError:
-            logger.warning("sleeplm.measure.analysis is not available: measurement tools will say so")
-            return None
+        from sleeplm.measure.analysis import analyze_night  # YASA and LightGBM load with the first night
+
         # With the file's own scoring, YASA is only a cross-check: it runs after loading (~20 s cold).
         # SleepLM's staging (captions of every epoch, minutes) runs in the background, after loading.
         has_scoring = rec.reference is not None and rec.reference.stages is not None
@@ -267,10 +258,19 @@ class NightSession:
         if not isinstance(question, str) or not question.strip():
             raise SessionError("The question is empty: ask something about the recording.")
         self.night.audience = audience
-        if self._agent is None:
-            yield from self._tool_only(question, audience, self._no_llm_reason())
-        else:
-            yield from self._agent_turn(question)
+        try:
+            if self._agent is None:
+                yield from self._tool_only(question, audience, self._no_llm_reason())
+            else:
+                yield from self._agent_turn(question)
+        except Exception:  # a bug in a tool, the middleware or here: never passed off as an answer
+            error = InternalError()
+            logger.exception("internal error (reference %s) answering %d-character question", error.reference,
+                             len(question))
+            yield {"type": "final", "turn": TurnResult(
+                answer=error.user_message, llm={"backend": self.llm_info.get("backend"), "model": self.llm_info.get("model")},
+                llm_messages=list(self._guard.sent), mode="error",
+            )}
 
     # ---- internals --------------------------------------------------------------------
     def _no_llm_reason(self) -> str:
@@ -337,12 +337,9 @@ class NightSession:
             yield from self._stream_events(stream, calls, started, artifacts)
         except GraphRecursionError:
             logger.warning("turn stopped at the graph recursion limit")
-        except Exception as exc:  # the backend failed (connection, parsing...): answer without it
+        except LLMBackendError as exc:  # the backend failed (connection, parsing...): answer without it
             logger.exception("language model backend failed")
-            yield from self._tool_only(
-                question, self.night.audience,
-                reason=f"The language model failed ({type(exc).__name__}: {str(exc)[:120]})",
-            )
+            yield from self._tool_only(question, self.night.audience, reason=f"The language model failed ({exc.describe()})")
             return
         tool_calls = [{"name": c["name"], "args": c["args"], "result": c.get("result"), "status": c.get("status", "not run")}
                       for c in calls.values()]

@@ -23,8 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pandas as pd
 
-RESPIRATORY = ("apnea", "hypopnea")
-SLEEP = ("N1", "N2", "N3", "R")
+from sleeplm.terms import EVENT_GROUPS, SLEEP_STAGES
+
+RESPIRATORY = EVENT_GROUPS["respiratory"]
 
 
 def _widened(events: pd.DataFrame, margin_s: float = 7.5) -> pd.DataFrame:
@@ -51,7 +52,7 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
     same_kind = [ours_resp.iloc[i].kind == true_resp.iloc[j].kind for i, j, _ in pairs]
     apnea_pairs = [(i, j) for i, j, _ in pairs if ours_resp.iloc[i].kind == "apnea" == true_resp.iloc[j].kind]
     subtype_ok = [ours_resp.iloc[i].subtype == true_resp.iloc[j].subtype for i, j in apnea_pairs]
-    tst_h = np.isin(truth.hypnogram, SLEEP).sum() * 30 / 3600
+    tst_h = np.isin(truth.hypnogram, SLEEP_STAGES).sum() * 30 / 3600
     row = {
         "montage": montage, "severity": severity, "seed": seed,
         "resp_f1": event_agreement(ours_resp, true_resp)["f1"],
@@ -82,7 +83,7 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
             row["yasa_kappa"] = f"n/a ({exc})"
             return row
         e2e = detect_events(rec, hypnogram=hyp)
-        yasa_tst_h = np.isin(hyp, SLEEP).sum() * 30 / 3600
+        yasa_tst_h = np.isin(hyp, SLEEP_STAGES).sum() * 30 / 3600
         row["ahi_err_yasa"] = round(float(e2e.kind.isin(RESPIRATORY).sum() / yasa_tst_h - truth.ahi), 2)
         row["yasa_kappa"] = agreement(hyp, truth.hypnogram, "truth")["kappa"]
     return row

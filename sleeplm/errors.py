@@ -12,6 +12,7 @@ __all__ = [
     "AnnotationFileError",
     "CheckpointError",
     "ModelUnavailableError",
+    "MeasurementError",
 ]
 
 
@@ -68,3 +69,7 @@ class CheckpointError(SleepLMError):
 
 class ModelUnavailableError(CheckpointError):
     """Weights cannot be obtained (hub unreachable and nothing cached); pass a local file instead."""
+
+
+class MeasurementError(SleepLMError, ValueError):
+    """A measurement asked with arguments that do not fit (unknown domain or rule, epochs outside the night)."""

@@ -13,8 +13,9 @@ import pytest
 
 from sleeplm.report.export import (
     EVENT_COLUMNS, ExportError, annotation_label, events_table, write_annotations_edf, write_events_csv,
-    write_report_pdf, write_trace_json,
+    write_report_pdf,
 )
+from assistant.trace import write_trace_json
 from sleeplm.io.reader import load_recording
 
 EVENTS = pd.DataFrame({

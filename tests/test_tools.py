@@ -237,6 +237,11 @@ def test_sleeplm_retrieval_and_captions_with_a_tiny_model(sim_night, tiny_sleepl
     assert [c["source"] for c in captions["captions"]] == ["sleeplm"] * len(captions["captions"])
     assert captions["captions"][0]["text"] == model.caption(sim_night.rec.epochs[30:31], "brain")[0]
     assert isinstance(captions["disagreements"], list)
+    assert captions["decoding"] == "greedy"
+    beamed = ok(run_tool("caption_epochs", {"domain": "brain", "start": "epoch 30", "beams": 3}, sim_night))
+    assert beamed["decoding"] == "beam search, 3 beams"
+    assert beamed["captions"][0]["text"] == model.caption(sim_night.rec.epochs[30:31], "brain", beams=3)[0]
+    assert "beams" in error(run_tool("caption_epochs", {"domain": "brain", "start": "epoch 30", "beams": 50}, sim_night))
 
 
 def test_epoch_numbers_may_come_as_json_numbers(known_night):

@@ -38,7 +38,8 @@ def tool_by_name(name: str):
 
 
 def run_tool(name: str, args: dict[str, Any], night: NightContext, call_id: str = "direct") -> ToolMessage:
-    """Run one tool on `night` outside an agent; errors come back as a ToolMessage with status "error".
+    """Run one tool on `night` outside an agent; refusals (bad arguments, a range outside the night,
+    a missing channel) come back as a ToolMessage with status "error", a bug raises.
 
     Returns
     -------

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from langchain.tools import ToolRuntime, tool
 from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
-from tools.context import NightContext, TimeText, configure, night_tool_errors, phrase_citation
+from sleeplm.terms import CaptionDomain, format_citation, value_runs
+from tools.context import NightContext, TimeText, configure, night_tool_errors
 
-Domain = Literal["brain", "cardiac", "respiratory", "position_muscle", "stage_event"]
 # Captioning decodes text epoch by epoch: beyond one hour the answer takes minutes on a CPU.
 MAX_CAPTION_EPOCHS = 120
+# Beam search multiplies the decoding work by the number of beams.
+MAX_BEAMS = 5
 
 # Words that name the same finding in a caption and in a measured description, by category.
 # Two texts disagree when both name a category and share none of its findings.
@@ -35,12 +36,17 @@ _TERMS = {
 
 
 class CaptionArgs(BaseModel):
-    domain: Domain = Field(
+    domain: CaptionDomain = Field(
         description="what to describe: 'brain' (EEG/EOG, sleep depth), 'cardiac' (heart), 'respiratory' "
         "(breathing, oxygen), 'position_muscle' (body position, chin muscle), 'stage_event' (stage and events)"
     )
     start: TimeText = Field(description="first epoch or time: clock '02:30', elapsed '3h10m', 'epoch 120', or a phrase like 'first REM period'")
     end: TimeText | None = Field(None, description="last epoch or time (inclusive), same forms; empty = just the start epoch/phrase")
+    beams: int | None = Field(
+        None, ge=2, le=MAX_BEAMS,
+        description=f"optional beam search with this many beams (2-{MAX_BEAMS}) for SleepLM's captions; empty = "
+        "greedy decoding (the released model's own choice, fastest). Only when asked for a more careful caption.",
+    )
 
 
 def finding_terms(text: str) -> dict[str, set[str]]:
@@ -66,14 +72,7 @@ def disagreements(caption: str, measured: str) -> list[str]:
 
 def caption_runs(captions: list[str], first: int) -> list[tuple[int, int, str]]:
     """Consecutive identical captions joined: (first_epoch, last_epoch, caption)."""
-    runs: list[tuple[int, int, str]] = []
-    for offset, text in enumerate(captions):
-        epoch = first + offset
-        if runs and runs[-1][2] == text and runs[-1][1] == epoch - 1:
-            runs[-1] = (runs[-1][0], epoch, text)
-        else:
-            runs.append((epoch, epoch, text))
-    return runs
+    return [(first + start, first + end - 1, text) for start, end, text in value_runs(captions)]
 
 
 def _measured_text(night: NightContext, domain: str, first: int, last: int) -> dict:
@@ -84,12 +83,13 @@ def _measured_text(night: NightContext, domain: str, first: int, last: int) -> d
 
 @tool("caption_epochs", args_schema=CaptionArgs)
 @night_tool_errors
-def caption_epochs(domain: str, start: str, end: str | None = None, *, runtime: ToolRuntime[NightContext]) -> dict:
+def caption_epochs(domain: str, start: str, end: str | None = None, beams: int | None = None, *,
+                   runtime: ToolRuntime[NightContext]) -> dict:
     """Describe what happens in an epoch or a short range (at most 120 epochs = 1 h) in one
     domain: SleepLM's own caption of the signals (when its weights are loaded) beside the
     description measured from the signals, with a flag where they disagree. Use for
     'what happened at 02:30', 'describe the breathing in epoch 120', 'what was my heart doing in
-    the first REM period'."""
+    the first REM period'. SleepLM decodes greedily unless `beams` asks for a beam search."""
     night = runtime.context
     first, last = night.span(start, end)
     n = last - first + 1
@@ -98,7 +98,7 @@ def caption_epochs(domain: str, start: str, end: str | None = None, *, runtime: 
             f"That range is {n} epochs; caption at most {MAX_CAPTION_EPOCHS} epochs (1 h) at a time. "
             "Use night_summary or list_events for longer periods, or pick a shorter range."
         )
-    where = phrase_citation(night.cite(first, last))
+    where = format_citation(night.cite(first, last))
     measured = _measured_text(night, domain, first, last)
     result = {
         "tool": "caption_epochs",
@@ -115,14 +115,15 @@ def caption_epochs(domain: str, start: str, end: str | None = None, *, runtime: 
             ],
         )
         return result
-    captions = list(night.model.caption(night.rec.epochs[first : last + 1], domain))
+    captions = list(night.model.caption(night.rec.epochs[first : last + 1], domain, beams=beams))
     runs = caption_runs(captions, first)
     flags = sorted({flag for _, _, text in runs for flag in disagreements(text, measured.get("text") or "")})
     result.update(
         source="sleeplm + measured",
+        decoding="greedy" if beams is None else f"beam search, {beams} beams",
         captions=[{"source": "sleeplm", "text": text, **night.cite(a, b)} for a, b, text in runs],
         disagreements=flags,
-        findings=[f"SleepLM ({domain}, {phrase_citation(night.cite(a, b))}): {text}" for a, b, text in runs[:6]]
+        findings=[f"SleepLM ({domain}, {format_citation(night.cite(a, b))}): {text}" for a, b, text in runs[:6]]
         + [f"Measured ({domain}, {where}): {measured.get('text')}"]
         + ([f"SleepLM and the measurements disagree on {flag}." for flag in flags] or ["SleepLM and the measurements do not contradict each other."]),
     )

@@ -8,14 +8,12 @@ from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
 from sleeplm.io.recording import EPOCH_SEC
-from tools.context import (
-    NightContext, configure, night_tool_errors, phrase_citation, position_per_epoch, rounded, runs_of,
-)
+from sleeplm.terms import NREM_STAGES, SLEEP_STAGES, format_citation, runs_of
+from tools.context import NightContext, configure, night_tool_errors, position_per_epoch, rounded
 
-SLEEP_STAGES = ("N1", "N2", "N3", "R")
 SUPINE_CODE = 2
 _STAGE_SETS = {
-    "rem": ("R",), "nrem": ("N1", "N2", "N3"), "non-rem": ("N1", "N2", "N3"), "deep sleep": ("N3",), "n3": ("N3",),
+    "rem": ("R",), "nrem": NREM_STAGES, "non-rem": NREM_STAGES, "deep sleep": ("N3",), "n3": ("N3",),
     "n2": ("N2",), "n1": ("N1",), "light sleep": ("N1", "N2"), "wake": ("W",), "sleep": SLEEP_STAGES,
 }
 
@@ -105,7 +103,7 @@ def compare_periods(a: str, b: str, *, runtime: ToolRuntime[NightContext]) -> di
     findings = []
     for name in (a, b):
         s, spans = stats[name], runs_of(masks[name])
-        where = phrase_citation(night.cite(*spans[0])) + (f" and {len(spans) - 1} more span(s)" if len(spans) > 1 else "")
+        where = format_citation(night.cite(*spans[0])) + (f" and {len(spans) - 1} more span(s)" if len(spans) > 1 else "")
         findings.append(
             f"{name}: {s['minutes']} min ({where}); sleep {s.get('sleep_min')} min; "
             f"{s['respiratory_events']} respiratory events ({s['respiratory_events_per_h']}/h), "

@@ -7,7 +7,6 @@ agent's runtime context (`ToolRuntime.context`), a `NightContext` built by the s
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable
@@ -18,15 +17,13 @@ from pydantic import BeforeValidator
 
 from tools.timeparse import TimeRangeError, resolve_range
 from sleeplm.errors import SleepLMError
-from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SEC, Recording
+from sleeplm.terms import format_citation
+from sleeplm.io.recording import CANONICAL_CHANNELS, Recording
 
 __all__ = [
     "NightContext", "night_tool_errors", "configure", "validation_message", "rounded", "cited",
-    "phrase_citation", "runs_of", "position_per_epoch", "STAGE_NAMES", "TimeText",
+    "position_per_epoch", "TimeText",
 ]
-
-logger = logging.getLogger(__name__)
-
 
 def _number_as_text(value: Any) -> Any:
     # Small models often send an epoch number as a JSON number; it means "epoch N".
@@ -37,9 +34,6 @@ def _number_as_text(value: Any) -> Any:
 
 # A time expression argument ("02:30", "3h10m", "epoch 120", "first REM period"); numbers are epochs.
 TimeText = Annotated[str, BeforeValidator(_number_as_text)]
-
-STAGE_NAMES = {"W": "wake", "N1": "N1 (light sleep)", "N2": "N2 (light sleep)", "N3": "N3 (deep sleep)", "R": "REM"}
-
 
 @dataclass
 class NightContext:
@@ -113,26 +107,13 @@ class NightContext:
 
     def where(self, first: int, last: int) -> str:
         """Short prose citation, e.g. ``"02:30:00-02:35:00 (elapsed 3h10m00s-3h15m00s, epochs 380-389)"``."""
-        return phrase_citation(self.cite(first, last))
+        return format_citation(self.cite(first, last))
 
 
 def cited(citation: dict) -> dict:
     """A `Recording.cite` dict trimmed to what the language model needs to quote."""
     keys = ("clock_start", "clock_end", "elapsed_start", "elapsed_end", "epoch_start", "epoch_end")
     return {key: citation[key] for key in keys if citation.get(key) is not None}
-
-
-def phrase_citation(citation: dict) -> str:
-    """Prose form of a citation; the clock part is left out when the start clock is unknown."""
-    epochs = (
-        f"epoch {citation['epoch_start']}"
-        if citation["epoch_start"] == citation["epoch_end"]
-        else f"epochs {citation['epoch_start']}-{citation['epoch_end']}"
-    )
-    elapsed = f"elapsed {citation['elapsed_start']}-{citation['elapsed_end']}"
-    if "clock_start" in citation:
-        return f"{citation['clock_start']}-{citation['clock_end']} ({elapsed}, {epochs})"
-    return f"{elapsed} ({epochs})"
 
 
 def rounded(value: Any, digits: int = 1) -> Any:
@@ -145,17 +126,6 @@ def rounded(value: Any, digits: int = 1) -> Any:
     return value
 
 
-def runs_of(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
-    """Inclusive (first, last) runs of True in a boolean per-epoch mask, joining gaps <= `max_gap`."""
-    runs: list[tuple[int, int]] = []
-    for epoch in np.flatnonzero(mask):
-        if runs and epoch - runs[-1][1] <= max_gap + 1:
-            runs[-1] = (runs[-1][0], int(epoch))
-        else:
-            runs.append((int(epoch), int(epoch)))
-    return runs
-
-
 def position_per_epoch(night: NightContext) -> np.ndarray | None:
     """Body-position code per epoch (median of the POS channel), or None without a position channel."""
     if not night.rec.channel_present[CANONICAL_CHANNELS.index("POS")]:
@@ -165,27 +135,19 @@ def position_per_epoch(night: NightContext) -> np.ndarray | None:
 
 
 def night_tool_errors(func: Callable) -> Callable:
-    """Turn every failure inside a tool into a `ToolException` the agent can read.
+    """Turn a refusal from our own library (`SleepLMError`: bad range, missing channel...) into a
+    `ToolException` whose message the agent can read and act on.
 
-    Bad input from our own library (`SleepLMError`) keeps its message; anything else is an
-    internal fault, logged with its traceback and reported as such, so one broken tool never
-    ends the conversation.
+    Any other exception is a bug and is not caught here: it reaches the session, which logs it with
+    its traceback and answers "internal error" with a reference id.
     """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except ToolException:
-            raise
         except SleepLMError as exc:
             raise ToolException(str(exc)) from exc
-        except Exception as exc:
-            logger.exception("tool %s failed", func.__name__)
-            raise ToolException(
-                f"{func.__name__} failed internally ({type(exc).__name__}: {exc}). "
-                "Try another tool or a different range."
-            ) from exc
 
     return wrapper
 

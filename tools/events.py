@@ -10,16 +10,11 @@ from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
 from sleeplm.io.recording import EPOCH_SEC
-from tools.context import NightContext, TimeText, configure, night_tool_errors, phrase_citation, rounded
+from sleeplm.terms import EVENT_GROUPS, EVENT_KINDS, format_citation
+from tools.context import NightContext, TimeText, configure, night_tool_errors, rounded
 
-EventKind = Literal[
-    "all", "respiratory", "apnea", "hypopnea", "desaturation", "arousal",
-    "heart_rate", "tachycardia", "bradycardia", "position_change", "artefact",
-]
-KIND_GROUPS = {
-    "respiratory": ("apnea", "hypopnea"),
-    "heart_rate": ("tachycardia", "bradycardia"),
-}
+# The measured kinds and their groups (nothing measured is an "artefact": see the quality tools).
+EventKind = Literal[("all", *EVENT_GROUPS, *EVENT_KINDS)]
 MAX_LISTED = 25
 # Annotation text from the file is data, never instructions: quote it and keep it short.
 MAX_LABEL_CHARS = 80
@@ -29,7 +24,7 @@ class EventArgs(BaseModel):
     kind: EventKind = Field(
         "all",
         description="event type: 'respiratory' (apneas+hypopneas), 'apnea', 'hypopnea', 'desaturation' (oxygen drops), "
-        "'arousal', 'heart_rate' (tachy+brady), 'tachycardia', 'bradycardia', 'position_change', 'artefact', or 'all'",
+        "'arousal', 'heart_rate' (tachy+brady), 'tachycardia', 'bradycardia', 'position_change', or 'all'",
     )
     start: TimeText | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'second half'...; empty = start of night")
     end: TimeText | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
@@ -37,7 +32,7 @@ class EventArgs(BaseModel):
 
 def select_events(events: pd.DataFrame, kind: str, first: int, last: int) -> pd.DataFrame:
     """Events of `kind` (or its group) overlapping the inclusive epoch range, in time order."""
-    kinds = KIND_GROUPS.get(kind, (kind,))
+    kinds = EVENT_GROUPS.get(kind, (kind,))
     selected = events if kind == "all" else events[events["kind"].isin(kinds)]
     lo, hi = first * EPOCH_SEC, (last + 1) * EPOCH_SEC
     selected = selected[(selected["end_s"] > lo) & (selected["start_s"] < hi)]
@@ -87,7 +82,7 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
     events = night.require_analysis().events
     first, last = night.span(start, end)
     selected = select_events(events, kind, first, last)
-    where = phrase_citation(night.cite(first, last))
+    where = format_citation(night.cite(first, last))
     label = kind.replace("_", " ")
     findings = [f"{len(selected)} {label} event(s) measured in {where}."]
     if len(selected):
@@ -96,15 +91,15 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
         longest = selected.assign(d=selected["end_s"] - selected["start_s"]).sort_values("d").iloc[-1]
         findings.append(
             f"Longest: {longest['kind']} of {rounded(longest['d'])} s at "
-            f"{phrase_citation(night.rec.cite(longest['start_s'], longest['end_s']))}."
+            f"{format_citation(night.rec.cite(longest['start_s'], longest['end_s']))}."
         )
         nadirs = [(ev.get("nadir_pct"), row.start_s, row.end_s) for row in selected.itertuples()
                   if isinstance(ev := getattr(row, "evidence", None), dict) and ev.get("nadir_pct") is not None]
         if nadirs:
             nadir, start_s, end_s = min(nadirs, key=lambda n: n[0])
-            findings.append(f"Lowest SpO2 in these events: {rounded(nadir)}% at {phrase_citation(night.rec.cite(start_s, end_s))}.")
+            findings.append(f"Lowest SpO2 in these events: {rounded(nadir)}% at {format_citation(night.rec.cite(start_s, end_s))}.")
         for row in selected.head(5).itertuples():
-            findings.append(f"{row.kind} at {phrase_citation(night.rec.cite(row.start_s, row.end_s))}.")
+            findings.append(f"{row.kind} at {format_citation(night.rec.cite(row.start_s, row.end_s))}.")
     if kind == "desaturation" and "SpO2" not in night.rec.signals:
         findings.append("There is no SpO2 channel, so oxygen desaturations cannot be measured.")
     annotated = _reference_events(night, kind, first, last)

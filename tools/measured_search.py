@@ -25,7 +25,8 @@ from scipy import ndimage
 
 from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES
 from sleeplm.measure.signals import epoch_matrix, get_signal
-from tools.context import NightContext, position_per_epoch, rounded, runs_of
+from sleeplm.terms import BRADY_BPM, TACHY_BPM, runs_of
+from tools.context import NightContext, position_per_epoch, rounded
 
 __all__ = ["Criterion", "FEATURE_CRITERIA", "EPISODE_GAP_EPOCHS", "query_criteria", "measured_search", "snore_loudness"]
 
@@ -59,10 +60,10 @@ FEATURE_CRITERIA = [
                 "EOG power in the rapid eye-movement band (0.6-5 Hz)", "uV^2"),
     FeatureRule(r"low oxygen|oxygen\b.*\blow|hypox|low (spo2|saturation)|\b(spo2|saturation)\b.*\blow",
                 "cardiac_spo2_min_pct", "low", 90.0, "SpO2 minimum", "%"),
-    # AASM adult sinus tachycardia / bradycardia during sleep: > 90 bpm / < 40 bpm.
+    # AASM adult sinus tachycardia / bradycardia during sleep.
     FeatureRule(r"fast heart|rapid heart|racing|high heart rate|heart rate\b.*\b(high|fast)", "cardiac_hr_mean_bpm",
-                "high", 90.0, "mean heart rate", "bpm"),
-    FeatureRule(r"slow heart|low heart rate|heart rate\b.*\b(low|slow)", "cardiac_hr_mean_bpm", "low", 40.0,
+                "high", TACHY_BPM, "mean heart rate", "bpm"),
+    FeatureRule(r"slow heart|low heart rate|heart rate\b.*\b(low|slow)", "cardiac_hr_mean_bpm", "low", BRADY_BPM,
                 "mean heart rate", "bpm"),
     FeatureRule(r"snor", SNORE_COLUMN, "high", None, "snore-channel loudness (RMS)", "uV"),
     # A flattened (plateau) inspiratory flow is flow limitation; 0.6 is where the measured

@@ -13,7 +13,8 @@ from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_hypnogram, plot_night
-from tools.context import NightContext, TimeText, configure, night_tool_errors, phrase_citation
+from sleeplm.terms import format_citation
+from tools.context import NightContext, TimeText, configure, night_tool_errors
 
 PlotKind = Literal["hypnogram", "events", "raw"]
 
@@ -33,7 +34,7 @@ def plot(kind: str, start: str | None = None, end: str | None = None, *, runtime
     Use when the user asks to see, show, plot or visualise something."""
     night = runtime.context
     first, last = night.span(start, end)
-    where = phrase_citation(night.cite(first, last))
+    where = format_citation(night.cite(first, last))
     if kind == "raw":
         fig = plot_epochs(night.rec, first, last)
         source = "measured"

@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
+import numpy as np
 from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
 from sleeplm.io.recording import EPOCH_SEC
-from tools.context import NightContext, configure, night_tool_errors, phrase_citation, rounded
+from sleeplm.terms import CaptionDomain, format_citation, runs_of
+from tools.context import NightContext, configure, night_tool_errors, rounded
 from tools.measured_search import measured_search
 
-Domain = Literal["brain", "cardiac", "respiratory", "position_muscle", "stage_event"]
 
 
 class FindArgs(BaseModel):
     query: str = Field(description="what to look for, in plain words, e.g. 'REM with rapid eye movements', 'loud snoring with desaturation'")
-    domain: Domain | None = Field(None, description="optional domain to search in: brain, cardiac, respiratory, position_muscle, stage_event")
+    domain: CaptionDomain | None = Field(None, description="optional domain to search in: brain, cardiac, respiratory, position_muscle, stage_event")
     top_k: int = Field(5, ge=1, le=20, description="how many episodes to return (1-20)")
 
 
 def merge_hits(hits: list[tuple[int, float]], max_gap: int = 1) -> list[dict]:
     """Join retrieved epochs closer than `max_gap` epochs into episodes, best score first."""
-    episodes: list[dict] = []
-    for epoch, score in sorted(hits):
-        if episodes and epoch - episodes[-1]["last"] <= max_gap + 1:
-            episodes[-1]["last"] = epoch
-            episodes[-1]["score"] = max(episodes[-1]["score"], score)
-        else:
-            episodes.append({"first": epoch, "last": epoch, "score": score})
+    if not hits:
+        return []
+    epochs = np.array([epoch for epoch, _ in hits])
+    scores = np.array([score for _, score in hits], dtype=float)
+    mask = np.zeros(epochs.max() + 1, dtype=bool)
+    mask[epochs] = True
+    episodes = [
+        {"first": first, "last": last, "score": float(scores[(epochs >= first) & (epochs <= last)].max())}
+        for first, last in runs_of(mask, max_gap)
+    ]
     return sorted(episodes, key=lambda e: -e["score"])
 
 
@@ -53,7 +55,7 @@ def find_epochs(query: str, domain: str | None = None, top_k: int = 5, *, runtim
         episodes = merge_hits([(int(e), float(s)) for e, s in hits])[:top_k]
         items = [{**night.cite(e["first"], e["last"]), "score": rounded(e["score"], 3)} for e in episodes]
         findings = [f"SleepLM's best matches for '{query}':"] + [
-            f"{phrase_citation(night.cite(e['first'], e['last']))}, similarity {rounded(e['score'], 3)}." for e in episodes
+            f"{format_citation(night.cite(e['first'], e['last']))}, similarity {rounded(e['score'], 3)}." for e in episodes
         ]
         return {"tool": "find_epochs", "source": "sleeplm", "query": query, "findings": findings, "episodes": items,
                 "note": "Similarity ranks epochs within this night; it is not a probability or a diagnosis."}
@@ -64,7 +66,7 @@ def find_epochs(query: str, domain: str | None = None, top_k: int = 5, *, runtim
     episodes = []
     for item in search["episodes"]:
         first, last = item["first"], item["last"]
-        line = f"{phrase_citation(night.cite(first, last))} ({rounded((last - first + 1) * EPOCH_SEC / 60)} min"
+        line = f"{format_citation(night.cite(first, last))} ({rounded((last - first + 1) * EPOCH_SEC / 60)} min"
         if "values" in item:
             line += f"; strongest {item['values']['extreme']} {item['values']['unit']}"
         findings.append(line + ").")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
-from sleeplm.io.recording import format_elapsed
+from sleeplm.terms import SLEEP_STAGES, SEVERITY_NOTE, Audience, format_elapsed
 from tools.context import NightContext, configure, night_tool_errors, rounded
 
 # Keys of the summary contract worth showing, in reading order.
@@ -17,11 +15,10 @@ CLINICIAN_KEYS = (
     "n_awakenings", "ahi", "ahi_rule", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem",
     "ahi_nrem", "odi3", "odi4", "t90_min", "spo2_min", "spo2_mean", "hr_mean", "n_apneas", "n_hypopneas",
 )
-SCREENING_NOTE = "AASM severity bands (<5 normal, 5-15 mild, 15-30 moderate, >=30 severe) are screening information, not a diagnosis."
 
 
 class SummaryArgs(BaseModel):
-    audience: Literal["clinician", "patient"] = Field(
+    audience: Audience = Field(
         "clinician", description="who reads the answer: 'clinician' (full statistics) or 'patient' (plain words)"
     )
 
@@ -40,7 +37,7 @@ def _clinician_findings(s: dict) -> list[str]:
             f"sleep onset latency {s.get('sol_min')} min, REM latency {s.get('rem_latency_min')} min, WASO {s.get('waso_min')} min."
         )
         lines.append(
-            "Stages: " + ", ".join(f"{st} {s.get(f'{st}_min')} min ({s.get(f'{st}_pct')}%)" for st in ("N1", "N2", "N3", "R"))
+            "Stages: " + ", ".join(f"{st} {s.get(f'{st}_min')} min ({s.get(f'{st}_pct')}%)" for st in SLEEP_STAGES)
             + f"; wake {s.get('W_min')} min; {s.get('n_awakenings')} awakenings."
         )
     if s.get("ahi") is not None:
@@ -106,7 +103,7 @@ def night_summary(audience: str = "clinician", *, runtime: ToolRuntime[NightCont
         "statistics": stats,
         "not_assessable": not_assessable,
         "citation": night.cite(0, night.rec.n_epochs - 1),
-        "screening_note": SCREENING_NOTE,
+        "screening_note": SEVERITY_NOTE,
     }
 
 

@@ -24,7 +24,8 @@ import re
 import numpy as np
 
 from sleeplm.errors import SleepLMError
-from sleeplm.io.recording import EPOCH_SEC, Recording, format_clock
+from sleeplm.io.recording import EPOCH_SEC, Recording
+from sleeplm.terms import SLEEP_STAGES, format_clock
 
 __all__ = ["TimeRangeError", "parse_span", "resolve_range", "stage_periods"]
 
@@ -168,7 +169,7 @@ def _parse_single(text: str, rec: Recording, hypnogram: np.ndarray | None) -> Ep
     if text in {"sleep onset", "onset"}:
         if hypnogram is None:
             raise TimeRangeError("'sleep onset' needs sleep stages, and none are available for this night.")
-        asleep = np.flatnonzero(np.isin(hypnogram, ["N1", "N2", "N3", "R"]))
+        asleep = np.flatnonzero(np.isin(hypnogram, SLEEP_STAGES))
         if not asleep.size:
             raise TimeRangeError("No sleep was scored in this night, so there is no sleep onset.")
         return int(asleep[0]), int(asleep[0])
@@ -256,7 +257,7 @@ def resolve_range(
         first, last = parse_span(start, rec, hypnogram)
         if end in (None, ""):
             return first, last
-    end_first, end_last = parse_span(end, rec, hypnogram)
+    _, end_last = parse_span(end, rec, hypnogram)
     if first > end_last:
         raise TimeRangeError(
             f"The start ({start}, epoch {first}) is after the end ({end}, epoch {end_last}); "

@@ -11,12 +11,13 @@ or original file name is stored in any field.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from sleeplm.terms import EPOCH_SEC, STAGES, format_clock, format_elapsed
 
 __all__ = [
     "CANONICAL_CHANNELS",
@@ -34,7 +35,6 @@ __all__ = [
     "preflight_table",
 ]
 
-EPOCH_SEC = 30
 SFREQ = 64
 EPOCH_SAMPLES = EPOCH_SEC * SFREQ  # 1920
 
@@ -55,24 +55,6 @@ POS_INDEX = CANONICAL_CHANNELS.index("POS")
 
 POSITION_CODES = {0: "Right", 1: "Left", 2: "Supine", 3: "Prone", 4: "Upright", -1: "Unknown"}
 
-# Stage labels used everywhere (hypnograms are arrays of these strings; "?" = unscored/artefact).
-STAGES = ("W", "N1", "N2", "N3", "R")
-
-
-def format_elapsed(seconds: float) -> str:
-    """Elapsed time since recording start, e.g. ``"3h10m00s"``."""
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s"
-
-
-def format_clock(seconds_since_midnight: float) -> str:
-    """Clock time of day ``"HH:MM:SS"`` (wraps past midnight)."""
-    total = int(round(seconds_since_midnight)) % 86400
-    h, rem = divmod(total, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:02d}:{m:02d}:{s:02d}"
 
 
 @dataclass

@@ -20,14 +20,15 @@ from sleeplm.measure.features import heart_rate_per_second
 from sleeplm.measure.quality import artefact_segments, bad_seconds
 from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, Recording
 from sleeplm.measure.respiratory import detect_apneas_hypopneas, detect_desaturations, spo2_per_second
-from sleeplm.measure.signals import MeasurementError, bandpass, get_signal, per_second, position_codes, runs, sleep_mask_seconds
+from sleeplm.errors import MeasurementError
+from sleeplm.measure.signals import bandpass, get_signal, per_second, position_codes, sleep_mask_seconds
+from sleeplm.terms import BRADY_BPM, EVENT_KINDS, HR_SUSTAINED_S, SLEEP_STAGES, TACHY_BPM, runs, value_runs
 
 __all__ = ["EVENT_COLUMNS", "EVENT_KINDS", "HYPOPNEA_RULES", "detect_events", "detect_arousals"]
 
 logger = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ["kind", "subtype", "start_s", "end_s", "clock_start", "clock_end", "epoch_start", "epoch_end", "evidence"]
-EVENT_KINDS = ("apnea", "hypopnea", "desaturation", "arousal", "tachycardia", "bradycardia", "position_change")
 HYPOPNEA_RULES = ("1A", "1B")
 
 # Arousal: alpha + beta (>16 Hz, spindle band excluded) power 3x its preceding 30-s median for 3-15 s,
@@ -38,8 +39,6 @@ AROUSAL_S = (3, 15)
 AROUSAL_BASELINE_S = 30
 STABLE_SLEEP_S = 10
 REM_EMG_RATIO = 2.0
-# Heart rate episodes in sleep (AASM adult): sustained (>= 30 s) > 90 bpm or < 40 bpm.
-TACHY_BPM, BRADY_BPM, HR_SUSTAINED_S = 90.0, 40.0, 30
 POSITION_MIN_S = 30
 
 
@@ -107,11 +106,9 @@ def _position_events(rec: Recording) -> list[dict]:
         return []
     codes, sfreq = positions
     per_s = codes[:: max(int(round(sfreq)), 1)] if sfreq >= 1 else np.repeat(codes, int(round(1 / sfreq)))
-    stable = []  # (code, start, end) runs of one known position held >= 30 s
-    change = np.flatnonzero(np.diff(per_s) != 0) + 1
-    for start, end in zip(np.r_[0, change], np.r_[change, len(per_s)]):
-        if per_s[start] >= 0 and end - start >= POSITION_MIN_S:
-            stable.append((int(per_s[start]), int(start), int(end)))
+    # (code, start, end) runs of one known position held >= 30 s
+    stable = [(int(code), start, end) for start, end, code in value_runs(per_s.tolist())
+              if code >= 0 and end - start >= POSITION_MIN_S]
     events = []
     for (old, _, old_end), (new, new_start, _) in zip(stable, stable[1:]):
         if old != new:
@@ -127,7 +124,7 @@ def _in_sleep(events: list[dict], hypnogram: np.ndarray | None) -> list[dict]:
     a desaturation may run on into the awakening that ends its event)."""
     if hypnogram is None:
         return events
-    asleep = np.isin(np.asarray(hypnogram), ("N1", "N2", "N3", "R"))
+    asleep = np.isin(np.asarray(hypnogram), SLEEP_STAGES)
     return [e for e in events if asleep[min(int(e["start_s"] // EPOCH_SEC), len(asleep) - 1)]]
 
 

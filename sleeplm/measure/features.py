@@ -24,7 +24,8 @@ from scipy import ndimage, signal
 
 from sleeplm.measure.quality import artefact_segments, bad_seconds
 from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, Recording
-from sleeplm.measure.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, runs, unusable_reason
+from sleeplm.measure.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, unusable_reason
+from sleeplm.terms import runs
 
 __all__ = ["EEG_BANDS", "epoch_features", "missing_reasons", "epoch_positions", "heart_beats", "heart_rate_per_second", "breaths"]
 

@@ -18,7 +18,8 @@ import pandas as pd
 from scipy import ndimage
 
 from sleeplm.io.recording import EPOCH_SEC, Recording
-from sleeplm.measure.signals import get_signal, runs
+from sleeplm.measure.signals import get_signal
+from sleeplm.terms import runs
 
 __all__ = ["QUALITY_CHANNELS", "artefact_segments", "bad_seconds"]
 

@@ -17,7 +17,8 @@ from scipy import ndimage, signal
 
 from sleeplm.measure.features import BREATH_LIMITS_S
 from sleeplm.io.recording import EPOCH_SEC, Recording
-from sleeplm.measure.signals import bandpass, get_signal, per_second, runs
+from sleeplm.measure.signals import bandpass, get_signal, per_second
+from sleeplm.terms import runs
 
 __all__ = ["breath_period_s", "flow_ratio", "detect_desaturations", "detect_apneas_hypopneas", "spo2_per_second"]
 

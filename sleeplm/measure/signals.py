@@ -1,4 +1,4 @@
-"""Small signal helpers shared by the measurements: epoch matrices, filters, runs, rolling windows.
+"""Small signal helpers shared by the measurements: epoch matrices, filters, rolling windows.
 
 Everything works on whole nights at once (numpy/scipy, vectorised across epochs) so that an
 8-h night measures in seconds.
@@ -7,12 +7,13 @@ Everything works on whole nights at once (numpy/scipy, vectorised across epochs)
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import signal
 
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import MeasurementError
 from sleeplm.io.recording import EPOCH_SEC, POS_INDEX, SFREQ, Recording, Signal
+from sleeplm.terms import SLEEP_STAGES
 
-__all__ = ["MeasurementError", "MIN_SFREQ", "get_signal", "unusable_reason", "epoch_matrix", "bandpass", "runs", "per_second", "position_codes", "sleep_mask_seconds"]
+__all__ = ["MeasurementError", "MIN_SFREQ", "get_signal", "unusable_reason", "epoch_matrix", "bandpass", "per_second", "position_codes", "sleep_mask_seconds"]
 
 
 # Slowest rate at which each signal still carries what is measured from it: EEG up to 25 Hz
@@ -67,13 +68,6 @@ def bandpass(data: np.ndarray, sfreq: float, low: float | None, high: float | No
     return signal.sosfiltfilt(sos, data, axis=-1)
 
 
-def runs(mask: np.ndarray) -> np.ndarray:
-    """Start (inclusive) and end (exclusive) indices of the True runs of a 1-D mask, shape ``[k, 2]``."""
-    padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
-    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    return edges.reshape(-1, 2)
-
-
 def per_second(data: np.ndarray, sfreq: float, how: str = "mean") -> np.ndarray:
     """Reduce a signal to one value per whole second (``mean``, ``max``, ``min``); rates below 1 Hz are held."""
     per = int(round(sfreq))
@@ -82,11 +76,6 @@ def per_second(data: np.ndarray, sfreq: float, how: str = "mean") -> np.ndarray:
     n = len(data) // per
     blocks = np.asarray(data[: n * per], dtype=float).reshape(n, per)
     return {"mean": np.nanmean, "max": np.nanmax, "min": np.nanmin}[how](blocks, axis=1)
-
-
-def rolling_percentile(x: np.ndarray, window: int, q: float, origin: int = 0) -> np.ndarray:
-    """Percentile `q` over a sliding window of `window` samples (`origin` as in scipy.ndimage)."""
-    return ndimage.percentile_filter(x, q, size=window, mode="nearest", origin=origin)
 
 
 def position_codes(rec: Recording) -> tuple[np.ndarray, float] | None:
@@ -103,12 +92,8 @@ def sleep_mask_seconds(hypnogram: np.ndarray | None, n_seconds: int) -> np.ndarr
     """Per-second True where the hypnogram says sleep (N1, N2, N3, R); None without a hypnogram."""
     if hypnogram is None:
         return None
-    asleep = np.isin(np.asarray(hypnogram), ("N1", "N2", "N3", "R"))
+    asleep = np.isin(np.asarray(hypnogram), SLEEP_STAGES)
     mask = np.repeat(asleep, EPOCH_SEC)
     if len(mask) < n_seconds:
         mask = np.concatenate([mask, np.zeros(n_seconds - len(mask), dtype=bool)])
     return mask[:n_seconds]
-
-
-class MeasurementError(SleepLMError, ValueError):
-    """A measurement asked with arguments that do not fit (unknown domain or rule, epochs outside the night)."""

@@ -22,12 +22,12 @@ import pandas as pd
 from sleeplm.measure.features import epoch_positions, heart_rate_per_second
 from sleeplm.measure.quality import artefact_segments, bad_seconds
 from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
+from sleeplm.terms import NREM_STAGES, SLEEP_STAGES, severity_band
 from sleeplm.measure.respiratory import spo2_per_second
 from sleeplm.measure.signals import epoch_matrix, get_signal, unusable_reason
 
 __all__ = ["EXPORT_KEYS", "SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
 
-SLEEP = ("N1", "N2", "N3", "R")
 SUPINE = 2
 EPOCH_MIN = EPOCH_SEC / 60
 # Sleep architecture: needs a hypnogram (no EEG and no scoring: not assessable).
@@ -48,15 +48,6 @@ RESPIRATORY_KEYS = ("ahi", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ah
 MIN_USABLE_SHARE = 0.5
 # `ahi_rule` when hypopneas cannot be scored (no SpO2 and no arousal evidence).
 APNEAS_ONLY = "apneas only"
-# AASM adult bands (events per hour), lower edge inclusive.
-SEVERITY_BANDS = ((30, "severe"), (15, "moderate"), (5, "mild"), (0, "normal"))
-
-
-def severity_band(index_per_h: float | None) -> str | None:
-    """AASM adult severity of an AHI/REI: normal < 5 <= mild < 15 <= moderate < 30 <= severe."""
-    if index_per_h is None:
-        return None
-    return next(label for edge, label in SEVERITY_BANDS if index_per_h >= edge)
 
 
 def _r(x, digits: int = 2):
@@ -77,11 +68,11 @@ def sleep_statistics(hypnogram: np.ndarray) -> dict:
     Values are not rounded, so they equal YASA's to floating-point precision.
     """
     hyp = np.asarray(hypnogram, dtype=object)
-    asleep = np.flatnonzero(np.isin(hyp, SLEEP))
+    asleep = np.flatnonzero(np.isin(hyp, SLEEP_STAGES))
     tib = len(hyp) * EPOCH_MIN
     stats = {"tib_min": tib}
     period = hyp[asleep[0] : asleep[-1] + 1] if asleep.size else hyp[:0]
-    tst = float(np.isin(period, SLEEP).sum() * EPOCH_MIN)
+    tst = float(np.isin(period, SLEEP_STAGES).sum() * EPOCH_MIN)
     stats["spt_min"] = len(period) * EPOCH_MIN
     stats["tst_min"] = tst
     stats["se_pct"] = 100 * tst / tib if tib else None
@@ -91,7 +82,7 @@ def sleep_statistics(hypnogram: np.ndarray) -> dict:
     stats["waso_min"] = float((period == "W").sum() * EPOCH_MIN) if asleep.size else None
     for stage in STAGES:
         stats[f"{stage}_min"] = float((hyp == stage).sum() * EPOCH_MIN)
-    for stage in SLEEP:
+    for stage in SLEEP_STAGES:
         stats[f"{stage}_pct"] = 100 * stats[f"{stage}_min"] / tst if tst else None
     stats["W_pct"] = 100 * stats["W_min"] / tib if tib else None
     wake = np.concatenate([[False], period == "W", [False]]).astype(np.int8)
@@ -186,7 +177,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     has_flow = get_signal(rec, "AF") is not None or get_signal(rec, "Pressure") is not None
     tst = summary["tst_min"] if hyp is not None else None
     n_seconds = rec.n_epochs * EPOCH_SEC
-    asleep_s = None if hyp is None else np.repeat(np.isin(stage_of, SLEEP), EPOCH_SEC)
+    asleep_s = None if hyp is None else np.repeat(np.isin(stage_of, SLEEP_STAGES), EPOCH_SEC)
     artefacts = artefact_segments(rec) if artefacts is None else artefacts
     time_named = "sleep" if asleep_s is not None and asleep_s.any() else "recording"
     if has_flow:
@@ -219,10 +210,10 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
             reason = "no sleep stages (no usable EEG): AHI needs sleep time; REI over recording time is given"
             missing.update(dict.fromkeys(("ahi", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem"), reason))
         elif tst:
-            asleep = np.isin(stage_of, SLEEP)
+            asleep = np.isin(stage_of, SLEEP_STAGES)
             summary["ahi"] = rate(respiratory, asleep)
             summary["ahi_rem"] = rate(respiratory, stage_of == "R")
-            summary["ahi_nrem"] = rate(respiratory, np.isin(stage_of, ("N1", "N2", "N3")))
+            summary["ahi_nrem"] = rate(respiratory, np.isin(stage_of, NREM_STAGES))
             if positions is not None:
                 summary["ahi_supine"] = rate(respiratory, asleep & (positions == SUPINE))
                 summary["ahi_nonsupine"] = rate(respiratory, asleep & (positions >= 0) & (positions != SUPINE))
@@ -297,7 +288,7 @@ def _sleeping_hr(rec: Recording, stage_of: np.ndarray | None, features: pd.DataF
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # epochs without beats are NaN, not an error
             per_epoch = np.nanmean(epoch_matrix(hr, 1.0, rec.n_epochs), axis=1)
-    if stage_of is not None and np.isin(stage_of, SLEEP).any():
-        per_epoch = per_epoch[np.isin(stage_of, SLEEP)]
+    if stage_of is not None and np.isin(stage_of, SLEEP_STAGES).any():
+        per_epoch = per_epoch[np.isin(stage_of, SLEEP_STAGES)]
     per_epoch = per_epoch[np.isfinite(per_epoch)]
     return _r(per_epoch.mean(), 1) if per_epoch.size else None

@@ -34,13 +34,14 @@ from sleeplm.model.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
 from sleeplm.errors import TensorFormatError
 from sleeplm.model.network import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, SleepLMRequestError, build_model
 from sleeplm.model.tokenizer import get_tokenizer
+from sleeplm.terms import CAPTION_DOMAINS
 
 __all__ = ["SleepLM", "SleepLMRequestError", "DOMAINS", "domain_id", "resolve_device", "beam_search"]
 
 logger = logging.getLogger(__name__)
 
-# Caption modality ids of the released model (the demo's order).
-DOMAINS = {"brain": 0, "cardiac": 1, "respiratory": 2, "position_muscle": 3, "stage_event": 4}
+# Caption domain -> modality id of the released model (the demo's order).
+DOMAINS = {name: index for index, name in enumerate(CAPTION_DOMAINS)}
 Progress = Callable[[float, str], Any]
 
 

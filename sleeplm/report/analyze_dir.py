@@ -23,7 +23,8 @@ import pandas as pd
 
 from sleeplm.measure.analysis import NightAnalysis, analyze_night
 from sleeplm.measure.events import EVENT_COLUMNS
-from sleeplm.io.recording import Recording, format_elapsed
+from sleeplm.io.recording import Recording
+from sleeplm.terms import STAGES, format_elapsed
 from sleeplm.measure.summary import EXPORT_KEYS
 
 __all__ = ["analyze_to_dir", "write_summary_json", "write_events_csv", "write_hypnogram_csv", "write_report_md"]
@@ -101,7 +102,7 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         f"- Sleep onset latency {_fmt(s['sol_min'], ' min')}, REM latency {_fmt(s['rem_latency_min'], ' min')}, "
         f"WASO {_fmt(s['waso_min'], ' min')}, awakenings {_fmt(s['n_awakenings'])} "
         "(SOL to the first sleep epoch, AASM; awakenings: wake runs of >= 1 epoch within the sleep period)",
-        "- Stages: " + ", ".join(f"{st} {_fmt(s[f'{st}_min'], ' min')}" for st in ("W", "N1", "N2", "N3", "R")),
+        "- Stages: " + ", ".join(f"{st} {_fmt(s[f'{st}_min'], ' min')}" for st in STAGES),
         "",
         "## Breathing and oxygen",
         f"- AHI {_fmt(s['ahi'], '/h')} (hypopnea rule {s['ahi_rule']}), REI over recording time {_fmt(s['rei'], '/h')}, "

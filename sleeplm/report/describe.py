@@ -14,12 +14,10 @@ import numpy as np
 import pandas as pd
 
 from sleeplm.io.recording import Recording
-from sleeplm.measure.signals import MeasurementError
+from sleeplm.errors import MeasurementError
+from sleeplm.terms import CAPTION_DOMAINS, STAGE_NAMES
 
-__all__ = ["DOMAINS", "describe_epochs"]
-
-DOMAINS = ("brain", "cardiac", "respiratory", "position_muscle", "stage_event")
-STAGE_NAMES = {"W": "Wake", "N1": "Stage N1", "N2": "Stage N2", "N3": "Stage N3", "R": "REM sleep", "?": "Unscored"}
+__all__ = ["describe_epochs"]
 
 
 def _mean(features: pd.DataFrame, column: str) -> float | None:
@@ -95,7 +93,7 @@ def _cardiac(f: pd.DataFrame, night: pd.DataFrame, events: pd.DataFrame) -> list
         rmssd = _mean(f, "cardiac_rmssd_ms")
         rhythm = "" if rmssd is None else f"; RMSSD {rmssd:.0f} ms{' (irregular)' if rmssd > 150 else ''}"
         out.append(f"Heart rate {lo:.0f}-{hi:.0f} bpm (mean {mean:.0f}), {trend}{rhythm}")
-    spo2_lo, spo2_mean = _mean(f, "cardiac_spo2_min_pct"), _mean(f, "cardiac_spo2_mean_pct")
+    spo2_mean = _mean(f, "cardiac_spo2_mean_pct")
     if spo2_mean is not None:
         out.append(f"SpO2 mean {spo2_mean:.0f}%, lowest {np.nanmin(f['cardiac_spo2_min_pct']):.0f}%")
     phrase = _event_phrase(events, ("tachycardia", "bradycardia", "desaturation"))
@@ -170,8 +168,8 @@ def describe_epochs(rec: Recording, domain: str, start: int, end: int, analysis=
     dict with ``text`` (a few short sentences), ``source`` ("measured"), ``domain``,
     ``citation`` (`Recording.cite_epochs`) and ``stage_source``.
     """
-    if domain not in DOMAINS:
-        raise MeasurementError(f"unknown domain {domain!r}; use one of {', '.join(DOMAINS)}.")
+    if domain not in CAPTION_DOMAINS:
+        raise MeasurementError(f"unknown domain {domain!r}; use one of {', '.join(CAPTION_DOMAINS)}.")
     start, end = int(start), int(end)
     if not 0 <= start <= end < rec.n_epochs:
         raise MeasurementError(

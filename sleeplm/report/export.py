@@ -1,4 +1,4 @@
-"""Files a user takes away from one night: events CSV, EDF+ annotations, PDF report, tool trace.
+"""Files a user takes away from one night: events CSV, EDF+ annotations, PDF report.
 
 - `events_table(rec, events)`: the events with clock time, elapsed time and epoch range per row.
 - `write_events_csv(rec, events, path)`: that table as CSV.
@@ -7,7 +7,6 @@
   scoring tools import next to the original recording.
 - `write_report_pdf(rec, path, summary, hypnogram, events, answers)`: a night report:
   summary table, overview figure, event table and the chat's cited answers.
-- `write_trace_json(turns, path)`: every question, tool call (arguments and result) and answer.
 
 Nothing identifying is written: `Recording` holds no patient or recording-date fields, and
 the EDF+ header gets the anonymous EDF+ placeholders ("X").
@@ -22,7 +21,6 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import textwrap
@@ -41,7 +39,7 @@ from sleeplm.io.recording import EPOCH_SEC, Recording, format_elapsed
 
 __all__ = [
     "EVENT_COLUMNS", "STAGE_LABELS", "ExportError", "events_table", "write_events_csv", "annotation_label",
-    "write_annotations_edf", "write_report_pdf", "write_trace_json",
+    "write_annotations_edf", "write_report_pdf",
 ]
 
 logger = logging.getLogger(__name__)
@@ -294,24 +292,3 @@ def write_report_pdf(
             pdf.savefig(page)
     return path
 
-
-def write_trace_json(turns: list[dict], path: str | Path) -> Path:
-    """Write the conversation's tool trace: one object per turn (question, audience, answer, tool calls...).
-
-    Parameters
-    ----------
-    turns : JSON-serialisable dicts, e.g. ``{"question": q, "audience": a, **TurnResult.to_dict()}``.
-    path : output JSON file.
-    """
-    path = Path(path)
-    path.write_text(json.dumps({"turns": turns}, indent=2, default=_json_default), encoding="utf-8")
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    """numpy scalars and arrays, and anything else as its text, so a trace never fails to save."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

@@ -30,9 +30,10 @@ from matplotlib.figure import Figure
 from sleeplm.io.channels import EXTRA_SIGNALS
 from sleeplm.errors import SleepLMError
 from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SEC, POSITION_CODES, Recording
+from sleeplm.terms import ANNOTATED_EVENT_KINDS
 
 __all__ = [
-    "MAX_VIEW_EPOCHS", "STAGE_ORDER", "EVENT_KINDS", "PlotRangeError", "plot_night", "plot_hypnogram", "plot_epochs",
+    "MAX_VIEW_EPOCHS", "STAGE_ORDER", "PlotRangeError", "plot_night", "plot_hypnogram", "plot_epochs",
     "seconds_at_fraction", "viewer_channels", "reference_events",
 ]
 
@@ -42,7 +43,6 @@ logger = logging.getLogger(__name__)
 MAX_VIEW_EPOCHS = 10
 # Top to bottom, the clinical hypnogram convention (wake on top, deep sleep at the bottom).
 STAGE_ORDER = ("W", "R", "N1", "N2", "N3")
-EVENT_KINDS = ("apnea", "hypopnea", "desaturation", "arousal", "tachycardia", "bradycardia", "position_change", "artefact")
 EVENT_COLOURS = {"apnea": "tab:red", "hypopnea": "tab:orange", "desaturation": "tab:blue", "arousal": "tab:purple"}
 # Tag put on the panel whose x axis maps clicks to time (read back by `seconds_at_fraction`).
 TIME_AXIS_LABEL = "sleeplm-time-axis"
@@ -89,7 +89,7 @@ def _stage_panel(ax, hypnogram: np.ndarray | None, stage_source: str | None) -> 
 
 
 def _event_panel(ax, events: pd.DataFrame | None) -> None:
-    kinds = [k for k in EVENT_KINDS if events is not None and (events["kind"] == k).any()]
+    kinds = [k for k in ANNOTATED_EVENT_KINDS if events is not None and (events["kind"] == k).any()]
     if not kinds:
         ax.text(0.5, 0.5, "no events detected", ha="center", va="center", transform=ax.transAxes, color="0.4")
         ax.set_yticks([])

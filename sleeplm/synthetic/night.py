@@ -13,6 +13,7 @@ from scipy import signal
 
 from sleeplm.errors import SleepLMError
 from sleeplm.io.recording import EPOCH_SEC
+from sleeplm.terms import BRADY_BPM, TACHY_BPM, runs
 from sleeplm.synthetic.hypnogram import simulate_hypnogram
 from sleeplm.synthetic.montages import MONTAGES, POSITION_ENCODINGS, POSITION_MAP_NAMES, ROLL_ANGLE_DEG
 from sleeplm.synthetic.physiology import EEG_RANGE_UV, RESP_SFREQ, SLOW_SFREQ, NightPhysiology
@@ -91,10 +92,6 @@ class Truth:
     def tst_h(self) -> float:
         """Total sleep time in hours."""
         return float((self.hypnogram != "W").sum()) * EPOCH_SEC / 3600
-
-    def respiratory_events(self) -> pd.DataFrame:
-        """Apneas and hypopneas (the events the AHI counts)."""
-        return self.events[self.events["kind"].isin(["apnea", "hypopnea"])]
 
 
 @dataclass
@@ -329,11 +326,9 @@ def _measure_heart_rate_episodes(events: pd.DataFrame, physiology: NightPhysiolo
     """Set each tachycardia/bradycardia row to the span where the simulated heart rate really is > 90 / < 40 bpm."""
     for index in events.index[events["kind"].isin(["tachycardia", "bradycardia"])]:
         hr = physiology.heart_rate
-        beyond = hr > 90.0 if events.at[index, "kind"] == "tachycardia" else hr < 40.0
+        beyond = hr > TACHY_BPM if events.at[index, "kind"] == "tachycardia" else hr < BRADY_BPM
         centre = int((events.at[index, "start_s"] + events.at[index, "end_s"]) / 2 * SLOW_SFREQ)
-        edges = np.flatnonzero(np.diff(beyond.astype(np.int8)))
-        first = edges[edges < centre].max() + 1
-        last = edges[edges >= centre].min() + 1
+        first, last = next((a, b) for a, b in runs(beyond) if a <= centre < b)
         events.loc[index, ["start_s", "end_s"]] = round(first / SLOW_SFREQ, 2), round(last / SLOW_SFREQ, 2)
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import ndimage
 
 from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES
+from sleeplm.terms import NREM_STAGES
 
 __all__ = ["SEVERITIES", "EVENT_COLUMNS", "Scenario", "plan_night"]
 
@@ -304,7 +305,7 @@ def _plan_sighs(rng, stage_s, free, occupied) -> np.ndarray:
 
     A sigh and its post-sigh pause (< 10 s) are normal breathing that a scorer must not count.
     """
-    nrem = np.isin(stage_s, ("N1", "N2", "N3"))
+    nrem = np.isin(stage_s, NREM_STAGES)
     near_event = ndimage.binary_dilation(occupied, structure=np.ones(121, dtype=bool))
     allowed = nrem & free & ~near_event
     n = int(rng.poisson(3.0 * nrem.sum() / 3600))
