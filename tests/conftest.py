@@ -212,3 +212,17 @@ def tiny_sleeplm_embeddings(_sim_loaded):
 
     model = SleepLM.from_config("sleeplm_tiny")
     return model, model.encode_signals(_sim_loaded[0].epochs)
+
+
+def generate(network, x, modality, max_new_tokens: int, min_len: int = 16):
+    """Greedy caption ids of epochs x [B, C, S] straight from the network (the product goes through
+    `SleepLM.caption`); the model tests compare it with the reference demo."""
+    _, memory = network.biosignals(x)
+    return network.generate_from_memory(memory, modality, max_new_tokens, min_len)
+
+
+def caption_logits(network, x, token_ids, modality):
+    """Teacher-forced logits [B, L-1, V] predicting token_ids[:, 1:] (no cache: the reference path
+    the cached decoding is checked against)."""
+    _, memory = network.biosignals(x)
+    return network.logits_from_memory(memory, token_ids, modality)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import caption_logits
 
 from sleeplm.model.embedding_cache import embedding_cache_path, night_embeddings
 from sleeplm.errors import TensorFormatError
@@ -191,7 +192,7 @@ def naive_beam_search(network, x, modality, beams, max_new_tokens, min_len):
         candidates = []
         for seq, score in running:
             with torch.no_grad():  # the appended 0 is a placeholder label; only the last position's logits count
-                logprobs = network.caption_logits(x, torch.tensor([seq + [0]]), modality)[0, -1].log_softmax(-1)
+                logprobs = caption_logits(network, x, torch.tensor([seq + [0]]), modality)[0, -1].log_softmax(-1)
             if step + 1 < min_len:
                 logprobs[EOT_TOKEN_ID] = float("-inf")
             values, tokens = logprobs.topk(2 * beams)

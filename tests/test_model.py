@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import caption_logits, generate
 
 from sleeplm.model.config import DEFAULT_MODEL, SleepLMConfig, get_model_config, list_models
 from sleeplm.errors import CheckpointError
@@ -204,7 +205,7 @@ def test_teacher_forced_logits_for_every_condition(ref):
         modality = None if key == "no_condition" else modality_of(entry)
         assert modality == (None if key == "no_condition" else key)
         with torch.no_grad():
-            logits = net.caption_logits(x, ids, modality)
+            logits = caption_logits(net, x, ids, modality)
         assert logits.shape == (len(x), ids.shape[1] - 1, net.config.text.vocab_size)
         assert max_diff(logits[..., stored["logits_vocab_subset"]], entry["logits_subset"]) <= TOL, key
         assert max_diff(logits.logsumexp(-1), entry["logsumexp"]) <= TOL, key
@@ -228,7 +229,7 @@ def test_full_logits_slice(ref):
     stored, net = ref
     expected = stored["teacher_forced"]["full_logits_modality4_sample1_first12pos"]
     with torch.no_grad():
-        logits = net.caption_logits(stored["signals"], stored["text_ids"], 4)
+        logits = caption_logits(net, stored["signals"], stored["text_ids"], 4)
     assert max_diff(logits[1, : len(expected)], expected) <= TOL
 
 
@@ -239,21 +240,21 @@ def test_generation_matches_reference(ref):
     for modality, entry in stored["generation"].items():
         (loop_key,) = [k for k in entry if k.startswith("argmax_loop_")]
         with torch.no_grad():
-            argmax_loop = net.generate(x, modality, max_new_tokens=int(loop_key.rsplit("_", 1)[1]), min_len=0)
+            argmax_loop = generate(net, x, modality, max_new_tokens=int(loop_key.rsplit("_", 1)[1]), min_len=0)
         assert torch.equal(argmax_loop, entry[loop_key]), (modality, loop_key)
         for key, value in entry.items():
             if key.startswith("generate_topk1_seq"):
                 # The reference top-k=1 sampler forces its last token to end-of-text; the others are greedy.
                 n = int(key.removeprefix("generate_topk1_seq")) - 1
                 with torch.no_grad():
-                    greedy = net.generate(x, modality, max_new_tokens=n, min_len=0)
+                    greedy = generate(net, x, modality, max_new_tokens=n, min_len=0)
                 assert torch.equal(greedy[:, :n], value[:, :n]) and (value[:, n] == EOT_TOKEN_ID).all()
             elif key.startswith("beam_demo_settings_seq"):
                 # The demo's 3-beam/3-group search == greedy with end-of-text banned below 16 tokens.
                 seq_len = int(key.removeprefix("beam_demo_settings_seq"))
                 for b, beam in enumerate(value):
                     with torch.no_grad():
-                        ours = net.generate(x[b : b + 1], modality, max_new_tokens=seq_len - 1, min_len=16)
+                        ours = generate(net, x[b : b + 1], modality, max_new_tokens=seq_len - 1, min_len=16)
                     assert torch.equal(ours, beam), (modality, b)
 
 
@@ -272,12 +273,12 @@ def test_demo_beam_search_with_end_of_text(eos_file):
     lengths = set()
     with torch.no_grad():
         for (modality, b), result in eos_case["results"].items():
-            ours = model.generate(base["signals"][b : b + 1], modality, max_new_tokens=max_new, min_len=16)
+            ours = generate(model, base["signals"][b : b + 1], modality, max_new_tokens=max_new, min_len=16)
             assert torch.equal(ours, result["beam"]), (modality, b)
             assert torch.equal(ours, result["greedy_minlen16"]), (modality, b)
             lengths.add(ours.shape[1])
         # A batch stops each row at its own end-of-text and pads the rest with 0.
-        batch = model.generate(base["signals"], 2, max_new_tokens=max_new, min_len=16)
+        batch = generate(model, base["signals"], 2, max_new_tokens=max_new, min_len=16)
     assert len(lengths) > 1 and min(lengths) >= 17  # captions end at different lengths, never before 16 tokens
     for b in range(len(base["signals"])):
         single = eos_case["results"][(2, b)]["beam"][0]
@@ -307,11 +308,11 @@ def test_prefix_len_zero_is_the_unconditioned_decoder(ref):
     model = build_model(stored["config"], prefix_len=0)
     model.load_state_dict(stored["state_dict"], strict=True)  # the prefix length adds no parameters
     with torch.no_grad():
-        logits = model.caption_logits(stored["signals"], stored["text_ids"], None)
+        logits = caption_logits(model, stored["signals"], stored["text_ids"], None)
     expected = stored["teacher_forced"]["no_condition"]["logits_subset"]
     assert max_diff(logits[..., stored["logits_vocab_subset"]], expected) <= TOL
     with pytest.raises(SleepLMRequestError, match="prefix_len 0"):
-        model.caption_logits(stored["signals"], stored["text_ids"], 1)
+        caption_logits(model, stored["signals"], stored["text_ids"], 1)
 
 
 def test_cache_growth_beyond_its_first_reservation_keeps_results_exact():
@@ -322,7 +323,7 @@ def test_cache_growth_beyond_its_first_reservation_keeps_results_exact():
     model = build_model(config)
     x = torch.randn(2, 10, 1920)
     with torch.no_grad():
-        generated = model.generate(x, 3, max_new_tokens=150, min_len=151)
+        generated = generate(model, x, 3, max_new_tokens=150, min_len=151)
         assert generated.shape == (2, 151)
-        logits = model.caption_logits(x, generated, 3)
+        logits = caption_logits(model, x, generated, 3)
     assert torch.equal(logits.argmax(-1), generated[:, 1:])  # greedy picks are the teacher-forced argmax

@@ -78,10 +78,6 @@ class BiosignalsConfig:
     mlp_bias: bool = False
     share_channel_rope: bool = True
 
-    @property
-    def num_patches(self) -> int:
-        return self.signal_length // self.patch_size
-
 
 @dataclass(frozen=True)
 class TextConfig:

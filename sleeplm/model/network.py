@@ -472,11 +472,6 @@ class SleepLMModel(nn.Module):
         tokens = [self.channel_embeddings[int(modality)]] + [self.padding_embedding] * (self.config.prefix_len - 1)
         return torch.stack(tokens).expand(batch, -1, -1)
 
-    def caption_logits(self, x: torch.Tensor, token_ids: torch.Tensor, modality: int | None) -> torch.Tensor:
-        """Teacher-forced logits [B, L-1, V] predicting token_ids[:, 1:] (no cache; the reference path)."""
-        _, memory = self.biosignals(x)
-        return self.logits_from_memory(memory, token_ids, modality)
-
     def logits_from_memory(self, memory: torch.Tensor, token_ids: torch.Tensor, modality: int | None) -> torch.Tensor:
         _, tokens = self.text(token_ids)
         return self.text_decoder(memory, tokens[:, :-1], self.condition(modality, memory.shape[0]))
@@ -505,18 +500,14 @@ class SleepLMModel(nn.Module):
         state.length, state.previous_ids = t + 1, ids
         return self.text_decoder.ln_final(x[:, 0]) @ self.text_decoder.text_projection
 
-    def generate(self, x: torch.Tensor, modality: int | None, max_new_tokens: int, min_len: int = 16) -> torch.Tensor:
-        """Greedy captions of epochs x [B, C, S] -> ids [B, <= 1 + max_new_tokens] starting with the start token.
+    def generate_from_memory(self, memory: torch.Tensor, modality: int | None, max_new_tokens: int,
+                             min_len: int = 16) -> torch.Tensor:
+        """Greedy captions from signal tokens `memory` -> ids [B, <= 1 + max_new_tokens], start token first.
 
         End-of-text is banned while the length (start token included) is below `min_len`;
         a row stops at its first end-of-text (kept) and is padded with 0 after it. This equals
         the reference demo's 3-beam/3-group search (ARCH.md §7).
         """
-        _, memory = self.biosignals(x)
-        return self.generate_from_memory(memory, modality, max_new_tokens, min_len)
-
-    def generate_from_memory(self, memory: torch.Tensor, modality: int | None, max_new_tokens: int,
-                             min_len: int = 16) -> torch.Tensor:
         B = memory.shape[0]
         state = self.start_decoding(memory, modality, max_len=1 + max_new_tokens)
         out = torch.full((B, 1 + max_new_tokens), PAD_TOKEN_ID, dtype=torch.long, device=memory.device)
