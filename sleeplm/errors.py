@@ -13,6 +13,11 @@ __all__ = [
     "CheckpointError",
     "ModelUnavailableError",
     "MeasurementError",
+    "SleepLMRequestError",
+    "TimeRangeError",
+    "SimulationError",
+    "PlotRangeError",
+    "ExportError",
 ]
 
 
@@ -73,3 +78,23 @@ class ModelUnavailableError(CheckpointError):
 
 class MeasurementError(SleepLMError, ValueError):
     """A measurement asked with arguments that do not fit (unknown domain or rule, epochs outside the night)."""
+
+
+class SleepLMRequestError(SleepLMError, ValueError):
+    """A request SleepLM cannot answer as asked (unknown caption domain, empty query, bad option)."""
+
+
+class TimeRangeError(SleepLMError, ValueError):
+    """A time expression that cannot be read, or that falls outside the recording."""
+
+
+class SimulationError(SleepLMError, ValueError):
+    """A simulator argument out of range (unknown montage or severity, too short a night, bad rate)."""
+
+
+class PlotRangeError(SleepLMError, ValueError):
+    """An epoch range that cannot be drawn (outside the night, reversed, or too long)."""
+
+
+class ExportError(SleepLMError, ValueError):
+    """An export asked with inputs that do not fit (events without times, a hypnogram of another night)."""

@@ -23,9 +23,9 @@ import re
 
 import numpy as np
 
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import TimeRangeError
 from sleeplm.io.recording import EPOCH_SEC, Recording
-from sleeplm.terms import SLEEP_STAGES, format_clock
+from sleeplm.terms import SLEEP_STAGES, format_clock, runs_of
 
 __all__ = ["TimeRangeError", "parse_span", "resolve_range", "stage_periods"]
 
@@ -66,10 +66,6 @@ _PERIOD = re.compile(
 )
 
 
-class TimeRangeError(SleepLMError, ValueError):
-    """A time expression that cannot be read, or that falls outside the recording."""
-
-
 def stage_periods(hypnogram: np.ndarray, stage: str, merge_gap: int = PERIOD_MERGE_GAP_EPOCHS) -> list[EpochSpan]:
     """Periods of one stage as inclusive epoch spans.
 
@@ -86,14 +82,7 @@ def stage_periods(hypnogram: np.ndarray, stage: str, merge_gap: int = PERIOD_MER
     -------
     list of (first_epoch, last_epoch), in time order.
     """
-    idx = np.flatnonzero(np.asarray(hypnogram) == stage)
-    periods: list[EpochSpan] = []
-    for epoch in idx:
-        if periods and epoch - periods[-1][1] <= merge_gap:
-            periods[-1] = (periods[-1][0], int(epoch))
-        else:
-            periods.append((int(epoch), int(epoch)))
-    return periods
+    return runs_of(np.asarray(hypnogram) == stage, max_gap=max(merge_gap - 1, 0))
 
 
 def _clock_to_epoch(text: str, rec: Recording) -> int:

@@ -15,6 +15,7 @@ from scipy.signal import firwin, kaiserord, resample_poly
 
 from sleeplm.io.channels import decode_position
 from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, EPOCH_SEC, SFREQ, Signal
+from sleeplm.terms import runs
 
 __all__ = [
     "NORMALIZATIONS",
@@ -229,17 +230,11 @@ def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | N
         bad = ~np.isfinite(data)
     run = max(int(flat_run_s * sfreq), 2) if flat_run_s is not None else len(data) + 1
     if len(data) >= run:
-        # A sample is flat when it sits in a run of `run` identical consecutive values. `repeats`
-        # lists each j with data[j + 1] == data[j] (few in a live signal, so later steps are
-        # cheap); consecutive j0..j1 form one run covering samples j0..j1 + 1.
-        repeats = np.flatnonzero(data[1:] == data[:-1])
-        if len(repeats):
-            breaks = np.flatnonzero(np.diff(repeats) != 1)
-            starts = repeats[np.concatenate([[0], breaks + 1])]
-            ends = repeats[np.concatenate([breaks, [len(repeats) - 1]])] + 1
-            long = (ends - starts + 1) >= run
-            for start, end in zip(starts[long], ends[long]):  # few: each run spans >= FLAT_RUN_S
-                bad[start : end + 1] = True
+        # A sample is flat when it sits in a run of `run` identical consecutive values: repeats
+        # j0..j1 (data[j + 1] == data[j]) cover samples j0..j1 + 1.
+        spans = runs(data[1:] == data[:-1])
+        for start, end in spans[spans[:, 1] - spans[:, 0] + 1 >= run]:  # few: each spans >= FLAT_RUN_S
+            bad[start : end + 1] = True
     return bad
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sleeplm.model.config import SleepLMConfig
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import SleepLMRequestError
 
 __all__ = ["build_model", "SleepLMModel", "DecodingState", "SleepLMRequestError", "SOT_TOKEN_ID", "EOT_TOKEN_ID",
            "PAD_TOKEN_ID"]
@@ -36,10 +36,6 @@ __all__ = ["build_model", "SleepLMModel", "DecodingState", "SleepLMRequestError"
 SOT_TOKEN_ID = 49406
 EOT_TOKEN_ID = 49407
 PAD_TOKEN_ID = 0
-
-
-class SleepLMRequestError(SleepLMError, ValueError):
-    """A request SleepLM cannot answer as asked (unknown caption domain, empty query, bad option)."""
 
 
 # ----------------------------------------------------------------------------- building blocks

@@ -33,7 +33,7 @@ from edfio import Edf, EdfAnnotation
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import ExportError
 from sleeplm.report.plots import plot_night
 from sleeplm.io.recording import EPOCH_SEC, Recording, format_elapsed
 
@@ -59,10 +59,6 @@ EVENTS_PER_PAGE = 38
 ANSWER_WRAP_CHARS = 95
 ANSWER_LINES_PER_PAGE = 52
 A4_INCHES = (8.27, 11.69)
-
-
-class ExportError(SleepLMError, ValueError):
-    """An export asked with inputs that do not fit (events without times, a hypnogram of another night)."""
 
 
 def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:

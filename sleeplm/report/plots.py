@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sleeplm.io.channels import EXTRA_SIGNALS
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import PlotRangeError
 from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SEC, POSITION_CODES, Recording
 from sleeplm.terms import ANNOTATED_EVENT_KINDS
 
@@ -46,10 +46,6 @@ STAGE_ORDER = ("W", "R", "N1", "N2", "N3")
 EVENT_COLOURS = {"apnea": "tab:red", "hypopnea": "tab:orange", "desaturation": "tab:blue", "arousal": "tab:purple"}
 # Tag put on the panel whose x axis maps clicks to time (read back by `seconds_at_fraction`).
 TIME_AXIS_LABEL = "sleeplm-time-axis"
-
-
-class PlotRangeError(SleepLMError, ValueError):
-    """An epoch range that cannot be drawn (outside the night, reversed, or too long)."""
 
 
 def reference_events(rec: Recording) -> pd.DataFrame:

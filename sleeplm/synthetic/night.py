@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import SimulationError
 from sleeplm.io.recording import EPOCH_SEC
 from sleeplm.terms import BRADY_BPM, TACHY_BPM, runs
 from sleeplm.synthetic.hypnogram import simulate_hypnogram
@@ -36,10 +36,6 @@ _ANNOTATION_TEXT = {
     ("arousal", "respiratory"): "Arousal", ("arousal", "spontaneous"): "Arousal", ("arousal", "movement"): "Arousal",
     ("tachycardia", "sinus"): "Tachycardia", ("bradycardia", "sinus"): "Bradycardia",
 }
-
-
-class SimulationError(SleepLMError, ValueError):
-    """A simulator argument out of range (unknown montage or severity, too short a night, bad rate)."""
 
 
 @dataclass
