@@ -34,7 +34,8 @@ def run_ask(args) -> int:
     """Run the `ask` subcommand: load FILE, answer the question, print text or one JSON object.
 
     `args` carries ``file``, ``question``, ``llm`` (backend spec or None for the configured
-    default), ``audience`` and ``json``. SleepLM is used when ``SLEEPLM_CHECKPOINT`` names a
+    default), ``audience`` and ``json``. Returns the exit status: 0, or 1 when answering met an
+    internal error (a bug; the answer names the reference it is logged under). SleepLM is used when ``SLEEPLM_CHECKPOINT`` names a
     weights file (the global ``--checkpoint`` option sets it); its night embeddings are then
     computed (or read from the cache) before the question is answered. Figures are written to a folder that is kept (its
     path is printed) so they can be opened after the command ends.
@@ -62,4 +63,4 @@ def run_ask(args) -> int:
     finally:
         if not any(session.workdir.iterdir()):
             session.workdir.rmdir()
-    return 0
+    return 1 if turn.mode == "error" else 0  # an internal error (a bug) is not a successful answer

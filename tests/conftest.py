@@ -226,3 +226,14 @@ def caption_logits(network, x, token_ids, modality):
     the cached decoding is checked against)."""
     _, memory = network.biosignals(x)
     return network.logits_from_memory(memory, token_ids, modality)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one thread than on two contended ones (the model test modules use it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -81,3 +81,10 @@ def test_a_refusal_from_the_library_still_reaches_the_model(known_night, scripte
     llm = scripted_model(call("list_events", kind="apnea", start="epoch 5000"), answer)
     turn = session_on(known_night, llm).ask("list the apneas at epoch 5000")
     assert turn.mode != "error" and turn.tool_calls[0]["status"] == "error"
+
+
+def test_the_command_line_exits_1_on_an_internal_error(small_edf, broken_list_events, capsys):
+    from cli import main
+
+    assert main(["ask", str(small_edf), "was my oxygen ever low?", "--llm", "none"]) == 1
+    assert "Internal error (reference " in capsys.readouterr().out
