@@ -547,3 +547,12 @@ def test_a_file_with_no_recognised_channel_can_be_mapped_by_hand(tmp_path):
     assert "10 epochs of 30 s" in outputs[1] and "starting 23:00:00" in outputs[1]
     assert bs.night.night.rec.has("EEG_C3_A2") and not bs.night.night.rec.has("ECG")
     bs.close()
+
+
+def test_a_broken_tool_shows_internal_error_with_a_reference(loaded, monkeypatch):
+    import tools.overview
+
+    monkeypatch.setattr(tools.overview, "format_elapsed", lambda seconds: 1 / 0)  # a bug inside the tool
+    *_, (history, _, _) = app.ask("when does the night start?", "clinician", [], loaded)
+    assert re.match(r"Internal error \(reference [0-9a-f]{8}\)", history[-1]["content"])
+    assert loaded.turns[-1]["mode"] == "error"
