@@ -4,7 +4,7 @@ Each benchmark prints its own baseline and ratio (measured in the same process);
 only runs them one after the other and says which failed. ``--quick`` runs smaller sizes to
 check that the harness works; the figures quoted in README come from the full run.
 
-Run: ``nice .venv/bin/python bench/run_all.py [--quick] [--only load measure accuracy model]``
+Run: ``nice .venv/bin/python bench/run_all.py [--quick] [--only load measure accuracy model cohort]``
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "measure": ([], ["--hours", "1"]),
     "accuracy": ([], ["--hours", "1", "--seeds", "0", "--montages", "aasm", "--no-yasa"]),
     "model": ([], ["--quick"]),
+    "cohort": ([], ["--quick"]),
 }
 
 

@@ -1,0 +1,145 @@
+"""Benchmark: a cohort on Ray Data, 1 worker vs 2 workers, and Ray's overhead per night.
+
+Over the same simulated nights (no scoring of their own, so YASA stages each one, as in a real
+unscored cohort), in one process:
+
+1. the plain single-night path: `sleeplm.report.analyze_dir.analyze_to_dir` (what
+   ``sleeplm-assistant analyze`` runs) night after night, after one warm-up night;
+2. ``sleeplm.cohort.run`` on local Ray (2 CPUs) with 1 worker, then with 2 workers, each into a
+   fresh folder, after a warm-up run that starts both worker processes (Ray starts workers lazily
+   and each imports torch, mne and YASA once: a cost per worker, not per night).
+
+Prints the speed-up of 2 workers over 1 (target >= 1.7x on 2 cores) and the per-night overhead
+of the 1-worker run over the plain path (target <= 10 %). Other processes on the machine share
+its cores: the load average is printed, and a busy machine lowers the speed-up.
+
+Run: ``nice .venv/bin/python bench/cohort.py [--nights 6] [--hours 2]`` (``--quick``: 2 nights of
+15 min, checks the script, not the speed).
+
+Multi-node cluster
+------------------
+The same command runs on a Ray cluster; nothing in the code changes::
+
+    ray start --head --port=6379                      # on the head node
+    ray start --address=HEAD:6379 [--num-gpus=1]      # on every other node
+    sleeplm-assistant --checkpoint /shared/model_checkpoint.pt cohort /shared/study --out /shared/cohort \\
+        --address ray://HEAD:10001 --gpus-per-worker 1
+
+Every node needs the project installed (``pip install -c constraints.txt .``) and must see the
+recordings, the checkpoint and the output folder at the same paths (NFS or a mounted bucket):
+workers write each night's files into the output folder themselves. Nights are measured as
+one-CPU tasks spread over all CPUs of the cluster; SleepLM runs as an actor pool of GPUs /
+``--gpus-per-worker`` actors that each load the weights once.
+
+Expected throughput per GPU (an estimate, not measured here: this machine has no GPU). From
+``bench/model.py`` (README): full-size SleepLM encodes 1.58 epochs/s on 2 CPU threads at 92 % of the
+measured fp32 matmul peak, so an 8-h night (960 epochs) takes ~10 min of 2 cores for embeddings
+and ~6 min more per caption domain at 50 tokens per epoch. `--flops` below counts the encoder's
+FLOPs per epoch with torch's FlopCounterMode and prints the epochs/s a GPU would sustain at a
+given fraction of its peak; e.g. at 30 % of an A10G's 125 TFLOP/s (fp16 tensor cores) ~37 TFLOP/s.
+Measurements (features, events, YASA staging) stay on CPUs: ~10 s of one core per 8-h night
+(`bench/measure.py`), so a GPU node needs several CPU cores per GPU to keep it busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def make_nights(folder: Path, n: int, hours: float) -> list[Path]:
+    from sleeplm.synthetic import simulate_night, write_night
+
+    severities = ("normal", "mild", "moderate", "severe")
+    return [write_night(simulate_night(duration_h=hours, seed=i, severity=severities[i % 4], sfreq=128),
+                        folder / f"night{i:03d}.edf") for i in range(n)]
+
+
+def plain_path(nights: list[Path], scratch: Path) -> float:
+    """Seconds for `analyze_to_dir` over every night, one after the other (after a warm-up night)."""
+    from sleeplm.report.analyze_dir import analyze_to_dir
+
+    analyze_to_dir(nights[0], scratch / "warm")
+    started = time.perf_counter()
+    for i, path in enumerate(nights):
+        analyze_to_dir(path, scratch / f"plain{i}")
+    return time.perf_counter() - started
+
+
+def cohort_run(folder: Path, out: Path, workers: int) -> float:
+    from sleeplm.cohort import run
+
+    started = time.perf_counter()
+    cohort = run(folder, out, workers=workers)
+    elapsed = time.perf_counter() - started
+    if len(cohort.failed):
+        raise SystemExit(f"benchmark nights failed: {cohort.failed.to_dict('records')}")
+    return elapsed
+
+
+def encoder_flops() -> float:
+    """FLOPs of one epoch through the full-size SleepLM signal encoder (random weights)."""
+    import torch
+
+    from model import flops_of  # bench/model.py, beside this script
+    from sleeplm.model.config import DEFAULT_MODEL, RELEASED_OVERRIDES
+    from sleeplm.model.network import build_model
+
+    net = build_model(DEFAULT_MODEL, **RELEASED_OVERRIDES)
+    with torch.inference_mode():
+        return flops_of(lambda: net.encode_signals(torch.randn(1, 10, 1920)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nights", type=int, default=6)
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--quick", action="store_true", help="2 nights of 15 min: checks the script only")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count the full-size encoder's FLOPs per epoch (builds the model, ~1.5 GB)")
+    args = parser.parse_args()
+    if args.quick:
+        args.nights, args.hours = 2, 0.25
+    import ray
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-cohort-"))
+    try:
+        nights = make_nights(scratch / "nights", args.nights, args.hours)
+        print(f"{args.nights} simulated nights of {args.hours:g} h (no own scoring: YASA stages them); "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)")
+        t_plain = plain_path(nights, scratch)
+        print(f"plain single-night path (analyze_to_dir, one after another): {t_plain:.1f} s, "
+              f"{t_plain / args.nights:.2f} s/night")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            started = time.perf_counter()
+            cohort_run(scratch / "nights", scratch / "warm", workers=2)  # starts and warms both workers
+            print(f"warm-up cohort run (Ray workers start, import, first nights): {time.perf_counter() - started:.1f} s")
+            t1 = cohort_run(scratch / "nights", scratch / "one", workers=1)
+            t2 = cohort_run(scratch / "nights", scratch / "two", workers=2)
+        finally:
+            ray.shutdown()
+        speedup = t1 / t2
+        overhead = (t1 - t_plain) / t_plain
+        print(f"cohort, 1 worker: {t1:.1f} s ({t1 / args.nights:.2f} s/night)")
+        print(f"cohort, 2 workers: {t2:.1f} s ({t2 / args.nights:.2f} s/night)")
+        print(f"speed-up 2 vs 1 workers: {speedup:.2f}x ({'meets' if speedup >= 1.7 else 'misses'} the 1.7x target)")
+        print(f"Ray overhead per night, 1 worker vs the plain path: {overhead:+.1%} "
+              f"({(t1 - t_plain) / args.nights:+.2f} s/night; {'meets' if overhead <= 0.10 else 'misses'} the 10 % target)")
+        if args.flops:
+            flops = encoder_flops()
+            print(f"full-size encoder: {flops / 1e9:.1f} GFLOP per epoch; a GPU sustaining 37 TFLOP/s (30 % of an "
+                  f"A10G's fp16 peak) would encode ~{37e12 / flops:.0f} epochs/s, an 8-h night in "
+                  f"~{960 * flops / 37e12:.1f} s (estimate)")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

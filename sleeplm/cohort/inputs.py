@@ -1,0 +1,162 @@
+"""The nights of a cohort: a folder searched for recordings, or a CSV manifest.
+
+A folder is searched recursively for ``.edf`` and ``.bdf`` files (any case); annotation-only
+EDF+ files (e.g. Sleep-EDF's ``*-Hypnogram.edf``, read beside their recording by
+`sleeplm.io.reader.load_recording`) are not nights and are left out. A manifest is a CSV with
+the columns
+
+- ``path`` (required): the recording, absolute or relative to the manifest's folder;
+- ``subject_id`` (optional): groups a person's nights; only its salted hash reaches the outputs;
+- ``night_label`` (optional): e.g. "night 1", "diagnostic", "treatment";
+- ``channel_map`` (optional): a JSON object ``{"canonical name": "file label"}`` handed to
+  `load_recording` (see `sleeplm.io.channels`).
+
+Examples
+--------
+>>> from sleeplm.cohort.inputs import discover_nights
+>>> tasks = discover_nights("study/")  # doctest: +SKIP
+>>> tasks[0].path, tasks[0].night_label  # doctest: +SKIP
+('study/s01/n1.edf', None)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sleeplm.errors import RecordingError, SleepLMError
+from sleeplm.io.reader import read_edf_header
+
+__all__ = ["CohortInputError", "NightTask", "discover_nights", "MANIFEST_COLUMNS", "RECORDING_SUFFIXES"]
+
+logger = logging.getLogger(__name__)
+
+RECORDING_SUFFIXES = (".edf", ".bdf")
+MANIFEST_COLUMNS = ("path", "subject_id", "night_label", "channel_map")
+
+
+class CohortInputError(SleepLMError):
+    """The cohort input is not a folder of recordings or a readable manifest."""
+
+
+@dataclass(frozen=True)
+class NightTask:
+    """One night to process.
+
+    Attributes
+    ----------
+    path : the recording file (as found or as written in the manifest, resolved).
+    subject_id : the manifest's subject id (hashed before it is written anywhere), or None.
+    night_label : the manifest's night label, or None.
+    channel_map : ``{canonical: file label}`` for `load_recording`, or None.
+    """
+
+    path: str
+    subject_id: str | None = None
+    night_label: str | None = None
+    channel_map: dict | None = None
+
+    def to_row(self) -> dict:
+        """A Ray Data row (the channel map as JSON text, so every row has the same columns)."""
+        row = asdict(self)
+        row["channel_map"] = None if self.channel_map is None else json.dumps(self.channel_map, sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict) -> NightTask:
+        channel_map = row.get("channel_map")
+        return cls(path=row["path"], subject_id=row.get("subject_id"), night_label=row.get("night_label"),
+                   channel_map=None if channel_map is None else json.loads(channel_map))
+
+
+def _annotation_only(path: Path) -> bool:
+    try:
+        header = read_edf_header(path)
+    except RecordingError:
+        return False  # a damaged file is still a night: its error goes to failed.csv
+    return not header.data_signals
+
+
+def _from_folder(folder: Path) -> list[NightTask]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in RECORDING_SUFFIXES)
+    tasks = []
+    for path in files:
+        if _annotation_only(path):
+            logger.info("skipping an annotation-only file (scoring, not a night)")
+            continue
+        tasks.append(NightTask(path=str(path)))
+    return tasks
+
+
+def _text(value) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _from_manifest(manifest: Path) -> list[NightTask]:
+    try:
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    except (ValueError, OSError) as exc:
+        raise CohortInputError(f"the manifest could not be read as CSV ({exc}); it needs a 'path' column.") from None
+    unknown = [c for c in table.columns if c not in MANIFEST_COLUMNS]
+    if "path" not in table.columns or unknown:
+        raise CohortInputError(
+            f"the manifest's columns must be {', '.join(MANIFEST_COLUMNS)} ('path' required); "
+            f"found {', '.join(map(str, table.columns)) or 'none'}."
+        )
+    tasks = []
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        path = _text(row.get("path"))
+        if path is None:
+            raise CohortInputError(f"manifest line {line} has an empty 'path'.")
+        channel_map = _text(row.get("channel_map"))
+        if channel_map is not None:
+            try:
+                channel_map = json.loads(channel_map)
+            except ValueError:
+                channel_map = None
+            if not isinstance(channel_map, dict) or not all(isinstance(v, str) for v in channel_map.values()):
+                raise CohortInputError(
+                    f"manifest line {line}: 'channel_map' must be a JSON object such as "
+                    '{"EEG_C3_A2": "C3-M2"}.'
+                )
+        resolved = Path(path) if Path(path).is_absolute() else manifest.parent / path
+        tasks.append(NightTask(path=str(resolved), subject_id=_text(row.get("subject_id")),
+                               night_label=_text(row.get("night_label")), channel_map=channel_map))
+    return tasks
+
+
+def discover_nights(source) -> list[NightTask]:
+    """The nights of a cohort input.
+
+    Parameters
+    ----------
+    source : a folder (searched recursively for EDF/EDF+/BDF files) or a ``.csv`` manifest.
+
+    Returns
+    -------
+    list of `NightTask`, in path order for a folder and in line order for a manifest.
+
+    Raises
+    ------
+    CohortInputError : the input does not exist, is neither a folder nor a CSV, holds no
+        recording, or the manifest is malformed.
+    """
+    source = Path(source)
+    if source.is_dir():
+        tasks = _from_folder(source)
+    elif source.is_file() and source.suffix.lower() == ".csv":
+        tasks = _from_manifest(source)
+    elif source.exists():
+        raise CohortInputError("the cohort input must be a folder of EDF/BDF files or a CSV manifest (.csv).")
+    else:
+        raise CohortInputError("the cohort input does not exist; give a folder of recordings or a CSV manifest.")
+    if not tasks:
+        raise CohortInputError("no EDF/EDF+/BDF recording was found in the cohort input.")
+    return tasks

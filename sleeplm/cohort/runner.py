@@ -1,0 +1,202 @@
+"""`run`: every night of a cohort through load -> measurements -> (SleepLM) on Ray Data.
+
+The nights are a Ray Dataset with one block per night. Measuring is a `map` task per night
+(one CPU each, `workers` at a time); with SleepLM weights, embeddings and captions follow in an
+actor pool (`model_workers` actors, each loading the weights once, `gpus_per_worker` GPUs each).
+Results stream back to the driver as nights finish, which drives the progress bar; the tables
+are gathered at the end (`sleeplm.cohort.tables.write_tables`).
+
+Ray: local by default (started with the machine's CPUs, no set-up, shut down at the end), or
+an existing cluster with ``address`` (``"ray://head:10001"`` through Ray Client, or ``"auto"`` /
+``"host:6379"`` on a cluster node). A Ray session that is already running in the process is used
+as it is and left running. On a cluster, DIR and the recordings must be on storage that every
+node sees at the same path (NFS, a mounted bucket), and the project installed on every node.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sleeplm.cohort.inputs import discover_nights
+from sleeplm.cohort.night import EMBEDDINGS, PARTS, RESULT_COLUMNS, TMP_PREFIX, SleepLMStage, measure_night
+from sleeplm.cohort.report import REPORT, write_report
+from sleeplm.cohort.tables import CohortTables, cohort_salt, load_cohort, write_tables
+from sleeplm.errors import SleepLMError
+from sleeplm.measure.events import HYPOPNEA_RULES
+
+__all__ = ["run", "CohortRunError"]
+
+logger = logging.getLogger(__name__)
+
+
+class CohortRunError(SleepLMError):
+    """The cohort run cannot start (bad options, Ray cluster unreachable)."""
+
+
+def _model_loader(model: Any) -> tuple[Callable[[], Any] | None, str | None]:
+    """A picklable loader of the SleepLM weights and the weights' id (part of each night id)."""
+    if model is None:
+        return None, None
+    if callable(model):
+        loaded = model()
+        return model, loaded.checkpoint_id
+    from sleeplm.model.inference import SleepLM
+
+    loader = functools.partial(SleepLM.from_pretrained, str(model))
+    return loader, loader().checkpoint_id  # fails here, before any night, when the file is wrong
+
+
+def _clean_leftovers(out: Path) -> None:
+    """Remove the temporary folders and files a killed run left behind."""
+    for folder in (out / PARTS, out / EMBEDDINGS, out):
+        if folder.is_dir():
+            for path in folder.glob(f"{TMP_PREFIX}*"):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _start_ray(address: str | None, num_cpus: int | None):
+    """(ray module, True when this call started the session and must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray, False
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise CohortRunError(f"Ray could not start or reach the cluster at {address or 'local'} ({exc}).") from None
+    return ray, True
+
+
+def _measure_task_args() -> dict:
+    """Remote arguments of each measuring task: a night whose worker died is tried once more, then reported."""
+    return {"max_retries": 1}
+
+
+class _Progress:
+    """tqdm bar of nights: done / failed / remaining and the rate (nights per minute)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.counts = {"done": 0, "skipped": 0, "failed": 0}
+        self.total = total
+        self.started = time.perf_counter()
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="night", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, status: str) -> None:
+        self.counts[status] += 1
+        if self.bar is None:
+            return
+        finished = sum(self.counts.values())
+        minutes = (time.perf_counter() - self.started) / 60
+        self.bar.set_postfix_str(
+            f"done {self.counts['done'] + self.counts['skipped']} (resumed {self.counts['skipped']}), "
+            f"failed {self.counts['failed']}, remaining {self.total - finished}, "
+            f"{self.counts['done'] / minutes if minutes else 0:.1f} nights/min", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(source, out_dir, address: str | None = None, num_cpus: int | None = None, workers: int | None = None,
+        model: Any = None, gpus_per_worker: float = 0, model_workers: int | None = None,
+        hypopnea_rule: str = "1A", progress: bool = False) -> CohortTables:
+    """Process every night of a cohort into DIR and return its tables.
+
+    Parameters
+    ----------
+    source : a folder (searched recursively for EDF/EDF+/BDF) or a CSV manifest
+        (see `sleeplm.cohort.inputs`).
+    out_dir : the cohort folder DIR (created; a folder of an earlier run is resumed: nights
+        already done are skipped).
+    address : Ray cluster address (``"ray://head:10001"``, ``"auto"``); None starts local Ray.
+    num_cpus : CPUs of the local Ray session (default: the machine's).
+    workers : nights measured at the same time (default: all CPUs of the Ray cluster).
+    model : SleepLM weights (a checkpoint path, or a picklable callable returning a `SleepLM`);
+        None skips embeddings and captions.
+    gpus_per_worker : GPUs per SleepLM actor (0: CPU actors).
+    model_workers : SleepLM actors (default: as many as fit: GPUs / gpus_per_worker, else 1).
+    hypopnea_rule : "1A" (AASM recommended) or "1B".
+    progress : show a progress bar on stderr.
+
+    Returns
+    -------
+    `CohortTables` (the same as ``load_cohort(out_dir)``).
+
+    Raises
+    ------
+    CohortInputError : the input is not a folder of recordings or a valid manifest.
+    CohortRunError : bad options or an unreachable Ray cluster.
+    """
+    if hypopnea_rule not in HYPOPNEA_RULES:
+        raise CohortRunError(f"hypopnea_rule must be one of {HYPOPNEA_RULES}, not {hypopnea_rule!r}.")
+    for name, value in (("workers", workers), ("num_cpus", num_cpus), ("model_workers", model_workers)):
+        if value is not None and int(value) < 1:
+            raise CohortRunError(f"{name} must be at least 1, not {value}.")
+    if gpus_per_worker < 0:
+        raise CohortRunError(f"gpus_per_worker must be 0 or more, not {gpus_per_worker}.")
+    tasks = discover_nights(source)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PARTS).mkdir(exist_ok=True)
+    _clean_leftovers(out)
+    salt = cohort_salt(out)
+    loader, model_id = _model_loader(model)
+    ray, started = _start_ray(address, num_cpus)
+    bar = _Progress(len(tasks), progress)
+    try:
+        from ray.data import DataContext
+
+        context = DataContext.get_current()
+        context.enable_progress_bars = False
+        context.max_errored_blocks = -1  # a worker that dies loses its night, not the run (it is reported below)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        gpus = ray.cluster_resources().get("GPU", 0)
+        dataset = ray.data.from_items([t.to_row() for t in tasks], override_num_blocks=len(tasks))
+        # A ray_remote_args_fn also keeps Ray Data from fusing the measuring into the SleepLM actor
+        # pool, which would then measure only `model_workers` nights at a time.
+        dataset = dataset.map(measure_night, num_cpus=1, ray_remote_args_fn=_measure_task_args,
+                              compute=ray.data.TaskPoolStrategy(size=min(workers or cpus, len(tasks))),
+                              fn_kwargs={"out_dir": str(out.resolve()), "salt": salt, "hypopnea_rule": hypopnea_rule,
+                                         "model_id": model_id, "finalize": loader is None})
+        if loader is not None:
+            actors = model_workers or (max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1)
+            dataset = dataset.map(SleepLMStage, compute=ray.data.ActorPoolStrategy(size=actors),
+                                          num_gpus=gpus_per_worker,
+                                          num_cpus=0 if gpus_per_worker else 1,
+                                          fn_constructor_kwargs={"out_dir": str(out.resolve()), "load_model": loader})
+        results = []
+        for row in dataset.iter_rows():
+            row = {key: row.get(key) for key in RESULT_COLUMNS}
+            results.append(row)
+            bar.update(row["status"])
+    finally:
+        bar.close()
+        if started:
+            ray.shutdown()
+    reported = {r["file"] for r in results}
+    for task in tasks:  # a night whose worker died (killed, out of memory) never reported back
+        if task.path not in reported:
+            results.append({"file": task.path, "night_id": None, "subject_id": None, "night_label": task.night_label,
+                            "status": "failed", "error_class": "WorkerLost",
+                            "message": "the Ray worker processing this night died (killed or out of memory)"})
+    write_tables(out, results)
+    cohort = load_cohort(out)
+    write_report(cohort.nights, out / REPORT)
+    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")}
+    logger.info("cohort: %d nights done, %d resumed, %d failed", counts["done"], counts["skipped"], counts["failed"])
+    return cohort
