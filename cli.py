@@ -1,4 +1,4 @@
-"""`sleeplm-assistant` command line: inspect, analyze, ask, serve, demo.
+"""`sleeplm-assistant` command line: inspect, analyze, cohort, ask, serve, demo.
 
 Each subcommand is a thin shell over a library function; errors the user can fix
 (`SleepLMError`) are printed without a traceback and exit with status 2.
@@ -36,6 +36,23 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _cmd_cohort(args) -> int:
+    import logging
+
+    from sleeplm.cohort import run
+
+    logging.getLogger("ray").setLevel(logging.WARNING)  # the progress bar says what Ray's INFO lines would
+    # SleepLM embeds and captions the nights only when weights are named (--checkpoint or $SLEEPLM_CHECKPOINT).
+    checkpoint = os.environ.get("SLEEPLM_CHECKPOINT")
+    cohort = run(args.input, args.out, address=args.address, num_cpus=args.num_cpus, workers=args.workers,
+                 model=checkpoint, gpus_per_worker=args.gpus_per_worker, model_workers=args.model_workers,
+                 hypopnea_rule=args.hypopnea_rule, progress=True)
+    done, failed = len(cohort.done), len(cohort.failed)
+    print(f"{done} nights measured, {failed} failed{' (see failed.csv)' if failed else ''}; "
+          f"SleepLM: {'embeddings and captions' if checkpoint else 'not run (no --checkpoint)'}; tables in {args.out}")
+    return 0 if done else 1
+
+
 def _cmd_ask(args) -> int:
     from assistant.cli import run_ask
 
@@ -66,8 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("ask", help="ask one question about a recording")
-    p.add_argument("file")
+    p = sub.add_parser("cohort", help="many nights on Ray Data into tidy tables (nights/events/hypnograms.parquet)")
+    p.add_argument("input", help="folder searched recursively for EDF/EDF+/BDF, or a CSV manifest "
+                                 "(path, subject_id, night_label, channel_map)")
+    p.add_argument("--out", required=True, help="cohort folder (an existing one is resumed)")
+    p.add_argument("--address", default=None, help="existing Ray cluster, e.g. ray://head:10001 (default: local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray session (default: all)")
+    p.add_argument("--workers", type=int, default=None, help="nights measured at the same time (default: all CPUs)")
+    p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per SleepLM actor (default 0: CPU)")
+    p.add_argument("--model-workers", type=int, default=None, help="SleepLM actors (default: GPUs / gpus-per-worker, else 1)")
+    p.add_argument("--hypopnea-rule", choices=("1A", "1B"), default="1A",
+                   help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
+    p.set_defaults(func=_cmd_cohort)
+
+    p = sub.add_parser("ask", help="ask one question about a recording, two nights of one person, or a cohort folder")
+    p.add_argument("file", nargs="+", help="a recording; or two recordings of one person (night 1, night 2); "
+                                           "or a folder written by `cohort`")
     p.add_argument("question")
     p.add_argument("--llm", default=None, help="LLM backend spec (see README); default: config/env, else embedded")
     p.add_argument("--audience", choices=AUDIENCES, default="clinician")

@@ -33,7 +33,7 @@ from sleeplm.terms import AUDIENCES
 from tools import ALL_TOOLS, NightContext
 
 __all__ = [
-    "AUDIENCES", "MAX_MODEL_CALLS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt", "tool_choice_prompt",
+    "AUDIENCES", "SCOPES", "MAX_MODEL_CALLS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt", "tool_choice_prompt",
     "TurnGuard", "build_agent", "message_record", "answer_problem", "is_refusal", "tool_writeup", "route_question",
     "result_summary",
 ]
@@ -54,17 +54,25 @@ def load_prompt(name: str) -> str:
     return resources.files("prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8").strip()
 
 
-def system_prompt(audience: str = "clinician") -> str:
-    """The answer-step system prompt: the answer rules followed by the audience's style."""
-    return f"{load_prompt('system')}\n\n{load_prompt(audience)}"
+# What a conversation is about: one night, or a cohort of nights (prompts prefixed "cohort_").
+SCOPES = ("night", "cohort")
 
 
-def tool_choice_prompt(audience: str = "clinician") -> str:
+def _prompt_name(name: str, scope: str) -> str:
+    return name if scope == "night" else f"{scope}_{name}"
+
+
+def system_prompt(audience: str = "clinician", scope: str = "night") -> str:
+    """The answer-step system prompt: the answer rules (of a night or a cohort) followed by the audience's style."""
+    return f"{load_prompt(_prompt_name('system', scope))}\n\n{load_prompt(audience)}"
+
+
+def tool_choice_prompt(audience: str = "clinician", scope: str = "night") -> str:
     """The tool-choice system prompt: short, because small models answer in prose instead of
     calling a tool when the prompt is long; the answer rules come with the answer step."""
     hint = 'The reader is the patient: pass audience "patient" where a tool asks for it.' if audience == "patient" else (
         "The reader is a clinician.")
-    return f"{load_prompt('tool_choice')}\n{hint}"
+    return f"{load_prompt(_prompt_name('tool_choice', scope))}\n{hint}"
 
 
 def message_record(message: BaseMessage, call: int | None = None) -> dict:
@@ -90,8 +98,9 @@ def _current_turn(messages: list[BaseMessage]) -> list[BaseMessage]:
 class TurnGuard(AgentMiddleware):
     """System prompt per audience, audit of every LLM message, no tools after a tool result, figures kept aside."""
 
-    def __init__(self) -> None:
+    def __init__(self, scope: str = "night") -> None:
         super().__init__()
+        self.scope = scope
         self.sent: list[dict] = []
         self.calls = 0
         self.artifacts: dict[str, Any] = {}
@@ -116,7 +125,7 @@ class TurnGuard(AgentMiddleware):
         turn = _current_turn(request.messages)
         answered = any(isinstance(m, ToolMessage) and m.status != "error" for m in turn)
         if answered:
-            request = request.override(system_message=SystemMessage(system_prompt(audience)), tools=[])
+            request = request.override(system_message=SystemMessage(system_prompt(audience, self.scope)), tools=[])
         else:
             # Earlier turns as plain questions and answers: with their tool calls and results in
             # view, small models answer a new question from old results instead of calling a tool.
@@ -126,7 +135,7 @@ class TurnGuard(AgentMiddleware):
             # A question the keyword router recognises is about the night: the first call of the
             # turn must call a tool (small models otherwise refuse or answer from memory).
             forced = "any" if not turn and isinstance(question, str) and route_question(question) else request.tool_choice
-            request = request.override(system_message=SystemMessage(tool_choice_prompt(audience)),
+            request = request.override(system_message=SystemMessage(tool_choice_prompt(audience, self.scope)),
                                        messages=messages + list(turn), tool_choice=forced)
         self.calls += 1
         self.sent += [message_record(m, self.calls) for m in [request.system_message, *request.messages]]
@@ -178,14 +187,15 @@ def _without_invented_times(response: ModelResponse, messages: list[BaseMessage]
     return ModelResponse(result=fixed, structured_response=response.structured_response)
 
 
-def build_agent(llm: BaseChatModel, guard: TurnGuard):
-    """The compiled agent graph over all night tools; `context` must be a `NightContext`."""
+def build_agent(llm: BaseChatModel, guard: TurnGuard, tools=None, context_schema=None):
+    """The compiled agent graph over `tools` (default all night tools, whose `context` must be a
+    `NightContext`; the cohort tools take a `tools.cohort.CohortContext`)."""
     return create_agent(
         llm,
-        ALL_TOOLS,
-        system_prompt=tool_choice_prompt("clinician"),
+        ALL_TOOLS if tools is None else tools,
+        system_prompt=tool_choice_prompt("clinician", guard.scope),
         middleware=[guard, ModelCallLimitMiddleware(run_limit=MAX_MODEL_CALLS, exit_behavior="end")],
-        context_schema=NightContext,
+        context_schema=NightContext if context_schema is None else context_schema,
         checkpointer=InMemorySaver(),
     )
 

@@ -1,15 +1,21 @@
-"""`sleeplm-assistant ask FILE "question"`: one question, answered and traced on the terminal."""
+"""`sleeplm-assistant ask FILE "question"`: one question, answered and traced on the terminal.
+
+FILE may also be two recordings of one person (measured as a two-night cohort first) or a folder
+written by `sleeplm-assistant cohort` (questions across nights, `assistant.cohort.CohortSession`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 from assistant.llm import parse_spec
 from sleeplm.model.checkpoint import CHECKPOINT_ENV
-from assistant.session import NightSession
+from assistant.session import NightSession, SessionError
 
 __all__ = ["run_ask", "format_turn", "JSON_KEYS"]
 
@@ -30,6 +36,35 @@ def format_turn(turn, session: NightSession) -> str:
     return "\n".join(lines)
 
 
+def _answer(args, session: NightSession) -> None:
+    turn = session.ask(args.question, audience=args.audience)
+    if args.json:
+        record = turn.to_dict()
+        json.dump({key: record[key] for key in JSON_KEYS}, sys.stdout, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(format_turn(turn, session))
+
+
+def _ask_cohort(args, files: list[str]) -> int:
+    """A question across nights: a cohort folder, or two recordings measured first (on local Ray)."""
+    from assistant.cohort import CohortSession
+
+    workdir = Path(tempfile.mkdtemp(prefix="sleeplm-ask-"))
+    session = CohortSession(llm=args.llm, workdir=workdir)
+    try:
+        if len(files) == 2:
+            print("Measuring the two nights on Ray (night 1, night 2)...", file=sys.stderr)
+            session.load_nights(files)
+        else:
+            session.load(files[0])
+        _answer(args, session)
+    finally:
+        if not any(path.name.startswith("figure-") for path in workdir.iterdir()):
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
 def run_ask(args) -> int:
     """Run the `ask` subcommand: load FILE, answer the question, print text or one JSON object.
 
@@ -42,6 +77,13 @@ def run_ask(args) -> int:
     """
     if args.llm is not None:
         parse_spec(args.llm)  # a mistyped --llm is an error to fix (exit 2), not a silent tool-only answer
+    files = args.file if isinstance(args.file, list) else [args.file]
+    if len(files) > 2:
+        raise SessionError("ask takes one recording, two recordings of one person, or one cohort folder; "
+                           f"got {len(files)} paths. Run `sleeplm-assistant cohort` over more nights first.")
+    if len(files) == 2 or Path(files[0]).is_dir():
+        return _ask_cohort(args, files)
+    args.file = files[0]
     workdir = tempfile.mkdtemp(prefix="sleeplm-ask-")
     # SleepLM only when weights were named (--checkpoint sets SLEEPLM_CHECKPOINT): without them,
     # or from the hub, one question would wait minutes for SleepLM staging on a CPU.
@@ -53,13 +95,7 @@ def run_ask(args) -> int:
         if session.sleeplm is not None:  # named weights: retrieval from SleepLM, not the measured fallback
             print(f"SleepLM is embedding {rec.n_epochs} epochs (kept in the cache for later questions)...", file=sys.stderr)
             session.wait_for_background(embeddings_only=True)
-        turn = session.ask(args.question, audience=args.audience)
-        if args.json:
-            record = turn.to_dict()
-            json.dump({key: record[key] for key in JSON_KEYS}, sys.stdout, ensure_ascii=False, default=str)
-            sys.stdout.write("\n")
-        else:
-            print(format_turn(turn, session))
+        _answer(args, session)
     finally:
         if not any(session.workdir.iterdir()):
             session.workdir.rmdir()

@@ -39,7 +39,7 @@ from assistant.llm import get_chat_model
 from assistant.sleeplm_jobs import plan_sleeplm_jobs, run_sleeplm_jobs
 from sleeplm.errors import ModelUnavailableError
 from sleeplm.io.recording import Recording
-from tools import NightContext, parse_result, run_tool
+from tools import ALL_TOOLS, NightContext, parse_result, run_tool
 
 __all__ = ["NightSession", "TurnResult", "SessionError", "NO_LLM_LABEL"]
 
@@ -123,6 +123,16 @@ class NightSession:
         deleted by `close`, when None.
     """
 
+    # The conversation's scope, tools, their context type and keyword router (a cohort session
+    # replaces them: `assistant.cohort.CohortSession`).
+    SCOPE = "night"
+    TOOLS = ALL_TOOLS
+    CONTEXT = NightContext
+
+    def route(self, question: str, audience: str = "clinician") -> list[tuple[str, dict]]:
+        """Tools the keyword router picks for `question` (tool-only mode, and what counts as in scope)."""
+        return route_question(question, audience)
+
     def __init__(self, llm: Any = None, model: Any = None, workdir: str | Path | None = None) -> None:
         self.llm, self.llm_info = _resolve_llm(llm)
         self.sleeplm, self.sleeplm_status = _resolve_sleeplm(model)
@@ -130,8 +140,8 @@ class NightSession:
         self.workdir = Path(tempfile.mkdtemp(prefix="sleeplm-session-") if workdir is None else workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.night: NightContext | None = None
-        self._guard = TurnGuard()
-        self._agent = build_agent(self.llm, self._guard) if self.llm is not None else None
+        self._guard = TurnGuard(self.SCOPE)
+        self._agent = build_agent(self.llm, self._guard, self.TOOLS, self.CONTEXT) if self.llm is not None else None
         self._thread_id = uuid.uuid4().hex
         self._background: list[threading.Thread] = []
         self._n_figures = 0
@@ -300,11 +310,11 @@ class NightSession:
         `failed`: the language model's tool calls that ended in an error, reported when the
         router has no tool for the question."""
         calls, artifacts = [], []
-        for index, (name, args) in enumerate(route_question(question, audience)):
+        for index, (name, args) in enumerate(self.route(question, audience)):
             call_id = f"route_{index}"
             yield {"type": "tool_start", "id": call_id, "name": name, "args": args}
             started = time.perf_counter()
-            message = run_tool(name, args, self.night, call_id)
+            message = run_tool(name, args, self.night, call_id, tools=self.TOOLS)
             call, event = self._tool_end(call_id, message, started, message.artifact)
             call["args"] = args
             calls.append(call)
@@ -389,7 +399,7 @@ class NightSession:
         sources = [c["result"] for c in tool_calls if c["status"] == "success"] + [question]
         text = last.text.strip() if last is not None else ""
         grounding = check_grounding(text, sources)
-        in_scope = bool(route_question(question))
+        in_scope = bool(self.route(question))
         problem = answer_problem(last, grounding, tool_calls, in_scope=in_scope)
         if problem is None and not tool_calls and not in_scope and not is_refusal(text):
             # Off-topic, answered from the model's own knowledge: the product answers about the night only.

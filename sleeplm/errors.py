@@ -18,6 +18,8 @@ __all__ = [
     "SimulationError",
     "PlotRangeError",
     "ExportError",
+    "CohortInputError",
+    "CohortRunError",
 ]
 
 
@@ -98,3 +100,11 @@ class PlotRangeError(SleepLMError, ValueError):
 
 class ExportError(SleepLMError, ValueError):
     """An export asked with inputs that do not fit (events without times, a hypnogram of another night)."""
+
+
+class CohortInputError(SleepLMError):
+    """A cohort input that is not a folder of recordings or a valid manifest, or a folder that is not a cohort."""
+
+
+class CohortRunError(SleepLMError):
+    """A cohort run that cannot start (bad options, Ray cluster unreachable)."""

@@ -29,17 +29,21 @@ __all__ = [
 ALL_TOOLS = [recording_overview, night_summary, caption_epochs, find_epochs, list_events, compare_periods, plot]
 
 
-def tool_by_name(name: str):
-    """The tool called `name` (KeyError listing the known names otherwise)."""
-    for candidate in ALL_TOOLS:
+def tool_by_name(name: str, tools=None):
+    """The tool called `name` among `tools` (default `ALL_TOOLS`); KeyError listing the known names otherwise."""
+    tools = ALL_TOOLS if tools is None else tools
+    for candidate in tools:
         if candidate.name == name:
             return candidate
-    raise KeyError(f"unknown tool {name!r}; known: {', '.join(t.name for t in ALL_TOOLS)}")
+    raise KeyError(f"unknown tool {name!r}; known: {', '.join(t.name for t in tools)}")
 
 
-def run_tool(name: str, args: dict[str, Any], night: NightContext, call_id: str = "direct") -> ToolMessage:
+def run_tool(name: str, args: dict[str, Any], night: NightContext, call_id: str = "direct", tools=None) -> ToolMessage:
     """Run one tool on `night` outside an agent; refusals (bad arguments, a range outside the night,
     a missing channel) come back as a ToolMessage with status "error", a bug raises.
+
+    `tools` is the set to look `name` up in (default `ALL_TOOLS`; `tools.cohort.COHORT_TOOLS` with
+    a `tools.cohort.CohortContext` as `night`).
 
     Returns
     -------
@@ -47,7 +51,7 @@ def run_tool(name: str, args: dict[str, Any], night: NightContext, call_id: str 
     figure for `plot`.
     """
     runtime = ToolRuntime(state={}, context=night, config={}, stream_writer=lambda _: None, tool_call_id=call_id, store=None)
-    return tool_by_name(name).invoke({"type": "tool_call", "name": name, "id": call_id, "args": {**args, "runtime": runtime}})
+    return tool_by_name(name, tools).invoke({"type": "tool_call", "name": name, "id": call_id, "args": {**args, "runtime": runtime}})
 
 
 def parse_result(content: Any) -> Any:

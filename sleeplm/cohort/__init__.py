@@ -11,8 +11,9 @@ and the SleepLM actor, written atomically), `tables` (the tidy tables, `load_coh
 and model; nothing else in `sleeplm` imports it.
 """
 
-from sleeplm.cohort.inputs import CohortInputError, NightTask, discover_nights
-from sleeplm.cohort.runner import CohortRunError, run
+from sleeplm.cohort.inputs import NightTask, discover_nights
+from sleeplm.cohort.runner import run
 from sleeplm.cohort.tables import CohortTables, load_cohort
+from sleeplm.errors import CohortInputError, CohortRunError
 
 __all__ = ["CohortInputError", "CohortRunError", "CohortTables", "NightTask", "discover_nights", "load_cohort", "run"]

@@ -28,19 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from sleeplm.errors import RecordingError, SleepLMError
+from sleeplm.errors import CohortInputError, RecordingError
 from sleeplm.io.reader import read_edf_header
 
-__all__ = ["CohortInputError", "NightTask", "discover_nights", "MANIFEST_COLUMNS", "RECORDING_SUFFIXES"]
+__all__ = ["NightTask", "discover_nights", "MANIFEST_COLUMNS", "RECORDING_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
 RECORDING_SUFFIXES = (".edf", ".bdf")
 MANIFEST_COLUMNS = ("path", "subject_id", "night_label", "channel_map")
-
-
-class CohortInputError(SleepLMError):
-    """The cohort input is not a folder of recordings or a readable manifest."""
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,12 @@ from sleeplm.cohort.inputs import discover_nights
 from sleeplm.cohort.night import EMBEDDINGS, PARTS, RESULT_COLUMNS, TMP_PREFIX, SleepLMStage, measure_night
 from sleeplm.cohort.report import REPORT, write_report
 from sleeplm.cohort.tables import CohortTables, cohort_salt, load_cohort, write_tables
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import CohortRunError
 from sleeplm.measure.events import HYPOPNEA_RULES
 
-__all__ = ["run", "CohortRunError"]
+__all__ = ["run"]
 
 logger = logging.getLogger(__name__)
-
-
-class CohortRunError(SleepLMError):
-    """The cohort run cannot start (bad options, Ray cluster unreachable)."""
 
 
 def _model_loader(model: Any) -> tuple[Callable[[], Any] | None, str | None]:

@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from sleeplm.cohort.inputs import CohortInputError
 from sleeplm.cohort.night import EMBEDDINGS, PARTS, TMP_PREFIX
+from sleeplm.errors import CohortInputError
 from sleeplm.measure.events import EVENT_COLUMNS
 from sleeplm.measure.summary import EXPORT_KEYS
 

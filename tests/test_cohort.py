@@ -1,0 +1,253 @@
+"""Cohorts on Ray Data: tidy tables, a bad file recorded, resume after a kill, SleepLM stage, CLI.
+
+One local Ray session (2 CPUs) is shared by every test here and shut down at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from sleeplm.cohort import CohortInputError, discover_nights, load_cohort, run  # noqa: E402
+from sleeplm.cohort.night import PARTS  # noqa: E402
+from sleeplm.synthetic import PATIENT_CODE, PATIENT_NAME, simulate_night, write_night  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+N_GOOD = 3
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cohort_input(tmp_path_factory) -> Path:
+    """Three 15-min simulated nights (own scoring) in sub-folders, plus a file that is not a recording."""
+    folder = tmp_path_factory.mktemp("cohort_in")
+    for i, severity in enumerate(("severe", "mild", "moderate")):
+        night = simulate_night(duration_h=0.25, seed=i, severity=severity, sfreq=128, annotations=True)
+        write_night(night, folder / f"subject{i}" / f"night{i}.edf")
+    (folder / "broken.edf").write_bytes(b"not an edf at all" * 10)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def full_run(ray_session, cohort_input, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cohort_full")
+    return out, run(cohort_input, out)
+
+
+def test_folder_run_writes_tidy_tables_and_records_the_bad_file(full_run, cohort_input):
+    out, cohort = full_run
+    nights = cohort.nights
+    assert list(nights["status"]).count("done") == N_GOOD and list(nights["status"]).count("failed") == 1
+    done = cohort.done
+    assert done["night_id"].is_unique and done["night_id"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert set(done["staging_source"]) == {"reference scoring"} and set(done["rule"]) == {"1A"}
+    assert done["channels_present"].str.contains("EEG_C3_A2").all() and done["ahi"].notna().all()
+    assert nights.loc[nights["status"] == "failed", "errors"].iloc[0].startswith("NotARecordingError: ")
+    # The failure is in failed.csv with its class and message; the good nights are all there.
+    failed = pd.read_csv(out / "failed.csv")
+    assert list(failed.columns) == ["file", "error_class", "message"]
+    assert failed["file"].tolist() == [str(cohort_input / "broken.edf")] and failed["error_class"].tolist() == ["NotARecordingError"]
+    hyp = cohort.hypnograms
+    assert len(hyp) == done["n_epochs"].sum() == N_GOOD * 30
+    assert set(cohort.events["night_id"]) <= set(done["night_id"]) and len(cohort.events) > 0
+    assert (out / "cohort_report.html").read_text().count("data:image/png;base64,") == 1
+    assert len((out / "salt").read_text().strip()) == 32
+
+
+def test_cohort_figures_are_those_of_the_single_night_path(full_run, cohort_input):
+    from sleeplm import load_recording
+    from sleeplm.measure.analysis import analyze_night
+
+    _, cohort = full_run
+    rec = load_recording(cohort_input / "subject0" / "night0.edf")
+    single = analyze_night(rec, automatic_staging=False).summary
+    severe = cohort.done.sort_values("ahi").iloc[-1]
+    assert severe["ahi"] == pytest.approx(single["ahi"]) and severe["tst_min"] == pytest.approx(single["tst_min"])
+
+
+def test_no_file_name_or_header_field_reaches_the_tables(full_run):
+    out, _ = full_run
+    for name in ("nights.parquet", "events.parquet", "hypnograms.parquet", "cohort_report.html"):
+        raw = (out / name).read_bytes()
+        for secret in (b"night0", b"subject0", PATIENT_NAME.encode(), PATIENT_CODE.encode()):
+            assert secret not in raw, (name, secret)
+
+
+def test_manifest_groups_a_subjects_nights_by_salted_hash(ray_session, cohort_input, tmp_path, full_run):
+    manifest = tmp_path / "nights.csv"
+    pd.DataFrame({
+        "path": [str(cohort_input / "subject0" / "night0.edf"), str(cohort_input / "subject1" / "night1.edf")],
+        "subject_id": ["P-001", "P-001"], "night_label": ["night 1", "night 2"],
+    }).to_csv(manifest, index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(full_run[0] / "salt", out / "salt")
+    nights = run(manifest, out).nights
+    assert sorted(nights["night_label"]) == ["night 1", "night 2"] and nights["night_id"].is_monotonic_increasing
+    assert nights["subject_id"].nunique() == 1 and "P-001" not in nights["subject_id"].iloc[0]
+    # Same salt, same content and options: the same night ids as the folder run.
+    assert set(nights["night_id"]) <= set(full_run[1].done["night_id"])
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(CohortInputError, match="does not exist"):
+        discover_nights(tmp_path / "missing")
+    with pytest.raises(CohortInputError, match="no EDF"):
+        discover_nights(tmp_path)
+    bad = tmp_path / "m.csv"
+    bad.write_text("file,subject\nx.edf,1\n")
+    with pytest.raises(CohortInputError, match="'path' required"):
+        discover_nights(bad)
+    bad.write_text('path,channel_map\nx.edf,"[1, 2]"\n')
+    with pytest.raises(CohortInputError, match="JSON object"):
+        discover_nights(bad)
+    with pytest.raises(CohortInputError, match="not a cohort folder"):
+        load_cohort(tmp_path)
+
+
+def test_killed_run_resumes_to_the_same_tables(ray_session, cohort_input, full_run, tmp_path):
+    out = tmp_path / "resumed"
+    out.mkdir()
+    shutil.copy(full_run[0] / "salt", out / "salt")  # same salt, so the same ids as the uninterrupted run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "cohort", str(cohort_input), "--out", str(out), "--workers", "1",
+         "--address", ray_session],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parts = out / PARTS
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            finished = [p for p in parts.glob("*") if not p.name.startswith(".")] if parts.is_dir() else []
+            if finished:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed_with = len([p for p in parts.glob("*") if not p.name.startswith(".")])
+    assert 1 <= killed_with < N_GOOD, "the run was not killed part-way"
+    assert not (out / "nights.parquet").exists()
+
+    cohort = run(cohort_input, out)
+    assert not list(parts.glob(".tmp-*"))
+    for name in ("nights.parquet", "events.parquet", "hypnograms.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(full_run[0] / name))
+    assert pd.read_csv(out / "failed.csv").drop(columns="file").equals(
+        pd.read_csv(full_run[0] / "failed.csv").drop(columns="file"))
+    assert len(cohort.done) == N_GOOD
+
+
+def test_sleeplm_stage_writes_float16_embeddings_and_captions(ray_session, cohort_input, tmp_path):
+    from sleeplm.model.inference import SleepLM
+
+    manifest = tmp_path / "one.csv"
+    manifest.write_text(f"path,night_label\n{cohort_input / 'subject1' / 'night1.edf'},baseline\n")
+    cohort = run(manifest, tmp_path / "out", model=functools.partial(SleepLM.from_config, "sleeplm_tiny"))
+    night = cohort.done.iloc[0]
+    assert night["sleeplm_checkpoint"] == SleepLM.from_config("sleeplm_tiny").checkpoint_id
+    emb = cohort.embeddings(night["night_id"])
+    assert emb.dtype == np.float16 and emb.shape == (night["n_epochs"], 512)
+    assert np.allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1, atol=1e-2)
+    captions = cohort.captions
+    assert len(captions) == 5 * night["n_epochs"] and captions["caption"].str.len().gt(0).all()
+    with pytest.raises(CohortInputError, match="no SleepLM embeddings"):
+        cohort.embeddings("0" * 16)
+
+
+def test_cli_cohort_reports_counts(ray_session, cohort_input, tmp_path, capsys):
+    import cli
+
+    code = cli.main(["cohort", str(cohort_input / "subject2"), "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "1 nights measured, 0 failed" in capsys.readouterr().out
+    assert json.loads(json.dumps(load_cohort(tmp_path / "out").nights["ahi"].tolist()))[0] is not None
+
+
+# ---- questions across nights (tools, session, `ask`) -------------------------------------------
+def _ask_json(capsys, *argv) -> dict:
+    import cli
+
+    assert cli.main(["ask", *argv, "--llm", "none", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_ask_a_cohort_folder_which_nights_are_over_a_threshold(full_run, capsys):
+    out, cohort = full_run
+    record = _ask_json(capsys, str(out), "which nights have AHI over 20?")
+    (call,) = record["tool_calls"]
+    assert call["name"] == "find_nights" and call["args"] == {"metric": "ahi", "above": 20.0}
+    expected = cohort.done[cohort.done["ahi"] > 20].sort_values("ahi", ascending=False)
+    assert [n["night_id"] for n in call["result"]["nights"]] == expected["night_id"].tolist() and len(expected) >= 1
+    for row in expected.itertuples():
+        assert row.night_id in record["answer"] and f"{round(row.ahi, 2):g}" in record["answer"]
+    assert not record["grounding"]["unmatched"]
+
+
+def test_compare_to_cohort_gives_median_percentile_and_a_figure(full_run):
+    from tools import run_tool
+    from tools.cohort import COHORT_TOOLS, CohortContext
+
+    _, cohort = full_run
+    context = CohortContext(tables=cohort)
+    night = cohort.done.sort_values("ahi").iloc[0]
+    message = run_tool("compare_to_cohort", {"night": night["night_id"][:8], "metrics": ["ahi", "se_pct"]}, context,
+                       tools=COHORT_TOOLS)
+    result = json.loads(message.content)
+    others = cohort.done[cohort.done["night_id"] != night["night_id"]]
+    ahi = result["comparison"][0]
+    assert ahi["value"] == pytest.approx(night["ahi"]) and ahi["cohort_median"] == pytest.approx(others["ahi"].median(), abs=0.01)
+    assert ahi["percentile"] == 0 and message.artifact is not None  # the lowest AHI of the cohort
+    unknown = run_tool("compare_to_cohort", {"night": "no such night"}, context, tools=COHORT_TOOLS)
+    assert unknown.status == "error" and night["night_id"] in unknown.content
+
+
+def test_ask_two_nights_of_one_person_says_whether_ahi_improved(ray_session, cohort_input, capsys):
+    severe, mild = cohort_input / "subject0" / "night0.edf", cohort_input / "subject1" / "night1.edf"
+    record = _ask_json(capsys, str(severe), str(mild), "did AHI improve between night 1 and night 2?")
+    (call,) = record["tool_calls"]
+    assert call["name"] == "compare_nights" and call["status"] == "success"
+    ahi = next(row for row in call["result"]["comparison"] if row["metric"] == "ahi")
+    assert ahi["first"] > ahi["second"] and ahi["verdict"] == "improved"
+    assert "night 1" in record["answer"] and "night 2" in record["answer"] and "improved" in record["answer"]
+    assert "night0" not in json.dumps(record) and PATIENT_NAME not in json.dumps(record)
+
+
+def test_cohort_agent_uses_the_cohort_tools_and_prompt(full_run, scripted_model):
+    from langchain_core.messages import ToolMessage
+
+    from assistant.cohort import CohortSession
+    from conftest import call
+
+    def answer(messages):
+        result = json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).content)
+        return " ".join(result["findings"][1:])
+
+    session = CohortSession(llm=scripted_model(call("find_nights", metric="ahi", above=20), answer))
+    session.load(full_run[0])
+    turn = session.ask("which nights have AHI over 20?")
+    assert turn.mode == "agent" and turn.tool_calls[0]["status"] == "success"
+    assert not turn.grounding["unmatched"] and turn.grounding["matched"]
+    assert any("COHORT" in m["content"] for m in turn.llm_messages if m["role"] == "system")
+    session.close()
