@@ -86,6 +86,8 @@ class BrowserSession:
     shown : folder of the files the page shows (overview, chat figures, downloads), deleted by `close`.
     turns : every answered question: {"question", "audience", **TurnResult.to_dict()}.
     recording_path : the uploaded recording, moved into `workdir` under a neutral name.
+    channel_map, position_map : the maps the recording was loaded with (``serve --channel-map`` /
+        ``--position-map``); the channels the user types into the preflight table add to them.
     preflight : the preflight table as last shown (to see which channel the user edited).
     overview : the overview figure as last rendered (maps clicks to times).
     llm_note : why the configured language model is not in use, when it is not.
@@ -99,6 +101,8 @@ class BrowserSession:
     shown: Path
     turns: list[dict] = field(default_factory=list)
     recording_path: Path | None = None
+    channel_map: dict | None = None
+    position_map: str | dict | None = None
     preflight: pd.DataFrame | None = None
     overview: Any = None
     llm_note: str | None = None
@@ -330,7 +334,8 @@ def _no_progress(*_: Any, **__: Any) -> None:
     return None
 
 
-def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: dict | None) -> Iterator[tuple]:
+def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: dict | None,
+               position_map: str | dict | None = None) -> Iterator[tuple]:
     """Load `path` into the session; yields the panel's outputs as each stage finishes."""
     if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length of 0)
         progress = _no_progress
@@ -338,7 +343,7 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     if bs.weights is not None:
         bs.weights.attach(bs)
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
-    bs.night.load(path, progress=report, channel_map=channel_map)
+    bs.night.load(path, progress=report, channel_map=channel_map, position_map=position_map)
     bs.recording_path = path
     bs.shown_version = bs.night.night.version
     bs.turns.clear()
@@ -385,8 +390,9 @@ def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory
 
 def load_night(path, state: BrowserSession | None, request: Any = None, progress: Progress = None, *,
                root: Path, llm_factory, sleeplm_model=None, registry: dict | None = None,
-               owned: bool = True, sleeplm_note: str | None = None, shown_root: Path | None = None) -> Iterator[tuple]:
-    """Handler: load a recording into this tab's session.
+               owned: bool = True, sleeplm_note: str | None = None, shown_root: Path | None = None,
+               channel_map: dict | None = None, position_map: str | dict | None = None) -> Iterator[tuple]:
+    """Handler: load a recording into this tab's session (with `channel_map`/`position_map`, if given).
 
     Yields (state, night text, LLM text, preflight table, file channels text, overview image path,
     epoch viewer figure, downloads, chat history). An upload (`owned`) is moved into the session's
@@ -401,7 +407,8 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
             target = bs.workdir / f"recording{source.suffix.lower()}"
             shutil.move(source, target)
             source = target
-        yield from _load_into(bs, source, progress, None)
+        bs.channel_map, bs.position_map = channel_map, position_map
+        yield from _load_into(bs, source, progress, channel_map, position_map)
     except ChannelMappingError as exc:
         # No channel recognised: keep the file and let the user name its channels in the table.
         yield _unmapped(bs, source, exc)
@@ -428,15 +435,16 @@ def reload_with_channel_map(table: pd.DataFrame, state: BrowserSession | None, p
     if state is None or state.recording_path is None or state.preflight is None:
         raise gr.Error("Load a recording first; then map its missing channels in the preflight table.")
     before = dict(zip(state.preflight["channel"], state.preflight["source"].fillna("")))
-    channel_map = {
+    edits = {
         str(row.channel): str(row.source).strip()
         for row in pd.DataFrame(table).itertuples(index=False)
         if str(row.source or "").strip() and str(row.source).strip() != before.get(row.channel, "")
     }
-    if not channel_map:
+    if not edits:
         raise gr.Error("No channel was changed: type a file label into the 'source' cell of a missing channel.")
     try:
-        yield from _load_into(state, state.recording_path, progress, channel_map)
+        yield from _load_into(state, state.recording_path, progress, {**(state.channel_map or {}), **edits},
+                              state.position_map)
     except SleepLMError as exc:
         raise gr.Error(str(exc), title="This channel map does not fit the file") from exc
 
@@ -604,14 +612,15 @@ def build_downloads(bs: BrowserSession) -> list[str]:
 
 
 # ---- API --------------------------------------------------------------------------------
-def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_factory, sleeplm_model=None) -> str:
+def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_factory, sleeplm_model=None,
+            channel_map: dict | None = None, position_map: str | dict | None = None) -> str:
     """The ``/ask`` endpoint: load `recording` in a throw-away session, answer `question`, delete everything."""
     bs = open_session(root, f"api-{uuid.uuid4().hex}", llm_factory, sleeplm_model)
     try:
         source = check_upload(recording)
         target = bs.workdir / f"recording{source.suffix.lower()}"
         shutil.move(source, target)
-        bs.night.load(target)
+        bs.night.load(target, channel_map=channel_map, position_map=position_map)
         return bs.night.ask(question, audience or "clinician").answer
     except SleepLMError as exc:
         raise gr.Error(str(exc)) from exc
@@ -639,7 +648,8 @@ def _load_sleeplm(progress: Callable[[float, str], Any] | None = None) -> tuple[
 
 def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | Path | None = None,
               sleeplm_model: Any = None, preload: str | Path | None = None,
-              sleeplm_note: str | None = None) -> gr.Blocks:
+              sleeplm_note: str | None = None, channel_map: dict | None = None,
+              position_map: str | dict | None = None, preload_is_demo: bool = False) -> gr.Blocks:
     """The Gradio Blocks app.
 
     Parameters
@@ -651,6 +661,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         (sessions get the model when it is ready), or None (measurements only).
     preload : recording every new tab starts with (the demo night in `serve`), read in place.
     sleeplm_note : why there is no `sleeplm_model` (shown on the page as the SleepLM status).
+    channel_map, position_map : maps for the recordings users bring (``serve --channel-map`` /
+        ``--position-map``): applied to uploads, to the ``/ask`` API and to `preload` unless
+        `preload_is_demo` (the built-in demo night is always read with its own labels).
     """
     root = Path(session_root) if session_root else Path(tempfile.mkdtemp(prefix="sleeplm-app-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -659,17 +672,19 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     # Files inside Gradio's cache are served in place: no copy of them outlives the session.
     common = {"root": root, "llm_factory": llm_factory, "sleeplm_model": sleeplm_model, "registry": registry,
               "sleeplm_note": sleeplm_note, "shown_root": Path(get_upload_folder())}
+    maps = {"channel_map": channel_map, "position_map": position_map}
 
     def on_open(state, request: gr.Request, progress=gr.Progress()):
         if preload is not None:
-            yield from load_night(str(preload), state, request, progress, owned=False, **common)
+            yield from load_night(str(preload), state, request, progress, owned=False, **common,
+                                  **({} if preload_is_demo else maps))
             return
         bs = _session(state, request, **common)
         intro = "Upload a night (EDF/EDF+/BDF) or press **Load demo night**."
         yield bs, intro, _llm_markdown(bs), gr.update(), gr.update(), None, None, None, []
 
     def on_upload(path, state, request: gr.Request, progress=gr.Progress()):
-        yield from load_night(path, state, request, progress, **common)
+        yield from load_night(path, state, request, progress, **common, **maps)
 
     def on_demo(state, request: gr.Request, progress=gr.Progress()):
         try:
@@ -685,7 +700,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         return epochs_at_click(state, n_epochs, evt)
 
     def on_api_ask(recording, question, audience):
-        return api_ask(recording, question, audience, root=root, llm_factory=llm_factory, sleeplm_model=sleeplm_model)
+        return api_ask(recording, question, audience, root=root, llm_factory=llm_factory, sleeplm_model=sleeplm_model,
+                       **maps)
 
     def on_unload(request: gr.Request):
         bs = registry.pop(request.session_hash, None)
@@ -776,8 +792,14 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bo
     )
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | None = None) -> None:
-    """Run the app until interrupted; every new tab starts on `recording`, or on the demo night."""
+def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | None = None,
+          channel_map: dict | None = None, position_map: str | dict | None = None) -> None:
+    """Run the app until interrupted; every new tab starts on `recording`, or on the demo night.
+
+    `channel_map` and `position_map` (``serve --channel-map/--position-map``) are used to load
+    `recording` and every uploaded night (see `build_app`).
+    """
+    preload_is_demo = recording is None
     if recording is None:
         try:
             recording = _demo_path()
@@ -785,7 +807,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
             logger.warning("%s", exc)
     # The page opens at once; the weights (downloaded on first run) arrive in the background.
     weights = SleepLMWeights().start()
-    launch(build_app(sleeplm_model=weights, preload=recording), host, port)
+    launch(build_app(sleeplm_model=weights, preload=recording, channel_map=channel_map, position_map=position_map,
+                     preload_is_demo=preload_is_demo), host, port)
 
 
 if __name__ == "__main__":

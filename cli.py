@@ -1,7 +1,10 @@
 """`sleeplm-assistant` command line: inspect, analyze, cohort, ask, serve, demo.
 
 Each subcommand is a thin shell over a library function; errors the user can fix
-(`SleepLMError`) are printed without a traceback and exit with status 2.
+(`SleepLMError`) are printed without a traceback and exit with status 2. ``inspect``,
+``analyze``, ``ask`` and ``serve`` take ``--channel-map`` and ``--position-map`` for files whose
+channels or position codes are not recognised; an error that asks for a channel map prints the
+option to type, filled in with the file's own labels.
 """
 
 from __future__ import annotations
@@ -10,14 +13,14 @@ import argparse
 import os
 import sys
 
-from sleeplm.errors import SleepLMError
+from sleeplm.errors import ChannelMappingError, SleepLMError
 from sleeplm.terms import AUDIENCES
 
 
 def _cmd_inspect(args) -> int:
     from sleeplm.io.reader import load_recording
 
-    rec = load_recording(args.file)
+    rec = load_recording(args.file, channel_map=args.channel_map, position_map=args.position_map)
     print(rec.describe())
     return 0
 
@@ -30,7 +33,8 @@ def _cmd_analyze(args) -> int:
         from sleeplm.model.inference import SleepLM
 
         model = SleepLM.from_pretrained(args.checkpoint)
-    written = analyze_to_dir(args.file, args.out, model=model, hypopnea_rule=args.hypopnea_rule)
+    written = analyze_to_dir(args.file, args.out, model=model, hypopnea_rule=args.hypopnea_rule,
+                             channel_map=args.channel_map, position_map=args.position_map)
     for path in written:
         print(path)
     return 0
@@ -62,8 +66,24 @@ def _cmd_ask(args) -> int:
 def _cmd_serve(args) -> int:
     import app
 
-    app.serve(host=args.host, port=args.port, recording=args.recording)
+    app.serve(host=args.host, port=args.port, recording=args.recording, channel_map=args.channel_map,
+              position_map=args.position_map)
     return 0
+
+
+def _add_map_options(parser: argparse.ArgumentParser) -> None:
+    from sleeplm.io.channels import POSITION_MAPS
+
+    parser.add_argument(
+        "--channel-map", default=None, metavar="NAME=LABEL,...|FILE",
+        help="which file channel feeds which SleepLM channel, e.g. EEG_C3_A2=C3-A1,EMG_Chin=EMG1 "
+             "('A-B' derives channel A minus channel B), or a .json/.toml file of NAME = LABEL pairs",
+    )
+    parser.add_argument(
+        "--position-map", default=None, metavar="NAME|FILE",
+        help=f"how the file codes body position: {', '.join(sorted(POSITION_MAPS))}, or a .json/.toml file "
+             "mapping the file's codes to Right, Left, Supine, Prone or Upright",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="preflight report of a recording's channels")
     p.add_argument("file")
+    _add_map_options(p)
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("analyze", help="measure the night (no LLM) and write summary/events/hypnogram/report")
@@ -81,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--hypopnea-rule", choices=("1A", "1B"), default="1A",
                    help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
+    _add_map_options(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("cohort", help="many nights on Ray Data into tidy tables (nights/events/hypnograms.parquet)")
@@ -103,14 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", default=None, help="LLM backend spec (see README); default: config/env, else embedded")
     p.add_argument("--audience", choices=AUDIENCES, default="clinician")
     p.add_argument("--json", action="store_true", help="print one JSON object (answer, tool_calls, grounding, llm, llm_messages)")
+    _add_map_options(p)
     p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("serve", help="start the Gradio app")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--recording", default=None, help="preload this recording (default: the built-in demo night)")
+    _add_map_options(p)
     p.set_defaults(func=_cmd_serve)
     return parser
+
+
+def channel_map_advice(exc: ChannelMappingError) -> str | None:
+    """The ``--channel-map`` option to type for an error that asks for a map, with the file's labels."""
+    if not exc.wanted or not exc.labels:
+        return None
+    from sleeplm.io.channels import map_hint
+
+    return ("Name the channels on the command line (replace each <...> with one label; quote labels with spaces):\n"
+            f"  --channel-map {map_hint(exc.labels, exc.wanted)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,9 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         os.environ["SLEEPLM_CHECKPOINT"] = args.checkpoint  # read by SleepLM.from_pretrained wherever it is called
     try:
+        if hasattr(args, "channel_map"):  # the maps are checked before any file is read
+            from sleeplm.io.channels import parse_channel_map, parse_position_map
+
+            args.channel_map = parse_channel_map(args.channel_map)
+            args.position_map = parse_position_map(args.position_map)
         return args.func(args)
     except SleepLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        advice = channel_map_advice(exc) if isinstance(exc, ChannelMappingError) else None
+        if advice:
+            print(advice, file=sys.stderr)
         return 2
 
 

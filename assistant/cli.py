@@ -69,8 +69,10 @@ def run_ask(args) -> int:
     """Run the `ask` subcommand: load FILE, answer the question, print text or one JSON object.
 
     `args` carries ``file``, ``question``, ``llm`` (backend spec or None for the configured
-    default), ``audience`` and ``json``. Returns the exit status: 0, or 1 when answering met an
-    internal error (a bug; the answer names the reference it is logged under). SleepLM is used when ``SLEEPLM_CHECKPOINT`` names a
+    default), ``audience``, ``json`` and optionally ``channel_map``/``position_map`` (parsed maps
+    for `sleeplm.io.reader.load_recording`, see `sleeplm.io.channels.parse_channel_map`). Returns the
+    exit status: 0, or 1 when answering met an internal error (a bug; the answer names the reference
+    it is logged under). SleepLM is used when ``SLEEPLM_CHECKPOINT`` names a
     weights file (the global ``--checkpoint`` option sets it); its night embeddings are then
     computed (or read from the cache) before the question is answered. Figures are written to a folder that is kept (its
     path is printed) so they can be opened after the command ends.
@@ -91,7 +93,8 @@ def run_ask(args) -> int:
     session = NightSession(llm=args.llm, workdir=workdir, **({"model": checkpoint} if checkpoint else {}))
     try:
         # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
-        rec = session.load(args.file, stage_cross_check=False)
+        rec = session.load(args.file, stage_cross_check=False, channel_map=getattr(args, "channel_map", None),
+                           position_map=getattr(args, "position_map", None))
         if session.sleeplm is not None:  # named weights: retrieval from SleepLM, not the measured fallback
             print(f"SleepLM is embedding {rec.n_epochs} epochs (kept in the cache for later questions)...", file=sys.stderr)
             session.wait_for_background(embeddings_only=True)

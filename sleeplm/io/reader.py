@@ -434,8 +434,8 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
         wanted = [name for name in CANONICAL_CHANNELS if name != "POS"]
         raise ChannelMappingError(
             "no recognisable sleep channel (EEG, EOG, EMG, ECG, airflow or effort) in this file. "
-            f"Its channels are: {', '.join(file_labels)}. Name them with a channel map (channel_map=, or "
-            f"--channel-map on the command line): {chmap.map_hint(file_labels, wanted)}",
+            f"Its channels are: {', '.join(file_labels)}. Name them with a channel map (channel_map= in Python, "
+            f"--channel-map on the command line), e.g. {chmap.map_hint(file_labels, ['EEG_C3_A2'])}",
             labels=file_labels, wanted=wanted,
         )
     reader = _EdfReader(path, header)
@@ -482,7 +482,8 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             if position_map_assumed:
                 used_map = chmap.guess_position_map(data)
                 kind = "roll angles in degrees" if used_map == "nox" else "SleepLM codes"
-                info.warnings.append(f"vendor not recognised: values read as {kind}; pass position_map= if wrong")
+                info.warnings.append(f"vendor not recognised: values read as {kind}; if wrong, give a position map "
+                                     "(--position-map NAME|FILE, or position_map= in Python)")
             decoded_with["POS"] = used_map if isinstance(used_map, str) else "custom"
             return (info, *preprocess.prepare_position(data, sfreq, used_map, info))
         return (info, *preprocess.prepare_signal(name, data, sfreq, rails, info, normalization))

@@ -125,7 +125,8 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
 
 
 def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=None,
-                   hypopnea_rule: str = "1A") -> list[Path]:
+                   hypopnea_rule: str = "1A", channel_map: dict | None = None,
+                   position_map: str | dict | None = None) -> list[Path]:
     """Load `path`, analyse it and write summary.json, events.csv, hypnogram.csv and report.md.
 
     Parameters
@@ -136,6 +137,8 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     model : a loaded SleepLM: stages a night without its own scoring from SleepLM's stage
         captions (YASA's agreement with them is reported); None stages with YASA.
     hypopnea_rule : "1A" (>= 3 % desaturation or an arousal, AASM recommended) or "1B" (>= 4 %).
+    channel_map, position_map : handed to `sleeplm.io.reader.load_recording` (files whose channels
+        or position codes are not recognised).
 
     Returns
     -------
@@ -143,7 +146,7 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     """
     from sleeplm.io.reader import load_recording
 
-    rec = load_recording(path)
+    rec = load_recording(path, channel_map=channel_map, position_map=position_map)
     analysis = analyze_night(rec, model=model, hypopnea_rule=hypopnea_rule) if analysis is None else analysis
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
