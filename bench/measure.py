@@ -1,8 +1,8 @@
 """Benchmark: features + events + summary on a simulated 8-h night (target <= 20 s on 2 cores).
 
 Simulates a night (`sleeplm.synthetic`), writes it as EDF+ and loads it like an upload, then
-times each measurement step once; YASA staging is timed separately (it is not part of the
-target), and events/summary use its hypnogram as the app would.
+runs the product's `analyze_night` once and prints the seconds of each step it records
+(`NightAnalysis.timings_s`); YASA staging is reported separately (it is not part of the target).
 
 Run: ``nice .venv/bin/python bench/measure.py [--hours 8] [--severity moderate] [--montage aasm]``
 """
@@ -26,13 +26,8 @@ def main() -> None:
     parser.add_argument("--montage", default="aasm")
     args = parser.parse_args()
 
-    from sleeplm.measure.events import detect_events
-    from sleeplm.measure.features import epoch_features
     from sleeplm.io.reader import load_recording
-    from sleeplm.measure.quality import artefact_segments
-    from sleeplm.measure.staging import stage_with_yasa
-    from sleeplm.measure.summary import night_summary
-    from sleeplm.measure.staging import StagingResult
+    from sleeplm.measure.analysis import analyze_night
     from sleeplm.synthetic import simulate_night, write_night
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,25 +39,15 @@ def main() -> None:
         rec = load_recording(path)
         print(f"load_recording: {time.perf_counter() - started:.1f} s ({rec.n_epochs} epochs)")
 
-    timings = {}
-
-    def timed(name, fn):
-        started = time.perf_counter()
-        result = fn()
-        timings[name] = time.perf_counter() - started
-        return result
-
-    hypnogram = timed("staging (YASA, separate)", lambda: stage_with_yasa(rec))
-    artefacts = timed("artefacts", lambda: artefact_segments(rec))
-    features = timed("features", lambda: epoch_features(rec, artefacts))
-    events = timed("events", lambda: detect_events(rec, hypnogram, artefacts=artefacts))
-    summary = timed("summary", lambda: night_summary(rec, events, StagingResult(hypnogram, "yasa"), features=features,
-                                                     artefacts=artefacts))
+    # automatic_staging: YASA stages the night even beside the simulator's own scoring, as it would an upload.
+    analysis = analyze_night(rec, automatic_staging=True)
+    timings = {("staging (YASA, separate)" if name == "staging" else name): s for name, s in analysis.timings_s.items()}
     for name, seconds in timings.items():
         print(f"{name:>26}: {seconds:6.2f} s")
     measured = sum(s for name, s in timings.items() if "YASA" not in name)
     print(f"{'features+events+summary':>26}: {measured:6.2f} s (target <= 20 s) -> {'OK' if measured <= 20 else 'TOO SLOW'}")
-    print(f"events: {events['kind'].value_counts().to_dict()}; AHI {summary['ahi']}, severity {summary['severity']}")
+    summary = analysis.summary
+    print(f"events: {analysis.events['kind'].value_counts().to_dict()}; AHI {summary['ahi']}, severity {summary['severity']}")
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ def stage_night(rec: Recording, model=None, automatic: bool = True) -> StagingRe
         try:
             sources["sleeplm"] = stage_with_sleeplm(rec, model)
         except Exception as exc:  # the model is optional; its failure must not stop the analysis
-            logger.warning("SleepLM staging failed: %s", exc)
+            logger.exception("SleepLM staging failed")  # with its traceback: a bug must be findable
             unavailable["sleeplm"] = f"SleepLM captioning failed ({type(exc).__name__})"
     note = None
     if len(sources) < 2 and (automatic or not sources):
