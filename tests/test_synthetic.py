@@ -22,14 +22,8 @@ from sleeplm.synthetic import (
 )
 from sleeplm.synthetic.hypnogram import simulate_hypnogram
 from sleeplm.synthetic.scenario import SEVERITIES, plan_night
-from sleeplm.terms import EVENT_GROUPS
 
 mne.set_log_level("ERROR")
-
-
-def respiratory_events(truth):
-    """The truth's apneas and hypopneas (the events the AHI counts)."""
-    return truth.events[truth.events["kind"].isin(EVENT_GROUPS["respiratory"])]
 BANDS = {"none": (0, 5), "mild": (5, 15), "moderate": (15, 30), "severe": (30, 200)}
 
 
@@ -59,7 +53,7 @@ def test_truth_is_consistent(night):
     events = truth.events
     assert truth.hypnogram.size == 120 and set(truth.hypnogram) <= {"W", "N1", "N2", "N3", "R"}
     assert ((events["start_s"] >= 0) & (events["end_s"] <= night.duration_s) & (events["end_s"] >= events["start_s"])).all()
-    resp = respiratory_events(truth).sort_values("start_s")
+    resp = truth.respiratory_events().sort_values("start_s")
     assert truth.ahi == pytest.approx(len(resp) / truth.tst_h)
     assert (resp["end_s"] - resp["start_s"]).between(10, 40).all()
     # Well-posed scoring: no overlap, >= 10 s of normal breathing between events, all in sleep.
@@ -117,7 +111,7 @@ def test_respiratory_events_show_in_flow_and_effort(night):
     flow, fs = signal_of(night, "Airflow")
     thorax, _ = signal_of(night, "Thorax")
     abdomen, _ = signal_of(night, "Abdomen")
-    resp = respiratory_events(night.truth)
+    resp = night.truth.respiratory_events()
     for row in resp.itertuples():
         baseline_flow = breath_amplitude(flow, fs, row.start_s - 12, row.start_s - 2)
         during_flow = breath_amplitude(flow, fs, row.start_s + 2, row.end_s - 2)
@@ -142,7 +136,7 @@ def test_spo2_nadir_lags_the_event_by_the_planned_depth(night):
     spo2, fs = signal_of(night, "SpO2")
     baseline = night.truth.spo2_baseline
     assert abs(np.median(spo2) - baseline) < 0.5
-    for row in respiratory_events(night.truth).itertuples():
+    for row in night.truth.respiratory_events().itertuples():
         nadir_window = window(spo2, fs, row.end_s, row.nadir_s + 8)
         assert 20 <= row.nadir_s - row.end_s <= 30
         assert np.min(nadir_window) == pytest.approx(baseline - row.desat_pct, abs=0.6)
@@ -271,7 +265,7 @@ def test_annotations_carry_the_reference_scoring(tmp_path):
               if text.startswith("Sleep stage")]
     scored = np.concatenate([[text.split()[-1]] * int(round(duration / EPOCH_SEC)) for _, duration, text in stages])
     assert (scored == night.truth.hypnogram).all()
-    n_resp = len(respiratory_events(night.truth))
+    n_resp = len(night.truth.respiratory_events())
     assert sum(text in ("Obstructive Apnea", "Central Apnea", "Mixed Apnea", "Hypopnea") for text in notes.description) == n_resp
     assert "Ignore previous instructions" in notes.description
 
@@ -362,7 +356,7 @@ def test_nasal_pressure_squares_the_flow_drop_and_nox_flow_undoes_it():
     nox = simulate_night(duration_h=1.0, seed=3, severity="severe", sfreq=64, artefacts=False, montage="nox")
     pressure, fs = signal_of(aasm, "Nasal Pressure")
     cannula, nox_fs = signal_of(nox, "Flow")
-    resp = respiratory_events(aasm.truth)
+    resp = aasm.truth.respiratory_events()
     hypopneas = resp[resp["kind"] == "hypopnea"]
     assert len(hypopneas) >= 3
     for row in hypopneas.itertuples():

@@ -8,7 +8,7 @@ from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
 from sleeplm.io.recording import EPOCH_SEC
-from sleeplm.terms import NREM_STAGES, SLEEP_STAGES, format_citation, runs_of
+from sleeplm.terms import EVENT_GROUPS, NREM_STAGES, SLEEP_STAGES, format_citation, runs_of
 from tools.context import NightContext, configure, night_tool_errors, position_per_epoch, rounded
 
 SUPINE_CODE = 2
@@ -59,7 +59,7 @@ def period_stats(night: NightContext, mask: np.ndarray) -> dict:
     events = analysis.events
     epoch_of_event = (events["start_s"] // EPOCH_SEC).astype(int).clip(0, night.rec.n_epochs - 1)
     inside = events[mask[epoch_of_event.to_numpy()]]
-    for label, kinds in (("respiratory_events", ("apnea", "hypopnea")), ("desaturations", ("desaturation",)), ("arousals", ("arousal",))):
+    for label, kinds in (("respiratory_events", EVENT_GROUPS["respiratory"]), ("desaturations", ("desaturation",)), ("arousals", ("arousal",))):
         count = int(inside["kind"].isin(kinds).sum())
         stats[label] = count
         hours = sleep_h if sleep_h else mask.sum() * EPOCH_SEC / 3600

@@ -13,7 +13,7 @@ from scipy import signal
 
 from sleeplm.errors import SimulationError
 from sleeplm.io.recording import EPOCH_SEC
-from sleeplm.terms import BRADY_BPM, TACHY_BPM, runs
+from sleeplm.terms import BRADY_BPM, EVENT_GROUPS, TACHY_BPM, runs
 from sleeplm.synthetic.hypnogram import simulate_hypnogram
 from sleeplm.synthetic.montages import MONTAGES, POSITION_ENCODINGS, POSITION_MAP_NAMES, ROLL_ANGLE_DEG
 from sleeplm.synthetic.physiology import EEG_RANGE_UV, RESP_SFREQ, SLOW_SFREQ, NightPhysiology
@@ -88,6 +88,10 @@ class Truth:
     def tst_h(self) -> float:
         """Total sleep time in hours."""
         return float((self.hypnogram != "W").sum()) * EPOCH_SEC / 3600
+
+    def respiratory_events(self) -> pd.DataFrame:
+        """Apneas and hypopneas (the events the AHI counts)."""
+        return self.events[self.events["kind"].isin(EVENT_GROUPS["respiratory"])]
 
 
 @dataclass
