@@ -397,3 +397,38 @@ def test_header_fields_are_evidence(label, unit, transducer, expected):
     sources, _ = map_channels([label], units=[unit], transducers=[transducer])
     found = [name for name, source in sources.items() if source.kind != "substitute"]
     assert found == ([expected] if expected else [])
+
+
+def write_night(path, labels, sfreq: float = 50, record_s: float = 2, minutes: float = 2) -> None:
+    rng = np.random.default_rng(3)
+    n = int(minutes * 60 * sfreq)
+    signals = [EdfSignal(rng.normal(0, 20, n), sfreq, label=label, physical_dimension=unit)
+               for label, unit in labels]
+    Edf(signals, data_record_duration=record_s).write(path)
+
+
+def test_eeg_only_files_load_and_the_preflight_names_the_stand_in(tmp_path):
+    from sleeplm.io.reader import load_recording, preflight_table
+
+    for label in ("C3-A1", "CZ-A1"):
+        path = tmp_path / f"{label}.edf"
+        write_night(path, [(label, "uV")])
+        table = preflight_table(load_recording(path)).set_index("channel")
+        assert table.loc["EEG_C4_A1", "status"] == "substitute"
+        assert f"'{label}' substituted for it" in table.loc["EEG_C4_A1", "warnings"]
+    assert table.loc["EEG_C3_A2", "status"] == "substitute" and "midline central" in table.loc["EEG_C3_A2", "warnings"]
+
+
+def test_the_brainnet_night_loads_with_its_channels(tmp_path):
+    from sleeplm.io.reader import load_recording, preflight_table
+
+    path = tmp_path / "brainnet.edf"
+    write_night(path, [(label, "uV") for label in ("C3-A1", "O1-A1", "FP1-A1", "EOG1-A1", "EOG2-A1", "EMG1", "ECG")]
+                + [("NAF1", ""), ("VAB", ""), ("VTH", ""), ("SAO2", "%"), ("PR", "bpm"), ("POS", ""), ("PHONO", ""),
+                   ("PULSE", "")])
+    rec = load_recording(path)
+    table = preflight_table(rec).set_index("channel")
+    assert (table.loc[["ECG", "ABD", "THX", "AF", "EOG_Left", "EOG_Right", "EEG_C3_A2", "EMG_Chin", "POS"], "status"]
+            == "present").all()
+    assert table.loc["EEG_C4_A1", "status"] == "substitute"
+    assert {"SpO2", "HR", "Snore"} <= set(rec.signals)
