@@ -36,7 +36,8 @@ def format_turn(turn, session: NightSession) -> str:
     return "\n".join(lines)
 
 
-def _answer(args, session: NightSession) -> None:
+def _answer(args, session: NightSession):
+    """Answer the question and print it (text, or one JSON object with --json); returns the turn."""
     turn = session.ask(args.question, audience=args.audience)
     if args.json:
         record = turn.to_dict()
@@ -44,6 +45,7 @@ def _answer(args, session: NightSession) -> None:
         sys.stdout.write("\n")
     else:
         print(format_turn(turn, session))
+    return turn
 
 
 def _ask_cohort(args, files: list[str]) -> int:
@@ -98,7 +100,7 @@ def run_ask(args) -> int:
         if session.sleeplm is not None:  # named weights: retrieval from SleepLM, not the measured fallback
             print(f"SleepLM is embedding {rec.n_epochs} epochs (kept in the cache for later questions)...", file=sys.stderr)
             session.wait_for_background(embeddings_only=True)
-        _answer(args, session)
+        turn = _answer(args, session)
     finally:
         if not any(session.workdir.iterdir()):
             session.workdir.rmdir()
