@@ -60,11 +60,11 @@ def _ask_cohort(args, files: list[str]) -> int:
             session.load_nights(files)
         else:
             session.load(files[0])
-        _answer(args, session)
+        turn = _answer(args, session)
     finally:
         if not any(path.name.startswith("figure-") for path in workdir.iterdir()):
             shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return 1 if turn.mode == "error" else 0
 
 
 def run_ask(args) -> int:
