@@ -45,7 +45,10 @@ def _cmd_cohort(args) -> int:
 
     from sleeplm.cohort import run
 
-    logging.getLogger("ray").setLevel(logging.WARNING)  # the progress bar says what Ray's INFO lines would
+    import ray.data  # noqa: F401  (configures its loggers on import; quieted below)
+
+    for name in ("ray", "ray.data"):  # the progress bar says what Ray's INFO lines would
+        logging.getLogger(name).setLevel(logging.WARNING)
     # SleepLM embeds and captions the nights only when weights are named (--checkpoint or $SLEEPLM_CHECKPOINT).
     checkpoint = os.environ.get("SLEEPLM_CHECKPOINT")
     cohort = run(args.input, args.out, address=args.address, num_cpus=args.num_cpus, workers=args.workers,

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,7 +68,8 @@ def _start_ray(address: str | None, num_cpus: int | None):
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise CohortRunError(f"Ray could not start or reach the cluster at {address or 'local'} ({exc}).") from None
     return ray, True
@@ -165,16 +167,19 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
         dataset = ray.data.from_items([t.to_row() for t in tasks], override_num_blocks=len(tasks))
         # A ray_remote_args_fn also keeps Ray Data from fusing the measuring into the SleepLM actor
         # pool, which would then measure only `model_workers` nights at a time.
-        dataset = dataset.map(measure_night, num_cpus=1, ray_remote_args_fn=_measure_task_args,
-                              compute=ray.data.TaskPoolStrategy(size=min(workers or cpus, len(tasks))),
-                              fn_kwargs={"out_dir": str(out.resolve()), "salt": salt, "hypopnea_rule": hypopnea_rule,
-                                         "model_id": model_id, "finalize": loader is None})
+        # (ray_remote_args_fn is deprecated from Ray 2.60, removed in 2.64: pyproject pins below 2.64.)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*deprecated")
+            dataset = dataset.map(measure_night, num_cpus=1, ray_remote_args_fn=_measure_task_args,
+                                  compute=ray.data.TaskPoolStrategy(size=min(workers or cpus, len(tasks))),
+                                  fn_kwargs={"out_dir": str(out.resolve()), "salt": salt,
+                                             "hypopnea_rule": hypopnea_rule, "model_id": model_id,
+                                             "finalize": loader is None})
         if loader is not None:
             actors = model_workers or (max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1)
             dataset = dataset.map(SleepLMStage, compute=ray.data.ActorPoolStrategy(size=actors),
-                                          num_gpus=gpus_per_worker,
-                                          num_cpus=0 if gpus_per_worker else 1,
-                                          fn_constructor_kwargs={"out_dir": str(out.resolve()), "load_model": loader})
+                                  num_gpus=gpus_per_worker, num_cpus=0 if gpus_per_worker else 1,
+                                  fn_constructor_kwargs={"out_dir": str(out.resolve()), "load_model": loader})
         results = []
         for row in dataset.iter_rows():
             row = {key: row.get(key) for key in RESULT_COLUMNS}
