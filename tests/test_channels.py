@@ -93,3 +93,20 @@ def test_guess_position_map_tells_angles_from_codes():
     assert guess_position_map(np.array([0, 1, 2, 2, 3, -1.0])) == "sleeplm"
     assert guess_position_map(np.array([2.5, 88.0, -91.0, 179.0, 0.4])) == "nox"
     assert guess_position_map(np.array([np.nan])) == "sleeplm"
+
+
+@pytest.mark.parametrize(
+    "label, expected",
+    [("EOG-L", "EOG_Left"), ("L-EOG", "EOG_Left"), ("EOG_Right", "EOG_Right"), ("ECG-LA-RA", "ECG"),
+     ("EEG_C3_A2", "EEG_C3_A2"), ("SpO2 %", "SpO2"), ("EMG-Chin", "EMG_Chin"), ("EOG(R)", "EOG_Right")],
+)
+def test_one_name_written_with_separators_is_not_a_derivation(label, expected):
+    sources, _ = map_channels([label])
+    assert [name for name, source in sources.items() if source.kind != "substitute"] == [expected]
+
+
+def test_an_shhs_eeg_extract_is_recognised_by_its_two_eeg_labels():
+    sources, montage = map_channels(["EEG", "EEG(sec)", "EOG(L)", "EOG(R)"])
+    assert montage == "shhs"
+    assert described(sources) == {"EEG_C3_A2": "EEG(sec)", "EEG_C4_A1": "EEG", "EOG_Left": "EOG(L)",
+                                  "EOG_Right": "EOG(R)"}

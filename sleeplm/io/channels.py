@@ -90,7 +90,7 @@ MONTAGE_SUBSTITUTES: dict[str, dict[str, str]] = {
 }
 # Labels that identify the cohort: every group must have one of its labels present.
 _MONTAGE_SIGNATURES = {
-    "shhs": (("THOR RES",), ("ABDO RES",), ("EEG",), ("EEG(sec)", "EEG2", "EEG 2", "EEG sec")),
+    "shhs": (("EEG",), ("EEG(sec)", "EEG2", "EEG 2", "EEG sec")),
     "mesa": (("EEG1",), ("EEG2",), ("EEG3",)),
     "sleep-edf": (("EEG Fpz-Cz",), ("EEG Pz-Oz",)),
     "cfs": (("THOR EFFORT",), ("ABDO EFFORT",), ("EMG1",), ("EMG2",), ("C3",), ("LOC",)),
@@ -119,6 +119,8 @@ POSITION_MAPS: dict[str, dict[int, int] | str] = {
 
 # EDF+ signal label convention: "<type> <sensor>" with the type among these.
 _TYPE_PREFIX = re.compile(r"^\s*(EEG|EOG|EMG|ECG|EKG|Resp|SaO2|SpO2)[\s.]+(\S.*)$", re.IGNORECASE)
+# The same type word joined by a separator ("EOG-L", "ECG-LA-RA", "EEG_C3_A2").
+_TYPE_PREFIX_JOINED = re.compile(r"^\s*(EEG|EOG|EMG|ECG|EKG)[-_:](\S.*)$", re.IGNORECASE)
 _KIND_OF_PREFIX = {"eeg": "eeg", "eog": "eog", "emg": "emg", "ecg": "ecg", "ekg": "ecg", "resp": "resp",
                    "sao2": "spo2", "spo2": "spo2"}
 _SEPARATOR = re.compile(r"\s*[-_:/]\s*")
@@ -213,13 +215,18 @@ def parse_label(label: str, unit: str = "", transducer: str = "") -> LabelInfo:
     >>> parse_label("C3A2").parts
     ('c3', 'a2')
     """
-    match = _TYPE_PREFIX.match(label)
+    match = _TYPE_PREFIX.match(label) or _TYPE_PREFIX_JOINED.match(label)
     kind, rest = (_KIND_OF_PREFIX[match.group(1).lower()], match.group(2)) if match else (None, label)
+    if not normalize_label(rest):  # "SpO2 %": a unit after the name, not a type prefix
+        kind, rest = None, label
     parts = tuple(p for p in (normalize_label(piece) for piece in _SEPARATOR.split(rest.strip())) if p)
     if len(parts) == 1:  # "C3A2": site and ear reference written together
         glued = re.fullmatch(r"(.+?)(a[12]|m[12])", parts[0])
         if glued and _SCALP.fullmatch(glued.group(1)):
             parts = (glued.group(1), glued.group(2))
+    elif len(parts) == 2 and None in (_electrode(parts[0], kind), _electrode(parts[1], kind)) \
+            and _electrode(normalize_label(rest), kind) is not None:
+        parts = (normalize_label(rest),)  # "L-EOG": one name written with a separator, not a derivation
     unit_norm = re.sub(r"\s+", "", unit.lower().replace("µ", "u").replace("μ", "u"))
     return LabelInfo(label, kind, normalize_label(rest), parts or ("",), unit_norm, transducer.lower().strip())
 
