@@ -35,7 +35,7 @@ from tools import ALL_TOOLS, NightContext
 __all__ = [
     "AUDIENCES", "SCOPES", "MAX_MODEL_CALLS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt", "tool_choice_prompt",
     "TurnGuard", "build_agent", "message_record", "answer_problem", "is_refusal", "tool_writeup", "route_question",
-    "result_summary",
+    "result_summary", "named_periods", "follow_up_hint",
 ]
 
 # Two tool rounds plus the answer, with one spare for a corrected tool call.
@@ -124,6 +124,7 @@ class TurnGuard(AgentMiddleware):
         audience = getattr(context, "audience", "clinician")
         turn = _current_turn(request.messages)
         answered = any(isinstance(m, ToolMessage) and m.status != "error" for m in turn)
+        hint = ""
         if answered:
             request = request.override(system_message=SystemMessage(system_prompt(audience, self.scope)), tools=[])
         else:
@@ -134,8 +135,10 @@ class TurnGuard(AgentMiddleware):
             question = messages[-1].content if messages and isinstance(messages[-1], HumanMessage) else ""
             # A question the keyword router recognises is about the night: the first call of the
             # turn must call a tool (small models otherwise refuse or answer from memory).
-            forced = "any" if not turn and isinstance(question, str) and route_question(question) else request.tool_choice
-            request = request.override(system_message=SystemMessage(tool_choice_prompt(audience, self.scope)),
+            previous = getattr(context, "named_periods", None)
+            forced = "any" if not turn and isinstance(question, str) and route_question(question, previous=previous) else request.tool_choice
+            hint = follow_up_hint(previous)
+            request = request.override(system_message=SystemMessage(tool_choice_prompt(audience, self.scope) + (f"\n{hint}" if hint else "")),
                                        messages=messages + list(turn), tool_choice=forced)
         self.calls += 1
         self.sent += [message_record(m, self.calls) for m in [request.system_message, *request.messages]]
@@ -143,8 +146,8 @@ class TurnGuard(AgentMiddleware):
             response = handler(request)
         except Exception as exc:  # only the backend's own failure may become the tool-only answer
             raise LLMBackendError(f"the language model backend failed: {type(exc).__name__}") from exc
-        if not answered:
-            return _without_invented_times(response, request.messages)
+        if not answered:  # the epochs of the follow-up hint (periods already named) count as said
+            return _without_invented_times(response, [*request.messages, *([SystemMessage(hint)] if hint else [])])
         # Tools were not offered: a tool call now is a repeat; keep the text, drop the call.
         fixed = []
         for message in response.result:
@@ -212,10 +215,9 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
                    in_scope: bool = False) -> str | None:
     """Why an answer cannot be shown as it is (None when it passes the check).
 
-    Fails: no answer, an answer that is a tool call or JSON, a repeated tool call, an answer in
-    which more figures are unmatched than matched (a few unmatched ones are only flagged with a
-    note), figures given without any successful tool result, or a refusal of an `in_scope`
-    question (one the keyword router would answer).
+    Fails: no answer, an answer that is a tool call or JSON, a repeated tool call, an answer with
+    any figure that no tool result gives with the same meaning (`assistant.grounding`), or a
+    refusal of an `in_scope` question (one the keyword router would answer).
     """
     if answer is None:
         return "the model gave no answer"
@@ -228,10 +230,11 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
         return f"the step limit ({MAX_MODEL_CALLS} model calls) was reached before an answer"
     if text[0] in "{[" or "<tool_call>" in text or re.search(r'"(name|arguments)"\s*:', text):
         return "the model answered with JSON instead of sentences"
-    if tool_calls and len(grounding.unmatched) > len(grounding.matched):
-        return "most figures in the answer are not in the tool results"
     if grounding.unmatched and not any(c.get("status") == "success" for c in tool_calls):
         return "the answer gives figures that no tool produced"
+    if grounding.unmatched:
+        claims = ", ".join(f"{f['claim']} as {f['meaning']}" for f in grounding.failed) or ", ".join(grounding.unmatched)
+        return f"figures in the answer do not match the tool results by meaning ({claims})"
     if in_scope and is_refusal(text):
         return "the model declined a question about the recording"
     return None
@@ -254,6 +257,8 @@ def tool_writeup(tool_calls: list[dict]) -> str:
     return "\n".join(blocks) if blocks else "No tool was run."
 
 
+# Words that ask when or where in the night something was abnormal (answered with ranked periods).
+_WHEN = r"\b(when|what time|which part|which hours?|periods?|worst|most|abnormal|irregular|unusual|problems?)\b"
 # Tool-only mode: first matching rule wins; order from specific to general.
 _ROUTES: list[tuple[str, str, dict]] = [
     (r"\b(plot|show|draw|graph|chart|visuali[sz]e|hypnogram)\b.*\b(event|apn|breath|oxygen)", "plot", {"kind": "events"}),
@@ -261,6 +266,15 @@ _ROUTES: list[tuple[str, str, dict]] = [
     (r"\b(compare|versus|vs\.?|difference)\b.*\b(supine|back)\b", "compare_periods", {"a": "supine", "b": "non-supine"}),
     (r"\b(compare|versus|vs\.?|difference)\b.*\brem\b", "compare_periods", {"a": "REM", "b": "NREM"}),
     (r"\b(compare|versus|vs\.?|difference|halves|half)\b", "compare_periods", {"a": "first half", "b": "second half"}),
+    # "When did breathing look abnormal", "when was my sleep most disturbed": ranked periods.
+    (rf"{_WHEN}.*\b(disturb|restless|fragment|interrupt|bad|poor|wors)|\b(disturb|restless)\w*\b.*{_WHEN}",
+     "abnormal_periods", {"kind": "disturbed"}),
+    (rf"{_WHEN}.*\b(oxygen|spo2|saturation|desat)|\b(oxygen|spo2|saturation|desat)\w*\b.*{_WHEN}",
+     "abnormal_periods", {"kind": "desaturation"}),
+    (rf"{_WHEN}.*\b(breath|respirat|apn|hypopn|snor)|\b(breath|respirat|apn|hypopn|snor)\w*\b.*{_WHEN}",
+     "abnormal_periods", {"kind": "respiratory"}),
+    (rf"{_WHEN}.*\b(heart|cardiac|pulse|tachy|brady)|\b(heart|cardiac|pulse|tachy|brady)\w*\b.*{_WHEN}",
+     "abnormal_periods", {"kind": "heart_rate"}),
     (r"\b(oxygen|spo2|saturation|desat)", "list_events", {"kind": "desaturation"}),
     (r"\b(breath|respirat|apn|hypopn|snor)", "list_events", {"kind": "respiratory"}),
     (r"\b(arousal)", "list_events", {"kind": "arousal"}),
@@ -271,14 +285,81 @@ _ROUTES: list[tuple[str, str, dict]] = [
 ]
 
 
-def route_question(question: str, audience: str = "clinician") -> list[tuple[str, dict]]:
+# A follow-up leans on the previous answer: "and in REM?", "what about the second half?", "show me that period".
+_FOLLOW_UP = re.compile(r"^\W*(and|what about|how about|same for|now)\b|\b(that|this|the same|those|these) periods?\b|"
+                        r"\b(first|second|third|fourth|fifth|worst|last) period\b|\bperiod #?\d\b|#\d\b")
+_RANK_WORDS = {"first": 1, "worst": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
+# Parts of the night a follow-up can restrict the previous periods to (`abnormal_periods`' `within`).
+_WITHIN = [(r"\bnon[- ]?rem\b|\bnrem\b", "NREM"), (r"\brem\b|\bdream", "REM"), (r"\bdeep sleep\b|\bn3\b", "deep sleep"),
+           (r"\bnon[- ]?supine\b|\b(side|lateral)\b", "non-supine"), (r"\bsupine\b|\bon (my|the) back\b", "supine")]
+_HALVES = [(r"\bsecond half\b|\blater\b|\bend of the night\b", "second half"), (r"\bfirst half\b|\bearl(y|ier)\b", "first half")]
+
+
+def named_periods(answer: str, tool_calls: list[dict]) -> dict | None:
+    """The periods an answer named, for follow-ups: those of its `abnormal_periods` result whose
+    epoch range or start clock the answer cites (all of them when it cites none), or None."""
+    for call in reversed(tool_calls):
+        result = call.get("result")
+        if call.get("name") != "abnormal_periods" or call.get("status") != "success" or not isinstance(result, dict):
+            continue
+        periods = result.get("periods") or []
+        cited = [p for p in periods if f"{p['epoch_start']}-{p['epoch_end']}" in answer
+                 or (p.get("clock_start") and p["clock_start"][:5] in answer)]
+        return {"tool": "abnormal_periods", "args": dict(call.get("args") or {}), "periods": cited or periods}
+    return None
+
+
+def _follow_up(question: str, previous: dict) -> list[tuple[str, dict]]:
+    """Tools for a follow-up question, resolved against the periods the previous answer named."""
+    q = question.lower()
+    periods = previous.get("periods") or []
+    if re.search(r"\b(show|plot|see|zoom|look at|draw)\b", q) and periods:
+        rank = next((n for word, n in _RANK_WORDS.items() if re.search(rf"\b{word}\b", q)), None)
+        digit = re.search(r"#\s?(\d)\b|period (\d)\b", q)
+        rank = int(digit.group(1) or digit.group(2)) if digit else rank or 1
+        period = next((p for p in periods if p.get("rank") == rank), periods[0])
+        return [("plot", {"kind": "events", "start": f"epoch {period['epoch_start']}", "end": f"epoch {period['epoch_end']}"})]
+    args = {k: v for k, v in previous.get("args", {}).items() if k in ("kind", "gap_min")}
+    for pattern, within in _WITHIN:
+        if re.search(pattern, q):
+            return [(previous["tool"], {**args, "within": within})]
+    for pattern, half in _HALVES:
+        if re.search(pattern, q):
+            return [(previous["tool"], {**args, "start": half})]
+    return []
+
+
+def follow_up_hint(previous: dict | None) -> str:
+    """One paragraph for the tool-choice prompt naming the periods of the previous answer ('' without them)."""
+    if not previous or not previous.get("periods"):
+        return ""
+    listed = "; ".join(f"#{p['rank']} epochs {p['epoch_start']}-{p['epoch_end']}" + (f" ({p['clock_start']}-{p['clock_end']})" if p.get("clock_start") else "")
+                       for p in previous["periods"])
+    kind = previous.get("args", {}).get("kind", "respiratory")
+    return (f"The previous answer named these {kind} periods: {listed}. For a follow-up about them, call "
+            f"abnormal_periods with kind \"{kind}\" and within \"REM\"/\"supine\"... or start \"second half\", or plot with "
+            "kind \"events\" and start/end \"epoch A\"/\"epoch B\" of the period meant (#1 for 'that period').")
+
+
+def route_question(question: str, audience: str = "clinician", previous: dict | None = None) -> list[tuple[str, dict]]:
     """Tools to run for a question when no language model is available (keyword rules).
+
+    Parameters
+    ----------
+    question : the user's question.
+    audience : "clinician" or "patient" (passed to tools that phrase for it).
+    previous : the periods the previous answer named (`named_periods`); a follow-up ("and in
+        REM?", "what about the second half?", "show me that period") resolves against them.
 
     Returns
     -------
     list of (tool name, arguments); empty when no rule matches (out of scope).
     """
     q = question.lower()
+    if previous and _FOLLOW_UP.search(q):
+        resolved = _follow_up(question, previous)
+        if resolved:
+            return resolved
     for pattern, name, args in _ROUTES:
         if re.search(pattern, q):
             if name == "night_summary":

@@ -33,6 +33,8 @@ def format_turn(turn, session: NightSession) -> str:
     lines += [f"[figure: {path}]" for path in figures]
     if turn.grounding["unmatched"]:
         lines.append(f"[unverified figures: {', '.join(turn.grounding['unmatched'])}]")
+    if turn.grounding.get("rejected"):
+        lines.append(f"[the language model's answer was replaced: {turn.grounding['rejected']}]")
     return "\n".join(lines)
 
 

@@ -31,9 +31,9 @@ from langgraph.errors import GraphRecursionError
 
 from assistant.agent import (
     AUDIENCES, FALLBACK_LABEL, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, is_refusal,
-    result_summary, route_question, tool_writeup,
+    named_periods, result_summary, route_question, tool_writeup,
 )
-from assistant.grounding import check_grounding, complete_citations, grounding_note
+from assistant.grounding import check_grounding, complete_citations
 from assistant.errors import InternalError, LLMBackendError, SessionError
 from assistant.llm import get_chat_model
 from assistant.sleeplm_jobs import plan_sleeplm_jobs, run_sleeplm_jobs
@@ -130,8 +130,9 @@ class NightSession:
     CONTEXT = NightContext
 
     def route(self, question: str, audience: str = "clinician") -> list[tuple[str, dict]]:
-        """Tools the keyword router picks for `question` (tool-only mode, and what counts as in scope)."""
-        return route_question(question, audience)
+        """Tools the keyword router picks for `question` (tool-only mode, and what counts as in scope); a
+        follow-up resolves against the periods the previous answer named."""
+        return route_question(question, audience, previous=getattr(self.night, "named_periods", None))
 
     def __init__(self, llm: Any = None, model: Any = None, workdir: str | Path | None = None) -> None:
         self.llm, self.llm_info = _resolve_llm(llm)
@@ -235,6 +236,8 @@ class NightSession:
         """Forget the conversation (the loaded recording stays)."""
         if self._agent is not None:
             self._agent.checkpointer.delete_thread(self._thread_id)
+        if isinstance(self.night, NightContext):
+            self.night.named_periods = None
         self._thread_id = uuid.uuid4().hex
 
     def close(self) -> None:
@@ -283,6 +286,12 @@ class NightSession:
             )}
 
     # ---- internals --------------------------------------------------------------------
+    def _remember_periods(self, answer: str, tool_calls: list[dict]) -> None:
+        """Keep the periods this answer named for the next question's follow-ups (the last ones stay otherwise)."""
+        named = named_periods(answer, tool_calls)
+        if named is not None:
+            self.night.named_periods = named
+
     def _no_llm_reason(self) -> str:
         """Why there is no language model: none chosen, or the chosen one cannot run (and what to do)."""
         backend = self.llm_info.get("backend")
@@ -328,6 +337,7 @@ class NightSession:
         else:
             answer = f"{reason}. {OUT_OF_SCOPE}"
         yield {"type": "token", "text": answer}
+        self._remember_periods(answer, calls)
         grounding = check_grounding(answer, [c["result"] for c in calls] + [question])
         yield {"type": "final", "turn": TurnResult(
             answer=answer, tool_calls=calls, grounding=grounding.to_dict(), llm={"backend": "none", "model": None},
@@ -405,13 +415,18 @@ class NightSession:
             # Off-topic, answered from the model's own knowledge: the product answers about the night only.
             answer, mode = OUT_OF_SCOPE, "agent"
         elif problem is None:
-            answer, mode = complete_citations(text, sources) + grounding_note(grounding), "agent"
+            answer, mode = complete_citations(text, sources), "agent"
         elif any(c["status"] == "success" for c in tool_calls):
             answer, mode = f"{FALLBACK_LABEL}\n{tool_writeup(tool_calls)}", "fallback"
             logger.info("answer replaced by the tool write-up: %s", problem)
+            # What is shown is the write-up (checked); which of the model's claims failed is kept.
+            rejected = grounding
             grounding = check_grounding(answer, [c["result"] for c in tool_calls] + [question])
+            grounding.failed = rejected.failed
+            grounding.rejected = problem
         else:
             return None, problem
+        self._remember_periods(answer, tool_calls)
         return TurnResult(
             answer=answer, tool_calls=tool_calls, grounding=grounding.to_dict(),
             llm={"backend": self.llm_info.get("backend"), "model": self.llm_info.get("model")},

@@ -10,7 +10,8 @@ from tools import ALL_TOOLS, parse_result, run_tool
 from tools.captions import MAX_CAPTION_EPOCHS, caption_runs, disagreements
 from tools.retrieval import merge_hits
 
-TOOL_NAMES = {"recording_overview", "night_summary", "caption_epochs", "find_epochs", "list_events", "compare_periods", "plot"}
+TOOL_NAMES = {"recording_overview", "night_summary", "caption_epochs", "find_epochs", "abnormal_periods", "list_events",
+              "compare_periods", "plot"}
 
 
 def ok(message):
@@ -57,9 +58,9 @@ def test_night_summary(known_night, audience):
     text = " ".join(result["findings"])
     assert "1.89" in text and "95.0" in text
     if audience == "patient":
-        assert "1 h 35 min" in text and "clinician" in text
+        assert "1 h 35 min" in text and "doctor" in text
     else:
-        assert "AHI 1.89 events/h (rule 1A)" in text
+        assert result["findings"][0].startswith("AHI 1.89 events/h (AASM rule 1A: hypopnea = airflow drop >= 30 %")
 
 
 def test_list_events_cites_clock_elapsed_and_epochs(known_night):

@@ -17,16 +17,17 @@ from tools.compare import compare_periods
 from tools.context import NightContext
 from tools.events import list_events
 from tools.overview import recording_overview
+from tools.periods import abnormal_periods
 from tools.plots import plot
 from tools.retrieval import find_epochs
 from tools.summary import night_summary
 
 __all__ = [
     "ALL_TOOLS", "NightContext", "run_tool", "tool_by_name", "parse_result", "recording_overview", "night_summary",
-    "caption_epochs", "find_epochs", "list_events", "compare_periods", "plot",
+    "caption_epochs", "find_epochs", "list_events", "abnormal_periods", "compare_periods", "plot",
 ]
 
-ALL_TOOLS = [recording_overview, night_summary, caption_epochs, find_epochs, list_events, compare_periods, plot]
+ALL_TOOLS = [recording_overview, night_summary, caption_epochs, find_epochs, abnormal_periods, list_events, compare_periods, plot]
 
 
 def tool_by_name(name: str, tools=None):

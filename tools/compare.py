@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from sleeplm.io.recording import EPOCH_SEC
 from sleeplm.terms import EVENT_GROUPS, NREM_STAGES, SLEEP_STAGES, format_citation, runs_of
 from tools.context import NightContext, configure, night_tool_errors, position_per_epoch, rounded
+from tools.events import counted
 
 SUPINE_CODE = 2
 _STAGE_SETS = {
@@ -104,10 +105,13 @@ def compare_periods(a: str, b: str, *, runtime: ToolRuntime[NightContext]) -> di
     for name in (a, b):
         s, spans = stats[name], runs_of(masks[name])
         where = format_citation(night.cite(*spans[0])) + (f" and {len(spans) - 1} more span(s)" if len(spans) > 1 else "")
+        patient = night.audience == "patient"
+        events = (f"{s['respiratory_events']} breathing pauses or shallow breaths ({s['respiratory_events_per_h']} per hour), "
+                  f"{counted('desaturation', s['desaturations'], True)}, {counted('arousal', s['arousals'], True)}") if patient else (
+                  f"{s['respiratory_events']} respiratory events ({s['respiratory_events_per_h']}/h), "
+                  f"{s['desaturations']} desaturations, {s['arousals']} arousals")
         findings.append(
-            f"{name}: {s['minutes']} min ({where}); sleep {s.get('sleep_min')} min; "
-            f"{s['respiratory_events']} respiratory events ({s['respiratory_events_per_h']}/h), "
-            f"{s['desaturations']} desaturations, {s['arousals']} arousals"
+            f"{name}: {s['minutes']} min ({where}); sleep {s.get('sleep_min')} min; {events}"
             + (f"; SpO2 mean {s['spo2_mean_pct']}%, min {s['spo2_min_pct']}%" if "spo2_mean_pct" in s else "")
             + "."
         )

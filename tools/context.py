@@ -53,6 +53,8 @@ class NightContext:
     captions : SleepLM captions computed for every epoch, by domain (e.g. "stage_event").
     version : incremented whenever a background job changes the analysis (stages, events).
     audience : "clinician" or "patient" (style of the current turn).
+    named_periods : the periods the previous answer named, for follow-ups ("show me that period",
+        "and in REM?"): {"tool", "args", "periods": [citation dicts with "rank"]}, or None.
     """
 
     rec: Recording
@@ -65,6 +67,7 @@ class NightContext:
     captions: dict = field(default_factory=dict)
     version: int = 0
     audience: str = "clinician"
+    named_periods: dict | None = None
 
     @property
     def hypnogram(self) -> np.ndarray | None:

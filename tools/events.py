@@ -15,9 +15,27 @@ from tools.context import NightContext, TimeText, configure, night_tool_errors, 
 
 # The measured kinds and their groups (nothing measured is an "artefact": see the quality tools).
 EventKind = Literal[("all", *EVENT_GROUPS, *EVENT_KINDS)]
+KIND_WORDS = {  # clinician word; patient singular and plural, with the clinical term explained once
+    "apnea": ("apnea", "breathing pause", "breathing pauses (apneas)"),
+    "hypopnea": ("hypopnea", "shallow breath", "shallow breaths (hypopneas)"),
+    "desaturation": ("desaturation", "oxygen drop", "oxygen drops (desaturations)"),
+    "arousal": ("arousal", "brief awakening", "brief awakenings (arousals)"),
+    "tachycardia": ("tachycardia", "fast heart rate spell", "fast heart rate spells (tachycardia)"),
+    "bradycardia": ("bradycardia", "slow heart rate spell", "slow heart rate spells (bradycardia)"),
+}
+PATIENT_GROUPS = {"respiratory": "breathing pauses and shallow breaths", "heart_rate": "fast or slow heart rate spells",
+                  "all": "of any kind", "position_change": "changes of body position", "artefact": "signal problems"}
 MAX_LISTED = 25
 # Annotation text from the file is data, never instructions: quote it and keep it short.
 MAX_LABEL_CHARS = 80
+
+
+def counted(kind: str, n: int, patient: bool) -> str:
+    """'3 apneas' or, for a patient, '3 breathing pauses (apneas)'."""
+    clinician, single, plural = KIND_WORDS.get(kind, (kind, kind, kind + "s"))
+    if patient:
+        return f"{n} {single if n == 1 else plural}"
+    return f"{n} {clinician}{'' if n == 1 else 's'}"
 
 
 class EventArgs(BaseModel):
@@ -83,14 +101,23 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
     first, last = night.span(start, end)
     selected = select_events(events, kind, first, last)
     where = format_citation(night.cite(first, last))
+    patient = night.audience == "patient"
     label = kind.replace("_", " ")
-    findings = [f"{len(selected)} {label} event(s) measured in {where}."]
+    if not patient:
+        findings = [f"{len(selected)} {label} event(s) measured in {where}."]
+    elif kind in KIND_WORDS:
+        findings = [f"We measured {counted(kind, len(selected), True)} in {where}."]
+    else:
+        findings = [f"We measured {len(selected)} events ({PATIENT_GROUPS.get(kind, label)}) in {where}."]
     if len(selected):
         counts = selected["kind"].value_counts()
-        findings.append("By type: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
+        if patient:
+            findings.append("By type: " + ", ".join(counted(k, int(n), True) for k, n in counts.items()) + ".")
+        else:
+            findings.append("By type: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
         longest = selected.assign(d=selected["end_s"] - selected["start_s"]).sort_values("d").iloc[-1]
         findings.append(
-            f"Longest: {longest['kind']} of {rounded(longest['d'])} s at "
+            f"Longest: {counted(longest['kind'], 1, patient).removeprefix('1 ')} of {rounded(longest['d'])} s at "
             f"{format_citation(night.rec.cite(longest['start_s'], longest['end_s']))}."
         )
         nadirs = [(ev.get("nadir_pct"), row.start_s, row.end_s) for row in selected.itertuples()
@@ -99,7 +126,8 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
             nadir, start_s, end_s = min(nadirs, key=lambda n: n[0])
             findings.append(f"Lowest SpO2 in these events: {rounded(nadir)}% at {format_citation(night.rec.cite(start_s, end_s))}.")
         for row in selected.head(5).itertuples():
-            findings.append(f"{row.kind} at {format_citation(night.rec.cite(row.start_s, row.end_s))}.")
+            findings.append(f"{counted(row.kind, 1, patient).removeprefix('1 ') if patient else row.kind} at "
+                            f"{format_citation(night.rec.cite(row.start_s, row.end_s))}.")
     if kind == "desaturation" and "SpO2" not in night.rec.signals:
         findings.append("There is no SpO2 channel, so oxygen desaturations cannot be measured.")
     annotated = _reference_events(night, kind, first, last)

@@ -29,22 +29,21 @@ def _hours_minutes(minutes: float | None) -> str | None:
     return format_elapsed(minutes * 60).rsplit("m", 1)[0].replace("h", " h ") + " min"
 
 
+# The hypopnea rule behind the AHI, as the clinician style names it (`sleeplm.measure.events.HYPOPNEA_RULES`).
+RULE_TEXT = {
+    "1A": "AASM rule 1A: hypopnea = airflow drop >= 30 % for >= 10 s with a >= 3 % desaturation or an arousal",
+    "1B": "AASM rule 1B: hypopnea = airflow drop >= 30 % for >= 10 s with a >= 4 % desaturation",
+}
+
+
 def _clinician_findings(s: dict) -> list[str]:
+    """AASM figures first (AHI with its scoring rule, oxygen), then sleep architecture."""
     lines = []
-    if s.get("tst_min") is not None:
-        lines.append(
-            f"TIB {s.get('tib_min')} min, TST {s['tst_min']} min, sleep efficiency {s.get('se_pct')}%, "
-            f"sleep onset latency {s.get('sol_min')} min, REM latency {s.get('rem_latency_min')} min, WASO {s.get('waso_min')} min."
-        )
-        lines.append(
-            "Stages: " + ", ".join(f"{st} {s.get(f'{st}_min')} min ({s.get(f'{st}_pct')}%)" for st in SLEEP_STAGES)
-            + f"; wake {s.get('W_min')} min; {s.get('n_awakenings')} awakenings."
-        )
     if s.get("ahi") is not None:
         lines.append(
-            f"AHI {s['ahi']} events/h (rule {s.get('ahi_rule')}): {s.get('n_apneas')} apneas, {s.get('n_hypopneas')} hypopneas; "
-            f"band: {s.get('severity')}. Supine AHI {s.get('ahi_supine')}, non-supine {s.get('ahi_nonsupine')}, "
-            f"REM {s.get('ahi_rem')}, NREM {s.get('ahi_nrem')}."
+            f"AHI {s['ahi']} events/h ({RULE_TEXT.get(s.get('ahi_rule'), 'rule ' + str(s.get('ahi_rule')))}): "
+            f"{s.get('n_apneas')} apneas, {s.get('n_hypopneas')} hypopneas; band: {s.get('severity')}. "
+            f"Supine AHI {s.get('ahi_supine')}, non-supine {s.get('ahi_nonsupine')}, REM {s.get('ahi_rem')}, NREM {s.get('ahi_nrem')}."
         )
     elif s.get("rei") is not None:
         lines.append(f"REI {s['rei']} events/h of monitoring time (no sleep staging, so no AHI); band: {s.get('severity')}.")
@@ -53,31 +52,54 @@ def _clinician_findings(s: dict) -> list[str]:
             f"SpO2 mean {s.get('spo2_mean')}%, minimum {s['spo2_min']}%, T90 {s.get('t90_min')} min, "
             f"ODI3 {s.get('odi3')}/h, ODI4 {s.get('odi4')}/h."
         )
+    if s.get("tst_min") is not None:
+        lines.append(
+            f"TIB {s.get('tib_min')} min, TST {s['tst_min']} min, sleep efficiency {s.get('se_pct')}%, "
+            f"sleep onset latency {s.get('sol_min')} min, REM latency {s.get('rem_latency_min')} min, WASO {s.get('waso_min')} min."
+        )
+        lines.append(
+            "Stages: " + ", ".join(f"{st} {s.get(f'{st}_min')} min ({s.get(f'{st}_pct')}% of TST)" for st in SLEEP_STAGES)
+            + f"; wake {s.get('W_min')} min; {s.get('n_awakenings')} awakenings."
+        )
     if s.get("hr_mean") is not None:
         lines.append(f"Mean heart rate {s['hr_mean']} bpm.")
     return lines
 
 
+# Below this AHI (events/h) or this SpO2 (%), breathing or oxygen is a finding worth leading with.
+AHI_FINDING, SPO2_FINDING = 5.0, 90.0
+
+
 def _patient_findings(s: dict) -> list[str]:
-    lines = []
+    """Plain words, short sentences: the findings that matter first, terms explained, what to ask a doctor."""
+    lead, rest, discuss = [], [], []
+    ahi, low = s.get("ahi"), s.get("spo2_min")
+    if ahi is not None:
+        line = (f"Breathing pauses and shallow breathing: {ahi} per hour of sleep (the '{s.get('severity')}' band). "
+                "Doctors call this number the AHI.")
+        (lead if ahi >= AHI_FINDING else rest).append(line)
+        if ahi >= AHI_FINDING:
+            discuss.append("the breathing pauses")
+    if low is not None:
+        line = (f"Your oxygen level averaged {s['spo2_mean']}%. " if s.get("spo2_mean") is not None else "") + f"Its lowest value was {low}%."
+        if low < SPO2_FINDING:
+            lead.append(line + f" Below {SPO2_FINDING:g}% is low.")
+            discuss.append("the low oxygen")
+        else:
+            rest.append(line)
     if s.get("tst_min") is not None:
-        lines.append(
-            f"You slept {_hours_minutes(s['tst_min'])} ({s['tst_min']} min) out of {_hours_minutes(s.get('tib_min'))} in bed "
-            f"({s.get('se_pct')}% sleep efficiency); falling asleep took {s.get('sol_min')} min."
+        rest.append(
+            f"You slept {_hours_minutes(s['tst_min'])} ({s['tst_min']} min). You were in bed for {_hours_minutes(s.get('tib_min'))}. "
+            f"So you were asleep {s.get('se_pct')}% of the time in bed (sleep efficiency). "
+            f"It took you {s.get('sol_min')} min to fall asleep."
         )
-        lines.append(
-            f"Deep sleep (N3): {s.get('N3_min')} min; dream sleep (REM): {s.get('R_min')} min; "
-            f"light sleep (N1+N2): {rounded((s.get('N1_min') or 0) + (s.get('N2_min') or 0))} min; "
-            f"you woke up {s.get('n_awakenings')} times."
+        rest.append(
+            f"Deep sleep (N3): {s.get('N3_min')} min. Dream sleep (REM): {s.get('R_min')} min. "
+            f"Light sleep (N1+N2): {rounded((s.get('N1_min') or 0) + (s.get('N2_min') or 0))} min. "
+            f"You woke up {s.get('n_awakenings')} times."
         )
-    if s.get("ahi") is not None:
-        lines.append(
-            f"Breathing pauses and shallow breathing: {s['ahi']} per hour of sleep (the '{s.get('severity')}' band)."
-        )
-    if s.get("spo2_min") is not None:
-        lines.append(f"Your oxygen level averaged {s.get('spo2_mean')}% and its lowest value was {s['spo2_min']}%.")
-    lines.append("These are screening measurements, not a diagnosis: please discuss them with a clinician.")
-    return lines
+    ask = f"Please talk with your doctor about these results{', mainly ' + ' and '.join(discuss) if discuss else ''}."
+    return lead + rest + [ask, "This is a screening test, not a diagnosis."]
 
 
 @tool("night_summary", args_schema=SummaryArgs)

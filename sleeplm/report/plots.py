@@ -34,7 +34,7 @@ from sleeplm.terms import ANNOTATED_EVENT_KINDS
 
 __all__ = [
     "MAX_VIEW_EPOCHS", "STAGE_ORDER", "PlotRangeError", "plot_night", "plot_hypnogram", "plot_epochs",
-    "seconds_at_fraction", "viewer_channels", "reference_events",
+    "seconds_at_fraction", "viewer_channels", "reference_events", "plot_periods",
 ]
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,32 @@ def plot_night(
     _time_axis(ax_spo2, rec, first, last)
     ax_spo2.set_label(TIME_AXIS_LABEL)
     fig.tight_layout(h_pad=0.3)
+    return fig
+
+
+def plot_periods(
+    rec: Recording, periods: pd.DataFrame, hypnogram: np.ndarray | None = None, events: pd.DataFrame | None = None,
+    stage_source: str | None = None, first: int = 0, last: int | None = None, width_in: float = 11.0,
+) -> Figure:
+    """Timeline of ranked periods: the `plot_night` overview with each period shaded and numbered by rank.
+
+    Parameters
+    ----------
+    periods : `sleeplm.measure.periods.event_periods` table (``rank``, ``start_s``, ``end_s``).
+    Other parameters are those of `plot_night`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure (stages, events and SpO2 panels; rank 1 shaded darkest).
+    """
+    fig = plot_night(rec, hypnogram, events, stage_source, width_in=width_in, first=first, last=last)
+    axes = fig.axes
+    for row in periods.itertuples(index=False):
+        shade = max(0.12, 0.45 - 0.06 * (int(row.rank) - 1))
+        for ax in axes:
+            ax.axvspan(row.start_s / 3600, max(row.end_s, row.start_s + 60) / 3600, color="gold", alpha=shade, linewidth=0)
+        axes[0].text((row.start_s + row.end_s) / 2 / 3600, 1.02, f"#{int(row.rank)}", transform=axes[0].get_xaxis_transform(),
+                     ha="center", va="bottom", fontsize=8, fontweight="bold")
     return fig
 
 
