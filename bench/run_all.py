@@ -24,6 +24,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "accuracy": ([], ["--hours", "1", "--seeds", "0", "--montages", "aasm", "--no-yasa"]),
     "model": ([], ["--quick"]),
     "cohort": ([], ["--quick"]),
+    "periods": ([], ["--hours", "2", "--seeds", "0", "--severities", "moderate"]),
+    "grounding": ([], ["--hours", "1", "--seeds", "0", "--severities", "severe"]),
 }
 
 
