@@ -76,8 +76,12 @@ TACHY_BPM, BRADY_BPM, HR_SUSTAINED_S = 90.0, 40.0, 30
 def severity_band(index_per_h: float | None) -> str | None:
     """AASM adult severity of an AHI/REI: normal < 5 <= mild < 15 <= moderate < 30 <= severe.
 
+    Examples
+    --------
     >>> severity_band(17.3), severity_band(None)
     ('moderate', None)
+    >>> [severity_band(x) for x in (4.9, 5.0, 14.9, 15.0, 30.0)]    # lower edges are inclusive
+    ['normal', 'mild', 'mild', 'moderate', 'severe']
     """
     if index_per_h is None:
         return None
@@ -88,8 +92,10 @@ def severity_band(index_per_h: float | None) -> str | None:
 def format_elapsed(seconds: float) -> str:
     """Elapsed time since recording start, e.g. ``"3h10m00s"``.
 
-    >>> format_elapsed(11400)
-    '3h10m00s'
+    Examples
+    --------
+    >>> format_elapsed(11400), format_elapsed(95.4)
+    ('3h10m00s', '0h01m35s')
     """
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
@@ -100,8 +106,10 @@ def format_elapsed(seconds: float) -> str:
 def format_clock(seconds_since_midnight: float) -> str:
     """Clock time of day ``"HH:MM:SS"`` (wraps past midnight).
 
-    >>> format_clock(86400 + 3661)
-    '01:01:01'
+    Examples
+    --------
+    >>> format_clock(23 * 3600 + 30 * 60), format_clock(86400 + 3661)   # past midnight wraps
+    ('23:30:00', '01:01:01')
     """
     total = int(round(seconds_since_midnight)) % 86400
     h, rem = divmod(total, 3600)
@@ -116,8 +124,13 @@ def format_citation(citation: dict) -> str:
     when the recording's start clock is known, ``clock_start`` and ``clock_end`` (as written by
     `Recording.cite`). Without a clock the clock part is left out; `parse_citations` reads both.
 
+    Examples
+    --------
     >>> format_citation({"elapsed_start": "0h00m00s", "elapsed_end": "0h00m30s", "epoch_start": 0, "epoch_end": 0})
     '(elapsed 0h00m00s-0h00m30s, epoch 0)'
+    >>> rec = tiny_recording()                       # starts at 23:00:00 (conftest.py)
+    >>> format_citation(rec.cite(240.0, 300.0))
+    '23:04:00-23:05:00 (elapsed 0h04m00s-0h05m00s, epochs 8-9)'
     """
     first, last = citation["epoch_start"], citation["epoch_end"]
     epochs = f"epoch {first}" if first == last else f"epochs {first}-{last}"
@@ -143,8 +156,13 @@ def parse_citations(text: str) -> list[dict]:
     ``elapsed_start``, ``elapsed_end``, ``epoch_start``, ``epoch_end`` (int, inclusive) and
     ``text`` (the citation as written, clock included).
 
+    Examples
+    --------
     >>> parse_citations("REM at (elapsed 1h00m00s-1h01m00s, epochs 120-121).")[0]["epoch_start"]
     120
+    >>> found = parse_citations("Apnea 23:04:23-23:04:37 (elapsed 0h04m23s-0h04m37s, epoch 8), then none.")
+    >>> [(c["clock_start"], c["epoch_start"], c["epoch_end"]) for c in found]
+    [('23:04:23', 8, 8)]
     """
     found = []
     for match in CITATION_PATTERN.finditer(text):
@@ -162,8 +180,12 @@ def parse_citations(text: str) -> list[dict]:
 def runs(mask: np.ndarray) -> np.ndarray:
     """Start (inclusive) and end (exclusive) indices of the True runs of a 1-D mask, shape ``[k, 2]``.
 
+    Examples
+    --------
     >>> runs(np.array([0, 1, 1, 0, 1], dtype=bool)).tolist()
     [[1, 3], [4, 5]]
+    >>> runs(np.zeros(4, dtype=bool)).shape
+    (0, 2)
     """
     padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
     edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
@@ -173,6 +195,8 @@ def runs(mask: np.ndarray) -> np.ndarray:
 def runs_of(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
     """Inclusive (first, last) runs of True in a 1-D mask, joining runs whose gap is <= `max_gap`.
 
+    Examples
+    --------
     >>> runs_of(np.array([1, 1, 0, 1, 0, 0, 1], dtype=bool), max_gap=1)
     [(0, 3), (6, 6)]
     """
@@ -188,6 +212,8 @@ def runs_of(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
 def value_runs(values) -> list[tuple[int, int, object]]:
     """Runs of equal consecutive values: (start inclusive, end exclusive, value).
 
+    Examples
+    --------
     >>> value_runs(["a", "a", "b", "a"])
     [(0, 2, 'a'), (2, 3, 'b'), (3, 4, 'a')]
     """

@@ -13,9 +13,12 @@ the columns
 
 Examples
 --------
+>>> import shutil
 >>> from sleeplm.cohort.inputs import discover_nights
->>> tasks = discover_nights("study/")  # doctest: +SKIP
->>> tasks[0].path, tasks[0].night_label  # doctest: +SKIP
+>>> (tmp_dir / "study" / "s01").mkdir(parents=True)
+>>> _ = shutil.copy(tiny_night_path(), tmp_dir / "study" / "s01" / "n1.edf")
+>>> tasks = discover_nights(tmp_dir / "study")
+>>> Path(tasks[0].path).relative_to(tmp_dir).as_posix(), tasks[0].night_label
 ('study/s01/n1.edf', None)
 """
 
@@ -143,6 +146,22 @@ def discover_nights(source) -> list[NightTask]:
     ------
     CohortInputError : the input does not exist, is neither a folder nor a CSV, holds no
         recording, or the manifest is malformed.
+
+    Examples
+    --------
+    >>> import shutil
+    >>> (tmp_dir / "study" / "s01").mkdir(parents=True)
+    >>> _ = shutil.copy(tiny_night_path(), tmp_dir / "study" / "s01" / "night1.edf")
+    >>> [Path(task.path).name for task in discover_nights(tmp_dir / "study")]     # folders are searched recursively
+    ['night1.edf']
+    >>> _ = (tmp_dir / "manifest.csv").write_text(f"path,subject_id,night_label\\n{tmp_dir / 'study' / 's01' / 'night1.edf'},s01,baseline\\n")
+    >>> task = discover_nights(tmp_dir / "manifest.csv")[0]
+    >>> task.subject_id, task.night_label
+    ('s01', 'baseline')
+    >>> discover_nights(tmp_dir / "nowhere")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.CohortInputError: ...
     """
     source = Path(source)
     if source.is_dir():

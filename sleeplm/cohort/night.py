@@ -55,7 +55,14 @@ _CHUNK = 1 << 20
 
 
 def file_digest(path) -> str:
-    """sha256 (hex) of the file's bytes."""
+    """sha256 (hex) of the file's bytes.
+
+    Examples
+    --------
+    >>> _ = (tmp_dir / "a.bin").write_bytes(b"abc")
+    >>> file_digest(tmp_dir / "a.bin") == hashlib.sha256(b"abc").hexdigest()
+    True
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
@@ -64,7 +71,15 @@ def file_digest(path) -> str:
 
 
 def salted_hash(salt: str, *parts: str) -> str:
-    """First 16 hex digits of sha256(salt, parts): ids that cannot be traced back without the salt."""
+    """First 16 hex digits of sha256(salt, parts): ids that cannot be traced back without the salt.
+
+    Examples
+    --------
+    >>> salted_hash("salt-1", "subject 7"), len(salted_hash("salt-2", "subject 7"))
+    ('fa232e620cdb9760', 16)
+    >>> salted_hash("salt-1", "subject 7") == salted_hash("salt-2", "subject 7")   # another cohort, another id
+    False
+    """
     return hashlib.sha256("\x1f".join((salt, *parts)).encode()).hexdigest()[:16]
 
 
@@ -95,7 +110,14 @@ def _plain(value):
 
 def night_row(rec: Recording, analysis: NightAnalysis, night_id: str, subject_id: str | None,
               night_label: str | None) -> dict:
-    """The night's row of ``nights.parquet``: identity, channels, staging source, rule, summary figures."""
+    """The night's row of ``nights.parquet``: identity, channels, staging source, rule, summary figures.
+
+    Examples
+    --------
+    >>> row = night_row(tiny_recording(), tiny_analysis(), "n1", None, "baseline")
+    >>> row["night_id"], row["night_label"], row["n_epochs"], row["staging_source"], row["tib_min"]
+    ('n1', 'baseline', 30, 'reference scoring', 15.0)
+    """
     present = [name for name, ok in zip(CANONICAL_CHANNELS, rec.channel_present) if ok]
     present += [info.canonical for info in rec.extra_channels if getattr(info, "present", True)]
     summary = analysis.summary
@@ -150,6 +172,18 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
     -------
     dict with `RESULT_COLUMNS`: status "done", "skipped" (already in ``parts/``), "measured"
     (waiting for SleepLM, folder in ``tmp``) or "failed" (``error_class``, ``message``).
+
+    Examples
+    --------
+    >>> row = {"path": str(tiny_night_path()), "subject_id": "s01", "night_label": None, "channel_map": None}
+    >>> result = measure_night(row, str(tmp_dir), salt="salt-1")
+    >>> result["status"], len(result["night_id"]), result["subject_id"] != "s01"   # the subject id is hashed
+    ('done', 16, True)
+    >>> measure_night(row, str(tmp_dir), salt="salt-1")["status"]              # resumable: already written
+    'skipped'
+    >>> bad = measure_night({**row, "path": str(tmp_dir / "missing.edf")}, str(tmp_dir), salt="salt-1")
+    >>> bad["status"], bad["error_class"], bad["message"]                      # never raises
+    ('failed', 'FileNotFoundError', 'the file cannot be read (No such file or directory).')
     """
     started = time.perf_counter()
     task = NightTask.from_row(row)

@@ -64,7 +64,18 @@ def distribution_figure(nights: pd.DataFrame):
 
 
 def write_report(nights: pd.DataFrame, path) -> Path:
-    """Write the cohort report for the ``nights.parquet`` table to `path` (HTML)."""
+    """Write the cohort report for the ``nights.parquet`` table to `path` (HTML).
+
+    Examples
+    --------
+    >>> from sleeplm.cohort.night import measure_night
+    >>> from sleeplm.cohort.tables import cohort_salt, load_cohort, write_tables
+    >>> row = {"path": str(tiny_night_path()), "subject_id": None, "night_label": None, "channel_map": None}
+    >>> _ = write_tables(tmp_dir, [measure_night(row, str(tmp_dir), cohort_salt(tmp_dir))])
+    >>> html = write_report(load_cohort(tmp_dir).nights, tmp_dir / "cohort_report.html").read_text()
+    >>> html.lstrip().lower().startswith("<!doctype html"), "tiny_night" in html     # no file names in the report
+    (True, False)
+    """
     done = nights[nights["status"] == "done"]
     n_failed = int((nights["status"] == "failed").sum())
     rows = []

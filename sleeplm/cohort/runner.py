@@ -139,6 +139,17 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
     ------
     CohortInputError : the input is not a folder of recordings or a valid manifest.
     CohortRunError : bad options or an unreachable Ray cluster.
+
+    Examples
+    --------
+    >>> run(tmp_dir / "no-such-study", tmp_dir / "out")        # inputs are checked before Ray starts
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.CohortInputError: ...
+    >>> run(tmp_dir, tmp_dir / "out", hypopnea_rule="2C")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.CohortRunError: hypopnea_rule must be one of ('1A', '1B'), not '2C'.
     """
     if hypopnea_rule not in HYPOPNEA_RULES:
         raise CohortRunError(f"hypopnea_rule must be one of {HYPOPNEA_RULES}, not {hypopnea_rule!r}.")

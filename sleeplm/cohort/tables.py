@@ -22,8 +22,13 @@ tables as an uninterrupted one.
 Examples
 --------
 >>> from sleeplm.cohort import load_cohort
->>> cohort = load_cohort("cohort_out/")  # doctest: +SKIP
->>> cohort.nights.query("ahi > 30")[["night_id", "ahi"]]  # doctest: +SKIP
+>>> from sleeplm.cohort.night import measure_night
+>>> row = {"path": str(tiny_night_path()), "subject_id": None, "night_label": None, "channel_map": None}
+>>> _ = write_tables(tmp_dir, [measure_night(row, str(tmp_dir), cohort_salt(tmp_dir))])
+>>> cohort = load_cohort(tmp_dir)                   # a cohort of one 15-min "severe" night
+>>> cohort.nights.query("ahi > 30")[["status", "ahi"]]
+  status    ahi
+0   done  ...
 """
 
 from __future__ import annotations
@@ -63,7 +68,14 @@ CAPTION_COLUMNS = ["night_id", "epoch", "domain", "caption"]
 
 
 def cohort_salt(out_dir) -> str:
-    """The cohort's salt: read from ``DIR/salt``, created (random, 128 bits) on the first run."""
+    """The cohort's salt: read from ``DIR/salt``, created (random, 128 bits) on the first run.
+
+    Examples
+    --------
+    >>> salt = cohort_salt(tmp_dir)
+    >>> len(salt), cohort_salt(tmp_dir) == salt, (tmp_dir / "salt").exists()      # made once, then read
+    (32, True, True)
+    """
     path = Path(out_dir) / SALT
     if path.is_file():
         return path.read_text().strip()
@@ -113,6 +125,17 @@ def write_tables(out_dir, results: list[dict]) -> dict[str, Path]:
     Returns
     -------
     {file name: path} of the tables written.
+
+    Examples
+    --------
+    >>> from sleeplm.cohort.night import measure_night
+    >>> row = {"path": str(tiny_night_path()), "subject_id": None, "night_label": None, "channel_map": None}
+    >>> done = measure_night(row, str(tmp_dir), cohort_salt(tmp_dir))
+    >>> failed = measure_night({**row, "path": str(tmp_dir / "missing.edf")}, str(tmp_dir), cohort_salt(tmp_dir))
+    >>> sorted(write_tables(tmp_dir, [done, failed]))
+    ['events.parquet', 'failed.csv', 'hypnograms.parquet', 'nights.parquet']
+    >>> pd.read_parquet(tmp_dir / "nights.parquet")["status"].tolist(), len(pd.read_csv(tmp_dir / "failed.csv"))
+    (['done', 'failed'], 1)
     """
     out = Path(out_dir)
     done = sorted({r["night_id"] for r in results if r["status"] in ("done", "skipped")})
@@ -196,6 +219,19 @@ def load_cohort(out_dir) -> CohortTables:
     ------
     CohortInputError : the folder holds no ``nights.parquet`` (not a cohort folder, or its run
         has not finished once).
+
+    Examples
+    --------
+    >>> from sleeplm.cohort.night import measure_night
+    >>> row = {"path": str(tiny_night_path()), "subject_id": None, "night_label": None, "channel_map": None}
+    >>> _ = write_tables(tmp_dir, [measure_night(row, str(tmp_dir), cohort_salt(tmp_dir))])
+    >>> cohort = load_cohort(tmp_dir)
+    >>> len(cohort.nights), len(cohort.hypnograms), cohort.captions is None        # run without SleepLM weights
+    (1, 30, True)
+    >>> load_cohort(tmp_dir / "elsewhere")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.CohortInputError: ...
     """
     out = Path(out_dir)
     if not (out / NIGHTS).is_file():

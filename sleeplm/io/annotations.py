@@ -62,6 +62,8 @@ _EVENT_COLUMNS = ["onset_s", "duration_s", "kind", "subtype", "label"]
 def parse_stage_label(label: str) -> str | None:
     """Stage label (``"W","N1","N2","N3","R","?"``) of a stage annotation, or None if it is not one.
 
+    Examples
+    --------
     >>> parse_stage_label("Sleep stage 4"), parse_stage_label("Stage 2 sleep|2"), parse_stage_label("REM")
     ('N3', 'N2', 'R')
     """
@@ -79,6 +81,8 @@ def parse_stage_label(label: str) -> str | None:
 def parse_event_label(label: str) -> tuple[str, str]:
     """``(kind, subtype)`` of an event annotation; unknown labels give ``("other", "")``.
 
+    Examples
+    --------
     >>> parse_event_label("Obstructive Apnea"), parse_event_label("SpO2 desaturation")
     (('apnea', 'obstructive'), ('desaturation', ''))
     """
@@ -106,6 +110,17 @@ def reference_from_annotations(onsets_s, durations_s, labels, n_epochs: int) -> 
     annotation exists. Scorings in any epoch length (20-s R&K, 30-s AASM, 5-s...) map onto the
     30-s grid by majority of scored time (`stages_on_grid`): an epoch is ``"?"`` only where less
     than half of it was scored (or where most of it was scored as movement/unknown).
+
+    Examples
+    --------
+    >>> ref = reference_from_annotations([0, 30, 60, 75], [30, 30, 30, 12],
+    ...                                  ["Sleep stage W", "Sleep stage 1", "Sleep stage 2", "Obstructive Apnea"], 4)
+    >>> ref.stages.tolist()              # the fourth epoch has no stage annotation
+    ['W', 'N1', 'N2', '?']
+    >>> ref.events[["onset_s", "duration_s", "kind", "subtype"]].to_dict("records")
+    [{'onset_s': 75.0, 'duration_s': 12.0, 'kind': 'apnea', 'subtype': 'obstructive'}]
+    >>> reference_from_annotations([], [], [], 4) is None
+    True
     """
     onsets = np.asarray(onsets_s, dtype=float)
     durations = np.nan_to_num(np.asarray(durations_s, dtype=float))
@@ -135,6 +150,8 @@ def stages_on_grid(stage_rows, n_epochs: int) -> np.ndarray:
     scored first within the epoch. An epoch less than half covered by stage annotations is
     ``"?"``. A duration of 0 means one scoring epoch (the most common step between onsets).
 
+    Examples
+    --------
     >>> rows = [(0, 20, "W"), (20, 20, "N1"), (40, 20, "N2")]  # 20-s R&K epochs, then none
     >>> stages_on_grid(rows, 3).tolist()
     ['W', 'N2', '?']

@@ -179,7 +179,13 @@ _VOLT_UNITS = {"uv", "mv", "v", "nv"}
 
 
 def normalize_label(label: str) -> str:
-    """Lower-case a channel label and drop spaces/punctuation: ``"EEG C3-M2"`` -> ``"eegc3m2"``."""
+    """Lower-case a channel label and drop spaces/punctuation: ``"EEG C3-M2"`` -> ``"eegc3m2"``.
+
+    Examples
+    --------
+    >>> normalize_label("EEG C3-M2"), normalize_label("SpO2 (%)"), normalize_label("EMG µV")
+    ('eegc3m2', 'spo2', 'emguv')
+    """
     return re.sub(r"[^0-9a-z]", "", label.lower().replace("µ", "u").replace("μ", "u"))
 
 
@@ -563,7 +569,15 @@ class ChannelSource:
 
 
 def recognize_montage(labels) -> str | None:
-    """Name of the cohort montage whose signature labels are all present, else None."""
+    """Name of the cohort montage whose signature labels are all present, else None.
+
+    Examples
+    --------
+    >>> recognize_montage(["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal"])
+    'sleep-edf'
+    >>> recognize_montage(["C3-M2", "C4-M1"]) is None      # AASM labels: no cohort signature
+    True
+    """
     present = {normalize_label(lab) for lab in labels}
     for name, signature in _MONTAGE_SIGNATURES.items():
         if all(any(normalize_label(label) in present for label in group) for group in signature):
@@ -621,6 +635,14 @@ def map_channels(labels, channel_map: dict[str, str] | None = None, units=None,
     'EMG1'
     >>> sources["EEG_C4_A1"].kind, sources["EEG_C4_A1"].labels
     ('substitute', ('C3-A1',))
+    >>> sources, montage = map_channels(["C3-M2", "C4-M1", "E1-M2", "Chin1-Chin2", "ECG II", "SpO2"])
+    >>> sources["EEG_C3_A2"].labels, sources["EOG_Left"].labels, sources["SpO2"].labels, montage
+    (('C3-M2',), ('E1-M2',), ('SpO2',), None)
+    >>> "AF" in sources                                   # no airflow channel in this file
+    False
+    >>> sources, _ = map_channels(["C3", "M2", "E1"], channel_map={"EEG_C3_A2": "C3-M2"})
+    >>> sources["EEG_C3_A2"].kind, sources["EEG_C3_A2"].labels
+    ('derived', ('C3', 'M2'))
     """
     labels = list(labels)
     units = list(units) if units is not None else [""] * len(labels)
@@ -829,6 +851,15 @@ def decode_position(values: np.ndarray, position_map: str | dict) -> tuple[np.nd
     -------
     codes : float32 array of SleepLM codes, -1 where the file code is unknown.
     unknown_fraction : share of samples that decoded to -1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> codes, unknown = decode_position(np.array([0, 1, 2, 9]), "mesa")   # MESA: 1 supine, 2 left
+    >>> codes.tolist(), unknown
+    ([0.0, 2.0, 1.0, -1.0], 0.25)
+    >>> decode_position(np.array([-90.0, 0.0, 90.0]), "nox")[0].tolist()   # roll angles: right, supine, left
+    [0.0, 2.0, 1.0]
     """
     if isinstance(position_map, str):
         if position_map not in POSITION_MAPS:
@@ -867,7 +898,14 @@ def decode_position(values: np.ndarray, position_map: str | dict) -> tuple[np.nd
 
 def guess_position_map(values: np.ndarray) -> str:
     """Map for a position channel of an unrecognised vendor: ``"nox"`` when the values are roll
-    angles in degrees (mostly not integer codes -1..4, all within ±360), else ``"sleeplm"`` codes."""
+    angles in degrees (mostly not integer codes -1..4, all within ±360), else ``"sleeplm"`` codes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> guess_position_map(np.array([2, 2, 1, 0, 2])), guess_position_map(np.array([-87.5, 3.2, 91.0]))
+    ('sleeplm', 'nox')
+    """
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:

@@ -78,8 +78,12 @@ _EEG_CHANNELS = ("EEG_C3_A2", "EEG_C4_A1")
 def stager_rate_note(sfreq: float) -> str | None:
     """Why and how an EEG sampled at 80 Hz or less is resampled for the stager, and what is lost (None above).
 
+    Examples
+    --------
     >>> stager_rate_note(128.0) is None
     True
+    >>> print(stager_rate_note(64.0))
+    EEG sampled at 64 Hz, below the more than 80 Hz YASA's stager needs: resampled to 100 Hz for staging. Nothing above 32 Hz was recorded, ...
     """
     if sfreq > STAGER_MIN_SFREQ:
         return None
@@ -95,7 +99,13 @@ def antialias_fir(up: int, down: int) -> np.ndarray:
 
     The filter runs at ``up`` times the input rate; its band edges are `PASSBAND` and
     ``2 - PASSBAND`` times the Nyquist of the lower of the two rates, with `STOPBAND_DB` of
-    attenuation. For 256 -> 64 Hz: flat to 25.6 Hz, >= 50 dB down from 38.4 Hz, 59 taps.
+    attenuation. For 256 -> 64 Hz: flat to 25.6 Hz, >= 50 dB down from 38.4 Hz, 61 taps.
+
+    Examples
+    --------
+    >>> taps = antialias_fir(1, 4)                  # 256 -> 64 Hz
+    >>> len(taps), taps.dtype, round(float(taps.sum()), 3)   # unit gain at 0 Hz
+    (61, dtype('float32'), 1.0)
     """
     nyquist = 1.0 / max(up, down)  # the lower rate's Nyquist, relative to the filter rate's
     numtaps, beta = kaiserord(STOPBAND_DB, width=2 * (1 - PASSBAND) * nyquist)
@@ -115,6 +125,18 @@ def resample(data: np.ndarray, sfreq_in: float, sfreq_out: float) -> np.ndarray:
     Returns
     -------
     float32 array of ``round(len(data) * sfreq_out / sfreq_in)`` samples, computed in float32.
+
+    Examples
+    --------
+    >>> t = np.arange(10 * 256) / 256
+    >>> out = resample(np.sin(2 * np.pi * 5 * t), 256, 64)        # 5 Hz passes
+    >>> len(out), out.dtype, round(float(np.abs(out[64:-64]).max()), 2)
+    (640, dtype('float32'), 1.0)
+    >>> high = resample(np.sin(2 * np.pi * 45 * t), 256, 64)      # 45 Hz is above 32 Hz: removed
+    >>> bool(np.abs(high[64:-64]).max() < 0.01)
+    True
+    >>> len(resample(np.ones(300), 100, 64))                      # non-integer ratio 16/25
+    192
     """
     data = np.asarray(data, dtype=np.float32)
     n_out = int(round(len(data) * sfreq_out / sfreq_in))
@@ -143,6 +165,15 @@ def decimate(data: np.ndarray, factor: int) -> np.ndarray:
     loop, which dominated loading a night. For ``factor == 2`` the filter is half-band (every
     other tap is zero), so only the centre tap touches the even samples and the odd samples
     go through a filter of half the length.
+
+    Examples
+    --------
+    >>> from scipy.signal import resample_poly
+    >>> x = np.random.default_rng(0).normal(size=2048).astype(np.float32)
+    >>> y = decimate(x, 4)
+    >>> reference = resample_poly(x, 1, 4, window=antialias_fir(1, 4))
+    >>> y.shape, bool(np.allclose(y, reference, atol=1e-5))
+    ((512,), True)
     """
     data = np.asarray(data, dtype=np.float32)
     taps = antialias_fir(1, factor)
@@ -187,7 +218,15 @@ def _strided_fir(data: np.ndarray, kernel: np.ndarray, step: int, left_zeros: in
 
 
 def hold_resample(codes: np.ndarray, sfreq_in: float, sfreq_out: float) -> np.ndarray:
-    """Resample a coded signal (body position) by sample-and-hold: codes are never interpolated."""
+    """Resample a coded signal (body position) by sample-and-hold: codes are never interpolated.
+
+    Examples
+    --------
+    >>> hold_resample(np.array([2, 2, 1, 1]), 1, 4).tolist()       # 1 Hz -> 4 Hz: each code held
+    [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    >>> hold_resample(np.array([0, 1, 2, 3, 4, 4]), 2, 1).tolist()  # never a code in between
+    [0.0, 2.0, 4.0]
+    """
     codes = np.asarray(codes)
     n_out = int(round(len(codes) * sfreq_out / sfreq_in))
     step = sfreq_in / sfreq_out
@@ -218,6 +257,16 @@ def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | N
     Returns
     -------
     mask : True where the sample is artefact.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(0, 20, 1280)            # 10 s at 128 Hz
+    >>> x[200:400] = 0.0                                           # 1.6 s flat
+    >>> x[600] = np.nan
+    >>> x[900:910] = 500.0                                         # at the amplifier's rail
+    >>> mask = artefact_mask(x, 128, rails=(-500.0, 500.0))
+    >>> int(mask[200:400].sum()), bool(mask[600]), int(mask[900:910].sum()), int(mask.sum())
+    (200, True, 10, 211)
     """
     data = np.asarray(data)
     if rails is not None:
@@ -242,6 +291,17 @@ def robust_center_scale(data: np.ndarray, bad: np.ndarray | None = None) -> tupl
     """Median and robust standard deviation (IQR / 1.349, else MAD * 1.4826) of the good samples.
 
     Returns ``(nan, 0.0)`` when no good sample exists; scale 0 means the channel is flat.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(5.0, 2.0, 100_000)
+    >>> x[:1000] = 1e6                                              # a burst that must not matter
+    >>> bad = np.zeros(x.size, dtype=bool)
+    >>> bad[:1000] = True
+    >>> [round(float(v), 1) for v in robust_center_scale(x, bad)]
+    [5.0, 2.0]
+    >>> robust_center_scale(np.ones(10))                           # flat: scale 0
+    (1.0, 0.0)
     """
     data = np.asarray(data)
     step = max(1, len(data) // _MAX_STAT_SAMPLES)
@@ -270,6 +330,8 @@ def usable_mean_sd(data: np.ndarray, bad: np.ndarray | None = None, clip: float 
 
     Returns ``(nan, 0.0)`` when no usable sample exists; SD 0 means the channel is flat.
 
+    Examples
+    --------
     >>> x = np.r_[np.tile([-1.0, 1.0], 5000), np.full(3, 1e6)]  # a few huge pops
     >>> usable_mean_sd(x)
     (0.0, 1.0)
@@ -298,6 +360,15 @@ def zscore_night(data: np.ndarray, bad: np.ndarray | None = None, clip: float = 
     others (e.g. `robust_center_scale`) or ones already computed. Values are clipped to
     ``±clip``; non-finite samples become 0. A channel with no usable variation returns zeros
     (the SleepLM convention for a missing channel).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(50.0, 10.0, 10_000)
+    >>> z = zscore_night(x)
+    >>> round(float(np.median(z)), 1), round(float(np.percentile(z, 75) - np.percentile(z, 25)), 1)  # IQR 1.349
+    (0.0, 1.3)
+    >>> zscore_night(np.full(100, 7.0)).any()                      # flat channel: zeros, like a missing one
+    np.False_
     """
     center, scale = center_scale if center_scale is not None else usable_mean_sd(data, bad, clip)
     if not scale > 0:
@@ -315,6 +386,13 @@ def zscore_per_epoch(epochs: np.ndarray, clip: float = Z_CLIP) -> np.ndarray:
     Parameters
     ----------
     epochs : float array [n_epochs, n_samples] of one channel.
+
+    Examples
+    --------
+    >>> epochs = np.stack([np.random.default_rng(0).normal(3.0, 9.0, 1920), np.zeros(1920)])
+    >>> z = zscore_per_epoch(epochs)
+    >>> round(float(z[0].mean()), 3), round(float(z[0].std()), 3), z[1].any()   # flat epoch: zeros
+    (0.0, 1.0, np.False_)
     """
     epochs = np.nan_to_num(np.asarray(epochs, dtype=np.float32))
     mean = epochs.mean(axis=1, keepdims=True)
@@ -325,7 +403,13 @@ def zscore_per_epoch(epochs: np.ndarray, clip: float = Z_CLIP) -> np.ndarray:
 
 
 def to_epochs(data: np.ndarray, n_epochs: int) -> np.ndarray:
-    """Cut a 64-Hz signal into ``[n_epochs, 1920]`` 30-s epochs (trailing partial epoch dropped)."""
+    """Cut a 64-Hz signal into ``[n_epochs, 1920]`` 30-s epochs (trailing partial epoch dropped).
+
+    Examples
+    --------
+    >>> to_epochs(np.arange(2 * 1920 + 100, dtype=np.float32), 2).shape   # partial epoch dropped
+    (2, 1920)
+    """
     need = n_epochs * EPOCH_SAMPLES
     if len(data) < need:
         raise ValueError(f"signal holds {len(data)} samples, {need} needed for {n_epochs} epochs of {EPOCH_SEC} s")
@@ -350,6 +434,18 @@ def channel_warnings(name: str, data: np.ndarray, bad: np.ndarray, scale: float,
     data : the signal in `unit`; bad : its `artefact_mask` (computed with the same `rails`);
     scale : its robust SD.
     rails : physical limits of the recording channel, for the clipping share.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(0, 20e-6, 128 * 60)   # EEG in volts, labelled uV
+    >>> bad = artefact_mask(x, 128)
+    >>> channel_warnings("EEG_C3_A2", x, bad, scale=robust_center_scale(x, bad)[1], unit="uV")
+    ["implausible amplitude (robust SD 2.01e-05 uV, expected 0.5-500); check the channel's unit/gain in the file"]
+    >>> x = np.random.default_rng(0).normal(0, 20, 128 * 60)
+    >>> x[:1280] = 500.0                                          # 10 s on the rail
+    >>> bad = artefact_mask(x, 128, rails=(-500.0, 500.0))
+    >>> channel_warnings("EEG_C3_A2", x, bad, robust_center_scale(x, bad)[1], "uV", rails=(-500.0, 500.0))
+    ['clipped: 17% of samples at the amplifier limits']
     """
     out = []
     n = max(len(data), 1)
@@ -410,6 +506,15 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     -----
     Each needed rate is resampled from the lowest-rate version already made that is still at or
     above it (already band-limited, so cheaper and just as clean as starting from the file rate).
+
+    Examples
+    --------
+    >>> from sleeplm.io.recording import ChannelInfo
+    >>> eeg = np.random.default_rng(0).normal(0, 20, 256 * 120)    # 2 min at 256 Hz, uV
+    >>> info = ChannelInfo(canonical="EEG_C3_A2", present=True, original_sfreq=256.0, unit="uV")
+    >>> signal, row = prepare_signal("EEG_C3_A2", eeg, 256.0, (-500.0, 500.0), info, "night_robust")
+    >>> signal.sfreq, row.shape, row.dtype, info.warnings
+    (..., (4, 1920), dtype('float32'), [])
     """
     trend = name in TREND_SIGNALS
     if trend:
@@ -446,7 +551,17 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
 
 
 def prepare_position(data, sfreq, position_map, info):
-    """Decode positions; return (Signal of codes, epoch row of codes at 64 Hz by sample-and-hold)."""
+    """Decode positions; return (Signal of codes, epoch row of codes at 64 Hz by sample-and-hold).
+
+    Examples
+    --------
+    >>> from sleeplm.io.recording import ChannelInfo
+    >>> info = ChannelInfo(canonical="POS", present=True, original_sfreq=1.0)
+    >>> codes = np.repeat([1.0, 2.0], 30)                         # MESA codes: supine, then left
+    >>> signal, row = prepare_position(codes, 1.0, "mesa", info)
+    >>> signal.data[[0, 59]].tolist(), row.shape, row[:, 0].tolist()
+    ([2.0, 1.0], (2, 1920), [2.0, 1.0])
+    """
     codes, unknown = decode_position(data, position_map)
     map_name = position_map if isinstance(position_map, str) else "custom"
     info.unit = "code"

@@ -130,6 +130,19 @@ def read_edf_header(path) -> EdfHeader:
     CorruptRecordingError : header and data disagree (truncated, wrong record count, record
         duration 0, 24-bit data declared as 16-bit or the reverse).
     DiscontinuousRecordingError : EDF+D/BDF+D whose data records have gaps between them.
+
+    Examples
+    --------
+    >>> header = read_edf_header(tiny_night_path())
+    >>> header.file_type, header.plus, header.n_records, header.record_s, header.start_seconds
+    ('EDF', True, 900, 1.0, 82800.0)
+    >>> header.labels[:3], header.samples_per_record[:3].tolist(), header.annotation_signals
+    (['C3-M2', 'C4-M1', 'E1-M2'], [128, 128, 128], [14])
+    >>> _ = (tmp_dir / "notes.edf").write_text("not a recording")
+    >>> read_edf_header(tmp_dir / "notes.edf")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.NotARecordingError: ...
     """
     path = Path(path)
     size = path.stat().st_size
@@ -315,10 +328,13 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
 
     Examples
     --------
-    >>> rec = load_recording("night.edf")  # doctest: +SKIP
-    >>> rec.epochs.shape, rec.epoch_clock(120)  # doctest: +SKIP
-    ((960, 10, 1920), '00:15:30')
-    >>> print(rec.describe())  # doctest: +SKIP
+    >>> rec = load_recording(tiny_night_path())       # 15 min from 23:00:00, AASM labels
+    >>> rec.epochs.shape, rec.epochs.dtype, rec.epoch_clock(20)
+    ((30, 10, 1920), dtype('float32'), '23:10:00')
+    >>> rec.source_format, rec.position_map, str(rec.reference.stages[0]), len(rec.reference.stages)
+    ('EDF+', 'sleeplm', 'W', 30)
+    >>> rec.signals["SpO2"].sfreq, rec.signals["SpO2"].unit
+    (4.0, '%')
     """
     if normalization not in preprocess.NORMALIZATIONS:
         raise RecordingError(f"normalization must be one of {preprocess.NORMALIZATIONS}, not {normalization!r}.")
@@ -373,6 +389,16 @@ def read_annotation_file(path) -> tuple[np.ndarray, np.ndarray, list[str], float
     Raises
     ------
     AnnotationFileError : missing, unreadable, or of another format.
+
+    Examples
+    --------
+    >>> _ = (tmp_dir / "stages.csv").write_text("stage\\nW\\nN1\\nN2\\nN2\\n")
+    >>> onsets, durations, labels, start = read_annotation_file(tmp_dir / "stages.csv")
+    >>> onsets.tolist(), durations.tolist(), labels, start
+    ([0.0, 30.0, 60.0, 90.0], [30.0, 30.0, 30.0, 30.0], ['W', 'N1', 'N2', 'N2'], None)
+    >>> onsets, _, labels, start = read_annotation_file(tiny_night_path())   # an EDF+ file's own annotations
+    >>> labels[0], start
+    ('Sleep stage W', 82800.0)
     """
     path = Path(path)
     if not path.is_file():

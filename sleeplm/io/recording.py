@@ -243,6 +243,18 @@ def preflight_table(rec: Recording) -> pd.DataFrame:
     -----
     Columns: ``channel``; ``status`` in {present, derived, substitute, missing, extra};
     ``source`` (file label or derivation); ``original_sfreq_hz``; ``unit``; ``warnings`` ("; "-joined).
+
+    Examples
+    --------
+    >>> table = preflight_table(tiny_recording())
+    >>> list(table.columns)
+    ['channel', 'status', 'source', 'original_sfreq_hz', 'unit', 'warnings']
+    >>> table.set_index("channel").loc[["EEG_C3_A2", "AF", "SpO2"], ["status", "source", "original_sfreq_hz"]]
+              status       source  original_sfreq_hz
+    channel
+    EEG_C3_A2  present      C3-M2              128.0
+    AF         present      Airflow             32.0
+    SpO2         extra         SpO2              4.0
     """
     rows = []
     for info in list(rec.channels) + list(rec.extra_channels):

@@ -2,10 +2,12 @@
 
 Examples
 --------
->>> from sleeplm import load_recording
 >>> from sleeplm.measure.analysis import analyze_night
->>> analysis = analyze_night(load_recording("night.edf"), progress=lambda f, text: print(f"{f:.0%} {text}"))  # doctest: +SKIP
->>> analysis.summary["ahi"], analysis.timings_s  # doctest: +SKIP
+>>> analysis = analyze_night(tiny_recording(), automatic_staging=False,
+...                          progress=lambda f, text: print(f"{f:.0%} {text}"))
+0% ...
+>>> analysis.summary["tib_min"], analysis.staging.source
+(15.0, 'reference scoring')
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     Returns
     -------
     `NightAnalysis`.
+
+    Examples
+    --------
+    >>> steps = []
+    >>> analysis = analyze_night(tiny_recording(), automatic_staging=False, progress=lambda f, text: steps.append(f))
+    >>> steps == sorted(steps), analysis.staging.source, len(analysis.features)
+    (True, 'reference scoring', 30)
+    >>> sorted(analysis.timings_s)
+    ['artefacts', 'events', 'features', 'staging', 'summary']
+    >>> analysis.summary["ahi"] == night_summary(tiny_recording(), analysis.events, analysis.staging)["ahi"]
+    True
     """
     timings: dict[str, float] = {}
 
@@ -105,6 +118,18 @@ def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> 
 
     Used when a slower stager (SleepLM's stage captions) finishes after the night was first
     analysed with a faster one: events (e.g. hypopneas need sleep) and the summary depend on the stages.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sleeplm.measure.staging import StagingResult
+    >>> rec, analysis = tiny_recording(), tiny_analysis()
+    >>> awake = StagingResult(np.full(rec.n_epochs, "W", dtype=object), "sleeplm")   # a stager that saw no sleep
+    >>> again = restage(rec, analysis, awake)
+    >>> again.staging.source, again.summary["tst_min"], analysis.summary["tst_min"] > 0
+    ('sleeplm', 0.0, True)
+    >>> again.features is analysis.features, again.summary["ahi"] is None     # features reused; no sleep, no AHI
+    (True, True)
     """
     events = detect_events(rec, staging.hypnogram, analysis.hypopnea_rule, artefacts=analysis.artefacts)
     summary = night_summary(rec, events, staging, features=analysis.features, hypopnea_rule=analysis.hypopnea_rule,

@@ -4,8 +4,11 @@ position changes; one tidy table with time citations and the evidence numbers be
 Examples
 --------
 >>> from sleeplm.measure.events import detect_events
->>> events = detect_events(rec, hypnogram=staging.hypnogram)  # doctest: +SKIP
->>> events[events.kind == "apnea"][["subtype", "clock_start", "epoch_start", "evidence"]]  # doctest: +SKIP
+>>> rec = tiny_recording()                          # a 15-min night from 23:00:00 (conftest.py)
+>>> events = detect_events(rec, hypnogram=rec.reference.stages)
+>>> apneas = events[events.kind == "apnea"]
+>>> list(apneas.columns[:2]), bool(apneas["clock_start"].str.startswith("23:").all())
+(['kind', 'subtype'], True)
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ def detect_arousals(rec: Recording, hypnogram: np.ndarray | None, bad: np.ndarra
     """EEG arousals (seconds): abrupt alpha/beta bursts of 3-15 s in sleep (rules in the module constants).
 
     Returns a DataFrame with columns ``start_s, end_s, power_ratio``; empty without EEG.
+
+    Examples
+    --------
+    >>> rec = tiny_recording()
+    >>> arousals = detect_arousals(rec, rec.reference.stages, np.zeros(rec.n_epochs * 30, dtype=bool))
+    >>> list(arousals.columns), len(arousals) > 0
+    (['start_s', 'end_s', 'power_ratio'], True)
+    >>> bool(((arousals["end_s"] - arousals["start_s"]).between(3, 15)).all())
+    True
     """
     eeg = get_signal(rec, "EEG_C3_A2") or get_signal(rec, "EEG_C4_A1")
     columns = ["start_s", "end_s", "power_ratio"]
@@ -147,6 +159,16 @@ def detect_events(rec: Recording, hypnogram: np.ndarray | None = None, hypopnea_
     (obstructive/central/mixed/unclassified for apneas, "3%"/"4%" for desaturations, "from to"
     for position changes), start_s/end_s (s from start), clock_start/clock_end, inclusive
     epoch_start/epoch_end, evidence (dict of the numbers behind the event).
+
+    Examples
+    --------
+    >>> rec = tiny_recording()
+    >>> events = detect_events(rec, hypnogram=rec.reference.stages)
+    >>> list(events.columns[:4]), set(events["kind"]) >= {"apnea", "hypopnea", "arousal", "desaturation"}
+    (['kind', 'subtype', 'start_s', 'end_s'], True)
+    >>> first = events.iloc[0]                   # clock and epoch citations beside the seconds
+    >>> first["clock_start"] == rec.clock_at(first["start_s"]), bool(first["epoch_start"] == rec.epoch_of(first["start_s"]))
+    (True, True)
     """
     if hypopnea_rule not in HYPOPNEA_RULES:
         raise MeasurementError(f"unknown hypopnea rule {hypopnea_rule!r}; use '1A' (3 % or arousal) or '1B' (4 %).")

@@ -6,11 +6,10 @@ channel is missing is NaN and `missing_reasons` says why; it is never filled wit
 
 Examples
 --------
->>> from sleeplm import load_recording
 >>> from sleeplm.measure.features import epoch_features, missing_reasons
->>> rec = load_recording("night.edf")  # doctest: +SKIP
->>> table = epoch_features(rec)  # doctest: +SKIP
->>> table.loc[120, ["brain_c3_delta_rel", "cardiac_hr_mean_bpm"]]  # doctest: +SKIP
+>>> table = epoch_features(tiny_recording())        # tiny_recording(): a 15-min night (conftest.py)
+>>> table.shape[0], missing_reasons(tiny_recording())
+(30, {})
 """
 
 from __future__ import annotations
@@ -150,6 +149,15 @@ def heart_beats(rec: Recording) -> tuple[np.ndarray, np.ndarray] | None:
     The ECG is band-passed 5-25 Hz, its dominant polarity chosen, and peaks taller than 40% of
     the local (10-s) maximum found with `scipy.signal.find_peaks`. Intervals outside 0.3-2 s or
     more than 30% off the running median (missed or extra beats) are dropped (NaN).
+
+    Examples
+    --------
+    >>> peaks_s, rr_s = heart_beats(tiny_recording())
+    >>> peaks_s.size == rr_s.size, bool(np.all(np.diff(peaks_s) > 0))
+    (True, True)
+    >>> bpm = 60 / float(np.nanmedian(rr_s))
+    >>> 50 < bpm < 90
+    True
     """
     sig = get_signal(rec, "ECG")
     if sig is None:
@@ -173,7 +181,14 @@ def heart_beats(rec: Recording) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def heart_rate_per_second(rec: Recording) -> np.ndarray | None:
-    """Heart rate (bpm) for every second of the night: from R-peaks, else the HR channel; None without either."""
+    """Heart rate (bpm) for every second of the night: from R-peaks, else the HR channel; None without either.
+
+    Examples
+    --------
+    >>> hr = heart_rate_per_second(tiny_recording())
+    >>> hr.size, bool(50 < np.nanmedian(hr) < 90)         # one value per second of the 15-min night
+    (900, True)
+    """
     n_seconds = rec.n_epochs * EPOCH_SEC
     beats = heart_beats(rec)
     if beats is not None:
@@ -226,7 +241,14 @@ def _cardiac(rec: Recording, n: int) -> dict[str, np.ndarray]:
 
 # ---- respiratory ---------------------------------------------------------------------------
 def breaths(data: np.ndarray, sfreq: float) -> np.ndarray:
-    """Sample indices of breath peaks in an effort or flow signal (band-pass 0.1-1 Hz, find_peaks)."""
+    """Sample indices of breath peaks in an effort or flow signal (band-pass 0.1-1 Hz, find_peaks).
+
+    Examples
+    --------
+    >>> t = np.arange(0, 60, 1 / 32)                        # one minute of effort at 32 Hz
+    >>> len(breaths(np.sin(2 * np.pi * t / 4.0), 32))       # a breath every 4 s
+    15
+    """
     x = bandpass(data, sfreq, 0.1, 1.0, order=2)
     # A breath rises at least 0.4 x the local (1-min) RMS: a sinusoid's peak-to-trough is 2.8 x its RMS.
     rms = np.sqrt(ndimage.uniform_filter1d(x**2, int(60 * sfreq), mode="nearest"))
@@ -307,7 +329,14 @@ def _posmus(rec: Recording, n: int) -> dict[str, np.ndarray]:
 
 
 def epoch_positions(rec: Recording) -> np.ndarray | None:
-    """Majority body-position code (SleepLM codes, -1 unknown) of each epoch; None without a position channel."""
+    """Majority body-position code (SleepLM codes, -1 unknown) of each epoch; None without a position channel.
+
+    Examples
+    --------
+    >>> positions = epoch_positions(tiny_recording())
+    >>> positions.size, int(positions[0])                   # SleepLM code 2 = supine
+    (30, 2)
+    """
     positions = position_codes(rec)
     if positions is None:
         return None
@@ -345,6 +374,15 @@ def epoch_features(rec: Recording, artefacts: pd.DataFrame | None = None) -> pd.
     flattening 0-1, thoracic-abdominal phase degrees: 0 in phase, 180 paradoxical),
     ``posmus_*`` (EMG median frequency Hz, RMS uV, burst count, majority body position).
     Columns of missing channels are NaN; `missing_reasons` explains them.
+
+    Examples
+    --------
+    >>> rec = tiny_recording()
+    >>> table = epoch_features(rec)
+    >>> len(table), all(c in table.columns for columns in DOMAIN_COLUMNS.values() for c in columns)
+    (30, True)
+    >>> bool(table["cardiac_hr_mean_bpm"].between(40, 120).all()), bool(table["brain_c3_delta_rel"].between(0, 1).all())
+    (True, True)
     """
     n = rec.n_epochs
     dead = _dead_epochs(rec, artefacts)
@@ -403,6 +441,17 @@ def missing_reasons(rec: Recording, artefacts: pd.DataFrame | None = None) -> di
 
     A column is listed when its channels are missing, or (given `artefacts`) flat or clipped
     in more than half the epochs; columns that can be measured are absent from the dict.
+
+    Examples
+    --------
+    >>> missing_reasons(tiny_recording())                   # every channel is there
+    {}
+    >>> from dataclasses import replace
+    >>> rec = tiny_recording()
+    >>> no_ecg = replace(rec, signals={k: v for k, v in rec.signals.items() if k not in ("ECG", "HR")})
+    >>> missing = missing_reasons(no_ecg)
+    >>> missing["cardiac_rmssd_ms"], missing["cardiac_hr_mean_bpm"]
+    ('no ECG signal in this recording', 'no ECG signal in this recording; no HR signal in this recording')
     """
     def has(name: str) -> bool:
         if name == "THX+ABD":

@@ -39,7 +39,14 @@ DESAT_MIN_S = 10.0
 
 
 def breath_period_s(x: np.ndarray, sfreq: float) -> float:
-    """The night's typical breath period: the Welch spectral peak within 4-40 breaths/min."""
+    """The night's typical breath period: the Welch spectral peak within 4-40 breaths/min.
+
+    Examples
+    --------
+    >>> t = np.arange(0, 300, 1 / 32)                   # 5 min at 32 Hz
+    >>> round(breath_period_s(np.sin(2 * np.pi * t / 4.0), 32), 1)   # 15 breaths/min
+    4.0
+    """
     freqs, psd = signal.welch(x, fs=sfreq, nperseg=min(len(x), int(120 * sfreq)))
     band = (freqs >= 1 / BREATH_LIMITS_S[1]) & (freqs <= 1 / BREATH_LIMITS_S[0])
     if not band.any() or not np.isfinite(psd[band]).any():
@@ -65,7 +72,17 @@ def _envelope_ratio(data: np.ndarray, sfreq: float, n_seconds: int, bad: np.ndar
 
 
 def flow_ratio(rec: Recording, name: str, bad: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """Airflow/effort amplitude ratio to baseline per second for signal `name` (None if missing)."""
+    """Airflow/effort amplitude ratio to baseline per second for signal `name` (None if missing).
+
+    Examples
+    --------
+    >>> rec = tiny_recording()
+    >>> ratio, period_s = flow_ratio(rec, "AF", np.zeros(rec.n_epochs * 30, dtype=bool))
+    >>> ratio.size, 2 < period_s < 8, bool(np.nanmedian(ratio) > 0.7)
+    (900, True, True)
+    >>> flow_ratio(rec, "Light", np.zeros(900, dtype=bool)) is None
+    True
+    """
     sig = get_signal(rec, name)
     if sig is None:
         return None
@@ -97,7 +114,14 @@ def _low_runs(ratio: np.ndarray, threshold: float, window_s: float) -> np.ndarra
 
 
 def spo2_per_second(rec: Recording, bad: np.ndarray) -> np.ndarray | None:
-    """SpO2 (%) per second, NaN where invalid; None without an SpO2 channel."""
+    """SpO2 (%) per second, NaN where invalid; None without an SpO2 channel.
+
+    Examples
+    --------
+    >>> spo2 = spo2_per_second(tiny_recording(), np.zeros(900, dtype=bool))
+    >>> spo2.size, bool(85 < np.nanmedian(spo2) <= 100)
+    (900, True)
+    """
     sig = get_signal(rec, "SpO2")
     if sig is None:
         return None
@@ -123,6 +147,17 @@ def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.Data
     DataFrame with columns ``start_s`` (fall begins), ``end_s`` (recovered two thirds of the
     drop, or the next fall begins), ``nadir_s``, ``baseline_pct``, ``nadir_pct``, ``drop_pct``.
     A desaturation touching invalid SpO2 is not scored.
+
+    Examples
+    --------
+    >>> spo2 = np.full(120, 96.0)
+    >>> spo2[30:50] = np.linspace(96, 90, 20)                 # a 6-point fall over 20 s ...
+    >>> spo2[50:60] = np.linspace(90, 96, 10)                 # ... and the recovery
+    >>> detect_desaturations(spo2)[["start_s", "end_s", "nadir_s", "baseline_pct", "nadir_pct", "drop_pct"]]
+       start_s  end_s  nadir_s  baseline_pct  nadir_pct  drop_pct
+    0     31.0   56.0     49.0          96.0       90.0       6.0
+    >>> len(detect_desaturations(spo2, min_drop_pct=8))
+    0
     """
     valid = np.isfinite(spo2)
     columns = ["start_s", "end_s", "nadir_s", "baseline_pct", "nadir_pct", "drop_pct"]
@@ -218,6 +253,23 @@ def detect_apneas_hypopneas(rec: Recording, bad: dict[str, np.ndarray], desats: 
     desats : all >= 3 % desaturations (`detect_desaturations`), used to qualify hypopneas.
     arousals : arousals (columns start_s, end_s) used by rule 1A.
     hypopnea_rule : "1A" (>= 3 % desaturation or arousal) or "1B" (>= 4 % desaturation).
+
+    Examples
+    --------
+    >>> from sleeplm.measure.quality import artefact_segments, bad_seconds
+    >>> rec = tiny_recording()
+    >>> n = rec.n_epochs * 30
+    >>> segments = artefact_segments(rec)
+    >>> bad = {name: bad_seconds(segments, [name], n) for name in ("AF", "Pressure")}
+    >>> desats = detect_desaturations(spo2_per_second(rec, bad_seconds(segments, ["SpO2"], n)))
+    >>> arousals = pd.DataFrame({"start_s": [], "end_s": []})
+    >>> events = detect_apneas_hypopneas(rec, bad, desats, arousals)
+    >>> sorted(events[0]), {e["kind"] for e in events} <= {"apnea", "hypopnea"}
+    (['end_s', 'evidence', 'kind', 'start_s', 'subtype'], True)
+    >>> from sleeplm.synthetic import load_truth                 # the simulator planted apneas: found
+    >>> planted = (load_truth(tiny_night_path()).events["kind"] == "apnea").sum()
+    >>> bool(planted > 0), sum(e["kind"] == "apnea" for e in events) > 0
+    (True, True)
     """
     apnea_channel = "AF" if get_signal(rec, "AF") is not None else "Pressure"
     hypopnea_channel = "Pressure" if get_signal(rec, "Pressure") is not None else "AF"

@@ -26,7 +26,17 @@ MIN_SFREQ = {"EEG_C3_A2": 50.0, "EEG_C4_A1": 50.0, "EOG_Left": 10.0, "EOG_Right"
 
 def get_signal(rec: Recording, name: str) -> Signal | None:
     """The physical-unit signal `name`, or None when the recording lacks it, it is empty, or it is
-    sampled below `MIN_SFREQ` (see `unusable_reason`)."""
+    sampled below `MIN_SFREQ` (see `unusable_reason`).
+
+    Examples
+    --------
+    >>> rec = tiny_recording()
+    >>> eeg = get_signal(rec, "EEG_C3_A2")
+    >>> eeg.sfreq, eeg.unit, eeg.source, eeg.data.size == rec.n_epochs * 30 * 128
+    (128.0, 'uV', 'C3-M2', True)
+    >>> get_signal(rec, "Light") is None          # this night has no light sensor
+    True
+    """
     sig = rec.signals.get(name)
     if sig is None or len(sig.data) == 0 or sig.sfreq < MIN_SFREQ.get(name, 0.0):
         return None
@@ -34,7 +44,13 @@ def get_signal(rec: Recording, name: str) -> Signal | None:
 
 
 def unusable_reason(rec: Recording, name: str) -> str:
-    """Why `get_signal(rec, name)` is None, in words."""
+    """Why `get_signal(rec, name)` is None, in words.
+
+    Examples
+    --------
+    >>> unusable_reason(tiny_recording(), "Light")
+    'no Light signal in this recording'
+    """
     sig = rec.signals.get(name)
     if sig is None or len(sig.data) == 0:
         return f"no {name} signal in this recording"
@@ -42,7 +58,14 @@ def unusable_reason(rec: Recording, name: str) -> str:
 
 
 def epoch_matrix(data: np.ndarray, sfreq: float, n_epochs: int) -> np.ndarray:
-    """Reshape a night-long signal into ``[n_epochs, samples_per_epoch]`` (padding the tail with NaN)."""
+    """Reshape a night-long signal into ``[n_epochs, samples_per_epoch]`` (padding the tail with NaN).
+
+    Examples
+    --------
+    >>> m = epoch_matrix(np.arange(70.0), sfreq=1.0, n_epochs=3)    # 70 s: the last epoch is padded
+    >>> m.shape, m[1, 0], int(np.isnan(m[2]).sum())
+    ((3, 30), np.float64(30.0), 20)
+    """
     per_epoch = int(round(sfreq * EPOCH_SEC))
     needed = n_epochs * per_epoch
     data = np.asarray(data)
@@ -53,7 +76,19 @@ def epoch_matrix(data: np.ndarray, sfreq: float, n_epochs: int) -> np.ndarray:
 
 
 def bandpass(data: np.ndarray, sfreq: float, low: float | None, high: float | None, order: int = 4) -> np.ndarray:
-    """Zero-phase Butterworth band-pass (or low/high-pass when one edge is None), along the last axis."""
+    """Zero-phase Butterworth band-pass (or low/high-pass when one edge is None), along the last axis.
+
+    Examples
+    --------
+    >>> t = np.arange(0, 20, 1 / 128)
+    >>> x = np.sin(2 * np.pi * 1 * t) + np.sin(2 * np.pi * 13 * t)    # 1 Hz + 13 Hz
+    >>> sigma = bandpass(x, 128, 11, 16)                               # keeps the 13 Hz part
+    >>> round(float(np.std(sigma[256:-256]) * np.sqrt(2)), 2)
+    1.0
+    >>> slow = bandpass(x, 128, None, 4)                                # low-pass only
+    >>> round(float(np.corrcoef(slow, np.sin(2 * np.pi * t))[0, 1]), 3)
+    1.0
+    """
     nyquist = sfreq / 2
     if high is not None and high >= nyquist:
         high = None
@@ -69,7 +104,16 @@ def bandpass(data: np.ndarray, sfreq: float, low: float | None, high: float | No
 
 
 def per_second(data: np.ndarray, sfreq: float, how: str = "mean") -> np.ndarray:
-    """Reduce a signal to one value per whole second (``mean``, ``max``, ``min``); rates below 1 Hz are held."""
+    """Reduce a signal to one value per whole second (``mean``, ``max``, ``min``); rates below 1 Hz are held.
+
+    Examples
+    --------
+    >>> x = np.array([1.0, 3.0, 5.0, 7.0, 9.0])          # 2 Hz: two whole seconds
+    >>> per_second(x, 2).tolist(), per_second(x, 2, "max").tolist()
+    ([2.0, 6.0], [3.0, 7.0])
+    >>> per_second(np.array([95.0, 91.0, 93.0]), 1).tolist()   # 1 Hz: already one value per second
+    [95.0, 91.0, 93.0]
+    """
     per = int(round(sfreq))
     if per <= 1:
         return np.asarray(data, dtype=float)
@@ -79,7 +123,14 @@ def per_second(data: np.ndarray, sfreq: float, how: str = "mean") -> np.ndarray:
 
 
 def position_codes(rec: Recording) -> tuple[np.ndarray, float] | None:
-    """Body-position codes (SleepLM codes, -1 unknown) and their rate, or None without a position channel."""
+    """Body-position codes (SleepLM codes, -1 unknown) and their rate, or None without a position channel.
+
+    Examples
+    --------
+    >>> codes, sfreq = position_codes(tiny_recording())
+    >>> sfreq, codes.size, sorted(set(codes.tolist()) - {-1.0}) != []
+    (1.0, 900, True)
+    """
     sig = get_signal(rec, "POS")
     if sig is not None:
         return np.asarray(sig.data, dtype=float), sig.sfreq
@@ -89,7 +140,15 @@ def position_codes(rec: Recording) -> tuple[np.ndarray, float] | None:
 
 
 def sleep_mask_seconds(hypnogram: np.ndarray | None, n_seconds: int) -> np.ndarray | None:
-    """Per-second True where the hypnogram says sleep (N1, N2, N3, R); None without a hypnogram."""
+    """Per-second True where the hypnogram says sleep (N1, N2, N3, R); None without a hypnogram.
+
+    Examples
+    --------
+    >>> sleep_mask_seconds(np.array(["W", "N2"]), 60)[[0, 29, 30, 59]].tolist()
+    [False, False, True, True]
+    >>> sleep_mask_seconds(None, 60) is None
+    True
+    """
     if hypnogram is None:
         return None
     asleep = np.isin(np.asarray(hypnogram), SLEEP_STAGES)

@@ -7,9 +7,10 @@ and ``not_assessable[key]`` says why.
 Examples
 --------
 >>> from sleeplm.measure.summary import night_summary
->>> summary = night_summary(rec, events=events, staging=staging)  # doctest: +SKIP
->>> summary["tst_min"], summary["ahi"], summary["severity"]  # doctest: +SKIP
-(402.5, 17.3, 'moderate')
+>>> analysis = tiny_analysis()                      # a 15-min "severe" simulated night (conftest.py)
+>>> summary = night_summary(tiny_recording(), events=analysis.events, staging=analysis.staging)
+>>> summary["tib_min"], summary["severity"]
+(15.0, 'severe')
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def sleep_statistics(hypnogram: np.ndarray) -> dict:
     Returns a dict with tib_min, spt_min, tst_min, se_pct, sol_min, rem_latency_min, waso_min,
     <stage>_min, <stage>_pct, n_awakenings; latencies are None when the stage never occurs.
     Values are not rounded, so they equal YASA's to floating-point precision.
+
+    Examples
+    --------
+    >>> hyp = np.array(["W"] * 4 + ["N1"] * 2 + ["N2"] * 10 + ["W"] * 2 + ["N3"] * 6 + ["R"] * 4 + ["W"] * 2)
+    >>> stats = sleep_statistics(hyp)                        # 30 epochs = 15 min
+    >>> {k: stats[k] for k in ("tib_min", "spt_min", "tst_min", "sol_min", "waso_min", "rem_latency_min")}
+    {'tib_min': 15.0, 'spt_min': 12.0, 'tst_min': 11.0, 'sol_min': 2.0, 'waso_min': 1.0, 'rem_latency_min': 10.0}
+    >>> round(stats["se_pct"], 1), round(stats["N2_pct"], 1), stats["n_awakenings"]
+    (73.3, 45.5, 1)
     """
     hyp = np.asarray(hypnogram, dtype=object)
     asleep = np.flatnonzero(np.isin(hyp, SLEEP_STAGES))
@@ -145,6 +155,18 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     usable SpO2 and no EEG for arousals): then ``n_hypopneas`` and ``severity`` are None with
     their reason, as no AASM band may rest on an index that leaves hypopneas out,
     ``not_assessable`` {key: reason}: every `EXPORT_KEYS` figure that is None has its reason.
+
+    Examples
+    --------
+    >>> rec = tiny_recording()
+    >>> analysis = tiny_analysis()
+    >>> summary = night_summary(rec, events=analysis.events, staging=analysis.staging)
+    >>> summary["tib_min"], summary["stage_source"], summary["ahi_rule"], summary["severity_basis"]
+    (15.0, 'reference scoring', '1A', 'ahi')
+    >>> summary["severity"] == severity_band(summary["ahi"]), summary["n_apneas"] + summary["n_hypopneas"] > 0
+    (True, True)
+    >>> all(summary[key] is None for key in summary["not_assessable"])
+    True
     """
     from sleeplm.measure.events import detect_events
     from sleeplm.measure.staging import stage_night

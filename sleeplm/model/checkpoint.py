@@ -93,6 +93,16 @@ def resolve_checkpoint(source: str | os.PathLike = DEFAULT_REPO, filename: str =
         from the one recorded at its first download.
     ModelUnavailableError
         The hub cannot be reached (or is switched off with HF_HUB_OFFLINE=1) and nothing is cached.
+
+    Examples
+    --------
+    >>> torch.save({"w": torch.zeros(2)}, tmp_dir / "weights.pt")
+    >>> resolve_checkpoint(tmp_dir / "weights.pt") == tmp_dir / "weights.pt"
+    True
+    >>> resolve_checkpoint(tmp_dir / "missing.pt")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.CheckpointError: ...
     """
     local = Path(source).expanduser()
     if local.is_dir():
@@ -135,7 +145,16 @@ def resolve_checkpoint(source: str | os.PathLike = DEFAULT_REPO, filename: str =
 
 
 def weights_record_path() -> Path:
-    """``$SLEEPLM_CACHE/weights.json``: revision and sha256 of every checkpoint downloaded from the hub."""
+    """``$SLEEPLM_CACHE/weights.json``: revision and sha256 of every checkpoint downloaded from the hub.
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"SLEEPLM_CACHE": str(tmp_dir)}):
+    ...     path = weights_record_path()
+    >>> path == tmp_dir / "weights.json"
+    True
+    """
     from sleeplm.model.embedding_cache import cache_root
 
     return cache_root() / "weights.json"
@@ -219,7 +238,14 @@ def _unavailable(repo_id: str, filename: str, exc: Exception) -> ModelUnavailabl
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file: bare, `{"state_dict": ...}` or `{"model": ...}`, with or without `module.`."""
+    """The tensors of a checkpoint file: bare, `{"state_dict": ...}` or `{"model": ...}`, with or without `module.`.
+
+    Examples
+    --------
+    >>> torch.save({"model": {"module.w": torch.ones(2)}}, tmp_dir / "wrapped.pt")   # DataParallel-style
+    >>> read_state_dict(tmp_dir / "wrapped.pt")
+    {'w': tensor([1., 1.])}
+    """
     try:
         try:  # memory-mapped: tensors are read from the file as used, not copied into memory first
             payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
@@ -255,6 +281,17 @@ def load_state_dict_checked(network: nn.Module, state_dict: dict[str, torch.Tens
     ------
     CheckpointError
         Missing keys or shape mismatches (each listed), e.g. a checkpoint of another model size.
+
+    Examples
+    --------
+    >>> net = nn.Linear(2, 1)
+    >>> report = load_state_dict_checked(net, {"weight": torch.ones(1, 2), "bias": torch.zeros(1), "step": torch.ones(1)})
+    >>> report.unexpected_keys, net.weight.tolist()
+    (['step'], [[1.0, 1.0]])
+    >>> load_state_dict_checked(net, {"weight": torch.ones(3, 2)})     # wrong shape, bias missing
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.CheckpointError: ...
     """
     expected = network.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -279,7 +316,19 @@ def load_state_dict_checked(network: nn.Module, state_dict: dict[str, torch.Tens
 
 
 def state_dict_fingerprint(network: nn.Module) -> str:
-    """A short sha256 of the network's weights: identifies a checkpoint in cache keys."""
+    """A short sha256 of the network's weights: identifies a checkpoint in cache keys.
+
+    Examples
+    --------
+    >>> net = nn.Linear(2, 1)
+    >>> before = state_dict_fingerprint(net)
+    >>> len(before), before == state_dict_fingerprint(net)
+    (16, True)
+    >>> with torch.no_grad():
+    ...     _ = net.bias.add_(1.0)
+    >>> state_dict_fingerprint(net) == before
+    False
+    """
     digest = hashlib.sha256()
     for name, tensor in network.state_dict().items():
         digest.update(name.encode())

@@ -188,7 +188,13 @@ class SleepLMConfig:
 
 
 def list_models() -> list[str]:
-    """Names of the packaged model configs (JSON files in `sleeplm/model_configs/`)."""
+    """Names of the packaged model configs (JSON files in `sleeplm/model_configs/`).
+
+    Examples
+    --------
+    >>> list_models()
+    ['sleep_coca_base_dualtransformer', 'sleeplm_tiny']
+    """
     folder = resources.files("sleeplm.model").joinpath("model_configs")
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
@@ -200,6 +206,16 @@ def get_model_config(name: str = DEFAULT_MODEL, **overrides: Any) -> SleepLMConf
     ------
     CheckpointError
         No packaged config of that name (the message lists the available ones).
+
+    Examples
+    --------
+    >>> config = get_model_config(**RELEASED_OVERRIDES)      # the released checkpoint's shape
+    >>> config.embed_dim, config.prefix_len, config.num_caption_channels
+    (512, 2, 5)
+    >>> get_model_config("sleeplm_huge")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.CheckpointError: ...
     """
     if name not in list_models():
         raise CheckpointError(f"No model config named {name!r}; available: {', '.join(list_models())}.")

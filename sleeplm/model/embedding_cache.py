@@ -24,7 +24,16 @@ logger = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
-    """`$SLEEPLM_CACHE`, or `~/.cache/sleeplm-assistant` when unset."""
+    """`$SLEEPLM_CACHE`, or `~/.cache/sleeplm-assistant` when unset.
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"SLEEPLM_CACHE": str(tmp_dir)}):
+    ...     root = cache_root()
+    >>> root == tmp_dir
+    True
+    """
     return Path(os.environ.get("SLEEPLM_CACHE") or "~/.cache/sleeplm-assistant").expanduser()
 
 
@@ -33,6 +42,17 @@ def embedding_cache_path(model: Any, rec: Recording) -> Path:
 
     The key is the digest of the prepared epochs (`Recording.content_digest`), not of the file:
     the same file loaded with another channel map or normalisation gives different model input.
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"SLEEPLM_CACHE": str(tmp_dir)}):
+    ...     path = embedding_cache_path(tiny_model(), tiny_recording())
+    >>> path.parent == tmp_dir / "embeddings", path.suffix
+    (True, '.npy')
+    >>> rec = tiny_recording()
+    >>> path.name == f"{rec.content_digest()[:32]}-{tiny_model().checkpoint_id}.npy"
+    True
     """
     name = f"{rec.content_digest()[:32]}-{model.checkpoint_id}.npy"
     return cache_root() / "embeddings" / name
@@ -52,6 +72,18 @@ def night_embeddings(model: Any, rec: Recording, progress: Callable[[float, str]
         The loaded night (its `epochs` are the model input as prepared by ingestion).
     progress : callable(fraction, message), optional
         Called while encoding (not on a cache hit, which reports 1.0 once).
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> model, rec = tiny_model(), tiny_recording()
+    >>> with mock.patch.dict(os.environ, {"SLEEPLM_CACHE": str(tmp_dir)}):
+    ...     emb = night_embeddings(model, rec)                        # encoded, then stored
+    ...     stored = embedding_cache_path(model, rec).exists()
+    ...     again = night_embeddings(model, rec, progress=lambda f, m: print(f, m))   # read back
+    1.0 ...
+    >>> emb.shape, emb.dtype, stored, bool((again == emb).all())
+    ((30, 512), dtype('float16'), True, True)
     """
     path = embedding_cache_path(model, rec)
     if path.is_file():

@@ -1,10 +1,16 @@
 """`SleepLM`: the inference API on top of the network (embeddings, retrieval, captions).
 
-    >>> model = SleepLM.from_pretrained()                # hub id or local file; ModelUnavailableError offline
-    >>> emb = model.encode_signals(rec.epochs)           # [N, 512] unit vectors (numpy)
-    >>> model.retrieve("REM sleep with eye movements", emb, top_k=5)
-    [(412, 0.31), ...]
-    >>> model.caption(rec.epochs[400:403], "brain")       # one caption per epoch
+>>> model = SleepLM.from_config("sleeplm_tiny")   # random tiny network; SleepLM.from_pretrained() loads the release
+>>> rec = tiny_recording()                        # a 15-min night (30 epochs)
+>>> emb = model.encode_signals(rec.epochs)        # [N, 512] unit vectors (numpy)
+>>> emb.shape, round(float(np.linalg.norm(emb[0])), 3)
+((30, 512), 1.0)
+>>> hits = model.retrieve("REM sleep with eye movements", emb, top_k=5)   # [(epoch, cosine)], best first
+>>> len(hits), all(a[1] >= b[1] for a, b in zip(hits, hits[1:]))
+(5, True)
+>>> captions = model.caption(rec.epochs[10:13], "brain", max_len=24)      # one caption per epoch
+>>> len(captions), all(isinstance(c, str) for c in captions)
+(3, True)
 
 Everything runs under `torch.inference_mode`, in batches, on the chosen device. Captions use
 the network's key/value cache and decode many epochs per step; by default they are greedy with
@@ -46,14 +52,30 @@ Progress = Callable[[float, str], Any]
 
 
 def resolve_device(device: str = "auto") -> str:
-    """A torch device name: "auto" is "cuda" when torch sees a GPU, else "cpu"; other names pass through."""
+    """A torch device name: "auto" is "cuda" when torch sees a GPU, else "cpu"; other names pass through.
+
+    Examples
+    --------
+    >>> resolve_device("cpu"), resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    ('cpu', True)
+    """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return str(device)
 
 
 def domain_id(domain: str | int) -> int:
-    """Modality id of a caption domain name (brain 0, cardiac 1, respiratory 2, position_muscle 3, stage_event 4)."""
+    """Modality id of a caption domain name (brain 0, cardiac 1, respiratory 2, position_muscle 3, stage_event 4).
+
+    Examples
+    --------
+    >>> domain_id("brain"), domain_id("cardiac"), domain_id(4)
+    (0, 1, 4)
+    >>> domain_id("dreams")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.SleepLMRequestError: ...
+    """
     if isinstance(domain, (int, np.integer)) and int(domain) in DOMAINS.values():
         return int(domain)
     if isinstance(domain, str) and domain in DOMAINS:
@@ -268,6 +290,16 @@ def beam_search(network: SleepLMModel, memory: torch.Tensor, modality: int, beam
     running one can still beat the worst of them, or at the length limit. Returns the best
     hypothesis per epoch (start token first). Like any beam search it can prune the greedy path
     and return a caption that scores below the greedy one (seen on random-weight test models).
+
+    Examples
+    --------
+    >>> model = tiny_model()
+    >>> x = torch.as_tensor(tiny_recording().epochs[:2])
+    >>> with torch.inference_mode():
+    ...     _, memory = model.network.biosignals(x)
+    ...     best = beam_search(model.network, memory, domain_id("brain"), beams=3, max_new_tokens=10, min_len=4)
+    >>> len(best), [int(ids[0]) for ids in best] == [SOT_TOKEN_ID] * 2, all(len(ids) <= 11 for ids in best)
+    (2, True, True)
     """
     B, k = memory.shape[0], beams
     state = network.start_decoding(memory.repeat_interleave(k, dim=0), modality, max_len=1 + max_new_tokens)

@@ -532,6 +532,15 @@ def build_model(config: dict[str, Any] | SleepLMConfig | str, **overrides: Any) 
     `overrides` replace top-level config keys, e.g. the released checkpoint's
     `build_model(get_model_config(), num_caption_channels=5, prefix_len=2)`. The network is
     returned in eval mode with freshly initialised weights; load a checkpoint to use it.
+
+    Examples
+    --------
+    >>> network = build_model("sleeplm_tiny")
+    >>> type(network).__name__, network.training, network.config.embed_dim
+    ('SleepLMModel', False, 512)
+    >>> from sleeplm.model.config import get_model_config
+    >>> build_model(get_model_config("sleeplm_tiny"), prefix_len=2).config.prefix_len
+    2
     """
     from sleeplm.model.config import get_model_config
 

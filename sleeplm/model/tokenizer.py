@@ -72,8 +72,8 @@ class ClipTokenizer:
     --------
     >>> tok = get_tokenizer()
     >>> ids = tok(["Stage N2 sleep."])          # LongTensor [1, 256]
-    >>> tok.decode(ids[0])
-    'stage n2 sleep .'
+    >>> ids.shape, tok.decode(ids[0])
+    (torch.Size([1, 256]), 'stage n 2 sleep .')
     """
 
     def __init__(self, context_length: int = 256, vocab_path: str | None = None):
@@ -162,5 +162,14 @@ class ClipTokenizer:
 
 @functools.lru_cache(maxsize=4)
 def get_tokenizer(context_length: int = 256) -> ClipTokenizer:
-    """The shared tokenizer for a context length (parsing the merges file takes ~0.5 s)."""
+    """The shared tokenizer for a context length (parsing the merges file takes ~0.5 s).
+
+    Examples
+    --------
+    >>> tok = get_tokenizer()
+    >>> tok is get_tokenizer(), tok.context_length      # parsed once, shared
+    (True, 256)
+    >>> get_tokenizer(16)(["Stage N2 sleep."])
+    tensor([[49406, ..., 49407, 0, ...]])
+    """
     return ClipTokenizer(context_length=context_length)

@@ -48,7 +48,14 @@ def _plain(value):
 def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
     """The contract's figures (`sleeplm.measure.summary.EXPORT_KEYS`) and ``not_assessable``, plus
     ``staging_note`` when the automatic stager ran on a resampled low-rate EEG (stage source and
-    agreement are in hypnogram.csv and report.md)."""
+    agreement are in hypnogram.csv and report.md).
+
+    Examples
+    --------
+    >>> summary = json.loads(write_summary_json(tiny_analysis(), tmp_dir / "summary.json").read_text())
+    >>> sorted(summary) == sorted([*EXPORT_KEYS, "not_assessable"]), summary["tib_min"], summary["severity"]
+    (True, 15.0, 'severe')
+    """
     summary = {key: analysis.summary[key] for key in EXPORT_KEYS}
     summary["not_assessable"] = {key: reason for key, reason in analysis.summary["not_assessable"].items()
                                  if key in EXPORT_KEYS}
@@ -59,6 +66,18 @@ def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
 
 
 def write_events_csv(analysis: NightAnalysis, path: Path) -> Path:
+    """Write the night's events as ``events.csv``: the `EVENT_COLUMNS`, evidence as JSON text.
+
+    Examples
+    --------
+    >>> path = write_events_csv(tiny_analysis(), tmp_dir / "events.csv")
+    >>> table = pd.read_csv(path)
+    >>> list(table.columns) == list(EVENT_COLUMNS), len(table) == len(tiny_analysis().events)
+    (True, True)
+    >>> evidence = json.loads(table.loc[table["kind"] == "apnea", "evidence"].iloc[0])
+    >>> {"flow_drop_pct", "channel"} <= set(evidence)
+    True
+    """
     table = analysis.events.reindex(columns=EVENT_COLUMNS).copy()
     table["evidence"] = [json.dumps(_plain(e)) if isinstance(e, dict) else e for e in table["evidence"]]
     table.to_csv(path, index=False)
@@ -66,6 +85,18 @@ def write_events_csv(analysis: NightAnalysis, path: Path) -> Path:
 
 
 def write_hypnogram_csv(rec: Recording, analysis: NightAnalysis, path: Path) -> Path:
+    """Write ``hypnogram.csv``: one row per epoch with its clock time, stage and the stages' source.
+
+    Examples
+    --------
+    >>> table = pd.read_csv(write_hypnogram_csv(tiny_recording(), tiny_analysis(), tmp_dir / "hypnogram.csv"))
+    >>> table.head(2)
+       epoch     clock stage             source
+    0      0  23:00:00     W  reference scoring
+    1      1  23:00:30    N1  reference scoring
+    >>> len(table)
+    30
+    """
     hyp = analysis.staging.hypnogram
     stages = np.full(rec.n_epochs, "?", dtype=object) if hyp is None else hyp
     pd.DataFrame({
@@ -84,6 +115,17 @@ def _fmt(value, unit: str = "") -> str:
 
 
 def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path:
+    """Write ``report.md``: a short human-readable report of the measured night (no LLM).
+
+    Examples
+    --------
+    >>> text = write_report_md(tiny_recording(), tiny_analysis(), tmp_dir / "report.md").read_text()
+    >>> print("\\n".join(text.splitlines()[:4]))
+    # Night report (measured, no LLM)
+    <BLANKLINE>
+    Recording: EDF+, 30 epochs of 30 s (0h15m00s), start 23:00:00.
+    Sleep stages from: reference scoring.
+    """
     s = analysis.summary
     start = rec.clock_at(0) or "unknown"
     staged = analysis.staging.hypnogram is not None
@@ -143,6 +185,14 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     Returns
     -------
     The four paths written, in the order above.
+
+    Examples
+    --------
+    >>> written = analyze_to_dir(tiny_night_path(), tmp_dir / "out", analysis=tiny_analysis())
+    >>> [p.name for p in written]
+    ['summary.json', 'events.csv', 'hypnogram.csv', 'report.md']
+    >>> any("tiny_night" in p.read_text() for p in written)      # the file name is not written anywhere
+    False
     """
     from sleeplm.io.reader import load_recording
 

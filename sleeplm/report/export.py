@@ -13,9 +13,13 @@ the EDF+ header gets the anonymous EDF+ placeholders ("X").
 
 Examples
 --------
->>> write_events_csv(rec, analysis.events, "events.csv")  # doctest: +SKIP
->>> write_report_pdf(rec, "night.pdf", summary=analysis.summary, hypnogram=analysis.staging.hypnogram,
-...                  events=analysis.events, answers=[("How was my night?", "You slept 6 h...")])  # doctest: +SKIP
+>>> rec, analysis = tiny_recording(), tiny_analysis()      # a 15-min night (conftest.py)
+>>> write_events_csv(rec, analysis.events, tmp_dir / "events.csv").name
+'events.csv'
+>>> pdf = write_report_pdf(rec, tmp_dir / "night.pdf", summary=analysis.summary, hypnogram=analysis.staging.hypnogram,
+...                        events=analysis.events, answers=[("How was my night?", "You slept 14 min...")])
+>>> pdf.read_bytes()[:5]
+b'%PDF-'
 """
 
 from __future__ import annotations
@@ -75,6 +79,15 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
     DataFrame with columns `EVENT_COLUMNS`: kind, subtype, start_s, end_s, duration_s (s),
     clock_start/clock_end ("HH:MM:SS", empty when the file has no start time), elapsed_start
     ("1h02m30s"), epoch_start/epoch_end (inclusive 30-s epoch indices).
+
+    Examples
+    --------
+    >>> rec = tiny_recording()                                  # starts at 23:00:00
+    >>> events = pd.DataFrame({"kind": ["apnea"], "subtype": ["obstructive"], "start_s": [125.0], "end_s": [145.0]})
+    >>> events_table(rec, events).iloc[0].to_dict()
+    {'kind': 'apnea', 'subtype': 'obstructive', 'start_s': 125.0, 'end_s': 145.0, 'duration_s': 20.0, 'clock_start': '23:02:05', 'clock_end': '23:02:25', 'elapsed_start': '0h02m05s', 'epoch_start': 4, 'epoch_end': 4}
+    >>> len(events_table(rec, None))
+    0
     """
     if events is None or len(events) == 0:
         return pd.DataFrame(columns=EVENT_COLUMNS)
@@ -101,14 +114,28 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def write_events_csv(rec: Recording, events: pd.DataFrame | None, path: str | Path) -> Path:
-    """Write `events_table(rec, events)` as CSV (comma-separated, header row) and return the path."""
+    """Write `events_table(rec, events)` as CSV (comma-separated, header row) and return the path.
+
+    Examples
+    --------
+    >>> events = pd.DataFrame({"kind": ["hypopnea"], "start_s": [95.0], "end_s": [122.0]})
+    >>> path = write_events_csv(tiny_recording(), events, tmp_dir / "events.csv")
+    >>> print(path.read_text().splitlines()[1])
+    hypopnea,...,95.0,122.0,27.0,23:01:35,23:02:02,0h01m35s,3,4
+    """
     path = Path(path)
     events_table(rec, events).to_csv(path, index=False)
     return path
 
 
 def annotation_label(kind: str, subtype: str | None = "") -> str:
-    """AASM-style annotation text of an event, e.g. ``"Obstructive Apnea"``, ``"Hypopnea"``."""
+    """AASM-style annotation text of an event, e.g. ``"Obstructive Apnea"``, ``"Hypopnea"``.
+
+    Examples
+    --------
+    >>> annotation_label("apnea", "obstructive"), annotation_label("hypopnea"), annotation_label("desaturation", "3%")
+    ('Obstructive Apnea', 'Hypopnea', 'Oxygen Desaturation')
+    """
     base = EVENT_LABELS.get(kind, kind.replace("_", " ").title())
     if subtype and isinstance(subtype, str) and kind in ("apnea", "hypopnea"):
         return f"{subtype.title()} {base}"
@@ -153,6 +180,21 @@ def write_annotations_edf(
     recording in EDFbrowser or with ``raw.set_annotations(mne.read_annotations(path))``.
     Patient and recording header fields hold the anonymous placeholder "X", and the start
     date the EDF+ "unknown" convention.
+
+    Examples
+    --------
+    >>> import mne
+    >>> rec, analysis = tiny_recording(), tiny_analysis()
+    >>> path = write_annotations_edf(rec, analysis.events, tmp_dir / "night.annotations.edf", hypnogram=analysis.staging.hypnogram)
+    >>> annotations = mne.read_annotations(path)
+    >>> annotations.description[0], float(annotations.onset[0])
+    ('Sleep stage W', 0.0)
+    >>> sum("Apnea" in d for d in annotations.description) == int((analysis.events["kind"] == "apnea").sum())
+    True
+    >>> write_annotations_edf(rec, None, tmp_dir / "empty.edf")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.ExportError: ...
     """
     path = Path(path)
     annotations = []
@@ -276,6 +318,16 @@ def write_report_pdf(
     -------
     Path of the PDF: page 1 summary, page 2 the overview (stages, events, SpO2), then the
     event table and the questions with their answers.
+
+    Examples
+    --------
+    >>> rec, analysis = tiny_recording(), tiny_analysis()
+    >>> pdf = write_report_pdf(rec, tmp_dir / "night.pdf", summary=analysis.summary, hypnogram=analysis.staging.hypnogram,
+    ...                        events=analysis.events, answers=[("Any apneas?", "Yes, 3 (23:04:23, 0h04m23s, epoch 8).")],
+    ...                        stage_source=analysis.staging.source)
+    >>> data = pdf.read_bytes()
+    >>> data[:5], data.count(b"/Type /Page") - data.count(b"/Type /Pages") >= 3   # summary, overview, tables
+    (b'%PDF-', True)
     """
     path = Path(path)
     table = events_table(rec, events)

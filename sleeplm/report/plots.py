@@ -14,9 +14,12 @@ the app's worker threads and nothing stays alive in pyplot's global figure regis
 
 Examples
 --------
->>> fig = plot_night(rec, hypnogram=analysis.staging.hypnogram, events=analysis.events)  # doctest: +SKIP
->>> fig.savefig("night.png")  # doctest: +SKIP
->>> plot_epochs(rec, 120, 123).savefig("epochs-120-123.png")  # doctest: +SKIP
+>>> rec, analysis = tiny_recording(), tiny_analysis()      # a 15-min night (conftest.py)
+>>> fig = plot_night(rec, hypnogram=analysis.staging.hypnogram, events=analysis.events)
+>>> fig.savefig(tmp_dir / "night.png")
+>>> plot_epochs(rec, 12, 13).savefig(tmp_dir / "epochs-12-13.png")
+>>> sorted(p.name for p in tmp_dir.iterdir())
+['epochs-12-13.png', 'night.png']
 """
 
 from __future__ import annotations
@@ -49,7 +52,14 @@ TIME_AXIS_LABEL = "sleeplm-time-axis"
 
 
 def reference_events(rec: Recording) -> pd.DataFrame:
-    """The file's own scored events with ``start_s``/``end_s`` columns (empty when it has none)."""
+    """The file's own scored events with ``start_s``/``end_s`` columns (empty when it has none).
+
+    Examples
+    --------
+    >>> table = reference_events(tiny_recording())             # the simulator wrote its scoring into the file
+    >>> {"kind", "start_s", "end_s"} <= set(table.columns), "apnea" in set(table["kind"])
+    (True, True)
+    """
     columns = ["kind", "subtype", "start_s", "end_s", "label"]
     if rec.reference is None or rec.reference.events.empty:
         return pd.DataFrame(columns=columns)
@@ -162,6 +172,17 @@ def plot_night(
     Raises
     ------
     PlotRangeError : range outside the night or reversed; hypnogram of another length.
+
+    Examples
+    --------
+    >>> rec, analysis = tiny_recording(), tiny_analysis()
+    >>> fig = plot_night(rec, hypnogram=analysis.staging.hypnogram, events=analysis.events, stage_source="reference scoring")
+    >>> len(fig.axes), "reference scoring" in fig.axes[0].get_ylabel()
+    (3, True)
+    >>> plot_night(rec, first=20, last=10)
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.PlotRangeError: ...
     """
     if hypnogram is None and rec.reference is not None and rec.reference.stages is not None:
         hypnogram, stage_source = rec.reference.stages, stage_source or "reference scoring"
@@ -210,6 +231,12 @@ def plot_hypnogram(rec: Recording, hypnogram: np.ndarray, stage_source: str | No
     """The sleep stages of the night (or of epochs ``first..last``) on a clock-time axis.
 
     Parameters are those of `plot_night`; `hypnogram` is required. Returns a one-panel Figure.
+
+    Examples
+    --------
+    >>> fig = plot_hypnogram(tiny_recording(), tiny_analysis().staging.hypnogram, "reference scoring", first=0, last=9)
+    >>> len(fig.axes), [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    (1, ['W', 'R', 'N1', 'N2', 'N3'])
     """
     first, last = _checked_span(rec, first, last, hypnogram)
     fig = Figure(figsize=(width_in, 2.4))
@@ -237,6 +264,15 @@ def seconds_at_fraction(fig: Figure, x_fraction: float) -> float | None:
     Returns
     -------
     float seconds, or None when the position is outside the plotted time axis.
+
+    Examples
+    --------
+    >>> fig = plot_night(tiny_recording())                     # the whole 15-min night
+    >>> axis = fig.axes[0].get_position()                      # where the time axis sits in the figure
+    >>> round(seconds_at_fraction(fig, axis.x0)), round(seconds_at_fraction(fig, axis.x1))
+    (0, 900)
+    >>> seconds_at_fraction(fig, 0.001) is None                # the left margin is not on the axis
+    True
     """
     axes = [ax for ax in fig.axes if ax.get_label() == TIME_AXIS_LABEL]
     if not axes:
@@ -249,7 +285,13 @@ def seconds_at_fraction(fig: Figure, x_fraction: float) -> float | None:
 
 
 def viewer_channels(rec: Recording) -> list[str]:
-    """Names of the signals `plot_epochs` draws: present SleepLM channels, then extras, in a fixed order."""
+    """Names of the signals `plot_epochs` draws: present SleepLM channels, then extras, in a fixed order.
+
+    Examples
+    --------
+    >>> viewer_channels(tiny_recording())
+    ['ECG', 'ABD', 'THX', 'AF', 'EOG_Left', 'EOG_Right', 'EEG_C3_A2', 'EEG_C4_A1', 'EMG_Chin', 'POS', 'SpO2', 'HR', 'Snore', 'Pressure']
+    """
     names = [name for name in CANONICAL_CHANNELS if rec.has(name) and name in rec.signals]
     return names + [name for name in EXTRA_SIGNALS if name in rec.signals]
 
@@ -271,6 +313,17 @@ def plot_epochs(rec: Recording, first: int, last: int, channels: list[str] | Non
     Raises
     ------
     PlotRangeError : range outside the night, reversed, longer than `MAX_VIEW_EPOCHS`, or no signal to draw.
+
+    Examples
+    --------
+    >>> rec = tiny_recording()
+    >>> fig = plot_epochs(rec, 12, 13, channels=["EEG_C3_A2", "SpO2"])
+    >>> [ax.get_ylabel().replace(chr(10), " ") for ax in fig.axes]     # name and unit per row
+    ['EEG_C3_A2 [uV]', 'SpO2 [%]']
+    >>> plot_epochs(rec, 0, 20)                                # more than MAX_VIEW_EPOCHS
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.PlotRangeError: ...
     """
     first, last = _checked_span(rec, first, last, None)
     if last - first + 1 > MAX_VIEW_EPOCHS:

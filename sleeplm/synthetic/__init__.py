@@ -2,8 +2,9 @@
 
 >>> from sleeplm.synthetic import simulate_night, write_night, load_truth
 >>> night = simulate_night(duration_h=1.0, seed=3, severity="severe", montage="aasm", sfreq=128)
->>> path = write_night(night, "night.edf")        # EDF+ and night.edf.truth.json   # doctest: +SKIP
->>> load_truth(path).ahi                                                            # doctest: +SKIP
+>>> path = write_night(night, tmp_dir / "night.edf")        # EDF+ and night.edf.truth.json
+>>> load_truth(path).ahi >= 30
+True
 
 Modules: `hypnogram` (sleep architecture), `scenario` (event timing = the truth),
 `physiology` (waveforms), `montages` (labels, units, rates, position codes of each system),

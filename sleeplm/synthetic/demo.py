@@ -22,7 +22,16 @@ _DEMO_REVISION = 2  # 2: airflow and belts stored in mV
 
 
 def cache_dir() -> Path:
-    """``$SLEEPLM_CACHE`` or ``~/.cache/sleeplm-assistant`` (created)."""
+    """``$SLEEPLM_CACHE`` or ``~/.cache/sleeplm-assistant`` (created).
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"SLEEPLM_CACHE": str(tmp_dir / "cache")}):
+    ...     folder = cache_dir()
+    >>> folder == tmp_dir / "cache", folder.is_dir()
+    (True, True)
+    """
     folder = Path(os.environ.get("SLEEPLM_CACHE") or Path.home() / ".cache" / "sleeplm-assistant")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -36,6 +45,16 @@ def demo_recording_path() -> Path:
     Path to ``demo_night_s<simulator version>r<revision>.edf`` in `cache_dir()`, so a newer simulator
     or new settings never reuse an old file. Concurrent first calls are safe: each writes
     into its own temporary folder and moves the finished files into place (truth first).
+
+    Examples
+    --------
+    >>> path = demo_recording_path()            # simulated on first use (a few seconds), then cached
+    >>> path.parent == cache_dir(), path.suffix, demo_recording_path() == path
+    (True, '.edf', True)
+    >>> from sleeplm.synthetic import load_truth
+    >>> truth = load_truth(path)
+    >>> truth.start_clock, len(truth.hypnogram), truth.severity   # DEMO_SETTINGS: 1.5 h from 23:10:00
+    ('23:10:00', 180, 'moderate')
     """
     from sleeplm.synthetic import SIMULATOR_VERSION, simulate_night, truth_path, write_night
 

@@ -39,7 +39,13 @@ _BDF_DIGITAL = (-8388608, 8388607)
 
 
 def truth_path(recording_path) -> Path:
-    """Where the truth of a written night lives: ``<recording path>.truth.json``."""
+    """Where the truth of a written night lives: ``<recording path>.truth.json``.
+
+    Examples
+    --------
+    >>> truth_path("night.edf").name
+    'night.edf.truth.json'
+    """
     return Path(str(recording_path) + ".truth.json")
 
 
@@ -60,6 +66,16 @@ def write_night(night: SyntheticNight, path) -> Path:
     Data records last 1 s. Each channel's physical range is the amplifier range for EEG/EOG
     (so a clipped stretch sits on the rail) and its data range with a 2 % margin otherwise;
     16-bit EDF then resolves EEG to 0.015 uV and 24-bit BDF to 0.00006 uV.
+
+    Examples
+    --------
+    >>> from sleeplm.synthetic import simulate_night
+    >>> night = simulate_night(duration_h=0.1, seed=1, sfreq=128)   # 12 epochs
+    >>> path = write_night(night, tmp_dir / "night.edf")
+    >>> path.name, truth_path(path).exists()
+    ('night.edf', True)
+    >>> write_night(night, tmp_dir / "night.bdf").read_bytes()[1:8]   # BDF+ header: 0xFF "BIOSEMI"
+    b'BIOSEMI'
     """
     path = Path(path)
     if path.suffix.lower() not in (".edf", ".bdf"):
@@ -163,6 +179,14 @@ def load_truth(edf_path) -> Truth:
     ------
     RecordingError
         When no readable ``<edf_path>.truth.json`` exists (only simulated nights have one).
+
+    Examples
+    --------
+    >>> truth = load_truth(tiny_night_path())
+    >>> truth.start_clock, truth.severity, truth.montage, len(truth.hypnogram)
+    ('23:00:00', 'severe', 'aasm', 30)
+    >>> sorted(set(truth.events["kind"]) & {"apnea", "hypopnea"})
+    ['apnea', 'hypopnea']
     """
     source = truth_path(edf_path)
     try:

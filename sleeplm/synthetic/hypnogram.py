@@ -40,6 +40,17 @@ def simulate_hypnogram(n_epochs: int, rng: np.random.Generator, fragmentation: f
     -----
     Sleep-onset latency (10-20 min in a full night) and the final wake (3-10 min, nights of an
     hour or more) shrink with short nights, so a 10-min test night still contains sleep.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stages = simulate_hypnogram(120, np.random.default_rng(0))   # one hour
+    >>> len(stages), str(stages[0]), set(stages) <= {"W", "N1", "N2", "N3", "R"}
+    (120, 'W', True)
+    >>> calm = simulate_hypnogram(960, np.random.default_rng(1))
+    >>> broken = simulate_hypnogram(960, np.random.default_rng(1), fragmentation=1.0)
+    >>> bool((calm == "N3").sum() > (broken == "N3").sum())   # fragmented sleep holds less N3
+    True
     """
     night_h = n_epochs * EPOCH_SEC / 3600
     scale = min(1.0, night_h / 3)

@@ -148,6 +148,18 @@ def render_source(physiology: NightPhysiology, source: str) -> tuple[np.ndarray,
     ``"Cannula flow"``, ``"Thorax"``, ``"Abdomen"``, ``"Snore"``, ``"Snore dB"``), ``"SpO2"``,
     ``"HR"``, ``"Position"`` (SleepLM codes), ``"Light"``, ``"Temp"``, ``"Marker"``; all in uV
     unless the name says otherwise (SpO2 %, HR bpm, Pressure cmH2O, Temp degC).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sleeplm.synthetic.hypnogram import simulate_hypnogram
+    >>> from sleeplm.synthetic.physiology import NightPhysiology
+    >>> from sleeplm.synthetic.scenario import plan_night
+    >>> rng = np.random.default_rng(0)
+    >>> scenario = plan_night(simulate_hypnogram(20, rng), rng, "mild")    # 10 minutes
+    >>> spo2, sfreq = render_source(NightPhysiology(scenario, seed=0, sfreq=128), "SpO2")
+    >>> sfreq, len(spo2) == 20 * 30 * sfreq, bool(85 < spo2.mean() < 100)
+    (4.0, True, True)
     """
     p, fs = physiology, physiology.sfreq
     electrode = {"C3": ("C3-M2", "M2"), "C4": ("C4-M1", "M1"), "E1": ("E1-M2", "M2"), "E2": ("E2-M1", "M1")}

@@ -122,6 +122,23 @@ def plan_night(
     Returns
     -------
     Scenario whose `events` holds one row per event; see `sleeplm.synthetic.Truth` for columns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sleeplm.synthetic.hypnogram import simulate_hypnogram
+    >>> rng = np.random.default_rng(0)
+    >>> hypnogram = simulate_hypnogram(240, rng)    # two hours
+    >>> scenario = plan_night(hypnogram, rng, "severe")
+    >>> scenario.hypnogram is hypnogram, scenario.position_s.size == 240 * 30
+    (True, True)
+    >>> list(scenario.events.columns[:4])
+    ['kind', 'subtype', 'start_s', 'end_s']
+    >>> bool(scenario.events["start_s"].is_monotonic_increasing)
+    True
+    >>> respiratory = scenario.events["kind"].isin(["apnea", "hypopnea"]).sum()
+    >>> bool(respiratory >= 30)        # "severe": >= 30 events per hour of sleep
+    True
     """
     params = SEVERITIES[severity]
     n_s = hypnogram.size * EPOCH_SEC

@@ -1,0 +1,67 @@
+"""Doctest set-up: the names every ``>>>`` example in `sleeplm/` may use without importing them.
+
+pytest collects the library's docstring examples (``--doctest-modules`` on `sleeplm`, see
+pyproject.toml). Examples need a night to work on; these helpers make one tiny simulated night
+once per test session (15 min, 128 Hz, AASM montage, the simulator's own scoring, starting 23:00:00)
+and hand out the same objects to every example:
+
+``tiny_night_path()``  the EDF+ file (its truth beside it as ``<file>.truth.json``)
+``tiny_recording()``   that file loaded with `sleeplm.load_recording`
+``tiny_analysis()``    `sleeplm.measure.analysis.analyze_night` of it (the file's own stages)
+``tiny_model()``       `SleepLM.from_config("sleeplm_tiny")`, the random tiny network, on one thread
+``tmp_dir``            a fresh empty folder (a `pathlib.Path`) for examples that write files
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_NIGHT = {"duration_h": 0.25, "seed": 3, "severity": "severe", "montage": "aasm", "sfreq": 128,
+              "annotations": True, "start_clock": "23:00:00"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _doctest_names(doctest_namespace, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("doctest_night")
+
+    @functools.cache
+    def tiny_night_path():
+        from sleeplm.synthetic import simulate_night, write_night
+
+        return write_night(simulate_night(**TINY_NIGHT), folder / "tiny_night.edf")
+
+    @functools.cache
+    def tiny_recording():
+        from sleeplm import load_recording
+
+        return load_recording(tiny_night_path())
+
+    @functools.cache
+    def tiny_analysis():
+        from sleeplm.measure.analysis import analyze_night
+
+        return analyze_night(tiny_recording(), automatic_staging=False)
+
+    @functools.cache
+    def tiny_model():
+        import torch
+
+        from sleeplm.model.inference import SleepLM
+
+        torch.set_num_threads(1)
+        return SleepLM.from_config("sleeplm_tiny")
+
+    doctest_namespace.update(tiny_night_path=tiny_night_path, tiny_recording=tiny_recording,
+                             tiny_analysis=tiny_analysis, tiny_model=tiny_model)
+
+
+@pytest.fixture(autouse=True)
+def _doctest_tmp_dir(request, doctest_namespace):
+    """Each doctest gets its own empty ``tmp_dir`` (other tests do not pay for one)."""
+    if isinstance(request.node, pytest.DoctestItem):
+        doctest_namespace["tmp_dir"] = request.getfixturevalue("tmp_path")
