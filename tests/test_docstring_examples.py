@@ -20,6 +20,7 @@ import sleeplm
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def _modules() -> list[str]:
     return sorted(m.name for m in pkgutil.walk_packages(sleeplm.__path__, "sleeplm."))
 
