@@ -13,8 +13,8 @@ memory, a private folder under the app's session root holding the uploaded file,
 of the files the page shows: figures and exports, written straight into Gradio's cache so that
 Gradio serves them in place and keeps no copy). It is closed, and both folders deleted, when
 the tab closes (``demo.unload``) or after `SESSION_TTL_S` without activity (``gr.State``
-time-to-live). The ``/ask`` API endpoint
-(recording, question, audience -> answer) runs each call in a throw-away session.
+time-to-live). The ``/ask`` API endpoint (`gr.api`: no page components; recording, question,
+audience -> answer) runs each call in a throw-away session.
 
 Handlers are plain functions and generators (`load_night`, `ask`, `show_epochs`, ...) so they
 can be tested without a browser; `build_app` wires them to components.
@@ -699,8 +699,10 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     def on_click(state, n_epochs, evt: gr.SelectData):
         return epochs_at_click(state, n_epochs, evt)
 
-    def on_api_ask(recording, question, audience):
-        return api_ask(recording, question, audience, root=root, llm_factory=llm_factory, sleeplm_model=sleeplm_model,
+    def on_api_ask(recording: gr.FileData, question: str, audience: str = "clinician") -> str:
+        # gr.api hands an uploaded file over as FileData's dict form; its "path" is in Gradio's upload folder.
+        path = recording.get("path") if isinstance(recording, dict) else recording
+        return api_ask(path, question, audience, root=root, llm_factory=llm_factory, sleeplm_model=sleeplm_model,
                        **maps)
 
     def on_unload(request: gr.Request):
@@ -747,14 +749,6 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                 viewer = gr.Plot(show_label=False, elem_id="viewer", format="png")
                 downloads = gr.File(label="Downloads: report, events, annotations, tool trace", file_count="multiple",
                                     interactive=False, elem_id="downloads")
-        # The /ask API endpoint works on components the page does not show.
-        with gr.Row(visible=False):
-            api_recording = gr.File(type="filepath")
-            api_question = gr.Textbox()
-            api_audience = gr.Textbox(value="clinician")
-            api_answer = gr.Textbox()
-            api_button = gr.Button()
-
         panel = [state, night_text, llm_text, preflight, file_channels, overview, viewer, downloads, chatbot]
         private = {"api_visibility": "private", "concurrency_id": "load", "concurrency_limit": 2}
         demo.load(on_open, [state], panel, **private)
@@ -772,8 +766,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         show_button.click(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         where.submit(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         overview.select(on_click, [state, n_epochs], [viewer, viewer_caption, where], **view)
-        api_button.click(on_api_ask, [api_recording, api_question, api_audience], api_answer, api_name="ask",
-                         api_description="Answer one question about an EDF/BDF recording.", **chat)
+        # The /ask API endpoint: no page components, the parameters come from on_api_ask's type hints.
+        gr.api(on_api_ask, api_name="ask", api_description="Answer one question about an EDF/BDF recording.", **chat)
         status_timer = gr.Timer(STATUS_REFRESH_S)
         status_timer.tick(refresh_status, [state], [night_text, llm_text, overview, sleeplm_progress],
                           api_visibility="private", show_progress="hidden", concurrency_id="status",
