@@ -23,6 +23,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "measure": ([], ["--hours", "1"]),
     "accuracy": ([], ["--hours", "1", "--seeds", "0", "--montages", "aasm", "--no-yasa"]),
     "model": ([], ["--quick"]),
+    "decimate": ([], ["--hours", "1", "--repeats", "1"]),
+    "yasa_detectors": ([], ["--hours", "1"]),
     "cohort": ([], ["--quick"]),
     "periods": ([], ["--hours", "2", "--seeds", "0", "--severities", "moderate"]),
     "grounding": ([], ["--hours", "1", "--seeds", "0", "--severities", "severe"]),
