@@ -71,6 +71,17 @@ def event_periods(
     there is no hypnogram or no sleep); ``kinds`` counts per event kind; ``stage_min`` and
     ``position_min`` minutes per stage and position label, largest first; ``spo2_min_pct`` the lowest
     valid SpO2 (None without SpO2). Rank 1 has the most events; ties go to the higher rate.
+
+    Examples
+    --------
+    >>> events = pd.DataFrame({"kind": ["apnea", "apnea", "hypopnea", "apnea"],
+    ...                        "start_s": [600.0, 660.0, 720.0, 3000.0], "end_s": [620.0, 680.0, 745.0, 3020.0]})
+    >>> hypnogram = np.array(["N2"] * 120)                          # one hour of N2
+    >>> periods = event_periods(events, 120, hypnogram)
+    >>> periods[["rank", "first_epoch", "last_epoch", "n_events"]].to_dict("records")
+    [{'rank': 1, 'first_epoch': 20, 'last_epoch': 24, 'n_events': 3}, {'rank': 2, 'first_epoch': 100, 'last_epoch': 100, 'n_events': 1}]
+    >>> periods.loc[0, "kinds"]
+    {'apnea': 2, 'hypopnea': 1}
     """
     if gap_s < 0:
         raise ValueError(f"gap_s must be >= 0 seconds, got {gap_s}")
@@ -132,6 +143,13 @@ def quiet_stretches(events: pd.DataFrame, n_epochs: int, hypnogram: np.ndarray |
     Returns
     -------
     DataFrame with columns `QUIET_COLUMNS` (inclusive epochs; ``sleep_min`` None without a hypnogram).
+
+    Examples
+    --------
+    >>> events = pd.DataFrame({"start_s": [600.0, 3000.0], "end_s": [620.0, 3020.0]})
+    >>> quiet = quiet_stretches(events, 120, min_s=1200)             # one hour, stretches of 20 min or more
+    >>> quiet[["first_epoch", "last_epoch", "minutes"]].to_dict("records")
+    [{'first_epoch': 21, 'last_epoch': 99, 'minutes': 39.5}]
     """
     busy = np.zeros(n_epochs, dtype=bool)
     for start, end in zip(events.get("start_s", []), events.get("end_s", [])):

@@ -214,6 +214,15 @@ def plot_periods(
     Returns
     -------
     matplotlib.figure.Figure (stages, events and SpO2 panels; rank 1 shaded darkest).
+
+    Examples
+    --------
+    >>> from sleeplm.measure.periods import event_periods
+    >>> rec, analysis = tiny_recording(), tiny_analysis()
+    >>> periods = event_periods(analysis.events, rec.n_epochs, analysis.staging.hypnogram, gap_s=60)
+    >>> fig = plot_periods(rec, periods, analysis.staging.hypnogram, analysis.events)
+    >>> len(fig.axes), sorted(t.get_text() for t in fig.axes[0].texts) == [f"#{r}" for r in sorted(periods["rank"])]
+    (3, True)
     """
     fig = plot_night(rec, hypnogram, events, stage_source, width_in=width_in, first=first, last=last)
     axes = fig.axes
