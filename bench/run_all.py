@@ -4,7 +4,7 @@ Each benchmark prints its own baseline and ratio (measured in the same process);
 only runs them one after the other and says which failed. ``--quick`` runs smaller sizes to
 check that the harness works; the figures quoted in README come from the full run.
 
-Run: ``nice .venv/bin/python bench/run_all.py [--quick] [--only load measure accuracy model cohort]``
+Run: ``nice .venv/bin/python bench/run_all.py [--quick] [--only load measure accuracy model cohort real]``
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "cohort": ([], ["--quick"]),
     "periods": ([], ["--hours", "2", "--seeds", "0", "--severities", "moderate"]),
     "grounding": ([], ["--hours", "1", "--seeds", "0", "--severities", "severe"]),
+    "real": ([], []),  # expert-scored PSG from --data-dir; lists recordings absent from this machine
 }
 
 

@@ -379,7 +379,7 @@ def test_eight_hour_night_simulates_and_writes_within_a_minute(tmp_path):
 
 
 AIRFLOW_LABELS = {"aasm": "Airflow", "monopolar": "Airflow", "shhs": "AIRFLOW", "mesa": "Flow",
-                  "sleep-edf": "Resp oro-nasal", "nox": "Flow"}
+                  "sleep-edf": "Resp oro-nasal", "nox": "Flow", "brainnet": "NAF1", "edf-types": "Resp Flow"}
 
 
 @pytest.mark.parametrize("montage", list(MONTAGES))

@@ -17,7 +17,14 @@ mesa          0 Right, 1 Supine, 2 Left, 3 Prone (Compumedics)     "mesa"
 nox           roll angle in degrees: 0 supine, +90 left,          "nox" (recognised
               -90 right, 180 prone                                  from the angles)
 sleep-edf     no position channel                                  -
+brainnet      no position channel                                  -
+edf-types     same as aasm                                         "sleeplm" (assumed)
 ============  ==================================================  ==================
+
+Two montages carry the label styles of real files: ``brainnet`` the bare vendor labels of a
+Brainnet clinical polygraph export (``C3-A1``, ``EOG1-A1``, ``EMG1``, ``NAF1``, ``VAB``, ``VTH``,
+``SAO2``, ``PR``; everything at 50 Hz, as the DREAMS recordings), ``edf-types`` the EDF
+standard's "type + sensor" labels (``EEG C3-A2``, ``EOG E1-M2``, ``Resp Thor``, ``SaO2 SpO2``...).
 """
 
 from __future__ import annotations
@@ -142,6 +149,35 @@ MONTAGES: dict[str, list[ChannelSpec]] = {
     ],
 }
 
+MONTAGES["brainnet"] = [
+    ChannelSpec("C3-A1", "C3-M2", "UV", 50),
+    ChannelSpec("C4-A2", "C4-M1", "UV", 50),
+    ChannelSpec("EOG1-A1", "E1-M2", "UV", 50),
+    ChannelSpec("EOG2-A1", "E2-M1", "UV", 50),
+    ChannelSpec("EMG1", "Chin1-Chin2", "UV", 50),
+    ChannelSpec("ECG", "ECG", "MV", 50, gain=1e-3),
+    ChannelSpec("NAF1", "Airflow", "UV", 50),
+    ChannelSpec("VAB", "Abdomen", "ML", 50, gain=1 / 40),
+    ChannelSpec("VTH", "Thorax", "ML", 50, gain=1 / 40),
+    ChannelSpec("SAO2", "SpO2", "%", 50),
+    ChannelSpec("PR", "HR", "BPM", 50),
+]
+MONTAGES["edf-types"] = [
+    ChannelSpec("EEG C3-A2", "C3-M2", "uV", 256),
+    ChannelSpec("EEG C4-A1", "C4-M1", "uV", 256),
+    ChannelSpec("EOG E1-M2", "E1-M2", "uV", 256),
+    ChannelSpec("EOG E2-M1", "E2-M1", "uV", 256),
+    ChannelSpec("EMG Chin", "Chin1-Chin2", "uV", 256),
+    ChannelSpec("ECG ECG", "ECG", "uV", 256),
+    ChannelSpec("Resp Flow", "Airflow", "uV", 32),
+    ChannelSpec("Resp Pressure", "Pressure", "cmH2O", 32),
+    ChannelSpec("Resp Thor", "Thorax", "uV", 32),
+    ChannelSpec("Resp Abdo", "Abdomen", "uV", 32),
+    ChannelSpec("SaO2 SpO2", "SpO2", "%", 4),
+    ChannelSpec("HR Pulse", "HR", "bpm", 4),
+    ChannelSpec("Pos Position", "Position", "", 1),
+]
+
 # How each montage stores body position: SleepLM code -> stored value, or "angle" (degrees).
 POSITION_ENCODINGS: dict[str, dict[int, float] | str | None] = {
     "aasm": {0: 0, 1: 1, 2: 2, 3: 3},
@@ -150,9 +186,11 @@ POSITION_ENCODINGS: dict[str, dict[int, float] | str | None] = {
     "mesa": {0: 0, 1: 2, 2: 1, 3: 3},
     "nox": "angle",
     "sleep-edf": None,
+    "brainnet": None,
+    "edf-types": {0: 0, 1: 1, 2: 2, 3: 3},
 }
 # The `sleeplm.io.channels.POSITION_MAPS` entry that decodes each montage's position channel.
 POSITION_MAP_NAMES = {"aasm": "sleeplm", "monopolar": "sleeplm", "shhs": "shhs", "mesa": "mesa", "nox": "nox",
-                      "sleep-edf": None}
+                      "sleep-edf": None, "brainnet": None, "edf-types": "sleeplm"}
 # Roll angle (degrees) of each SleepLM position code in the "angle" encoding.
 ROLL_ANGLE_DEG = {0: -90.0, 1: 90.0, 2: 0.0, 3: 180.0}

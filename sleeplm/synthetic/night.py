@@ -24,7 +24,7 @@ __all__ = ["SIMULATOR_VERSION", "SimulationError", "Truth", "SyntheticNight", "s
 logger = logging.getLogger(__name__)
 
 # Raised whenever the same arguments start giving a different night (cached demo nights follow it).
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3
 
 _EEG_DERIVATIONS = ("C3-M2", "C4-M1", "Fpz-Cz", "Pz-Oz", "Fz-Cz", "Cz-Oz")
 _STEP_SOURCES = ("Position", "Light", "Marker")  # codes: resampled by holding, never interpolated

@@ -16,9 +16,11 @@ Models (amplitudes are typical adult scalp/belt/oximeter values):
 - ECG: PQRST template at beat times from an integrated heart rate with respiratory sinus
   arrhythmia, slow oscillations, dips during apneas, surges at event ends/arousals, and
   the planned tachycardia/bradycardia episodes.
-- breathing: a phase oscillator (rate per stage); oronasal thermistor, nasal pressure (flattened
-  in obstructive hypopneas), thoracic and abdominal belts (paradoxical in obstructive events,
-  absent in central ones), snore bursts on inspiration.
+- breathing: a phase oscillator (rate per stage) whose amplitude drifts over the night; oronasal
+  thermistor, nasal pressure (flattened in obstructive hypopneas), thoracic and abdominal belts
+  (paradoxical in obstructive events, absent in central ones), snore bursts on inspiration.
+  Respiratory events are rounded: the flow fades over 2-5 s into the reduction and climbs back
+  over 2-5 s after it (outside the truth's start/end), and wanders inside it.
 - SpO2: a baseline with desaturation dips (half-cosine fall to the planned nadir, 8-12 s recovery).
 """
 
@@ -93,6 +95,11 @@ def _interval_mask(n: int, fs: float, intervals, ramp_s: float = 0.0) -> np.ndar
     if ramp_s > 0:
         mask = ndimage.uniform_filter1d(mask, max(int(ramp_s * fs), 1))
     return mask
+
+
+def _half_cosine(n: int) -> np.ndarray:
+    """``n`` samples rising smoothly from 0 to 1 (a raised-cosine ramp)."""
+    return 0.5 - 0.5 * np.cos(np.pi * np.arange(n) / max(n, 1))
 
 
 def _place(x: np.ndarray, fs: float, start_s: float, wave: np.ndarray) -> None:
@@ -334,7 +341,13 @@ class NightPhysiology:
         for row in self.respiratory.itertuples():
             i0, i1 = int(row.start_s * fs), int(row.end_s * fs)
             remaining = 1 - row.flow_drop_pct / 100
-            flow[i0:i1] = remaining
+            # Real events are not rectangles: the flow fades in over a few breaths before the
+            # reduction (the truth's start) and climbs back after it (the truth's end), and its
+            # level drifts inside the event (a hypopnea's by up to +-12 % of baseline).
+            fade_in, fade_out = (int(rng.uniform(2.0, 5.0) * fs) for _ in range(2))
+            flow[i0 - fade_in : i0] = np.minimum(flow[i0 - fade_in : i0], 1 - (1 - remaining) * _half_cosine(fade_in))
+            wander = rng.uniform(0.6, 1.4) * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), i1 - i0) + rng.uniform(0, 6.3))
+            flow[i0:i1] = np.clip(remaining + (0.12 if row.kind == "hypopnea" else 0.02) * wander, 0.0, 1.0)
             if row.kind == "hypopnea":
                 effort[i0:i1], shift[i0:i1], flat[i0:i1], snore[i0:i1] = 0.85, np.pi / 4, 1.0, 1.2
             elif row.subtype == "central":
@@ -348,6 +361,7 @@ class NightPhysiology:
                 snore[i0:i1] = 0.0
             recovery = slice(i1, i1 + 8 * fs)  # two or three large recovery breaths
             flow[recovery], effort[recovery] = 1.5, 1.4
+            flow[i1 : i1 + fade_out] = remaining + (1.5 - remaining) * _half_cosine(fade_out)
             snore[recovery] = 0.0 if row.subtype == "central" else 1.3
         for start in self.scenario.sighs_s:  # one deep breath, then a short central pause
             i0, i1 = int(start * fs), int((start + 5) * fs)
@@ -361,7 +375,8 @@ class NightPhysiology:
         # raw nasal pressure, which squares it): natural variation never meets a hypopnea rule.
         spread = self._stage_envelope({"W": 0.06, "N1": 0.05, "N2": 0.04, "N3": 0.03, "R": 0.08}, fs)
         depth = ndimage.uniform_filter1d(1 + spread * rng.standard_normal(breath[-1] + 1)[breath], fs // 2)
-        variability = depth * (1 + 0.03 * _lowpass_noise(rng, n, fs, 0.02))
+        # Amplitude drifts over the night (sensor position, sleep depth): +-8 % over ~10 min, +-3 % faster.
+        variability = depth * (1 + 0.03 * _lowpass_noise(rng, n, fs, 0.02) + 0.08 * _lowpass_noise(rng, n, fs, 0.002))
         return {"flow": smooth(flow) * variability, "effort": smooth(effort) * variability, "shift": smooth(shift),
                 "flat": smooth(flat), "snore": smooth(snore)}
 
