@@ -151,3 +151,14 @@ def test_unscored_night_staged_by_sleeplm_captions_with_yasa_agreement(tmp_path)
 def test_cli_analyze_unreadable_checkpoint(edf_path, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "analyze", str(edf_path), "--out", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_without_spo2_and_eeg_summary_says_apneas_only(tmp_path):
+    path = write_edf(tmp_path / "n.edf", drop=("EEG_C3_A2", "EEG_C4_A1", "SpO2"), scored=False)
+    assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    check_contract(summary)
+    assert summary["ahi_rule"] == "apneas only" and summary["n_apneas"] == 2
+    assert summary["severity"] is None and summary["n_hypopneas"] is None
+    assert "apneas only" in summary["not_assessable"]["severity"]
+    assert "apneas only: hypopneas cannot be scored" in (tmp_path / "out" / "report.md").read_text()

@@ -27,7 +27,7 @@ from sleeplm.terms import NREM_STAGES, SLEEP_STAGES, severity_band
 from sleeplm.measure.respiratory import spo2_per_second
 from sleeplm.measure.signals import epoch_matrix, get_signal, unusable_reason
 
-__all__ = ["EXPORT_KEYS", "SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
+__all__ = ["APNEAS_ONLY", "EXPORT_KEYS", "SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
 
 SUPINE = 2
 EPOCH_MIN = EPOCH_SEC / 60

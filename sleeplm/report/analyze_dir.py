@@ -25,7 +25,7 @@ from sleeplm.measure.analysis import NightAnalysis, analyze_night
 from sleeplm.measure.events import EVENT_COLUMNS
 from sleeplm.io.recording import Recording
 from sleeplm.terms import STAGES, format_elapsed
-from sleeplm.measure.summary import EXPORT_KEYS
+from sleeplm.measure.summary import APNEAS_ONLY, EXPORT_KEYS
 
 __all__ = ["analyze_to_dir", "write_summary_json", "write_events_csv", "write_hypnogram_csv", "write_report_md"]
 
@@ -147,7 +147,8 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         "- Stages: " + ", ".join(f"{st} {_fmt(s[f'{st}_min'], ' min')}" for st in STAGES),
         "",
         "## Breathing and oxygen",
-        f"- AHI {_fmt(s['ahi'], '/h')} (hypopnea rule {s['ahi_rule']}), REI over recording time {_fmt(s['rei'], '/h')}, "
+        f"- AHI {_fmt(s['ahi'], '/h')} ({'apneas only: hypopneas cannot be scored' if s['ahi_rule'] == APNEAS_ONLY else 'hypopnea rule ' + str(s['ahi_rule'])}), "
+        f"REI over recording time {_fmt(s['rei'], '/h')}, "
         f"AASM severity band: {_fmt(s['severity'])}{' from the ' + s['severity_basis'].upper() if s.get('severity_basis') else ''} "
         "(screening information, not a diagnosis)",
         f"- Apneas {_fmt(s['n_apneas'])}, hypopneas {_fmt(s['n_hypopneas'])}; supine AHI {_fmt(s['ahi_supine'], '/h')}, "
