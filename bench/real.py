@@ -142,7 +142,7 @@ def _in_stages(events: pd.DataFrame, stages: np.ndarray) -> pd.DataFrame:
 
 def _per_hour(count: int, stages: np.ndarray) -> float | None:
     hours = np.isin(stages, SLEEP).sum() * 30 / 3600
-    return round(count / hours, 1) if hours else None
+    return round(float(count / hours), 1) if hours else None
 
 
 def evaluate(name: str, data_dir: Path, workdir: Path) -> dict:

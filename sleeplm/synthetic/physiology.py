@@ -343,11 +343,11 @@ class NightPhysiology:
             remaining = 1 - row.flow_drop_pct / 100
             # Real events are not rectangles: the flow fades in over a few breaths before the
             # reduction (the truth's start) and climbs back after it (the truth's end), and its
-            # level drifts inside the event (a hypopnea's by up to +-12 % of baseline).
+            # level drifts inside the event (a hypopnea's by up to +-11 % of baseline).
             fade_in, fade_out = (int(rng.uniform(2.0, 5.0) * fs) for _ in range(2))
             flow[i0 - fade_in : i0] = np.minimum(flow[i0 - fade_in : i0], 1 - (1 - remaining) * _half_cosine(fade_in))
             wander = rng.uniform(0.6, 1.4) * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), i1 - i0) + rng.uniform(0, 6.3))
-            flow[i0:i1] = np.clip(remaining + (0.12 if row.kind == "hypopnea" else 0.02) * wander, 0.0, 1.0)
+            flow[i0:i1] = np.clip(remaining + (0.08 if row.kind == "hypopnea" else 0.02) * wander, 0.0, 1.0)
             if row.kind == "hypopnea":
                 effort[i0:i1], shift[i0:i1], flat[i0:i1], snore[i0:i1] = 0.85, np.pi / 4, 1.0, 1.2
             elif row.subtype == "central":
