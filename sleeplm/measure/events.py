@@ -34,14 +34,14 @@ logger = logging.getLogger(__name__)
 EVENT_COLUMNS = ["kind", "subtype", "start_s", "end_s", "clock_start", "clock_end", "epoch_start", "epoch_end", "evidence"]
 HYPOPNEA_RULES = ("1A", "1B")
 
-# Arousal: alpha + beta (>16 Hz, spindle band excluded) power (3-s mean) 2x its preceding 30-s median for 3-15 s,
+# Arousal: alpha + beta (>16 Hz, spindle band excluded) power 2x its preceding 30-s median for 3-15 s (gaps of <= 2 s bridged),
 # after >= 10 s of sleep; in REM chin EMG must rise too (2x its preceding median).
 AROUSAL_BANDS = ((8.0, 12.0), (16.0, 30.0))
 AROUSAL_POWER_RATIO = 2.0
-# Power is averaged over 3 s before the ratio: a real arousal's alpha/beta power swings from one
-# second to the next (on the expert-scored DREAMS excerpt single seconds reach 4-17x between
-# quieter ones), so a per-second ratio rarely stays high for the 3 s an arousal needs.
-AROUSAL_SMOOTH_S = 3
+# Seconds above the ratio separated by up to 2 quieter seconds form one arousal: a real arousal's
+# alpha/beta power swings from one second to the next (on the expert-scored DREAMS excerpt single
+# seconds reach 4-17x between quieter ones), so it seldom stays high for 3 s in a row.
+AROUSAL_GAP_S = 2
 AROUSAL_S = (3, 15)
 AROUSAL_BASELINE_S = 30
 STABLE_SLEEP_S = 10
@@ -74,10 +74,9 @@ def detect_arousals(rec: Recording, hypnogram: np.ndarray | None, bad: np.ndarra
     n_seconds = rec.n_epochs * EPOCH_SEC
     fast = sum(per_second(bandpass(eeg.data, eeg.sfreq, lo, hi) ** 2, eeg.sfreq) for lo, hi in AROUSAL_BANDS
                if lo < eeg.sfreq / 2)[:n_seconds]
-    smooth = ndimage.uniform_filter1d(fast, AROUSAL_SMOOTH_S, mode="nearest")
-    ratio = smooth / _preceding_median(fast, AROUSAL_BASELINE_S)
+    ratio = fast / _preceding_median(fast, AROUSAL_BASELINE_S)
     ratio[bad[: len(ratio)]] = np.nan
-    high = ndimage.binary_closing(np.nan_to_num(ratio) > AROUSAL_POWER_RATIO, structure=np.ones(2))
+    high = ndimage.binary_closing(np.nan_to_num(ratio) > AROUSAL_POWER_RATIO, structure=np.ones(AROUSAL_GAP_S + 1))
     asleep = sleep_mask_seconds(hypnogram, n_seconds)
     rem = None if hypnogram is None else np.repeat(np.asarray(hypnogram) == "R", EPOCH_SEC)[:n_seconds]
     emg = get_signal(rec, "EMG_Chin")
