@@ -33,6 +33,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -52,8 +53,8 @@ from sleeplm.report.export import ExportError, write_annotations_edf, write_even
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
 __all__ = [
-    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "BrowserSession", "ConfiguredChatModel", "SleepLMWeights",
-    "check_upload", "refresh_status",
+    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "MemoryGate", "LOAD_GATE", "BrowserSession",
+    "ConfiguredChatModel", "SleepLMWeights", "check_upload", "refresh_status",
     "open_session", "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
     "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "build_app", "launch", "serve",
 ]
@@ -64,6 +65,10 @@ UPLOAD_SUFFIXES = (".edf", ".bdf")
 MAX_UPLOAD_BYTES = 1024**3  # an 8-h, 30-channel, 256 Hz EDF is ~450 MB
 SESSION_TTL_S = 4 * 3600
 STATUS_REFRESH_S = 2.0  # how often the page asks for the SleepLM download / background progress
+# Loads running at once may together allocate at most this much (each load's peak is estimated
+# from its header by `sleeplm.io.reader.estimate_load_bytes`); later loads wait for room.
+LOAD_MEMORY_BYTES = int(float(os.environ.get("SLEEPLM_LOAD_MEMORY_MB", 2048)) * 1024**2)
+LOAD_WAIT_S = 300.0
 OVERVIEW_DPI = 100
 EXAMPLE_QUESTIONS = [
     "Give me a summary of my night",
@@ -114,6 +119,48 @@ class BrowserSession:
         self.night.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         shutil.rmtree(self.shown, ignore_errors=True)
+
+
+class MemoryGate:
+    """Admits work while the bytes it reserves fit `capacity`; the rest waits (up to `timeout_s`).
+
+    The server caps concurrent loads by memory, not only by count: two 8-h nights load side by
+    side, a third waits until one has finished.
+    """
+
+    def __init__(self, capacity: int, timeout_s: float = LOAD_WAIT_S) -> None:
+        self.capacity = int(capacity)
+        self.timeout_s = timeout_s
+        self.in_use = 0
+        self._room = threading.Condition()
+
+    @contextmanager
+    def reserve(self, n_bytes: int):
+        """Hold `n_bytes` (at most the whole capacity) for the duration of the block."""
+        n_bytes = min(int(n_bytes), self.capacity)
+        with self._room:
+            if not self._room.wait_for(lambda: self.in_use + n_bytes <= self.capacity, self.timeout_s):
+                raise RecordingError(
+                    "The server is busy loading other recordings and has no memory free for this one; try again shortly."
+                )
+            self.in_use += n_bytes
+        try:
+            yield
+        finally:
+            with self._room:
+                self.in_use -= n_bytes
+                self._room.notify_all()
+
+
+LOAD_GATE = MemoryGate(LOAD_MEMORY_BYTES)
+
+
+def _gated_load(night: NightSession, path: Path, **kwargs: Any) -> None:
+    """`NightSession.load` once the load's estimated peak memory fits `LOAD_GATE` (bombs fail before waiting)."""
+    from sleeplm.io.reader import estimate_load_bytes
+
+    with LOAD_GATE.reserve(estimate_load_bytes(path, kwargs.get("channel_map"))):
+        night.load(path, **kwargs)
 
 
 class ConfiguredChatModel:
@@ -343,7 +390,7 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     if bs.weights is not None:
         bs.weights.attach(bs)
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
-    bs.night.load(path, progress=report, channel_map=channel_map, position_map=position_map)
+    _gated_load(bs.night, path, progress=report, channel_map=channel_map, position_map=position_map)
     bs.recording_path = path
     bs.shown_version = bs.night.night.version
     bs.turns.clear()
@@ -620,7 +667,7 @@ def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_fac
         source = check_upload(recording)
         target = bs.workdir / f"recording{source.suffix.lower()}"
         shutil.move(source, target)
-        bs.night.load(target, channel_map=channel_map, position_map=position_map)
+        _gated_load(bs.night, target, channel_map=channel_map, position_map=position_map)
         return bs.night.ask(question, audience or "clinician").answer
     except SleepLMError as exc:
         raise gr.Error(str(exc)) from exc

@@ -6,6 +6,7 @@ __all__ = [
     "NotARecordingError",
     "CorruptRecordingError",
     "TooShortError",
+    "ResourceLimitError",
     "DiscontinuousRecordingError",
     "ChannelMappingError",
     "TensorFormatError",
@@ -41,6 +42,10 @@ class CorruptRecordingError(RecordingError):
 
 class TooShortError(RecordingError):
     """The recording holds less than one 30-s epoch."""
+
+
+class ResourceLimitError(RecordingError):
+    """The header claims more than the loader may allocate (duration, rate or memory budget)."""
 
 
 class DiscontinuousRecordingError(RecordingError):

@@ -37,6 +37,7 @@ from sleeplm.errors import (
     DiscontinuousRecordingError,
     NotARecordingError,
     RecordingError,
+    ResourceLimitError,
     TensorFormatError,
     TooShortError,
 )
@@ -53,7 +54,10 @@ from sleeplm.io.recording import (
     preflight_table,
 )
 
-__all__ = ["EdfHeader", "read_edf_header", "load_recording", "read_annotation_file", "preflight_table"]
+__all__ = [
+    "EdfHeader", "read_edf_header", "load_budget", "estimate_load_bytes", "load_recording", "read_annotation_file",
+    "preflight_table", "MEMORY_BUDGET_BYTES", "MAX_RECORDING_S", "MIN_SIGNAL_RATE_HZ",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,15 @@ _ANNOTATION_LABELS = {"EDF Annotations", "BDF Annotations"}
 _MICROVOLT_CHANNELS = {"ECG", "EEG_C3_A2", "EEG_C4_A1", "EOG_Left", "EOG_Right", "EMG_Chin"}
 _TO_MICROVOLT = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
 _SHORT_NIGHT_S = 3600
+# Budgets, checked against the header before any array exists (`load_budget`). The memory budget
+# is what one load may allocate at its peak (SLEEPLM_MEMORY_BUDGET_MB overrides it); an 8-h,
+# 10-channel 256-Hz night needs about 0.4 GB.
+MEMORY_BUDGET_BYTES = int(float(os.environ.get("SLEEPLM_MEMORY_BUDGET_MB", 1024)) * 1024**2)
+MAX_RECORDING_S = 48 * 3600  # two days: longer is not a night, and its arrays would not fit the budget
+MIN_SIGNAL_RATE_HZ = 1 / EPOCH_SEC  # one sample per epoch; slower rates mean resampling ratios over 1920
+# Data records are read in blocks of about this size (the file is never memory-mapped: a file
+# truncated while it is read must give a RecordingError, not SIGBUS).
+_READ_BLOCK_BYTES = 8 * 1024**2
 
 
 @dataclass
@@ -266,16 +279,37 @@ def _record_onsets(path: Path, header_bytes: int, n_records: int, signal_bytes: 
         )
     i = annotations[0]
     start = int(signal_bytes[:i].sum())
-    records = np.memmap(path, dtype=np.uint8, mode="r", offset=header_bytes,
-                        shape=(n_records, int(signal_bytes.sum())))
-    tals = np.array(records[:, start : start + min(int(signal_bytes[i]), 32)])
-    del records
+    tals = _read_columns(path, header_bytes, n_records, int(signal_bytes.sum()), start,
+                         start + min(int(signal_bytes[i]), 32)).reshape(n_records, -1)
     try:
         return np.array([float(bytes(tal).split(b"\x14", 1)[0]) for tal in tals])
     except ValueError:
         raise CorruptRecordingError(
             "the EDF+ record time stamps are unreadable; re-export the recording as EDF+C."
         ) from None
+
+
+def _read_columns(path: Path, header_bytes: int, n_records: int, record_bytes: int, lo: int, hi: int) -> np.ndarray:
+    """Bytes ``lo:hi`` of every data record, concatenated (uint8), read block by block.
+
+    Plain reads, not a memory map: a file truncated or replaced while it is read raises
+    `CorruptRecordingError` here instead of killing the process with SIGBUS.
+    """
+    out = np.empty(n_records * (hi - lo), dtype=np.uint8)
+    per_block = max(1, _READ_BLOCK_BYTES // record_bytes)
+    buffer = np.empty(per_block * record_bytes, dtype=np.uint8)
+    with open(path, "rb") as f:
+        f.seek(header_bytes)
+        for first in range(0, n_records, per_block):
+            n = min(per_block, n_records - first)
+            view = buffer[: n * record_bytes]
+            if f.readinto(memoryview(view)) != n * record_bytes:
+                raise CorruptRecordingError(
+                    "the file ended while it was being read (it was truncated or replaced after its header "
+                    "was checked); upload the complete file again."
+                )
+            out[first * (hi - lo) : (first + n) * (hi - lo)] = view.reshape(n, record_bytes)[:, lo:hi].reshape(-1)
+    return out
 
 
 def _start_seconds(raw: bytes) -> float | None:
@@ -287,6 +321,90 @@ def _start_seconds(raw: bytes) -> float | None:
     if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60):
         return None
     return float(h * 3600 + m * 60 + s)
+
+
+def load_budget(header: EdfHeader, labels=None, budget_bytes: int | None = None) -> dict[str, int]:
+    """Bytes the loader will allocate for this header, checked before any array exists.
+
+    Parameters
+    ----------
+    header : a verified header (`read_edf_header` has already matched it to the file's size).
+    labels : file labels the loader will read (default: every data signal).
+    budget_bytes : the memory budget (default `MEMORY_BUDGET_BYTES`).
+
+    Returns
+    -------
+    {"epochs", "signals", "channel_work", "peak"}: the SleepLM epoch array, the signals kept at
+    their working rates, the transient arrays of the two channels prepared at a time, and their sum.
+
+    Raises
+    ------
+    ResourceLimitError : naming the header field at fault: a claimed duration (number of data
+        records x duration of a data record) over `MAX_RECORDING_S`, a signal's samples per
+        record giving a rate under `MIN_SIGNAL_RATE_HZ`, or a peak over the budget.
+
+    Examples
+    --------
+    >>> header = read_edf_header("night.edf")  # doctest: +SKIP
+    >>> load_budget(header)["peak"] / 1e6  # doctest: +SKIP
+    412.5
+    """
+    budget_bytes = MEMORY_BUDGET_BYTES if budget_bytes is None else int(budget_bytes)
+    duration_s = header.n_records * header.record_s
+    if duration_s > MAX_RECORDING_S:
+        raise ResourceLimitError(
+            f"the header fields 'number of data records' ({header.n_records}) x 'duration of a data record' "
+            f"({header.record_s:g} s) claim {duration_s / 3600:.1f} h, over the {MAX_RECORDING_S / 3600:.0f}-h limit "
+            "for one recording; the header is damaged or this is not one night. Re-export the night."
+        )
+    wanted = set(header.labels[i] for i in header.data_signals) if labels is None else set(labels)
+    indices = [i for i in header.data_signals if header.labels[i] in wanted]
+    n_epochs = int(duration_s // EPOCH_SEC)
+    sample_bytes = 3 if header.file_type == "BDF" else 2
+    kept, work = 0, 0
+    for i in indices:
+        rate = float(header.samples_per_record[i]) / header.record_s
+        if rate < MIN_SIGNAL_RATE_HZ:
+            raise ResourceLimitError(
+                f"the header field 'samples per record' of signal '{header.labels[i]}' gives "
+                f"{int(header.samples_per_record[i])} sample(s) per {header.record_s:g}-s record ({rate:.3g} Hz), "
+                f"below the {MIN_SIGNAL_RATE_HZ:.3g} Hz minimum (one sample per {EPOCH_SEC}-s epoch); "
+                "the header is damaged. Re-export the recording."
+            )
+        n_file = header.n_records * int(header.samples_per_record[i])
+        n_64 = duration_s * SFREQ
+        # raw bytes + float32 samples (+ 24-bit widening) + artefact mask; 64-Hz versions, z-scores, mask.
+        work_i = n_file * (sample_bytes + 4 + (8 if sample_bytes == 3 else 0) + 1) + int(n_64) * 4 * 5
+        work = max(work, work_i)
+        kept += int(duration_s * min(rate, max(preprocess.SIGNAL_RATE_LIMITS.values()))) * 4
+    sizes = {
+        "epochs": n_epochs * len(CANONICAL_CHANNELS) * EPOCH_SAMPLES * 4,
+        "signals": kept,
+        "channel_work": 2 * work,  # two channels are prepared at a time
+    }
+    sizes["peak"] = sum(sizes.values())
+    if sizes["peak"] > budget_bytes:
+        raise ResourceLimitError(
+            f"loading this recording would need about {sizes['peak'] / 1024**2:.0f} MB "
+            f"(header fields: {header.n_records} data records of {header.record_s:g} s, {len(indices)} signals), "
+            f"over the {budget_bytes / 1024**2:.0f} MB memory budget of one load. "
+            "Export only the night's sleep channels, or at a lower sampling rate."
+        )
+    return sizes
+
+
+def estimate_load_bytes(path, channel_map=None) -> int:
+    """Peak bytes `load_recording` will allocate for the EDF/BDF at `path` (header only; no array is made).
+
+    Raises the `RecordingError` family exactly as loading would for a bad header or budget.
+    """
+    path = Path(path)
+    header = read_edf_header(path)
+    try:
+        sources, _ = chmap.map_channels([header.labels[i] for i in header.data_signals], channel_map)
+    except ChannelMappingError:
+        return load_budget(header)["peak"]
+    return load_budget(header, {label for source in sources.values() for label in source.labels})["peak"]
 
 
 def load_recording(path, channel_map=None, position_map=None, normalization="night_zscore",
@@ -464,6 +582,7 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
             f"--channel-map on the command line), e.g. {chmap.map_hint(file_labels, ['EEG_C3_A2'])}",
             labels=file_labels, wanted=wanted,
         )
+    load_budget(header, {label for source in sources.values() for label in source.labels})
     reader = _EdfReader(path, header)
     # The vendor position map: the user's, else the recognised montage's, else guessed from the values.
     position_map_assumed = position_map is None and montage not in chmap.MONTAGE_POSITION_MAP
@@ -557,8 +676,9 @@ class _EdfReader:
     """Reads file channels straight from the data records, as float32 in the file's units and rates.
 
     mne opens the file (its parser must accept it too) and supplies the EDF+ annotations; the
-    samples are read from a memory map of the data records, whose layout `read_edf_header` has
-    already checked against the file size. mne's own reader converts every record to float64 in
+    samples are read block by block from the data records (`_read_columns`: no memory map, so a
+    file truncated meanwhile is an error, not SIGBUS), whose layout `read_edf_header` and
+    `load_budget` have already checked against the file size and the memory budget. mne's own reader converts every record to float64 in
     a Python loop and upsamples slower channels to the top rate; reading each channel at its own
     rate in float32 is several times faster and never interpolates.
     """
@@ -578,8 +698,7 @@ class _EdfReader:
         sample_bytes = 3 if header.file_type == "BDF" else 2
         self.sample_bytes = sample_bytes
         self.first_byte = np.concatenate([[0], np.cumsum(header.samples_per_record)]) * sample_bytes
-        self.records = np.memmap(path, dtype=np.uint8, mode="r", offset=256 * (len(header.labels) + 1),
-                                 shape=(header.n_records, int(self.first_byte[-1])))
+        self.path = path
 
     def _channel(self, label: str) -> tuple[np.ndarray, float, str, tuple[float, float]]:
         i = self.index[label]
@@ -590,7 +709,8 @@ class _EdfReader:
                 f"channel '{label}' declares digital minimum {h.digital_min[i]:g} >= maximum {h.digital_max[i]:g}, "
                 "so its samples cannot be scaled to physical units; re-export the recording."
             )
-        block = self.records[:, self.first_byte[i] : self.first_byte[i + 1]]
+        block = _read_columns(self.path, 256 * (len(h.labels) + 1), h.n_records, int(self.first_byte[-1]),
+                              int(self.first_byte[i]), int(self.first_byte[i + 1]))
         if self.sample_bytes == 2:
             digital = block.view("<i2")
         else:  # 24-bit little-endian: place the 3 bytes above a zero byte and shift back (sign-extends)
