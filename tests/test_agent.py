@@ -215,7 +215,10 @@ def test_injected_annotation_reaches_the_llm_only_as_quoted_data(known_night, sc
         stages=None,
         events=pd.DataFrame({"onset_s": [2000.0], "duration_s": [20.0], "kind": ["apnea"], "subtype": ["obstructive"], "label": [INJECTION]}),
     )
-    llm = scripted_model(call("list_events", kind="respiratory"), quote_first_event)
+    withheld = scripted_model(call("list_events", kind="respiratory"), quote_first_event)
+    session_on(known_night, withheld).ask("when did respiration look abnormal?")
+    assert not any(INJECTION[:40] in str(m.content) for messages in withheld.seen for m in messages)  # free text withheld
+    llm = scripted_model(call("list_events", kind="respiratory", annotation_text=True), quote_first_event)
     turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
     seen = [m for messages in llm.seen for m in messages]
     carriers = [m for m in seen if INJECTION[:40] in str(m.content)]
@@ -360,7 +363,7 @@ def test_simulator_night_respiration_follow_up_and_injection(sim_night, sim_nigh
     llm = scripted_model(
         call("list_events", kind="respiratory"), cite_events,
         call("list_events", call_id="call_2", kind="respiratory", start="second half"), cite_events,
-        call("list_events", call_id="call_3", kind="all", start="epoch 15", end="epoch 25"), cite_events,
+        call("list_events", call_id="call_3", kind="all", start="epoch 15", end="epoch 25", annotation_text=True), cite_events,
     )
     session = session_on(sim_night, llm)
     first = session.ask("when did respiration look abnormal?")

@@ -211,7 +211,9 @@ def test_every_tool_on_a_simulator_night(sim_night, sim_night_file):
     hits = [overlaps_truth(e, resp_truth) for e in events["events"]]
     assert sum(hits) >= 0.8 * len(hits)
     annotations = events["file_annotations"]["events"]
-    assert all(a["annotation_text_quoted"][0] == "'" for a in annotations)
+    assert annotations and not any("annotation_text_quoted" in a for a in annotations)  # free text withheld by default
+    quoted = ok(run_tool("list_events", {"kind": "respiratory", "annotation_text": True}, sim_night))["file_annotations"]
+    assert all(a["annotation_text_quoted"][0] == "'" for a in quoted["events"])
     summary = ok(run_tool("night_summary", {"audience": "clinician"}, sim_night))
     assert summary["statistics"]["ahi"] == round(sim_night.analysis.summary["ahi"], 2) and summary["statistics"]["ahi"] >= 30
     assert summary["source"] == "measured (sleep stages from reference scoring)"

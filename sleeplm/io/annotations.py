@@ -14,6 +14,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from sleeplm.io.deid import scrub_text
 from sleeplm.io.recording import EPOCH_SEC, STAGES, ReferenceScoring
 
 __all__ = ["parse_stage_label", "parse_event_label", "reference_from_annotations", "stages_on_grid"]
@@ -101,7 +102,8 @@ def reference_from_annotations(onsets_s, durations_s, labels, n_epochs: int) -> 
     onsets_s, durations_s : seconds from recording start. A stage annotation with a duration of
         0 or NaN lasts one scoring epoch: the most common step between stage onsets (30 s when
         there is a single one).
-    labels : raw annotation texts.
+    labels : raw annotation texts. Event labels are kept de-identified (`sleeplm.io.deid.scrub_text`);
+        the raw text is not stored.
     n_epochs : epochs in the recording; stages are mapped onto this 30-s grid.
 
     Returns
@@ -134,7 +136,8 @@ def reference_from_annotations(onsets_s, durations_s, labels, n_epochs: int) -> 
             stage_rows.append((float(onset), float(duration), stage))
             continue
         kind, subtype = parse_event_label(label)
-        events.append((float(onset), float(duration), kind, subtype, label))
+        # Free text typed into the file may identify the patient: only its scrubbed form is kept.
+        events.append((float(onset), float(duration), kind, subtype, scrub_text(label)))
     logger.debug("annotations: %d stage, %d event", len(stage_rows), len(events))
     return ReferenceScoring(
         stages=stages_on_grid(stage_rows, n_epochs) if stage_rows else None,
