@@ -43,6 +43,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 import pandas as pd
 
+from assistant.markup import inert_markdown
 from assistant.session import NightSession
 from assistant.sleeplm_jobs import jobs_pending
 from tools.timeparse import parse_span
@@ -504,7 +505,7 @@ def _save_figure(bs: BrowserSession, figure: Any) -> str:
 
 
 def _step_message(event: dict) -> dict:
-    arguments = json.dumps(event["args"], ensure_ascii=False)
+    arguments = inert_markdown(json.dumps(event["args"], ensure_ascii=False)).replace("`", "'")
     return {
         "role": "assistant",
         "content": f"Arguments: `{arguments}`",
@@ -524,6 +525,7 @@ def ask(question: str, audience: str, history: list | None, state: BrowserSessio
     history = list(history or []) + [{"role": "user", "content": question}]
     steps: dict[str, dict] = {}
     answer: dict | None = None
+    draft = ""  # the streamed answer as written; shown only after `inert_markdown`
     yield _copy(history), "", state
     try:
         for event in state.night.ask_stream(question, audience):
@@ -534,7 +536,7 @@ def ask(question: str, audience: str, history: list | None, state: BrowserSessio
                 step = steps.get(event["id"]) or _step_message({**event, "args": {}})
                 if event["id"] not in steps:
                     history.append(step)
-                step["content"] += f"\n\nResult: {event['summary']}"
+                step["content"] += f"\n\nResult: {inert_markdown(event['summary'])}"
                 step["metadata"] = {**step["metadata"], "status": "done", "duration": event["duration_s"]}
                 if event["artifact"] is not None:
                     history.append({"role": "assistant", "content": {"path": _save_figure(state, event["artifact"])}})
@@ -542,7 +544,8 @@ def ask(question: str, audience: str, history: list | None, state: BrowserSessio
                 if answer is None:
                     answer = {"role": "assistant", "content": ""}
                     history.append(answer)
-                answer["content"] += event["text"]
+                draft += event["text"]
+                answer["content"] = inert_markdown(draft)
             elif event["type"] == "final":
                 turn = event["turn"]
                 # The checked answer replaces the streamed draft and goes after every step.
@@ -775,7 +778,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                 llm_text = gr.Markdown(elem_id="llm-status")
                 sleeplm_progress = gr.HTML(elem_id="sleeplm-progress")
                 audience = gr.Radio(list(AUDIENCES), value="clinician", label="Answer for", elem_id="audience")
-                chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", buttons=["copy"])
+                chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", buttons=["copy"], sanitize_html=True)
                 question = gr.Textbox(placeholder="Ask about the night, e.g. when did respiration look abnormal?",
                                       show_label=False, submit_btn=True, elem_id="question")
                 gr.Examples(EXAMPLE_QUESTIONS, inputs=question, label="Try")

@@ -36,6 +36,7 @@ from assistant.agent import (
 from assistant.grounding import check_grounding, complete_citations
 from assistant.errors import InternalError, LLMBackendError, SessionError
 from assistant.llm import get_chat_model
+from assistant.markup import inert_markdown
 from assistant.sleeplm_jobs import plan_sleeplm_jobs, run_sleeplm_jobs
 from sleeplm.errors import ModelUnavailableError
 from sleeplm.io.recording import Recording
@@ -68,6 +69,9 @@ class TurnResult:
         or its backend failed) or "error" (a bug: the answer is "Internal error" with the reference
         the server log holds its traceback under).
     artifacts : figures produced by `plot` (matplotlib Figures), in call order.
+
+    The answer is made inert on construction (`assistant.markup.inert_markdown`: no HTML,
+    images, links or URLs), so the page, ``--json``, ``/ask`` and the exports all get the same text.
     """
 
     answer: str
@@ -77,6 +81,9 @@ class TurnResult:
     llm_messages: list[dict] = field(default_factory=list)
     mode: str = "agent"
     artifacts: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.answer = inert_markdown(self.answer)
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (figures left out)."""
@@ -407,7 +414,7 @@ class NightSession:
         last = messages[-1] if messages and isinstance(messages[-1], AIMessage) else None
         # Figures the user gave in the question are theirs, not invented by the model.
         sources = [c["result"] for c in tool_calls if c["status"] == "success"] + [question]
-        text = last.text.strip() if last is not None else ""
+        text = inert_markdown(last.text.strip()) if last is not None else ""
         grounding = check_grounding(text, sources)
         in_scope = bool(self.route(question))
         problem = answer_problem(last, grounding, tool_calls, in_scope=in_scope)

