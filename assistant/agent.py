@@ -9,6 +9,11 @@
   every message sent to the language model (audit, privacy tests), and, once the turn has a
   successful tool result, calls the model WITHOUT tools, because small models otherwise repeat
   the call or answer in JSON. A tool call made anyway is removed and marked as a repeat.
+- Bounded traffic: at most `MAX_TOOL_CALLS_PER_MESSAGE` tool calls per model message and
+  `MAX_TOOL_CALLS_PER_TURN` per turn run (the rest are dropped from the conversation and kept in
+  the trace as "refused"); a call whose arguments exceed `MAX_TOOL_ARGUMENT_BYTES` or are not a
+  JSON object (an invalid tool call) gets a tool error instead of running, its arguments are not
+  echoed back; a tool result sent to the model is cut at `MAX_TOOL_RESULT_CHARS`.
 - `answer_problem` / `tool_writeup`: the answer check and the tools' own write-up that replaces
   an answer that fails it.
 - `route_question`: the keyword router of the tool-only mode (no language model at all).
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from importlib import resources
 from typing import Any
 
@@ -33,7 +39,9 @@ from sleeplm.terms import AUDIENCES
 from tools import ALL_TOOLS, NightContext
 
 __all__ = [
-    "AUDIENCES", "SCOPES", "MAX_MODEL_CALLS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt", "tool_choice_prompt",
+    "AUDIENCES", "SCOPES", "MAX_MODEL_CALLS", "MAX_TOOL_CALLS_PER_MESSAGE", "MAX_TOOL_CALLS_PER_TURN",
+    "MAX_TOOL_ARGUMENT_BYTES", "MAX_TOOL_RESULT_CHARS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt",
+    "tool_choice_prompt",
     "TurnGuard", "build_agent", "message_record", "answer_problem", "is_refusal", "tool_writeup", "route_question",
     "result_summary", "named_periods", "follow_up_hint",
 ]
@@ -45,6 +53,12 @@ MAX_MODEL_CALLS = 4
 RECURSION_LIMIT = 10 * MAX_MODEL_CALLS
 FALLBACK_LABEL = "The language model's answer could not be verified; here are the tool results:"
 REPEATED_CALL_KEY = "sleeplm_repeated_tool_calls"
+# Model traffic limits. A question needs one or two tools; a small model that calls more in one
+# message is looping. Every tool's arguments fit in a few hundred bytes, every result in ~10 kB.
+MAX_TOOL_CALLS_PER_MESSAGE = 3
+MAX_TOOL_CALLS_PER_TURN = 6
+MAX_TOOL_ARGUMENT_BYTES = 4096
+MAX_TOOL_RESULT_CHARS = 16_000
 # Text of the message ModelCallLimitMiddleware leaves when it ends a turn.
 STEP_LIMIT_PREFIX = "Model call limits exceeded"
 
@@ -101,23 +115,66 @@ class TurnGuard(AgentMiddleware):
     def __init__(self, scope: str = "night") -> None:
         super().__init__()
         self.scope = scope
+        self.start_turn()
+
+    def start_turn(self) -> None:
         self.sent: list[dict] = []
         self.calls = 0
         self.artifacts: dict[str, Any] = {}
-
-    def start_turn(self) -> None:
-        self.sent = []
-        self.calls = 0
-        self.artifacts = {}
+        self.tool_calls = 0  # tool calls admitted this turn
+        # Tool-call id -> (arguments as the model gave them, for the trace; error sent back instead of running).
+        self.refused: dict[str, tuple[Any, str]] = {}
+        # Calls the model made that were dropped from the conversation: trace entries {"name", "args", "result", "status"}.
+        self.dropped: list[dict] = []
 
     def wrap_tool_call(self, request, handler):
+        call = request.tool_call
+        if call["id"] in self.refused:
+            return ToolMessage(content=self.refused[call["id"]][1], tool_call_id=call["id"], name=call["name"], status="error")
+        result = handler(request)
         # Figures stay out of the conversation state (the checkpointer cannot and need not
         # store them); the session picks them up here by tool-call id.
-        result = handler(request)
         if isinstance(result, ToolMessage) and result.artifact is not None:
             self.artifacts[result.tool_call_id] = result.artifact
             result = result.model_copy(update={"artifact": None})
+        if isinstance(result, ToolMessage) and isinstance(result.content, str) and len(result.content) > MAX_TOOL_RESULT_CHARS:
+            cut = result.content[:MAX_TOOL_RESULT_CHARS]
+            result = result.model_copy(update={"content": f"{cut} [result cut at {MAX_TOOL_RESULT_CHARS} characters]"})
         return result
+
+    def _drop(self, name: Any, args: Any, why: str) -> None:
+        self.dropped.append({"name": str(name or "unknown"), "args": _args_for_trace(args),
+                             "result": f"not run and nothing sent back to the model: {why}", "status": "refused"})
+
+    def _bound_calls(self, message: AIMessage) -> AIMessage:
+        """The message with its tool calls within the limits; malformed or oversized ones answered by a tool error."""
+        if not message.tool_calls and not message.invalid_tool_calls:
+            return message
+        candidates = [(c, None) for c in message.tool_calls] + [
+            ({"name": c.get("name") or "unknown", "args": c.get("args"), "id": c.get("id") or f"invalid_{uuid.uuid4().hex[:8]}",
+              "type": "tool_call"}, c.get("error") or "not a JSON object")
+            for c in message.invalid_tool_calls
+        ]
+        kept = []
+        for call, invalid in candidates:
+            if len(kept) >= MAX_TOOL_CALLS_PER_MESSAGE:
+                self._drop(call["name"], call["args"], f"over the limit of {MAX_TOOL_CALLS_PER_MESSAGE} tool calls per model message")
+                continue
+            if self.tool_calls >= MAX_TOOL_CALLS_PER_TURN:
+                self._drop(call["name"], call["args"], f"over the limit of {MAX_TOOL_CALLS_PER_TURN} tool calls per question")
+                continue
+            self.tool_calls += 1
+            size = len(json.dumps(call["args"], default=str)) if invalid is None else len(str(call["args"]))
+            if invalid is not None or not isinstance(call["args"], dict):
+                problem = f"the arguments are malformed ({invalid or 'not a JSON object'}); pass a JSON object of named arguments"
+            elif size > MAX_TOOL_ARGUMENT_BYTES:
+                problem = f"the arguments are {size} bytes long, over the limit of {MAX_TOOL_ARGUMENT_BYTES}; pass short arguments"
+            else:
+                kept.append(call)
+                continue
+            self.refused[call["id"]] = (_args_for_trace(call["args"]), f"Tool error: {problem}. The tool was not run.")
+            kept.append({**call, "args": {}})
+        return message.model_copy(update={"tool_calls": kept, "invalid_tool_calls": []})
 
     def wrap_model_call(self, request: ModelRequest, handler) -> ModelResponse | AIMessage:
         context = request.runtime.context
@@ -147,15 +204,27 @@ class TurnGuard(AgentMiddleware):
         except Exception as exc:  # only the backend's own failure may become the tool-only answer
             raise LLMBackendError(f"the language model backend failed: {type(exc).__name__}") from exc
         if not answered:  # the epochs of the follow-up hint (periods already named) count as said
-            return _without_invented_times(response, [*request.messages, *([SystemMessage(hint)] if hint else [])])
+            response = _without_invented_times(response, [*request.messages, *([SystemMessage(hint)] if hint else [])])
+            return ModelResponse(result=[self._bound_calls(m) if isinstance(m, AIMessage) else m for m in response.result],
+                                 structured_response=response.structured_response)
         # Tools were not offered: a tool call now is a repeat; keep the text, drop the call.
         fixed = []
         for message in response.result:
-            if isinstance(message, AIMessage) and message.tool_calls:
-                names = [c["name"] for c in message.tool_calls]
+            if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
+                for c in [*message.tool_calls, *message.invalid_tool_calls]:
+                    self._drop(c.get("name"), c.get("args"), "a tool call after a tool result, when no tools were offered")
+                names = [c.get("name") or "unknown" for c in [*message.tool_calls, *message.invalid_tool_calls]]
                 message = AIMessage(content=message.content, id=message.id, additional_kwargs={REPEATED_CALL_KEY: names})
             fixed.append(message)
         return ModelResponse(result=fixed, structured_response=response.structured_response)
+
+
+def _args_for_trace(args: Any) -> Any:
+    """Arguments as the trace keeps them: as given when short, else their size and start."""
+    text = args if isinstance(args, str) else json.dumps(args, default=str)
+    if len(text) <= MAX_TOOL_ARGUMENT_BYTES:
+        return args
+    return {"refused_arguments": f"{len(text)} bytes", "start": text[:80]}
 
 
 TIME_ARGUMENTS = ("start", "end")

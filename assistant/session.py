@@ -368,8 +368,9 @@ class NightSession:
             logger.exception("language model backend failed")
             yield from self._tool_only(question, self.night.audience, reason=f"The language model failed ({exc.describe()})")
             return
+        # Every call the model made, in order, with what was sent back; then those dropped over the limits.
         tool_calls = [{"name": c["name"], "args": c["args"], "result": c.get("result"), "status": c.get("status", "not run")}
-                      for c in calls.values()]
+                      for c in calls.values()] + list(self._guard.dropped)
         turn, problem = self._finish(question, config, tool_calls, artifacts)
         if turn is None:  # no tool result and the reply is unusable: the keyword router's tools answer
             yield from self._tool_only(question, self.night.audience,
@@ -390,9 +391,11 @@ class NightSession:
                 for message in (update or {}).get("messages", []) if isinstance(update, dict) else []:
                     if node == "model" and isinstance(message, AIMessage):
                         for tc in message.tool_calls:
-                            calls[tc["id"]] = {"name": tc["name"], "args": tc["args"]}
+                            # A refused call (malformed or oversized arguments) is traced with what the model gave.
+                            args = self._guard.refused[tc["id"]][0] if tc["id"] in self._guard.refused else tc["args"]
+                            calls[tc["id"]] = {"name": tc["name"], "args": args}
                             started[tc["id"]] = time.perf_counter()
-                            yield {"type": "tool_start", "id": tc["id"], "name": tc["name"], "args": tc["args"]}
+                            yield {"type": "tool_start", "id": tc["id"], "name": tc["name"], "args": args}
                     elif node == "tools" and isinstance(message, ToolMessage):
                         call, event = self._tool_end(
                             message.tool_call_id, message, started.get(message.tool_call_id, time.perf_counter()),

@@ -95,6 +95,9 @@ class ScriptedChatModel(GenericFakeChatModel):
                 tool_call_chunks=[
                     {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": k}
                     for k, c in enumerate(message.tool_calls)
+                ] + [  # malformed calls travel as the raw argument text, as a real backend streams them
+                    {"name": c["name"], "args": c["args"], "id": c["id"], "index": len(message.tool_calls) + k}
+                    for k, c in enumerate(message.invalid_tool_calls)
                 ]
                 if last
                 else [],

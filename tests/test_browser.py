@@ -324,7 +324,7 @@ def test_answer_markup_triggers_no_request(scenario, tmp_path):
     with served(demo) as url, chromium_page(viewport={"width": 1280, "height": 900}) as page:
         page.route("**/*", guard)
         page.goto(url, wait_until="load")
-        expect(page.locator("#night-status")).to_contain_text("epochs of 30 s", timeout=120_000)
+        expect(page.locator("#night-status")).to_contain_text("epochs of 30 s", timeout=300_000)
         page.fill("#question textarea", question)
         page.press("#question textarea", "Enter")
         answer = page.locator("#chat .message.bot").last
