@@ -327,9 +327,12 @@ def test_trend_signals_are_not_flat_artefacts(tmp_path):
                      ("SpO2", 1, "%", np.repeat([97.0, 98.0], 30)), ("HR", 1, "bpm", np.full(60, 62.0))], minutes=1)
     rec = load_recording(path)
     info = {c.canonical: c for c in rec.extra_channels}
-    assert set(rec.signals) >= {"Light", "SpO2", "HR"}  # lights off all night is data, not a dead sensor
+    assert set(rec.signals) >= {"Light", "SpO2"}  # lights off all night is data, not a dead sensor
     assert info["Light"].warnings == [] and info["SpO2"].warnings == []
-    assert info["HR"].warnings == ["constant at 62 bpm for the whole recording: sensor off?"]
+    # A heart rate constant for the whole recording is a dead sensor: flagged and excluded.
+    assert "HR" not in rec.signals and not info["HR"].present
+    assert info["HR"].warnings == ["constant at 62 bpm for the whole recording (sensor off or disconnected): "
+                                   "excluded from every statistic"]
 
 
 def test_position_angles_are_recognised_without_a_vendor(tmp_path):

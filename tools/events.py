@@ -10,6 +10,7 @@ from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
 from sleeplm.io.recording import EPOCH_SEC
+from sleeplm.measure.signals import unusable_reason
 from sleeplm.terms import EVENT_GROUPS, EVENT_KINDS, format_citation
 from tools.context import NightContext, TimeText, configure, night_tool_errors, rounded
 
@@ -134,7 +135,7 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
             findings.append(f"{counted(row.kind, 1, patient).removeprefix('1 ') if patient else row.kind} at "
                             f"{format_citation(night.rec.cite(row.start_s, row.end_s))}.")
     if kind == "desaturation" and "SpO2" not in night.rec.signals:
-        findings.append("There is no SpO2 channel, so oxygen desaturations cannot be measured.")
+        findings.append(f"Oxygen desaturations cannot be measured: {unusable_reason(night.rec, 'SpO2')}.")
     annotated = _reference_events(night, kind, first, last, with_text=annotation_text is True)
     return {
         "tool": "list_events",

@@ -31,6 +31,8 @@ __all__ = [
     "to_epochs",
     "channel_warnings",
     "SIGNAL_RATE_LIMITS",
+    "PLAUSIBLE_RANGES",
+    "dead_sensor",
     "TREND_SIGNALS",
     "prepare_signal",
     "prepare_position",
@@ -531,9 +533,13 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     info.warnings += channel_warnings(name, data, bad, scale, info.unit, rails)
     if name in _EEG_CHANNELS and stager_rate_note(sfreq):
         info.warnings.append(stager_rate_note(sfreq))
-    if trend and not scale > 0 and name != "Light" and np.isfinite(center):
-        info.warnings.append(f"constant at {center:g} {info.unit or ''} for the whole recording: sensor off?")
-    elif not trend and (not scale > 0 or stats_bad.mean() > 0.95):
+    dead = dead_sensor(name, versions[rate], scale, center, info.unit) if trend else None
+    if dead is not None:
+        # A dead oximeter or pulse sensor is not data: no statistic may use it.
+        info.present = False
+        info.warnings.append(f"{dead}: excluded from every statistic")
+        return None, None
+    if not trend and (not scale > 0 or stats_bad.mean() > 0.95):
         info.present = False
         info.warnings.append("flat or unusable: treated as missing")
         return None, None
@@ -548,6 +554,34 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
         center, scale = usable_mean_sd(at_64, stats_bad, clip=None if name in SPIKY_SIGNALS else Z_CLIP)
     z = zscore_night(at_64, stats_bad, center_scale=(center, scale))
     return signal, to_epochs(z, n_epochs)
+
+
+# Values a working sensor reports; a trend signal outside them for most of the night is implausible.
+PLAUSIBLE_RANGES = {"SpO2": (50.0, 100.0), "HR": (20.0, 250.0)}
+MIN_PLAUSIBLE_SHARE = 0.5
+
+
+def dead_sensor(name: str, data: np.ndarray, scale: float, center: float, unit: str | None) -> str | None:
+    """Why a trend signal (SpO2, HR) is not data: flat, disconnected or implausible; None when usable.
+
+    >>> dead_sensor("SpO2", np.full(100, 50.0, dtype=np.float32), 0.0, 50.0, "%")
+    'constant at 50 % for the whole recording (sensor off or disconnected)'
+    >>> dead_sensor("SpO2", np.linspace(90, 98, 100, dtype=np.float32), 2.0, 94.0, "%") is None
+    True
+    """
+    if name not in PLAUSIBLE_RANGES:
+        return None
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return "no finite samples (sensor disconnected)"
+    if not scale > 0 or float(finite.max() - finite.min()) == 0.0:
+        return f"constant at {center:g} {unit or ''} for the whole recording (sensor off or disconnected)".replace("  ", " ")
+    low, high = PLAUSIBLE_RANGES[name]
+    share = float(((finite >= low) & (finite <= high)).mean()) * finite.size / data.size
+    if share < MIN_PLAUSIBLE_SHARE:
+        return (f"implausible: only {share:.0%} of samples within {low:g}-{high:g} {unit or ''} "
+                "(sensor off, disconnected or wrong channel)").replace("  ", " ")
+    return None
 
 
 def prepare_position(data, sfreq, position_map, info):

@@ -52,6 +52,9 @@ def unusable_reason(rec: Recording, name: str) -> str:
     'no Light signal in this recording'
     """
     sig = rec.signals.get(name)
+    flagged = [info for info in (*rec.channels, *rec.extra_channels) if info.canonical == name and info.source and not info.present]
+    if sig is None and flagged:
+        return f"the {name} channel failed the preflight ({'; '.join(flagged[0].warnings) or 'unusable'})"
     if sig is None or len(sig.data) == 0:
         return f"no {name} signal in this recording"
     return f"{name} is sampled at {sig.sfreq:g} Hz, too slow to measure (needs >= {MIN_SFREQ[name]:g} Hz)"

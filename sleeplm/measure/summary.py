@@ -262,7 +262,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     spo2 = spo2_per_second(rec, np.zeros(n_seconds, dtype=bool))
     if spo2 is None:
         for key in ("odi3", "odi4", "t90_min", "spo2_min", "spo2_mean"):
-            missing[key] = "no SpO2 channel"
+            missing[key] = unusable_reason(rec, "SpO2")
     else:
         spo2 = np.where((spo2 >= 50) & (spo2 <= 100), spo2, np.nan)
         spo2_share = _usable_share(np.isfinite(spo2), asleep_s)
@@ -289,7 +289,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
                 missing[key] = "no valid SpO2 samples"
     summary["hr_mean"] = _sleeping_hr(rec, stage_of, features)
     if summary["hr_mean"] is None:
-        missing["hr_mean"] = "no ECG or heart-rate channel with detectable beats"
+        missing["hr_mean"] = f"no ECG or heart-rate channel with detectable beats ({unusable_reason(rec, 'HR')})"
     if positions is None:
         missing["position_min"] = "no body-position channel"
     else:
