@@ -310,9 +310,12 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
 
 
 def tool_writeup(tool_calls: list[dict]) -> str:
-    """The tools' own pre-phrased findings, one block per call, errors included."""
+    """The tools' own pre-phrased findings, one block per call, errors included (calls refused
+    over the traffic limits ran nothing and are left out)."""
     blocks = []
     for call in tool_calls:
+        if call.get("status") == "refused":
+            continue
         result = call["result"]
         if result is None:
             blocks.append(f"- {call['name']}: did not finish.")
