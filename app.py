@@ -48,7 +48,7 @@ from assistant.session import NightSession
 from assistant.sleeplm_jobs import jobs_pending
 from tools.timeparse import parse_span
 from sleeplm.terms import AUDIENCES, parse_citations
-from sleeplm.errors import ChannelMappingError, NotARecordingError, SleepLMError
+from sleeplm.errors import ChannelMappingError, NotARecordingError, RecordingError, SleepLMError
 from assistant.trace import write_trace_json
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction

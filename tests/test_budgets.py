@@ -112,7 +112,7 @@ def test_budget_states_the_field_and_passes_a_real_night(tmp_path):
 def test_an_eight_hour_night_fits_the_budget():
     header = reader.EdfHeader(
         file_type="EDF", plus=False, n_records=28_800, record_s=1.0, labels=[f"S{i}" for i in range(10)],
-        units=["uV"] * 10, physical_min=np.full(10, -1.0), physical_max=np.ones(10), digital_min=np.full(10, -1.0),
+        transducers=[""] * 10, units=["uV"] * 10, physical_min=np.full(10, -1.0), physical_max=np.ones(10), digital_min=np.full(10, -1.0),
         digital_max=np.ones(10), samples_per_record=np.full(10, 256), annotation_signals=[], start_seconds=0.0,
     )
     assert load_budget(header)["peak"] < reader.MEMORY_BUDGET_BYTES
