@@ -27,10 +27,11 @@ import os
 # Before gradio is imported: it reads this at import time.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
+import atexit
 import json
 import logging
 import shutil
-import tempfile
+import signal
 import threading
 import uuid
 from contextlib import contextmanager
@@ -54,7 +55,7 @@ from sleeplm.report.export import ExportError, write_annotations_edf, write_even
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
 __all__ = [
-    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "MemoryGate", "LOAD_GATE", "BrowserSession",
+    "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "server_root", "MemoryGate", "LOAD_GATE", "BrowserSession",
     "ConfiguredChatModel", "SleepLMWeights", "check_upload", "refresh_status",
     "open_session", "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
     "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "build_app", "launch", "serve",
@@ -162,6 +163,81 @@ def _gated_load(night: NightSession, path: Path, **kwargs: Any) -> None:
 
     with LOAD_GATE.reserve(estimate_load_bytes(path, kwargs.get("channel_map"))):
         night.load(path, **kwargs)
+
+
+# ---- files: one server-owned root, atomic writes -------------------------------------------
+SERVER_ROOT_NAME = "sleeplm-server"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def server_root(base: str | Path | None = None) -> Path:
+    """A fresh folder for this server run under the server-owned root, after deleting the folders
+    of earlier runs whose process has ended (a server killed with SIGKILL leaves its files there).
+
+    The root (`base`, default ``<Gradio's upload folder>/sleeplm-server``) holds one
+    ``run-<pid>-<id>`` folder per running server: uploads, figures and exports all live in it, so
+    Gradio serves them in place (no copy) and nothing of a run survives the next start.
+    """
+    base = Path(base) if base is not None else Path(get_upload_folder()) / SERVER_ROOT_NAME
+    base.mkdir(parents=True, exist_ok=True)
+    for run in base.glob("run-*"):
+        parts = run.name.split("-")
+        pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+        if pid is None or not _alive(pid):
+            logger.info("removing the files of an earlier server run: %s", run.name)
+            shutil.rmtree(run, ignore_errors=True)
+    run = base / f"run-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    run.mkdir()
+    return run
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Write `path` through a temporary file beside it and a rename: readers (and a crash) never see a partial file."""
+    partial = path.with_name(f".partial-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def _take_upload(source: Path, target: Path) -> Path:
+    """Move an upload into a session folder atomically (a temporary name, then a rename)."""
+    partial = target.with_name(f".partial-{target.name}")
+    shutil.move(source, partial)
+    os.replace(partial, target)
+    _remove_upload_folder(source)
+    return target
+
+
+def _remove_upload_folder(path: Path) -> None:
+    """Delete Gradio's now-empty per-upload folder of `path` (only when it is inside the upload folder)."""
+    folder = Path(path).parent
+    upload_root = Path(get_upload_folder())
+    if folder != upload_root and upload_root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another file), or already gone
+            pass
+
+
+def _discard_upload(path: Any) -> None:
+    """Delete a refused upload at once (the file Gradio stored), not hours later."""
+    if path is None:
+        return
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    _remove_upload_folder(path)
 
 
 class ConfiguredChatModel:
@@ -450,11 +526,14 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {},
                   sleeplm_note, shown_root)
     try:
-        source = check_upload(path)
+        try:
+            source = check_upload(path)
+        except SleepLMError:
+            if owned:
+                _discard_upload(path)
+            raise
         if owned:
-            target = bs.workdir / f"recording{source.suffix.lower()}"
-            shutil.move(source, target)
-            source = target
+            source = _take_upload(source, bs.workdir / f"recording{source.suffix.lower()}")
         bs.channel_map, bs.position_map = channel_map, position_map
         yield from _load_into(bs, source, progress, channel_map, position_map)
     except ChannelMappingError as exc:
@@ -648,16 +727,19 @@ def build_downloads(bs: BrowserSession) -> list[str]:
     if events is None:
         events = reference_events(night.rec)
     answers = [(turn["question"], turn["answer"]) for turn in bs.turns]
+    # Each file is written under a temporary name and renamed: a download (or a kill) never meets half a file.
     files = [
-        write_report_pdf(night.rec, out / "night-report.pdf", summary=getattr(analysis, "summary", None),
-                         hypnogram=night.hypnogram, events=events, answers=answers, stage_source=night.stage_source),
-        write_events_csv(night.rec, events, out / "night-events.csv"),
+        _atomic(out / "night-report.pdf", lambda path: write_report_pdf(
+            night.rec, path, summary=getattr(analysis, "summary", None), hypnogram=night.hypnogram, events=events,
+            answers=answers, stage_source=night.stage_source)),
+        _atomic(out / "night-events.csv", lambda path: write_events_csv(night.rec, events, path)),
     ]
     try:
-        files.append(write_annotations_edf(night.rec, events, out / "night-annotations.edf", hypnogram=night.hypnogram))
+        files.append(_atomic(out / "night-annotations.edf",
+                             lambda path: write_annotations_edf(night.rec, events, path, hypnogram=night.hypnogram)))
     except ExportError as exc:  # nothing scored or detected: the CSV (header only) says as much
         logger.info("no EDF+ annotations file: %s", exc)
-    files.append(write_trace_json(bs.turns, out / "tool-trace.json"))
+    files.append(_atomic(out / "tool-trace.json", lambda path: write_trace_json(bs.turns, path)))
     return [str(path) for path in files]
 
 
@@ -667,9 +749,12 @@ def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_fac
     """The ``/ask`` endpoint: load `recording` in a throw-away session, answer `question`, delete everything."""
     bs = open_session(root, f"api-{uuid.uuid4().hex}", llm_factory, sleeplm_model)
     try:
-        source = check_upload(recording)
-        target = bs.workdir / f"recording{source.suffix.lower()}"
-        shutil.move(source, target)
+        try:
+            source = check_upload(recording)
+        except SleepLMError:
+            _discard_upload(recording)
+            raise
+        target = _take_upload(source, bs.workdir / f"recording{source.suffix.lower()}")
         _gated_load(bs.night, target, channel_map=channel_map, position_map=position_map)
         return bs.night.ask(question, audience or "clinician").answer
     except SleepLMError as exc:
@@ -715,14 +800,26 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         ``--position-map``): applied to uploads, to the ``/ask`` API and to `preload` unless
         `preload_is_demo` (the built-in demo night is always read with its own labels).
     """
-    root = Path(session_root) if session_root else Path(tempfile.mkdtemp(prefix="sleeplm-app-"))
+    # Files inside Gradio's cache are served in place: no copy of them outlives the session. The
+    # server's own root (`server_root`) lies inside it; a given `session_root` keeps the shown
+    # files directly in Gradio's cache.
+    owned_root = not session_root
+    root = server_root() if owned_root else Path(session_root)
     root.mkdir(parents=True, exist_ok=True)
     llm_factory = llm_factory or ConfiguredChatModel()
     registry: dict[str, BrowserSession] = {}
-    # Files inside Gradio's cache are served in place: no copy of them outlives the session.
     common = {"root": root, "llm_factory": llm_factory, "sleeplm_model": sleeplm_model, "registry": registry,
-              "sleeplm_note": sleeplm_note, "shown_root": Path(get_upload_folder())}
+              "sleeplm_note": sleeplm_note, "shown_root": root / "shown" if owned_root else Path(get_upload_folder())}
     maps = {"channel_map": channel_map, "position_map": position_map}
+
+    def close_sessions() -> None:
+        """Close every open session (their folders go with them), and remove the server's own root."""
+        for key in list(registry):
+            bs = registry.pop(key, None)
+            if bs is not None:
+                bs.close()
+        if owned_root:
+            shutil.rmtree(root, ignore_errors=True)
 
     def on_open(state, request: gr.Request, progress=gr.Progress()):
         if preload is not None:
@@ -824,6 +921,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                           concurrency_limit=4)
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.close_sessions = close_sessions  # for `serve`'s shutdown (SIGTERM, Ctrl+C, exit)
     return demo
 
 
@@ -851,8 +949,28 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
             logger.warning("%s", exc)
     # The page opens at once; the weights (downloaded on first run) arrive in the background.
     weights = SleepLMWeights().start()
-    launch(build_app(sleeplm_model=weights, preload=recording, channel_map=channel_map, position_map=position_map,
-                     preload_is_demo=preload_is_demo), host, port)
+    # One server-owned root for everything this run writes, Gradio's own upload cache included
+    # (an upload in flight when the server is killed is a temporary file there).
+    run = server_root()
+    os.environ["GRADIO_TEMP_DIR"] = str(run / "gradio")
+    demo = build_app(sleeplm_model=weights, preload=recording, channel_map=channel_map, position_map=position_map,
+                     preload_is_demo=preload_is_demo, session_root=run)
+
+    def shutdown() -> None:
+        demo.close_sessions()
+        shutil.rmtree(run, ignore_errors=True)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        logger.info("SIGTERM: closing the sessions and removing their files")
+        shutdown()
+        raise KeyboardInterrupt  # Gradio's server loop then shuts down
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    atexit.register(shutdown)
+    try:
+        launch(demo, host, port)
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":
