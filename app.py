@@ -951,25 +951,33 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     weights = SleepLMWeights().start()
     # One server-owned root for everything this run writes, Gradio's own upload cache included
     # (an upload in flight when the server is killed is a temporary file there).
+    # Gradio reads its upload folder when the app and its server are created: the variable is set
+    # for that time only, so nothing else in this process inherits it.
     run = server_root()
+    previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(run / "gradio")
-    demo = build_app(sleeplm_model=weights, preload=recording, channel_map=channel_map, position_map=position_map,
-                     preload_is_demo=preload_is_demo, session_root=run)
-
-    def shutdown() -> None:
-        demo.close_sessions()
-        shutil.rmtree(run, ignore_errors=True)
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        logger.info("SIGTERM: closing the sessions and removing their files")
-        shutdown()
-        raise KeyboardInterrupt  # Gradio's server loop then shuts down
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    atexit.register(shutdown)
     try:
+        demo = build_app(sleeplm_model=weights, preload=recording, channel_map=channel_map, position_map=position_map,
+                         preload_is_demo=preload_is_demo, session_root=run)
+
+        def shutdown() -> None:
+            demo.close_sessions()
+            shutil.rmtree(run, ignore_errors=True)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            logger.info("SIGTERM: closing the sessions and removing their files")
+            shutdown()
+            raise KeyboardInterrupt  # Gradio's server loop then shuts down
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        atexit.register(shutdown)
         launch(demo, host, port)
     finally:
+        if previous is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous
+    if not getattr(demo, "is_running", False):  # the server loop has ended (Ctrl+C): remove this run's files
         shutdown()
 
 
