@@ -564,6 +564,8 @@ MIN_PLAUSIBLE_SHARE = 0.5
 def dead_sensor(name: str, data: np.ndarray, scale: float, center: float, unit: str | None) -> str | None:
     """Why a trend signal (SpO2, HR) is not data: flat, disconnected or implausible; None when usable.
 
+    Examples
+    --------
     >>> dead_sensor("SpO2", np.full(100, 50.0, dtype=np.float32), 0.0, 50.0, "%")
     'constant at 50 % for the whole recording (sensor off or disconnected)'
     >>> dead_sensor("SpO2", np.linspace(90, 98, 100, dtype=np.float32), 2.0, 94.0, "%") is None

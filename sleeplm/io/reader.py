@@ -345,9 +345,14 @@ def load_budget(header: EdfHeader, labels=None, budget_bytes: int | None = None)
 
     Examples
     --------
-    >>> header = read_edf_header("night.edf")  # doctest: +SKIP
-    >>> load_budget(header)["peak"] / 1e6  # doctest: +SKIP
-    412.5
+    >>> header = read_edf_header(tiny_night_path())              # 15 min (conftest.py)
+    >>> budget = load_budget(header)
+    >>> budget["epochs"] == 30 * 10 * 1920 * 4, budget["peak"] == sum(budget[k] for k in ("epochs", "signals", "channel_work"))
+    (True, True)
+    >>> load_budget(header, budget_bytes=1_000_000)
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.ResourceLimitError: loading this recording would need about 9 MB (header fields: 900 data records of 1 s, 14 signals), over the 1 MB memory budget of one load. ...
     """
     budget_bytes = MEMORY_BUDGET_BYTES if budget_bytes is None else int(budget_bytes)
     duration_s = header.n_records * header.record_s
@@ -397,6 +402,16 @@ def estimate_load_bytes(path, channel_map=None) -> int:
     """Peak bytes `load_recording` will allocate for the EDF/BDF at `path` (header only; no array is made).
 
     Raises the `RecordingError` family exactly as loading would for a bad header or budget.
+
+    Examples
+    --------
+    >>> estimate_load_bytes(tiny_night_path()) == load_budget(read_edf_header(tiny_night_path()))["peak"]
+    True
+    >>> _ = (tmp_dir / "notes.edf").write_text("not a recording")
+    >>> estimate_load_bytes(tmp_dir / "notes.edf")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.NotARecordingError: ...
     """
     path = Path(path)
     header = read_edf_header(path)
