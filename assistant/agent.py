@@ -413,6 +413,42 @@ def follow_up_hint(previous: dict | None) -> str:
             "kind \"events\" and start/end \"epoch A\"/\"epoch B\" of the period meant (#1 for 'that period').")
 
 
+# "show me X" / "when did X happen": X is a concept for `concept_timeline` unless a measured
+# event, a figure of the night or a summary figure answers it.
+_CONCEPT_QUESTION = re.compile(
+    r"^\s*(?:please\s+|can you\s+)?(?:show me|when (?:did|was|were|do|does|is|are))\s+(?:the\s+|my\s+|any\s+|i\s+(?:have\s+|had\s+|get\s+)?)?"
+    r"(?P<concept>.+?)(?:\s+(?:happen|occur|appear|start|show up|take place)\w*)?(?:\s+in the night)?\s*[?.!]*\s*$",
+    re.IGNORECASE)
+_FIGURE_OR_FACT = re.compile(
+    r"\b(plot|hypnogram|graph|chart|summary|overview|channels?|fall asleep|wake up|abnormal\w*|that|this|those|these)\b|"
+    r"^(?:the |my )?(?:night|recording|signals?|rem|deep(?:est)? sleep|light sleep|n[123]|wake|sleep)"
+    r"(?: sleep| periods?| stages?)?$", re.IGNORECASE)
+_MEASURED_EVENT = re.compile(r"\b(apn\w*|hypopn\w*|desat\w*|arousal\w*|events?|oxygen|spo2|heart rate|respirat\w*|"
+                             r"breath\w*)\b", re.IGNORECASE)
+
+
+def concept_question(question: str) -> str | None:
+    """The concept of a "show me ..." / "when did ... happen" question that no measured event answers, else None.
+
+    Examples
+    --------
+    >>> concept_question("When did alpha intrusion happen?")
+    'alpha intrusion'
+    >>> concept_question("show me my apneas") is None
+    True
+    """
+    match = _CONCEPT_QUESTION.match(question)
+    if match is None:
+        return None
+    concept = match.group("concept").strip()
+    if not concept or _FIGURE_OR_FACT.search(concept):
+        return None
+    # An event alone is a measured event; combined with something else ("snoring with desaturation") a concept.
+    if _MEASURED_EVENT.search(concept) and not re.search(r"\b(with|and|during)\b", concept):
+        return None
+    return concept
+
+
 def route_question(question: str, audience: str = "clinician", previous: dict | None = None) -> list[tuple[str, dict]]:
     """Tools to run for a question when no language model is available (keyword rules).
 
@@ -432,6 +468,9 @@ def route_question(question: str, audience: str = "clinician", previous: dict | 
         resolved = _follow_up(question, previous)
         if resolved:
             return resolved
+    concept = concept_question(question)
+    if concept is not None:
+        return [("concept_timeline", {"concepts": [concept]})]
     for pattern, name, args in _ROUTES:
         if re.search(pattern, q):
             if name == "night_summary":

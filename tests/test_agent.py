@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from assistant.agent import FALLBACK_LABEL, MAX_MODEL_CALLS, route_question
 from assistant.session import NO_LLM_LABEL, NightSession, SessionError
 from sleeplm.io.recording import ReferenceScoring
+from tools import ALL_TOOLS
 
 
 def session_on(night, llm):
@@ -45,7 +46,7 @@ def test_stream_events_and_tool_free_answer_step(known_night, scripted_model):
     assert turn.grounding["unmatched"] == [] and "23:33:20" in turn.grounding["matched"]
     assert turn.tool_calls[0]["result"]["count"] == 3
     # Tools were offered for the first call only; the answer step ran without them.
-    assert llm.tools_offered == [8] and len(llm.seen) == 2
+    assert llm.tools_offered == [len(ALL_TOOLS)] and len(llm.seen) == 2
     assert [r["call"] for r in turn.llm_messages if r["role"] == "system"] == [1, 2]
     assert turn.llm == {"backend": "generic-fake-chat-model", "model": "ScriptedChatModel"}
     json.dumps(turn.to_dict())
@@ -92,7 +93,7 @@ def test_tool_error_is_readable_and_the_model_recovers(known_night, scripted_mod
     turn = session_on(known_night, llm).ask("breathing around 4, in the second half?")
     assert [c["status"] for c in turn.tool_calls] == ["error", "success"]
     assert "outside the recording" in turn.tool_calls[0]["result"]
-    assert llm.tools_offered == [8, 8]  # tools stay offered after an error
+    assert llm.tools_offered == [len(ALL_TOOLS)] * 2  # tools stay offered after an error
     assert turn.mode == "agent" and turn.answer.startswith("In the second half there was 1 event")
 
 
@@ -135,7 +136,7 @@ def test_failed_calls_then_a_refusal_fall_back_to_the_keyword_tools(known_night,
     llm = scripted_model(call("plot", kind="spectrogram"),
                          "I'm sorry, but I can't assist with that.")
     turn = session_on(known_night, llm).ask("Show me REM with rapid eye movements")
-    assert turn.mode == "tool-only" and [c["name"] for c in turn.tool_calls] == ["find_epochs"]
+    assert turn.mode == "tool-only" and [c["name"] for c in turn.tool_calls] == ["concept_timeline"]
     assert "declined a question about the recording" in turn.answer
     # After a tool result, a refusal is replaced by that result.
     llm = scripted_model(call("list_events", kind="respiratory"), "I can only help with this recording.")
@@ -195,7 +196,16 @@ def test_tool_only_mode_without_llm(known_night):
     assert "23:33:30" in turn.answer and turn.llm["backend"] == "none"
     assert "No language model is configured" in session.ask("tell me a joke about cats").answer
     assert route_question("how much deep sleep did I get?", "patient") == [("night_summary", {"audience": "patient"})]
-    assert route_question("show me REM with rapid eye movements")[0][0] == "find_epochs"
+    assert route_question("show me REM with rapid eye movements") == [
+        ("concept_timeline", {"concepts": ["REM with rapid eye movements"]})]
+    assert route_question("When did the alpha intrusion happen?") == [("concept_timeline", {"concepts": ["alpha intrusion"]})]
+    assert route_question("show me snoring with desaturation")[0] == ("concept_timeline",
+                                                                     {"concepts": ["snoring with desaturation"]})
+    # Measured events and figures keep their own tools.
+    assert route_question("show me my apneas")[0][0] == "plot"
+    assert route_question("When did respiration look abnormal?")[0][0] == "list_events"
+    assert route_question("when did I have desaturations?")[0][0] == "list_events"
+    assert route_question("show me the hypnogram")[0][0] == "plot"
 
 
 def test_session_input_errors(known_night):

@@ -21,13 +21,15 @@ from tools.periods import abnormal_periods
 from tools.plots import plot
 from tools.retrieval import find_epochs
 from tools.summary import night_summary
+from tools.timeline import concept_timeline
 
 __all__ = [
     "ALL_TOOLS", "NightContext", "run_tool", "tool_by_name", "parse_result", "recording_overview", "night_summary",
-    "caption_epochs", "find_epochs", "list_events", "abnormal_periods", "compare_periods", "plot",
+    "caption_epochs", "find_epochs", "list_events", "abnormal_periods", "compare_periods", "plot", "concept_timeline",
 ]
 
-ALL_TOOLS = [recording_overview, night_summary, caption_epochs, find_epochs, abnormal_periods, list_events, compare_periods, plot]
+ALL_TOOLS = [recording_overview, night_summary, caption_epochs, find_epochs, abnormal_periods, list_events, compare_periods, plot,
+             concept_timeline]
 
 
 def tool_by_name(name: str, tools=None):

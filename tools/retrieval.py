@@ -34,7 +34,7 @@ def merge_hits(hits: list[tuple[int, float]], max_gap: int = 1) -> list[dict]:
     return sorted(episodes, key=lambda e: -e["score"])
 
 
-def _fallback_reason(night: NightContext) -> str:
+def fallback_reason(night: NightContext) -> str:
     if night.model is None:
         return f"SleepLM retrieval is unavailable ({night.model_status})"
     return f"SleepLM embeddings are still being computed ({night.embedding_progress:.0%} done)"
@@ -59,7 +59,7 @@ def find_epochs(query: str, domain: str | None = None, top_k: int = 5, *, runtim
         ]
         return {"tool": "find_epochs", "source": "sleeplm", "query": query, "findings": findings, "episodes": items,
                 "note": "Similarity ranks epochs within this night; it is not a probability or a diagnosis."}
-    reason = _fallback_reason(night)
+    reason = fallback_reason(night)
     search = measured_search(night, query, top_k)
     findings = [f"{reason}; searched the measurements instead: {search['searched']}."]
     findings += [f"Not searchable: {why}." for why in search["missing"]]

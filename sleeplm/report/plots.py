@@ -37,7 +37,7 @@ from sleeplm.terms import ANNOTATED_EVENT_KINDS
 
 __all__ = [
     "MAX_VIEW_EPOCHS", "STAGE_ORDER", "PlotRangeError", "plot_night", "plot_hypnogram", "plot_epochs",
-    "seconds_at_fraction", "viewer_channels", "reference_events", "plot_periods",
+    "seconds_at_fraction", "viewer_channels", "reference_events", "plot_periods", "plot_concept_timeline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -369,3 +369,38 @@ def plot_epochs(rec: Recording, first: int, last: int, channels: list[str] | Non
     fig.suptitle(f"Raw signals, {clock}{where} (physical units)", fontsize=9)
     fig.tight_layout(h_pad=0.2)
     return fig
+
+
+_CONCEPT_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:olive"]
+
+
+def plot_concept_timeline(rec: Recording, curves: dict[str, np.ndarray], periods: dict[str, list[tuple[int, int]]],
+                          ylabel: str, hypnogram: np.ndarray | None = None, stage_source: str | None = None,
+                          width_in: float = 11.0) -> Figure:
+    """Per-epoch scores of one or more concepts across the night, their top periods shaded.
+
+    Parameters
+    ----------
+    rec : the night (clock-time axis).
+    curves : concept -> smoothed score per epoch (length ``rec.n_epochs``), overlaid in one panel.
+    periods : concept -> inclusive (first, last) epoch ranges to shade in that concept's colour.
+    ylabel : what the score is (e.g. "SleepLM similarity").
+    hypnogram, stage_source : drawn in a panel below when given.
+    """
+    panels = 2 if hypnogram is not None else 1
+    fig = Figure(figsize=(width_in, 2.6 + 1.6 * (panels - 1)))
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False, height_ratios=[2, 1][:panels])[:, 0]
+    centres_h = (np.arange(rec.n_epochs) + 0.5) * EPOCH_SEC / 3600
+    for index, (concept, curve) in enumerate(curves.items()):
+        colour = _CONCEPT_COLOURS[index % len(_CONCEPT_COLOURS)]
+        axes[0].plot(centres_h, curve, color=colour, linewidth=1.2, label=concept)
+        for first, last in periods.get(concept, []):
+            axes[0].axvspan(first * EPOCH_SEC / 3600, (last + 1) * EPOCH_SEC / 3600, color=colour, alpha=0.18, linewidth=0)
+    axes[0].set_ylabel(ylabel, fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper right")
+    if hypnogram is not None:
+        _stage_panel(axes[1], hypnogram, stage_source)
+    _time_axis(axes[-1], rec, 0, rec.n_epochs - 1)
+    fig.tight_layout()
+    return fig
+
