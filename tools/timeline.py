@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field
 from scipy import ndimage
 
 from sleeplm.report.plots import plot_concept_timeline
-from tools.context import NightContext, configure, night_tool_errors, phrase_citation, rounded, runs_of
+from sleeplm.terms import format_citation, runs_of
+from tools.context import NightContext, configure, night_tool_errors, rounded
 from tools.measured_search import UNDERSTOOD, measured_search, query_criteria
 from tools.retrieval import fallback_reason
 
@@ -92,7 +93,7 @@ def _period_phrase(item: dict) -> str:
         return f"'{item['concept']}': no period found" + (f" ({item['not_scored']})" if item.get("not_scored") else "") + "."
     cited = []
     for period in item["periods"]:
-        text = phrase_citation(period)
+        text = format_citation(period)
         if "peak_similarity" in period:
             text += f", peak similarity {period['peak_similarity']} ({period['above_night_mean_sd']} SD above the night's mean)"
         cited.append(text)
