@@ -41,6 +41,7 @@ from assistant.sleeplm_jobs import plan_sleeplm_jobs, run_sleeplm_jobs
 from sleeplm.errors import ModelUnavailableError
 from sleeplm.io.recording import Recording
 from tools import ALL_TOOLS, NightContext, parse_result, run_tool
+from tools.captions import consistency_note
 
 __all__ = ["NightSession", "TurnResult", "SessionError", "NO_LLM_LABEL"]
 
@@ -425,7 +426,7 @@ class NightSession:
             # Off-topic, answered from the model's own knowledge: the product answers about the night only.
             answer, mode = OUT_OF_SCOPE, "agent"
         elif problem is None:
-            answer, mode = complete_citations(text, sources), "agent"
+            answer, mode = complete_citations(text, sources) + consistency_note(tool_calls, text), "agent"
         elif any(c["status"] == "success" for c in tool_calls):
             answer, mode = f"{FALLBACK_LABEL}\n{tool_writeup(tool_calls)}", "fallback"
             logger.info("answer replaced by the tool write-up: %s", problem)

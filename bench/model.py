@@ -11,17 +11,30 @@ Prints, in one run:
 - peak memory (max RSS) and the time a 960-epoch (8-h) night takes, extrapolated from the
   measured batches (the printout says which figures are extrapolated).
 
+- the same 8-h night figures on a GPU when torch sees one (``--device auto``, the default; ``--device
+  cuda`` / ``cpu`` to force one);
+- ``--memory``: peak RSS of the product's path (memory-mapped checkpoint, weights taken over without
+  a copy, embeddings kept as float16) with the full model loaded from a checkpoint file and an 8-h
+  night's input in memory, beside the previous path (whole file read, copied into a freshly built
+  network, float32 embeddings), each in its own process; printed next to the 4.0 GB measured before.
+
 Run: ``nice .venv/bin/python bench/model.py [--threads 2] [--encode-batch 8] [--caption-epochs 32]
-[--caption-tokens 32] [--uncached-tokens 16]``. Building the model takes ~1.5 GB.
-``--quick`` runs every part on the tiny packaged config in seconds (checks the script, not the speed).
+[--caption-tokens 32] [--uncached-tokens 16] [--device auto|cpu|cuda] [--memory]``. Building the
+model takes ~1.5 GB. ``--quick`` runs every part on the tiny packaged config in seconds (checks the
+script, not the speed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +47,8 @@ from sleeplm.model.tokenizer import get_tokenizer
 
 NIGHT_EPOCHS = 960
 STAGE_EVENT = 4
+PREVIOUS_PEAK_GB = 4.0  # issue 15: full model + an 8-h night embedded, before memory-mapped loading
+MEMORY_BUDGET_GIB = 3.0
 
 
 def peak_rss_gb() -> float:
@@ -102,6 +117,90 @@ def uncached_step_seconds(net: SleepLMModel, memory: torch.Tensor, length: int) 
     return timed(step)[0]
 
 
+def night_on_device(net: SleepLMModel, device: str, args) -> None:
+    """Time an encoding batch and batched cached greedy captions on `device`; print an 8-h night's figures."""
+    net = net.to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    x = torch.randn(max(args.encode_batch, 16), 10, 1920, device=device)
+    with torch.inference_mode():
+        net.encode_signals(x[:2])
+        sync()
+
+        def encode():
+            out = net.encode_signals(x)
+            sync()
+            return out
+
+        t_enc, _ = timed(encode)
+        _, memory = net.biosignals(torch.randn(args.caption_epochs, 10, 1920, device=device))
+        T = args.caption_tokens
+
+        def captions():
+            out = net.generate_from_memory(memory, STAGE_EVENT, T, min_len=T + 1)
+            sync()
+            return out
+
+        t_cap, _ = timed(captions)
+    per_epoch, per_token = t_enc / x.shape[0], t_cap / (args.caption_epochs * T)
+    print(f"\n8-h night ({NIGHT_EPOCHS} epochs) on {device}, extrapolated from one batch of {x.shape[0]} epochs and "
+          f"{args.caption_epochs} epochs x {T} tokens:")
+    print(f"  embeddings: {NIGHT_EPOCHS * per_epoch / 60:.1f} min ({per_epoch:.3f} s/epoch)")
+    for n_tokens in (50, 100):
+        print(f"  one domain's captions at {n_tokens} tokens/epoch: {NIGHT_EPOCHS * n_tokens * per_token / 60:.1f} min")
+
+
+def memory_child(mode: str, path: str, device: str, epochs: int) -> None:
+    """One process: load `path` the `mode` way ("product" or "previous"), hold an 8-h night's input,
+    embed `epochs` of it; print JSON {"peak_rss_gb", "seconds"}."""
+    from sleeplm.model.checkpoint import load_state_dict_checked, read_state_dict
+    from sleeplm.model.inference import SleepLM
+
+    config = TINY_MODEL if "tiny" in Path(path).name else DEFAULT_MODEL
+    overrides = {} if config == TINY_MODEL else RELEASED_OVERRIDES
+    started = time.perf_counter()
+    if mode == "product":
+        model = SleepLM.from_pretrained(path, device=device, config=config)
+        store = np.float16
+    else:  # the previous loader: whole file in memory, then copied into a freshly initialised network
+        net = build_model(config, **overrides)
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        net.load_state_dict(state)
+        del state
+        model = SleepLM(net, "previous", device)
+        store = np.float32
+    night = np.random.default_rng(0).normal(size=(NIGHT_EPOCHS, 10, 1920)).astype(np.float32)
+    embeddings = np.zeros((NIGHT_EPOCHS, model.network.config.embed_dim), dtype=store)
+    embeddings[:epochs] = model.encode_signals(night[:epochs])
+    print(json.dumps({"peak_rss_gb": peak_rss_gb(), "seconds": time.perf_counter() - started}))
+
+
+def memory_report(args, device: str) -> None:
+    """Peak RSS of the product's loading path and of the previous one, each in a fresh process."""
+    epochs = 4 if args.quick else 16
+    with tempfile.TemporaryDirectory(prefix="sleeplm-bench-") as folder:
+        path = Path(folder) / ("checkpoint-tiny.pt" if args.quick else "checkpoint-full.pt")
+        net = build_model(TINY_MODEL) if args.quick else build_model(DEFAULT_MODEL, **RELEASED_OVERRIDES)
+        torch.save({"state_dict": net.state_dict()}, path)  # the released file's layout
+        del net
+        print(f"\nmemory: checkpoint file {path.stat().st_size / 1e9:.2f} GB (random weights); an 8-h night's input "
+              f"({NIGHT_EPOCHS} epochs) held in memory, {epochs} epochs embedded (activations do not grow with the night)")
+        results = {}
+        for mode in ("previous", "product"):
+            child = subprocess.run([sys.executable, __file__, "--memory-child", mode, str(path), "--device", device,
+                                    "--threads", str(args.threads), "--memory-epochs", str(epochs)],
+                                   capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+            if child.returncode != 0:
+                print(f"  {mode}: failed\n{child.stderr[-2000:]}")
+                return
+            results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
+    before, now = results["previous"], results["product"]
+    print(f"  previous loading path: peak RSS {before['peak_rss_gb']:.2f} GB ({before['seconds']:.0f} s)")
+    print(f"  product (mmap, assign, float16 embeddings): peak RSS {now['peak_rss_gb']:.2f} GB "
+          f"({now['seconds']:.0f} s) -> {now['peak_rss_gb'] / before['peak_rss_gb']:.2f}x; measured before this "
+          f"change: {PREVIOUS_PEAK_GB} GB; budget {MEMORY_BUDGET_GIB} GiB "
+          f"{'met' if now['peak_rss_gb'] <= MEMORY_BUDGET_GIB * 1.0737 else 'NOT met'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -111,7 +210,21 @@ def main() -> None:
     parser.add_argument("--uncached-tokens", type=int, default=16, help="new tokens for the no-cache path")
     parser.add_argument("--quick", action="store_true",
                         help="tiny packaged config and small sizes: checks that every part runs (seconds)")
+    parser.add_argument("--device", default="auto", help="auto (GPU when present, else CPU only), cpu or cuda")
+    parser.add_argument("--memory", action="store_true", help="only the peak-memory comparison (two child processes)")
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-epochs", type=int, default=16, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from sleeplm.model.inference import resolve_device
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.memory_child:
+        memory_child(args.memory_child[0], args.memory_child[1], device, args.memory_epochs)
+        return
+    if args.memory:
+        memory_report(args, device)
+        return
     if args.quick:
         args.encode_batch, args.caption_epochs, args.caption_tokens, args.uncached_tokens = 2, 4, 8, 4
     torch.set_num_threads(args.threads)
@@ -202,6 +315,11 @@ def main() -> None:
     for n_tokens in (50, 100):
         night = NIGHT_EPOCHS * n_tokens * t_greedy / (B * T)
         print(f"  one domain's captions at {n_tokens} tokens/epoch: {night / 3600:.1f} h cached+batched")
+    if device.startswith("cuda"):
+        night_on_device(net, device, args)
+    else:
+        print("\nGPU: " + ("none present (torch.cuda.is_available() is False)" if not torch.cuda.is_available()
+                           else "present but --device cpu was given"))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -24,9 +24,12 @@ _TERMS = {
         "N3": r"\b(n3|deep sleep|slow[- ]wave)\b", "R": r"\b(rem|rapid eye)\b",
     },
     "breathing": {
-        "apnea": r"\bapn(o)?ea", "hypopnea": r"\bhypopn(o)?ea", "normal": r"\b(normal|regular|stable) (breathing|respiration)",
+        "apnea": r"\bapn(o)?ea", "hypopnea": r"\bhypopn(o)?ea",
+        # The measured description says "no respiratory events" only when airflow was measured.
+        "normal": r"\b(normal|regular|stable) (breathing|respiration)|\bno respiratory events\b",
     },
-    "oxygen": {"desaturation": r"\bdesaturat", "normal": r"\b(normal|stable) (oxygen|spo2|saturation)"},
+    "oxygen": {"desaturation": r"\bdesaturat",
+               "normal": r"\b(normal|stable) (oxygen|spo2|saturation)|\bspo2 mean \d+%, lowest (9\d|100)%"},
     "heart": {
         "tachycardia": r"\btachycard", "bradycardia": r"\bbradycard", "irregular": r"\b(irregular|arrhythm)",
         "normal": r"\b(regular|normal|stable) (heart|rhythm|sinus)",
@@ -68,6 +71,24 @@ def disagreements(caption: str, measured: str) -> list[str]:
         for category in sorted(a.keys() & b.keys())
         if not a[category] & b[category]
     ]
+
+
+def consistency_note(tool_calls: list[dict], answer: str) -> str:
+    """Text to add to an answer that leaves out a caption/measurement disagreement a tool flagged ("" otherwise).
+
+    Shows both sides: SleepLM's caption and the measured description, with the flag.
+    """
+    if "disagree" in answer.lower():
+        return ""
+    lines = []
+    for call in tool_calls:
+        result = call.get("result")
+        if call.get("name") != "caption_epochs" or call.get("status") != "success" or not isinstance(result, dict):
+            continue
+        for flag in result.get("disagreements") or []:
+            caption = next(iter(result.get("captions") or []), {}).get("text", "")
+            lines.append(f"- {flag}. SleepLM's caption: \"{caption}\"; measured: \"{result['measured']['text']}\".")
+    return "\n\nSleepLM and the measurements disagree here:\n" + "\n".join(lines) if lines else ""
 
 
 def caption_runs(captions: list[str], first: int) -> list[tuple[int, int, str]]:
@@ -115,7 +136,11 @@ def caption_epochs(domain: str, start: str, end: str | None = None, beams: int |
             ],
         )
         return result
-    captions = list(night.model.caption(night.rec.epochs[first : last + 1], domain, beams=beams))
+    background = night.captions.get(domain)  # the whole night's greedy captions, when a background job made them
+    if background is not None and beams is None:
+        captions = background[first : last + 1]
+    else:
+        captions = list(night.model.caption(night.rec.epochs[first : last + 1], domain, beams=beams))
     runs = caption_runs(captions, first)
     flags = sorted({flag for _, _, text in runs for flag in disagreements(text, measured.get("text") or "")})
     result.update(
