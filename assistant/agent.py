@@ -420,9 +420,11 @@ _CONCEPT_QUESTION = re.compile(
     r"(?P<concept>.+?)(?:\s+(?:happen|occur|appear|start|show up|take place)\w*)?(?:\s+in the night)?\s*[?.!]*\s*$",
     re.IGNORECASE)
 _FIGURE_OR_FACT = re.compile(
-    r"\b(plot|hypnogram|graph|chart|summary|overview|channels?|fall asleep|wake up|abnormal\w*|that|this|those|these)\b|"
+    r"\b(plot|hypnogram|graph|chart|summary|overview|channels?|fall asleep|wake up|abnormal\w*|disturb\w*|most|worst|that|this|those|these)\b|"
     r"^(?:the |my )?(?:night|recording|signals?|rem|deep(?:est)? sleep|light sleep|n[123]|wake|sleep)"
     r"(?: sleep| periods?| stages?)?$", re.IGNORECASE)
+# A sleep stage with a feature ("REM with rapid eye movements") is find_epochs' retrieval (stages are measured).
+_STAGE_LED = re.compile(r"^(?:rem|n[123]|deep sleep|light sleep|wake)\b", re.IGNORECASE)
 _MEASURED_EVENT = re.compile(r"\b(apn\w*|hypopn\w*|desat\w*|arousal\w*|events?|oxygen|spo2|heart rate|respirat\w*|"
                              r"breath\w*)\b", re.IGNORECASE)
 
@@ -436,12 +438,15 @@ def concept_question(question: str) -> str | None:
     'alpha intrusion'
     >>> concept_question("show me my apneas") is None
     True
+    >>> concept_question("show me snoring with desaturation")
+    'snoring with desaturation'
+
     """
     match = _CONCEPT_QUESTION.match(question)
     if match is None:
         return None
     concept = match.group("concept").strip()
-    if not concept or _FIGURE_OR_FACT.search(concept):
+    if not concept or _FIGURE_OR_FACT.search(concept) or _STAGE_LED.match(concept):
         return None
     # An event alone is a measured event; combined with something else ("snoring with desaturation") a concept.
     if _MEASURED_EVENT.search(concept) and not re.search(r"\b(with|and|during)\b", concept):

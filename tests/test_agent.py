@@ -136,7 +136,7 @@ def test_failed_calls_then_a_refusal_fall_back_to_the_keyword_tools(known_night,
     llm = scripted_model(call("plot", kind="spectrogram"),
                          "I'm sorry, but I can't assist with that.")
     turn = session_on(known_night, llm).ask("Show me REM with rapid eye movements")
-    assert turn.mode == "tool-only" and [c["name"] for c in turn.tool_calls] == ["concept_timeline"]
+    assert turn.mode == "tool-only" and [c["name"] for c in turn.tool_calls] == ["find_epochs"]
     assert "declined a question about the recording" in turn.answer
     # After a tool result, a refusal is replaced by that result.
     llm = scripted_model(call("list_events", kind="respiratory"), "I can only help with this recording.")
@@ -196,13 +196,12 @@ def test_tool_only_mode_without_llm(known_night):
     assert "23:33:30" in turn.answer and turn.llm["backend"] == "none"
     assert "No language model is configured" in session.ask("tell me a joke about cats").answer
     assert route_question("how much deep sleep did I get?", "patient") == [("night_summary", {"audience": "patient"})]
-    assert route_question("show me REM with rapid eye movements") == [
-        ("concept_timeline", {"concepts": ["REM with rapid eye movements"]})]
+    assert route_question("show me REM with rapid eye movements")[0][0] == "find_epochs"  # a stage with a feature
     assert route_question("When did the alpha intrusion happen?") == [("concept_timeline", {"concepts": ["alpha intrusion"]})]
     assert route_question("show me snoring with desaturation")[0] == ("concept_timeline",
                                                                      {"concepts": ["snoring with desaturation"]})
     # Measured events and figures keep their own tools.
-    for question in ("show me my apneas", "When did respiration look abnormal?", "when did I have desaturations?",
+    for question in ("show me my apneas", "When was my sleep most disturbed?", "When did respiration look abnormal?", "when did I have desaturations?",
                      "show me the hypnogram"):
         assert route_question(question)[0][0] != "concept_timeline", question
     assert route_question("show me that period") == []  # a follow-up word without earlier periods is no concept

@@ -386,6 +386,14 @@ def plot_concept_timeline(rec: Recording, curves: dict[str, np.ndarray], periods
     periods : concept -> inclusive (first, last) epoch ranges to shade in that concept's colour.
     ylabel : what the score is (e.g. "SleepLM similarity").
     hypnogram, stage_source : drawn in a panel below when given.
+
+    Examples
+    --------
+    >>> rec = tiny_recording()
+    >>> curve = np.linspace(0.0, 1.0, rec.n_epochs)
+    >>> fig = plot_concept_timeline(rec, {"alpha intrusion": curve}, {"alpha intrusion": [(20, 29)]}, "similarity")
+    >>> len(fig.axes), [line.get_label() for line in fig.axes[0].lines]
+    (1, ['alpha intrusion'])
     """
     panels = 2 if hypnogram is not None else 1
     fig = Figure(figsize=(width_in, 2.6 + 1.6 * (panels - 1)))
