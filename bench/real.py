@@ -18,7 +18,7 @@ recording and pooled:
 - EEG arousals against the experts' arousals, when they scored them.
 
 The recordings are not in git (see PROVENANCE.md); they are read from ``--data-dir`` (default:
-``$SLEEPLM_REAL_PSG``, else ``/work/shared/real_psg``). A recording whose files are absent is
+``$SLEEPLM_REAL_PSG``, else ``../shared/real_psg`` beside the repository). A recording whose files are absent is
 listed as absent; one the product cannot load says why.
 
 ``--write-features PATH`` also saves the derived features the offline test
@@ -49,7 +49,7 @@ from evaluation import event_agreement
 
 RESPIRATORY = ("apnea", "hypopnea")
 SLEEP = ("N1", "N2", "N3", "R")
-DEFAULT_DATA_DIR = Path(os.environ.get("SLEEPLM_REAL_PSG", "/work/shared/real_psg"))
+DEFAULT_DATA_DIR = Path(os.environ.get("SLEEPLM_REAL_PSG", Path(__file__).resolve().parents[2] / "shared" / "real_psg"))
 # DREAMS hypnogram codes (one value per 5 s, R&K) -> the R&K labels a scoring file would carry.
 DREAMS_STAGE_LABELS = {5: "Sleep stage W", 4: "Sleep stage R", 3: "Sleep stage 1", 2: "Sleep stage 2",
                        1: "Sleep stage 3", 0: "Sleep stage 4", -1: "Movement time"}

@@ -35,6 +35,7 @@ from sleeplm.io.recording import CANONICAL_CHANNELS, Recording
 from sleeplm.measure.analysis import NightAnalysis, analyze_night
 from sleeplm.measure.events import EVENT_COLUMNS
 from sleeplm.measure.summary import EXPORT_KEYS
+from sleeplm.report.analyze_dir import json_safe
 
 __all__ = [
     "CAPTION_DOMAINS", "PARTS", "EMBEDDINGS", "RESULT_COLUMNS", "file_digest", "salted_hash", "measure_night",
@@ -96,18 +97,6 @@ def _write_parquet(table: pd.DataFrame | pa.Table, path: Path) -> None:
     pq.write_table(table, path)
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def night_row(rec: Recording, analysis: NightAnalysis, night_id: str, subject_id: str | None,
               night_label: str | None) -> dict:
     """The night's row of ``nights.parquet``: identity, channels, staging source, rule, summary figures.
@@ -127,17 +116,17 @@ def night_row(rec: Recording, analysis: NightAnalysis, night_id: str, subject_id
         "staging_source": analysis.staging.source, "rule": analysis.hypopnea_rule, "errors": None,
         "warnings": " | ".join(rec.warnings) or None,
         **{key: summary.get(key) for key in EXPORT_KEYS},
-        "not_assessable": json.dumps(_plain({k: v for k, v in summary["not_assessable"].items() if k in EXPORT_KEYS}),
+        "not_assessable": json.dumps(json_safe({k: v for k, v in summary["not_assessable"].items() if k in EXPORT_KEYS}),
                                      sort_keys=True),
-        "position_min": json.dumps(_plain(summary.get("position_min") or {}), sort_keys=True),
+        "position_min": json.dumps(json_safe(summary.get("position_min") or {}), sort_keys=True),
         "sleeplm_checkpoint": None,
     }
-    return _plain(row)
+    return json_safe(row)
 
 
 def _events_table(analysis: NightAnalysis, night_id: str) -> pd.DataFrame:
     table = analysis.events.reindex(columns=EVENT_COLUMNS).copy()
-    table["evidence"] = [json.dumps(_plain(e), sort_keys=True) if isinstance(e, dict) else None for e in table["evidence"]]
+    table["evidence"] = [json.dumps(json_safe(e), sort_keys=True) if isinstance(e, dict) else None for e in table["evidence"]]
     for column in ("kind", "subtype", "clock_start", "clock_end"):
         table[column] = table[column].astype("string")
     table.insert(0, "night_id", night_id)

@@ -27,17 +27,24 @@ from sleeplm.io.recording import Recording
 from sleeplm.terms import STAGES, format_elapsed
 from sleeplm.measure.summary import APNEAS_ONLY, EXPORT_KEYS
 
-__all__ = ["analyze_to_dir", "write_summary_json", "write_events_csv", "write_hypnogram_csv", "write_report_md"]
+__all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_events_csv", "write_hypnogram_csv", "write_report_md"]
 
 logger = logging.getLogger(__name__)
 
 
-def _plain(value):
-    """JSON-safe copy: numpy scalars to Python, NaN to None."""
+def json_safe(value):
+    """JSON-safe copy of nested dicts/lists: numpy scalars to Python, NaN and infinities to None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_safe({"ahi": np.float64(12.5), "t90": float("nan"), "n": [np.int64(3)]})
+    {'ahi': 12.5, 't90': None, 'n': [3]}
+    """
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):
@@ -61,7 +68,7 @@ def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
                                  if key in EXPORT_KEYS}
     if analysis.summary.get("staging_note"):
         summary["staging_note"] = analysis.summary["staging_note"]
-    path.write_text(json.dumps(_plain(summary), indent=2))
+    path.write_text(json.dumps(json_safe(summary), indent=2))
     return path
 
 
@@ -79,7 +86,7 @@ def write_events_csv(analysis: NightAnalysis, path: Path) -> Path:
     True
     """
     table = analysis.events.reindex(columns=EVENT_COLUMNS).copy()
-    table["evidence"] = [json.dumps(_plain(e)) if isinstance(e, dict) else e for e in table["evidence"]]
+    table["evidence"] = [json.dumps(json_safe(e)) if isinstance(e, dict) else e for e in table["evidence"]]
     table.to_csv(path, index=False)
     return path
 
