@@ -131,10 +131,11 @@ def test_killed_run_resumes_to_the_same_tables(ray_session, cohort_input, full_r
     out.mkdir()
     shutil.copy(full_run[0] / "salt", out / "salt")  # same salt, so the same ids as the uninterrupted run
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "cohort.log"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "cohort", str(cohort_input), "--out", str(out), "--workers", "1",
          "--address", ray_session],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
     parts = out / PARTS
     deadline = time.monotonic() + 240
     try:
@@ -143,6 +144,9 @@ def test_killed_run_resumes_to_the_same_tables(ray_session, cohort_input, full_r
             if finished:
                 break
             time.sleep(0.05)
+        if proc.poll() is not None:
+            pytest.fail(f"the cohort run ended by itself (exit {proc.returncode}) before it could be killed:\n"
+                        + log.read_text()[-3000:])
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
