@@ -13,6 +13,7 @@ from sleeplm.io.preprocess import (
     artefact_mask,
     channel_warnings,
     decimate,
+    flat_seconds,
     hold_resample,
     resample,
     robust_center_scale,
@@ -21,6 +22,7 @@ from sleeplm.io.preprocess import (
     usable_mean_sd,
     zscore_per_epoch,
 )
+from sleeplm.io.recording import CANONICAL_CHANNELS
 
 
 def amplitude_at(x: np.ndarray, sfreq: float, freq: float) -> float:
@@ -82,15 +84,59 @@ def test_hold_resample_never_interpolates_codes():
 
 def test_artefact_mask_flags_flat_runs_rails_and_nan():
     sfreq = 10
-    x = np.random.default_rng(0).standard_normal(100)
-    x[20:35] = 0.5  # 1.5 s flat
-    x[50:53] = 0.7  # 0.3 s: too short to be "flat"
-    x[70] = 4.0  # at the rail
-    x[80] = np.nan
+    x = np.random.default_rng(0).standard_normal(200)
+    x[20:80] = 0.5  # 6 s flat
+    x[100:130] = 0.7  # 3 s: too short to be "flat" (FLAT_MIN_S = 5)
+    x[150] = 4.0  # at the rail
+    x[180] = np.nan
     bad = artefact_mask(x, sfreq, rails=(-4.0, 4.0))
-    assert bad[20:35].all() and not bad[50:53].any()
-    assert bad[70] and bad[80]
-    assert bad.sum() == 15 + 2
+    assert bad[20:80].all() and not bad[100:130].any()
+    assert bad[150] and bad[180]
+    assert bad.sum() == 60 + 2
+    assert artefact_mask(x, sfreq, flat=False).sum() == 1  # trend signals: NaN only
+
+
+def test_flat_means_relative_to_the_channels_working_range():
+    """Tiny real variation is not flat; a constant or quantisation noise on a dead lead is, even
+    when the lead is off for most of the night."""
+    rng = np.random.default_rng(5)
+    quiet = rng.normal(0, 1e-3, 128 * 120)  # a channel whose real variation is tiny everywhere
+    assert not flat_seconds(quiet, 128).any()
+    night = rng.normal(0, 20, 128 * 600)
+    night[: 128 * 500] = np.round(rng.normal(0, 0.004, 128 * 500), 2)  # off for 500 s: +-1 LSB of 0.01 uV
+    flat = flat_seconds(night, 128)
+    assert flat[:500].all() and not flat[500:].any()
+    breathing = np.sin(2 * np.pi * 0.25 * np.arange(32 * 120) / 32)
+    breathing[32 * 40 : 32 * 70] *= 0.03  # an apnea keeps a few % of the breathing amplitude: not flat
+    assert not flat_seconds(breathing, 32).any()
+
+
+def test_flat_stretch_is_flagged_identically_by_loader_and_quality(tmp_path):
+    """The loader's artefact mask (z-score statistics, preflight warning) and the detectors'
+    quality segments find the same flat seconds in a file."""
+    import mne
+
+    from sleeplm.io.reader import load_recording
+    from sleeplm.measure.quality import artefact_segments
+    from test_io import eeg_like, write_psg
+
+    def lead_off(n, sfreq, rng):
+        x = eeg_like(n, sfreq, rng)
+        x[int(40.5 * sfreq) : int(100.25 * sfreq)] = 3.0  # lead off from 40.5 s to 100.25 s
+        return x
+
+    path = tmp_path / "lead_off.edf"
+    write_psg(path, [("C3-M2", 256, "uV", lead_off), ("C4-M1", 256, "uV", eeg_like)], minutes=3)
+    rec = load_recording(path)
+    info = rec.channels[CANONICAL_CHANNELS.index("EEG_C3_A2")]
+    data = mne.io.read_raw_edf(path, verbose="error").get_data(picks=["C3-M2"], units="uV")[0]  # the file's samples
+    loader_bad = artefact_mask(data, 256)
+    loader_seconds = set(np.flatnonzero(loader_bad.reshape(-1, 256).all(axis=1)).tolist())
+    segments = artefact_segments(rec, ["EEG_C3_A2"])
+    flat = segments[segments.problem == "flat"]
+    quality_seconds = {s for row in flat.itertuples() for s in range(int(row.start_s), int(row.end_s))}
+    assert loader_seconds == quality_seconds == set(range(41, 100))
+    assert "flat for 33% of the recording" in info.warnings
 
 
 def test_robust_scale_ignores_flat_and_clipped_stretches():

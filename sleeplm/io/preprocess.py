@@ -23,6 +23,8 @@ __all__ = [
     "resample",
     "decimate",
     "hold_resample",
+    "FLAT_MIN_S",
+    "flat_seconds",
     "artefact_mask",
     "robust_center_scale",
     "usable_mean_sd",
@@ -60,8 +62,16 @@ TREND_SIGNALS = ("SpO2", "HR", "Light")
 Z_CLIP = 10.0
 # R-peaks are the ECG itself, however tall: no outlier exclusion from its statistics.
 SPIKY_SIGNALS = ("ECG",)
-# A run of identical samples at least this long (s) counts as flat (disconnected lead, saturation).
-FLAT_RUN_S = 1.0
+# Flat (disconnected lead, saturated amplifier): for at least FLAT_MIN_S seconds the signal moves
+# by no more than FLAT_FRACTION of its working range (the FLAT_RANGE_PERCENTILE-th percentile of
+# its 30-s ranges). Relative, so a channel whose real variation is tiny everywhere is not flat;
+# a lead that fell off shows a constant or only quantisation noise (or, after filtering, a faint
+# ringing), far below it. An apnea keeps several % of the breathing amplitude (noise, cardiac
+# oscillation), far above it. The working range is a high percentile, not the median, so a lead
+# disconnected for most of the night is still measured against the part where it worked.
+FLAT_MIN_S = 5
+FLAT_FRACTION = 0.001
+FLAT_RANGE_PERCENTILE = 90.0
 # Robust statistics on about this many samples (an evenly strided subset): the median of 200 000
 # samples spread over the night is within ~0.3 % of a standard deviation of the whole night's
 # (1.25 / sqrt(n)), and sorting 10x fewer samples is 10x faster.
@@ -244,17 +254,71 @@ def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x, np.full(n - len(x), x[-1] if len(x) else 0, dtype=x.dtype)])
 
 
+def flat_seconds(data: np.ndarray, sfreq: float, min_s: int = FLAT_MIN_S, fraction: float = FLAT_FRACTION) -> np.ndarray:
+    """Per whole second of `data`: True inside flat stretches (disconnected lead, saturation).
+
+    The one definition of a flat signal, used by the loader (`artefact_mask`: the z-score's
+    usable samples, the preflight's "flat" warning) and by the detectors' quality segments
+    (`sleeplm.measure.quality.artefact_segments`). A second is flat when some `min_s`-second
+    window holding it has a range (max - min) of at most `fraction` of the channel's working
+    range (the `FLAT_RANGE_PERCENTILE`-th percentile of its 30-s ranges; the whole range when
+    shorter than 30 s). Computed on 1-s maxima and minima: one pass over the samples.
+
+    Parameters
+    ----------
+    data : 1-D signal (NaN samples never make a second flat).
+    sfreq : rate in Hz (seconds hold ``round(sfreq)`` samples, at least one).
+    min_s : shortest flat stretch, whole seconds.
+    fraction : largest range of a flat window, as a fraction of the working range.
+
+    Returns
+    -------
+    bool array of ``len(data) // round(sfreq)`` seconds.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(0, 20, 128 * 60)        # 1 min of EEG at 128 Hz, uV
+    >>> x[128 * 20 : 128 * 30] = 3.0                                # 10 s at a constant: lead off
+    >>> np.flatnonzero(flat_seconds(x, 128)).tolist()
+    [20, 21, 22, 23, 24, 25, 26, 27, 28, 29]
+    >>> x[128 * 20 : 128 * 30] += np.random.default_rng(1).integers(0, 2, 1280) * 0.01   # quantisation noise
+    >>> int(flat_seconds(x, 128).sum())
+    10
+    >>> int(flat_seconds(x * 1e-6, 128).sum()), int(flat_seconds(x[: 128 * 4], 128).sum())   # scale-free; >= 5 s
+    (10, 0)
+    """
+    per = max(int(round(sfreq)), 1)
+    n = len(data) // per
+    seconds = np.asarray(data[: n * per]).reshape(n, per)
+    top, bottom = seconds.max(axis=1), seconds.min(axis=1)
+    if n < min_s:
+        return np.zeros(n, dtype=bool)
+    epochs = n // EPOCH_SEC
+    if epochs:
+        whole = epochs * EPOCH_SEC
+        ranges = top[:whole].reshape(epochs, EPOCH_SEC).max(1) - bottom[:whole].reshape(epochs, EPOCH_SEC).min(1)
+    else:
+        ranges = np.array([top.max() - bottom.min()])
+    ranges = ranges[np.isfinite(ranges)]
+    working = float(np.percentile(ranges, FLAT_RANGE_PERCENTILE)) if ranges.size else 0.0
+    # Windows of `min_s` seconds (window j holds seconds j .. j + min_s - 1); a quiet one marks them all.
+    window_top = np.lib.stride_tricks.sliding_window_view(top, min_s).max(axis=1)
+    window_bottom = np.lib.stride_tricks.sliding_window_view(bottom, min_s).min(axis=1)
+    quiet = (window_top - window_bottom <= fraction * working).astype(np.int8)  # NaN: not quiet
+    return np.convolve(quiet, np.ones(min_s, dtype=np.int8)) > 0
+
+
 def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | None = None,
-                  flat_run_s: float | None = FLAT_RUN_S) -> np.ndarray:
-    """Boolean mask of samples unfit for statistics: non-finite, flat runs, or at the amplifier rails.
+                  flat: bool = True) -> np.ndarray:
+    """Boolean mask of samples unfit for statistics: non-finite, flat (`flat_seconds`), or at the amplifier rails.
 
     Parameters
     ----------
     data : 1-D signal.
     sfreq : rate in Hz.
     rails : (low, high) physical limits of the recording channel; samples at or beyond them are clipped.
-    flat_run_s : shortest run of identical samples (s) that counts as flat; None: no flat check
-        (for slow trend signals such as SpO2, whose value legitimately holds for minutes).
+    flat : check for flat stretches; False for slow trend signals such as SpO2, whose value
+        legitimately holds for minutes.
 
     Returns
     -------
@@ -263,12 +327,12 @@ def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | N
     Examples
     --------
     >>> x = np.random.default_rng(0).normal(0, 20, 1280)            # 10 s at 128 Hz
-    >>> x[200:400] = 0.0                                           # 1.6 s flat
-    >>> x[600] = np.nan
-    >>> x[900:910] = 500.0                                         # at the amplifier's rail
+    >>> x[128:896] = 0.0                                           # 6 s flat: seconds 1-6
+    >>> x[1000] = np.nan
+    >>> x[1100:1110] = 500.0                                       # at the amplifier's rail
     >>> mask = artefact_mask(x, 128, rails=(-500.0, 500.0))
-    >>> int(mask[200:400].sum()), bool(mask[600]), int(mask[900:910].sum()), int(mask.sum())
-    (200, True, 10, 211)
+    >>> int(mask[128:896].sum()), bool(mask[1000]), int(mask[1100:1110].sum()), int(mask.sum())
+    (768, True, 10, 779)
     """
     data = np.asarray(data)
     if rails is not None:
@@ -279,13 +343,10 @@ def artefact_mask(data: np.ndarray, sfreq: float, rails: tuple[float, float] | N
         np.logical_not(bad, out=bad)
     else:
         bad = ~np.isfinite(data)
-    run = max(int(flat_run_s * sfreq), 2) if flat_run_s is not None else len(data) + 1
-    if len(data) >= run:
-        # A sample is flat when it sits in a run of `run` identical consecutive values: repeats
-        # j0..j1 (data[j + 1] == data[j]) cover samples j0..j1 + 1.
-        spans = runs(data[1:] == data[:-1])
-        for start, end in spans[spans[:, 1] - spans[:, 0] + 1 >= run]:  # few: each spans >= FLAT_RUN_S
-            bad[start : end + 1] = True
+    if flat:
+        per = max(int(round(sfreq)), 1)
+        for start, end in runs(flat_seconds(data, sfreq)):  # few: each spans >= FLAT_MIN_S
+            bad[start * per : end * per] = True
     return bad
 
 
@@ -521,7 +582,7 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     trend = name in TREND_SIGNALS
     if trend:
         rails = None
-    bad = artefact_mask(data, sfreq, rails, flat_run_s=None if trend else FLAT_RUN_S)
+    bad = artefact_mask(data, sfreq, rails, flat=not trend)
     rate = float(max(min(sfreq, SIGNAL_RATE_LIMITS.get(name, sfreq)), _MIN_SIGNAL_RATE))
     versions = {sfreq: data}
     for target in sorted({rate, float(SFREQ)} if name in CANONICAL_CHANNELS else {rate}, reverse=True):

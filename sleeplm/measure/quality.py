@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from sleeplm.io.preprocess import flat_seconds
 from sleeplm.io.recording import EPOCH_SEC, Recording
 from sleeplm.measure.signals import get_signal
 from sleeplm.terms import runs
@@ -28,10 +29,6 @@ QUALITY_CHANNELS = ("AF", "Pressure", "THX", "ABD", "EEG_C3_A2", "EEG_C4_A1", "E
                     "ECG", "SpO2")
 # Spikes are the signal itself on these (R-peaks, muscle twitches): no pop test.
 SPIKY_CHANNELS = ("ECG", "EMG_Chin")
-# A sensor whose output hardly moves for 5 s is disconnected or saturated: even an apnea leaves
-# cardiogenic oscillation and noise on a connected airflow sensor (see `_flat_seconds`).
-FLAT_MIN_S = 5.0
-FLAT_FRACTION = 0.001
 # A pop: a sample more than 12 robust standard deviations from the night's median.
 POP_SIGMAS = 12.0
 POP_MARGIN_S = 2.0
@@ -54,29 +51,6 @@ def _grow(mask: np.ndarray, samples: int) -> np.ndarray:
     return ndimage.maximum_filter1d(mask.astype(np.uint8), 2 * samples + 1).astype(bool)
 
 
-def _flat_seconds(data: np.ndarray, sfreq: float) -> np.ndarray:
-    """Per second: True inside stretches whose 5-s range is below 0.1 % of the channel's typical 30-s range.
-
-    Filtering in the loader can leave a faint ringing on a dead channel, so "flat" cannot mean
-    "exactly constant"; an apnea keeps several % of the breathing amplitude (noise, cardiac
-    oscillation), far above this floor. Worked on 1-s maxima/minima, so it costs one pass.
-    """
-    per = max(int(round(sfreq)), 1)
-    n = len(data) // per
-    seconds = data[: n * per].reshape(n, per)
-    top, bottom = seconds.max(axis=1), seconds.min(axis=1)
-    epochs = n // EPOCH_SEC
-    if epochs:
-        ranges = top[: epochs * EPOCH_SEC].reshape(epochs, EPOCH_SEC).max(1) - bottom[: epochs * EPOCH_SEC].reshape(epochs, EPOCH_SEC).min(1)
-        typical = np.median(ranges)
-    else:
-        typical = top.max() - bottom.min()
-    window = int(FLAT_MIN_S)
-    spread = ndimage.maximum_filter1d(top, window) - ndimage.minimum_filter1d(bottom, window)
-    # A window marks its whole span: grow the quiet centres back by half a window each side.
-    return _grow(spread <= FLAT_FRACTION * typical, window // 2)
-
-
 def _channel_artefacts(name: str, data: np.ndarray, sfreq: float) -> list[tuple[str, float, float]]:
     found: list[tuple[str, float, float]] = []
     if name == "SpO2":
@@ -88,7 +62,7 @@ def _channel_artefacts(name: str, data: np.ndarray, sfreq: float) -> list[tuple[
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return [("flat", 0.0, len(data) / sfreq)]
-    found += [("flat", a, b) for a, b in _segments(_flat_seconds(data, sfreq), 1.0, FLAT_MIN_S)]
+    found += [("flat", a, b) for a, b in _segments(flat_seconds(data, sfreq), 1.0)]
     median = np.median(finite)
     sigma = 1.4826 * np.median(np.abs(finite - median))
     if sigma > 0 and name not in SPIKY_CHANNELS:
@@ -112,7 +86,7 @@ def artefact_segments(rec: Recording, channels=QUALITY_CHANNELS) -> pd.DataFrame
     Returns
     -------
     DataFrame with columns ``channel, problem, start_s, end_s`` (seconds from start); problem is
-    ``flat`` (5-s range < 0.1 % of the usual 30-s range, >= 5 s), ``pop`` (spike > 12 robust SD, +-2 s), ``clipped`` (at the
+    ``flat`` (`sleeplm.io.preprocess.flat_seconds`, the loader's definition), ``pop`` (spike > 12 robust SD, +-2 s), ``clipped`` (at the
     signal's rails >= 1 s), or for SpO2 ``invalid`` (outside 50-100 %) and ``jump`` (> 4 %/s).
 
     Examples
