@@ -16,6 +16,16 @@ the tab closes (``demo.unload``) or after `SESSION_TTL_S` without activity (``gr
 time-to-live). The ``/ask`` API endpoint (`gr.api`: no page components; recording, question,
 audience -> answer) runs each call in a throw-away session.
 
+Cohorts: ``sleeplm-assistant serve --cohort DIR`` serves a cohort folder (written by
+``sleeplm-assistant cohort``) instead of one night, and ``serve --nights A.edf B.edf`` measures two
+nights of one person first (on local Ray) and serves them as a two-night cohort. Each tab then
+talks to an `assistant.cohort.CohortSession`: the cohort tools answer ("which nights have AHI
+over 30?", "did AHI improve between night 1 and night 2?") citing salted night ids and values,
+their comparison figures appear in the chat, and the overview shows the cohort's distributions.
+Nothing identifying reaches the language model: the cohort tables hold no file names or header
+fields. The ``/ask_cohort`` API endpoint (question, audience -> answer) answers in a throw-away
+session over the served cohort.
+
 Handlers are plain functions and generators (`load_night`, `ask`, `show_epochs`, ...) so they
 can be tested without a browser; `build_app` wires them to components.
 """
@@ -44,13 +54,15 @@ import numpy as np
 from gradio.utils import get_upload_folder
 import pandas as pd
 
+from assistant.cohort import CohortSession, is_cohort_folder
 from assistant.markup import inert_markdown
 from assistant.session import NightSession
 from assistant.sleeplm_jobs import jobs_pending
 from tools.timeparse import parse_span
 from sleeplm.terms import AUDIENCES, parse_citations
-from sleeplm.errors import ChannelMappingError, NotARecordingError, RecordingError, SleepLMError
+from sleeplm.errors import ChannelMappingError, CohortInputError, NotARecordingError, RecordingError, SleepLMError
 from assistant.trace import write_trace_json
+from sleeplm.cohort.report import REPORT, distribution_figure
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
 
@@ -58,7 +70,8 @@ __all__ = [
     "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "server_root", "MemoryGate", "LOAD_GATE", "BrowserSession",
     "ConfiguredChatModel", "SleepLMWeights", "check_upload", "refresh_status",
     "open_session", "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
-    "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "build_app", "launch", "serve",
+    "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "api_ask_cohort", "open_cohort", "build_app",
+    "launch", "serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +90,12 @@ EXAMPLE_QUESTIONS = [
     "When did respiration look abnormal?",
     "How much deep sleep did I get?",
     "Show me the hypnogram with events",
+]
+COHORT_EXAMPLE_QUESTIONS = [
+    "Summarise the cohort",
+    "Which nights have AHI over 30?",
+    "Which nights have sleep efficiency below 80?",
+    "Did AHI improve between night 1 and night 2?",
 ]
 
 Progress = Callable[..., Any]
@@ -317,17 +336,29 @@ class SleepLMWeights:
 
 
 def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_model: Any = None,
-                 sleeplm_note: str | None = None, shown_root: Path | None = None) -> BrowserSession:
+                 sleeplm_note: str | None = None, shown_root: Path | None = None,
+                 cohort: str | Path | None = None) -> BrowserSession:
     """A fresh `BrowserSession` whose private folder is ``root/key``.
 
     `sleeplm_model` is a loaded `SleepLM`, the app's `SleepLMWeights` (still loading, perhaps)
     or None; `sleeplm_note` says why there is no model; the shown files go to a folder of random name
-    under `shown_root` (the app passes Gradio's cache), by default to ``root/key/shown``.
+    under `shown_root` (the app passes Gradio's cache), by default to ``root/key/shown``. With
+    `cohort` (a cohort folder), the session is a `CohortSession` over it (SleepLM is not used:
+    the cohort table answers).
     """
     workdir = Path(root) / key
     workdir.mkdir(parents=True, exist_ok=True)
     shown = workdir / "shown" if shown_root is None else Path(shown_root) / f"sleeplm-{uuid.uuid4().hex}"
     shown.mkdir(parents=True, exist_ok=True)
+    if cohort is not None:
+        night = CohortSession(llm=llm_factory(), workdir=workdir / "session")
+        try:
+            night.load(cohort)
+        except SleepLMError:
+            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(shown, ignore_errors=True)
+            raise
+        return BrowserSession(night=night, workdir=workdir, shown=shown, llm_note=getattr(llm_factory, "note", None))
     weights = sleeplm_model if isinstance(sleeplm_model, SleepLMWeights) else None
     night = NightSession(llm=llm_factory(), model=None if weights else sleeplm_model, workdir=workdir / "session")
     bs = BrowserSession(night=night, workdir=workdir, shown=shown, llm_note=getattr(llm_factory, "note", None),
@@ -356,6 +387,21 @@ def check_upload(path: str | Path | None) -> Path:
     return path
 
 
+def is_cohort(bs: BrowserSession | None) -> bool:
+    """True when the tab talks to a cohort (`CohortSession`), not to one night."""
+    return bs is not None and isinstance(bs.night, CohortSession)
+
+
+def _one_night(state: BrowserSession | None, action: str = "Load a recording first.") -> BrowserSession:
+    """The tab's session when it holds one loaded night; a clear `gr.Error` otherwise."""
+    if is_cohort(state):
+        raise gr.Error("This page serves a cohort: ask about its nights in the chat. The raw-signal viewer shows "
+                       "one night (`sleeplm-assistant serve --recording FILE`).")
+    if state is None or state.night.night is None:
+        raise gr.Error(action)
+    return state
+
+
 # ---- status text ------------------------------------------------------------------------
 def _llm_markdown(bs: BrowserSession) -> str:
     info = bs.night.llm_info
@@ -367,7 +413,9 @@ def _llm_markdown(bs: BrowserSession) -> str:
         llm = f"{info.get('backend') or 'none'}{model}{detail}"
     from tools.overview import sleeplm_jobs_text
 
-    if bs.sleeplm_note:
+    if is_cohort(bs):
+        sleeplm = "not used here: cohort questions are answered from the cohort table (measured per night)"
+    elif bs.sleeplm_note:
         sleeplm = f"not available — {bs.sleeplm_note}"
     elif bs.weights is not None and bs.weights.pending:
         sleeplm = f"{bs.weights.text} ({bs.weights.fraction:.0%}); answers use measurements until it is loaded"
@@ -382,7 +430,7 @@ def _llm_markdown(bs: BrowserSession) -> str:
 
 def _progress_html(bs: BrowserSession | None) -> str:
     """Progress bars of the SleepLM download and of the loaded night's background jobs ("" when none)."""
-    if bs is None:
+    if bs is None or is_cohort(bs):
         return ""
     bars = []
     if bs.weights is not None and bs.weights.pending:
@@ -496,18 +544,19 @@ def refresh_status(state: BrowserSession | None) -> tuple:
         state.weights.attach(state)
     night = state.night.night
     night_text, overview = gr.update(), gr.update()
-    if night is not None and night.version != state.shown_version:
+    if night is not None and not is_cohort(state) and night.version != state.shown_version:
         state.shown_version = night.version
         night_text, overview = _night_markdown(state), _render_overview(state)
     return night_text, _llm_markdown(state), overview, _progress_html(state)
 
 
 def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory, sleeplm_model, registry: dict,
-             sleeplm_note: str | None = None, shown_root: Path | None = None) -> BrowserSession:
+             sleeplm_note: str | None = None, shown_root: Path | None = None,
+             cohort: str | Path | None = None) -> BrowserSession:
     if state is not None:
         return state
     key = getattr(request, "session_hash", None) or uuid.uuid4().hex
-    bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note, shown_root)
+    bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note, shown_root, cohort)
     registry[key] = bs
     return bs
 
@@ -541,6 +590,38 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
         yield _unmapped(bs, source, exc)
     except SleepLMError as exc:
         raise gr.Error(str(exc), title="This recording cannot be used") from exc
+
+
+def _cohort_markdown(bs: BrowserSession) -> str:
+    tables = bs.night.night.tables
+    done = tables.done
+    subjects = int(done["subject_id"].nunique())
+    labels = sorted({label for label in done["night_label"] if isinstance(label, str) and label})
+    text = (f"**Cohort:** {len(done)} nights measured, {len(tables.failed)} failed"
+            + (f", {subjects} subjects" if subjects else "")
+            + (f" (night labels: {', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''})" if labels else "")
+            + ". Nights are named by salted ids; ask e.g. *which nights have AHI over 30?*")
+    return text
+
+
+def open_cohort(cohort: str | Path, state: BrowserSession | None, request: Any = None, *, root: Path, llm_factory,
+                registry: dict | None = None, shown_root: Path | None = None, **_: Any) -> tuple:
+    """Handler: this tab talks to the cohort folder `cohort` (a `CohortSession`; see the module docstring).
+
+    Returns the panel's outputs: (state, cohort text, LLM text, preflight (emptied), file channels
+    text (empty), distributions figure path, epoch viewer (none), downloads, chat history (empty)).
+    """
+    try:
+        bs = _session(state, request, root, llm_factory, None, registry if registry is not None else {},
+                      shown_root=shown_root, cohort=cohort)
+    except SleepLMError as exc:
+        raise gr.Error(str(exc), title="This cohort folder cannot be opened") from exc
+    figure = distribution_figure(bs.night.night.tables.done)
+    overview = bs.shown / f"cohort-{uuid.uuid4().hex[:8]}.png"
+    figure.savefig(overview, dpi=OVERVIEW_DPI)
+    bs.overview = None  # not a night: clicks on it show no raw signals
+    return (bs, _cohort_markdown(bs), _llm_markdown(bs), gr.update(value=None), "", str(overview), None,
+            build_downloads(bs), [])
 
 
 def _unmapped(bs: BrowserSession, path: Path, error: ChannelMappingError) -> tuple:
@@ -675,8 +756,7 @@ def _viewer(bs: BrowserSession, first: int, last: int) -> tuple[Any, str]:
 
 def show_epochs(where: str, n_epochs: float, state: BrowserSession | None) -> tuple[Any, str]:
     """Handler: raw signals at a typed time ("02:30", "3h10m", "epoch 120", "first REM period", "01:00 to 01:03")."""
-    if state is None or state.night.night is None:
-        raise gr.Error("Load a recording first.")
+    _one_night(state)
     try:
         first, last = parse_span(where, state.night.night.rec, state.night.night.hypnogram)
     except SleepLMError as exc:
@@ -688,7 +768,7 @@ def show_epochs(where: str, n_epochs: float, state: BrowserSession | None) -> tu
 
 def epochs_at_click(state: BrowserSession | None, n_epochs: float, evt: Any) -> tuple[Any, str, str]:
     """Handler: raw signals where the night overview was clicked (`evt.index` = [x, y] in image pixels)."""
-    if state is None or state.overview is None:
+    if _one_night(state).overview is None:
         raise gr.Error("Load a recording first.")
     width_px = state.overview.get_size_inches()[0] * OVERVIEW_DPI
     seconds = seconds_at_fraction(state.overview, evt.index[0] / width_px)
@@ -704,7 +784,7 @@ def epochs_at_click(state: BrowserSession | None, n_epochs: float, evt: Any) -> 
 def follow_citation(state: BrowserSession | None) -> tuple[Any, Any]:
     """Handler after an answer: show the raw signals of the first short span the answer cites,
     else the first one the tools cited."""
-    if state is None or not state.turns:
+    if state is None or not state.turns or is_cohort(state):
         return gr.update(), gr.update()
     n_epochs = state.night.night.rec.n_epochs
     turn = state.turns[-1]
@@ -718,10 +798,16 @@ def follow_citation(state: BrowserSession | None) -> tuple[Any, Any]:
 
 # ---- downloads --------------------------------------------------------------------------
 def build_downloads(bs: BrowserSession) -> list[str]:
-    """Write the session's exports: PDF report, events CSV, EDF+ annotations, tool trace JSON."""
+    """Write the session's exports: PDF report, events CSV, EDF+ annotations, tool trace JSON (for a
+    cohort: its ``cohort_report.html`` and the tool trace)."""
     night = bs.night.night
     out = bs.shown / "downloads"
     out.mkdir(exist_ok=True)
+    if is_cohort(bs):
+        report = night.tables.folder / REPORT
+        files = [_atomic(out / REPORT, lambda path: shutil.copyfile(report, path))] if report.is_file() else []
+        files.append(_atomic(out / "tool-trace.json", lambda path: write_trace_json(bs.turns, path)))
+        return [str(path) for path in files]
     analysis = night.analysis
     events = getattr(analysis, "events", None)
     if events is None:
@@ -763,6 +849,19 @@ def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_fac
         bs.close()
 
 
+def api_ask_cohort(question: str, audience: str, *, root: Path, llm_factory, cohort: str | Path) -> str:
+    """The ``/ask_cohort`` endpoint: answer `question` about the served cohort in a throw-away session."""
+    bs = None
+    try:
+        bs = open_session(root, f"api-{uuid.uuid4().hex}", llm_factory, cohort=cohort)
+        return bs.night.ask(question, audience or "clinician").answer
+    except SleepLMError as exc:
+        raise gr.Error(str(exc)) from exc
+    finally:
+        if bs is not None:
+            bs.close()
+
+
 # ---- the app ----------------------------------------------------------------------------
 def _demo_path() -> Path:
     from sleeplm.synthetic.demo import demo_recording_path  # the simulator loads only when the demo is opened
@@ -781,10 +880,17 @@ def _load_sleeplm(progress: Callable[[float, str], Any] | None = None) -> tuple[
         return None, f"{exc} Answers use measurements only."
 
 
+def _check_cohort(cohort: str | Path | None) -> None:
+    if cohort is not None and not is_cohort_folder(cohort):
+        raise CohortInputError(f"{cohort} is not a cohort folder (no nights.parquet); "
+                               "run `sleeplm-assistant cohort INPUT --out DIR` first.")
+
+
 def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | Path | None = None,
               sleeplm_model: Any = None, preload: str | Path | None = None,
               sleeplm_note: str | None = None, channel_map: dict | None = None,
-              position_map: str | dict | None = None, preload_is_demo: bool = False) -> gr.Blocks:
+              position_map: str | dict | None = None, preload_is_demo: bool = False,
+              cohort: str | Path | None = None) -> gr.Blocks:
     """The Gradio Blocks app.
 
     Parameters
@@ -799,7 +905,11 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     channel_map, position_map : maps for the recordings users bring (``serve --channel-map`` /
         ``--position-map``): applied to uploads, to the ``/ask`` API and to `preload` unless
         `preload_is_demo` (the built-in demo night is always read with its own labels).
+    cohort : a cohort folder (``sleeplm-assistant cohort``): every tab talks to it (the cohort
+        tools, salted night ids), the page shows its distributions instead of one night's panels,
+        and the ``/ask_cohort`` endpoint answers questions about it. `preload` is then not used.
     """
+    _check_cohort(cohort)
     # Files inside Gradio's cache are served in place: no copy of them outlives the session. The
     # server's own root (`server_root`) lies inside it; a given `session_root` keeps the shown
     # files directly in Gradio's cache.
@@ -822,6 +932,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
             shutil.rmtree(root, ignore_errors=True)
 
     def on_open(state, request: gr.Request, progress=gr.Progress()):
+        if cohort is not None:
+            yield open_cohort(cohort, state, request, **common)
+            return
         if preload is not None:
             yield from load_night(str(preload), state, request, progress, owned=False, **common,
                                   **({} if preload_is_demo else maps))
@@ -852,6 +965,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         return api_ask(path, question, audience, root=root, llm_factory=llm_factory, sleeplm_model=sleeplm_model,
                        **maps)
 
+    def on_api_ask_cohort(question: str, audience: str = "clinician") -> str:
+        return api_ask_cohort(question, audience, root=root, llm_factory=llm_factory, cohort=cohort)
+
     def on_unload(request: gr.Request):
         bs = registry.pop(request.session_hash, None)
         if bs is not None:
@@ -864,10 +980,11 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
 
     with gr.Blocks(title="SleepLM Assistant", delete_cache=(1800, SESSION_TTL_S)) as demo:
         state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=on_state_expired)
-        gr.Markdown("## SleepLM Assistant — chat with a night of polysomnography")
+        single = cohort is None  # a cohort page has no upload, preflight or raw-signal viewer
+        gr.Markdown("## SleepLM Assistant — chat with " + ("a night of polysomnography" if single else "a cohort of nights"))
         with gr.Row():
             with gr.Column(scale=5):
-                with gr.Row():
+                with gr.Row(visible=single):
                     upload = gr.File(label="Recording (EDF/EDF+/BDF)", file_types=list(UPLOAD_SUFFIXES),
                                      type="filepath", elem_id="upload", scale=3, height=100)
                     demo_button = gr.Button("Load demo night", elem_id="demo-button", scale=1)
@@ -876,24 +993,27 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                 sleeplm_progress = gr.HTML(elem_id="sleeplm-progress")
                 audience = gr.Radio(list(AUDIENCES), value="clinician", label="Answer for", elem_id="audience")
                 chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", buttons=["copy"], sanitize_html=True)
-                question = gr.Textbox(placeholder="Ask about the night, e.g. when did respiration look abnormal?",
+                question = gr.Textbox(placeholder="Ask about the night, e.g. when did respiration look abnormal?" if single
+                                      else "Ask about the nights, e.g. which nights have AHI over 30?",
                                       show_label=False, submit_btn=True, elem_id="question")
-                gr.Examples(EXAMPLE_QUESTIONS, inputs=question, label="Try")
-                with gr.Accordion("Channels (preflight)", open=False, elem_id="preflight-panel"):
+                gr.Examples(EXAMPLE_QUESTIONS if single else COHORT_EXAMPLE_QUESTIONS, inputs=question, label="Try")
+                with gr.Accordion("Channels (preflight)", open=False, elem_id="preflight-panel", visible=single):
                     preflight = gr.Dataframe(static_columns=[0, 1, 3, 4, 5], interactive=False, elem_id="preflight")
                     file_channels = gr.Markdown()
                     remap_button = gr.Button("Re-load with my channel map", size="sm")
             with gr.Column(scale=5):
-                gr.Markdown("**Night overview**: stages, events and SpO2. Click it to see the raw signals there.")
+                gr.Markdown("**Night overview**: stages, events and SpO2. Click it to see the raw signals there." if single
+                            else "**Cohort overview**: AHI, total sleep time, sleep efficiency, SpO2 nadir and stage "
+                                 "shares over the measured nights.")
                 overview = gr.Image(show_label=False, type="filepath", interactive=False, elem_id="overview",
                                     buttons=["download"])
-                with gr.Row():
+                with gr.Row(visible=single):
                     where = gr.Textbox(label="Raw signals at", placeholder="02:30, 3h10m, epoch 120, first REM period",
                                        elem_id="viewer-where", scale=3)
                     n_epochs = gr.Slider(1, MAX_VIEW_EPOCHS, value=2, step=1, label="Epochs", scale=2)
                     show_button = gr.Button("Show signals", elem_id="viewer-button", scale=1)
-                viewer_caption = gr.Markdown(elem_id="viewer-caption")
-                viewer = gr.Plot(show_label=False, elem_id="viewer", format="png")
+                viewer_caption = gr.Markdown(elem_id="viewer-caption", visible=single)
+                viewer = gr.Plot(show_label=False, elem_id="viewer", format="png", visible=single)
                 downloads = gr.File(label="Downloads: report, events, annotations, tool trace", file_count="multiple",
                                     interactive=False, elem_id="downloads")
         panel = [state, night_text, llm_text, preflight, file_channels, overview, viewer, downloads, chatbot]
@@ -915,6 +1035,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         overview.select(on_click, [state, n_epochs], [viewer, viewer_caption, where], **view)
         # The /ask API endpoint: no page components, the parameters come from on_api_ask's type hints.
         gr.api(on_api_ask, api_name="ask", api_description="Answer one question about an EDF/BDF recording.", **chat)
+        if cohort is not None:
+            gr.api(on_api_ask_cohort, api_name="ask_cohort",
+                   api_description="Answer one question about the served cohort (nights named by salted ids).", **chat)
         status_timer = gr.Timer(STATUS_REFRESH_S)
         status_timer.tick(refresh_status, [state], [night_text, llm_text, overview, sleeplm_progress],
                           api_visibility="private", show_progress="hidden", concurrency_id="status",
@@ -935,30 +1058,47 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bo
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | None = None,
-          channel_map: dict | None = None, position_map: str | dict | None = None) -> None:
+          channel_map: dict | None = None, position_map: str | dict | None = None,
+          cohort: str | Path | None = None, nights: list | None = None) -> None:
     """Run the app until interrupted; every new tab starts on `recording`, or on the demo night.
 
     `channel_map` and `position_map` (``serve --channel-map/--position-map``) are used to load
-    `recording` and every uploaded night (see `build_app`).
+    `recording` and every uploaded night (see `build_app`). With `cohort` (``serve --cohort DIR``)
+    every tab talks to that cohort folder; with `nights` (``serve --nights A.edf B.edf``) the
+    nights of one person are measured first (local Ray, "night 1", "night 2", ...) into this run's
+    folder and served as a cohort (deleted with the run).
     """
+    if cohort is not None and nights:
+        raise CohortInputError("serve takes a cohort folder (--cohort) or the nights of one person (--nights), not both.")
+    _check_cohort(cohort)
     preload_is_demo = recording is None
-    if recording is None:
+    if recording is None and cohort is None and not nights:
         try:
             recording = _demo_path()
         except SleepLMError as exc:
             logger.warning("%s", exc)
-    # The page opens at once; the weights (downloaded on first run) arrive in the background.
-    weights = SleepLMWeights().start()
     # One server-owned root for everything this run writes, Gradio's own upload cache included
     # (an upload in flight when the server is killed is a temporary file there).
+    run = server_root()
+    if nights:
+        from assistant.cohort import measure_nights
+
+        logger.info("measuring %d nights on Ray before serving them", len(nights))
+        try:
+            cohort = measure_nights(nights, run / "nights" / "cohort", channel_map=channel_map)
+        except BaseException:
+            shutil.rmtree(run, ignore_errors=True)
+            raise
+    # The page opens at once; the weights (downloaded on first run) arrive in the background. A
+    # cohort page answers from the cohort table and loads no weights.
+    weights = SleepLMWeights().start() if cohort is None else None
     # Gradio reads its upload folder when the app and its server are created: the variable is set
     # for that time only, so nothing else in this process inherits it.
-    run = server_root()
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(run / "gradio")
     try:
         demo = build_app(sleeplm_model=weights, preload=recording, channel_map=channel_map, position_map=position_map,
-                         preload_is_demo=preload_is_demo, session_root=run)
+                         preload_is_demo=preload_is_demo, session_root=run, cohort=cohort)
 
         def shutdown() -> None:
             demo.close_sessions()

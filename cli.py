@@ -70,7 +70,7 @@ def _cmd_serve(args) -> int:
     import app
 
     app.serve(host=args.host, port=args.port, recording=args.recording, channel_map=args.channel_map,
-              position_map=args.position_map)
+              position_map=args.position_map, cohort=args.cohort, nights=args.nights)
     return 0
 
 
@@ -134,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the Gradio app")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--recording", default=None, help="preload this recording (default: the built-in demo night)")
+    served = p.add_mutually_exclusive_group()
+    served.add_argument("--recording", default=None, help="preload this recording (default: the built-in demo night)")
+    served.add_argument("--cohort", default=None, metavar="DIR",
+                        help="serve a cohort folder written by `cohort`: the chat answers questions across its nights")
+    served.add_argument("--nights", nargs=2, default=None, metavar="FILE",
+                        help="two recordings of one person: measured on Ray first, then served as night 1 and night 2")
     _add_map_options(p)
     p.set_defaults(func=_cmd_serve)
     return parser

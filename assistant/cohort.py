@@ -11,6 +11,7 @@ agent, answer check, grounding and tool-only mode, over the cohort table instead
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Sequence
@@ -19,9 +20,10 @@ import pandas as pd
 
 from assistant.session import NightSession
 from sleeplm.cohort import CohortTables, load_cohort, run
+from sleeplm.errors import CohortRunError
 from tools.cohort import COHORT_TOOLS, CohortContext
 
-__all__ = ["CohortSession", "route_cohort_question", "is_cohort_folder"]
+__all__ = ["CohortSession", "route_cohort_question", "is_cohort_folder", "measure_nights"]
 
 # Words of a question -> the figure it asks about (first match wins; specific before general).
 _METRIC_WORDS = (
@@ -108,10 +110,46 @@ class CohortSession(NightSession):
         paths : the recordings, in order (labelled "night 1", "night 2", ... unless `labels`).
         labels : night labels, one per path.
         run_options : handed to `sleeplm.cohort.run` (``address``, ``num_cpus``, ...).
+
+        Raises
+        ------
+        CohortRunError : a night could not be measured (its label, error class and message).
         """
-        labels = list(labels or [f"night {i}" for i in range(1, len(paths) + 1)])
-        manifest = self.workdir / "nights.csv"
-        pd.DataFrame({"path": [str(Path(p).resolve()) for p in paths], "subject_id": "person",
-                      "night_label": labels}).to_csv(manifest, index=False)
-        run(manifest, self.workdir / "cohort", **run_options)
-        return self.load(self.workdir / "cohort")
+        return self.load(measure_nights(paths, self.workdir / "cohort", labels, **run_options))
+
+
+def measure_nights(paths: Sequence, out_dir, labels: Sequence[str] | None = None, channel_map: dict | None = None,
+                   **run_options) -> Path:
+    """Measure nights of one person on Ray (`sleeplm.cohort.run`) into the cohort folder `out_dir`.
+
+    The nights are labelled "night 1", "night 2", ... in the order given (or `labels`) and share
+    one subject id (salted like every id). Used by ``ask A.edf B.edf`` and ``serve --nights``.
+
+    Parameters
+    ----------
+    paths : the recordings, in order.
+    out_dir : the cohort folder to write (a manifest ``nights.csv`` goes beside it).
+    labels : night labels, one per path.
+    channel_map : ``{canonical: file label}`` for every night.
+    run_options : handed to `sleeplm.cohort.run` (``address``, ``num_cpus``, ...).
+
+    Returns
+    -------
+    `out_dir`, holding the cohort tables.
+
+    Raises
+    ------
+    CohortRunError : a night could not be measured (its label, error class and message: no file name).
+    """
+    out = Path(out_dir)
+    labels = list(labels or [f"night {i}" for i in range(1, len(paths) + 1)])
+    manifest = out.parent / "nights.csv"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"path": [str(Path(p).resolve()) for p in paths], "subject_id": "person", "night_label": labels,
+                  "channel_map": json.dumps(channel_map) if channel_map else ""}).to_csv(manifest, index=False)
+    nights = run(manifest, out, **run_options).nights
+    failed = nights[nights["status"] == "failed"]
+    if len(failed):
+        raise CohortRunError("; ".join(f"{row.night_label} could not be measured ({row.errors})"
+                                       for row in failed.itertuples()))
+    return out
