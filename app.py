@@ -260,18 +260,19 @@ def _discard_upload(path: Any) -> None:
 
 
 class ConfiguredChatModel:
-    """Default `llm_factory`: the configured backend, resolved once and shared by every session
-    (chat models keep no conversation state). When it cannot be used, sessions run tool-only and
-    `note` says why."""
+    """Default `llm_factory`: the backend `spec` (None: the configured one), resolved once and shared
+    by every session (chat models keep no conversation state). When it cannot be used, sessions
+    run tool-only and `note` says why."""
 
-    def __init__(self) -> None:
+    def __init__(self, spec: str | None = None) -> None:
+        self._spec = spec
         self._resolved: tuple[Any, str | None] | None = None
 
     def __call__(self) -> Any:
         if self._resolved is None:
             from assistant.llm import get_chat_model
 
-            model, status = get_chat_model()
+            model, status = get_chat_model(self._spec)
             usable = status.available or status.backend == "none"  # "none" is a choice, not a failure
             self._resolved = (model if status.available else "none", None if usable else f"{status.backend}: {status.detail}")
         return self._resolved[0]
@@ -1059,18 +1060,24 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bo
 
 def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | None = None,
           channel_map: dict | None = None, position_map: str | dict | None = None,
-          cohort: str | Path | None = None, nights: list | None = None) -> None:
+          cohort: str | Path | None = None, nights: list | None = None, llm: str | None = None) -> None:
     """Run the app until interrupted; every new tab starts on `recording`, or on the demo night.
 
     `channel_map` and `position_map` (``serve --channel-map/--position-map``) are used to load
     `recording` and every uploaded night (see `build_app`). With `cohort` (``serve --cohort DIR``)
     every tab talks to that cohort folder; with `nights` (``serve --nights A.edf B.edf``) the
     nights of one person are measured first (local Ray, "night 1", "night 2", ...) into this run's
-    folder and served as a cohort (deleted with the run).
+    folder and served as a cohort (deleted with the run). `llm` (``serve --llm``) is the language
+    model spec; the embedded model is chosen (and on first run downloaded) before the page opens,
+    and the terminal says which and why.
     """
     if cohort is not None and nights:
         raise CohortInputError("serve takes a cohort folder (--cohort) or the nights of one person (--nights), not both.")
     _check_cohort(cohort)
+    from assistant.llm import prepare_backend
+
+    llm, llm_line = prepare_backend(llm)
+    print(llm_line, flush=True)
     preload_is_demo = recording is None
     if recording is None and cohort is None and not nights:
         try:
@@ -1097,8 +1104,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(run / "gradio")
     try:
-        demo = build_app(sleeplm_model=weights, preload=recording, channel_map=channel_map, position_map=position_map,
-                         preload_is_demo=preload_is_demo, session_root=run, cohort=cohort)
+        demo = build_app(llm_factory=ConfiguredChatModel(llm), sleeplm_model=weights, preload=recording,
+                         channel_map=channel_map, position_map=position_map, preload_is_demo=preload_is_demo,
+                         session_root=run, cohort=cohort)
 
         def shutdown() -> None:
             demo.close_sessions()

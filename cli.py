@@ -70,7 +70,7 @@ def _cmd_serve(args) -> int:
     import app
 
     app.serve(host=args.host, port=args.port, recording=args.recording, channel_map=args.channel_map,
-              position_map=args.position_map, cohort=args.cohort, nights=args.nights)
+              position_map=args.position_map, cohort=args.cohort, nights=args.nights, llm=args.llm)
     return 0
 
 
@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve a cohort folder written by `cohort`: the chat answers questions across its nights")
     served.add_argument("--nights", nargs=2, default=None, metavar="FILE",
                         help="two recordings of one person: measured on Ray first, then served as night 1 and night 2")
+    p.add_argument("--llm", default=None, help="LLM backend spec, e.g. local (chosen for this machine) or "
+                                               "local:qwen2.5-7b-instruct; default: config/env, else local")
     _add_map_options(p)
     p.set_defaults(func=_cmd_serve)
     return parser

@@ -2,7 +2,10 @@
 
 A backend spec is one string:
 
-- ``"local"``, ``"local:1.5b"``, ``"local:0.5b"``: the embedded llama.cpp model (no network);
+- ``"local"``: the embedded llama.cpp model chosen for this machine (free memory, answer-time
+  budget), ``"local:NAME"`` one of the catalogue (``qwen2.5-7b-instruct``, ``qwen2.5-3b-instruct``,
+  ``qwen2.5-1.5b-coder``, ``qwen2.5-0.5b-coder``; see `assistant.local_llm`); no conversation
+  text leaves the computer (a hub model's file is downloaded once, on first use);
 - ``"openai:<model>"`` or ``"openai:<model>@http://host:port/v1"``: any OpenAI-compatible server
   (vLLM, llama.cpp server, LM Studio, OpenAI itself) through langchain-openai;
 - ``"ollama:<model>"`` or ``"ollama:<model>@http://host:11434"``: Ollama through langchain-ollama;
@@ -31,6 +34,7 @@ import os
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -39,7 +43,7 @@ from assistant.errors import LLMConfigError
 
 __all__ = [
     "BACKENDS", "DEFAULT_SPEC", "LLMConfigError", "LLMStatus", "BackendSpec", "config_path", "read_config",
-    "resolve_spec", "parse_spec", "get_chat_model",
+    "resolve_spec", "parse_spec", "prepare_backend", "get_chat_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,7 +133,7 @@ def parse_spec(spec: str) -> BackendSpec:
     backend = backend.lower()
     if backend not in BACKENDS:
         raise LLMConfigError(
-            f"Unknown LLM backend {backend!r} in {spec!r}; use local[:1.5b|:0.5b], openai:<model>[@<url>], "
+            f"Unknown LLM backend {backend!r} in {spec!r}; use local[:NAME], openai:<model>[@<url>], "
             "ollama:<model>[@<url>] or none."
         )
     model, base_url = rest, None
@@ -139,13 +143,13 @@ def parse_spec(spec: str) -> BackendSpec:
     model = model.strip() or None
     if backend == "none":
         return BackendSpec("none")
-    if backend == "local":
-        from assistant.local_llm import DEFAULT_LOCAL_MODEL, LOCAL_MODELS
+    if backend == "local":  # no name: chosen for this machine when the model is built
+        from assistant.local_llm import model_key
 
-        model = (model or DEFAULT_LOCAL_MODEL).lower()
-        if model not in LOCAL_MODELS:
-            raise LLMConfigError(f"Unknown embedded model {model!r}; choose one of {sorted(LOCAL_MODELS)}.")
-        return BackendSpec("local", model)
+        try:
+            return BackendSpec("local", model_key(model) if model else None)
+        except KeyError as exc:
+            raise LLMConfigError(exc.args[0]) from exc
     if model is None:
         raise LLMConfigError(f"{spec!r} names no model; write {backend}:<model>, e.g. {backend}:qwen2.5:7b.")
     return BackendSpec(backend, model, base_url)
@@ -194,16 +198,41 @@ def _no_model(spec: BackendSpec) -> tuple[None, LLMStatus]:
     return None, LLMStatus("none", None, False, "No language model configured: the assistant answers in tool-only mode.")
 
 
+def prepare_backend(spec: str | None = None, progress: Any = None) -> tuple[str | None, str]:
+    """(the spec to build the model from, one line saying what it is) before a server starts.
+
+    For the embedded backend the model is chosen now and its file fetched (a hub download shows
+    its progress; an unreachable hub costs seconds and leaves the offline 1.5B), and the spec
+    returned names it, so every later `get_chat_model` loads that one. Other specs come back
+    unchanged. Never raises: a problem is in the line, and `get_chat_model` reports it again.
+    """
+    try:
+        parsed = resolve_spec(spec)
+    except LLMConfigError as exc:
+        return spec, f"language model: {exc}"
+    if parsed.backend != "local":
+        return spec, f"language model: {parsed.backend}{':' + parsed.model if parsed.model else ''}"
+    from assistant import local_llm
+
+    try:
+        key, why = local_llm.prepare_local_model(parsed.model, progress)
+    except (local_llm.LocalModelUnavailable, OSError) as exc:  # OSError: unwritable cache folder, full disk
+        return spec, f"language model: the embedded model is unavailable ({exc})"
+    return f"local:{key}", f"language model: embedded {why}"
+
+
 def _local_model(spec: BackendSpec) -> tuple[BaseChatModel | None, LLMStatus]:
     from assistant import local_llm
 
-    info = local_llm.LOCAL_MODELS[spec.model]
+    name = local_llm.LOCAL_MODELS[spec.model].display_name if spec.model else "embedded model"
     try:
-        model, seconds = local_llm.load_local_chat_model(spec.model)
+        key, why = local_llm.prepare_local_model(spec.model)
+        model, seconds = local_llm.load_local_chat_model(key)
     except (local_llm.LocalModelUnavailable, OSError) as exc:  # OSError: unwritable cache folder, full disk
-        return None, LLMStatus("local", info.display_name, False, str(exc))
-    detail = f"Embedded llama.cpp on this computer ({model.n_threads} threads, loaded in {seconds:.1f} s); nothing leaves it."
-    return model, LLMStatus("local", info.display_name, True, detail)
+        return None, LLMStatus("local", name, False, str(exc))
+    detail = (f"Embedded llama.cpp on this computer: {why}; {model.n_threads} threads, loaded in {seconds:.1f} s. "
+              "Nothing leaves it.")
+    return model, LLMStatus("local", model.model_name, True, detail)
 
 
 def _probe(url: str, headers: dict | None = None) -> tuple[httpx.Response | None, str]:

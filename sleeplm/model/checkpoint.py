@@ -77,20 +77,21 @@ def _is_repo_id(source: str) -> bool:
 
 def resolve_checkpoint(source: str | os.PathLike = DEFAULT_REPO, filename: str = DEFAULT_FILENAME,
                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                       progress: Progress | None = None) -> Path:
+                       progress: Progress | None = None, sha256: str | None = None) -> Path:
     """A local checkpoint file for `source`: an existing file or folder, or a Hugging Face repo id.
 
     For a repo id the revision is `revision`, else ``$SLEEPLM_REVISION``, else the commit
     recorded at the first download, else "main". A cached copy is used without network; else
     the hub is asked once (short timeout) and the file downloaded (resumed when a partial
     download exists), reporting ``progress(fraction, text)``. Its sha256 is recorded the first
-    time and checked afterwards.
+    time and checked afterwards. With `sha256` (a published pin) a hub file must have exactly
+    that hash: another one is deleted from the cache, never recorded, and refused.
 
     Raises
     ------
     CheckpointError
         `source` looks like a local path that does not exist, or the file's sha256 differs
-        from the one recorded at its first download.
+        from the pinned `sha256` or from the one recorded at its first download.
     ModelUnavailableError
         The hub cannot be reached (or is switched off with HF_HUB_OFFLINE=1) and nothing is cached.
 
@@ -121,7 +122,7 @@ def resolve_checkpoint(source: str | os.PathLike = DEFAULT_REPO, filename: str =
     try:  # the cache first: no network at all
         cached = Path(hf_hub_download(repo_id=text, filename=filename, revision=pinned, cache_dir=cache_dir,
                                       local_files_only=True))
-        return _checked(cached, key, pinned, record)
+        return _checked(cached, key, pinned, record, sha256)
     except LocalEntryNotFoundError as exc:
         if _offline():
             raise _unavailable(text, filename, exc) from exc
@@ -141,7 +142,7 @@ def resolve_checkpoint(source: str | os.PathLike = DEFAULT_REPO, filename: str =
                                     etag_timeout=timeout, endpoint=endpoint, tqdm_class=_progress_bar(progress, filename)))
     except Exception as exc:  # the connection dropped mid-way: the partial file is resumed next time
         raise _unavailable(text, filename, exc) from exc
-    return _checked(path, key, commit, record)
+    return _checked(path, key, commit, record, sha256)
 
 
 def weights_record_path() -> Path:
@@ -176,17 +177,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _checked(path: Path, key: str, revision: str, record: dict) -> Path:
-    """`path` after comparing its sha256 with the record (recording it the first time).
+def _checked(path: Path, key: str, revision: str, record: dict, expected: str | None = None) -> Path:
+    """`path` after comparing its sha256 with the pin `expected`, else with the record (recording it the first time).
 
     The hash of a 1.5 GB file takes seconds: it is skipped while the file's size and mtime are
-    those recorded with the hash.
+    those recorded with the hash (and that hash is the pinned one).
     """
     stat = path.stat()
-    if record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns and record.get("sha256"):
+    if (record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns and record.get("sha256")
+            and record["sha256"] == (expected or record["sha256"])):
         return path
     sha256 = _sha256(path)
-    if record.get("sha256") and record["sha256"] != sha256:
+    if expected and sha256 != expected:
+        blob = path.resolve()  # the hub cache links the snapshot name to a blob: both go
+        path.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
+        raise CheckpointError(f"The downloaded {path.name} has sha256 {sha256}, not the published {expected}; it was "
+                              "deleted. The hub served another file than the pinned one: check the repo and revision.")
+    if record.get("sha256") and record["sha256"] != sha256 and not expected:
         raise CheckpointError(f"The cached {path.name} has sha256 {sha256}, not the {record['sha256']} recorded when "
                               f"it was first downloaded (revision {record.get('revision')}). Delete the file from the "
                               f"Hugging Face cache to download it again, or {_HOW_TO_PASS}.")
