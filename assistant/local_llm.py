@@ -52,8 +52,8 @@ __all__ = [
     "GGUFModel", "LOCAL_MODELS", "ALIASES", "DEFAULT_LOCAL_MODEL", "LocalModelUnavailable", "ModelChecksumError",
     "model_key", "models_dir", "sha256_of", "verify_model_file", "part_files", "assemble_parts", "download_from_hub",
     "ensure_model_file", "available_memory_bytes", "speed_record_path", "record_answer_seconds",
-    "estimated_answer_seconds", "LocalChoice", "choose_local_model", "prepare_local_model", "render_prompt",
-    "ParsedOutput", "parse_model_output", "LlamaCppChatModel", "load_local_chat_model",
+    "estimated_answer_seconds", "LocalChoice", "choose_local_model", "prepare_local_model", "require_llama_cpp",
+    "render_prompt", "ParsedOutput", "parse_model_output", "LlamaCppChatModel", "load_local_chat_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -404,7 +404,8 @@ def estimated_answer_seconds(key: str, threads: int) -> tuple[float, str]:
         return float(measured), "measured here"
     base = records.get(DEFAULT_LOCAL_MODEL, {}).get(str(threads))
     if base:
-        return float(base) * model.relative_time / LOCAL_MODELS[DEFAULT_LOCAL_MODEL].relative_time, "scaled from the 1.5B measured here"
+        scaled = float(base) * model.relative_time / LOCAL_MODELS[DEFAULT_LOCAL_MODEL].relative_time
+        return scaled, "scaled from the 1.5B measured here"
     return REFERENCE_ANSWER_S * model.relative_time * REFERENCE_THREADS / threads, "estimated"
 
 
@@ -462,7 +463,7 @@ def prepare_local_model(name: str | None = None, progress: Any = None) -> tuple[
     ------
     LocalModelUnavailable : llama-cpp-python is missing, or not even the 1.5B's file can be had.
     """
-    _require_llama_cpp()  # nothing is fetched for a model that could not run
+    require_llama_cpp()  # nothing is fetched for a model that could not run
     if name is None:
         choice = choose_local_model()
         key, why = choice.key, choice.text
@@ -476,7 +477,8 @@ def prepare_local_model(name: str | None = None, progress: Any = None) -> tuple[
         if key == DEFAULT_LOCAL_MODEL:
             raise
         ensure_model_file(DEFAULT_LOCAL_MODEL)
-        return DEFAULT_LOCAL_MODEL, f"{why}, but it could not be had ({str(exc).rstrip('.')}); using the offline fallback {DEFAULT_LOCAL_MODEL}"
+        why = f"{why}, but it could not be had ({str(exc).rstrip('.')}); using the offline fallback {DEFAULT_LOCAL_MODEL}"
+        return DEFAULT_LOCAL_MODEL, why
 
 
 # ----------------------------------------------------------------------------- chat format
@@ -811,7 +813,8 @@ class LlamaCppChatModel(BaseChatModel):
         yield ChatGenerationChunk(message=last)
 
 
-def _require_llama_cpp() -> None:
+def require_llama_cpp() -> None:
+    """Raise `LocalModelUnavailable` (saying how to install it) when llama-cpp-python cannot be imported."""
     try:
         import llama_cpp  # noqa: F401  (only to say clearly that it is missing)
     except ImportError as exc:
@@ -830,7 +833,7 @@ def load_local_chat_model(key: str = DEFAULT_LOCAL_MODEL, n_threads: int | None 
     LocalModelUnavailable : llama-cpp-python is not installed, or no verified model file can be had.
     """
     started = time.perf_counter()
-    _require_llama_cpp()
+    require_llama_cpp()
     path = ensure_model_file(key, progress)
     threads = n_threads or default_threads()
     _llama(str(path), threads, n_ctx)

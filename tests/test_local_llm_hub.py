@@ -47,7 +47,7 @@ def catalogue(tmp_path, monkeypatch):
     """A catalogue of a hub-only tiny model (strongest) and a stand-in offline fallback, in an empty cache."""
     monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SLEEPLM_LLM_BUDGET_S", raising=False)
-    monkeypatch.setattr(local_llm, "_require_llama_cpp", lambda: None)
+    monkeypatch.setattr(local_llm, "require_llama_cpp", lambda: None)
     tiny = GGUFModel("Tiny Instruct", REPO, FILENAME, hashlib.sha256(TINY).hexdigest(), len(TINY), revision=COMMIT,
                      ram_bytes=4 * GIB, relative_time=1.2)
     fallback = GGUFModel("Fallback", "nobody/fallback-GGUF", "fallback.gguf", hashlib.sha256(FALLBACK).hexdigest(),
