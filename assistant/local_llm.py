@@ -677,18 +677,44 @@ def default_threads() -> int:
     return int(os.environ.get("SLEEPLM_LLM_THREADS") or min(4, os.cpu_count() or 1))
 
 
+def amx_advertised() -> bool:
+    """True when the CPU lists Intel AMX tiles (``amx_tile`` in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return any(line.startswith("flags") and " amx_tile" in line for line in handle)
+    except OSError:
+        return False
+
+
 def _llama(model_path: str, n_threads: int, n_ctx: int) -> tuple[Any, threading.Lock]:
     key = (model_path, n_threads, n_ctx)
     with _LOADING:
         if key not in _LOADED:
             from llama_cpp import Llama, LlamaRAMCache
+            from llama_cpp import llama_cpp as llama_c_api
 
+            # On CPUs that list AMX, llama.cpp puts the weights in AMX buffers; measured on this
+            # project's virtual machines (Xeon with amx_tile, kernel granting the tile state), the
+            # first AMX instruction (tilezero in ggml_backend_amx_mul_mat) kills the process with
+            # SIGILL once a prompt is long enough to batch. There the extra buffer types (AMX,
+            # weight repacking) are left out; llama-cpp-python 0.3.36 has no argument for that, so
+            # the default model parameters it starts from are adjusted while the model loads.
+            defaults = llama_c_api.llama_model_default_params
+            if amx_advertised():
+                def without_extra_buffers():
+                    params = defaults()
+                    params.use_extra_bufts = False
+                    return params
+
+                llama_c_api.llama_model_default_params = without_extra_buffers
             try:
                 llama = Llama(
                     model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
                 )
             except (ValueError, RuntimeError) as exc:
                 raise LocalModelUnavailable(f"llama.cpp could not load {Path(model_path).name} ({exc}).") from exc
+            finally:
+                llama_c_api.llama_model_default_params = defaults
             llama.set_cache(LlamaRAMCache(capacity_bytes=STATE_CACHE_BYTES))
             if not _LOADED:
                 atexit.register(_close_all)

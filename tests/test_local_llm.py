@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -353,6 +354,31 @@ def test_without_llama_cpp_the_loader_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     with pytest.raises(LocalModelUnavailable, match="make llm"):
         local_llm.load_local_chat_model("1.5b")
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpus_listing_amx_load_without_extra_buffer_types(monkeypatch, amx):
+    """On AMX CPUs llama.cpp's AMX buffers crashed (SIGILL): those load with use_extra_bufts off, others as is."""
+    seen = []
+    c_api = types.ModuleType("llama_cpp.llama_cpp")
+    c_api.llama_model_default_params = lambda: types.SimpleNamespace(use_extra_bufts=True)
+
+    class FakeLlama:
+        def __init__(self, **kwargs):
+            seen.append(c_api.llama_model_default_params().use_extra_bufts)
+
+        def set_cache(self, cache):
+            return None
+
+    package = types.ModuleType("llama_cpp")
+    package.Llama, package.LlamaRAMCache, package.llama_cpp = FakeLlama, lambda capacity_bytes: None, c_api
+    monkeypatch.setitem(sys.modules, "llama_cpp", package)
+    monkeypatch.setitem(sys.modules, "llama_cpp.llama_cpp", c_api)
+    monkeypatch.setattr(local_llm, "amx_advertised", lambda: amx)
+    monkeypatch.setattr(local_llm, "_LOADED", {})
+    local_llm._llama("fake.gguf", 2, 512)
+    assert seen == [not amx]
+    assert c_api.llama_model_default_params().use_extra_bufts  # the library's defaults are restored
 
 
 # ----------------------------------------------------------------------------- the real model
