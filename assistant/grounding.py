@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
-from sleeplm.terms import parse_citations
+from sleeplm.terms import format_citation, parse_citations, parse_clock_ranges
 
 __all__ = ["Figure", "Fact", "Grounding", "FIELD_MEANINGS", "extract_figures", "collect_tool_figures", "result_facts",
            "check_grounding", "complete_citations"]
@@ -590,18 +590,16 @@ def complete_citations(answer: str, tool_results: Iterable[Any]) -> str:
     range. A range is completed only when a tool result gives that exact range, so nothing is
     made up; a range already followed by its citation is left alone.
     """
-    known = {}
+    known = {}  # (clock start, clock end) -> "(elapsed A-B, epochs X-Y)"
     for result in tool_results:
         text = result if isinstance(result, str) else json.dumps(result)
         for citation in parse_citations(text):
             if citation["clock_start"] is not None:
-                span = f"{citation['clock_start']}-{citation['clock_end']}"
-                known[span] = citation["text"][len(span) + 1:]
-    if not known:
-        return answer
-
-    def add(match: re.Match) -> str:
-        span = match.group(1)
-        return f"{span} {known[span]}" if span in known else span
-
-    return re.sub(r"(\d\d:\d\d:\d\d-\d\d:\d\d:\d\d)(?! \(elapsed)", add, answer)
+                known[citation["clock_start"], citation["clock_end"]] = format_citation({**citation, "clock_start": None})
+    pieces, done = [], 0
+    for found in parse_clock_ranges(answer):
+        rest = known.get((found["clock_start"], found["clock_end"]))
+        if rest is not None:
+            pieces += [answer[done : found["end"]], " ", rest]
+            done = found["end"]
+    return "".join(pieces) + answer[done:]

@@ -28,7 +28,7 @@ __all__ = [
     "EPOCH_SEC", "STAGES", "UNSCORED", "SLEEP_STAGES", "NREM_STAGES", "STAGE_NAMES",
     "CAPTION_DOMAINS", "CaptionDomain", "EVENT_KINDS", "ANNOTATED_EVENT_KINDS", "EVENT_GROUPS",
     "AUDIENCES", "Audience", "SEVERITY_BANDS", "SEVERITY_NOTE", "TACHY_BPM", "BRADY_BPM", "HR_SUSTAINED_S",
-    "severity_band", "format_elapsed", "format_clock", "format_citation", "parse_citations",
+    "severity_band", "format_elapsed", "format_clock", "format_citation", "parse_citations", "parse_clock_ranges",
     "CITATION_PATTERN", "runs", "runs_of", "value_runs",
 ]
 
@@ -142,8 +142,9 @@ def format_citation(citation: dict) -> str:
 
 _CLOCK_RE = r"\d\d:\d\d:\d\d"
 _ELAPSED_RE = r"\d+h\d\dm\d\ds"
+_CLOCK_RANGE_RE = rf"(?P<clock_start>{_CLOCK_RE})-(?P<clock_end>{_CLOCK_RE})"
 CITATION_PATTERN = re.compile(
-    rf"(?:(?P<clock_start>{_CLOCK_RE})-(?P<clock_end>{_CLOCK_RE}) )?"
+    rf"(?:{_CLOCK_RANGE_RE} )?"
     rf"\(elapsed (?P<elapsed_start>{_ELAPSED_RE})-(?P<elapsed_end>{_ELAPSED_RE}), "
     r"epochs? (?P<epoch_start>\d+)(?:-(?P<epoch_end>\d+))?\)"
 )
@@ -174,6 +175,26 @@ def parse_citations(text: str) -> list[dict]:
             "text": match.group(0),
         })
     return found
+
+
+# A clock range that the elapsed time and epochs of its citation do not follow.
+_BARE_CLOCK_RANGE = re.compile(rf"{_CLOCK_RANGE_RE}(?! \(elapsed)")
+
+
+def parse_clock_ranges(text: str) -> list[dict]:
+    """Every clock range ``"HH:MM:SS-HH:MM:SS"`` in `text` written without the rest of its citation.
+
+    Each dict has ``clock_start``, ``clock_end`` and ``start``/``end`` (character offsets of the
+    range in `text`). A range followed by ``" (elapsed ..."`` (a whole `format_citation`) is skipped.
+
+    Examples
+    --------
+    >>> text = "Apnea 23:04:23-23:04:37 (elapsed 0h04m23s-0h04m37s, epoch 8); REM 23:10:00-23:12:30."
+    >>> [(r["clock_start"], r["clock_end"], text[r["start"]:r["end"]]) for r in parse_clock_ranges(text)]
+    [('23:10:00', '23:12:30', '23:10:00-23:12:30')]
+    """
+    return [{"clock_start": m["clock_start"], "clock_end": m["clock_end"], "start": m.start(), "end": m.end()}
+            for m in _BARE_CLOCK_RANGE.finditer(text)]
 
 
 # --- Consecutive runs ---------------------------------------------------------------------------

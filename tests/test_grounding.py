@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from assistant.grounding import check_grounding, extract_figures
+from assistant.grounding import check_grounding, complete_citations, extract_figures
+from sleeplm.terms import format_citation
 
 TOOL_RESULTS = [
     {
@@ -102,3 +103,17 @@ def test_whole_hours_on_the_clock():
     assert check_grounding("It started at 3am.", results).matched == ["3am"]  # 02:40 rounds to 3 am
     assert check_grounding("It started at 4am.", results).unmatched == ["4am"]
     assert [(f.kind, f.value) for f in extract_figures("11 pm and 2 a.m.")] == [("clock", 23 * 3600.0), ("clock", 7200.0)]
+
+
+def test_complete_citations_adds_only_the_ranges_a_tool_cited():
+    """A bare clock range gets the elapsed time and epochs its tool result gave, in the format of
+    `sleeplm.terms.format_citation`; an uncited range and an already complete citation are left alone."""
+    cited = {"clock_start": "23:04:23", "clock_end": "23:04:37", "elapsed_start": "0h04m23s",
+             "elapsed_end": "0h04m37s", "epoch_start": 8, "epoch_end": 8}
+    result = {"events": [{"kind": "apnea", "citation": format_citation(cited)}]}
+    answer = ("An apnea at 23:04:23-23:04:37, another 23:04:23-23:04:37 (elapsed 0h04m23s-0h04m37s, epoch 8), "
+              "and nothing at 23:50:00-23:51:00.")
+    completed = complete_citations(answer, [result])
+    assert completed == ("An apnea at 23:04:23-23:04:37 (elapsed 0h04m23s-0h04m37s, epoch 8), another "
+                         "23:04:23-23:04:37 (elapsed 0h04m23s-0h04m37s, epoch 8), and nothing at 23:50:00-23:51:00.")
+    assert complete_citations(answer, [{"note": "no citation"}]) == answer
