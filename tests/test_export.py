@@ -134,3 +134,23 @@ def test_trace_json(tmp_path):
                                                              "result": {"count": np.int64(3)}}]}]
     back = json.loads(write_trace_json(turns, tmp_path / "trace.json").read_text())
     assert back["turns"][0]["tool_calls"][0]["result"]["count"] == 3
+
+
+def test_event_past_the_end_is_cut_at_the_end_in_every_column(rec):
+    """A 20-s event starting 10 s before the end: its clock, elapsed time, duration and epochs all stop at the end."""
+    end = rec.duration_s  # 40 epochs from 22:45:00: ends 23:05:00
+    late = pd.DataFrame({"kind": ["apnea"], "start_s": [end - 10.0], "end_s": [end + 10.0]})
+    row = events_table(rec, late).iloc[0]
+    assert (row.end_s, row.duration_s, row.clock_end, row.epoch_end) == (end, 10.0, "23:05:00", rec.n_epochs - 1)
+    after = events_table(rec, pd.DataFrame({"kind": ["apnea"], "start_s": [end + 5.0], "end_s": [end + 20.0]})).iloc[0]
+    assert (after.clock_start, after.elapsed_start, after.epoch_start, after.duration_s) == ("23:05:00", "0h20m00s", 39, 0.0)
+
+
+def test_one_events_csv_for_the_app_and_analyze(rec, tmp_path):
+    """`analyze --out` writes the same table as the app's download, evidence as JSON text."""
+    from sleeplm.report import analyze_dir
+
+    assert analyze_dir.write_events_csv is write_events_csv  # one function, not two
+    back = pd.read_csv(write_events_csv(rec, EVENTS, tmp_path / "events.csv"), keep_default_na=False)
+    assert list(back.columns) == EVENT_COLUMNS
+    assert [json.loads(e) for e in back["evidence"]] == [{"drop_pct": 95}, {"nadir_pct": 86}, {"drop_pct": 40}]

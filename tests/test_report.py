@@ -60,8 +60,9 @@ def test_analyze_writes_the_contract(edf_path, tmp_path):
     assert summary["not_assessable"] == {"ahi_nonsupine": "no non-supine sleep"}  # supine all night
 
     events = pd.read_csv(written[1])
-    assert list(events.columns) == ["kind", "subtype", "start_s", "end_s", "clock_start", "clock_end",
-                                    "epoch_start", "epoch_end", "evidence"]
+    # The one events table (sleeplm.report.export): the contract's columns plus duration_s and elapsed_start.
+    assert list(events.columns) == ["kind", "subtype", "start_s", "end_s", "duration_s", "clock_start", "clock_end",
+                                    "elapsed_start", "epoch_start", "epoch_end", "evidence"]
     assert set(events.kind) <= EVENT_KINDS and {"apnea", "desaturation"} <= set(events.kind)
     assert (events.epoch_start == events.start_s // 30).all() and (events.end_s > events.start_s).all()
     apneas = events[events.kind == "apnea"]

@@ -4,8 +4,8 @@ Files written (the export contract):
 
 - ``summary.json``: `sleeplm.measure.summary.night_summary` (snake_case keys, minutes/percent, null
   with a reason under ``not_assessable`` where a figure cannot be assessed);
-- ``events.csv``: kind, subtype, start_s, end_s, clock_start, clock_end, epoch_start,
-  epoch_end, evidence (JSON);
+- ``events.csv``: `sleeplm.report.export.write_events_csv` (kind, subtype, start_s, end_s,
+  duration_s, clock_start, clock_end, elapsed_start, epoch_start, epoch_end, evidence as JSON);
 - ``hypnogram.csv``: epoch, clock, stage, source;
 - ``report.md``: a short human-readable report.
 
@@ -22,34 +22,14 @@ import numpy as np
 import pandas as pd
 
 from sleeplm.measure.analysis import NightAnalysis, analyze_night
-from sleeplm.measure.events import EVENT_COLUMNS
 from sleeplm.io.recording import Recording
+from sleeplm.report.export import json_safe, write_events_csv
 from sleeplm.terms import STAGES, format_elapsed
 from sleeplm.measure.summary import APNEAS_ONLY, EXPORT_KEYS
 
-__all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_events_csv", "write_hypnogram_csv", "write_report_md"]
+__all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram_csv", "write_report_md"]
 
 logger = logging.getLogger(__name__)
-
-
-def json_safe(value):
-    """JSON-safe copy of nested dicts/lists: numpy scalars to Python, NaN and infinities to None.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> json_safe({"ahi": np.float64(12.5), "t90": float("nan"), "n": [np.int64(3)]})
-    {'ahi': 12.5, 't90': None, 'n': [3]}
-    """
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
@@ -69,25 +49,6 @@ def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
     if analysis.summary.get("staging_note"):
         summary["staging_note"] = analysis.summary["staging_note"]
     path.write_text(json.dumps(json_safe(summary), indent=2))
-    return path
-
-
-def write_events_csv(analysis: NightAnalysis, path: Path) -> Path:
-    """Write the night's events as ``events.csv``: the `EVENT_COLUMNS`, evidence as JSON text.
-
-    Examples
-    --------
-    >>> path = write_events_csv(tiny_analysis(), tmp_dir / "events.csv")
-    >>> table = pd.read_csv(path)
-    >>> list(table.columns) == list(EVENT_COLUMNS), len(table) == len(tiny_analysis().events)
-    (True, True)
-    >>> evidence = json.loads(table.loc[table["kind"] == "apnea", "evidence"].iloc[0])
-    >>> {"flow_drop_pct", "channel"} <= set(evidence)
-    True
-    """
-    table = analysis.events.reindex(columns=EVENT_COLUMNS).copy()
-    table["evidence"] = [json.dumps(json_safe(e)) if isinstance(e, dict) else e for e in table["evidence"]]
-    table.to_csv(path, index=False)
     return path
 
 
@@ -210,7 +171,7 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     out.mkdir(parents=True, exist_ok=True)
     written = [
         write_summary_json(analysis, out / "summary.json"),
-        write_events_csv(analysis, out / "events.csv"),
+        write_events_csv(rec, analysis.events, out / "events.csv"),
         write_hypnogram_csv(rec, analysis, out / "hypnogram.csv"),
         write_report_md(rec, analysis, out / "report.md"),
     ]

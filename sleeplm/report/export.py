@@ -1,7 +1,8 @@
 """Files a user takes away from one night: events CSV, EDF+ annotations, PDF report.
 
 - `events_table(rec, events)`: the events with clock time, elapsed time and epoch range per row.
-- `write_events_csv(rec, events, path)`: that table as CSV.
+- `write_events_csv(rec, events, path)`: that table as CSV (the app's download and
+  ``sleeplm-assistant analyze``'s ``events.csv``).
 - `write_annotations_edf(rec, events, path, hypnogram=None)`: an annotations-only EDF+ file
   (stages and events, AASM-style labels) that EDFbrowser, MNE (`mne.read_annotations`) and
   scoring tools import next to the original recording.
@@ -25,6 +26,7 @@ b'%PDF-'
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import textwrap
@@ -42,7 +44,7 @@ from sleeplm.report.plots import plot_night
 from sleeplm.io.recording import EPOCH_SEC, Recording, format_elapsed
 
 __all__ = [
-    "EVENT_COLUMNS", "STAGE_LABELS", "ExportError", "events_table", "write_events_csv", "annotation_label",
+    "EVENT_COLUMNS", "STAGE_LABELS", "ExportError", "json_safe", "events_table", "write_events_csv", "annotation_label",
     "write_annotations_edf", "write_report_pdf",
 ]
 
@@ -50,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 EVENT_COLUMNS = [
     "kind", "subtype", "start_s", "end_s", "duration_s", "clock_start", "clock_end", "elapsed_start",
-    "epoch_start", "epoch_end",
+    "epoch_start", "epoch_end", "evidence",
 ]
 # The "Sleep stage X" wording of EDF+ hypnograms (Sleep-EDF, EDFbrowser, MNE's examples).
 STAGE_LABELS = {"W": "Sleep stage W", "N1": "Sleep stage N1", "N2": "Sleep stage N2", "N3": "Sleep stage N3", "R": "Sleep stage R"}
@@ -65,6 +67,25 @@ ANSWER_LINES_PER_PAGE = 52
 A4_INCHES = (8.27, 11.69)
 
 
+def json_safe(value):
+    """JSON-safe copy of nested dicts/lists: numpy scalars to Python, NaN and infinities to None.
+
+    Examples
+    --------
+    >>> json_safe({"ahi": np.float64(12.5), "t90": float("nan"), "n": [np.int64(3)]})
+    {'ahi': 12.5, 't90': None, 'n': [3]}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
     """Events with their time citations, sorted by start.
 
@@ -72,20 +93,23 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
     ----------
     rec : the night the events were found in.
     events : DataFrame with at least ``kind``, ``start_s``, ``end_s`` (seconds from recording
-        start); ``subtype`` optional. None or empty gives an empty table.
+        start); ``subtype`` and ``evidence`` (dicts) optional. None or empty gives an empty table.
 
     Returns
     -------
     DataFrame with columns `EVENT_COLUMNS`: kind, subtype, start_s, end_s, duration_s (s),
     clock_start/clock_end ("HH:MM:SS", empty when the file has no start time), elapsed_start
-    ("1h02m30s"), epoch_start/epoch_end (inclusive 30-s epoch indices).
+    ("1h02m30s"), epoch_start/epoch_end (inclusive 30-s epoch indices), evidence (the
+    detector's measurements as JSON text, empty when none). An event reaching past the end of
+    the recording is cut at the end, so its times, duration and epochs all stay in the night.
 
     Examples
     --------
     >>> rec = tiny_recording()                                  # starts at 23:00:00
-    >>> events = pd.DataFrame({"kind": ["apnea"], "subtype": ["obstructive"], "start_s": [125.0], "end_s": [145.0]})
+    >>> events = pd.DataFrame({"kind": ["apnea"], "subtype": ["obstructive"], "start_s": [125.0], "end_s": [145.0],
+    ...                        "evidence": [{"flow_drop_pct": np.float64(95.0)}]})
     >>> events_table(rec, events).iloc[0].to_dict()
-    {'kind': 'apnea', 'subtype': 'obstructive', 'start_s': 125.0, 'end_s': 145.0, 'duration_s': 20.0, 'clock_start': '23:02:05', 'clock_end': '23:02:25', 'elapsed_start': '0h02m05s', 'epoch_start': 4, 'epoch_end': 4}
+    {'kind': 'apnea', 'subtype': 'obstructive', 'start_s': 125.0, 'end_s': 145.0, 'duration_s': 20.0, 'clock_start': '23:02:05', 'clock_end': '23:02:25', 'elapsed_start': '0h02m05s', 'epoch_start': 4, 'epoch_end': 4, 'evidence': '{"flow_drop_pct": 95.0}'}
     >>> len(events_table(rec, None))
     0
     """
@@ -96,19 +120,22 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
         raise ExportError(f"the events table lacks the column(s) {sorted(missing)}; pass detect_events' output.")
     rows = []
     for event in events.sort_values("start_s").itertuples(index=False):
-        citation = rec.cite(float(event.start_s), float(event.end_s))
+        start, end = (min(max(float(t), 0.0), rec.duration_s) for t in (event.start_s, event.end_s))
+        citation = rec.cite(start, end)
         subtype = getattr(event, "subtype", "")
+        evidence = getattr(event, "evidence", None)
         rows.append({
             "kind": event.kind,
             "subtype": "" if subtype is None or (isinstance(subtype, float) and math.isnan(subtype)) else subtype,
-            "start_s": round(float(event.start_s), 2),
-            "end_s": round(float(event.end_s), 2),
-            "duration_s": round(float(event.end_s) - float(event.start_s), 2),
+            "start_s": round(start, 2),
+            "end_s": round(end, 2),
+            "duration_s": round(end - start, 2),
             "clock_start": citation["clock_start"] or "",
             "clock_end": citation["clock_end"] or "",
             "elapsed_start": citation["elapsed_start"],
             "epoch_start": citation["epoch_start"],
             "epoch_end": citation["epoch_end"],
+            "evidence": json.dumps(json_safe(evidence), sort_keys=True) if isinstance(evidence, dict) else "",
         })
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
@@ -116,12 +143,16 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
 def write_events_csv(rec: Recording, events: pd.DataFrame | None, path: str | Path) -> Path:
     """Write `events_table(rec, events)` as CSV (comma-separated, header row) and return the path.
 
+    The one events CSV: the app's ``night-events.csv`` download and ``sleeplm-assistant analyze``'s
+    ``events.csv``. Columns `EVENT_COLUMNS`: kind, subtype, start_s, end_s, duration_s, clock_start,
+    clock_end, elapsed_start, epoch_start, epoch_end, evidence (JSON text).
+
     Examples
     --------
     >>> events = pd.DataFrame({"kind": ["hypopnea"], "start_s": [95.0], "end_s": [122.0]})
     >>> path = write_events_csv(tiny_recording(), events, tmp_dir / "events.csv")
     >>> print(path.read_text().splitlines()[1])
-    hypopnea,...,95.0,122.0,27.0,23:01:35,23:02:02,0h01m35s,3,4
+    hypopnea,,95.0,122.0,27.0,23:01:35,23:02:02,0h01m35s,3,4,
     """
     path = Path(path)
     events_table(rec, events).to_csv(path, index=False)
