@@ -47,6 +47,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from assistant.errors import LocalModelUnavailable, ModelChecksumError
 from sleeplm.errors import CheckpointError, ModelUnavailableError
+from sleeplm.paths import cache_root
 
 __all__ = [
     "GGUFModel", "LOCAL_MODELS", "ALIASES", "DEFAULT_LOCAL_MODEL", "LocalModelUnavailable", "ModelChecksumError",
@@ -190,10 +191,7 @@ def model_key(name: str) -> str:
 
 def models_dir() -> Path:
     """Folder of the assembled model files (``$SLEEPLM_CACHE/models`` or ``~/.cache/sleeplm-assistant/models``)."""
-    root = os.environ.get("SLEEPLM_CACHE")
-    folder = Path(root).expanduser() / "models" if root else Path("~/.cache/sleeplm-assistant/models").expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return cache_root("models")
 
 
 def sha256_of(path: str | Path) -> str:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sleeplm.errors import CheckpointError, ModelUnavailableError
+from sleeplm.paths import cache_root
 
 __all__ = [
     "DEFAULT_REPO",
@@ -156,8 +157,6 @@ def weights_record_path() -> Path:
     >>> path == tmp_dir / "weights.json"
     True
     """
-    from sleeplm.model.embedding_cache import cache_root
-
     return cache_root() / "weights.json"
 
 

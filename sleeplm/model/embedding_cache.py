@@ -17,24 +17,11 @@ from typing import Any, Callable
 import numpy as np
 
 from sleeplm.io.recording import Recording
+from sleeplm.paths import cache_root
 
-__all__ = ["cache_root", "embedding_cache_path", "night_embeddings"]
+__all__ = ["embedding_cache_path", "night_embeddings"]
 
 logger = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    """`$SLEEPLM_CACHE`, or `~/.cache/sleeplm-assistant` when unset.
-
-    Examples
-    --------
-    >>> from unittest import mock
-    >>> with mock.patch.dict(os.environ, {"SLEEPLM_CACHE": str(tmp_dir)}):
-    ...     root = cache_root()
-    >>> root == tmp_dir
-    True
-    """
-    return Path(os.environ.get("SLEEPLM_CACHE") or "~/.cache/sleeplm-assistant").expanduser()
 
 
 def embedding_cache_path(model: Any, rec: Recording) -> Path:
@@ -55,7 +42,7 @@ def embedding_cache_path(model: Any, rec: Recording) -> Path:
     True
     """
     name = f"{rec.content_digest()[:32]}-{model.checkpoint_id}.npy"
-    return cache_root() / "embeddings" / name
+    return cache_root("embeddings") / name
 
 
 def night_embeddings(model: Any, rec: Recording, progress: Callable[[float, str], Any] | None = None) -> np.ndarray:

@@ -11,7 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["DEMO_SETTINGS", "cache_dir", "demo_recording_path"]
+from sleeplm.paths import cache_root
+
+__all__ = ["DEMO_SETTINGS", "demo_recording_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,35 +23,19 @@ DEMO_SETTINGS = {"duration_h": 1.5, "seed": 20240506, "severity": "moderate", "m
 _DEMO_REVISION = 2  # 2: airflow and belts stored in mV
 
 
-def cache_dir() -> Path:
-    """``$SLEEPLM_CACHE`` or ``~/.cache/sleeplm-assistant`` (created).
-
-    Examples
-    --------
-    >>> from unittest import mock
-    >>> with mock.patch.dict(os.environ, {"SLEEPLM_CACHE": str(tmp_dir / "cache")}):
-    ...     folder = cache_dir()
-    >>> folder == tmp_dir / "cache", folder.is_dir()
-    (True, True)
-    """
-    folder = Path(os.environ.get("SLEEPLM_CACHE") or Path.home() / ".cache" / "sleeplm-assistant")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def demo_recording_path() -> Path:
     """Path of the demo night's EDF+ (its truth is ``<path>.truth.json``), simulating it on first use.
 
     Returns
     -------
-    Path to ``demo_night_s<simulator version>r<revision>.edf`` in `cache_dir()`, so a newer simulator
+    Path to ``demo_night_s<simulator version>r<revision>.edf`` in `sleeplm.paths.cache_root()`, so a newer simulator
     or new settings never reuse an old file. Concurrent first calls are safe: each writes
     into its own temporary folder and moves the finished files into place (truth first).
 
     Examples
     --------
     >>> path = demo_recording_path()            # simulated on first use (a few seconds), then cached
-    >>> path.parent == cache_dir(), path.suffix, demo_recording_path() == path
+    >>> path.parent == cache_root(), path.suffix, demo_recording_path() == path
     (True, '.edf', True)
     >>> from sleeplm.synthetic import load_truth
     >>> truth = load_truth(path)
@@ -58,7 +44,7 @@ def demo_recording_path() -> Path:
     """
     from sleeplm.synthetic import SIMULATOR_VERSION, simulate_night, truth_path, write_night
 
-    target = cache_dir() / f"demo_night_s{SIMULATOR_VERSION}r{_DEMO_REVISION}.edf"
+    target = cache_root() / f"demo_night_s{SIMULATOR_VERSION}r{_DEMO_REVISION}.edf"
     if target.exists() and truth_path(target).exists():
         return target
     logger.info("simulating the demo night into the cache (first use)")
