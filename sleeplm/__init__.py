@@ -1,6 +1,6 @@
 """SleepLM Assistant core: recordings, the SleepLM network, measurements and night statistics.
 
-Rooms, bottom up: `errors` and `terms` (shared vocabulary); `io` (reading a night into a
+Rooms, bottom up: `errors`, `terms` (shared vocabulary) and `paths` (the cache folder); `io` (reading a night into a
 `Recording`); `model` (the SleepLM network) and `measure` (measurements), which do not import
 each other; `synthetic` (the simulator); `report` (descriptions, figures, exports).
 """
@@ -37,9 +37,6 @@ _MOVED_MODULES = {
     "sleeplm.plots": "sleeplm.report.plots",
     "sleeplm.export": "sleeplm.report.export",
     "sleeplm.demo": "sleeplm.synthetic.demo",
-    # The command line moved to the top floor (`cli.py` beside `app.py`); the old path still resolves
-    # for scripts that call `sleeplm.cli.main`, and the library itself never imports it.
-    "sleeplm.cli": "cli",
 }
 
 

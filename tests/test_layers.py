@@ -47,6 +47,17 @@ def test_app_does_not_import_the_command_line():
     assert "cli" not in _imported_names(ROOT / "app.py")
 
 
+def test_old_import_paths_never_point_upward():
+    """The alias table of moved modules (sleeplm/__init__.py) resolves only to modules inside sleeplm:
+    an alias to the top floor (the old `sleeplm.cli`) would be an upward import import-linter cannot see."""
+    import importlib.util
+
+    import sleeplm
+
+    assert all(new.startswith("sleeplm.") for new in sleeplm._MOVED_MODULES.values())  # noqa: SLF001
+    assert importlib.util.find_spec("sleeplm.cli") is None
+
+
 def test_a_planted_upward_import_breaks_the_contract(tmp_path):
     for name in PACKAGES:
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.gz", "*.json"))
