@@ -44,12 +44,15 @@ def get_signal(rec: Recording, name: str) -> Signal | None:
 
 
 def unusable_reason(rec: Recording, name: str) -> str:
-    """Why `get_signal(rec, name)` is None, in words.
+    """Why `get_signal(rec, name)` is None, in words (and that it is usable, when it is not None).
 
     Examples
     --------
-    >>> unusable_reason(tiny_recording(), "Light")
+    >>> rec = tiny_recording()
+    >>> unusable_reason(rec, "Light")
     'no Light signal in this recording'
+    >>> unusable_reason(rec, "EEG_C3_A2")
+    'the EEG_C3_A2 signal is usable (128 Hz)'
     """
     sig = rec.signals.get(name)
     flagged = [info for info in (*rec.channels, *rec.extra_channels) if info.canonical == name and info.source and not info.present]
@@ -57,6 +60,8 @@ def unusable_reason(rec: Recording, name: str) -> str:
         return f"the {name} channel failed the preflight ({'; '.join(flagged[0].warnings) or 'unusable'})"
     if sig is None or len(sig.data) == 0:
         return f"no {name} signal in this recording"
+    if sig.sfreq >= MIN_SFREQ.get(name, 0.0):
+        return f"the {name} signal is usable ({sig.sfreq:g} Hz)"
     return f"{name} is sampled at {sig.sfreq:g} Hz, too slow to measure (needs >= {MIN_SFREQ[name]:g} Hz)"
 
 
@@ -107,7 +112,9 @@ def bandpass(data: np.ndarray, sfreq: float, low: float | None, high: float | No
 
 
 def per_second(data: np.ndarray, sfreq: float, how: str = "mean") -> np.ndarray:
-    """Reduce a signal to one value per whole second (``mean``, ``max``, ``min``); rates below 1 Hz are held.
+    """Reduce a signal to one value per whole second (``mean``, ``max``, ``min``); below 1.5 Hz each
+    second holds the sample taken at or before its start (sample-and-hold), so the result always
+    has one value per second of the recording.
 
     Examples
     --------
@@ -116,10 +123,16 @@ def per_second(data: np.ndarray, sfreq: float, how: str = "mean") -> np.ndarray:
     ([2.0, 6.0], [3.0, 7.0])
     >>> per_second(np.array([95.0, 91.0, 93.0]), 1).tolist()   # 1 Hz: already one value per second
     [95.0, 91.0, 93.0]
+    >>> per_second(np.array([95.0, 91.0, 93.0]), 0.5).tolist() # 0.5 Hz: each value held for 2 s
+    [95.0, 95.0, 91.0, 91.0, 93.0, 93.0]
     """
     per = int(round(sfreq))
     if per <= 1:
-        return np.asarray(data, dtype=float)
+        data = np.asarray(data, dtype=float)
+        if sfreq == 1:
+            return data
+        held = np.minimum((np.arange(int(len(data) / sfreq)) * sfreq).astype(np.int64), len(data) - 1)
+        return data[held]
     n = len(data) // per
     blocks = np.asarray(data[: n * per], dtype=float).reshape(n, per)
     return {"mean": np.nanmean, "max": np.nanmax, "min": np.nanmin}[how](blocks, axis=1)
