@@ -84,6 +84,9 @@ def run_ask(args) -> int:
     if args.llm is not None:
         parse_spec(args.llm)  # a mistyped --llm is an error to fix (exit 2), not a silent tool-only answer
     files = args.file if isinstance(args.file, list) else [args.file]
+    if any(not str(path).strip() for path in files):  # Path("") is the current folder: never a cohort by accident
+        raise SessionError("ask got an empty path; give a recording (EDF/EDF+/BDF or .pt tensor), two recordings "
+                           "of one person, or a folder written by `sleeplm-assistant cohort`.")
     if len(files) > 2:
         raise SessionError("ask takes one recording, two recordings of one person, or one cohort folder; "
                            f"got {len(files)} paths. Run `sleeplm-assistant cohort` over more nights first.")

@@ -61,6 +61,8 @@ def test_ask_bad_file_exits_2(tmp_path, capsys):
     (["{file}", "hi", "--llm", "openai"], "names no model"),
     (["{file}", "   ", "--llm", "none"], "The question is empty"),
     (["{missing}", "hi", "--llm", "none", "--json"], "error:"),
+    (["", "hi", "--llm", "none"], "ask got an empty path"),  # not the current folder taken as a cohort
+    (["{file}", " ", "hi", "--llm", "none"], "ask got an empty path"),
 ])
 def test_ask_bad_input_exits_2_with_a_message(small_edf, tmp_path, capsys, argv, message):
     argv = [a.format(file=small_edf, missing=tmp_path / "nowhere.edf") for a in argv]
