@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable
 
 import numpy as np
 from langchain_core.tools import ToolException
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 
 from tools.timeparse import TimeRangeError, resolve_range
 from sleeplm.errors import SleepLMError
@@ -22,7 +22,7 @@ from sleeplm.io.recording import CANONICAL_CHANNELS, Recording
 
 __all__ = [
     "NightContext", "night_tool_errors", "configure", "validation_message", "rounded", "cited",
-    "position_per_epoch", "TimeText",
+    "position_per_epoch", "TimeText", "TimeRangeArgs",
 ]
 
 def _number_as_text(value: Any) -> Any:
@@ -34,6 +34,14 @@ def _number_as_text(value: Any) -> Any:
 
 # A time expression argument ("02:30", "3h10m", "epoch 120", "first REM period"); numbers are epochs.
 TimeText = Annotated[str, BeforeValidator(_number_as_text)]
+
+
+class TimeRangeArgs(BaseModel):
+    """The optional time range of a tool's arguments (read by `tools.timeparse.resolve_range`)."""
+
+    start: TimeText | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'second half', "
+                                   "'REM', 'first REM period'...; empty = start of night")
+    end: TimeText | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
 
 @dataclass
 class NightContext:

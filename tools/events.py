@@ -7,12 +7,12 @@ from typing import Literal
 
 import pandas as pd
 from langchain.tools import ToolRuntime, tool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from sleeplm.io.recording import EPOCH_SEC
 from sleeplm.measure.signals import unusable_reason
 from sleeplm.terms import EVENT_GROUPS, EVENT_KINDS, format_citation
-from tools.context import NightContext, TimeText, configure, night_tool_errors, rounded
+from tools.context import NightContext, TimeRangeArgs, configure, night_tool_errors, rounded
 
 # The measured kinds and their groups (nothing measured is an "artefact": see the quality tools).
 EventKind = Literal[("all", *EVENT_GROUPS, *EVENT_KINDS)]
@@ -39,14 +39,12 @@ def counted(kind: str, n: int, patient: bool) -> str:
     return f"{n} {clinician}{'' if n == 1 else 's'}"
 
 
-class EventArgs(BaseModel):
+class EventArgs(TimeRangeArgs):
     kind: EventKind = Field(
         "all",
         description="event type: 'respiratory' (apneas+hypopneas), 'apnea', 'hypopnea', 'desaturation' (oxygen drops), "
         "'arousal', 'heart_rate' (tachy+brady), 'tachycardia', 'bradycardia', 'position_change', or 'all'",
     )
-    start: TimeText | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'second half'...; empty = start of night")
-    end: TimeText | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
     annotation_text: bool = Field(
         False, description="true only when the user asks what the file's own annotations say: adds their (de-identified) text",
     )

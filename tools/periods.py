@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 from langchain.tools import ToolRuntime, tool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from sleeplm.io.recording import EPOCH_SEC
 from sleeplm.measure.periods import DEFAULT_GAP_S, event_periods, quiet_stretches
@@ -20,7 +20,7 @@ from sleeplm.measure.respiratory import spo2_per_second
 from sleeplm.report.plots import plot_periods
 from sleeplm.terms import EVENT_GROUPS, format_citation
 from tools.compare import period_mask
-from tools.context import NightContext, TimeText, configure, night_tool_errors, position_per_epoch
+from tools.context import NightContext, TimeRangeArgs, configure, night_tool_errors, position_per_epoch
 from tools.events import counted, select_events
 
 PeriodKind = Literal["respiratory", "apnea", "hypopnea", "desaturation", "arousal", "heart_rate", "tachycardia",
@@ -42,14 +42,12 @@ PATIENT_POSITIONS = {"Supine": "on your back", "Left": "on your left side", "Rig
                      "Prone": "on your stomach", "Upright": "sitting up"}
 
 
-class PeriodArgs(BaseModel):
+class PeriodArgs(TimeRangeArgs):
     kind: PeriodKind = Field(
         "respiratory",
         description="which events: 'respiratory' (apneas+hypopneas, breathing), 'desaturation' (oxygen drops), "
         "'heart_rate' (tachy+brady), 'arousal', 'disturbed' (all events that disturb sleep), or one kind",
     )
-    start: TimeText | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'second half', 'REM'...; empty = start of night")
-    end: TimeText | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
     within: str | None = Field(None, description="only events in this part of the night: 'REM', 'NREM', 'supine', 'non-supine', 'deep sleep'; empty = all")
     gap_min: float = Field(DEFAULT_GAP_S / 60, ge=0.5, le=60, description="events less than this many minutes apart join one period")
 

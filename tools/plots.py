@@ -10,19 +10,17 @@ from typing import Literal
 
 from langchain.tools import ToolRuntime, tool
 from langchain_core.tools import ToolException
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_hypnogram, plot_night
 from sleeplm.terms import format_citation
-from tools.context import NightContext, TimeText, configure, night_tool_errors
+from tools.context import NightContext, TimeRangeArgs, configure, night_tool_errors
 
 PlotKind = Literal["hypnogram", "events", "raw"]
 
 
-class PlotArgs(BaseModel):
+class PlotArgs(TimeRangeArgs):
     kind: PlotKind = Field(description=f"'hypnogram' (sleep stages), 'events' (stages with measured events and SpO2), 'raw' (signals of up to {MAX_VIEW_EPOCHS} epochs, physical units)")
-    start: TimeText | None = Field(None, description="range start: clock '02:30', elapsed '3h10m', 'epoch 120', 'first REM period'...; empty = start of night")
-    end: TimeText | None = Field(None, description="range end, same forms; empty = end of the start phrase, or end of night")
 
 
 @tool("plot", args_schema=PlotArgs, response_format="content_and_artifact")

@@ -80,27 +80,27 @@ class BiosignalsConfig:
 
 
 @dataclass(frozen=True)
-class TextConfig:
-    """Text tower (open_clip TextTransformer with an appended CLS token)."""
+class _TokenTowerConfig:
+    """The settings the two token transformers share (open_clip's MultimodalCfg extends CLIPTextCfg)."""
 
-    context_length: int = 77
-    vocab_size: int = 49408
+    context_length: int = 77  # tokens, including the start and end tokens
     width: int = 512
     heads: int = 8
     layers: int = 12
     mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class TextConfig(_TokenTowerConfig):
+    """Text tower (open_clip TextTransformer with an appended CLS token)."""
+
+    vocab_size: int = 49408
     embed_cls: bool = False
 
 
 @dataclass(frozen=True)
-class MultimodalConfig:
+class MultimodalConfig(_TokenTowerConfig):
     """Captioning decoder: causal self-attention + cross-attention to the signal tokens."""
-
-    width: int = 512
-    heads: int = 8
-    layers: int = 12
-    mlp_ratio: float = 4.0
-    context_length: int = 77
 
 
 @dataclass(frozen=True)
