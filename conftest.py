@@ -9,6 +9,8 @@ and hand out the same objects to every example:
 ``tiny_recording()``   that file loaded with `sleeplm.load_recording`
 ``tiny_analysis()``    `sleeplm.measure.analysis.analyze_night` of it (the file's own stages)
 ``tiny_model()``       `SleepLM.from_config("sleeplm_tiny")`, the random tiny network, on one thread
+``tiny_physiology()``  a fresh `sleeplm.synthetic.physiology.NightPhysiology` of a planned 10-min
+                       "severe" night (the same plan every call; EEG at 64 Hz)
 ``tmp_dir``            a fresh empty folder (a `pathlib.Path`) for examples that write files
 """
 
@@ -56,8 +58,23 @@ def _doctest_names(doctest_namespace, tmp_path_factory):
         torch.set_num_threads(1)
         return SleepLM.from_config("sleeplm_tiny")
 
+    @functools.cache
+    def tiny_scenario():
+        import numpy as np
+
+        from sleeplm.synthetic.hypnogram import simulate_hypnogram
+        from sleeplm.synthetic.scenario import plan_night
+
+        rng = np.random.default_rng(1)
+        return plan_night(simulate_hypnogram(20, rng), rng, "severe")
+
+    def tiny_physiology():
+        from sleeplm.synthetic.physiology import NightPhysiology
+
+        return NightPhysiology(tiny_scenario(), seed=1, sfreq=64)
+
     doctest_namespace.update(tiny_night_path=tiny_night_path, tiny_recording=tiny_recording,
-                             tiny_analysis=tiny_analysis, tiny_model=tiny_model)
+                             tiny_analysis=tiny_analysis, tiny_model=tiny_model, tiny_physiology=tiny_physiology)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""Every public function in `sleeplm/` carries an ``Examples`` section whose ``>>>`` lines run.
+"""Every public function in `sleeplm/`, and every public method of its public classes, carries an
+``Examples`` section whose ``>>>`` lines run.
 
 The examples themselves run as doctests (pyproject.toml: ``--doctest-modules`` over `sleeplm`);
 this test makes sure none is missing, skipped or left out of the collection.
@@ -34,13 +35,37 @@ def public_functions(module) -> list[str]:
             and getattr(module, n).__module__ == module.__name__]
 
 
+def public_methods(module) -> list[str]:
+    """``Class.method`` for the methods (plain, class and static; not properties, which are attributes)
+    that the module's public classes define themselves under a name without a leading underscore."""
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n in vars(module) if not n.startswith("_")]
+    found = []
+    for name in names:
+        cls = getattr(module, name, None)
+        if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+            continue
+        found += [f"{name}.{attr}" for attr, value in vars(cls).items()
+                  if not attr.startswith("_") and inspect.isfunction(_function(value))]
+    return found
+
+
+def _function(value):
+    return value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+
+
+def _has_example(func, name: str, module) -> bool:
+    doc = inspect.getdoc(func) or ""
+    tests = doctest.DocTestFinder(recurse=False).find(func, name, module=module)
+    return bool(re.search(r"^Examples\n-{8}$", doc, flags=re.M)) and any(t.examples for t in tests)
+
+
 def _missing_examples(module) -> list[str]:
-    missing = []
-    for name in public_functions(module):
-        func = getattr(module, name)
-        doc = inspect.getdoc(func) or ""
-        tests = doctest.DocTestFinder(recurse=False).find(func, name, module=module)
-        if not re.search(r"^Examples\n-{8}$", doc, flags=re.M) or not any(t.examples for t in tests):
+    missing = [name for name in public_functions(module) if not _has_example(getattr(module, name), name, module)]
+    for name in public_methods(module):
+        owner, attr = name.split(".")
+        if not _has_example(_function(vars(getattr(module, owner))[attr]), name, module):
             missing.append(name)
     return missing
 
@@ -49,7 +74,7 @@ def _missing_examples(module) -> list[str]:
 def test_public_function_has_an_example(name):
     module = importlib.import_module(name)
     missing = _missing_examples(module)
-    assert not missing, f"{name}: public functions without a runnable Examples section: {missing}"
+    assert not missing, f"{name}: public functions or methods without a runnable Examples section: {missing}"
 
 
 def test_no_example_is_skipped():
@@ -63,10 +88,15 @@ def test_pytest_collects_the_library_doctests():
     assert "sleeplm" in options["testpaths"]
 
 
-def test_the_check_finds_a_function_without_an_example():
+def test_the_check_finds_a_function_or_method_without_an_example():
     import types
 
     module = types.ModuleType("fake_module")
     exec("def documented():\n    '''Say one.\n\n    Examples\n    --------\n    >>> documented()\n    1\n    '''\n"
-         "    return 1\n\ndef bare():\n    '''No example.'''\n", module.__dict__)
-    assert _missing_examples(module) == ["bare"]
+         "    return 1\n\ndef bare():\n    '''No example.'''\n\n"
+         "class Tool:\n    def run(self):\n        '''No example.'''\n\n    @classmethod\n    def make(cls):\n"
+         "        '''Make one.\n\n        Examples\n        --------\n        >>> 1 + 1\n        2\n        '''\n\n"
+         "    @property\n    def size(self):\n        '''An attribute: no example needed.'''\n\n"
+         "    def _private(self):\n        pass\n", module.__dict__)
+    module.Tool.__module__ = module.__name__  # as if the class were defined in the module's file
+    assert _missing_examples(module) == ["bare", "Tool.run"]

@@ -60,13 +60,29 @@ class NightTask:
     channel_map: dict | None = None
 
     def to_row(self) -> dict:
-        """A Ray Data row (the channel map as JSON text, so every row has the same columns)."""
+        """A Ray Data row (the channel map as JSON text, so every row has the same columns).
+
+        Examples
+        --------
+        >>> task = NightTask(path="study/s01/n1.edf", subject_id="s01", night_label="baseline",
+        ...                  channel_map={"EEG_C3_A2": "C3"})
+        >>> task.to_row()
+        {'path': 'study/s01/n1.edf', 'subject_id': 's01', 'night_label': 'baseline', 'channel_map': '{"EEG_C3_A2": "C3"}'}
+        """
         row = asdict(self)
         row["channel_map"] = None if self.channel_map is None else json.dumps(self.channel_map, sort_keys=True)
         return row
 
     @classmethod
     def from_row(cls, row: dict) -> NightTask:
+        """The task of a Ray Data row (`to_row`); missing subject, label and map are None.
+
+        Examples
+        --------
+        >>> task = NightTask(path="study/s01/n1.edf", subject_id="s01", channel_map={"EEG_C3_A2": "C3"})
+        >>> NightTask.from_row(task.to_row()) == task, NightTask.from_row({"path": "n2.edf"}).channel_map is None
+        (True, True)
+        """
         channel_map = row.get("channel_map")
         return cls(path=row["path"], subject_id=row.get("subject_id"), night_label=row.get("night_label"),
                    channel_map=None if channel_map is None else json.loads(channel_map))

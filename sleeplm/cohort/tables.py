@@ -203,6 +203,21 @@ class CohortTables:
         Raises
         ------
         CohortInputError : the night has no embeddings (unknown id, or run without weights).
+
+        Examples
+        --------
+        >>> from sleeplm.cohort.night import embeddings_table
+        >>> (tmp_dir / EMBEDDINGS).mkdir()
+        >>> pq.write_table(embeddings_table(np.eye(2, 4)), tmp_dir / EMBEDDINGS / "n1.parquet")   # 2 epochs, E = 4
+        >>> empty = pd.DataFrame()
+        >>> cohort = CohortTables(tmp_dir, nights=empty, events=empty, hypnograms=empty, failed=empty)
+        >>> cohort.embeddings("n1")
+        array([[1., 0., 0., 0.],
+               [0., 1., 0., 0.]], dtype=float16)
+        >>> cohort.embeddings("n2")
+        Traceback (most recent call last):
+        ...
+        sleeplm.errors.CohortInputError: night n2 has no SleepLM embeddings in this cohort (it was run without weights, or the night id is unknown).
         """
         path = self.folder / EMBEDDINGS / f"{night_id}.parquet"
         if not path.is_file():

@@ -153,6 +153,13 @@ class Recording:
         needs no hash, and epochs changed since still get their own digest. The same file loaded
         with another channel map or normalization is another input with another digest.
         Not identifying by itself.
+
+        Examples
+        --------
+        >>> rec = tiny_recording()
+        >>> digest = rec.content_digest()
+        >>> len(digest), digest == rec.content_digest()
+        (64, True)
         """
         return hashlib.sha256(np.ascontiguousarray(self.epochs, dtype=np.float32)).hexdigest()
 
@@ -166,13 +173,32 @@ class Recording:
         return self.n_epochs * EPOCH_SEC
 
     def has(self, name: str) -> bool:
-        """True when a canonical channel is present or an extra signal exists."""
+        """True when a canonical channel is present or an extra signal exists.
+
+        Examples
+        --------
+        >>> rec = tiny_recording()
+        >>> rec.has("EEG_C3_A2"), rec.has("SpO2"), rec.has("Light")
+        (True, True, False)
+        """
         if name in CANONICAL_CHANNELS:
             return bool(self.channel_present[CANONICAL_CHANNELS.index(name)])
         return name in self.signals
 
     def describe(self) -> str:
-        """Preflight report: recording facts, then one line per channel (source, rate, status, warnings)."""
+        """Preflight report: recording facts, then one line per channel (source, rate, status, warnings).
+
+        Examples
+        --------
+        >>> lines = tiny_recording().describe().splitlines()
+        >>> for line in lines[:3] + [line for line in lines if line.startswith(("channel ", "EEG_C4_A1"))]:
+        ...     print(line)
+        Format: EDF+   Epochs: 30 x 30 s (0h15m00s)   Start: 23:00:00
+        Normalization: night_zscore   Position map: sleeplm   Channels present: 10/10
+        Reference scoring: 30 staged epochs, 19 events
+        channel    status   source          rate_hz  unit  warnings
+        EEG_C4_A1  present  C4-M1               128  uV    flat for 7% of the recording
+        """
         start = self.clock_at(0) or "unknown"
         lines = [
             f"Format: {self.source_format}   Epochs: {self.n_epochs} x {EPOCH_SEC} s "
@@ -196,27 +222,57 @@ class Recording:
 
     # ---- time -------------------------------------------------------------------------
     def clock_at(self, seconds: float) -> str | None:
-        """Clock time ``"HH:MM:SS"`` at `seconds` after recording start (None if unknown)."""
+        """Clock time ``"HH:MM:SS"`` at `seconds` after recording start (None if unknown).
+
+        Examples
+        --------
+        >>> tiny_recording().clock_at(3725.0)                  # starts at 23:00:00
+        '00:02:05'
+        """
         if self.start_seconds is None:
             return None
         return format_clock(self.start_seconds + seconds)
 
     def epoch_clock(self, epoch: int) -> str | None:
-        """Clock time at the start of `epoch`."""
+        """Clock time at the start of `epoch`.
+
+        Examples
+        --------
+        >>> tiny_recording().epoch_clock(3)
+        '23:01:30'
+        """
         return self.clock_at(epoch * EPOCH_SEC)
 
     def epoch_elapsed(self, epoch: int) -> str:
-        """Elapsed time at the start of `epoch`, e.g. ``"1h02m30s"``."""
+        """Elapsed time at the start of `epoch`, e.g. ``"1h02m30s"``.
+
+        Examples
+        --------
+        >>> tiny_recording().epoch_elapsed(125)
+        '1h02m30s'
+        """
         return format_elapsed(epoch * EPOCH_SEC)
 
     def epoch_of(self, seconds: float) -> int:
-        """Epoch index that contains `seconds` after start (clipped to the night)."""
+        """Epoch index that contains `seconds` after start (clipped to the night).
+
+        Examples
+        --------
+        >>> rec = tiny_recording()                             # 30 epochs
+        >>> rec.epoch_of(59.9), rec.epoch_of(60.0), rec.epoch_of(-5.0), rec.epoch_of(10_000.0)
+        (1, 2, 0, 29)
+        """
         return int(min(max(seconds // EPOCH_SEC, 0), max(self.n_epochs - 1, 0)))
 
     def cite(self, start_s: float, end_s: float) -> dict:
         """Time citation of an interval in seconds from start: clock, elapsed and epoch range.
 
         The epoch range is inclusive; `end_s` is exclusive.
+
+        Examples
+        --------
+        >>> tiny_recording().cite(95.0, 122.0)                 # starts at 23:00:00
+        {'clock_start': '23:01:35', 'clock_end': '23:02:02', 'elapsed_start': '0h01m35s', 'elapsed_end': '0h02m02s', 'epoch_start': 3, 'epoch_end': 4, 'start_s': 95.0, 'end_s': 122.0}
         """
         end_s = max(end_s, start_s)
         last = self.epoch_of(max(end_s - 1e-6, start_s))
@@ -232,7 +288,14 @@ class Recording:
         }
 
     def cite_epochs(self, first: int, last: int) -> dict:
-        """Time citation of the inclusive epoch range ``first..last``."""
+        """Time citation of the inclusive epoch range ``first..last``.
+
+        Examples
+        --------
+        >>> citation = tiny_recording().cite_epochs(2, 3)
+        >>> citation["clock_start"], citation["clock_end"], citation["epoch_start"], citation["epoch_end"]
+        ('23:01:00', '23:02:00', 2, 3)
+        """
         return self.cite(first * EPOCH_SEC, (last + 1) * EPOCH_SEC)
 
 

@@ -116,7 +116,18 @@ class SleepLMConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | SleepLMConfig, **overrides: Any) -> SleepLMConfig:
-        """Build from the reference JSON layout; `overrides` replace top-level keys (e.g. `prefix_len=2`)."""
+        """Build from the reference JSON layout; `overrides` replace top-level keys (e.g. `prefix_len=2`).
+
+        Examples
+        --------
+        >>> config = SleepLMConfig.from_dict(get_model_config("sleeplm_tiny"), prefix_len=2)
+        >>> config.prefix_len, config.text.width, config.multimodal.width
+        (2, 32, 32)
+        >>> SleepLMConfig.from_dict({"text_cfg": {"qk_norm": True}})
+        Traceback (most recent call last):
+        ...
+        sleeplm.errors.CheckpointError: Model config uses reference options this network does not implement: text_cfg.qk_norm=True. Only the SleepLM (BiosignalsCoCa pure_transformer, cross_attention decoder) settings are supported.
+        """
         if isinstance(raw, SleepLMConfig):
             raw = raw.to_dict()
         if not isinstance(raw, dict):
@@ -147,7 +158,15 @@ class SleepLMConfig:
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        """The reference JSON layout (round-trips through `from_dict`)."""
+        """The reference JSON layout (round-trips through `from_dict`).
+
+        Examples
+        --------
+        >>> config = SleepLMConfig.from_dict(get_model_config("sleeplm_tiny"))
+        >>> layout = config.to_dict()
+        >>> sorted(layout), SleepLMConfig.from_dict(layout) == config
+        (['biosignals_cfg', 'embed_dim', 'multimodal_cfg', 'num_caption_channels', 'prefix_len', 'text_cfg'], True)
+        """
         return {
             "embed_dim": self.embed_dim,
             "biosignals_cfg": dataclasses.asdict(self.biosignals),
@@ -158,7 +177,19 @@ class SleepLMConfig:
         }
 
     def validate(self) -> None:
-        """Raise `CheckpointError` for settings this network cannot be built with."""
+        """Raise `CheckpointError` for settings this network cannot be built with.
+
+        Examples
+        --------
+        >>> import dataclasses
+        >>> config = SleepLMConfig.from_dict(get_model_config("sleeplm_tiny"))
+        >>> config.validate() is None                        # buildable: nothing raised
+        True
+        >>> dataclasses.replace(config, text=dataclasses.replace(config.text, heads=5)).validate()
+        Traceback (most recent call last):
+        ...
+        sleeplm.errors.CheckpointError: Model config cannot be built: text width 32 is not divisible by its 5 heads.
+        """
         bio, problems = self.biosignals, []
         if bio.patch_size > bio.signal_length:
             problems.append(f"patch_size {bio.patch_size} is longer than signal_length {bio.signal_length}")

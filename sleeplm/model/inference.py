@@ -138,6 +138,13 @@ class SleepLM:
             The hub cannot be reached and nothing is cached (the message says how to pass a file).
         CheckpointError
             The file is unreadable, or keys are missing / have other shapes (listed).
+
+        Examples
+        --------
+        >>> torch.save(tiny_model().network.state_dict(), tmp_dir / "tiny.pt")     # a local file: no hub
+        >>> model = SleepLM.from_pretrained(tmp_dir / "tiny.pt", config="sleeplm_tiny", device="cpu")
+        >>> model.checkpoint_id == tiny_model().checkpoint_id, model.unexpected_keys
+        (True, [])
         """
         if source is None or (str(source) == DEFAULT_REPO and os.environ.get(CHECKPOINT_ENV)):
             source = os.environ.get(CHECKPOINT_ENV) or DEFAULT_REPO
@@ -155,6 +162,14 @@ class SleepLM:
 
         Meant for tests and development (`SleepLM.from_config("sleeplm_tiny")` builds in well under a
         second); random weights produce meaningless but deterministic embeddings and captions.
+
+        Examples
+        --------
+        >>> model = SleepLM.from_config("sleeplm_tiny", seed=0)
+        >>> model.checkpoint_id == SleepLM.from_config("sleeplm_tiny", seed=0).checkpoint_id   # same seed, same weights
+        True
+        >>> model.network.config.embed_dim, model.network.context_length
+        (512, 64)
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -201,6 +216,12 @@ class SleepLM:
 
         `channel_mask` ([C] or [N, C], True = present) zeroes absent channels first.
         `progress(fraction, message)` is called after every batch.
+
+        Examples
+        --------
+        >>> embeddings = tiny_model().encode_signals(tiny_recording().epochs[:4])
+        >>> embeddings.shape, embeddings.dtype, np.linalg.norm(embeddings, axis=1).round(3).tolist()
+        ((4, 512), dtype('float32'), [1.0, 1.0, 1.0, 1.0])
         """
         x = self._epochs_tensor(epochs, channel_mask)
         out = np.empty((x.shape[0], self.network.config.embed_dim), dtype=np.float32)
@@ -215,7 +236,14 @@ class SleepLM:
         return out
 
     def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Text embeddings [M, E] (float32 unit vectors)."""
+        """Text embeddings [M, E] (float32 unit vectors).
+
+        Examples
+        --------
+        >>> embeddings = tiny_model().encode_text(["deep sleep", "snoring"])
+        >>> embeddings.shape, np.linalg.norm(embeddings, axis=1).round(3).tolist()
+        ((2, 512), [1.0, 1.0])
+        """
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise SleepLMRequestError("encode_text needs one or more non-empty strings (the query was empty).")
@@ -229,6 +257,14 @@ class SleepLM:
 
         `domain` is validated but does not change the ranking: SleepLM's signal and text
         embeddings do not depend on the caption modality (ARCH.md §5).
+
+        Examples
+        --------
+        >>> model = tiny_model()                              # random weights: the ranking means nothing
+        >>> hits = model.retrieve("obstructive apnea", model.encode_signals(tiny_recording().epochs[:6]), top_k=3)
+        >>> scores = [score for _, score in hits]
+        >>> len(hits), scores == sorted(scores, reverse=True), all(-1 <= s <= 1 for s in scores)
+        (3, True, True)
         """
         if domain is not None:
             domain_id(domain)
@@ -248,6 +284,12 @@ class SleepLM:
 
         Greedy by default (the reference demo's output); `beams=k` runs length-normalised beam
         search. `max_len` counts the start token and is capped at the model's context length.
+
+        Examples
+        --------
+        >>> captions = tiny_model().caption(tiny_recording().epochs[:2], "brain", max_len=8, min_len=4)
+        >>> len(captions), all(isinstance(c, str) for c in captions)
+        (2, True)
         """
         return [self.tokenizer.decode(ids) for ids in
                 self.caption_ids(epochs, domain, max_len, min_len, beams, batch_size, progress)]
@@ -255,7 +297,14 @@ class SleepLM:
     def caption_ids(self, epochs: Any, domain: str | int, max_len: int = 256, min_len: int = 16,
                     beams: int | None = None, batch_size: int | None = None,
                     progress: Progress | None = None) -> list[np.ndarray]:
-        """Token ids of `caption` (start token first, end-of-text last when emitted)."""
+        """Token ids of `caption` (start token first, end-of-text last when emitted).
+
+        Examples
+        --------
+        >>> ids = tiny_model().caption_ids(tiny_recording().epochs[:1], "cardiac", max_len=8, min_len=8)
+        >>> int(ids[0][0]), len(ids[0])                       # the start token, then 7 generated ids
+        (49406, 8)
+        """
         modality = domain_id(domain)
         if beams is not None and int(beams) < 1:
             raise SleepLMRequestError(f"beams must be a positive number of beams (or None for greedy), not {beams!r}.")

@@ -420,6 +420,17 @@ class DecodingState:
                 x = cross(block(x, cache=cache), kv)
 
     def select(self, rows: torch.Tensor) -> None:
+        """Keep batch rows `rows` (in that order) of every cache.
+
+        Examples
+        --------
+        >>> network = tiny_model().network
+        >>> _, memory = network.biosignals(torch.as_tensor(tiny_recording().epochs[:3]))
+        >>> state = network.start_decoding(memory, modality=0, max_len=4)
+        >>> state.select(torch.tensor([2, 0]))                # row 1 finished; rows 2 and 0 go on
+        >>> state.key_visible.shape[0], state.memory_kv[0][0].shape[0]
+        (2, 2)
+        """
         for cache in self.text_caches + self.decoder_caches:
             cache.select(rows)
         self.memory_kv = [(k[rows], v[rows]) for k, v in self.memory_kv]
@@ -448,17 +459,42 @@ class SleepLMModel(nn.Module):
         return self.config.text.context_length
 
     def encode_signals(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Epochs [B, C, S] -> signal embeddings [B, E] (unit vectors unless normalize=False)."""
+        """Epochs [B, C, S] -> signal embeddings [B, E] (unit vectors unless normalize=False).
+
+        Examples
+        --------
+        >>> network = tiny_model().network
+        >>> with torch.no_grad():
+        ...     embeddings = network.encode_signals(torch.as_tensor(tiny_recording().epochs[:2]))
+        >>> tuple(embeddings.shape), embeddings.norm(dim=-1).round(decimals=3).tolist()
+        ((2, 512), [1.0, 1.0])
+        """
         latent, _ = self.biosignals(x)
         return F.normalize(latent, dim=-1) if normalize else latent
 
     def encode_text(self, token_ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Token ids [M, L] -> text embeddings [M, E] (unit vectors unless normalize=False)."""
+        """Token ids [M, L] -> text embeddings [M, E] (unit vectors unless normalize=False).
+
+        Examples
+        --------
+        >>> model = tiny_model()
+        >>> with torch.no_grad():
+        ...     embeddings = model.network.encode_text(model.tokenizer(["spindles", "rem"]))
+        >>> tuple(embeddings.shape)
+        (2, 512)
+        """
         latent, _ = self.text(token_ids)
         return F.normalize(latent, dim=-1) if normalize else latent
 
     def condition(self, modality: int | None, batch: int) -> torch.Tensor | None:
-        """Condition tokens [batch, prefix_len, D]: the modality's embedding, then padding embeddings."""
+        """Condition tokens [batch, prefix_len, D]: the modality's embedding, then padding embeddings.
+
+        Examples
+        --------
+        >>> network = tiny_model().network
+        >>> tuple(network.condition(1, batch=3).shape), network.condition(None, batch=3) is None   # prefix_len 2, width 32
+        ((3, 2, 32), True)
+        """
         if modality is None:
             return None
         if self.config.prefix_len == 0:
@@ -469,18 +505,49 @@ class SleepLMModel(nn.Module):
         return torch.stack(tokens).expand(batch, -1, -1)
 
     def logits_from_memory(self, memory: torch.Tensor, token_ids: torch.Tensor, modality: int | None) -> torch.Tensor:
+        """Teacher-forced caption logits [B, L - 1, V]: at each position, the scores of the next token.
+
+        Examples
+        --------
+        >>> model = tiny_model()
+        >>> with torch.no_grad():
+        ...     _, memory = model.network.biosignals(torch.as_tensor(tiny_recording().epochs[:2]))
+        ...     logits = model.network.logits_from_memory(memory, model.tokenizer(["light sleep", "wake"]), modality=0)
+        >>> tuple(logits.shape)                               # the tiny model's context: 64 tokens
+        (2, 63, 49408)
+        """
         _, tokens = self.text(token_ids)
         return self.text_decoder(memory, tokens[:, :-1], self.condition(modality, memory.shape[0]))
 
     def start_decoding(self, memory: torch.Tensor, modality: int | None, max_len: int) -> DecodingState:
-        """A fresh cache for captions of up to `max_len` tokens (start token included)."""
+        """A fresh cache for captions of up to `max_len` tokens (start token included).
+
+        Examples
+        --------
+        >>> network = tiny_model().network
+        >>> _, memory = network.biosignals(torch.as_tensor(tiny_recording().epochs[:2]))
+        >>> state = network.start_decoding(memory, modality=2, max_len=16)
+        >>> state.length, tuple(state.key_visible.shape)
+        (0, (2, 16))
+        """
         if not 1 <= max_len <= self.context_length:
             raise SleepLMRequestError(f"captions are limited to the context length {self.context_length} tokens "
                                       f"(start token included), not {max_len}")
         return DecodingState(self, memory, self.condition(modality, memory.shape[0]), max_len)
 
     def decode_step(self, state: DecodingState, ids: torch.Tensor) -> torch.Tensor:
-        """Feed the next token of every row (ids [B]); logits [B, V] for the token after it."""
+        """Feed the next token of every row (ids [B]); logits [B, V] for the token after it.
+
+        Examples
+        --------
+        >>> network = tiny_model().network
+        >>> with torch.no_grad():
+        ...     _, memory = network.biosignals(torch.as_tensor(tiny_recording().epochs[:2]))
+        ...     state = network.start_decoding(memory, modality=0, max_len=4)
+        ...     logits = network.decode_step(state, torch.full((2,), SOT_TOKEN_ID))
+        >>> tuple(logits.shape), state.length                # one score per vocabulary id
+        ((2, 49408), 1)
+        """
         t = state.length
         if state.previous_ids is not None:
             # Legacy padding term: key t is hidden when the token before it is id 0.
@@ -503,6 +570,15 @@ class SleepLMModel(nn.Module):
         End-of-text is banned while the length (start token included) is below `min_len`;
         a row stops at its first end-of-text (kept) and is padded with 0 after it. This equals
         the reference demo's 3-beam/3-group search (ARCH.md §7).
+
+        Examples
+        --------
+        >>> network = tiny_model().network
+        >>> with torch.no_grad():
+        ...     _, memory = network.biosignals(torch.as_tensor(tiny_recording().epochs[:2]))
+        ...     ids = network.generate_from_memory(memory, modality=0, max_new_tokens=5, min_len=6)
+        >>> tuple(ids.shape), ids[:, 0].tolist()              # no end-of-text before 6 tokens: all 5 generated
+        ((2, 6), [49406, 49406])
         """
         B = memory.shape[0]
         state = self.start_decoding(memory, modality, max_len=1 + max_new_tokens)

@@ -129,7 +129,15 @@ class ClipTokenizer:
         return self._bpe_cache[word]
 
     def encode(self, text: str) -> list[int]:
-        """BPE ids of one text, without start/end tokens or padding."""
+        """BPE ids of one text, without start/end tokens or padding.
+
+        Examples
+        --------
+        >>> tokenizer = get_tokenizer()
+        >>> ids = tokenizer.encode("Deep sleep with spindles")
+        >>> ids, len(ids)                                     # "spindles" is three word pieces
+        ([3383, 3840, 593, 588, 5386, 840], 6)
+        """
         byte_to_char = _byte_to_char()
         ids = []
         for word in self._word_pattern.findall(_clean(text)):
@@ -151,7 +159,14 @@ class ClipTokenizer:
         return out
 
     def decode(self, ids: Iterable[int] | torch.Tensor | np.ndarray) -> str:
-        """Text of one id row; start, end and padding ids (49406, 49407, 0) are dropped."""
+        """Text of one id row; start, end and padding ids (49406, 49407, 0) are dropped.
+
+        Examples
+        --------
+        >>> tokenizer = get_tokenizer()
+        >>> tokenizer.decode(tokenizer(["Deep sleep with spindles"])[0])     # lower-cased by the tokenizer
+        'deep sleep with spindles'
+        """
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         dropped = {self.sot_token_id, self.eot_token_id, self.pad_token_id}

@@ -90,7 +90,15 @@ class Truth:
         return float((self.hypnogram != "W").sum()) * EPOCH_SEC / 3600
 
     def respiratory_events(self) -> pd.DataFrame:
-        """Apneas and hypopneas (the events the AHI counts)."""
+        """Apneas and hypopneas (the events the AHI counts).
+
+        Examples
+        --------
+        >>> from sleeplm.synthetic import load_truth
+        >>> events = load_truth(tiny_night_path()).respiratory_events()
+        >>> events["kind"].value_counts().to_dict()
+        {'hypopnea': 5, 'apnea': 3}
+        """
         return self.events[self.events["kind"].isin(EVENT_GROUPS["respiratory"])]
 
 

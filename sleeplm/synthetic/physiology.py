@@ -185,7 +185,14 @@ class NightPhysiology:
         return x
 
     def eeg(self, derivation: str) -> np.ndarray:
-        """One EEG derivation (``"C3-M2"``, ``"C4-M1"``, ``"Fpz-Cz"``, ``"Pz-Oz"``, ``"Fz-Cz"``, ``"Cz-Oz"``), uV."""
+        """One EEG derivation (``"C3-M2"``, ``"C4-M1"``, ``"Fpz-Cz"``, ``"Pz-Oz"``, ``"Fz-Cz"``, ``"Cz-Oz"``), uV.
+
+        Examples
+        --------
+        >>> x = tiny_physiology().eeg("C3-M2")                 # 10 min at 64 Hz
+        >>> x.size, round(float(x.std()))
+        (38400, 81)
+        """
         fs = self.sfreq
         rng = _stream(self.seed, derivation)
         n = int(self.n_s * fs)
@@ -204,7 +211,14 @@ class NightPhysiology:
         return self.apply_artefacts(x, _DERIVATION_CHANNEL.get(derivation), rng)
 
     def mastoid(self, name: str) -> np.ndarray:
-        """A mastoid reference electrode (M1/M2) against the recording reference, uV."""
+        """A mastoid reference electrode (M1/M2) against the recording reference, uV.
+
+        Examples
+        --------
+        >>> x = tiny_physiology().mastoid("M2")
+        >>> x.size, round(float(x.std()), 1)
+        (38400, 4.8)
+        """
         rng = _stream(self.seed, name)
         n = int(self.n_s * self.sfreq)
         return 0.3 * self._eeg_common[0] * self._stage_envelope(_EEG_STAGE_UV, self.sfreq, 0) + 3.0 * rng.standard_normal(n)
@@ -233,7 +247,15 @@ class NightPhysiology:
         return signal.sosfilt(coupling, position) + slow
 
     def eog(self, side: str) -> np.ndarray:
-        """``"E1-M2"`` (left) or ``"E2-M1"`` (right), uV."""
+        """``"E1-M2"`` (left) or ``"E2-M1"`` (right), uV.
+
+        Examples
+        --------
+        >>> physiology = tiny_physiology()
+        >>> left, right = physiology.eog("E1-M2"), physiology.eog("E2-M1")
+        >>> left.size, round(float(np.corrcoef(left, right)[0, 1]), 2)      # eye movements: opposite signs
+        (38400, -0.98)
+        """
         rng = _stream(self.seed, side)
         n = int(self.n_s * self.sfreq)
         polarity = 1.0 if side == "E1-M2" else -1.0
@@ -251,14 +273,28 @@ class NightPhysiology:
         return envelope
 
     def chin_emg(self) -> np.ndarray:
-        """Chin1-Chin2 submental EMG, uV."""
+        """Chin1-Chin2 submental EMG, uV.
+
+        Examples
+        --------
+        >>> x = tiny_physiology().chin_emg()
+        >>> x.size, round(float(x.std()), 1)
+        (38400, 8.2)
+        """
         rng = _stream(self.seed, "Chin1-Chin2")
         n = int(self.n_s * self.sfreq)
         x = self._emg_envelope * _band_noise(rng, n, self.sfreq, 10.0, 100.0)
         return self.apply_artefacts(x, "EMG_Chin", rng)
 
     def chin_emg_rms(self) -> np.ndarray:
-        """Chin EMG RMS per second (1 Hz), uV, as low-rate recorders store it."""
+        """Chin EMG RMS per second (1 Hz), uV, as low-rate recorders store it.
+
+        Examples
+        --------
+        >>> rms = tiny_physiology().chin_emg_rms()
+        >>> rms.size, bool((rms >= 0).all())                              # one value per second
+        (600, True)
+        """
         x = self.chin_emg()
         fs = int(self.sfreq)
         return np.sqrt((x[: self.n_s * fs].reshape(self.n_s, fs) ** 2).mean(axis=1))
@@ -297,7 +333,14 @@ class NightPhysiology:
         return np.interp(np.arange(1, int(cycles[-1])) + 0.5, cycles, t)
 
     def ecg(self) -> np.ndarray:
-        """Lead-II-like ECG, uV: PQRST template at each beat, respiratory amplitude modulation, wander."""
+        """Lead-II-like ECG, uV: PQRST template at each beat, respiratory amplitude modulation, wander.
+
+        Examples
+        --------
+        >>> x = tiny_physiology().ecg()
+        >>> x.size, round(float(x.max()))                                  # R peaks
+        (38400, 1302)
+        """
         fs, rng = self.sfreq, _stream(self.seed, "ECG")
         n = int(self.n_s * fs)
         tt = np.arange(-0.3, 0.45, 1 / fs)
@@ -313,7 +356,14 @@ class NightPhysiology:
         return self.apply_artefacts(x, "ECG", rng)
 
     def pulse_rate(self) -> np.ndarray:
-        """Heart rate as an oximeter reports it (beat-to-beat rate averaged over ~4 s), bpm at `SLOW_SFREQ`."""
+        """Heart rate as an oximeter reports it (beat-to-beat rate averaged over ~4 s), bpm at `SLOW_SFREQ`.
+
+        Examples
+        --------
+        >>> rate = tiny_physiology().pulse_rate()
+        >>> rate.size == 600 * SLOW_SFREQ, round(float(rate.mean()))
+        (True, 66)
+        """
         beats = self.beat_times
         instantaneous = 60.0 / np.diff(beats)
         t = np.arange(self.n_s * SLOW_SFREQ) / SLOW_SFREQ
@@ -385,14 +435,28 @@ class NightPhysiology:
         return env["flow"] * (np.sin(phase) + 0.12 * np.sin(2 * phase))
 
     def airflow_thermistor(self) -> np.ndarray:
-        """Oronasal thermistor, uV (inspiration up): flow seen through the sensor's thermal lag."""
+        """Oronasal thermistor, uV (inspiration up): flow seen through the sensor's thermal lag.
+
+        Examples
+        --------
+        >>> flow = tiny_physiology().airflow_thermistor()
+        >>> flow.size == 600 * RESP_SFREQ, round(float(flow.std()))
+        (True, 81)
+        """
         rng = _stream(self.seed, "Airflow")
         lag = signal.butter(1, 1.0, btype="lowpass", fs=RESP_SFREQ, output="sos")
         x = 120.0 * signal.sosfilt(lag, self._flow()) + 2.0 * rng.standard_normal(self.n_s * RESP_SFREQ)
         return self.apply_artefacts(x, "AF", rng, fs=RESP_SFREQ)
 
     def nasal_pressure(self) -> np.ndarray:
-        """Nasal cannula pressure, cmH2O (inspiration up, not linearised), flattened in obstructive hypopneas."""
+        """Nasal cannula pressure, cmH2O (inspiration up, not linearised), flattened in obstructive hypopneas.
+
+        Examples
+        --------
+        >>> pressure = tiny_physiology().nasal_pressure()
+        >>> pressure.size == 600 * RESP_SFREQ, round(float(pressure.std()), 2)
+        (True, 0.56)
+        """
         rng = _stream(self.seed, "Pressure")
         flow, env = self._flow(), self._breathing_envelopes
         ceiling = 0.55 * env["flow"]
@@ -402,7 +466,15 @@ class NightPhysiology:
         return 0.8 * np.sign(x) * x**2 + 0.002 * rng.standard_normal(x.size)
 
     def effort(self, belt: str) -> np.ndarray:
-        """``"Thorax"`` or ``"Abdomen"`` RIP belt, uV (inspiration up)."""
+        """``"Thorax"`` or ``"Abdomen"`` RIP belt, uV (inspiration up).
+
+        Examples
+        --------
+        >>> physiology = tiny_physiology()
+        >>> thorax, abdomen = physiology.effort("Thorax"), physiology.effort("Abdomen")
+        >>> thorax.size == 600 * RESP_SFREQ, round(float(np.corrcoef(thorax, abdomen)[0, 1]), 2)   # mostly in phase
+        (True, 0.86)
+        """
         rng = _stream(self.seed, belt)
         env = self._breathing_envelopes
         shift = env["shift"] if belt == "Abdomen" else 0.0
@@ -412,7 +484,14 @@ class NightPhysiology:
         return self.apply_artefacts(x, "THX" if belt == "Thorax" else "ABD", rng, fs=RESP_SFREQ)
 
     def snore(self, fs: float) -> np.ndarray:
-        """Snore microphone, uV: noise bursts on inspiration, loud on obstructive hypopneas and recovery breaths."""
+        """Snore microphone, uV: noise bursts on inspiration, loud on obstructive hypopneas and recovery breaths.
+
+        Examples
+        --------
+        >>> x = tiny_physiology().snore(fs=128)
+        >>> x.size, round(float(x.std()), 1)
+        (76800, 12.6)
+        """
         rng = _stream(self.seed, "Snore")
         n = int(self.n_s * fs)
         t = np.arange(n) / fs
@@ -423,7 +502,14 @@ class NightPhysiology:
 
     # ---- oximetry, position, housekeeping ----------------------------------------------------
     def spo2(self) -> np.ndarray:
-        """Oxygen saturation, % at `SLOW_SFREQ`: baseline with the planned desaturation dips."""
+        """Oxygen saturation, % at `SLOW_SFREQ`: baseline with the planned desaturation dips.
+
+        Examples
+        --------
+        >>> spo2 = tiny_physiology().spo2()
+        >>> spo2.size == 600 * SLOW_SFREQ, round(float(spo2.min()), 1), round(float(spo2.max()), 1)
+        (True, 86.1, 96.8)
+        """
         fs, rng = SLOW_SFREQ, _stream(self.seed, "SpO2")
         n = self.n_s * fs
         deficit = np.zeros(n)
@@ -443,11 +529,25 @@ class NightPhysiology:
         return np.minimum(x, 100.0)
 
     def position(self) -> np.ndarray:
-        """Body position, SleepLM codes (0 Right, 1 Left, 2 Supine, 3 Prone) at 1 Hz."""
+        """Body position, SleepLM codes (0 Right, 1 Left, 2 Supine, 3 Prone) at 1 Hz.
+
+        Examples
+        --------
+        >>> codes = tiny_physiology().position()
+        >>> codes.size, sorted(set(codes.tolist()))
+        (600, [2.0])
+        """
         return self.scenario.position_s.astype(float)
 
     def rectal_temperature(self) -> np.ndarray:
-        """Core temperature, degC at 1 Hz: the nocturnal fall of ~0.5 degC."""
+        """Core temperature, degC at 1 Hz: the nocturnal fall of ~0.5 degC.
+
+        Examples
+        --------
+        >>> temperature = tiny_physiology().rectal_temperature()
+        >>> temperature.size, round(float(temperature[0]), 2), round(float(temperature[-1]), 2)
+        (600, 36.95, 36.78)
+        """
         rng = _stream(self.seed, "Temp")
         progress = np.arange(self.n_s) / max(self.n_s, 1)
         return 37.1 - 0.5 * np.sin(np.pi * progress * 0.8) + 0.02 * _lowpass_noise(rng, self.n_s, 1.0, 0.01)
@@ -460,6 +560,17 @@ class NightPhysiology:
         The channel is remembered in `artefact_channels`, so the truth can list only the
         artefacts a montage really carries. ``channel=None`` (a lead that feeds no canonical
         channel) gets none.
+
+        Examples
+        --------
+        >>> physiology = tiny_physiology()
+        >>> planned = physiology.artefacts
+        >>> planned.loc[planned["channel"] == "EEG_C4_A1", ["subtype", "start_s", "end_s"]]   # electrode off for 60 s
+          subtype  start_s   end_s
+        1    flat    51.68  111.68
+        >>> x = physiology.apply_artefacts(np.ones(600 * 64), "EEG_C4_A1", np.random.default_rng(0))
+        >>> sorted(physiology.artefact_channels), float((x == 0).sum() / 64)   # seconds at 0
+        (['EEG_C4_A1'], 60.0)
         """
         if channel is None:
             return x
