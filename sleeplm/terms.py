@@ -208,8 +208,15 @@ def runs(mask: np.ndarray) -> np.ndarray:
     >>> runs(np.zeros(4, dtype=bool)).shape
     (0, 2)
     """
-    padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
-    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    mask = np.asarray(mask, dtype=bool)
+    if mask.size == 0:
+        return np.zeros((0, 2), dtype=np.intp)
+    # Where the mask changes (one comparison pass; padding and int8 diffs cost 10x more on a night).
+    edges = np.flatnonzero(mask[1:] != mask[:-1]) + 1
+    if mask[0]:
+        edges = np.concatenate([[0], edges])
+    if mask[-1]:
+        edges = np.concatenate([edges, [mask.size]])
     return edges.reshape(-1, 2)
 
 

@@ -486,7 +486,8 @@ def test_loading_costs_a_small_multiple_of_mne_preload(tmp_path):
 
     mne_s = cpu_seconds(lambda: mne.io.read_raw_edf(path, preload=True, verbose="error"))
     ours_s = cpu_seconds(lambda: load_recording(path))
-    # 2-2.6x measured until the header budgets (da1ddbc) made it 3.3-4.3x on CI-class machines: a
-    # regression whose cause is still open (not the block-wise reads: one shared read changed nothing).
-    # The loader before this check took 9x.
-    assert ours_s < 5 * mne_s, (ours_s, mne_s)
+    # 2.5-2.6x measured (load average 7-8 on 2 cores), as before the night z-score and the header
+    # budgets (2.2-2.5x at cf6f19b). It had crept to 3.3-4.3x: np.percentile's multi-point
+    # partition, the flat-run search, the z-score's second statistic, fresh 8-MB read blocks.
+    # bench/load.py measures the 8-h night. The loader before this check took 9x.
+    assert ours_s < 4 * mne_s, (ours_s, mne_s)
