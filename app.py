@@ -56,6 +56,7 @@ import pandas as pd
 
 from assistant.cohort import CohortSession, is_cohort_folder
 from assistant.markup import inert_markdown
+from assistant.memory import bound_heap, release_memory
 from assistant.session import NightSession
 from assistant.sleeplm_jobs import jobs_pending
 from tools.timeparse import parse_span
@@ -64,14 +65,14 @@ from sleeplm.errors import ChannelMappingError, CohortInputError, NotARecordingE
 from assistant.trace import write_trace_json
 from sleeplm.cohort.report import REPORT, distribution_figure
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
-from sleeplm.report.plots import MAX_VIEW_EPOCHS, plot_epochs, plot_night, reference_events, seconds_at_fraction
+from sleeplm.report.plots import MAX_VIEW_EPOCHS, click_map, plot_epochs, plot_night, reference_events
 
 __all__ = [
     "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "server_root", "MemoryGate", "LOAD_GATE", "BrowserSession",
     "ConfiguredChatModel", "SleepLMWeights", "check_upload", "refresh_status",
     "open_session", "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
-    "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "api_ask_cohort", "open_cohort", "build_app",
-    "launch", "serve",
+    "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "api_ask_cohort", "open_cohort", "end_session",
+    "build_app", "launch", "serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ class BrowserSession:
     channel_map, position_map : the maps the recording was loaded with (``serve --channel-map`` /
         ``--position-map``); the channels the user types into the preflight table add to them.
     preflight : the preflight table as last shown (to see which channel the user edited).
-    overview : the overview figure as last rendered (maps clicks to times).
+    overview : where the time axis of the overview as last rendered lies (a `ClickMap`: maps clicks
+        to times); the figure itself is not kept.
     llm_note : why the configured language model is not in use, when it is not.
     sleeplm_note : why the app has no SleepLM weights, when it has none.
     weights : the app's `SleepLMWeights` while they are being fetched (None when given loaded or absent).
@@ -137,7 +139,11 @@ class BrowserSession:
     shown_version: int = 0
 
     def close(self) -> None:
+        """Delete the folders and drop everything the night holds: Gradio may keep this object in
+        its session state for a while after the tab closed, so it must not keep the night alive."""
         self.night.close()
+        self.turns.clear()
+        self.preflight = self.overview = None
         shutil.rmtree(self.workdir, ignore_errors=True)
         shutil.rmtree(self.shown, ignore_errors=True)
 
@@ -369,6 +375,16 @@ def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_m
     return bs
 
 
+def end_session(bs: BrowserSession | None, registry: dict) -> None:
+    """Close `bs` (its tab closed or its state expired), forget it in `registry` and give its
+    memory back to the system (`assistant.memory.release_memory`)."""
+    if bs is None:
+        return
+    registry.pop(bs.workdir.name, None)
+    bs.close()
+    release_memory()
+
+
 def check_upload(path: str | Path | None) -> Path:
     """The uploaded file, if it can be a recording; a clear `RecordingError` otherwise."""
     if path is None:
@@ -477,9 +493,10 @@ def _render_overview(bs: BrowserSession) -> str:
     events = getattr(night.analysis, "events", None)
     if events is None:
         events = reference_events(night.rec)
-    bs.overview = plot_night(night.rec, hypnogram=night.hypnogram, events=events, stage_source=night.stage_source)
+    figure = plot_night(night.rec, hypnogram=night.hypnogram, events=events, stage_source=night.stage_source)
     path = bs.shown / f"overview-{uuid.uuid4().hex[:8]}.png"
-    bs.overview.savefig(path, dpi=OVERVIEW_DPI)
+    figure.savefig(path, dpi=OVERVIEW_DPI)
+    bs.overview = click_map(figure)  # clicks need the axis' place, not the figure
     return str(path)
 
 
@@ -771,8 +788,7 @@ def epochs_at_click(state: BrowserSession | None, n_epochs: float, evt: Any) -> 
     """Handler: raw signals where the night overview was clicked (`evt.index` = [x, y] in image pixels)."""
     if _one_night(state).overview is None:
         raise gr.Error("Load a recording first.")
-    width_px = state.overview.get_size_inches()[0] * OVERVIEW_DPI
-    seconds = seconds_at_fraction(state.overview, evt.index[0] / width_px)
+    seconds = state.overview.seconds_at(evt.index[0] / (state.overview.width_in * OVERVIEW_DPI))
     if seconds is None:
         raise gr.Error("Click inside the plotted night (right of the axis labels) to see its raw signals.")
     rec = state.night.night.rec
@@ -848,6 +864,7 @@ def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_fac
         raise gr.Error(str(exc)) from exc
     finally:
         bs.close()
+        release_memory()
 
 
 def api_ask_cohort(question: str, audience: str, *, root: Path, llm_factory, cohort: str | Path) -> str:
@@ -970,14 +987,10 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         return api_ask_cohort(question, audience, root=root, llm_factory=llm_factory, cohort=cohort)
 
     def on_unload(request: gr.Request):
-        bs = registry.pop(request.session_hash, None)
-        if bs is not None:
-            bs.close()
+        end_session(registry.get(request.session_hash), registry)
 
     def on_state_expired(bs: BrowserSession | None):
-        if bs is not None:
-            registry.pop(bs.workdir.name, None)
-            bs.close()
+        end_session(bs, registry)
 
     with gr.Blocks(title="SleepLM Assistant", delete_cache=(1800, SESSION_TTL_S)) as demo:
         state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=on_state_expired)
@@ -1071,6 +1084,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     model spec; the embedded model is chosen (and on first run downloaded) before the page opens,
     and the terminal says which and why.
     """
+    bound_heap()  # freed arrays go back to the system at once (assistant.memory)
     if cohort is not None and nights:
         raise CohortInputError("serve takes a cohort folder (--cohort) or the nights of one person (--nights), not both.")
     _check_cohort(cohort)

@@ -249,8 +249,11 @@ class NightSession:
         self._thread_id = uuid.uuid4().hex
 
     def close(self) -> None:
-        """End the session and delete its temporary files."""
+        """End the session: forget the night and the conversation (background jobs stop at their next
+        step) and delete the temporary files."""
+        self.reset()
         self.night = None
+        self._background = []
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -25,7 +25,7 @@ from langchain_core.messages import ToolMessage
 
 import app
 from conftest import ScriptedChatModel, call
-from sleeplm.report.plots import seconds_at_fraction
+from sleeplm.report.plots import ClickMap
 from test_export import pdf_text
 
 
@@ -235,6 +235,48 @@ def test_the_viewer_follows_the_span_the_answer_cites_first(tmp_path):
     bs.close()
 
 
+def test_a_closed_session_keeps_nothing_of_its_night(small_edf, tmp_path, monkeypatch):
+    """Closing a tab (or its expiry) drops every reference to the night, even from the
+    `BrowserSession` that Gradio's state may hold a while longer, and gives the memory back."""
+    import weakref
+
+    released = []
+    monkeypatch.setattr(app, "release_memory", lambda: released.append(True))
+    registry = {}
+    bs = load(upload_copy(small_edf, tmp_path / "upload"), tmp_path / "sessions", registry=registry,
+              factory=lambda: "none")[0]
+    list(app.ask("how long is the recording?", "clinician", [], bs))
+    recording, analysis = weakref.ref(bs.night.night.rec), weakref.ref(bs.night.night.analysis)
+    assert isinstance(bs.overview, ClickMap) and bs.turns and bs.preflight is not None
+    app.end_session(bs, registry)
+    assert registry == {} and released == [True] and not bs.workdir.exists() and not bs.shown.exists()
+    assert bs.night.night is None and bs.overview is None and bs.preflight is None and bs.turns == []
+    bs.night.wait_for_background()
+    import gc
+
+    gc.collect()
+    assert recording() is None and analysis() is None  # nothing else holds the night
+    app.end_session(None, registry)  # a state that never loaded anything
+
+
+def test_release_memory_returns_freed_pages():
+    """`release_memory` gives a freed heap back to the system (glibc's malloc_trim)."""
+    from assistant.memory import release_memory
+
+    def rss_mb() -> float:
+        return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+    release_memory()
+    before = rss_mb()
+    # 200 MB in blocks under the mmap threshold, all but the last freed: without a trim the heap keeps them.
+    blocks = [bytearray(64 * 1024) for _ in range(3200)]
+    keep = blocks[-1]
+    del blocks
+    assert release_memory() is True
+    assert rss_mb() - before < 50
+    assert len(keep) == 64 * 1024
+
+
 def test_asking_before_loading_says_what_to_do():
     with pytest.raises(gr.Error, match="Load a recording first"):
         list(app.ask("how did I sleep?", "clinician", [], None))
@@ -247,10 +289,10 @@ def test_viewer_from_typed_time_and_from_a_click(loaded):
     with pytest.raises(gr.Error, match="Cannot read the time"):
         app.show_epochs("yesterday-ish", 2, loaded)
     # A click at 15 min into the night, in image pixels of the rendered overview.
-    box = loaded.overview.axes[-1].get_position()
-    x_fraction = box.x0 + box.width * 0.75
-    assert seconds_at_fraction(loaded.overview, x_fraction) == pytest.approx(900.0)
-    width_px = loaded.overview.get_size_inches()[0] * app.OVERVIEW_DPI
+    assert isinstance(loaded.overview, ClickMap)  # the session keeps where the axis lies, not the figure
+    x_fraction = loaded.overview.x0 + (loaded.overview.x1 - loaded.overview.x0) * 0.75
+    assert loaded.overview.seconds_at(x_fraction) == pytest.approx(900.0)
+    width_px = loaded.overview.width_in * app.OVERVIEW_DPI
     viewer, caption, where = app.epochs_at_click(loaded, 2, SimpleNamespace(index=[x_fraction * width_px, 100]))
     assert where == "epoch 30" and "epochs 30-31" in caption
     with pytest.raises(gr.Error, match="Click inside the plotted night"):

@@ -10,7 +10,8 @@ the app's worker threads and nothing stays alive in pyplot's global figure regis
 - `plot_epochs(rec, first, last)`: every present signal of an inclusive epoch range in its
   physical unit (uV, %, bpm...), at its own sampling rate.
 - `seconds_at_fraction(fig, x_fraction)`: where a click on a rendered `plot_night` figure
-  lands, in seconds from recording start (the app's click-to-view).
+  lands, in seconds from recording start (the app's click-to-view); `click_map(fig)` keeps just
+  what that needs (a `ClickMap`), so the app need not keep the figure.
 
 Examples
 --------
@@ -25,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -37,7 +39,7 @@ from sleeplm.terms import ANNOTATED_EVENT_KINDS
 
 __all__ = [
     "MAX_VIEW_EPOCHS", "STAGE_ORDER", "PlotRangeError", "plot_night", "plot_hypnogram", "plot_epochs",
-    "seconds_at_fraction", "viewer_channels", "reference_events", "plot_periods", "plot_concept_timeline",
+    "seconds_at_fraction", "ClickMap", "click_map", "viewer_channels", "reference_events", "plot_periods", "plot_concept_timeline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -262,6 +264,57 @@ def _time_axis(ax, rec: Recording, first: int, last: int) -> None:
     ax.set_xlabel("clock time" if rec.start_seconds is not None else "time from recording start", fontsize=8)
 
 
+@dataclass(frozen=True)
+class ClickMap:
+    """Where the time axis of a rendered `plot_night` figure lies: maps a horizontal position on the
+    image to a time without keeping the figure (a few numbers instead of megabytes of artists).
+
+    Attributes
+    ----------
+    width_in : the figure's width in inches (pixels = inches x the dpi it was saved with).
+    x0, x1 : left and right ends of the time axis, as fractions of the figure's width.
+    start_h, end_h : hours from recording start at `x0` and `x1`.
+    """
+
+    width_in: float
+    x0: float
+    x1: float
+    start_h: float
+    end_h: float
+
+    def seconds_at(self, x_fraction: float) -> float | None:
+        """Seconds from recording start at `x_fraction` of the figure's width (None off the time axis).
+
+        Examples
+        --------
+        >>> ClickMap(width_in=10.0, x0=0.1, x1=0.9, start_h=0.0, end_h=8.0).seconds_at(0.5)
+        14400.0
+        >>> ClickMap(width_in=10.0, x0=0.1, x1=0.9, start_h=0.0, end_h=8.0).seconds_at(0.05) is None
+        True
+        """
+        if not self.x0 <= x_fraction <= self.x1:
+            return None
+        return (self.start_h + (x_fraction - self.x0) / (self.x1 - self.x0) * (self.end_h - self.start_h)) * 3600
+
+
+def click_map(fig: Figure) -> ClickMap:
+    """The `ClickMap` of a figure from `plot_night`, rendered without cropping (no ``bbox_inches="tight"``).
+
+    Examples
+    --------
+    >>> fig = plot_night(tiny_recording())                     # the whole 15-min night
+    >>> where = click_map(fig)
+    >>> round(where.seconds_at(where.x0)), round(where.seconds_at(where.x1)), where.width_in
+    (0, 900, 11.0)
+    """
+    axes = [ax for ax in fig.axes if ax.get_label() == TIME_AXIS_LABEL]
+    if not axes:
+        raise PlotRangeError("this figure was not made by plot_night, so it has no time axis to click on.")
+    box = axes[0].get_position()
+    start_h, end_h = axes[0].get_xlim()
+    return ClickMap(float(fig.get_size_inches()[0]), float(box.x0), float(box.x1), float(start_h), float(end_h))
+
+
 def seconds_at_fraction(fig: Figure, x_fraction: float) -> float | None:
     """Seconds from recording start under a horizontal position of a `plot_night` figure.
 
@@ -283,14 +336,7 @@ def seconds_at_fraction(fig: Figure, x_fraction: float) -> float | None:
     >>> seconds_at_fraction(fig, 0.001) is None                # the left margin is not on the axis
     True
     """
-    axes = [ax for ax in fig.axes if ax.get_label() == TIME_AXIS_LABEL]
-    if not axes:
-        raise PlotRangeError("this figure was not made by plot_night, so it has no time axis to click on.")
-    box = axes[0].get_position()
-    if not box.x0 <= x_fraction <= box.x1:
-        return None
-    lo_h, hi_h = axes[0].get_xlim()
-    return (lo_h + (x_fraction - box.x0) / box.width * (hi_h - lo_h)) * 3600
+    return click_map(fig).seconds_at(x_fraction)
 
 
 def viewer_channels(rec: Recording) -> list[str]:
