@@ -1,7 +1,7 @@
 """Load held: 16 parallel sessions against the real server on 127.0.0.1 (slow).
 
 The server is started as a user starts it (``sleeplm-assistant serve``, i.e. ``cli.py serve``) in
-tool-only mode (``SLEEPLM_LLM=none``: answers come from the keyword router's tools, deterministic).
+tool-only mode (``--llm none``: answers come from the keyword router's tools, deterministic).
 Sixteen clients call the ``/ask`` API at once: twelve with short simulated nights of different
 severities, montages, seeds and start times, four with hostile files (a truncated EDF, a header
 memory bomb, a file of the wrong type, a night whose every channel is flat). The test asserts that
@@ -90,7 +90,7 @@ def start_server(folder: Path, preload: Path) -> tuple[subprocess.Popen, str, Pa
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "SLEEPLM_CACHE": str(folder / "cache")}
     log = folder / "server.log"
     server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "--host", "127.0.0.1", "--port", str(port),
-                               "--recording", str(preload)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               "--recording", str(preload), "--llm", "none"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=open(log, "w"))
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + SERVER_START_S
