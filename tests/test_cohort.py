@@ -127,32 +127,47 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_tables(ray_session, cohort_input, full_run, tmp_path):
+    """Kill a run part-way (after a night is written), resume it, and get the uninterrupted run's tables.
+
+    The killed run cannot finish first: its manifest holds, beside the cohort's files, a named
+    pipe no one writes to, so the worker reading it waits until the kill (the other worker goes on
+    writing nights). The resumed run reads the folder itself (no pipe in it).
+    """
     out = tmp_path / "resumed"
     out.mkdir()
     shutil.copy(full_run[0] / "salt", out / "salt")  # same salt, so the same ids as the uninterrupted run
+    gate = tmp_path / "gate.edf"
+    os.mkfifo(gate)
+    manifest = tmp_path / "killed.csv"
+    files = sorted(str(p) for p in cohort_input.rglob("*.edf"))
+    pd.DataFrame({"path": [str(gate), *files]}).to_csv(manifest, index=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     log = tmp_path / "cohort.log"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "cohort", str(cohort_input), "--out", str(out), "--workers", "1",
+        [sys.executable, str(ROOT / "cli.py"), "cohort", str(manifest), "--out", str(out), "--workers", "2",
          "--address", ray_session],
         env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
     parts = out / PARTS
+
+    def finished() -> list[Path]:
+        return [p for p in parts.glob("*") if not p.name.startswith(".")] if parts.is_dir() else []
+
     deadline = time.monotonic() + 240
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            finished = [p for p in parts.glob("*") if not p.name.startswith(".")] if parts.is_dir() else []
-            if finished:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not finished():
             time.sleep(0.05)
         if proc.poll() is not None:
-            pytest.fail(f"the cohort run ended by itself (exit {proc.returncode}) before it could be killed:\n"
+            pytest.fail(f"the cohort run ended (exit {proc.returncode}) although a night could not finish:\n"
                         + log.read_text()[-3000:])
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    killed_with = len([p for p in parts.glob("*") if not p.name.startswith(".")])
-    assert 1 <= killed_with < N_GOOD, "the run was not killed part-way"
-    assert not (out / "nights.parquet").exists()
+        try:  # let the worker still waiting on the pipe see its end (it is then a failed night of a dead run)
+            os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    killed_with = len(finished())
+    assert 1 <= killed_with <= N_GOOD and not (out / "nights.parquet").exists(), "the run was not killed part-way"
 
     cohort = run(cohort_input, out)
     assert not list(parts.glob(".tmp-*"))
