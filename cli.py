@@ -53,9 +53,10 @@ def _cmd_cohort(args) -> int:
     checkpoint = os.environ.get("SLEEPLM_CHECKPOINT")
     cohort = run(args.input, args.out, address=args.address, num_cpus=args.num_cpus, workers=args.workers,
                  model=checkpoint, gpus_per_worker=args.gpus_per_worker, model_workers=args.model_workers,
-                 hypopnea_rule=args.hypopnea_rule, progress=True)
+                 hypopnea_rule=args.hypopnea_rule, progress=True, retry_failed=args.retry_failed)
     done, failed = len(cohort.done), len(cohort.failed)
-    print(f"{done} nights measured, {failed} failed{' (see failed.csv)' if failed else ''}; "
+    print(f"{done} nights measured, {failed} failed"
+          f"{' (see failed.csv; a run started again retries them only with --retry-failed)' if failed else ''}; "
           f"SleepLM: {'embeddings and captions' if checkpoint else 'not run (no --checkpoint)'}; tables in {args.out}")
     return 0 if done else 1
 
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-workers", type=int, default=None, help="SleepLM actors (default: GPUs / gpus-per-worker, else 1)")
     p.add_argument("--hypopnea-rule", choices=("1A", "1B"), default="1A",
                    help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="measure again the nights an earlier run of --out recorded as failed (default: reported, "
+                        "not re-read; a changed file or option is always measured)")
     p.set_defaults(func=_cmd_cohort)
 
     p = sub.add_parser("ask", help="ask one question about a recording, two nights of one person, or a cohort folder")

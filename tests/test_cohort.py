@@ -110,6 +110,33 @@ def test_manifest_groups_a_subjects_nights_by_salted_hash(ray_session, cohort_in
     assert set(nights["night_id"]) <= set(full_run[1].done["night_id"])
 
 
+def test_folder_layout_gives_salted_subject_ids(full_run, cohort_input):
+    """INPUT/<subject>/<night>.edf: the subject folder groups nights, its name never reaches the tables."""
+    tasks = {Path(t.path).name: t.subject_id for t in discover_nights(cohort_input)}
+    assert tasks == {"night0.edf": "subject0", "night1.edf": "subject1", "night2.edf": "subject2", "broken.edf": None}
+    out, cohort = full_run
+    done, failed = cohort.done, cohort.nights[cohort.nights["status"] == "failed"]
+    assert done["subject_id"].nunique() == N_GOOD and done["subject_id"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert failed["subject_id"].isna().all()  # broken.edf lies in INPUT itself: no subject
+    assert b"subject0" not in (out / "nights.parquet").read_bytes()
+
+
+def test_failed_nights_are_not_measured_again_unless_retry_failed(ray_session, full_run, cohort_input, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(full_run[0], out)
+    failed_id = full_run[1].nights.query("status == 'failed'")["night_id"].iloc[0]
+    (mark,) = (out / "failures").glob("*.json")
+    assert mark.stem == failed_id and json.loads(mark.read_text())["error_class"] == "NotARecordingError"
+    recorded = mark.stat().st_ino
+    resumed = run(cohort_input, out)  # everything done or failed before: nothing is measured
+    assert mark.stat().st_ino == recorded
+    pd.testing.assert_frame_equal(resumed.nights, full_run[1].nights)
+    assert resumed.failed.drop(columns="file").equals(full_run[1].failed.drop(columns="file"))
+    retried = run(cohort_input, out, retry_failed=True)  # measured again: it fails again, recorded anew
+    assert mark.stat().st_ino != recorded
+    pd.testing.assert_frame_equal(retried.nights, full_run[1].nights)
+
+
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(CohortInputError, match="does not exist"):
         discover_nights(tmp_path / "missing")
@@ -139,8 +166,9 @@ def test_killed_run_resumes_to_the_same_tables(ray_session, cohort_input, full_r
     gate = tmp_path / "gate.edf"
     os.mkfifo(gate)
     manifest = tmp_path / "killed.csv"
-    files = sorted(str(p) for p in cohort_input.rglob("*.edf"))
-    pd.DataFrame({"path": [str(gate), *files]}).to_csv(manifest, index=False)
+    files = sorted(cohort_input.rglob("*.edf"))
+    subjects = [p.parent.name if p.parent != cohort_input else "" for p in files]  # as the folder layout gives them
+    pd.DataFrame({"path": [str(gate), *map(str, files)], "subject_id": ["", *subjects]}).to_csv(manifest, index=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     log = tmp_path / "cohort.log"
     proc = subprocess.Popen(
@@ -198,7 +226,7 @@ def test_sleeplm_stage_writes_float16_embeddings_and_captions(ray_session, cohor
 def test_cli_cohort_reports_counts(ray_session, cohort_input, tmp_path, capsys):
     import cli
 
-    code = cli.main(["cohort", str(cohort_input / "subject2"), "--out", str(tmp_path / "out")])
+    code = cli.main(["cohort", str(cohort_input / "subject2"), "--out", str(tmp_path / "out"), "--retry-failed"])
     assert code == 0
     assert "1 nights measured, 0 failed" in capsys.readouterr().out
     assert json.loads(json.dumps(load_cohort(tmp_path / "out").nights["ahi"].tolist()))[0] is not None

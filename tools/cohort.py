@@ -122,7 +122,7 @@ def cohort_overview(*, runtime: ToolRuntime[CohortContext]) -> dict:
     stats, findings = {}, []
     n_subjects = int(nights["subject_id"].nunique())
     findings.append(f"{len(nights)} nights measured, {len(tables.failed)} failed to load or measure"
-                    + (f", {n_subjects} subjects" if n_subjects else ", no subject ids (folder input)") + ".")
+                    + (f", {n_subjects} subjects" if n_subjects else ", no subject ids") + ".")
     for metric in HEADLINE:
         values = pd.to_numeric(nights[metric], errors="coerce").dropna()
         if len(values):
@@ -134,7 +134,8 @@ def cohort_overview(*, runtime: ToolRuntime[CohortContext]) -> dict:
     bands = nights["severity"].fillna("not assessable").value_counts()
     findings.append("AHI bands: " + ", ".join(f"{band} {n}" for band, n in bands.items()) + ".")
     return {"tool": "cohort_overview", "source": SOURCE, "findings": findings, "statistics": stats,
-            "nights": [{"night_id": r.night_id, "night_label": r.night_label} for r in nights.itertuples()][:50]}
+            "nights": [{"night_id": r.night_id, "night_label": r.night_label, "subject_id": r.subject_id}
+                       for r in nights.itertuples()][:50]}
 
 
 class FindArgs(BaseModel):

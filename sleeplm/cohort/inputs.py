@@ -2,8 +2,12 @@
 
 A folder is searched recursively for ``.edf`` and ``.bdf`` files (any case); annotation-only
 EDF+ files (e.g. Sleep-EDF's ``*-Hypnogram.edf``, read beside their recording by
-`sleeplm.io.reader.load_recording`) are not nights and are left out. A manifest is a CSV with
-the columns
+`sleeplm.io.reader.load_recording`) are not nights and are left out. In the layout
+``INPUT/<subject>/<night>.edf`` (any depth below ``<subject>``) the first-level folder names the
+subject: nights in one such folder share a subject id, which, like a manifest's, reaches the
+outputs only as a salted hash (never the folder's name). Recordings directly in INPUT have no
+subject id. Night labels come only from a manifest (file names may identify a person). A manifest
+is a CSV with the columns
 
 - ``path`` (required): the recording, absolute or relative to the manifest's folder;
 - ``subject_id`` (optional): groups a person's nights; only its salted hash reaches the outputs;
@@ -18,8 +22,8 @@ Examples
 >>> (tmp_dir / "study" / "s01").mkdir(parents=True)
 >>> _ = shutil.copy(tiny_night_path(), tmp_dir / "study" / "s01" / "n1.edf")
 >>> tasks = discover_nights(tmp_dir / "study")
->>> Path(tasks[0].path).relative_to(tmp_dir).as_posix(), tasks[0].night_label
-('study/s01/n1.edf', None)
+>>> Path(tasks[0].path).relative_to(tmp_dir).as_posix(), tasks[0].subject_id, tasks[0].night_label
+('study/s01/n1.edf', 's01', None)
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ class NightTask:
     Attributes
     ----------
     path : the recording file (as found or as written in the manifest, resolved).
-    subject_id : the manifest's subject id (hashed before it is written anywhere), or None.
+    subject_id : the manifest's subject id or the subject folder's name (hashed before it is
+        written anywhere), or None.
     night_label : the manifest's night label, or None.
     channel_map : ``{canonical: file label}`` for `load_recording`, or None.
     """
@@ -103,7 +108,8 @@ def _from_folder(folder: Path) -> list[NightTask]:
         if _annotation_only(path):
             logger.info("skipping an annotation-only file (scoring, not a night)")
             continue
-        tasks.append(NightTask(path=str(path)))
+        relative = path.relative_to(folder).parts
+        tasks.append(NightTask(path=str(path), subject_id=relative[0] if len(relative) > 1 else None))
     return tasks
 
 

@@ -10,6 +10,13 @@ embeddings go to ``DIR/embeddings/<night_id>.parquet`` (float16) before that ren
 options that change the results (channel map, hypopnea rule, SleepLM weights): the same file
 processed again is found done, a changed file or option is a new night, and nothing in the id
 comes from the file name or the EDF header.
+
+A night that fails to load or measure leaves ``DIR/failures/<night_id>.json`` (error class and
+message, written atomically): a resumed run reports it failed again without re-reading it, unless
+``retry_failed`` (``cohort --retry-failed``), since the same content with the same options fails the
+same way. A changed file or option is a new night id and is tried. Failures with no night id (a
+file that cannot be read) and failures of the SleepLM stage (a full disk, a lost GPU) are not
+recorded and are tried again on every run.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from sleeplm.measure.summary import EXPORT_KEYS
 from sleeplm.report.analyze_dir import json_safe
 
 __all__ = [
-    "CAPTION_DOMAINS", "PARTS", "EMBEDDINGS", "RESULT_COLUMNS", "file_digest", "salted_hash", "measure_night",
+    "CAPTION_DOMAINS", "PARTS", "EMBEDDINGS", "FAILURES", "RESULT_COLUMNS", "file_digest", "salted_hash", "measure_night",
     "SleepLMStage", "night_row",
 ]
 
@@ -46,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 PARTS = "parts"
 EMBEDDINGS = "embeddings"
+FAILURES = "failures"
 TMP_PREFIX = ".tmp-"
 CAPTION_DOMAINS = ("brain", "cardiac", "respiratory", "position_muscle", "stage_event")
 # What a task hands back to the driver (one row per night); `tmp` is the unfinished folder
@@ -144,8 +152,17 @@ def _hypnogram_table(rec: Recording, analysis: NightAnalysis, night_id: str) -> 
     })
 
 
+def _record_failure(out: Path, night_id: str, error_class: str, message: str) -> None:
+    """``failures/<night_id>.json``, written through a temporary file and a rename."""
+    folder = out / FAILURES
+    folder.mkdir(exist_ok=True)
+    staged = folder / f"{TMP_PREFIX}{night_id}-{uuid.uuid4().hex[:8]}.json"
+    staged.write_text(json.dumps({"error_class": error_class, "message": message}))
+    os.replace(staged, folder / f"{night_id}.json")
+
+
 def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A", model_id: str | None = None,
-                  finalize: bool = True) -> dict:
+                  finalize: bool = True, retry_failed: bool = False) -> dict:
     """Load, measure and write one night (the Ray Data task; never raises).
 
     Parameters
@@ -156,6 +173,7 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
     hypopnea_rule : "1A" or "1B".
     model_id : identifies the SleepLM weights when a SleepLM stage follows (part of the night id).
     finalize : rename the night into ``parts/`` now (no SleepLM stage follows).
+    retry_failed : measure a night again although an earlier run recorded its failure.
 
     Returns
     -------
@@ -173,6 +191,13 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
     >>> bad = measure_night({**row, "path": str(tmp_dir / "missing.edf")}, str(tmp_dir), salt="salt-1")
     >>> bad["status"], bad["error_class"], bad["message"]                      # never raises
     ('failed', 'FileNotFoundError', 'the file cannot be read (No such file or directory).')
+    >>> _ = (tmp_dir / "junk.edf").write_bytes(b"not a recording")
+    >>> junk = measure_night({**row, "path": str(tmp_dir / "junk.edf")}, str(tmp_dir), salt="salt-1")
+    >>> junk["error_class"], (tmp_dir / "failures" / f"{junk['night_id']}.json").is_file()   # recorded...
+    ('NotARecordingError', True)
+    >>> again = measure_night({**row, "path": str(tmp_dir / "junk.edf")}, str(tmp_dir), salt="salt-1")
+    >>> again["error_class"], again["seconds"]                               # ...and not measured again
+    ('NotARecordingError', 0.0)
     """
     started = time.perf_counter()
     task = NightTask.from_row(row)
@@ -187,6 +212,10 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
     ids = {"night_id": night_id, "subject_id": subject_id}
     if (out / PARTS / night_id).is_dir():
         return _result(row, status="skipped", **ids)
+    recorded = out / FAILURES / f"{night_id}.json"
+    if not retry_failed and recorded.is_file():
+        failure = json.loads(recorded.read_text())
+        return _result(row, error_class=failure["error_class"], message=failure["message"], **ids)
     tmp = out / PARTS / f"{TMP_PREFIX}{night_id}-{uuid.uuid4().hex[:8]}"
     try:
         rec = load_recording(task.path, channel_map=task.channel_map)
@@ -200,8 +229,10 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
     except Exception as exc:  # a bad night is recorded and never stops the cohort
         shutil.rmtree(tmp, ignore_errors=True)
         logger.info("night failed: %s", type(exc).__name__)
+        _record_failure(out, night_id, type(exc).__name__, str(exc)[:500])
         return _result(row, error_class=type(exc).__name__, message=str(exc)[:500],
                        seconds=round(time.perf_counter() - started, 3), **ids)
+    recorded.unlink(missing_ok=True)  # measured now (--retry-failed): the earlier failure no longer holds
     if finalize:
         _finish(tmp, out / PARTS / night_id)
         return _result(row, status="done", seconds=round(time.perf_counter() - started, 3), **ids)

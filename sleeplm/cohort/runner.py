@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sleeplm.cohort.inputs import discover_nights
-from sleeplm.cohort.night import EMBEDDINGS, PARTS, RESULT_COLUMNS, TMP_PREFIX, SleepLMStage, measure_night
+from sleeplm.cohort.night import EMBEDDINGS, FAILURES, PARTS, RESULT_COLUMNS, TMP_PREFIX, SleepLMStage, measure_night
 from sleeplm.cohort.report import REPORT, write_report
 from sleeplm.cohort.tables import CohortTables, cohort_salt, load_cohort, write_tables
 from sleeplm.errors import CohortRunError
@@ -52,7 +52,7 @@ def _model_loader(model: Any) -> tuple[Callable[[], Any] | None, str | None]:
 
 def _clean_leftovers(out: Path) -> None:
     """Remove the temporary folders and files a killed run left behind."""
-    for folder in (out / PARTS, out / EMBEDDINGS, out):
+    for folder in (out / PARTS, out / EMBEDDINGS, out / FAILURES, out):
         if folder.is_dir():
             for path in folder.glob(f"{TMP_PREFIX}*"):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
@@ -112,7 +112,7 @@ class _Progress:
 
 def run(source, out_dir, address: str | None = None, num_cpus: int | None = None, workers: int | None = None,
         model: Any = None, gpus_per_worker: float = 0, model_workers: int | None = None,
-        hypopnea_rule: str = "1A", progress: bool = False) -> CohortTables:
+        hypopnea_rule: str = "1A", progress: bool = False, retry_failed: bool = False) -> CohortTables:
     """Process every night of a cohort into DIR and return its tables.
 
     Parameters
@@ -120,7 +120,7 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
     source : a folder (searched recursively for EDF/EDF+/BDF) or a CSV manifest
         (see `sleeplm.cohort.inputs`).
     out_dir : the cohort folder DIR (created; a folder of an earlier run is resumed: nights
-        already done are skipped).
+        already done are skipped, and so are nights that failed, see `retry_failed`).
     address : Ray cluster address (``"ray://head:10001"``, ``"auto"``); None starts local Ray.
     num_cpus : CPUs of the local Ray session (default: the machine's).
     workers : nights measured at the same time (default: all CPUs of the Ray cluster).
@@ -130,6 +130,9 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
     model_workers : SleepLM actors (default: as many as fit: GPUs / gpus_per_worker, else 1).
     hypopnea_rule : "1A" (AASM recommended) or "1B".
     progress : show a progress bar on stderr.
+    retry_failed : measure again the nights an earlier run of DIR recorded as failed (by default
+        they are reported failed again without being re-read: same content and options, same
+        failure; see `sleeplm.cohort.night`).
 
     Returns
     -------
@@ -185,7 +188,7 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
                                   compute=ray.data.TaskPoolStrategy(size=min(workers or cpus, len(tasks))),
                                   fn_kwargs={"out_dir": str(out.resolve()), "salt": salt,
                                              "hypopnea_rule": hypopnea_rule, "model_id": model_id,
-                                             "finalize": loader is None})
+                                             "finalize": loader is None, "retry_failed": retry_failed})
         if loader is not None:
             actors = model_workers or (max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1)
             dataset = dataset.map(SleepLMStage, compute=ray.data.ActorPoolStrategy(size=actors),

@@ -14,6 +14,8 @@ Files in the cohort folder DIR:
 - ``embeddings/<night_id>.parquet`` (with SleepLM weights): ``epoch``, ``embedding`` (float16);
 - ``failed.csv``: ``file``, ``error_class``, ``message`` (the one file that names files: it is
   for whoever fixes them, and no tool hands it to a language model);
+- ``failures/<night_id>.json``: the error of each night that failed (a resumed run does not
+  measure it again unless ``retry_failed``; see `sleeplm.cohort.night`);
 - ``salt``: the salt of every id (keep it to resume; without it the ids cannot be traced back).
 
 Rows are sorted by ``night_id`` (then epoch or start time), so a resumed run writes the same
