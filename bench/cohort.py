@@ -13,6 +13,15 @@ Prints the speed-up of 2 workers over 1 (target >= 1.7x on 2 cores) and the per-
 of the 1-worker run over the plain path (target <= 10 %). Other processes on the machine share
 its cores: the load average is printed, and a busy machine lowers the speed-up.
 
+Where the time goes (printed for each cohort run): every night's wall and CPU time inside its
+worker (each task is timed by a wrapper around `measure_night`), the serial part of the run (the
+driver's time before the first night starts and after the last one ends: Ray Data start-up,
+gathering the tables, drawing the report) and the idle time of the workers inside the run; from
+the 1-worker run, the ideal 2-worker speed-up ``T1 / (serial + parallel / 2)``. A per-night CPU
+time that grows with 2 workers means the cores slow each other (shared caches, memory bandwidth,
+or vCPUs that are hyper-threads of one host core); a wall time well above the CPU time means
+other processes took the cores.
+
 Run: ``nice .venv/bin/python bench/cohort.py [--nights 6] [--hours 2]`` (``--quick``: 2 nights of
 15 min, checks the script, not the speed).
 
@@ -44,6 +53,7 @@ Measurements (features, events, YASA staging) stay on CPUs: ~10 s of one core pe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -72,15 +82,44 @@ def plain_path(nights: list[Path], scratch: Path) -> float:
     return time.perf_counter() - started
 
 
-def cohort_run(folder: Path, out: Path, workers: int) -> float:
-    from sleeplm.cohort import run
+def timed_measure_night(row: dict, out_dir: str, salt: str, **options) -> dict:
+    """`measure_night`, recording its wall and CPU time and its worker into ``<out_dir>/tasks.jsonl``."""
+    from sleeplm.cohort.night import measure_night
 
-    started = time.perf_counter()
-    cohort = run(folder, out, workers=workers)
-    elapsed = time.perf_counter() - started
+    started, cpu = time.time(), time.process_time()
+    result = measure_night(row, out_dir, salt, **options)
+    with open(Path(out_dir) / "tasks.jsonl", "a") as log:
+        log.write(json.dumps({"pid": os.getpid(), "start": started, "end": time.time(),
+                              "cpu": time.process_time() - cpu}) + "\n")
+    return result
+
+
+def cohort_run(folder: Path, out: Path, workers: int) -> dict:
+    """Run the cohort with the nights timed: wall, serial part, per-night wall/CPU, worker idle time."""
+    import sleeplm.cohort.runner as runner
+
+    measure, runner.measure_night = runner.measure_night, timed_measure_night
+    try:
+        started = time.time()
+        cohort = runner.run(folder, out, workers=workers)
+        elapsed = time.time() - started
+    finally:
+        runner.measure_night = measure
     if len(cohort.failed):
         raise SystemExit(f"benchmark nights failed: {cohort.failed.to_dict('records')}")
-    return elapsed
+    tasks = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    first, last = min(t["start"] for t in tasks), max(t["end"] for t in tasks)
+    busy = sum(t["end"] - t["start"] for t in tasks)
+    return {"wall": elapsed, "serial": (first - started) + (started + elapsed - last), "span": last - first,
+            "night_wall": busy / len(tasks), "night_cpu": sum(t["cpu"] for t in tasks) / len(tasks),
+            "idle": workers * (last - first) - busy, "workers_used": len({t["pid"] for t in tasks})}
+
+
+def describe(label: str, r: dict, n: int) -> str:
+    return (f"cohort, {label}: {r['wall']:.1f} s ({r['wall'] / n:.2f} s/night); serial part (driver before the first "
+            f"and after the last night) {r['serial']:.1f} s; nights run {r['span']:.1f} s on {r['workers_used']} "
+            f"worker process(es), {r['night_wall']:.2f} s wall and {r['night_cpu']:.2f} s CPU per night; "
+            f"workers idle {r['idle']:.1f} s inside the run")
 
 
 def encoder_flops() -> float:
@@ -123,16 +162,21 @@ def main() -> None:
             warm.write_text("path\n" + "".join(f"{path}\n" for path in nights[:2]))
             cohort_run(warm, scratch / "warm-cohort", workers=2)
             print(f"warm-up cohort run (Ray workers start, import, first nights): {time.perf_counter() - started:.1f} s")
-            t1 = cohort_run(scratch / "nights", scratch / "one", workers=1)
-            t2 = cohort_run(scratch / "nights", scratch / "two", workers=2)
+            one = cohort_run(scratch / "nights", scratch / "one", workers=1)
+            two = cohort_run(scratch / "nights", scratch / "two", workers=2)
         finally:
             ray.shutdown()
+        t1, t2 = one["wall"], two["wall"]
         speedup = t1 / t2
         overhead = (t1 - t_plain) / t_plain
+        ideal = t1 / (one["serial"] + one["span"] / 2)
         print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        print(f"cohort, 1 worker: {t1:.1f} s ({t1 / args.nights:.2f} s/night)")
-        print(f"cohort, 2 workers: {t2:.1f} s ({t2 / args.nights:.2f} s/night)")
-        print(f"speed-up 2 vs 1 workers: {speedup:.2f}x ({'meets' if speedup >= 1.7 else 'misses'} the 1.7x target)")
+        print(describe("1 worker", one, args.nights))
+        print(describe("2 workers", two, args.nights))
+        print(f"speed-up 2 vs 1 workers: {speedup:.2f}x ({'meets' if speedup >= 1.7 else 'misses'} the 1.7x target); "
+              f"ideal from the 1-worker run's serial part ({one['serial']:.1f} of {t1:.1f} s): {ideal:.2f}x; per-night "
+              f"CPU time 2 vs 1 workers {two['night_cpu'] / one['night_cpu']:.2f}x, per-night wall/CPU "
+              f"{one['night_wall'] / one['night_cpu']:.2f} (1 worker) and {two['night_wall'] / two['night_cpu']:.2f} (2)")
         print(f"Ray overhead per night, 1 worker vs the plain path: {overhead:+.1%} "
               f"({(t1 - t_plain) / args.nights:+.2f} s/night; {'meets' if overhead <= 0.10 else 'misses'} the 10 % target)")
         if args.flops:
