@@ -22,6 +22,8 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# fp32 SleepLM encoder unless a test asks for bf16: outputs are compared with fp32 references at 1e-5.
+os.environ.setdefault("SLEEPLM_PRECISION", "fp32")
 
 TINY_NIGHT = {"duration_h": 0.25, "seed": 3, "severity": "severe", "montage": "aasm", "sfreq": 128,
               "annotations": True, "start_clock": "23:00:00"}

@@ -7,19 +7,25 @@ Prints, in one run:
 - captions: tokens/s of batched, KV-cached greedy and beam decoding vs the reference-style path
   without cache (one epoch at a time, whole sequence recomputed and projected to the vocabulary
   every token), the per-epoch speed-up, and whether the tokens are identical;
-- bf16 autocast: speed and agreement with fp32 (embedding differences, identical caption tokens);
+- the product's bf16 encoder (weights stored in bf16 where bf16 is fast): speed and agreement with fp32
+  (embeddings, caption memory tokens, top-k retrieval, greedy caption tokens); bf16 autocast of the decoder;
 - peak memory (max RSS) and the time a 960-epoch (8-h) night takes, extrapolated from the
   measured batches (the printout says which figures are extrapolated).
 
 - the same 8-h night figures on a GPU when torch sees one (``--device auto``, the default; ``--device
   cuda`` / ``cpu`` to force one);
+- ``--night``: only the 8-h night figures (fp32 and bf16 embeddings, one domain's captions, the
+  bf16 agreement), extrapolated from measured batches;
 - ``--memory``: peak RSS of the product's path (memory-mapped checkpoint, weights taken over without
-  a copy, embeddings kept as float16) with the full model loaded from a checkpoint file and an 8-h
-  night's input in memory, beside the previous path (whole file read, copied into a freshly built
-  network, float32 embeddings), each in its own process; printed next to the 4.0 GB measured before.
+  a copy, embeddings kept as float16; fp32 encoder, and the automatic precision that stores the
+  encoder in bf16 where bf16 is fast and agrees) with the full model loaded from a checkpoint file and
+  an 8-h night's input in memory, beside the previous path (whole file read, copied into a freshly
+  built network, float32 embeddings), each in its own process; printed next to the 4.0 GB measured
+  before and the 3 GiB budget. ``--whole-night`` embeds all 960 epochs there (a measured whole-night time).
 
 Run: ``nice .venv/bin/python bench/model.py [--threads 2] [--encode-batch 8] [--caption-epochs 32]
-[--caption-tokens 32] [--uncached-tokens 16] [--device auto|cpu|cuda] [--memory]``. Building the
+[--caption-tokens 32] [--uncached-tokens 16] [--agreement-epochs 32] [--device auto|cpu|cuda]
+[--night | --memory [--whole-night]]``. Building the
 model takes ~1.5 GB. ``--quick`` runs every part on the tiny packaged config in seconds (checks the
 script, not the speed).
 """
@@ -149,56 +155,174 @@ def night_on_device(net: SleepLMModel, device: str, args) -> None:
         print(f"  one domain's captions at {n_tokens} tokens/epoch: {NIGHT_EPOCHS * n_tokens * per_token / 60:.1f} min")
 
 
+AGREEMENT_QUERIES = ("obstructive apnea with oxygen desaturation", "REM sleep with rapid eye movements",
+                     "deep slow-wave sleep", "wake with alpha rhythm", "snoring", "leg movements", "supine position",
+                     "sleep spindles in N2")
+
+
+def bf16_report(net: SleepLMModel, n_epochs: int, fp32_seconds_per_epoch: float | None = None,
+                caption_tokens: int = 32) -> dict:
+    """The product's bf16 encoder (weights stored in bf16, `sleeplm.model.precision`) on a copy of
+    `net`'s encoder: speed and agreement with fp32 on `n_epochs` random epochs (embeddings, memory
+    tokens, retrieval ranks, greedy caption tokens of the fp32 decoder); printed and returned."""
+    import copy
+
+    from sleeplm.model.precision import MIN_COSINE, bf16_is_fast, cast_encoder
+
+    fast, why = bf16_is_fast("cpu")
+    x = torch.randn(n_epochs, 10, 1920, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        if fp32_seconds_per_epoch is None:
+            net.biosignals(x[:1])
+        t32, (latent32, memory32) = timed(lambda: net.biosignals(x))
+        encoder = copy.deepcopy(net.biosignals)
+        cast_encoder(encoder, torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            encoder(x[:1])  # warm-up
+            t16, (latent16, memory16) = timed(lambda: encoder(x))
+        emb32 = torch.nn.functional.normalize(latent32, dim=-1)
+        emb16 = torch.nn.functional.normalize(latent16.float(), dim=-1)
+        cos_emb = (emb32 * emb16).sum(-1)
+        cos_mem = torch.nn.functional.cosine_similarity(memory32, memory16.float(), dim=-1)
+        text = net.encode_text(get_tokenizer(net.context_length)(list(AGREEMENT_QUERIES)))
+        k = min(5, n_epochs)
+        top32, top16 = (emb32 @ text.T).topk(k, dim=0).indices.T, (emb16 @ text.T).topk(k, dim=0).indices.T
+        overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top32, top16)])
+        same_top1 = float((top32[:, 0] == top16[:, 0]).float().mean())
+        T = caption_tokens  # the decoder stays fp32; it reads the bf16 encoder's memory tokens
+        t_caption, ids32 = timed(lambda: net.generate_from_memory(memory32, STAGE_EVENT, T, min_len=T + 1))
+        ids16 = net.generate_from_memory(memory16.float(), STAGE_EVENT, T, min_len=T + 1)
+        same_tokens = float((ids32 == ids16).float().mean())
+    weights32 = sum(p.numel() * p.element_size() for p in net.biosignals.parameters())
+    weights16 = sum(p.numel() * p.element_size() for p in encoder.parameters())
+    del encoder
+    s32 = fp32_seconds_per_epoch or t32 / n_epochs
+    result = {"fast": fast, "s_per_epoch_bf16": t16 / n_epochs, "s_per_epoch_fp32": s32,
+              "s_per_token": t_caption / (n_epochs * T),
+              "min_cos_emb": float(cos_emb.min()), "min_cos_mem": float(cos_mem.min()), "topk_overlap": overlap}
+    print(f"  bf16 encoder (weights {weights16 / 1e6:.1f} MB vs {weights32 / 1e6:.1f} MB fp32; this CPU: {why}):")
+    print(f"    {1 / result['s_per_epoch_bf16']:.2f} epochs/s = {s32 / result['s_per_epoch_bf16']:.2f}x fp32")
+    print(f"    agreement with fp32 on {n_epochs} random epochs: embeddings max |diff| {(emb16 - emb32).abs().max():.4f}, "
+          f"min cosine {result['min_cos_emb']:.5f}; caption memory tokens min cosine {result['min_cos_mem']:.5f} "
+          f"(product threshold >= {MIN_COSINE}: {'met' if min(result['min_cos_emb'], result['min_cos_mem']) >= MIN_COSINE else 'NOT met'}); "
+          f"top-{k} retrieval of {len(AGREEMENT_QUERIES)} text queries: {overlap:.0%} overlap, top-1 identical "
+          f"{same_top1:.0%} (random weights: scores are close together, so ranks flip more easily than with trained ones); "
+          f"greedy caption tokens ({n_epochs} epochs x {T}, fp32 decoder) identical {same_tokens:.1%}")
+    return result
+
+
+def night_report(net: SleepLMModel, device: str, args, fp32_s_per_epoch: float, bf16: dict, s_per_token: float,
+                 caption_batch: int, reference_seconds_per_epoch: float | None = None) -> None:
+    """An 8-h night's embeddings (fp32, bf16) and one domain's captions on this CPU, extrapolated from measured batches."""
+    print(f"\n8-h night ({NIGHT_EPOCHS} epochs) on {args.threads} threads, EXTRAPOLATED from the measured batches "
+          f"above (bench/model.py --memory --whole-night measures a whole night's embeddings); load average "
+          f"{os.getloadavg()[0]:.1f}:")
+    reference = (f" (reference demo path: {NIGHT_EPOCHS * reference_seconds_per_epoch / 60:.1f} min)"
+                 if reference_seconds_per_epoch else "")
+    print(f"  embeddings fp32: {NIGHT_EPOCHS * fp32_s_per_epoch / 60:.1f} min{reference}")
+    print(f"  embeddings bf16 encoder: {NIGHT_EPOCHS * bf16['s_per_epoch_bf16'] / 60:.1f} min "
+          f"({'the product uses it here' if bf16['fast'] else 'NOT used by the product on this CPU: bf16 is slow here'})")
+    for n_tokens in (50, 100):
+        print(f"  one domain's captions at {n_tokens} tokens/epoch (fp32 decoder, cached, batch {caption_batch}): "
+              f"{NIGHT_EPOCHS * n_tokens * s_per_token / 3600:.1f} h")
+    if device.startswith("cuda"):
+        night_on_device(net, device, args)
+    else:
+        print(f"device chosen automatically (--device {args.device}): {device}; GPU: "
+              + ("absent (torch.cuda.is_available() is False)" if not torch.cuda.is_available()
+                 else "present but --device cpu was given"))
+
+
+def night_only(args, device: str) -> None:
+    """``--night``: only the whole-night throughput figures (builds the full model, times batches)."""
+    net = build_model(TINY_MODEL) if args.quick else build_model(DEFAULT_MODEL, **RELEASED_OVERRIDES)
+    print("TINY config (--quick): checks the script, not the speed" if args.quick else
+          f"full model, random weights ({sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters)")
+    x = torch.randn(args.encode_batch, 10, 1920)
+    with torch.inference_mode():
+        net.encode_signals(x[:1])
+        t_enc, _ = timed(lambda: net.encode_signals(x))
+        print(f"encoding fp32, batch {args.encode_batch}: {args.encode_batch / t_enc:.2f} epochs/s")
+        bf16 = bf16_report(net, args.agreement_epochs, t_enc / args.encode_batch, args.caption_tokens)
+        print(f"captions: {args.agreement_epochs} epochs x {args.caption_tokens} tokens (eos banned), cached greedy "
+              f"fp32: {1 / bf16['s_per_token']:.1f} tokens/s")
+    night_report(net, device, args, t_enc / args.encode_batch, bf16, bf16["s_per_token"], args.agreement_epochs)
+
+
+MEMORY_MODES = {"previous": "previous loading path (whole file read, copied into a new network, fp32 embeddings)",
+                "fp32": "product, fp32 encoder (memory-mapped, weights taken over, float16 embeddings)",
+                "auto": "product, automatic precision"}
+
+
 def memory_child(mode: str, path: str, device: str, epochs: int) -> None:
-    """One process: load `path` the `mode` way ("product" or "previous"), hold an 8-h night's input,
-    embed `epochs` of it; print JSON {"peak_rss_gb", "seconds"}."""
+    """One process: load `path` the `mode` way (MEMORY_MODES), hold an 8-h night's input, embed `epochs`
+    of it; print JSON with the peak RSS, load and embedding seconds and the encoder's precision."""
     from sleeplm.model.checkpoint import load_state_dict_checked, read_state_dict
     from sleeplm.model.inference import SleepLM
 
     config = TINY_MODEL if "tiny" in Path(path).name else DEFAULT_MODEL
     overrides = {} if config == TINY_MODEL else RELEASED_OVERRIDES
     started = time.perf_counter()
-    if mode == "product":
-        model = SleepLM.from_pretrained(path, device=device, config=config)
-        store = np.float16
-    else:  # the previous loader: whole file in memory, then copied into a freshly initialised network
+    if mode == "previous":  # the previous loader: whole file in memory, then copied into a freshly initialised network
         net = build_model(config, **overrides)
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         net.load_state_dict(state)
         del state
         model = SleepLM(net, "previous", device)
         store = np.float32
-    night = np.random.default_rng(0).normal(size=(NIGHT_EPOCHS, 10, 1920)).astype(np.float32)
+    else:
+        model = SleepLM.from_pretrained(path, device=device, config=config,
+                                        bf16_embeddings=False if mode == "fp32" else None)
+        store = np.float16
+    loaded = time.perf_counter()
+    bio = model.network.config.biosignals
+    night = np.random.default_rng(0).standard_normal((NIGHT_EPOCHS, bio.input_channels, bio.signal_length),
+                                                     dtype=np.float32)
     embeddings = np.zeros((NIGHT_EPOCHS, model.network.config.embed_dim), dtype=store)
     embeddings[:epochs] = model.encode_signals(night[:epochs])
-    print(json.dumps({"peak_rss_gb": peak_rss_gb(), "seconds": time.perf_counter() - started}))
+    encoder_mb = sum(p.numel() * p.element_size() for p in model.network.biosignals.parameters()) / 1e6
+    print(json.dumps({"peak_rss_gb": peak_rss_gb(), "load_seconds": loaded - started,
+                      "embed_seconds": time.perf_counter() - loaded, "epochs": epochs, "bf16": model.bf16_embeddings,
+                      "precision": model.precision.reason, "encoder_mb": encoder_mb}))
 
 
 def memory_report(args, device: str) -> None:
-    """Peak RSS of the product's loading path and of the previous one, each in a fresh process."""
-    epochs = 4 if args.quick else 16
+    """Peak RSS of the previous loading path and of the product's (fp32 and automatic precision), each in a fresh process."""
+    epochs = 4 if args.quick else (NIGHT_EPOCHS if args.whole_night else args.memory_epochs)
     with tempfile.TemporaryDirectory(prefix="sleeplm-bench-") as folder:
         path = Path(folder) / ("checkpoint-tiny.pt" if args.quick else "checkpoint-full.pt")
         net = build_model(TINY_MODEL) if args.quick else build_model(DEFAULT_MODEL, **RELEASED_OVERRIDES)
         torch.save({"state_dict": net.state_dict()}, path)  # the released file's layout
         del net
-        print(f"\nmemory: checkpoint file {path.stat().st_size / 1e9:.2f} GB (random weights); an 8-h night's input "
-              f"({NIGHT_EPOCHS} epochs) held in memory, {epochs} epochs embedded (activations do not grow with the night)")
+        print(f"\nmemory: full model loaded from a {path.stat().st_size / 1e9:.2f} GB checkpoint (random weights), an "
+              f"8-h night's input ({NIGHT_EPOCHS} epochs, float32) held in memory, {epochs} of its epochs embedded"
+              + ("" if epochs == NIGHT_EPOCHS else " (activations are per batch of 16: they do not grow with the night)")
+              + f"; each path in its own process; load average {os.getloadavg()[0]:.1f}")
         results = {}
-        for mode in ("previous", "product"):
+        for mode in MEMORY_MODES:
             child = subprocess.run([sys.executable, __file__, "--memory-child", mode, str(path), "--device", device,
-                                    "--threads", str(args.threads), "--memory-epochs", str(epochs)],
-                                   capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                                    "--threads", str(args.threads), "--memory-epochs",
+                                    str(min(epochs, args.memory_epochs) if mode == "previous" else epochs)],
+                                   capture_output=True, text=True,
+                                   env={**os.environ, "PYTHONPATH": os.getcwd(), "SLEEPLM_PRECISION": "auto"})
             if child.returncode != 0:
                 print(f"  {mode}: failed\n{child.stderr[-2000:]}")
                 return
             results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
-    before, now = results["previous"], results["product"]
-    print(f"  previous loading path: peak RSS {before['peak_rss_gb']:.2f} GB ({before['seconds']:.0f} s)")
-    print(f"  product (mmap, assign, float16 embeddings): peak RSS {now['peak_rss_gb']:.2f} GB "
-          f"({now['seconds']:.0f} s) -> {now['peak_rss_gb'] / before['peak_rss_gb']:.2f}x; measured before this "
-          f"change: {PREVIOUS_PEAK_GB} GB; budget {MEMORY_BUDGET_GIB} GiB "
-          f"{'met' if now['peak_rss_gb'] <= MEMORY_BUDGET_GIB * 1.0737 else 'NOT met'}")
+    for mode, text in MEMORY_MODES.items():
+        r = results[mode]
+        how = f" ({'bf16' if r['bf16'] else 'fp32'} encoder: {r['precision']})" if mode == "auto" else ""
+        print(f"  {text}{how}:\n    peak RSS {r['peak_rss_gb']:.2f} GB; encoder weights {r['encoder_mb']:.0f} MB; "
+              f"load {r['load_seconds']:.0f} s, {r['epochs']} epochs embedded in {r['embed_seconds']:.0f} s")
+    now = results["auto"]["peak_rss_gb"]
+    print(f"  -> product peak RSS {now:.2f} GB = {now * 1e9 / 2**30:.2f} GiB vs {PREVIOUS_PEAK_GB} GB measured before "
+          f"this work (issue 15) and {results['previous']['peak_rss_gb']:.2f} GB for the previous path in this run; "
+          f"budget {MEMORY_BUDGET_GIB:g} GiB: {'met' if now * 1e9 <= MEMORY_BUDGET_GIB * 2**30 else 'NOT met'}")
+    if epochs == NIGHT_EPOCHS:
+        for mode in ("fp32", "auto"):
+            r = results[mode]
+            print(f"  whole 8-h night embedded (measured, not extrapolated), {mode}: {r['embed_seconds'] / 60:.1f} min "
+                  f"on {args.threads} threads")
 
 
 def main() -> None:
@@ -211,9 +335,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny packaged config and small sizes: checks that every part runs (seconds)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present, else CPU only), cpu or cuda")
-    parser.add_argument("--memory", action="store_true", help="only the peak-memory comparison (two child processes)")
+    parser.add_argument("--agreement-epochs", type=int, default=32, help="random epochs for the bf16 agreement")
+    parser.add_argument("--night", action="store_true",
+                        help="only the 8-h night throughput (fp32 and bf16 embeddings, one domain's captions)")
+    parser.add_argument("--memory", action="store_true", help="only the peak-memory comparison (three child processes)")
+    parser.add_argument("--whole-night", action="store_true",
+                        help="with --memory: embed all 960 epochs (times a whole 8-h night; minutes)")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
-    parser.add_argument("--memory-epochs", type=int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-epochs", type=int, default=32, help="with --memory: epochs embedded (default 32)")
     args = parser.parse_args()
     from sleeplm.model.inference import resolve_device
 
@@ -222,11 +351,17 @@ def main() -> None:
     if args.memory_child:
         memory_child(args.memory_child[0], args.memory_child[1], device, args.memory_epochs)
         return
+    if args.quick:
+        args.encode_batch, args.caption_epochs, args.caption_tokens, args.uncached_tokens = 2, 4, 8, 4
+        args.agreement_epochs = 4
     if args.memory:
         memory_report(args, device)
         return
-    if args.quick:
-        args.encode_batch, args.caption_epochs, args.caption_tokens, args.uncached_tokens = 2, 4, 8, 4
+    if args.night:
+        torch.manual_seed(0)
+        print(f"threads {args.threads}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        night_only(args, device)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, "
@@ -256,13 +391,7 @@ def main() -> None:
               f"({verdict(eps_ours / eps_demo, 2)})")
         print(f"  FLOPs/epoch: encoder {enc_flops / 1e9:.1f} G, demo path {demo_flops / 1e9:.1f} G; achieved "
               f"{enc_flops * eps_ours / 1e9:.1f} GFLOP/s = {enc_flops * eps_ours / peak32:.0%} of fp32 matmul peak")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            net.encode_signals(x[:1])
-            t_bf16, emb_bf16 = timed(lambda: net.encode_signals(x))
-        emb_bf16 = torch.nn.functional.normalize(emb_bf16.float(), dim=-1)
-        cosine = (emb_bf16 * emb).sum(-1)
-        print(f"  bf16 autocast: {args.encode_batch / t_bf16:.2f} epochs/s ({t_enc / t_bf16:.2f}x fp32); "
-              f"agreement with fp32: max |diff| {(emb_bf16 - emb).abs().max():.4f}, min cosine {cosine.min():.5f}")
+        bf16 = bf16_report(net, args.agreement_epochs, t_enc / args.encode_batch, args.caption_tokens)
         print(f"  max RSS {peak_rss_gb():.2f} GB")
 
         # ---------------------------------------------------------------- captions
@@ -308,19 +437,8 @@ def main() -> None:
               f"tokens identical to fp32: {same:.1%} (random weights: near-tied logits flip easily)")
         print(f"  max RSS {peak_rss_gb():.2f} GB")
 
-    # ---------------------------------------------------------------- a whole night
-    encode_night = NIGHT_EPOCHS / eps_ours
-    print(f"\n8-h night ({NIGHT_EPOCHS} epochs) on {args.threads} threads, extrapolated from the batches above:")
-    print(f"  embeddings: {encode_night / 60:.1f} min (reference demo path: {NIGHT_EPOCHS / eps_demo / 60:.1f} min)")
-    for n_tokens in (50, 100):
-        night = NIGHT_EPOCHS * n_tokens * t_greedy / (B * T)
-        print(f"  one domain's captions at {n_tokens} tokens/epoch: {night / 3600:.1f} h cached+batched")
-    if device.startswith("cuda"):
-        night_on_device(net, device, args)
-    else:
-        print("\nGPU: " + ("none present (torch.cuda.is_available() is False)" if not torch.cuda.is_available()
-                           else "present but --device cpu was given"))
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    night_report(net, device, args, t_enc / args.encode_batch, bf16, t_greedy / (B * T), B,
+                 reference_seconds_per_epoch=1 / eps_demo)
 
 
 if __name__ == "__main__":

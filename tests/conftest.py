@@ -15,6 +15,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, ChannelInfo, Recording
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# fp32 SleepLM encoder unless a test asks for bf16: outputs are compared with fp32 references at 1e-5.
+os.environ.setdefault("SLEEPLM_PRECISION", "fp32")
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import call
 
 from assistant.session import NightSession
 from sleeplm.report.describe import describe_epochs
 from tools import parse_result, run_tool
-from tools.captions import consistency_note, disagreements
+from tools.captions import consistency_note, disagreements, finding_terms
 
 
 class ApneaCaptions:
@@ -53,3 +54,33 @@ def test_the_answer_shows_both_sides_and_the_flag(sim_night, scripted_model):
     assert "obstructive apnea with oxygen desaturation" in turn.answer and "no respiratory events" in turn.answer
     # An answer that already reports the disagreement is left as it is.
     assert consistency_note(turn.tool_calls, "SleepLM and the measurements disagree on breathing.") == ""
+
+
+def test_the_benchmark_counts_a_planted_disagreement_per_domain(sim_night):
+    from bench.consistency import count_disagreements
+
+    texts = [describe_epochs(sim_night.rec, "respiratory", e, e, analysis=sim_night.analysis)["text"]
+             for e in range(sim_night.rec.n_epochs)]
+    quiet = next(e for e, text in enumerate(texts) if "no respiratory events" in text)
+    apnea = next(e for e, text in enumerate(texts) if "apnea" in finding_terms(text).get("breathing", ()))
+    captions = ["sleep with steady signals"] * len(texts)  # names no finding: never flagged
+    captions[quiet] = "obstructive apnea"  # the signal shows normal airflow
+    captions[apnea] = "normal breathing"  # the signal shows an apnea
+    disagreeing, by_category = count_disagreements(sim_night.rec, sim_night.analysis, "respiratory", captions)
+    assert (disagreeing, dict(by_category)) == (2, {"breathing": 2})
+    captions[quiet] = "regular breathing"  # agrees with "no respiratory events"
+    assert count_disagreements(sim_night.rec, sim_night.analysis, "respiratory", captions)[0] == 1
+
+
+@pytest.mark.slow  # the demo night analysed and captioned whole: ~1-2 min
+def test_the_benchmark_says_random_weights_are_a_plumbing_check(tmp_path, monkeypatch, capsys):
+    from bench import consistency
+
+    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["consistency.py", "--demo", "--domains", "respiratory"])
+    consistency.main()
+    out = capsys.readouterr().out
+    assert "the demo night" in out and "180 epochs" in out and "measured by the product's analysis" in out
+    assert consistency.RANDOM_WEIGHTS_NOTE in out and "not a quality figure" in out
+    row = next(line for line in out.splitlines() if line.startswith("respiratory"))
+    assert row.split()[1] == "180"

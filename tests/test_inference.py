@@ -171,7 +171,8 @@ def test_night_embeddings_are_computed_once_and_survive_restarts(tmp_path, monke
 
 def test_bf16_embeddings_agree_with_fp32_and_use_their_own_cache_key(fixture_a):
     fp32 = SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"])
-    bf16 = SleepLM(fp32.network, fp32.checkpoint_id, bf16_embeddings=True)
+    bf16 = SleepLM(SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"]).network,
+                   fp32.checkpoint_id, bf16_embeddings=True)  # casts its network's encoder in place
     assert bf16.checkpoint_id != fp32.checkpoint_id
     fast = bf16.encode_signals(fixture_a["signals"])
     np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)

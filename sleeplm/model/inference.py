@@ -37,6 +37,7 @@ from sleeplm.model.checkpoint import (
     state_dict_fingerprint,
 )
 from sleeplm.model.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
+from sleeplm.model.precision import PRECISION_ENV, Bf16Decision, bf16_encoder, cast_encoder
 from sleeplm.errors import TensorFormatError
 from sleeplm.model.network import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, SleepLMRequestError, build_model
 from sleeplm.model.tokenizer import get_tokenizer
@@ -103,17 +104,28 @@ class SleepLM:
         batch, so on CPU larger batches are nearly free per step (the KV cache costs ~38 MB per
         epoch at full size and 256 tokens).
     bf16_embeddings : bool
-        Compute signal embeddings under bfloat16 autocast (~2x faster on CPUs with avx512_bf16;
-        bench/model.py measures the agreement with fp32). Off by default; cache keys differ.
+        Store the signal encoder's weights in bfloat16 (half their memory) and compute embeddings
+        and caption memory tokens in bf16 (~3x faster on CPUs with native bf16, ~60x slower on
+        AVX2-only CPUs); the text tower and the caption decoder stay fp32. Cache keys differ.
+        `from_pretrained` decides it by default (`sleeplm.model.precision.bf16_encoder`: fast
+        bf16 on this hardware and agreement with fp32 proven on a probe).
+
+    Attributes
+    ----------
+    precision : Bf16Decision
+        Whether the encoder runs in bf16 and why (agreement figures when it was checked).
     """
 
     def __init__(self, network: SleepLMModel, checkpoint_id: str, device: str = "cpu",
                  unexpected_keys: Sequence[str] = (), batch_size: int = 16, caption_batch_size: int = 32,
                  bf16_embeddings: bool = False):
         self.network = network.to(device).eval()
-        self.bf16_embeddings = bool(bf16_embeddings)
-        self.checkpoint_id = checkpoint_id + ("-bf16" if self.bf16_embeddings else "")
+        self.weights_id = checkpoint_id
         self.device = torch.device(device)
+        self.precision = Bf16Decision(False, "fp32 (default)")
+        if bf16_embeddings:
+            cast_encoder(self.network.biosignals, torch.bfloat16)
+            self.precision = Bf16Decision(True, "bf16 encoder asked for (agreement not checked)")
         self.unexpected_keys = list(unexpected_keys)
         self.batch_size = int(batch_size)
         self.caption_batch_size = int(caption_batch_size)
@@ -124,13 +136,16 @@ class SleepLM:
     def from_pretrained(cls, source: str | os.PathLike | None = DEFAULT_REPO, filename: str = DEFAULT_FILENAME,
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                         device: str = "auto", config: str | dict = DEFAULT_MODEL,
-                        bf16_embeddings: bool = False, progress: Progress | None = None) -> SleepLM:
+                        bf16_embeddings: bool | None = None, progress: Progress | None = None) -> SleepLM:
         """Load the released SleepLM-Base weights from a hub repo id or a local file/folder.
 
         The environment variable SLEEPLM_CHECKPOINT (a local file) replaces the default hub id.
         `config` names the network the file is for; the released one (default) is built with the
         demo's 5 caption channels and prefix length 2. `device` "auto" is the GPU when torch sees
         one, else the CPU. `progress(fraction, text)` follows a download from the hub.
+        `bf16_embeddings` None (default) follows ``$SLEEPLM_PRECISION`` (auto, fp32, bf16); auto
+        stores the signal encoder in bf16 only where bf16 is fast on this hardware and agrees with
+        fp32 (`sleeplm.model.precision.bf16_encoder`); True / False force it.
 
         Raises
         ------
@@ -152,8 +167,34 @@ class SleepLM:
         network = build_model(config, **(RELEASED_OVERRIDES if config == DEFAULT_MODEL else {}))
         report = load_state_dict_checked(network, read_state_dict(path), source=path.name)
         logger.info("SleepLM weights loaded (%d unused checkpoint keys)", len(report.unexpected_keys))
-        return cls(network, state_dict_fingerprint(network), resolve_device(device), report.unexpected_keys,
-                   bf16_embeddings=bf16_embeddings)
+        if bf16_embeddings is None:
+            choice = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+            if choice not in ("auto", "fp32", "bf16"):
+                raise SleepLMRequestError(f"{PRECISION_ENV}={choice!r}: use auto, fp32 or bf16.")
+            bf16_embeddings = {"fp32": False, "bf16": True}.get(choice)
+        model = cls(network, state_dict_fingerprint(network), resolve_device(device), report.unexpected_keys,
+                    bf16_embeddings=bool(bf16_embeddings))
+        if bf16_embeddings is None:
+            bio = network.config.biosignals
+            model.precision = bf16_encoder(model.network.biosignals, (bio.input_channels, bio.signal_length),
+                                           str(model.device))
+        logger.info("SleepLM signal encoder precision: %s (%s)", "bf16" if model.bf16_embeddings else "fp32",
+                    model.precision.reason)
+        return model
+
+    @property
+    def bf16_embeddings(self) -> bool:
+        """True when the signal encoder's weights are stored (and its embeddings computed) in bf16."""
+        return self.precision.use_bf16
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The weights' fingerprint, with "-bf16" when the encoder runs in bf16 (embedding cache keys)."""
+        return self.weights_id + ("-bf16" if self.bf16_embeddings else "")
+
+    def _encoder_autocast(self):
+        """bf16 autocast around the encoder when its weights are bf16 (a no-op context otherwise)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16_embeddings)
 
     @classmethod
     def from_config(cls, config: str | dict = TINY_MODEL, state_dict: dict[str, torch.Tensor] | None = None,
@@ -226,8 +267,7 @@ class SleepLM:
         x = self._epochs_tensor(epochs, channel_mask)
         out = np.empty((x.shape[0], self.network.config.embed_dim), dtype=np.float32)
         batches = self._batches(x.shape[0], batch_size)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16_embeddings)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self._encoder_autocast():
             for a, b in batches:
                 latent = self.network.encode_signals(x[a:b].to(self.device), normalize=False).float()
                 out[a:b] = torch.nn.functional.normalize(latent, dim=-1).cpu().numpy()
@@ -313,7 +353,9 @@ class SleepLM:
         captions: list[np.ndarray] = []
         with torch.inference_mode():
             for a, b in self._batches(x.shape[0], batch_size, self.caption_batch_size):
-                _, memory = self.network.biosignals(x[a:b].to(self.device))
+                with self._encoder_autocast():
+                    _, memory = self.network.biosignals(x[a:b].to(self.device))
+                memory = memory.float()  # the decoder stays fp32
                 if beams is None or int(beams) == 1:
                     ids = self.network.generate_from_memory(memory, modality, max_new, min_len)
                     captions += [_trim(row) for row in ids.cpu().numpy()]
