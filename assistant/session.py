@@ -37,7 +37,7 @@ from assistant.grounding import check_grounding, complete_citations
 from assistant.errors import InternalError, LLMBackendError, SessionError
 from assistant.llm import get_chat_model
 from assistant.markup import inert_markdown
-from assistant.sleeplm_jobs import plan_sleeplm_jobs, run_sleeplm_jobs
+from assistant.sleeplm_jobs import loading, plan_sleeplm_jobs, run_sleeplm_jobs
 from sleeplm.errors import ModelUnavailableError
 from sleeplm.io.recording import Recording
 from tools import ALL_TOOLS, NightContext, parse_result, run_tool
@@ -171,8 +171,10 @@ class NightSession:
         """
         from sleeplm.io.reader import load_recording
 
-        rec = load_recording(path, channel_map=channel_map, position_map=position_map)
-        night = NightContext(rec=rec, analysis=self._analyze(rec, progress), model=self.sleeplm, model_status=self.sleeplm_status)
+        with loading():  # other sessions' SleepLM background work pauses meanwhile
+            rec = load_recording(path, channel_map=channel_map, position_map=position_map)
+            analysis = self._analyze(rec, progress)
+        night = NightContext(rec=rec, analysis=analysis, model=self.sleeplm, model_status=self.sleeplm_status)
         self.night = night
         self.reset()
         self._background = []

@@ -1,8 +1,9 @@
 """SleepLM's work on a loaded night, done in the background while the conversation goes on.
 
 Loading a night returns once the measurements are done (stages from the file's scoring, else
-YASA). Then, one night at a time in the process (sessions queue for the model, and the thread
-runs at a lower CPU priority so loads and answers of other sessions come first):
+YASA). Then, one night at a time in the process (sessions queue for the model, the thread runs
+at a lower CPU priority, and it pauses between batches while any recording is loading: loads and
+answers of other sessions come first):
 
 1. the night's signal embeddings (retrieval, concept timelines), cached on disk;
 2. for a night without its own scoring: SleepLM's stage_event caption of every epoch, from
@@ -15,6 +16,7 @@ Progress is kept in ``night.sleeplm_jobs`` (what the overview tool and the page 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -22,7 +24,7 @@ from typing import Any, Callable
 
 from tools import NightContext
 
-__all__ = ["EMBEDDINGS", "STAGE_CAPTIONS", "plan_sleeplm_jobs", "run_sleeplm_jobs", "jobs_pending"]
+__all__ = ["EMBEDDINGS", "STAGE_CAPTIONS", "loading", "loads_in_progress", "plan_sleeplm_jobs", "run_sleeplm_jobs", "jobs_pending"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,47 @@ BACKGROUND_NICENESS = 10
 MIN_NAMED_SHARE = 0.5  # SleepLM stages replace YASA's only when captions name a stage for at least this share
 # One SleepLM job at a time in the process: two nights encoded at once would both take twice as long.
 _MODEL_TURN = threading.Lock()
+# Recordings being loaded in the process: background SleepLM work waits for them between batches.
+_LOADS = threading.Condition()
+_loads_in_progress = 0
+_LOAD_POLL_S = 0.5  # how often a paused job looks whether its session moved on
+
+
+@contextlib.contextmanager
+def loading():
+    """Mark a recording load in progress: SleepLM background jobs pause between batches until no load is left.
+
+    On 2 cores a background job (both cores, minutes) would otherwise slow every other upload
+    down; loads are short, so they go first.
+
+    Examples
+    --------
+    >>> with loading():
+    ...     loads_in_progress()
+    1
+    >>> loads_in_progress()
+    0
+    """
+    global _loads_in_progress
+    with _LOADS:
+        _loads_in_progress += 1
+    try:
+        yield
+    finally:
+        with _LOADS:
+            _loads_in_progress -= 1
+            _LOADS.notify_all()
+
+
+def loads_in_progress() -> int:
+    """How many recordings are being loaded in this process now."""
+    return _loads_in_progress
+
+
+def _wait_for_loads(current: Callable[[], bool]) -> None:
+    with _LOADS:
+        while _loads_in_progress and current():
+            _LOADS.wait(_LOAD_POLL_S)
 
 
 def _lower_priority() -> None:
@@ -63,8 +106,10 @@ def run_sleeplm_jobs(night: NightContext, model: Any, current: Callable[[], bool
         plan_sleeplm_jobs(night)
     with _MODEL_TURN:
         try:
+            _wait_for_loads(current)
             _embed(night, model, current)
             if STAGE_CAPTIONS in night.sleeplm_jobs:
+                _wait_for_loads(current)
                 _stage(night, model, current)
         except _Stopped:
             logger.info("background SleepLM work stopped: the session moved on")
@@ -76,6 +121,7 @@ class _Stopped(Exception):
 
 def _reporter(night: NightContext, job: str, current: Callable[[], bool]) -> Callable[..., None]:
     def report(done: float, *_: Any) -> None:
+        _wait_for_loads(current)
         if not current():
             raise _Stopped
         night.sleeplm_jobs[job] = float(done)

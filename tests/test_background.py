@@ -153,3 +153,22 @@ def test_weights_arriving_after_the_page_opened_start_the_loaded_nights_jobs(sma
     assert bs.night.sleeplm is tiny and bs.night.night.model is tiny
     assert bs.night.wait_for_background(120) and bs.night.night.embeddings is not None
     bs.close()
+
+
+def test_background_work_waits_while_another_upload_loads(small_edf, cache):
+    from assistant.sleeplm_jobs import loading, loads_in_progress
+
+    model = GatedModel()
+    model.release.set()  # embeddings run as soon as they are allowed to
+    calls = []
+    encode = model.encode_signals
+    model.encode_signals = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    session = NightSession(llm="none", model=model)
+    with loading():  # another session's upload is still loading
+        session.load(small_edf)
+        assert loads_in_progress() == 1
+        assert not session.wait_for_background(1.0)  # SleepLM waits: nothing started
+        assert calls == [] and session.night.sleeplm_jobs["embeddings"] == 0.0
+    assert loads_in_progress() == 0
+    assert session.wait_for_background(60)
+    assert calls == [1] and session.night.sleeplm_jobs == {"embeddings": 1.0, "stage captions": 1.0}
