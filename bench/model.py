@@ -318,6 +318,8 @@ def memory_report(args, device: str) -> None:
     print(f"  -> product peak RSS {now:.2f} GB = {now * 1e9 / 2**30:.2f} GiB vs {PREVIOUS_PEAK_GB} GB measured before "
           f"this work (issue 15) and {results['previous']['peak_rss_gb']:.2f} GB for the previous path in this run; "
           f"budget {MEMORY_BUDGET_GIB:g} GiB: {'met' if now * 1e9 <= MEMORY_BUDGET_GIB * 2**30 else 'NOT met'}")
+    print("  the local LLM's share (issue 15: adds <= 2 GiB) is measured by bench/llm_battery.py (RSS each local "
+          "model adds), not here")
     if epochs == NIGHT_EPOCHS:
         for mode in ("fp32", "auto"):
             r = results[mode]
