@@ -24,7 +24,10 @@ from langchain_core.messages import ToolMessage
 from sleeplm.io.deid import scrub_text
 
 PHI = "Pt Jane Margaret Doe DOB 1961-07-04 MRN 12345678 tel +1-555-0100"
-IDENTIFIERS = [r"\bjane\b", r"\bmargaret\b", r"\bdoe\b", r"1961", r"12345678", r"555-0100", r"\+1-555"]
+# The birth year counts only as a number of its own: a timing or size in a log line ("19612 samples",
+# "0.1961 s") once matched a bare "1961" and failed the test by chance.
+IDENTIFIERS = [r"\bjane\b", r"\bmargaret\b", r"\bdoe\b", r"(?<![\d.])1961(?![\d.])", r"12345678", r"555-0100",
+               r"\+1-555"]
 
 
 def identifiers_in(text: str) -> list[str]:
