@@ -58,7 +58,7 @@ from assistant.cohort import CohortSession, is_cohort_folder
 from assistant.markup import inert_markdown
 from assistant.memory import bound_heap, release_memory
 from assistant.session import NightSession
-from assistant.sleeplm_jobs import jobs_pending
+from assistant.sleeplm_jobs import jobs_pending, start_background
 from tools.timeparse import parse_span
 from sleeplm.terms import AUDIENCES, parse_citations
 from sleeplm.errors import ChannelMappingError, CohortInputError, NotARecordingError, RecordingError, SleepLMError
@@ -305,10 +305,11 @@ class SleepLMWeights:
         self.note: str | None = None
         self.fraction, self.text = 0.0, "looking for SleepLM weights"
         self._loader = loader or _load_sleeplm
-        self._thread = threading.Thread(target=self._load, daemon=True, name="sleeplm-weights")
+        self._thread: threading.Thread | None = None
 
     def start(self) -> SleepLMWeights:
-        self._thread.start()
+        """Load in the background (a thread joined at process exit: it may be inside torch)."""
+        self._thread = start_background(self._load, name="sleeplm-weights")
         return self
 
     def wait(self, timeout_s: float | None = None) -> bool:

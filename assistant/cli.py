@@ -107,6 +107,7 @@ def run_ask(args) -> int:
             session.wait_for_background(embeddings_only=True)
         turn = _answer(args, session)
     finally:
+        session.close()  # SleepLM staging stops at its next batch: the process exits cleanly, not inside torch
         if not any(session.workdir.iterdir()):
             session.workdir.rmdir()
     return 1 if turn.mode == "error" else 0  # an internal error (a bug) is not a successful answer

@@ -37,7 +37,7 @@ from assistant.grounding import check_grounding, complete_citations
 from assistant.errors import InternalError, LLMBackendError, SessionError
 from assistant.llm import get_chat_model
 from assistant.markup import inert_markdown
-from assistant.sleeplm_jobs import loading, plan_sleeplm_jobs, run_sleeplm_jobs
+from assistant.sleeplm_jobs import loading, plan_sleeplm_jobs, run_sleeplm_jobs, start_background
 from sleeplm.errors import ModelUnavailableError
 from sleeplm.io.recording import Recording
 from tools import ALL_TOOLS, NightContext, parse_result, run_tool
@@ -180,7 +180,7 @@ class NightSession:
         self._background = []
         staging = getattr(self.night.analysis, "staging", None)
         if stage_cross_check and staging is not None and staging.source == "reference scoring":
-            self._start(threading.Thread(target=self._cross_check, args=(night,), daemon=True, name="yasa-check"))
+            self._background.append(start_background(self._cross_check, night, name="yasa-check"))
         if self.sleeplm is not None:
             self._start_sleeplm(night)
         return rec
@@ -194,15 +194,11 @@ class NightSession:
             night.model, night.model_status = model, self.sleeplm_status
             self._start_sleeplm(night)
 
-    def _start(self, job: threading.Thread) -> None:
-        self._background.append(job)
-        job.start()
-
     def _start_sleeplm(self, night: NightContext) -> None:
         """Embeddings and SleepLM staging of `night` in the background: the conversation does not wait."""
         plan_sleeplm_jobs(night)
-        self._start(threading.Thread(target=run_sleeplm_jobs, args=(night, self.sleeplm, lambda: self.night is night),
-                                     daemon=True, name="sleeplm"))
+        self._background.append(start_background(run_sleeplm_jobs, night, self.sleeplm, lambda: self.night is night,
+                                                 name="sleeplm"))
 
     def wait_for_background(self, timeout_s: float | None = None, embeddings_only: bool = False) -> bool:
         """Wait for the background jobs of the loaded night (SleepLM embeddings and staging, YASA
@@ -251,10 +247,12 @@ class NightSession:
         self._thread_id = uuid.uuid4().hex
 
     def close(self) -> None:
-        """End the session: forget the night and the conversation (background jobs stop at their next
-        step) and delete the temporary files."""
+        """End the session: forget the night and the conversation, stop the SleepLM jobs at their next
+        batch and wait for them (and for a running YASA cross-check), and delete the temporary files."""
         self.reset()
         self.night = None
+        for job in self._background:
+            job.join()
         self._background = []
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

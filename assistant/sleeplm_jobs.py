@@ -12,10 +12,16 @@ answers of other sessions come first):
 
 Progress is kept in ``night.sleeplm_jobs`` (what the overview tool and the page show) and
 ``night.version`` is incremented when the analysis changes, so the page can redraw.
+
+Every background thread of the assistant is started with `start_background`: at process exit
+(`stop_background_jobs`, an ``atexit`` hook) the SleepLM jobs stop at their next batch and every
+such thread is joined, so no thread is still inside torch when the interpreter tears down (a
+daemon thread that is aborts the process: "terminate called without an active exception").
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -24,7 +30,8 @@ from typing import Any, Callable
 
 from tools import NightContext
 
-__all__ = ["EMBEDDINGS", "STAGE_CAPTIONS", "loading", "loads_in_progress", "plan_sleeplm_jobs", "run_sleeplm_jobs", "jobs_pending"]
+__all__ = ["EMBEDDINGS", "STAGE_CAPTIONS", "loading", "loads_in_progress", "plan_sleeplm_jobs", "run_sleeplm_jobs",
+           "jobs_pending", "start_background", "stop_background_jobs"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +80,54 @@ def loads_in_progress() -> int:
 
 def _wait_for_loads(current: Callable[[], bool]) -> None:
     with _LOADS:
-        while _loads_in_progress and current():
+        while _loads_in_progress and current() and not _EXITING.is_set():
             _LOADS.wait(_LOAD_POLL_S)
+
+
+# Set once, at process exit: the SleepLM jobs stop at their next batch.
+_EXITING = threading.Event()
+_RUNNING: set[threading.Thread] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def start_background(target: Callable[..., Any], *args: Any, name: str) -> threading.Thread:
+    """Run ``target(*args)`` in a daemon thread that `stop_background_jobs` joins at process exit.
+
+    Examples
+    --------
+    >>> done = []
+    >>> start_background(done.append, 1, name="example").join()
+    >>> done
+    [1]
+    """
+    def run() -> None:
+        try:
+            target(*args)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(thread)
+
+    thread = threading.Thread(target=run, daemon=True, name=name)
+    with _RUNNING_LOCK:
+        _RUNNING.add(thread)
+    thread.start()
+    return thread
+
+
+def stop_background_jobs() -> None:
+    """Stop the SleepLM jobs at their next batch and join every `start_background` thread.
+
+    Registered with ``atexit`` (it runs before the interpreter stops daemon threads); a YASA
+    cross-check or a weights load cannot be interrupted and is waited for.
+    """
+    _EXITING.set()
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for thread in running:
+        thread.join()
+
+
+atexit.register(stop_background_jobs)
 
 
 def _lower_priority() -> None:
@@ -99,7 +152,8 @@ def plan_sleeplm_jobs(night: NightContext) -> None:
 def run_sleeplm_jobs(night: NightContext, model: Any, current: Callable[[], bool] = lambda: True) -> None:
     """Embed `night`, then stage it from SleepLM captions when it has no scoring; never raises.
 
-    `current()` is asked before each job: False (the session loaded another night or closed) stops.
+    `current()` is asked before each job and after every batch: False (the session loaded another
+    night or closed) stops, as does the process exiting.
     """
     _lower_priority()
     if not night.sleeplm_jobs:
@@ -107,23 +161,29 @@ def run_sleeplm_jobs(night: NightContext, model: Any, current: Callable[[], bool
     with _MODEL_TURN:
         try:
             _wait_for_loads(current)
+            _check(current)
             _embed(night, model, current)
             if STAGE_CAPTIONS in night.sleeplm_jobs:
                 _wait_for_loads(current)
+                _check(current)
                 _stage(night, model, current)
         except _Stopped:
-            logger.info("background SleepLM work stopped: the session moved on")
+            logger.info("background SleepLM work stopped: the session moved on or the process is exiting")
 
 
 class _Stopped(Exception):
     """Raised from a progress callback when the night is no longer the session's."""
 
 
+def _check(current: Callable[[], bool]) -> None:
+    if _EXITING.is_set() or not current():
+        raise _Stopped
+
+
 def _reporter(night: NightContext, job: str, current: Callable[[], bool]) -> Callable[..., None]:
     def report(done: float, *_: Any) -> None:
         _wait_for_loads(current)
-        if not current():
-            raise _Stopped
+        _check(current)
         night.sleeplm_jobs[job] = float(done)
         if job == EMBEDDINGS:
             night.embedding_progress = float(done)

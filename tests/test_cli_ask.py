@@ -1,6 +1,11 @@
 """`sleeplm-assistant ask FILE "question"`: text trace, --json object, clear errors."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +108,26 @@ def test_ask_with_weights_waits_for_the_embeddings(small_edf, tmp_path, capsys, 
     result = json.loads(captured.out)["tool_calls"][0]["result"]
     assert result["source"] == "sleeplm", result
     assert list((tmp_path / "cache" / "embeddings").glob("*.npy"))
+
+
+def test_ask_with_weights_exits_cleanly_while_sleeplm_staging_runs(small_edf, tmp_path):
+    """The process ends with code 0 although SleepLM's staging of the night was still under way: the
+    job stops at its next batch and is joined (a daemon thread left inside torch aborted the
+    interpreter at exit: "terminate called without an active exception", code 134)."""
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"stands for a checkpoint")
+    code = textwrap.dedent(f"""
+        import sys
+        from sleeplm.model.inference import SleepLM
+        SleepLM.from_pretrained = classmethod(lambda cls, *a, **k: cls.from_config("sleeplm_tiny"))
+        from cli import main
+        sys.exit(main(["--checkpoint", {str(weights)!r}, "ask", {str(small_edf)!r}, "find REM with rapid eye movements",
+                       "--llm", "none", "--json"]))
+    """)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "SLEEPLM_CACHE": str(tmp_path / "cache"),
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "terminate called" not in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["tool_calls"][0]["result"]["source"] == "sleeplm"
