@@ -364,8 +364,13 @@ def test_cpus_listing_amx_load_without_extra_buffer_types(monkeypatch, amx):
     c_api.llama_model_default_params = lambda: types.SimpleNamespace(use_extra_bufts=True)
 
     class FakeLlama:
+        _logits_all = False
+
         def __init__(self, **kwargs):
             seen.append(c_api.llama_model_default_params().use_extra_bufts)
+
+        def n_vocab(self):
+            return 8
 
         def set_cache(self, cache):
             return None
@@ -376,8 +381,9 @@ def test_cpus_listing_amx_load_without_extra_buffer_types(monkeypatch, amx):
     monkeypatch.setitem(sys.modules, "llama_cpp.llama_cpp", c_api)
     monkeypatch.setattr(local_llm, "amx_advertised", lambda: amx)
     monkeypatch.setattr(local_llm, "_LOADED", {})
-    local_llm._llama("fake.gguf", 2, 512)
+    llama, _ = local_llm._llama("fake.gguf", 2, 512)
     assert seen == [not amx]
+    assert llama.scores.shape == (1, 8)  # the unused score table is one row (saved states copy it)
     assert c_api.llama_model_default_params().use_extra_bufts  # the library's defaults are restored
 
 
@@ -431,3 +437,8 @@ def test_real_model_calls_the_right_tool(real_local_model):
         ToolMessage("Obstructive apneas from 23:33:30 to 23:41:00 (epochs 7-22).", tool_call_id=reply.tool_calls[0]["id"]),
     ])
     assert answer.tool_calls == [] and "23:33" in answer.content
+    # The saved prompt states hold their KV cells, not llama-cpp-python's unused score table
+    # (n_batch x vocabulary floats, ~300 MiB per state for this model).
+    llama, _ = local_llm._llama(real_local_model.model_path, real_local_model.n_threads, real_local_model.n_ctx)
+    states = list(llama.cache.cache_state.values())
+    assert states and all(state.scores.nbytes <= 4 * llama.n_vocab() for state in states)
