@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from importlib import resources
@@ -37,6 +38,8 @@ from assistant.errors import LLMBackendError
 from assistant.grounding import Grounding
 from sleeplm.terms import AUDIENCES
 from tools import ALL_TOOLS, NightContext
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AUDIENCES", "SCOPES", "MAX_MODEL_CALLS", "MAX_TOOL_CALLS_PER_MESSAGE", "MAX_TOOL_CALLS_PER_TURN",
@@ -194,9 +197,17 @@ class TurnGuard(AgentMiddleware):
             # turn must call a tool (small models otherwise refuse or answer from memory).
             previous = getattr(context, "named_periods", None)
             forced = "any" if not turn and isinstance(question, str) and route_question(question, previous=previous) else request.tool_choice
+            # A follow-up on the periods just named ("show me that period") has one fitting tool:
+            # only it is offered and called (the 1.5B model otherwise picks a neighbour, e.g.
+            # caption_epochs for "show me"); its call is completed from the resolution below.
+            follow = _follow_up(question, previous) if not turn and isinstance(question, str) else []
+            tools = request.tools
+            if follow:
+                forced = follow[0][0]
+                tools = [t for t in request.tools if getattr(t, "name", None) == forced] or request.tools
             hint = follow_up_hint(previous)
             request = request.override(system_message=SystemMessage(tool_choice_prompt(audience, self.scope) + (f"\n{hint}" if hint else "")),
-                                       messages=messages + list(turn), tool_choice=forced)
+                                       messages=messages + list(turn), tool_choice=forced, tools=tools)
         self.calls += 1
         self.sent += [message_record(m, self.calls) for m in [request.system_message, *request.messages]]
         try:
@@ -205,6 +216,8 @@ class TurnGuard(AgentMiddleware):
             raise LLMBackendError(f"the language model backend failed: {type(exc).__name__}") from exc
         if not answered:  # the epochs of the follow-up hint (periods already named) count as said
             response = _without_invented_times(response, [*request.messages, *([SystemMessage(hint)] if hint else [])])
+            if follow:
+                response = _fitted_to(response, follow)
             return ModelResponse(result=[self._bound_calls(m) if isinstance(m, AIMessage) else m for m in response.result],
                                  structured_response=response.structured_response)
         # Tools were not offered: a tool call now is a repeat; keep the text, drop the call.
@@ -253,6 +266,27 @@ def _without_invented_times(response: ModelResponse, messages: list[BaseMessage]
                 numbers = next(filter(None, (_numbers(str(call["args"].get(name) or "")) for name in TIME_ARGUMENTS)), set())
                 if not numbers <= said:
                     call = {**call, "args": {k: v for k, v in call["args"].items() if k not in TIME_ARGUMENTS}}
+                calls.append(call)
+            message = message.model_copy(update={"tool_calls": calls})
+        fixed.append(message)
+    return ModelResponse(result=fixed, structured_response=response.structured_response)
+
+
+def _fitted_to(response: ModelResponse, resolved: list[tuple[str, dict]]) -> ModelResponse:
+    """The response's tool calls fitted to a resolved follow-up: a call of another tool becomes the
+    resolved call (same id), and arguments the resolved call has but the model left out (the
+    period's "epoch A"/"epoch B", "within") are added; the model's own arguments are kept."""
+    name, args = resolved[0]
+    fixed = []
+    for message in response.result:
+        if isinstance(message, AIMessage) and message.tool_calls:
+            calls = []
+            for call in message.tool_calls:
+                if call["name"] != name:
+                    logger.info("follow-up: %s replaced by %s, the tool the follow-up resolves to", call["name"], name)
+                    call = {**call, "name": name, "args": dict(args)}
+                else:
+                    call = {**call, "args": {**args, **call["args"]}}
                 calls.append(call)
             message = message.model_copy(update={"tool_calls": calls})
         fixed.append(message)
@@ -359,7 +393,8 @@ _ROUTES: list[tuple[str, str, dict]] = [
 
 # A follow-up leans on the previous answer: "and in REM?", "what about the second half?", "show me that period".
 _FOLLOW_UP = re.compile(r"^\W*(and|what about|how about|same for|now)\b|\b(that|this|the same|those|these) periods?\b|"
-                        r"\b(first|second|third|fourth|fifth|worst|last) period\b|\bperiod #?\d\b|#\d\b")
+                        r"\b(first|second|third|fourth|fifth|worst|last) period\b|\bperiod #?\d\b|#\d\b|"
+                        r"^\W*(show|plot|draw|zoom in on|zoom into|let me see)( me)? (it|that|this|them|those|these)\W*$")
 _RANK_WORDS = {"first": 1, "worst": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
 # Parts of the night a follow-up can restrict the previous periods to (`abnormal_periods`' `within`).
 _WITHIN = [(r"\bnon[- ]?rem\b|\bnrem\b", "NREM"), (r"\brem\b|\bdream", "REM"), (r"\bdeep sleep\b|\bn3\b", "deep sleep"),
@@ -381,9 +416,12 @@ def named_periods(answer: str, tool_calls: list[dict]) -> dict | None:
     return None
 
 
-def _follow_up(question: str, previous: dict) -> list[tuple[str, dict]]:
-    """Tools for a follow-up question, resolved against the periods the previous answer named."""
+def _follow_up(question: str, previous: dict | None) -> list[tuple[str, dict]]:
+    """Tools for a follow-up question, resolved against the periods the previous answer named
+    ([] when there are none or the question is no follow-up)."""
     q = question.lower()
+    if not previous or not _FOLLOW_UP.search(q):
+        return []
     periods = previous.get("periods") or []
     if re.search(r"\b(show|plot|see|zoom|look at|draw)\b", q) and periods:
         rank = next((n for word, n in _RANK_WORDS.items() if re.search(rf"\b{word}\b", q)), None)
@@ -420,7 +458,7 @@ _CONCEPT_QUESTION = re.compile(
     r"(?P<concept>.+?)(?:\s+(?:happen|occur|appear|start|show up|take place)\w*)?(?:\s+in the night)?\s*[?.!]*\s*$",
     re.IGNORECASE)
 _FIGURE_OR_FACT = re.compile(
-    r"\b(plot|hypnogram|graph|chart|summary|overview|channels?|fall asleep|wake up|abnormal\w*|disturb\w*|most|worst|that|this|those|these)\b|"
+    r"\b(plot|hypnogram|graph|chart|summary|overview|channels?|fall asleep|wake up|abnormal\w*|disturb\w*|most|worst|that|this|those|these|it|them)\b|"
     r"^(?:the |my )?(?:night|recording|signals?|rem|deep(?:est)? sleep|light sleep|n[123]|wake|sleep)"
     r"(?: sleep| periods?| stages?)?$", re.IGNORECASE)
 # A sleep stage with a feature ("REM with rapid eye movements") is find_epochs' retrieval (stages are measured).
@@ -469,10 +507,9 @@ def route_question(question: str, audience: str = "clinician", previous: dict | 
     list of (tool name, arguments); empty when no rule matches (out of scope).
     """
     q = question.lower()
-    if previous and _FOLLOW_UP.search(q):
-        resolved = _follow_up(question, previous)
-        if resolved:
-            return resolved
+    resolved = _follow_up(question, previous)
+    if resolved:
+        return resolved
     concept = concept_question(question)
     if concept is not None:
         return [("concept_timeline", {"concepts": [concept]})]

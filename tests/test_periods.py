@@ -94,6 +94,9 @@ def test_follow_ups_resolve_against_the_named_periods():
     assert route_question("show me that period", previous=named) == [
         ("plot", {"kind": "events", "start": "epoch 744", "end": "epoch 858"})]
     assert route_question("show me the second period", previous=named)[0][1]["start"] == "epoch 535"
+    for question in ("show me it", "plot that", "Show me this."):
+        assert route_question(question, previous=named) == [("plot", {"kind": "events", "start": "epoch 744", "end": "epoch 858"})]
+    assert route_question("show me it") == []  # no earlier periods: nothing to show
     # Without a previous answer's periods the same words are ordinary questions.
     assert route_question("what about the second half?")[0][0] == "compare_periods"
 
@@ -131,6 +134,29 @@ def test_scripted_follow_ups_after_a_periods_answer(known_night, scripted_model)
     # The one hypopnea at 5000 s falls in the REM epochs 150-179.
     assert rem.tool_calls[0]["args"]["within"] == "REM" and "#1: 00:23:00-00:24:00" in rem.answer
     assert "1 event (1 hypopnea)" in rem.answer and "Quiet stretches" not in rem.answer
+
+
+def test_a_follow_up_offers_and_forces_only_its_tool(known_night, scripted_model):
+    """'show me that period' after named periods: only `plot` is offered and forced; a call of
+    another tool (the 1.5B model's caption_epochs) becomes the plot of the named period."""
+    def name_first_period(messages):
+        p = tool_payload(messages)["periods"][0]
+        return f"Breathing was most disturbed at {p['clock_start']}-{p['clock_end']} (epochs {p['epoch_start']}-{p['epoch_end']})."
+
+    llm = scripted_model(call("abnormal_periods", kind="respiratory"), name_first_period,
+                         call("caption_epochs", call_id="call_2", start="epoch 66", end="epoch 70"),
+                         "The figure shows that period.",
+                         call("plot", call_id="call_3", kind="events"), "The figure shows it again.")
+    session = NightSession(llm=llm)
+    session.night = known_night
+    session.ask("when did breathing look abnormal?")
+    offered = len(llm.tools_offered)
+    shown = session.ask("show me that period")
+    assert llm.tools_offered[offered] == 1 and llm.tool_choices[offered] == "plot"
+    assert [c["name"] for c in shown.tool_calls] == ["plot"] and shown.artifacts
+    assert shown.tool_calls[0]["args"] == {"kind": "events", "start": "epoch 66", "end": "epoch 70"}
+    again = session.ask("plot that")  # the model's own arguments stay; the period's range is added
+    assert again.tool_calls[0]["args"] == {"kind": "events", "start": "epoch 66", "end": "epoch 70"}
 
 
 def test_tool_only_follow_ups(known_night):
