@@ -18,7 +18,7 @@ each model in its own process so memory figures do not mix. Per model:
   answer and after the last (issue 15: the embedded model adds <= 2 GiB; for the models that
   cannot run here, the catalogue's declared figure is printed).
 
-Run: ``flock /work/.bench.lock nice .venv/bin/python bench/llm_battery.py [--models NAME ...] [--hours 1]
+Run: ``nice .venv/bin/python bench/llm_battery.py [--models NAME ...] [--hours 1]
 [--questions N] [--download]``
 """
 

@@ -13,7 +13,7 @@ closing, the cost per open session ((open - before) / sessions, target <= 300 MB
 (target <= 1.10). ``--sleeplm tiny`` gives the sessions the tiny random SleepLM network, so its
 background jobs (embeddings, stage captions) run and are stopped by the close.
 
-Run: ``flock /work/.bench.lock nice .venv/bin/python bench/sessions.py [--hours 8] [--sessions 8]``
+Run: ``nice .venv/bin/python bench/sessions.py [--hours 8] [--sessions 8]``
 """
 
 from __future__ import annotations
