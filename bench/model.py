@@ -224,7 +224,7 @@ def night_report(net: SleepLMModel, device: str, args, fp32_s_per_epoch: float, 
           f"({'the product uses it here' if bf16['fast'] else 'NOT used by the product on this CPU: bf16 is slow here'})")
     for n_tokens in (50, 100):
         print(f"  one domain's captions at {n_tokens} tokens/epoch (fp32 decoder, cached, batch {caption_batch}): "
-              f"{NIGHT_EPOCHS * n_tokens * s_per_token / 3600:.1f} h")
+              f"{NIGHT_EPOCHS * n_tokens * s_per_token / 60:.1f} min")
     if device.startswith("cuda"):
         night_on_device(net, device, args)
     else:
