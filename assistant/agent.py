@@ -4,7 +4,8 @@
   see earlier turns) and a model-call limit per turn.
 - `TurnGuard` middleware: puts a short tool-choice prompt in front of the first call (earlier
   turns shown as plain questions and answers; a tool call required when the keyword router
-  recognises the question) and the answer rules with the audience's style in front of the
+  recognises the question; only the routed tool offered and called when it is sure, `routed_tool`)
+  and the answer rules with the audience's style in front of the
   answer call, drops time ranges no one gave, records
   every message sent to the language model (audit, privacy tests), and, once the turn has a
   successful tool result, calls the model WITHOUT tools, because small models otherwise repeat
@@ -46,7 +47,7 @@ __all__ = [
     "MAX_TOOL_ARGUMENT_BYTES", "MAX_TOOL_RESULT_CHARS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt",
     "tool_choice_prompt",
     "TurnGuard", "build_agent", "message_record", "answer_problem", "is_refusal", "tool_writeup", "route_question",
-    "result_summary", "named_periods", "follow_up_hint",
+    "result_summary", "named_periods", "follow_up_hint", "routed_tool",
 ]
 
 # Two tool rounds plus the answer, with one spare for a corrected tool call.
@@ -197,13 +198,14 @@ class TurnGuard(AgentMiddleware):
             # turn must call a tool (small models otherwise refuse or answer from memory).
             previous = getattr(context, "named_periods", None)
             forced = "any" if not turn and isinstance(question, str) and route_question(question, previous=previous) else request.tool_choice
-            # A follow-up on the periods just named ("show me that period") has one fitting tool:
-            # only it is offered and called (the 1.5B model otherwise picks a neighbour, e.g.
-            # caption_epochs for "show me"); its call is completed from the resolution below.
-            follow = _follow_up(question, previous) if not turn and isinstance(question, str) else []
+            # A question with one sure tool (`routed_tool`: a follow-up on the periods just named,
+            # a "when"/"show me"/"was X ever low" question the router recognises): only that tool
+            # is offered and called (the 1.5B model otherwise picks a neighbour, e.g. caption_epochs
+            # for "show me"); its call is completed from the routed call below.
+            routed = routed_tool(question, audience, previous) if not turn and isinstance(question, str) else []
             tools = request.tools
-            if follow:
-                forced = follow[0][0]
+            if routed:
+                forced = routed[0][0]
                 tools = [t for t in request.tools if getattr(t, "name", None) == forced] or request.tools
             hint = follow_up_hint(previous)
             request = request.override(system_message=SystemMessage(tool_choice_prompt(audience, self.scope) + (f"\n{hint}" if hint else "")),
@@ -216,8 +218,8 @@ class TurnGuard(AgentMiddleware):
             raise LLMBackendError(f"the language model backend failed: {type(exc).__name__}") from exc
         if not answered:  # the epochs of the follow-up hint (periods already named) count as said
             response = _without_invented_times(response, [*request.messages, *([SystemMessage(hint)] if hint else [])])
-            if follow:
-                response = _fitted_to(response, follow)
+            if routed:
+                response = self._fitted_to(response, routed[0])
             return ModelResponse(result=[self._bound_calls(m) if isinstance(m, AIMessage) else m for m in response.result],
                                  structured_response=response.structured_response)
         # Tools were not offered: a tool call now is a repeat; keep the text, drop the call.
@@ -228,6 +230,29 @@ class TurnGuard(AgentMiddleware):
                     self._drop(c.get("name"), c.get("args"), "a tool call after a tool result, when no tools were offered")
                 names = [c.get("name") or "unknown" for c in [*message.tool_calls, *message.invalid_tool_calls]]
                 message = AIMessage(content=message.content, id=message.id, additional_kwargs={REPEATED_CALL_KEY: names})
+            fixed.append(message)
+        return ModelResponse(result=fixed, structured_response=response.structured_response)
+
+    def _fitted_to(self, response: ModelResponse, routed: tuple[str, dict]) -> ModelResponse:
+        """The response's tool calls fitted to the routed call: one call is kept, the model's call of
+        the routed tool or else its first call, which becomes the routed call (same id); arguments
+        the routed call has but the model left out (a period's "epoch A"/"epoch B", "within", the
+        "kind") are added, the model's own are kept. The calls left over are dropped (traced as
+        refused). The arguments still go through the limits and the tools' own validation."""
+        name, args = routed
+        fixed = []
+        for message in response.result:
+            if isinstance(message, AIMessage) and message.tool_calls:
+                call = next((c for c in message.tool_calls if c["name"] == name), message.tool_calls[0])
+                for other in message.tool_calls:
+                    if other is not call:
+                        self._drop(other["name"], other["args"], f"the question routes to {name}; one call of it is made")
+                if call["name"] != name:
+                    logger.info("routed question: %s replaced by %s, the tool the question routes to", call["name"], name)
+                    call = {**call, "name": name, "args": dict(args)}
+                elif isinstance(call["args"], dict):
+                    call = {**call, "args": {**args, **call["args"]}}
+                message = message.model_copy(update={"tool_calls": [call]})
             fixed.append(message)
         return ModelResponse(result=fixed, structured_response=response.structured_response)
 
@@ -266,27 +291,6 @@ def _without_invented_times(response: ModelResponse, messages: list[BaseMessage]
                 numbers = next(filter(None, (_numbers(str(call["args"].get(name) or "")) for name in TIME_ARGUMENTS)), set())
                 if not numbers <= said:
                     call = {**call, "args": {k: v for k, v in call["args"].items() if k not in TIME_ARGUMENTS}}
-                calls.append(call)
-            message = message.model_copy(update={"tool_calls": calls})
-        fixed.append(message)
-    return ModelResponse(result=fixed, structured_response=response.structured_response)
-
-
-def _fitted_to(response: ModelResponse, resolved: list[tuple[str, dict]]) -> ModelResponse:
-    """The response's tool calls fitted to a resolved follow-up: a call of another tool becomes the
-    resolved call (same id), and arguments the resolved call has but the model left out (the
-    period's "epoch A"/"epoch B", "within") are added; the model's own arguments are kept."""
-    name, args = resolved[0]
-    fixed = []
-    for message in response.result:
-        if isinstance(message, AIMessage) and message.tool_calls:
-            calls = []
-            for call in message.tool_calls:
-                if call["name"] != name:
-                    logger.info("follow-up: %s replaced by %s, the tool the follow-up resolves to", call["name"], name)
-                    call = {**call, "name": name, "args": dict(args)}
-                else:
-                    call = {**call, "args": {**args, **call["args"]}}
                 calls.append(call)
             message = message.model_copy(update={"tool_calls": calls})
         fixed.append(message)
@@ -393,9 +397,11 @@ _ROUTES: list[tuple[str, str, dict]] = [
 
 # A follow-up leans on the previous answer: "and in REM?", "what about the second half?", "show me that period".
 _FOLLOW_UP = re.compile(r"^\W*(and|what about|how about|same for|now)\b|\b(that|this|the same|those|these) periods?\b|"
-                        r"\b(first|second|third|fourth|fifth|worst|last) period\b|\bperiod #?\d\b|#\d\b|"
+                        r"\b(first|second|third|fourth|fifth|worst|last|final|latest) period\b|\bperiod #?\d\b|#\d\b|"
                         r"^\W*(show|plot|draw|zoom in on|zoom into|let me see)( me)? (it|that|this|them|those|these)\W*$")
 _RANK_WORDS = {"first": 1, "worst": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
+# The highest-numbered period of the previous answer.
+_LAST_WORDS = r"\b(last|final|latest)\b"
 # Parts of the night a follow-up can restrict the previous periods to (`abnormal_periods`' `within`).
 _WITHIN = [(r"\bnon[- ]?rem\b|\bnrem\b", "NREM"), (r"\brem\b|\bdream", "REM"), (r"\bdeep sleep\b|\bn3\b", "deep sleep"),
            (r"\bnon[- ]?supine\b|\b(side|lateral)\b", "non-supine"), (r"\bsupine\b|\bon (my|the) back\b", "supine")]
@@ -425,6 +431,8 @@ def _follow_up(question: str, previous: dict | None) -> list[tuple[str, dict]]:
     periods = previous.get("periods") or []
     if re.search(r"\b(show|plot|see|zoom|look at|draw)\b", q) and periods:
         rank = next((n for word, n in _RANK_WORDS.items() if re.search(rf"\b{word}\b", q)), None)
+        if rank is None and re.search(_LAST_WORDS, q):
+            rank = max(p.get("rank", 0) for p in periods)
         digit = re.search(r"#\s?(\d)\b|period (\d)\b", q)
         rank = int(digit.group(1) or digit.group(2)) if digit else rank or 1
         period = next((p for p in periods if p.get("rank") == rank), periods[0])
@@ -521,6 +529,39 @@ def route_question(question: str, audience: str = "clinician", previous: dict | 
                 args = {"query": question}
             return [(name, dict(args))]
     return []
+
+
+# Question forms whose routed tool is the answer's tool: when / where / what time, show me / plot,
+# "was X ever low". Other questions keep the model's free choice of tool.
+_ROUTED_FORM = re.compile(r"^\W*(?:please\s+|can you\s+|could you\s+)?(?:when|what time|at what time|where|which (?:part|hours?|periods?)|"
+                          r"show|plot|draw|let me see)\b|\bever\s+(?:low|high|drop\w*|f[ae]ll)\b", re.IGNORECASE)
+# The router's residual and catch-all answers: any "show me X" it does not recognise is a concept,
+# and a word like "night" or "signal" says only that the question is about the recording.
+_UNSURE_TOOLS = ("concept_timeline", "recording_overview", "night_summary")
+
+
+def routed_tool(question: str, audience: str = "clinician", previous: dict | None = None) -> list[tuple[str, dict]]:
+    """The one tool the agent must use for a question the router recognises with confidence, else [].
+
+    A follow-up resolved against the periods the previous answer named ("show me that period"),
+    or a "when ..." / "show me ..." / "was X ever low?" question that a keyword rule routes to one
+    tool (`route_question`; not the residual `concept_timeline` nor the catch-alls
+    `recording_overview` and `night_summary`). The agent offers and forces only that tool and turns
+    a call of another tool into it (the 1.5B model picks neighbours: caption_epochs for "show me
+    REM with rapid eye movements", abnormal_periods for "was my oxygen ever low?").
+
+    Examples
+    --------
+    >>> routed_tool("was my oxygen ever low?")
+    [('list_events', {'kind': 'desaturation'})]
+    >>> routed_tool("how much deep sleep did I get?")
+    []
+
+    """
+    routed = _follow_up(question, previous)
+    if not routed and _ROUTED_FORM.search(question):
+        routed = [(name, args) for name, args in route_question(question, audience, previous) if name not in _UNSURE_TOOLS]
+    return routed if len(routed) == 1 else []
 
 
 def result_summary(name: str, result: Any, status: str) -> str:

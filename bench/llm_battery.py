@@ -19,7 +19,7 @@ each model in its own process so memory figures do not mix. Per model:
   cannot run here, the catalogue's declared figure is printed).
 
 Run: ``nice .venv/bin/python bench/llm_battery.py [--models NAME ...] [--hours 1]
-[--questions N] [--download]``
+[--questions N] [--download]``; exits non-zero when a present model's run fails.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def main() -> None:
         print(json.dumps(run_one(args.one, args.hours, n_questions)))
         return
     keys = [model_key(name) for name in args.models] if args.models else list(LOCAL_MODELS)
-    absent, results = {}, []
+    absent, failed, results = {}, {}, []
     for key in keys:
         if args.download:
             try:
@@ -172,7 +172,7 @@ def main() -> None:
         child = subprocess.run([sys.executable, __file__, "--one", key, "--hours", str(args.hours),
                                 "--questions", str(n_questions)], stdout=subprocess.PIPE, text=True)
         if child.returncode != 0:
-            absent[key] = f"the run failed (exit {child.returncode}; its log is above)"
+            failed[key] = f"the run failed (exit {child.returncode}; its log is above)"
             continue
         result = json.loads(child.stdout.strip().splitlines()[-1])
         results.append(result)
@@ -186,6 +186,10 @@ def main() -> None:
         model = LOCAL_MODELS[key]
         print(f"{key:20} absent here (declared RAM {model.ram_bytes / GIB:.0f} GiB, answer time "
               f"~{model.relative_time:g}x the 1.5B): {why}")
+    for key, why in failed.items():
+        print(f"{key:20} {why}")
+    if failed:  # the table is printed; the command still fails
+        sys.exit(f"the battery failed for {', '.join(failed)}")
 
 
 if __name__ == "__main__":

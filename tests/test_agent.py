@@ -9,10 +9,15 @@ import pytest
 from conftest import call
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 
-from assistant.agent import FALLBACK_LABEL, MAX_MODEL_CALLS, route_question
+from assistant.agent import FALLBACK_LABEL, MAX_MODEL_CALLS, route_question, routed_tool
 from assistant.session import NO_LLM_LABEL, NightSession, SessionError
 from sleeplm.io.recording import ReferenceScoring
 from tools import ALL_TOOLS
+
+
+# A question the model answers with a tool of its own choice (no "when"/"show me" form): its
+# list_events call stands, so the mechanics below are tested on the model's own call.
+LIST_QUESTION = "which respiratory events did I have?"
 
 
 def session_on(night, llm):
@@ -35,7 +40,7 @@ def quote_first_event(messages):
 def test_stream_events_and_tool_free_answer_step(known_night, scripted_model):
     llm = scripted_model(call("list_events", kind="respiratory"), quote_first_event)
     session = session_on(known_night, llm)
-    events = list(session.ask_stream("when did respiration look abnormal?"))
+    events = list(session.ask_stream(LIST_QUESTION))
     kinds = [e["type"] for e in events]
     assert kinds[0] == "tool_start" and kinds[1] == "tool_end" and kinds[-1] == "final" and "token" in kinds
     assert events[0]["name"] == "list_events" and events[0]["args"] == {"kind": "respiratory"}
@@ -104,10 +109,10 @@ def test_follow_up_sees_the_earlier_turn(known_night, scripted_model):
         lambda messages: f"In the second half: {tool_payload(messages)['count']} event.",
     )
     session = session_on(known_night, llm)
-    session.ask("when did respiration look abnormal?")
+    session.ask(LIST_QUESTION)
     turn = session.ask("and in the second half of the night?")
     third_call = [m.content for m in llm.seen[2] if not isinstance(m, SystemMessage)]
-    assert third_call[0] == "when did respiration look abnormal?" and third_call[-1] == "and in the second half of the night?"
+    assert third_call[0] == LIST_QUESTION and third_call[-1] == "and in the second half of the night?"
     assert turn.answer == "In the second half: 1 event." and len(turn.tool_calls) == 1
     session.reset()
     llm.messages = iter(["Hello."])
@@ -122,7 +127,7 @@ def test_a_time_range_nobody_gave_is_dropped_from_the_call(known_night, scripted
         call("list_events", call_id="call_2", kind="respiratory", start="epoch 66"), quote_first_event,
     )
     session = session_on(known_night, llm)
-    first = session.ask("when did respiration look abnormal?")
+    first = session.ask(LIST_QUESTION)
     assert first.tool_calls[0]["args"] == {"kind": "respiratory"} and first.tool_calls[0]["status"] == "success"
     assert "epoch" in first.answer
     cited = re.search(r"epochs? (\d+)", first.answer).group(1)
@@ -135,12 +140,12 @@ def test_a_time_range_nobody_gave_is_dropped_from_the_call(known_night, scripted
 def test_failed_calls_then_a_refusal_fall_back_to_the_keyword_tools(known_night, scripted_model):
     llm = scripted_model(call("plot", kind="spectrogram"),
                          "I'm sorry, but I can't assist with that.")
-    turn = session_on(known_night, llm).ask("Show me REM with rapid eye movements")
-    assert turn.mode == "tool-only" and [c["name"] for c in turn.tool_calls] == ["find_epochs"]
+    turn = session_on(known_night, llm).ask("how much REM sleep did I get?")
+    assert turn.mode == "tool-only" and [c["name"] for c in turn.tool_calls] == ["night_summary"]
     assert "declined a question about the recording" in turn.answer
     # After a tool result, a refusal is replaced by that result.
     llm = scripted_model(call("list_events", kind="respiratory"), "I can only help with this recording.")
-    turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
+    turn = session_on(known_night, llm).ask(LIST_QUESTION)
     assert turn.mode == "fallback" and "respiratory event" in turn.answer
 
 
@@ -149,8 +154,7 @@ def test_bare_clock_ranges_get_the_tools_elapsed_time_and_epochs(known_night, sc
         cited = tool_payload(messages)["events"][0]
         return f"The first event was at {cited['clock_start']}-{cited['clock_end']}."
 
-    turn = session_on(known_night, scripted_model(call("list_events", kind="respiratory"), clock_only)).ask(
-        "when did respiration look abnormal?")
+    turn = session_on(known_night, scripted_model(call("list_events", kind="respiratory"), clock_only)).ask(LIST_QUESTION)
     assert turn.mode == "agent"
     assert re.search(r"at \d\d:\d\d:\d\d-\d\d:\d\d:\d\d \(elapsed \dh\d\dm\d\ds-\dh\d\dm\d\ds, epochs? [\d-]+\)\.$",
                      turn.answer), turn.answer
@@ -228,10 +232,10 @@ def test_injected_annotation_reaches_the_llm_only_as_quoted_data(known_night, sc
         events=pd.DataFrame({"onset_s": [2000.0], "duration_s": [20.0], "kind": ["apnea"], "subtype": ["obstructive"], "label": [INJECTION]}),
     )
     withheld = scripted_model(call("list_events", kind="respiratory"), quote_first_event)
-    session_on(known_night, withheld).ask("when did respiration look abnormal?")
+    session_on(known_night, withheld).ask(LIST_QUESTION)
     assert not any(INJECTION[:40] in str(m.content) for messages in withheld.seen for m in messages)  # free text withheld
     llm = scripted_model(call("list_events", kind="respiratory", annotation_text=True), quote_first_event)
-    turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
+    turn = session_on(known_night, llm).ask(LIST_QUESTION)
     seen = [m for messages in llm.seen for m in messages]
     carriers = [m for m in seen if INJECTION[:40] in str(m.content)]
     assert carriers and all(isinstance(m, ToolMessage) for m in carriers)
@@ -310,14 +314,17 @@ def cite_findings(messages):
 
 
 def test_when_did_respiration_look_abnormal_cites_true_events(known_night, scripted_model):
+    """A "when ... abnormal" question is answered with ranked periods, even when the model lists events."""
     from conftest import KNOWN_EVENTS
 
     llm = scripted_model(call("list_events", kind="respiratory"), cite_findings)
     turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
     truth = [(s, e) for kind, _, s, e in KNOWN_EVENTS if kind in ("apnea", "hypopnea")]
-    cited = turn.tool_calls[0]["result"]["events"]
-    assert len(cited) == len(truth) and all(any(overlaps(c, s, e) for s, e in truth) for c in cited)
-    assert "23:33:20-23:33:40 (elapsed 0h33m20s-0h33m40s, epochs 66-67)" in turn.answer
+    assert [c["name"] for c in turn.tool_calls] == ["abnormal_periods"]
+    cited = turn.tool_calls[0]["result"]["periods"]
+    assert sum(p["n_events"] for p in cited) == len(truth)
+    assert all(any(overlaps(p, s, e) for p in cited) for s, e in truth)
+    assert "#1: 23:33:00-23:35:30 (elapsed 0h33m00s-0h35m30s, epochs 66-70)" in turn.answer
     assert turn.mode == "agent" and turn.grounding["unmatched"] == []
 
 
@@ -356,6 +363,66 @@ def test_was_my_oxygen_ever_low(known_night, scripted_model):
     assert overlaps(event, 2010.0, 2040.0) and "23:33:30" in turn.answer
 
 
+# ---- questions the router recognises: the routed tool is used whatever the model calls --------
+@pytest.mark.parametrize("question, wrong_call, routed, cited", [
+    # The embedded 1.5B model's picks in bench/llm_battery.py.
+    ("show me REM with rapid eye movements", call("caption_epochs", start="epoch 150", end="epoch 179"),
+     ("find_epochs", {"query": "show me REM with rapid eye movements"}), "00:55:00-01:00:00 (elapsed 1h55m00s-2h00m00s, epochs 230-239)"),
+    ("was my oxygen ever low?", call("abnormal_periods", kind="desaturation"),
+     ("list_events", {"kind": "desaturation"}), "23:33:30-23:34:00 (elapsed 0h33m30s-0h34m00s, epoch 67)"),
+    ("when did my oxygen look abnormal?", call("find_epochs", query="low oxygen"),
+     ("abnormal_periods", {"kind": "desaturation"}), "#1: 23:33:30-23:34:00 (elapsed 0h33m30s-0h34m00s, epoch 67)"),
+], ids=["rem", "oxygen-ever-low", "oxygen-abnormal"])
+def test_a_recognised_question_uses_its_routed_tool(known_night, scripted_model, question, wrong_call, routed, cited):
+    llm = scripted_model(wrong_call, cite_findings)
+    turn = session_on(known_night, llm).ask(question)
+    assert llm.tools_offered[0] == 1 and llm.tool_choices[0] == routed[0]  # only the routed tool is offered, and forced
+    assert [(c["name"], c["args"], c["status"]) for c in turn.tool_calls] == [(*routed, "success")]
+    assert turn.mode == "agent" and cited in turn.answer and turn.grounding["unmatched"] == []
+
+
+def test_heart_rate_question_uses_ranked_periods(sim_night, scripted_model):
+    llm = scripted_model(call("find_epochs", query="abnormal heart rate"), cite_findings)
+    turn = session_on(sim_night, llm).ask("when did my heart rate look abnormal?")
+    assert [(c["name"], c["args"]) for c in turn.tool_calls] == [("abnormal_periods", {"kind": "heart_rate"})]
+    assert turn.mode == "agent" and turn.grounding["unmatched"] == []
+
+
+def test_the_routed_tool_keeps_the_models_arguments_and_their_checks(known_night, scripted_model):
+    """The model's own arguments of the routed tool stay (missing ones are added) and go through the
+    tool's validation; extra calls and absurd arguments of another tool never run."""
+    llm = scripted_model(call("abnormal_periods", kind="desaturation", within="REM"), cite_findings)
+    turn = session_on(known_night, llm).ask("when did my oxygen look abnormal?")
+    assert turn.tool_calls[0]["args"] == {"kind": "desaturation", "within": "REM"}
+    # A hostile value of the routed tool's own argument: the tool's error, then the model may correct it.
+    llm = scripted_model(call("list_events", kind="everything'; DROP TABLE", start="epoch -5"),
+                         call("list_events", call_id="call_2", kind="desaturation"), cite_findings)
+    turn = session_on(known_night, llm).ask("was my oxygen ever low?")
+    assert [c["status"] for c in turn.tool_calls] == ["error", "success"] and turn.mode == "agent"
+    assert llm.tools_offered[1] == len(ALL_TOOLS)  # after an error the model chooses again
+    # Several calls, one of another tool with oversized arguments: one routed call runs, the others are refused.
+    many = AIMessage(content="", tool_calls=[
+        {"name": "plot", "args": {"kind": "x" * 10_000}, "id": "a", "type": "tool_call"},
+        {"name": "list_events", "args": {"kind": "desaturation"}, "id": "b", "type": "tool_call"},
+        {"name": "night_summary", "args": {}, "id": "c", "type": "tool_call"}])
+    turn = session_on(known_night, scripted_model(many, cite_findings)).ask("was my oxygen ever low?")
+    assert [(c["name"], c["status"]) for c in turn.tool_calls] == [("list_events", "success"), ("plot", "refused"),
+                                                                    ("night_summary", "refused")]
+    assert "x" * 100 not in json.dumps(turn.to_dict()) and turn.mode == "agent"
+
+
+def test_an_unrecognised_question_keeps_the_models_choice(known_night, scripted_model):
+    llm = scripted_model(call("find_epochs", query="deep sleep"), cite_findings,
+                         call("list_events", call_id="call_2", kind="respiratory"), quote_first_event)
+    session = session_on(known_night, llm)
+    deep = session.ask("how much deep sleep did I get?")  # routed to the catch-all night_summary: not sure
+    listed = session.ask(LIST_QUESTION)  # no "when"/"show me" form
+    assert llm.tool_choices == ["any", "any"] and llm.tools_offered == [len(ALL_TOOLS)] * 2  # answer steps bind no tools
+    assert [c["name"] for c in deep.tool_calls + listed.tool_calls] == ["find_epochs", "list_events"]
+    assert routed_tool("show me the raw signals at epoch 12") == []  # the router's residual concept: not sure
+    assert routed_tool("When did the alpha intrusion happen?") == []
+
+
 def cite_events(messages):
     """A model that lists the first events of a list_events result with their citations."""
     return " ".join(
@@ -378,7 +445,7 @@ def test_simulator_night_respiration_follow_up_and_injection(sim_night, sim_nigh
         call("list_events", call_id="call_3", kind="all", start="epoch 15", end="epoch 25", annotation_text=True), cite_events,
     )
     session = session_on(sim_night, llm)
-    first = session.ask("when did respiration look abnormal?")
+    first = session.ask(LIST_QUESTION)
     cited = [(int(a), int(b)) for a, b in re.findall(r"epochs (\d+)-(\d+)", first.answer)]
     assert len(cited) == 5 and first.grounding["unmatched"] == [] and first.mode == "agent"
     assert all(((resp["start_s"] < (b + 1) * 30) & (resp["end_s"] > a * 30)).any() for a, b in cited)
@@ -440,7 +507,7 @@ def test_simulator_night_real_use_questions(sim_night, sim_night_file, scripted_
         call("night_summary", call_id="call_2", audience="patient"),
         lambda m: f"You had {tool_payload(m)['statistics']['N3_min']} minutes of deep sleep (N3).",
         call("find_epochs", call_id="call_3", query="REM with rapid eye movements"), cite_findings,
-        call("find_epochs", call_id="call_4", query="low oxygen"), cite_findings,
+        call("find_epochs", call_id="call_4", query="low oxygen"), cite_findings,  # becomes list_events
         "I can only help with this sleep recording.",
     )
     session = session_on(sim_night, llm)
@@ -460,9 +527,10 @@ def test_simulator_night_real_use_questions(sim_night, sim_night_file, scripted_
 
     oxygen = session.ask("was my oxygen ever low?")
     desaturations = truth.events[truth.events["kind"] == "desaturation"]
-    low = oxygen.tool_calls[0]["result"]["episodes"]
+    assert [c["name"] for c in oxygen.tool_calls] == ["list_events"]
+    low = oxygen.tool_calls[0]["result"]["events"]
     assert low and all(any(overlaps(e, s, t + 30) for s, t in zip(desaturations["start_s"], desaturations["end_s"])) for e in low)
-    assert "SpO2 minimum < 90 %" in oxygen.answer and oxygen.grounding["unmatched"] == []
+    assert "desaturation event(s) measured" in oxygen.answer and oxygen.grounding["unmatched"] == []
 
     away = session.ask("what is the capital of France?")
     assert away.tool_calls == [] and away.answer == "I can only help with this sleep recording."

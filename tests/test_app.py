@@ -226,7 +226,7 @@ def test_the_viewer_follows_the_span_the_answer_cites_first(tmp_path):
                                  seen=[], tools_offered=[])
 
     bs = load(upload_copy(path, tmp_path / "upload"), tmp_path / "sessions", factory=factory)[0]
-    *_, (history, _, _) = app.ask("when did respiration look abnormal?", "clinician", [], bs)
+    *_, (history, _, _) = app.ask("which respiratory events did I have?", "clinician", [], bs)
     cited = re.search(r"\(elapsed [^,]+, (epochs? [\d-]+)\)", history[-1]["content"]).group(1)
     listed_first = bs.turns[-1]["tool_calls"][0]["result"]["events"][0]
     assert cited != f"epochs {listed_first['epoch_start']}-{listed_first['epoch_end']}"
@@ -482,7 +482,7 @@ def test_respiration_answer_overlaps_the_simulators_events(tmp_path_factory):
     _, url, _ = app.launch(demo, port=free_port(), block=False)
     try:
         answer = Client(url, verbose=False).predict(
-            handle_file(str(path)), "when did respiration look abnormal?", "clinician", api_name="/ask")
+            handle_file(str(path)), "which respiratory events did I have?", "clinician", api_name="/ask")
     finally:
         demo.close()
     spans = re.findall(r"(\d\d:\d\d:\d\d)-(\d\d:\d\d:\d\d) \(elapsed \dh\d\dm\d\ds-\dh\d\dm\d\ds, epochs? \d+", answer)

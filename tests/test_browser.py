@@ -73,7 +73,7 @@ def scenario(tmp_path_factory):
         return ScriptedChatModel(messages=iter([call("list_events", kind="respiratory"), quote_events]),
                                  seen=[], tools_offered=[])
 
-    return path, "When did respiration look abnormal?", "list_events", factory, folder
+    return path, "Which respiratory events did I have?", "list_events", factory, folder
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def assert_logged_with_traceback(caplog, reference: str) -> None:
 def test_a_broken_tool_in_the_agent_is_an_internal_error(known_night, scripted_model, broken_list_events, caplog):
     llm = scripted_model(call("list_events", kind="respiratory"), "There were no apneas.")
     with caplog.at_level(logging.ERROR):
-        turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
+        turn = session_on(known_night, llm).ask("which respiratory events did I have?")  # the model's list_events runs
     assert turn.mode == "error"
     assert "no apneas" not in turn.answer and "tool-only" not in turn.answer
     assert_logged_with_traceback(caplog, reference_in(turn.answer))

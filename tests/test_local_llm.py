@@ -356,6 +356,23 @@ def test_without_llama_cpp_the_loader_says_how_to_install(monkeypatch):
         local_llm.load_local_chat_model("1.5b")
 
 
+def test_the_battery_fails_when_a_models_run_fails(monkeypatch, capsys):
+    """`bench/llm_battery.py` prints its table and still exits non-zero when a present model's run fails."""
+    import subprocess
+
+    from bench import llm_battery
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(llm_battery, "present", lambda key: None)
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: subprocess.CompletedProcess(args, 3, stdout=""))
+    monkeypatch.setattr(sys, "argv", ["llm_battery.py", "--models", "1.5b", "--questions", "1"])
+    with pytest.raises(SystemExit) as exited:
+        llm_battery.main()
+    assert exited.value.code == "the battery failed for qwen2.5-1.5b-coder"
+    out = capsys.readouterr().out
+    assert "question battery (1 questions" in out and "the run failed (exit 3" in out
+
+
 @pytest.mark.parametrize("amx", [True, False])
 def test_cpus_listing_amx_load_without_extra_buffer_types(monkeypatch, amx):
     """On AMX CPUs llama.cpp's AMX buffers crashed (SIGILL): those load with use_extra_bufts off, others as is."""

@@ -94,6 +94,9 @@ def test_follow_ups_resolve_against_the_named_periods():
     assert route_question("show me that period", previous=named) == [
         ("plot", {"kind": "events", "start": "epoch 744", "end": "epoch 858"})]
     assert route_question("show me the second period", previous=named)[0][1]["start"] == "epoch 535"
+    for word in ("last", "final", "latest"):  # the highest-numbered period of the previous answer, not #1
+        assert route_question(f"show me the {word} period", previous=named) == [
+            ("plot", {"kind": "events", "start": "epoch 535", "end": "epoch 618"})], word
     for question in ("show me it", "plot that", "Show me this."):
         assert route_question(question, previous=named) == [("plot", {"kind": "events", "start": "epoch 744", "end": "epoch 858"})]
     assert route_question("show me it") == []  # no earlier periods: nothing to show
