@@ -16,6 +16,10 @@ from sleeplm.io.annotations import parse_event_label, parse_stage_label, referen
         ("N2", "N2"), ("N3", "N3"), ("REM", "R"), ("R", "R"), ("Stage 2 sleep|2", "N2"), ("Wake|0", "W"),
         ("REM sleep|5", "R"), ("Stage 4 sleep|4", "N3"), ("Sleep_stage_N2", "N2"), ("Movement time", "?"),
         ("stage r", "R"), ("Wake", "W"),
+        # Compumedics/NSRR codes after the bar (the second simulator's scoring file): misread as "other" before.
+        ("Stage 1 sleep|NREM1", "N1"), ("Stage 2 sleep|NREM2", "N2"), ("Stage 3 sleep|NREM3", "N3"),
+        ("REM sleep|REM", "R"), ("Wake|Wake", "W"), ("NREM2", "N2"), ("NREM 3", "N3"),
+        ("Arousal|Arousal ()", None),
         ("Obstructive Apnea", None), ("Arousal", None), ("Lights off", None), ("Limb movement", None),
     ],
 )

@@ -28,6 +28,8 @@ _STAGE_TOKENS = {
     "2": "N2", "n2": "N2", "s2": "N2",
     "3": "N3", "n3": "N3", "s3": "N3", "4": "N3", "n4": "N3", "s4": "N3", "sws": "N3",
     "r": "R", "rem": "R", "5": "R",
+    # Compumedics/NSRR-style codes after the bar ("Stage 2 sleep|NREM2"), also written with a space.
+    **{f"nrem{sep}{k}": stage for k, stage in (("1", "N1"), ("2", "N2"), ("3", "N3"), ("4", "N3")) for sep in ("", " ")},
     "?": "?", "unknown": "?", "unscored": "?", "movement time": "?", "movement": "?", "mt": "?", "m": "?",
     "artefact": "?", "artifact": "?", "no stage": "?", "nostage": "?",
 }
@@ -67,10 +69,16 @@ def parse_stage_label(label: str) -> str | None:
     --------
     >>> parse_stage_label("Sleep stage 4"), parse_stage_label("Stage 2 sleep|2"), parse_stage_label("REM")
     ('N3', 'N2', 'R')
+    >>> parse_stage_label("Stage 2 sleep|NREM2"), parse_stage_label("NREM 3"), parse_stage_label("Arousal|Arousal ()")
+    ('N2', 'N3', None)
     """
     text = label.strip().lower().replace("_", " ")
-    if "|" in text:  # "Stage 2 sleep|2": the part after the bar is the code
-        text = text.split("|")[-1].strip() or text.split("|")[0].strip()
+    if "|" in text:  # "Stage 2 sleep|2": the part after the bar is the code, else the words before it name the stage
+        for part in reversed(text.split("|")):
+            stage = parse_stage_label(part) if part.strip() else None
+            if stage is not None:
+                return stage
+        return None
     has_stage_word = bool(_STAGE_WORDS.search(text))
     token = re.sub(r"\s+", " ", _STAGE_WORDS.sub(" ", text)).strip(" :-_")
     # A bare code ("2", "?", "m") is a stage only when it is the whole label or follows a stage word.

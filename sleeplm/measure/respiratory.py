@@ -158,6 +158,9 @@ def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.Data
     0     31.0   56.0     49.0          96.0       90.0       6.0
     >>> len(detect_desaturations(spo2, min_drop_pct=8))
     0
+    >>> spo2[30:60] = np.r_[np.full(20, 93.0007), np.linspace(93.0007, 96, 10)]   # whole-percent fall, EDF-scaled
+    >>> detect_desaturations(spo2)["drop_pct"].tolist()
+    [3.0]
     """
     valid = np.isfinite(spo2)
     columns = ["start_s", "end_s", "nadir_s", "baseline_pct", "nadir_pct", "drop_pct"]
@@ -174,7 +177,9 @@ def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.Data
             continue
         peak = lo + int(np.argmax(smooth[lo : nadir + 1]))
         base, low = smooth[peak], smooth[nadir]
-        drop = base - low
+        # To the 0.1 % it is reported in: an oximeter's whole percent stored through an EDF's 16-bit
+        # scaling reads back as 96.0 and 93.0007, a 3 % fall that must not become 2.9993 %.
+        drop = round(float(base - low), 1)
         if drop < min_drop_pct:
             continue
         # The fall starts where the signal last sat within 0.5 % of the pre-event peak.
@@ -183,7 +188,7 @@ def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.Data
         end = nadir + (int(recovered[0]) if recovered.size else min(DESAT_LOOKBACK_S, len(spo2) - 1 - nadir))
         if end - start < DESAT_MIN_S or not valid[start : end + 1].all():
             continue
-        rows.append((float(start), float(end), float(nadir), round(base, 1), round(low, 1), round(drop, 1)))
+        rows.append((float(start), float(end), float(nadir), round(base, 1), round(low, 1), drop))
         after = nadir
     return pd.DataFrame(rows, columns=columns)
 
