@@ -3,7 +3,7 @@
 - `create_agent` with an in-memory checkpointer (one thread per conversation, so follow-ups
   see earlier turns) and a model-call limit per turn.
 - `TurnGuard` middleware: puts a short tool-choice prompt in front of the first call (earlier
-  turns shown as plain questions and answers; a tool call required when the keyword router
+  turns shown as plain questions and answers, at most `MAX_HISTORY_CHARS`, in every call; a tool call required when the keyword router
   recognises the question; only the routed tool offered and called when it is sure, `routed_tool`)
   and the answer rules with the audience's style in front of the
   answer call, drops time ranges no one gave, records
@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AUDIENCES", "SCOPES", "MAX_MODEL_CALLS", "MAX_TOOL_CALLS_PER_MESSAGE", "MAX_TOOL_CALLS_PER_TURN",
-    "MAX_TOOL_ARGUMENT_BYTES", "MAX_TOOL_RESULT_CHARS", "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt",
+    "MAX_TOOL_ARGUMENT_BYTES", "MAX_TOOL_RESULT_CHARS", "MAX_HISTORY_CHARS", "HISTORY_BLOCK_TURNS", "RECURSION_LIMIT", "FALLBACK_LABEL",
+    "load_prompt", "system_prompt",
     "tool_choice_prompt",
     "TurnGuard", "build_agent", "message_record", "answer_problem", "is_refusal", "tool_writeup", "route_question",
     "result_summary", "named_periods", "follow_up_hint", "routed_tool",
@@ -63,6 +64,10 @@ MAX_TOOL_CALLS_PER_MESSAGE = 3
 MAX_TOOL_CALLS_PER_TURN = 6
 MAX_TOOL_ARGUMENT_BYTES = 4096
 MAX_TOOL_RESULT_CHARS = 16_000
+# Earlier questions and answers shown to the model (`_plain_history`): the turns since the last
+# multiple of HISTORY_BLOCK_TURNS, at most MAX_HISTORY_CHARS (~1,800 tokens).
+HISTORY_BLOCK_TURNS = 4
+MAX_HISTORY_CHARS = 4_000
 # Text of the message ModelCallLimitMiddleware leaves when it ends a turn.
 STEP_LIMIT_PREFIX = "Model call limits exceeded"
 
@@ -185,14 +190,12 @@ class TurnGuard(AgentMiddleware):
         audience = getattr(context, "audience", "clinician")
         turn = _current_turn(request.messages)
         answered = any(isinstance(m, ToolMessage) and m.status != "error" for m in turn)
+        messages = _plain_history(request.messages[: len(request.messages) - len(turn)])
         hint = ""
         if answered:
-            request = request.override(system_message=SystemMessage(system_prompt(audience, self.scope)), tools=[])
+            request = request.override(system_message=SystemMessage(system_prompt(audience, self.scope)),
+                                       messages=messages + list(turn), tools=[])
         else:
-            # Earlier turns as plain questions and answers: with their tool calls and results in
-            # view, small models answer a new question from old results instead of calling a tool.
-            earlier = request.messages[: len(request.messages) - len(turn)]
-            messages = [m for m in earlier if isinstance(m, HumanMessage) or (isinstance(m, AIMessage) and not m.tool_calls)]
             question = messages[-1].content if messages and isinstance(messages[-1], HumanMessage) else ""
             # A question the keyword router recognises is about the night: the first call of the
             # turn must call a tool (small models otherwise refuse or answer from memory).
@@ -255,6 +258,33 @@ class TurnGuard(AgentMiddleware):
                 message = message.model_copy(update={"tool_calls": [call]})
             fixed.append(message)
         return ModelResponse(result=fixed, structured_response=response.structured_response)
+
+
+def _plain_history(earlier: list[BaseMessage]) -> list[BaseMessage]:
+    """Earlier turns as plain questions and answers (the current question last), a bounded window.
+
+    Their tool calls and results are left out: with them in view, small models answer a new
+    question from old results instead of calling a tool, and the answer step's prompt grew by
+    every earlier result (past the 1.5B model's 8,192-token context by the sixth question of
+    bench/llm_battery.py); answers are checked against this turn's results only. The window
+    holds the exchanges since the last multiple of `HISTORY_BLOCK_TURNS` (at least the last
+    one), so the prompt's start stays the same for several turns and the local model's prompt
+    cache keeps serving it; then the oldest go until the window is within `MAX_HISTORY_CHARS`.
+    """
+    plain = [m for m in earlier if isinstance(m, HumanMessage) or (isinstance(m, AIMessage) and not m.tool_calls)]
+    exchanges: list[list[BaseMessage]] = []
+    for message in plain[:-1]:
+        if isinstance(message, HumanMessage) or not exchanges:
+            exchanges.append([])
+        exchanges[-1].append(message)
+    exchanges = exchanges[(len(exchanges) - 1) // HISTORY_BLOCK_TURNS * HISTORY_BLOCK_TURNS:] if exchanges else []
+
+    def size(exchange: list[BaseMessage]) -> int:
+        return sum(len(m.content if isinstance(m.content, str) else json.dumps(m.content)) for m in exchange)
+
+    while len(exchanges) > 1 and sum(map(size, exchanges)) > MAX_HISTORY_CHARS:
+        exchanges.pop(0)
+    return [m for exchange in exchanges for m in exchange] + plain[-1:]
 
 
 def _args_for_trace(args: Any) -> Any:

@@ -662,10 +662,13 @@ def _safe_prefix_length(text: str) -> int:
 
 # One llama.cpp instance per (file, threads, context) in the process, shared by sessions; a
 # lock per instance because a llama.cpp context serves one generation at a time.
-# Its prompt-state cache keeps the evaluated prefixes of both prompt kinds (with the ~2,500-token
-# tool block, and without tools for the answer step): without it every question would re-read
-# the tool block (~27 s on 2 cores) after the tool-free answer step replaced it (~5 s with it).
-STATE_CACHE_BYTES = 512 * 1024 * 1024
+# Its prompt-state cache keeps the evaluated prefixes of the prompt kinds (with the ~3,200-token
+# tool block, with one routed tool, and without tools for the answer step): without it every
+# question would re-read the tool block (~27 s on 2 cores) after the tool-free answer step
+# replaced it (~5 s with it). One state per kind (`assistant.prompt_cache`); a state of a
+# ~5,000-token prompt holds ~140 MiB (28 KiB per token), so the tool block's, the answer step's
+# and one routed kind's fit.
+STATE_CACHE_BYTES = 384 * 1024 * 1024
 _LOADED: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
 _LOADING = threading.Lock()
 
@@ -689,7 +692,9 @@ def _llama(model_path: str, n_threads: int, n_ctx: int) -> tuple[Any, threading.
     with _LOADING:
         if key not in _LOADED:
             import numpy as np
-            from llama_cpp import Llama, LlamaRAMCache
+            from llama_cpp import Llama
+
+            from assistant.prompt_cache import PromptStateCache
             from llama_cpp import llama_cpp as llama_c_api
 
             # On CPUs that list AMX, llama.cpp puts the weights in AMX buffers; measured on this
@@ -720,7 +725,8 @@ def _llama(model_path: str, n_threads: int, n_ctx: int) -> tuple[Any, threading.
             # after two answers: +1.2 GiB). One row keeps the states to their KV cells.
             if not llama._logits_all:
                 llama.scores = np.zeros((1, llama.n_vocab()), dtype=np.single)
-            llama.set_cache(LlamaRAMCache(capacity_bytes=STATE_CACHE_BYTES))
+            end_of_message = llama.tokenize(STOP_STRINGS[0].encode(), add_bos=False, special=True)
+            llama.set_cache(PromptStateCache(STATE_CACHE_BYTES, end_of_message=end_of_message[0]))
             if not _LOADED:
                 atexit.register(_close_all)
             _LOADED[key] = (llama, threading.Lock())

@@ -7,9 +7,9 @@ import re
 import pandas as pd
 import pytest
 from conftest import call
-from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from assistant.agent import FALLBACK_LABEL, MAX_MODEL_CALLS, route_question, routed_tool
+from assistant.agent import FALLBACK_LABEL, MAX_HISTORY_CHARS, MAX_MODEL_CALLS, route_question, routed_tool
 from assistant.session import NO_LLM_LABEL, NightSession, SessionError
 from sleeplm.io.recording import ReferenceScoring
 from tools import ALL_TOOLS
@@ -168,6 +168,32 @@ def test_a_question_about_the_night_must_start_with_a_tool_call(known_night, scr
     assert llm.tool_choices == ["any", None]
     # The tool-choice call of a later turn sees earlier turns as plain questions and answers.
     assert [type(m).__name__ for m in llm.seen[2]] == ["SystemMessage", "HumanMessage", "AIMessage", "HumanMessage"]
+
+
+def test_earlier_turns_reach_the_model_as_a_bounded_plain_history(known_night, scripted_model):
+    """Earlier tool results never reach the model again (with them the 1.5B model's 8,192-token context
+    overflowed by the sixth answer); earlier questions and answers come in blocks of
+    HISTORY_BLOCK_TURNS (the prompt's start stays put for the local model's prompt cache), within
+    MAX_HISTORY_CHARS."""
+    words = ["zero", "one", "two", "three", "four", "five"]
+    answers = [f"Answer {w}." for w in words]
+    answers[1] = "Answer one. " + "Quite long. " * (MAX_HISTORY_CHARS // 12)
+    llm = scripted_model(*[reply for n, w in enumerate(words) for reply in (call("night_summary", call_id=w), answers[n])])
+    session = session_on(known_night, llm)
+    for w in words:
+        session.ask(f"question {w} about my sleep?")
+
+    def shown(n, step):  # what the n-th turn's tool-choice (0) or answer (1) call showed, system prompt aside
+        return [m for m in llm.seen[2 * n + step] if not isinstance(m, SystemMessage)]
+
+    for n in range(len(words)):
+        assert sum(isinstance(m, ToolMessage) for m in shown(n, 1)) == 1  # this turn's result only
+        assert [m.content for m in shown(n, 0)] == [m.content for m in shown(n, 1)[:-2]]
+    questions = [[m.content.split()[1] for m in shown(n, 0) if isinstance(m, HumanMessage)] for n in range(len(words))]
+    assert questions[:2] == [["zero"], ["zero", "one"]]
+    # With the long answer the block is over MAX_HISTORY_CHARS: the oldest exchanges go, the last one stays.
+    assert questions[2:5] == [["one", "two"], ["two", "three"], ["two", "three", "four"]]
+    assert questions[5] == ["four", "five"]  # a new block of HISTORY_BLOCK_TURNS
 
 
 def test_step_limit_ends_a_looping_turn(known_night, scripted_model):

@@ -356,6 +356,29 @@ def test_without_llama_cpp_the_loader_says_how_to_install(monkeypatch):
         local_llm.load_local_chat_model("1.5b")
 
 
+def test_the_prompt_cache_keeps_the_newest_state_per_system_message():
+    """Alternating tool-choice and answer prompts: a new state replaces the older one of its kind, so
+    the other kind's state stays where llama-cpp-python's plain LRU cache would have dropped it."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llm)")
+    from assistant.prompt_cache import PromptStateCache
+
+    end = 9  # the end-of-message token
+    tools, answer = (1, 2, end), (3, end)  # two system messages
+
+    def state(size):
+        return types.SimpleNamespace(llama_state_size=size)
+
+    cache = PromptStateCache(capacity_bytes=250, end_of_message=end)
+    cache[tools + (10, 11)] = first_tools = state(100)
+    cache[answer + (10, 12)] = first_answer = state(100)
+    assert cache[tools + (10, 11, 13)] is first_tools  # the next question's tool choice: longest prefix
+    cache[tools + (10, 11, 13, 14)] = state(100)
+    assert list(cache.cache_state) == [answer + (10, 12), tools + (10, 11, 13, 14)] and cache.cache_size == 200
+    assert cache[answer + (10, 12, 15)] is first_answer
+    cache[(5, end)] = state(100)  # a third kind: over the capacity, the least recently used goes
+    assert list(cache.cache_state) == [answer + (10, 12), (5, end)]
+
+
 def test_the_battery_fails_when_a_models_run_fails(monkeypatch, capsys):
     """`bench/llm_battery.py` prints its table and still exits non-zero when a present model's run fails."""
     import subprocess
@@ -389,18 +412,27 @@ def test_cpus_listing_amx_load_without_extra_buffer_types(monkeypatch, amx):
         def n_vocab(self):
             return 8
 
+        def tokenize(self, text, add_bos, special):
+            return [7] if (text, add_bos, special) == (b"<|im_end|>", False, True) else [1, 2]
+
         def set_cache(self, cache):
-            return None
+            self.cache = cache
+
+    class FakeRAMCache:
+        def __init__(self, capacity_bytes):
+            self.capacity_bytes = capacity_bytes
 
     package = types.ModuleType("llama_cpp")
-    package.Llama, package.LlamaRAMCache, package.llama_cpp = FakeLlama, lambda capacity_bytes: None, c_api
+    package.Llama, package.LlamaRAMCache, package.llama_cpp = FakeLlama, FakeRAMCache, c_api
     monkeypatch.setitem(sys.modules, "llama_cpp", package)
     monkeypatch.setitem(sys.modules, "llama_cpp.llama_cpp", c_api)
+    monkeypatch.delitem(sys.modules, "assistant.prompt_cache", raising=False)  # imported anew over the fake package
     monkeypatch.setattr(local_llm, "amx_advertised", lambda: amx)
     monkeypatch.setattr(local_llm, "_LOADED", {})
     llama, _ = local_llm._llama("fake.gguf", 2, 512)
     assert seen == [not amx]
     assert llama.scores.shape == (1, 8)  # the unused score table is one row (saved states copy it)
+    assert (llama.cache.capacity_bytes, llama.cache.end_of_message) == (local_llm.STATE_CACHE_BYTES, 7)
     assert c_api.llama_model_default_params().use_extra_bufts  # the library's defaults are restored
 
 
