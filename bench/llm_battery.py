@@ -5,8 +5,10 @@ cache, or its PyPI parts installed; nothing is downloaded unless ``--download``)
 is loaded and every question of the battery (`bench.grounding.BATTERY`) is asked with that model,
 each model in its own process so memory figures do not mix. Per model:
 
-- right tool: the first tool the model called is one the keyword router picks for the question
-  (the tool-only reference, asked in the same process);
+- right tool: the first tool the agent ran is one the keyword router picks for the question
+  (the tool-only reference, asked in the same process); of those, how many the model called
+  itself (a "when"/"show me"/"was X ever low" question the router is sure of gets its routed tool
+  forced, and a call of another tool is replaced by it: `assistant.agent.routed_tool`);
 - grounded: the model's own answer was kept (mode "agent": every figure matched the tool results
   by meaning; a "fallback" answer was replaced by the tools' write-up, "tool-only" means the model
   gave nothing usable);
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -47,6 +50,17 @@ def rss() -> dict:
         if key in ("VmRSS", "RssAnon", "RssFile"):
             fields[key] = int(value.split()[0]) * 1024
     return {"total": fields["VmRSS"], "anon": fields.get("RssAnon", 0), "file": fields.get("RssFile", 0)}
+
+
+class ReplacedCalls(logging.Handler):
+    """Counts the agent's replacements of a model's call by the routed tool (its log records)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += record.getMessage().startswith("routed question:")
 
 
 def run_one(key: str, hours: float, n_questions: int) -> dict:
@@ -77,8 +91,13 @@ def run_one(key: str, hours: float, n_questions: int) -> dict:
     memory["loaded"] = rss()
     session = NightSession(llm=model)
     session.night = session_night.night
+    replaced = ReplacedCalls()
+    agent_log = logging.getLogger("assistant.agent")
+    agent_log.addHandler(replaced)
+    agent_log.setLevel(logging.INFO)
     rows = []
     for (tools, cites), question in zip(expected, questions):
+        replaced.count = 0
         started = time.perf_counter()
         turn = session.ask(question)
         seconds = time.perf_counter() - started
@@ -87,13 +106,15 @@ def run_one(key: str, hours: float, n_questions: int) -> dict:
         rows.append({
             "question": question, "mode": turn.mode, "called": called, "expected": sorted(tools),
             "right_tool": turn.mode in ("agent", "fallback") and bool(called) and called[0] in tools,
+            "replaced": replaced.count,
             "grounded": turn.mode == "agent" and not turn.grounding.get("unmatched"),
             "cite_expected": cites,
             "cites": any(c["clock_start"] for c in parse_citations(turn.answer)),
             "seconds": round(seconds, 1),
         })
         print(f"  {key}: {question!r}: {turn.mode}, called {called or 'nothing'} "
-              f"(reference {sorted(tools)}), {seconds:.1f} s", file=sys.stderr, flush=True)
+              f"(reference {sorted(tools)}; {replaced.count} call(s) of another tool replaced), {seconds:.1f} s, "
+              f"RSS {rss()['total'] / GIB:.2f} GiB", file=sys.stderr, flush=True)
     memory["last_answer"] = rss()
     for other in (session, session_night, reference):
         other.close()
@@ -126,6 +147,7 @@ def summarise(result: dict) -> str:
     rows = result["rows"]
     n = len(rows)
     right = sum(r["right_tool"] for r in rows)
+    own = sum(r["right_tool"] and not r["replaced"] for r in rows)
     grounded = sum(r["grounded"] for r in rows)
     cite_n = sum(r["cite_expected"] for r in rows)
     cites = sum(r["cites"] for r in rows if r["cite_expected"])
@@ -134,7 +156,7 @@ def summarise(result: dict) -> str:
     base = memory["night"]["total"]
     added = {stage: (memory[stage]["total"] - base) / GIB for stage in ("loaded", "first_answer", "last_answer")}
     anon = (memory["last_answer"]["anon"] - memory["night"]["anon"]) / GIB
-    return (f"{result['model']:20} right tool {right}/{n}   grounded {grounded}/{n}   cites clock+elapsed+epochs "
+    return (f"{result['model']:20} right tool {right}/{n} ({own} the model's own call)   grounded {grounded}/{n}   cites clock+elapsed+epochs "
             f"{cites}/{cite_n}   {sum(seconds) / n:.1f} s per answer (max {max(seconds):.1f}, {result['threads']} threads, "
             f"load {result['load_s']:.1f} s)\n{'':20} RSS {base / GIB:.2f} GiB with the night; the model adds "
             f"{added['loaded']:.2f} GiB loaded, {added['first_answer']:.2f} after the first answer, "

@@ -394,6 +394,14 @@ def test_the_battery_fails_when_a_models_run_fails(monkeypatch, capsys):
     assert exited.value.code == "the battery failed for qwen2.5-1.5b-coder"
     out = capsys.readouterr().out
     assert "question battery (1 questions" in out and "the run failed (exit 3" in out
+    # Right tool counts what the agent ran; how many of those were the model's own call is said beside it.
+    row = {"grounded": True, "cite_expected": False, "cites": False, "seconds": 2.0}
+    memory = {stage: {"total": gib * local_llm.GIB, "anon": 0} for stage, gib in
+              (("night", 1), ("loaded", 2), ("first_answer", 2), ("last_answer", 2))}
+    table = llm_battery.summarise({"model": "m", "threads": 2, "load_s": 1.0, "memory": memory, "rows": [
+        {**row, "right_tool": True, "replaced": 1}, {**row, "right_tool": True, "replaced": 0},
+        {**row, "right_tool": False, "replaced": 0}]})
+    assert "right tool 2/3 (1 the model's own call)" in table
 
 
 @pytest.mark.parametrize("amx", [True, False])
