@@ -157,7 +157,7 @@ def test_answers_cite_the_clock_times_of_the_planted_apneas(site_name, tmp_path,
 
     session = NightSession(llm=scripted_model(call("list_events", kind="apnea"), quote), workdir=tmp_path)
     session.load(path, stage_cross_check=False)
-    turn = session.ask("When were the apneas?")
+    turn = session.ask("List the apneas.")  # no "when" form: the model's own list_events call stands (routed_tool)
     listed = turn.tool_calls[0]["result"]["events"]
     planted = night.truth.of("apnea")
     assert len(listed) == len(planted) >= 2
