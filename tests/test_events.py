@@ -214,6 +214,26 @@ def test_a_desaturation_already_falling_does_not_qualify_a_later_flow_drop():
     assert (events.kind == "hypopnea").sum() == 1
 
 
+def test_a_desaturation_starts_where_the_fall_begins_not_at_an_older_higher_level():
+    """Whole-percent SpO2 that sat at 97 % until 250 s, then 96 %, falls to 91 % after a flow drop at
+    315-340 s: the fall begins at ~330 s (not at 250 s), so it qualifies the hypopnea (rule 1B), and
+    it ends at two-thirds recovery although 16-bit EDF scaling reads 95 % back as 94.9998 %."""
+    rec = make_night(["N2"] * 20)
+    n = len(rec.signals["SpO2"].data)
+    spo2 = np.full(n, 96.0)
+    spo2[200:250] = 97.0
+    fall = [95, 95, 94, 94, 93, 92, 92, 91, 91, 91, 92, 93, 94, 95]
+    spo2[330 : 330 + len(fall)] = fall
+    rec.signals["SpO2"].data = spo2 + np.where(spo2 < 96, -0.0002, 0.0)  # EDF scaling, as read back
+    fs = int(rec.signals["AF"].sfreq)
+    rec.signals["AF"].data[315 * fs : 340 * fs] *= 0.45
+    events = detect_events(rec, hypnogram=np.array(["N2"] * 20, dtype=object), hypopnea_rule="1B")
+    desat = events[events.kind == "desaturation"]
+    assert len(desat) == 1 and desat.iloc[0].start_s == pytest.approx(329, abs=1.5)
+    assert desat.iloc[0].end_s == pytest.approx(342, abs=1.5) and desat.iloc[0].evidence["drop_pct"] == 6.0
+    assert (events.kind == "hypopnea").sum() == 1
+
+
 @pytest.mark.slow
 def test_eight_hour_night_measures_within_20_s(tmp_path):
     """Issue 5's speed target: artefacts + features + events + summary of an 8-h night in <= 20 s (2 cores)."""

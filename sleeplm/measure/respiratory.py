@@ -36,6 +36,11 @@ DESAT_NADIR_AFTER_S = 45.0
 AROUSAL_AFTER_S = 15.0
 DESAT_LOOKBACK_S = 120
 DESAT_MIN_S = 10.0
+# A level held this long (within 0.5 %) in the upper half of a fall is the level it fell from.
+DESAT_PLATEAU_S = 5
+# Oximeters report whole percent; stored through an EDF's 16-bit scaling they read back a few
+# thousandths off (95 as 94.9998): thresholds on SpO2 allow this much.
+SPO2_SCALING_TOLERANCE = 0.05
 
 
 def breath_period_s(x: np.ndarray, sfreq: float) -> float:
@@ -134,6 +139,24 @@ def spo2_per_second(rec: Recording, bad: np.ndarray) -> np.ndarray | None:
     return values
 
 
+def _descent_onset(smooth: np.ndarray, first: int, nadir: int, drop: float) -> int:
+    """Where the final fall into `nadir` begins (walking back no further than `first`).
+
+    Walking back from the nadir over the fall (reversals of up to 0.5 % allowed), the fall begins
+    at the end of the first level held for `DESAT_PLATEAU_S` s in its upper half: the level the
+    signal sat at just before, even when it had sat higher a minute or two earlier.
+    """
+    low, i = smooth[nadir], nadir
+    while i > first:
+        if smooth[i - 1] < smooth[i] - 0.5:
+            break  # lower before: the recovery from an earlier dip
+        held = smooth[max(i - DESAT_PLATEAU_S, first) : i + 1]
+        if smooth[i] >= low + drop / 2 and held.size > DESAT_PLATEAU_S and np.ptp(held) <= 0.5:
+            break
+        i -= 1
+    return i
+
+
 def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.DataFrame:
     """Oxygen desaturations: falls of >= `min_drop_pct` from the preceding peak, lasting >= 10 s.
 
@@ -161,6 +184,11 @@ def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.Data
     >>> spo2[30:60] = np.r_[np.full(20, 93.0007), np.linspace(93.0007, 96, 10)]   # whole-percent fall, EDF-scaled
     >>> detect_desaturations(spo2)["drop_pct"].tolist()
     [3.0]
+    >>> spo2 = np.r_[np.full(20, 97.0), np.full(60, 96.0), 95, 95, 94, 94, 93, 92, 92, 91, 91, 91, 92, 93, 94, 95,
+    ...              np.full(20, 96.0)]
+    >>> detect_desaturations(spo2)[["start_s", "end_s", "nadir_s", "drop_pct"]]   # wandered from 97 to 96, then fell
+       start_s  end_s  nadir_s  drop_pct
+    0     79.0   93.0     88.0       6.0
     """
     valid = np.isfinite(spo2)
     columns = ["start_s", "end_s", "nadir_s", "baseline_pct", "nadir_pct", "drop_pct"]
@@ -182,9 +210,12 @@ def detect_desaturations(spo2: np.ndarray, min_drop_pct: float = 3.0) -> pd.Data
         drop = round(float(base - low), 1)
         if drop < min_drop_pct:
             continue
-        # The fall starts where the signal last sat within 0.5 % of the pre-event peak.
+        # The fall starts where the signal last sat within 0.5 % of the pre-event peak, or later, where
+        # the final descent leaves the level it sat at just before (SpO2 that wandered down from its peak).
         start = peak + int(np.flatnonzero(smooth[peak : nadir + 1] >= base - 0.5)[-1])
-        recovered = np.flatnonzero(smooth[nadir : nadir + DESAT_LOOKBACK_S] >= low + 2 / 3 * drop)
+        start = max(start, _descent_onset(smooth, peak, nadir, drop))
+        recovered = np.flatnonzero(
+            smooth[nadir : nadir + DESAT_LOOKBACK_S] >= low + 2 / 3 * drop - SPO2_SCALING_TOLERANCE)
         end = nadir + (int(recovered[0]) if recovered.size else min(DESAT_LOOKBACK_S, len(spo2) - 1 - nadir))
         if end - start < DESAT_MIN_S or not valid[start : end + 1].all():
             continue
