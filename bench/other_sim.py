@@ -99,7 +99,7 @@ def measure_night(site_name: str, hours: float, seed: int, workdir: Path, yasa: 
         "se_truth": round(100 * float(np.isin(truth.stages, SLEEP).mean()), 2),
     })
     asleep = np.isin(truth.stages, SLEEP).sum()
-    shares = {s: (round(float(summary[f"{s}_pct"]), 1), round(100 * float((truth.stages == s).sum()) / asleep, 1))
+    shares = {s: (round(float(summary[f"{s}_pct"]), 1), round(100 * float((truth.stages == s).sum()) / int(asleep), 1))
               for s in SLEEP}
     print(f"AHI 1A {row['ahi']} vs {row['ahi_truth']}, 1B {row['ahi_1b']} vs {row['ahi_1b_truth']}; ODI3 {row['odi3']} "
           f"vs {row['odi3_truth']}, ODI4 {odi4} vs {row['odi4_truth']}; TST {row['tst_min']} vs {row['tst_truth']} min, "
