@@ -83,7 +83,8 @@ def test_flat_eeg_is_not_staged_as_wake_all_night():
     assert result.hypnogram is None and "flat or artefact for 100% of the night" in result.unavailable["yasa"]
 
 
-def test_the_usable_eeg_lead_is_staged_when_the_other_is_dead(tmp_path):
+def _dead_c4_night(tmp_path):
+    """A simulated night with a dead C4 lead, and YASA's stages of it from C3 alone."""
     from sleeplm.io.reader import load_recording
     from sleeplm.synthetic import simulate_night, write_night
 
@@ -94,8 +95,31 @@ def test_the_usable_eeg_lead_is_staged_when_the_other_is_dead(tmp_path):
     assert np.isin(expected, ["N1", "N2", "N3", "R"]).mean() > 0.3  # a realistic EEG: YASA finds sleep
     dead_c4 = load_recording(path)
     dead_c4.signals["EEG_C4_A1"].data[:] = 0.0
+    return dead_c4, expected
+
+
+def test_the_usable_eeg_lead_is_staged_when_the_other_is_dead(tmp_path):
+    dead_c4, expected = _dead_c4_night(tmp_path)
     result = stage_night(dead_c4)
     assert result.source == "yasa" and list(result.hypnogram) == list(expected)
+
+
+def test_the_nights_artefact_table_picks_the_eeg_without_checking_it_again(tmp_path, monkeypatch):
+    import sleeplm.measure.staging as staging
+    from sleeplm.measure.quality import artefact_segments
+
+    dead_c4, expected = _dead_c4_night(tmp_path)
+    artefacts = artefact_segments(dead_c4)  # what analyze_night computed first, every channel
+
+    def checked_again(*args, **kwargs):
+        raise AssertionError("the EEG artefacts were computed a second time")
+
+    monkeypatch.setattr(staging, "artefact_segments", checked_again)
+    result = stage_night(dead_c4, artefacts=artefacts)
+    assert result.source == "yasa" and list(result.hypnogram) == list(expected)
+    assert list(stage_with_yasa(dead_c4, artefacts=artefacts)) == list(expected)
+    with pytest.raises(AssertionError, match="second time"):  # without the table, staging checks the EEG itself
+        stage_night(dead_c4)
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,8 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     # Captioning every epoch is slow on CPU: SleepLM stages the night only when the file has no scoring.
     has_scoring = rec.reference is not None and rec.reference.stages is not None
     staging = step("staging", 0.45, "staging sleep",
-                   lambda: stage_night(rec, model=None if has_scoring else model, automatic=automatic_staging))
+                   lambda: stage_night(rec, model=None if has_scoring else model, automatic=automatic_staging,
+                                      artefacts=artefacts))
     events = step("events", 0.7, "scoring events",
                   lambda: detect_events(rec, staging.hypnogram, hypopnea_rule, artefacts=artefacts))
     summary = step("summary", 0.95, "night summary",

@@ -104,8 +104,11 @@ def _at_rate(sig, sfreq: float) -> np.ndarray:
     return signal.resample_poly(sig.data, ratio.numerator, ratio.denominator)
 
 
-def _usable_eeg(rec: Recording):
+def _usable_eeg(rec: Recording, artefacts=None):
     """The central EEG with the fewest flat/pop/clipped seconds (C4 first on a tie).
+
+    `artefacts` : `sleeplm.measure.quality.artefact_segments(rec)` when already computed (its EEG
+    rows are used), else the EEG channels are checked here.
 
     Raises ValueError without EEG, or when every EEG is unusable for more than half the night:
     YASA would stage a dead lead as wake all night, which is no sleep measurement at all.
@@ -114,7 +117,8 @@ def _usable_eeg(rec: Recording):
     if not names:
         raise ValueError("no EEG channel, so sleep cannot be staged automatically")
     n_seconds = rec.n_epochs * EPOCH_SEC
-    artefacts = artefact_segments(rec, channels=names)
+    if artefacts is None:
+        artefacts = artefact_segments(rec, channels=names)
     bad_share = {name: bad_seconds(artefacts, (name,), n_seconds).mean() for name in names}
     best = min(names, key=bad_share.get)
     if bad_share[best] > MAX_BAD_EEG_SHARE:
@@ -123,11 +127,12 @@ def _usable_eeg(rec: Recording):
     return rec.signals[best]  # YASA checks the rate itself, below
 
 
-def stage_with_yasa(rec: Recording) -> np.ndarray:
+def stage_with_yasa(rec: Recording, artefacts=None) -> np.ndarray:
     """Stage the night with YASA's shipped classifier (EEG, plus EOG and chin EMG when present).
 
     An EEG sampled at 80 Hz or less (YASA's minimum) is resampled to 100 Hz, the rate YASA's
     classifier works at (`sleeplm.io.preprocess.stager_rate_note` says what is lost); EOG and EMG follow the EEG's rate.
+    `artefacts` (`sleeplm.measure.quality.artefact_segments(rec)`, when already computed) picks the EEG.
 
     Raises
     ------
@@ -140,10 +145,13 @@ def stage_with_yasa(rec: Recording) -> np.ndarray:
     >>> stages.size == rec.n_epochs, set(stages) <= {"W", "N1", "N2", "N3", "R"}
     (True, True)
     """
+    return _yasa_stages(rec, _usable_eeg(rec, artefacts))
+
+
+def _yasa_stages(rec: Recording, eeg) -> np.ndarray:
     import mne
     import yasa
 
-    eeg = _usable_eeg(rec)
     sfreq = eeg.sfreq if eeg.sfreq > STAGER_MIN_SFREQ else STAGER_SFREQ
     n_samples = int(round(rec.duration_s * sfreq))
     names, types, rows = [], [], []
@@ -189,7 +197,7 @@ def agreement(a: np.ndarray, b: np.ndarray, other: str) -> dict:
             "kappa": None if np.isnan(kappa) else round(float(kappa), 3), "n_epochs": int(both.sum())}
 
 
-def stage_night(rec: Recording, model=None, automatic: bool = True) -> StagingResult:
+def stage_night(rec: Recording, model=None, automatic: bool = True, artefacts=None) -> StagingResult:
     """Stage the night from the best source available.
 
     Parameters
@@ -199,6 +207,8 @@ def stage_night(rec: Recording, model=None, automatic: bool = True) -> StagingRe
         domain="stage_event")`` gives stage captions; None to skip SleepLM.
     automatic : also run the automatic stager (YASA) when the file has its own scoring, to
         report agreement. SleepLM, when given, is always compared.
+    artefacts : `sleeplm.measure.quality.artefact_segments(rec)` when already computed (picks YASA's
+        EEG without checking the EEG channels again), else None.
 
     Returns
     -------
@@ -226,8 +236,9 @@ def stage_night(rec: Recording, model=None, automatic: bool = True) -> StagingRe
     note = None
     if len(sources) < 2 and (automatic or not sources):
         try:
-            sources["yasa"] = stage_with_yasa(rec)
-            note = stager_rate_note(_usable_eeg(rec).sfreq)
+            eeg = _usable_eeg(rec, artefacts)
+            sources["yasa"] = _yasa_stages(rec, eeg)
+            note = stager_rate_note(eeg.sfreq)
         except ValueError as exc:
             unavailable["yasa"] = str(exc)
     if not sources:
