@@ -110,6 +110,29 @@ def test_manifest_groups_a_subjects_nights_by_salted_hash(ray_session, cohort_in
     assert set(nights["night_id"]) <= set(full_run[1].done["night_id"])
 
 
+def test_resumed_nights_take_this_runs_subject_ids_and_labels(ray_session, cohort_input, tmp_path, full_run):
+    """Nights already done under the folder's subjects, listed again in a manifest under one subject."""
+    from ray.data import DataContext
+
+    out = tmp_path / "again"
+    shutil.copytree(full_run[0], out)
+    manifest = tmp_path / "nights.csv"
+    pd.DataFrame({
+        "path": [str(cohort_input / "subject0" / "night0.edf"), str(cohort_input / "subject1" / "night1.edf")],
+        "subject_id": ["P-001", "P-001"], "night_label": ["night 1", "night 2"],
+    }).to_csv(manifest, index=False)
+    context = DataContext.get_current()
+    context.op_resource_reservation_enabled, context.max_errored_blocks = True, 3
+    nights = run(manifest, out).nights
+    # run() changed them for its own dataset only: the process's Ray Data settings are back.
+    assert context.op_resource_reservation_enabled is True and context.max_errored_blocks == 3
+    before = full_run[1].done.set_index("night_id")
+    assert set(nights["night_id"]) <= set(before.index)  # resumed, not measured again
+    assert nights["subject_id"].nunique() == 1 and set(nights["subject_id"]).isdisjoint(before["subject_id"])
+    assert sorted(nights["night_label"]) == ["night 1", "night 2"]
+    assert nights["ahi"].tolist() == before.loc[nights["night_id"], "ahi"].tolist()
+
+
 def test_folder_layout_gives_salted_subject_ids(full_run, cohort_input):
     """INPUT/<subject>/<night>.edf: the subject folder groups nights, its name never reaches the tables."""
     tasks = {Path(t.path).name: t.subject_id for t in discover_nights(cohort_input)}

@@ -83,6 +83,10 @@ def _size(task) -> int:
         return 0
 
 
+# The DataContext settings `run` changes for its own dataset (and puts back afterwards).
+_CONTEXT_SETTINGS = ("enable_progress_bars", "max_errored_blocks", "op_resource_reservation_enabled")
+
+
 def _measure_task_args() -> dict:
     """Remote arguments of each measuring task: a night whose worker died is tried once more, then reported."""
     return {"max_retries": 1}
@@ -178,10 +182,11 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
     loader, model_id = _model_loader(model)
     ray, started = _start_ray(address, num_cpus)
     bar = _Progress(len(tasks), progress)
-    try:
-        from ray.data import DataContext
+    from ray.data import DataContext
 
-        context = DataContext.get_current()
+    context = DataContext.get_current()  # process-wide: the settings below are restored after the run
+    saved = {name: getattr(context, name) for name in _CONTEXT_SETTINGS}
+    try:
         context.enable_progress_bars = False
         context.max_errored_blocks = -1  # a worker that dies loses its night, not the run (it is reported below)
         # Ray Data reserves part of the CPUs per operator by default; with one night per task that
@@ -220,6 +225,8 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
             bar.update(row["status"])
     finally:
         bar.close()
+        for name, value in saved.items():
+            setattr(context, name, value)
         if started:
             ray.shutdown()
     reported = {r["file"] for r in results}

@@ -141,11 +141,17 @@ def write_tables(out_dir, results: list[dict]) -> dict[str, Path]:
     """
     out = Path(out_dir)
     done = sorted({r["night_id"] for r in results if r["status"] in ("done", "skipped")})
+    # Subject id and night label come from this run's input (a resumed night may be listed under
+    # another subject or label now); the first listing of the same content wins.
+    identity: dict[str, dict] = {}
+    for r in sorted(results, key=lambda r: r["file"]):
+        if r["status"] in ("done", "skipped"):
+            identity.setdefault(r["night_id"], {"subject_id": r.get("subject_id"), "night_label": r.get("night_label")})
     failed = sorted((r for r in results if r["status"] == "failed"), key=lambda r: (r["file"], r["night_id"] or ""))
     nights, events, hypnograms, captions = [], [], [], []
     for night_id in done:
         part = out / PARTS / night_id
-        nights.append(json.loads((part / "night.json").read_text()))
+        nights.append({**json.loads((part / "night.json").read_text()), **identity[night_id]})
         events.append(pd.read_parquet(part / "events.parquet"))
         hypnograms.append(pd.read_parquet(part / "hypnogram.parquet"))
         if (part / "captions.parquet").is_file():
