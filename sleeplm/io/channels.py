@@ -663,7 +663,8 @@ def map_channels(labels, channel_map: dict[str, str] | None = None, units=None,
 
     by_norm: dict[str, str] = {}
     for lab in labels:
-        by_norm.setdefault(normalize_label(lab), lab)
+        if normalize_label(lab):  # a blank or punctuation-only label names nothing
+            by_norm.setdefault(normalize_label(lab), lab)
     montage = recognize_montage(labels)
     transducer_of = dict(zip(labels, transducers))
     for name, candidates in MONTAGES.get(montage, {}).items():
@@ -704,7 +705,8 @@ def map_channels(labels, channel_map: dict[str, str] | None = None, units=None,
     for name in CANONICAL_CHANNELS:
         if name in sources:
             continue
-        cohort_choice = by_norm.get(normalize_label(MONTAGE_SUBSTITUTES.get(montage, {}).get(name, "")))
+        substitute = MONTAGE_SUBSTITUTES.get(montage, {}).get(name)
+        cohort_choice = by_norm.get(normalize_label(substitute)) if substitute else None
         if cohort_choice is not None:
             sources[name] = ChannelSource(name, (cohort_choice,), "substitute",
                                           [f"no {name} channel in the file; '{cohort_choice}' substituted for it "

@@ -41,6 +41,7 @@ __all__ = [
     "STAGER_MIN_SFREQ",
     "STAGER_SFREQ",
     "stager_rate_note",
+    "interpolate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,15 +153,41 @@ def resample(data: np.ndarray, sfreq_in: float, sfreq_out: float) -> np.ndarray:
     """
     data = np.asarray(data, dtype=np.float32)
     n_out = int(round(len(data) * sfreq_out / sfreq_in))
-    if sfreq_in == sfreq_out:
-        return data
+    if sfreq_in == sfreq_out or len(data) == 0:
+        return data if sfreq_in == sfreq_out else np.zeros(n_out, dtype=np.float32)
     ratio = Fraction(sfreq_out / sfreq_in).limit_denominator(1000)
     up, down = ratio.numerator, ratio.denominator
+    # The filter reaches past both ends, where resample_poly and `decimate` assume zeros: a signal
+    # with an offset (SpO2 at 95 %) would fall towards 0 in its first and last seconds. The end
+    # values are held there instead, a whole number of output samples long so the output aligns.
+    reach = -(-(len(antialias_fir(up, down)) // 2) // up)
+    pad = -(-reach // down) * down
+    padded = np.concatenate([np.full(pad, data[0], dtype=np.float32), data, np.full(pad, data[-1], dtype=np.float32)])
     if up == 1:
-        out = decimate(data, down)
+        out = decimate(padded, down)
     else:
-        out = resample_poly(data, up, down, window=antialias_fir(up, down))
-    return _fit_length(out.astype(np.float32, copy=False), n_out)
+        out = resample_poly(padded, up, down, window=antialias_fir(up, down))
+    skip = pad * up // down
+    return _fit_length(out[skip : skip + n_out].astype(np.float32, copy=False), n_out)
+
+
+def interpolate(data: np.ndarray, sfreq_in: float, sfreq_out: float) -> np.ndarray:
+    """Resample a slow trend signal (SpO2, heart rate) by linear interpolation: never a value outside its neighbours.
+
+    An anti-aliasing filter rings past a step (an oximeter's 1-% steps, a 0.1-Hz oximeter's
+    readings) and so invents values below the lowest reading: a desaturation that never was.
+    A trend is already smooth; between two readings it is drawn straight, and held beyond the last.
+
+    Examples
+    --------
+    >>> interpolate(np.array([95.0, 93.0, 95.0]), 0.5, 1.0).tolist()
+    [95.0, 94.0, 93.0, 94.0, 95.0, 95.0]
+    """
+    data = np.asarray(data, dtype=np.float32)
+    n_out = int(round(len(data) * sfreq_out / sfreq_in))
+    if len(data) == 0:
+        return np.zeros(n_out, dtype=np.float32)
+    return np.interp(np.arange(n_out) / sfreq_out, np.arange(len(data)) / sfreq_in, data).astype(np.float32)
 
 
 # Multiply-adds per matrix product: below this OpenBLAS runs single-threaded. Its threads
@@ -592,7 +619,7 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     versions = {sfreq: data}
     for target in sorted({rate, float(SFREQ)} if name in CANONICAL_CHANNELS else {rate}, reverse=True):
         src_rate = min((r for r in versions if r >= target), default=sfreq)
-        versions[target] = resample(versions[src_rate], src_rate, target)
+        versions[target] = (interpolate if trend else resample)(versions[src_rate], src_rate, target)
     stats_rate = float(SFREQ) if name in CANONICAL_CHANNELS else rate
     stats_bad = hold_resample(bad, sfreq, stats_rate) > 0
     center, scale = robust_center_scale(versions[stats_rate], stats_bad)

@@ -127,12 +127,15 @@ class EdfHeader:
 def _field(raw: bytes, what: str, kind):
     text = raw.decode("latin-1").strip()
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
+        value = None
+    if value is None or not np.isfinite(value):  # float() also reads "nan" and "inf", which no header may hold
         raise CorruptRecordingError(
             f"the header field '{what}' holds {text!r}, not a number; the file is damaged. "
             "Re-export it from the recording software."
-        ) from None
+        )
+    return value
 
 
 def read_edf_header(path) -> EdfHeader:
@@ -283,11 +286,12 @@ def _record_onsets(path: Path, header_bytes: int, n_records: int, signal_bytes: 
     tals = _read_columns(path, header_bytes, n_records, int(signal_bytes.sum()), start,
                          start + min(int(signal_bytes[i]), 32))
     try:
-        return np.array([float(bytes(tal).split(b"\x14", 1)[0]) for tal in tals])
+        onsets = np.array([float(bytes(tal).split(b"\x14", 1)[0]) for tal in tals])
     except ValueError:
-        raise CorruptRecordingError(
-            "the EDF+ record time stamps are unreadable; re-export the recording as EDF+C."
-        ) from None
+        onsets = np.array([np.nan])
+    if not np.isfinite(onsets).all():
+        raise CorruptRecordingError("the EDF+ record time stamps are unreadable; re-export the recording as EDF+C.")
+    return onsets
 
 
 def _read_columns(path: Path, header_bytes: int, n_records: int, record_bytes: int, lo: int, hi: int) -> np.ndarray:
@@ -314,13 +318,20 @@ def _read_columns(path: Path, header_bytes: int, n_records: int, record_bytes: i
 
 
 def _start_seconds(raw: bytes) -> float | None:
-    """Start time of day from the header's hh.mm.ss field (the date field is never read)."""
+    """Start time of day from the header's hh.mm.ss field (the date field is never read).
+
+    None when the field is not three numbers (the clock is then unknown); `CorruptRecordingError`
+    when they are out of range (e.g. 25.61.99), which mne cannot open either.
+    """
     try:
         h, m, s = (int(part) for part in raw.decode("latin-1").strip().split("."))
     except ValueError:
         return None
-    if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60):
-        return None
+    if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60):  # mne refuses such a file: say which field is wrong
+        raise CorruptRecordingError(
+            f"the header's start time field holds {raw.decode('latin-1').strip()!r}, not a time of day (hh.mm.ss); "
+            "the file is damaged. Re-export it from the recording software."
+        )
     return float(h * 3600 + m * 60 + s)
 
 
@@ -579,6 +590,11 @@ def read_annotation_file(path) -> tuple[np.ndarray, np.ndarray, list[str], float
 
 def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording:
     header = read_edf_header(path)
+    if not header.data_signals:
+        raise NotARecordingError(
+            f"this {header.format_name} file holds only annotations, no signals: it is a scoring file, not a "
+            "recording. Upload the recording itself (and give this file as its scoring: annotations= in Python)."
+        )
     n_epochs = int(header.n_records * header.record_s // EPOCH_SEC)
     if n_epochs < 1:
         raise TooShortError(
@@ -737,7 +753,8 @@ class _EdfReader:
         offset = h.physical_min[i] - h.digital_min[i] * gain
         data = np.multiply(digital, np.float32(gain), dtype=np.float32).reshape(-1)
         data += np.float32(offset)
-        rails = (float(h.physical_min[i]), float(h.physical_max[i]))
+        # EDF allows physical minimum > maximum (an inverted channel): the rails are the lower and upper limit.
+        rails = tuple(sorted((float(h.physical_min[i]), float(h.physical_max[i]))))
         return data, float(h.sfreqs[i]), h.units[i], rails
 
     def read(self, source: chmap.ChannelSource):

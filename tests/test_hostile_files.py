@@ -1,0 +1,140 @@
+"""Hostile EDF/BDF headers and odd rates, written byte by byte: a clear error or a correct result.
+
+Complements test_bad_input.py (empty, random, truncated, wrong type, EDF+D gaps, tensors): here
+the header fields a damaged or unusual exporter writes (nan/inf numbers, an inverted physical
+range, blank labels, an out-of-range start time, an annotation-only file) and trend signals
+stored at rates other than the kept one (SpO2 at 256 Hz or 0.1 Hz).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sleeplm.errors import CorruptRecordingError, NotARecordingError
+from sleeplm.io.channels import map_channels
+from sleeplm.io.preprocess import interpolate, resample
+from sleeplm.io.reader import load_recording
+
+
+def _field(value, width: int) -> bytes:
+    return str(value).encode("latin-1")[:width].ljust(width)
+
+
+def write_edf(path, signals, n_records, record_s=1.0, reserved="", start_time="23.00.00", tal=None):
+    """An EDF written byte by byte, so that any header field can hold anything.
+
+    `signals`: dicts with label, spr, pmin, pmax, dmin, dmax, unit and data (function of the
+    record index returning `spr` digital values). `tal`: (bytes per record, function of the record
+    index returning the annotation signal's text), added as an "EDF Annotations" signal.
+    """
+    signals = list(signals)
+    if tal is not None:
+        signals.append(dict(label="EDF Annotations", spr=tal[0] // 2, pmin=-1, pmax=1, dmin=-32768, dmax=32767, unit=""))
+    head = b"0       " + _field("X X X X", 80) + _field("Startdate X X X X", 80) + _field("01.01.85", 8)
+    head += _field(start_time, 8) + _field(256 * (len(signals) + 1), 8) + _field(reserved, 44)
+    head += _field(n_records, 8) + _field(record_s, 8) + _field(len(signals), 4)
+    for key, width in [("label", 16), ("transducer", 80), ("unit", 8), ("pmin", 8), ("pmax", 8), ("dmin", 8),
+                       ("dmax", 8), ("prefilter", 80), ("spr", 8), ("reserved", 32)]:
+        head += b"".join(_field(s.get(key, ""), width) for s in signals)
+    body = []
+    for r in range(n_records):
+        for s in signals:
+            if s["label"] == "EDF Annotations":
+                body.append(tal[1](r).encode("latin-1").ljust(tal[0], b"\x00"))
+            else:
+                body.append(np.asarray(s["data"](r), dtype="<i2").tobytes())
+    path.write_bytes(head + b"".join(body))
+    return path
+
+
+def eeg(label="EEG C3-A2", spr=128, pmin=-500, pmax=500):
+    rng = np.random.default_rng(1)
+    return dict(label=label, spr=spr, unit="uV", pmin=pmin, pmax=pmax, dmin=-32768, dmax=32767,
+                data=lambda r: rng.normal(0, 2000, spr).clip(-32768, 32767))
+
+
+def spo2(spr, values):
+    """SpO2 in 0.1 % steps (digital 0..1000 = 0..100 %); `values(r)` gives the record's % value."""
+    return dict(label="SpO2", spr=spr, unit="%", pmin=0, pmax=100, dmin=0, dmax=1000,
+                data=lambda r: np.full(spr, round(values(r) * 10)))
+
+
+@pytest.mark.parametrize("field, kwargs", [
+    ("duration of a data record", dict(record_s="inf")),
+    ("physical minimum", dict(signals=[eeg(pmin="nan")])),
+    ("physical maximum", dict(signals=[eeg(pmax="inf")])),
+])
+def test_nan_or_inf_in_a_header_number_is_an_error(tmp_path, field, kwargs):
+    """float() reads 'nan' and 'inf': such a header crashed the loader or gave a channel of NaN."""
+    kwargs = {"signals": [eeg()], "n_records": 60, **kwargs}
+    path = write_edf(tmp_path / "x.edf", **kwargs)
+    with pytest.raises(CorruptRecordingError, match=f"'{field}' holds .*not a number"):
+        load_recording(path)
+
+
+def test_inverted_physical_range_is_read_not_dropped_as_clipped(tmp_path):
+    """EDF allows physical minimum > maximum (an inverted channel); it was read as 100 % clipped."""
+    normal = load_recording(write_edf(tmp_path / "a.edf", [eeg()], 120))
+    inverted = load_recording(write_edf(tmp_path / "b.edf", [eeg(pmin=500, pmax=-500)], 120))
+    channel = {c.canonical: c for c in inverted.channels}["EEG_C3_A2"]
+    assert channel.present and not any("clipped" in w for w in channel.warnings)
+    np.testing.assert_allclose(inverted.signals["EEG_C3_A2"].data, -normal.signals["EEG_C3_A2"].data, atol=0.05)
+
+
+def test_blank_or_garbage_label_never_stands_in_for_a_channel(tmp_path):
+    """A label that normalises to nothing ('', '\\x00\\x00', 'ÿþ') was substituted for every missing channel."""
+    sources, _ = map_channels(["EEG C3-A2", "", "\x00\x00\x00", "ÿþ", "ECG"])
+    assert {label for s in sources.values() for label in s.labels} <= {"EEG C3-A2", "ECG"}
+    rec = load_recording(write_edf(tmp_path / "x.edf", [eeg(), eeg(label="\x00\x00\x00")], 60))
+    assert [c.canonical for c in rec.channels if c.present] == ["EEG_C3_A2", "EEG_C4_A1"]
+    assert "AF" not in rec.signals and "ABD" not in rec.signals
+
+
+@pytest.mark.parametrize("spr, record_s", [(256, 1.0), (10, 1.0), (1, 10.0), (1, 2.0)])
+def test_spo2_at_any_rate_keeps_its_values(tmp_path, spr, record_s):
+    """SpO2 at 256 Hz read 48 % in its first second (zeros past the ends of the resampling
+    filter), and at 0.1 Hz the filter rang 6 % below the lowest reading: invented nadirs."""
+    n_records = int(600 / record_s)
+    path = write_edf(tmp_path / "x.edf", [eeg(spr=int(128 * record_s)), spo2(spr, lambda r: 93 + (r * record_s // 30) % 4)],
+                     n_records, record_s=record_s)
+    data = load_recording(path).signals["SpO2"].data
+    assert 92.95 <= data.min() and data.max() <= 96.05
+    assert data[:4].min() > 92.95 and data[-4:].min() > 92.95
+
+
+def test_constant_slow_spo2_is_still_a_dead_sensor(tmp_path):
+    """A constant 0.1-Hz SpO2 was upsampled with ringing, so it no longer looked constant."""
+    path = write_edf(tmp_path / "x.edf", [eeg(spr=1280), spo2(1, lambda r: 95)], 60, record_s=10)
+    rec = load_recording(path)
+    assert "SpO2" not in rec.signals
+    assert any("constant at 95 %" in w for c in rec.extra_channels for w in c.warnings)
+
+
+def test_resampling_holds_the_end_values():
+    night = np.full(600 * 256, 95.0, dtype=np.float32)
+    for rate_in, rate_out in [(256, 4), (256, 64), (100, 64), (3, 1)]:
+        out = resample(night[: 600 * rate_in], rate_in, rate_out)
+        np.testing.assert_allclose(out, 95.0, rtol=2e-3)  # polyphase ripple; the ends fell to ~50 %
+    assert interpolate(np.array([95.0, 90.0]), 0.1, 1.0).min() == 90.0
+
+
+def test_annotation_only_file_says_it_is_a_scoring_file(tmp_path):
+    path = write_edf(tmp_path / "x.edf", [], 1, record_s=0, reserved="EDF+C",
+                     tal=(60, lambda r: "+0\x14\x14\x00+0\x1530\x14Sleep stage W\x14\x00"))
+    with pytest.raises(NotARecordingError, match="only annotations, no signals: it is a scoring file"):
+        load_recording(path)
+
+
+def test_start_time_out_of_range_names_the_field(tmp_path):
+    path = write_edf(tmp_path / "x.edf", [eeg()], 60, start_time="25.61.99")
+    with pytest.raises(CorruptRecordingError, match="start time field holds '25.61.99'"):
+        load_recording(path)
+
+
+def test_edf_plus_d_with_an_unreadable_record_time_stamp(tmp_path):
+    """float('nan') parsed, and a NaN step compared as 'no gap': the file was read as continuous."""
+    path = write_edf(tmp_path / "x.edf", [eeg()], 60, reserved="EDF+D",
+                     tal=(30, lambda r: f"+{'nan' if r == 5 else r}\x14\x14\x00"))
+    with pytest.raises(CorruptRecordingError, match="time stamps are unreadable"):
+        load_recording(path)
