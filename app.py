@@ -54,6 +54,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 import pandas as pd
 
+from assistant.agent import MAX_ANSWER_CHARS
 from assistant.cohort import CohortSession, is_cohort_folder
 from assistant.markup import inert_markdown
 from assistant.memory import bound_heap, release_memory
@@ -593,6 +594,10 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     """
     bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {},
                   sleeplm_note, shown_root)
+    # A new upload replaces the tab's night only once it has loaded: until then the previous
+    # upload is set aside (same neutral name), and it comes back if the new file cannot be used.
+    before, night_before = (bs.recording_path, bs.channel_map, bs.position_map), bs.night.night
+    source = previous = None
     try:
         try:
             source = check_upload(path)
@@ -601,6 +606,8 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
                 _discard_upload(path)
             raise
         if owned:
+            if before[0] is not None and before[0].parent == bs.workdir and before[0].exists():
+                previous = before[0].rename(bs.workdir / f".previous{before[0].suffix}")
             source = _take_upload(source, bs.workdir / f"recording{source.suffix.lower()}")
         bs.channel_map, bs.position_map = channel_map, position_map
         yield from _load_into(bs, source, progress, channel_map, position_map)
@@ -608,7 +615,20 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
         # No channel recognised: keep the file and let the user name its channels in the table.
         yield _unmapped(bs, source, exc)
     except SleepLMError as exc:
-        raise gr.Error(str(exc), title="This recording cannot be used") from exc
+        note = ""
+        if bs.night.night is night_before:  # the new file did not load: the tab keeps what it had
+            bs.recording_path, bs.channel_map, bs.position_map = before
+            if owned and source is not None:
+                source.unlink(missing_ok=True)  # a refused upload is not kept
+                if previous is not None:
+                    os.replace(previous, before[0])
+                    previous = None
+            if bs.night.night is not None:
+                note = " The night loaded before is still the one the chat answers about."
+        raise gr.Error(str(exc) + note, title="This recording cannot be used") from exc
+    finally:
+        if previous is not None:
+            previous.unlink(missing_ok=True)
 
 
 def _cohort_markdown(bs: BrowserSession) -> str:
@@ -688,7 +708,8 @@ def _step_message(event: dict) -> dict:
     return {
         "role": "assistant",
         "content": f"Arguments: `{arguments}`",
-        "metadata": {"title": f"🛠️ {event['name']}", "status": "pending", "id": event["id"]},
+        # The tool name is the model's: a name no tool has (markup, a URL) is shown inert like any text of its.
+        "metadata": {"title": f"🛠️ {inert_markdown(str(event['name']))}", "status": "pending", "id": event["id"]},
     }
 
 
@@ -724,7 +745,8 @@ def ask(question: str, audience: str, history: list | None, state: BrowserSessio
                     answer = {"role": "assistant", "content": ""}
                     history.append(answer)
                 draft += event["text"]
-                answer["content"] = inert_markdown(draft)
+                if len(draft) <= MAX_ANSWER_CHARS:  # a runaway reply stops growing on the page (and fails the check)
+                    answer["content"] = inert_markdown(draft)
             elif event["type"] == "final":
                 turn = event["turn"]
                 # The checked answer replaces the streamed draft and goes after every step.

@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AUDIENCES", "SCOPES", "MAX_MODEL_CALLS", "MAX_TOOL_CALLS_PER_MESSAGE", "MAX_TOOL_CALLS_PER_TURN",
-    "MAX_TOOL_ARGUMENT_BYTES", "MAX_TOOL_RESULT_CHARS", "MAX_HISTORY_CHARS", "HISTORY_BLOCK_TURNS", "RECURSION_LIMIT", "FALLBACK_LABEL",
-    "load_prompt", "system_prompt",
+    "MAX_TOOL_ARGUMENT_BYTES", "MAX_TOOL_RESULT_CHARS", "MAX_ANSWER_CHARS", "MAX_HISTORY_CHARS", "HISTORY_BLOCK_TURNS",
+    "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt",
     "tool_choice_prompt",
     "TurnGuard", "build_agent", "message_record", "answer_problem", "is_refusal", "tool_writeup", "route_question",
     "result_summary", "named_periods", "follow_up_hint", "routed_tool",
@@ -68,6 +68,9 @@ MAX_TOOL_RESULT_CHARS = 16_000
 # multiple of HISTORY_BLOCK_TURNS, at most MAX_HISTORY_CHARS (~1,800 tokens).
 HISTORY_BLOCK_TURNS = 4
 MAX_HISTORY_CHARS = 4_000
+# An answer is a few paragraphs (the embedded model stops at 512 tokens, ~2,500 characters); one
+# far longer is a runaway reply (a repetition loop, a dump): never checked or shown as an answer.
+MAX_ANSWER_CHARS = 12_000
 # Text of the message ModelCallLimitMiddleware leaves when it ends a turn.
 STEP_LIMIT_PREFIX = "Model call limits exceeded"
 
@@ -352,7 +355,7 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
                    in_scope: bool = False) -> str | None:
     """Why an answer cannot be shown as it is (None when it passes the check).
 
-    Fails: no answer, an answer that is a tool call or JSON, a repeated tool call, an answer with
+    Fails: no answer, an answer over `MAX_ANSWER_CHARS`, an answer that is a tool call or JSON, a repeated tool call, an answer with
     any figure that no tool result gives with the same meaning (`assistant.grounding`), or a
     refusal of an `in_scope` question (one the keyword router would answer).
     """
@@ -363,6 +366,8 @@ def answer_problem(answer: AIMessage | None, grounding: Grounding, tool_calls: l
     text = answer.text.strip() if isinstance(answer.text, str) else str(answer.content).strip()
     if not text:
         return "the model's answer was empty"
+    if len(text) > MAX_ANSWER_CHARS:
+        return f"the answer was {len(text)} characters long, over the limit of {MAX_ANSWER_CHARS} (a runaway reply)"
     if text.startswith(STEP_LIMIT_PREFIX):
         return f"the step limit ({MAX_MODEL_CALLS} model calls) was reached before an answer"
     if text[0] in "{[" or "<tool_call>" in text or re.search(r'"(name|arguments)"\s*:', text):

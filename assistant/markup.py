@@ -43,9 +43,27 @@ def inert_markdown(text: str) -> str:
     'AHI 12 (image removed)  see AASM'
     >>> inert_markdown("**AHI < 5** is normal")
     '**AHI < 5** is normal'
+    >>> inert_markdown("<<script>script>alert(1)<</script>/script>")   # no tag rebuilt from the pieces
+    'alert(1)'
     """
     if not isinstance(text, str):
         return text
+    # Removing a tag can join its neighbours into a new one ("<<script>script>" -> "<script>"):
+    # repeat until nothing changes. Each pass that changes the text shortens it, but a deeply
+    # nested text could take many passes; after _MAX_PASSES, every "<" that could open a tag goes.
+    for _ in range(_MAX_PASSES):
+        cleaned = _inert_once(text)
+        if cleaned == text:
+            return text
+        text = cleaned
+    return _TAG_OPENER.sub("", text)
+
+
+_MAX_PASSES = 8
+_TAG_OPENER = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def _inert_once(text: str) -> str:
     text = _HTML_COMMENT.sub("", text)
     text = _HTML_TAG.sub("", text)
     text = _IMAGE.sub(REMOVED_IMAGE, text)

@@ -30,7 +30,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.errors import GraphRecursionError
 
 from assistant.agent import (
-    AUDIENCES, FALLBACK_LABEL, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, is_refusal,
+    AUDIENCES, FALLBACK_LABEL, MAX_ANSWER_CHARS, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, is_refusal,
     named_periods, result_summary, route_question, tool_writeup,
 )
 from assistant.grounding import check_grounding, complete_citations
@@ -421,7 +421,8 @@ class NightSession:
         last = messages[-1] if messages and isinstance(messages[-1], AIMessage) else None
         # Figures the user gave in the question are theirs, not invented by the model.
         sources = [c["result"] for c in tool_calls if c["status"] == "success"] + [question]
-        text = inert_markdown(last.text.strip()) if last is not None else ""
+        # A runaway reply fails `answer_problem` by its length; only its start is read, so checking it stays quick.
+        text = inert_markdown(last.text.strip()[: MAX_ANSWER_CHARS + 1]) if last is not None else ""
         grounding = check_grounding(text, sources)
         in_scope = bool(self.route(question))
         problem = answer_problem(last, grounding, tool_calls, in_scope=in_scope)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sleeplm.errors import CorruptRecordingError, NotARecordingError
+from sleeplm.errors import ChannelMappingError, CorruptRecordingError, NotARecordingError
 from sleeplm.io.channels import map_channels
 from sleeplm.io.preprocess import interpolate, resample
 from sleeplm.io.reader import load_recording
@@ -138,3 +138,35 @@ def test_edf_plus_d_with_an_unreadable_record_time_stamp(tmp_path):
                      tal=(30, lambda r: f"+{'nan' if r == 5 else r}\x14\x14\x00"))
     with pytest.raises(CorruptRecordingError, match="time stamps are unreadable"):
         load_recording(path)
+
+
+def test_a_refused_second_upload_leaves_the_first_night_and_its_file(small_edf, tmp_path):
+    """The refused file was moved over the first night's file (same neutral name): a later
+    channel-map reload would have read it while the page still showed the first night."""
+    import gradio as gr
+    from test_app import load, upload_copy
+
+    import app
+
+    bs = load(upload_copy(small_edf, tmp_path / "up1"), tmp_path / "sessions")[0]
+    try:
+        first = bs.night.night
+        broken = tmp_path / "up2" / "broken.edf"
+        broken.parent.mkdir()
+        broken.write_bytes(small_edf.read_bytes()[:-1000])  # truncated
+        with pytest.raises(gr.Error) as info:
+            list(app.load_night(str(broken), bs, None, None, root=tmp_path / "sessions", llm_factory=lambda: None))
+        assert "truncated" in info.value.message and "night loaded before is still" in info.value.message
+        assert bs.night.night is first and bs.recording_path == bs.workdir / "recording.edf"
+        assert bs.recording_path.read_bytes() == small_edf.read_bytes()
+        assert sorted(p.name for p in bs.workdir.iterdir() if p.is_file()) == ["recording.edf"]
+    finally:
+        bs.close()
+
+
+def test_control_bytes_in_labels_never_reach_a_message(tmp_path):
+    """A label such as ESC]0;...BEL would have been printed as is by `inspect` (a terminal escape)."""
+    path = write_edf(tmp_path / "x.edf", [eeg(label="\x1b]0;pwn\x07"), eeg(label="\x01junk")], 60)
+    with pytest.raises(ChannelMappingError) as info:
+        load_recording(path)
+    assert "\x1b" not in str(info.value) and "\x07" not in str(info.value) and "?]0;pwn?" in str(info.value)

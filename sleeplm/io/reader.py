@@ -208,9 +208,9 @@ def read_edf_header(path) -> EdfHeader:
         start = offset * n_signals
         return [block[start + i * width : start + (i + 1) * width] for i in range(n_signals)]
 
-    labels = [raw.decode("latin-1").strip() for raw in column(0, 16)]
-    transducers = [raw.decode("latin-1").strip() for raw in column(16, 80)]
-    units = [raw.decode("latin-1").strip() for raw in column(16 + 80, 8)]
+    labels = [_text(raw) for raw in column(0, 16)]
+    transducers = [_text(raw) for raw in column(16, 80)]
+    units = [_text(raw) for raw in column(16 + 80, 8)]
     physical_min = np.array([_field(r, "physical minimum", float) for r in column(104, 8)])
     physical_max = np.array([_field(r, "physical maximum", float) for r in column(112, 8)])
     digital_min = np.array([_field(r, "digital minimum", float) for r in column(120, 8)])
@@ -266,6 +266,15 @@ def read_edf_header(path) -> EdfHeader:
         start_seconds=_start_seconds(fixed[176:184]),
         warnings=warnings,
     )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _text(raw: bytes) -> str:
+    """A header text field; control bytes (no EDF field may hold them) become '?', so a label never
+    carries a terminal escape sequence or invisible characters into a message or a channel map."""
+    return _CONTROL.sub("?", raw.decode("latin-1")).strip()
 
 
 def _annotation_only(signal_block: bytes, n_signals: int) -> bool:
