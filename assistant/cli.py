@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from assistant.llm import parse_spec
+from assistant.markup import inert_markdown
 from sleeplm.model.checkpoint import CHECKPOINT_ENV
 from assistant.session import NightSession, SessionError
 
@@ -26,9 +27,10 @@ JSON_KEYS = ("answer", "tool_calls", "grounding", "llm", "llm_messages")
 def format_turn(turn, session: NightSession) -> str:
     """Human-readable answer followed by the tool trace and the figures written."""
     lines = [turn.answer, "", f"[llm: {turn.llm.get('backend')} {turn.llm.get('model') or ''}".rstrip() + f"; mode: {turn.mode}]"]
-    for call in turn.tool_calls:
-        args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
-        lines.append(f"[tool {call['name']}({args}) -> {call['status']}]")
+    for call in turn.tool_calls:  # names and argument keys are the model's: printed inert (no terminal escapes)
+        args = call["args"] if isinstance(call["args"], dict) else {"arguments": call["args"]}
+        args = ", ".join(f"{inert_markdown(str(k))}={v!r}" for k, v in args.items())
+        lines.append(f"[tool {inert_markdown(str(call['name']))}({args}) -> {call['status']}]")
     figures = sorted(session.workdir.glob("figure-*.png"))
     lines += [f"[figure: {path}]" for path in figures]
     if turn.grounding["unmatched"]:

@@ -5,7 +5,8 @@ A language model's answer is shown as Markdown in the app and returned by ``ask 
 the page (an image URL carrying data read from the night is a zero-click exfiltration), so
 `inert_markdown` keeps only text and formatting: emphasis, lists, headings, tables, code. It
 removes raw HTML (tags and comments), images (inline and reference style), links (the text
-stays, the target goes), link reference definitions, autolinks and bare URLs. Figures the
+stays, the target goes), link reference definitions, autolinks and bare URLs, and control and
+invisible characters (terminal escapes, bidirectional overrides, zero-width characters). Figures the
 agent draws never travel as links in an answer: the app shows them as chat files of its own.
 The chat component's own HTML sanitiser (Gradio ``sanitize_html``) runs after this, as a second line.
 """
@@ -63,7 +64,19 @@ _MAX_PASSES = 8
 _TAG_OPENER = re.compile(r"<(?=[A-Za-z/!?])")
 
 
+# Control and invisible format characters: terminal escapes (ESC]8 makes a link in a terminal,
+# CR hides a line), bidirectional overrides and zero-width characters, which make the text shown
+# differ from the text checked ("1\u200b89" reads as 189). Newlines and tabs stay.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+# Terminal escape sequences as a whole (CSI "ESC[...m", OSC "ESC]...BEL"), so no parameter is left behind as text.
+_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+
+
 def _inert_once(text: str) -> str:
+    text = _ESCAPE.sub("", text)
+    text = _INVISIBLE.sub("", text)
     text = _HTML_COMMENT.sub("", text)
     text = _HTML_TAG.sub("", text)
     text = _IMAGE.sub(REMOVED_IMAGE, text)

@@ -170,3 +170,14 @@ def test_control_bytes_in_labels_never_reach_a_message(tmp_path):
     with pytest.raises(ChannelMappingError) as info:
         load_recording(path)
     assert "\x1b" not in str(info.value) and "\x07" not in str(info.value) and "?]0;pwn?" in str(info.value)
+
+
+@pytest.mark.parametrize("n_records, held", [(0, "holds no data after its header"), (-5, "holds 60 complete data records")])
+def test_zero_or_negative_number_of_records_says_so(tmp_path, n_records, held):
+    """Both read 'the file size does not match its header (0 data bytes, header implies 0)'."""
+    path = write_edf(tmp_path / "x.edf", [eeg()], 60 if n_records < 0 else 0)
+    raw = bytearray(path.read_bytes())
+    raw[236:244] = _field(n_records, 8)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptRecordingError, match=f"'number of data records' holds {n_records}, and the file {held}"):
+        load_recording(path)

@@ -48,3 +48,22 @@ def test_a_tool_name_that_is_markup_is_shown_inert(known_night, scripted_model):
     step = app._step_message(start)
     assert "<" not in step["metadata"]["title"] and "onerror" not in step["content"]
     assert events[-1]["turn"].tool_calls[0]["status"] == "error"
+
+
+def test_invisible_and_control_characters_are_removed_before_the_check(known_night, scripted_model):
+    """A terminal link (ESC]8) printed by `ask`, and '1<zero-width space>89' shown as 189 but checked as 1 and 89."""
+    osc_link = "Your AHI is 1.89. \x1b]8;;https://evil.example\x07details\x1b]8;;\x07\r"
+    turn = session_on(known_night, scripted_model(call("night_summary"), osc_link)).ask("how did I sleep?")
+    assert turn.mode == "agent" and not any(ch in turn.answer for ch in "\x1b\x07\r") and "evil" not in turn.answer
+    hidden = "Your AHI is 1\u200b89 events per hour."  # reads as 189
+    turn = session_on(known_night, scripted_model(call("night_summary"), hidden)).ask("how did I sleep?")
+    assert turn.mode == "fallback" and "189 as rate per hour (ahi)" in turn.grounding["rejected"]
+
+
+def test_the_terminal_trace_prints_the_models_tool_name_inert(known_night, scripted_model, tmp_path):
+    from assistant.cli import format_turn
+
+    llm = scripted_model(call("\x1b[2Jnight_summary", **{"\x1b[31mkey": 1}), call("night_summary", call_id="c2"), "Your AHI is 1.89.")
+    session = session_on(known_night, llm)
+    text = format_turn(session.ask("how did I sleep?"), session)
+    assert "\x1b" not in text and "[tool night_summary(key=1) -> error]" in text

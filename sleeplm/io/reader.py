@@ -223,8 +223,14 @@ def read_edf_header(path) -> EdfHeader:
     data_bytes = size - header_bytes
     if n_records == -1 and data_bytes % record_bytes == 0:  # allowed while recording: infer it
         n_records = data_bytes // record_bytes
+    if n_records < 1:
+        held = f"holds {data_bytes // record_bytes} complete data records" if data_bytes else "holds no data after its header"
+        raise CorruptRecordingError(
+            f"the header field 'number of data records' holds {n_records}, and the file {held}; "
+            "the export did not finish or the header is damaged. Upload the complete, unmodified export."
+        )
     expected = n_records * record_bytes
-    if n_records < 1 or data_bytes != expected:
+    if data_bytes != expected:
         hint = ""
         if file_type == "EDF" and expected and data_bytes == expected * 3 // 2:
             hint = " The data look 24-bit (BDF) while the header declares 16-bit EDF."
