@@ -181,3 +181,23 @@ def test_zero_or_negative_number_of_records_says_so(tmp_path, n_records, held):
     path.write_bytes(bytes(raw))
     with pytest.raises(CorruptRecordingError, match=f"'number of data records' holds {n_records}, and the file {held}"):
         load_recording(path)
+
+
+@pytest.mark.parametrize("question, tool, words", [
+    ("when did respiration look abnormal?", "abnormal_periods", "Apneas and hypopneas could not be measured"),
+    ("was my oxygen ever low?", "list_events", "Desaturations could not be measured"),
+])
+def test_events_a_night_cannot_show_are_never_reported_as_none(tmp_path, question, tool, words):
+    """Without airflow (or SpO2) the tools said 'No respiratory events were measured in the whole night'."""
+    from assistant.session import NightSession
+
+    session = NightSession(llm="none")
+    try:
+        session.load(write_edf(tmp_path / "x.edf", [eeg(), spo2(1, lambda r: 0)], 600), stage_cross_check=False)
+        turn = session.ask(question)
+        call = turn.tool_calls[0]
+        assert call["name"] == tool and words in turn.answer and "does not mean there were none" in turn.answer
+        assert "No respiratory events" not in turn.answer and "0 desaturation" not in turn.answer
+        assert call["result"].get("count", call["result"].get("n_events")) is None
+    finally:
+        session.close()

@@ -50,6 +50,38 @@ class EventArgs(TimeRangeArgs):
     )
 
 
+# The summary figure whose absence means a kind of event could not be measured at all: a count
+# of 0 would then mean "not measured", never "none happened".
+MEASURED_BY = {"apnea": "n_apneas", "hypopnea": "n_hypopneas", "desaturation": "spo2_min"}
+
+
+def not_measured(night: NightContext, kinds) -> dict[str, str]:
+    """{event kind: why} for the `kinds` this night's signals cannot show (no usable airflow, no SpO2...).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> night = SimpleNamespace(analysis=SimpleNamespace(summary={"not_assessable": {"n_apneas": "no usable airflow"}}),
+    ...                         rec=SimpleNamespace(signals={"SpO2": None}))
+    >>> not_measured(night, ("apnea", "hypopnea", "desaturation"))
+    {'apnea': 'no usable airflow'}
+    """
+    missing = (getattr(night.analysis, "summary", None) or {}).get("not_assessable") or {}
+    out = {kind: missing[MEASURED_BY[kind]] for kind in kinds if MEASURED_BY.get(kind) in missing}
+    if "desaturation" in kinds and "SpO2" not in night.rec.signals:
+        out["desaturation"] = unusable_reason(night.rec, "SpO2")
+    return out
+
+
+def not_measured_findings(missing: dict[str, str], patient: bool) -> list[str]:
+    """One sentence per reason: which kinds were not measured and why (kinds sharing a reason together)."""
+    by_reason: dict[str, list[str]] = {}
+    for kind, reason in missing.items():
+        by_reason.setdefault(reason, []).append(KIND_WORDS[kind][2] if patient else KIND_WORDS[kind][0] + "s")
+    return [f"{' and '.join(kinds).capitalize()} could not be measured in this recording ({reason}); "
+            "no event of this kind is counted, which does not mean there were none." for reason, kinds in by_reason.items()]
+
+
 def select_events(events: pd.DataFrame, kind: str, first: int, last: int) -> pd.DataFrame:
     """Events of `kind` (or its group) overlapping the inclusive epoch range, in time order."""
     kinds = EVENT_GROUPS.get(kind, (kind,))
@@ -132,8 +164,12 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
         for row in selected.head(5).itertuples():
             findings.append(f"{counted(row.kind, 1, patient).removeprefix('1 ') if patient else row.kind} at "
                             f"{format_citation(night.rec.cite(row.start_s, row.end_s))}.")
-    if kind == "desaturation" and "SpO2" not in night.rec.signals:
-        findings.append(f"Oxygen desaturations cannot be measured: {unusable_reason(night.rec, 'SpO2')}.")
+    kinds = EVENT_KINDS if kind == "all" else EVENT_GROUPS.get(kind, (kind,))
+    missing = not_measured(night, kinds)
+    if missing and set(missing) == set(kinds) and selected.empty:  # nothing of this kind could be measured
+        findings = not_measured_findings(missing, patient)
+    elif missing:
+        findings += not_measured_findings(missing, patient)
     annotated = _reference_events(night, kind, first, last, with_text=annotation_text is True)
     return {
         "tool": "list_events",
@@ -141,7 +177,7 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
         "kind": kind,
         "range": night.cite(first, last),
         "findings": findings,
-        "count": int(len(selected)),
+        "count": None if missing and set(missing) == set(kinds) and selected.empty else int(len(selected)),
         "events": [_event_row(night, row) for row in selected.head(MAX_LISTED).itertuples()],
         "listed": min(len(selected), MAX_LISTED),
         "file_annotations": {

@@ -21,7 +21,7 @@ from sleeplm.report.plots import plot_periods
 from sleeplm.terms import EVENT_GROUPS, format_citation
 from tools.compare import period_mask
 from tools.context import NightContext, TimeRangeArgs, configure, night_tool_errors, position_per_epoch
-from tools.events import counted, select_events
+from tools.events import counted, not_measured, not_measured_findings, select_events
 
 PeriodKind = Literal["respiratory", "apnea", "hypopnea", "desaturation", "arousal", "heart_rate", "tachycardia",
                      "bradycardia", "disturbed"]
@@ -127,7 +127,11 @@ def abnormal_periods(kind: str = "respiratory", start: str | None = None, end: s
     whole = first == 0 and last == night.rec.n_epochs - 1
     where = ("the whole night" if whole else format_citation(night.cite(first, last))) + (f", {within} only" if within else "")
     gap = f"{gap_min:g} min"
-    if periods.empty:
+    missing = not_measured(night, kinds)
+    unmeasured = set(missing) == set(kinds) and periods.empty  # not measurable: never "none were measured"
+    if unmeasured:
+        findings = not_measured_findings(missing, patient)
+    elif periods.empty:
         findings = [f"No {topic} were measured in {where}."]
     else:
         head = (f"{_events(len(selected))} ({topic}) in {where}, grouped into {len(periods)} period(s) "
@@ -135,11 +139,11 @@ def abnormal_periods(kind: str = "respiratory", start: str | None = None, end: s
             f"We counted {len(selected)} {topic} in {where}. Events less than {gap} apart count as one period. "
             f"There were {len(periods)} periods. The worst come first.")
         findings = [head] + [_period_line(night, row, patient) for row in periods.head(MAX_PERIODS).itertuples()]
-    if not quiet.empty and not within:  # quiet stretches of a stage set would include the other stages
+    if not quiet.empty and not within and not unmeasured:  # quiet stretches of a stage set would include the other stages
         findings.append("Quiet stretches with none of these events: " + "; ".join(
             f"{format_citation(night.cite(q.first_epoch, q.last_epoch))}, {q.minutes} min" for q in quiet.head(MAX_QUIET).itertuples()) + ".")
-    if kind in ("desaturation", "disturbed") and "SpO2" not in night.rec.signals:
-        findings.append("There is no SpO2 channel, so oxygen drops cannot be measured.")
+    if missing and not unmeasured:
+        findings += not_measured_findings(missing, patient)
     content = {
         "tool": "abnormal_periods",
         "source": f"measured (stages from {night.stage_source})" if night.stage_source else "measured",
@@ -148,7 +152,7 @@ def abnormal_periods(kind: str = "respiratory", start: str | None = None, end: s
         "gap_min": gap_min,
         "range": night.cite(first, last),
         "findings": findings,
-        "n_events": int(len(selected)),
+        "n_events": None if unmeasured else int(len(selected)),
         "n_periods": int(len(periods)),
         "periods": [_period_record(night, row) for row in periods.head(MAX_PERIODS).itertuples()],
         "quiet": [{**night.cite(q.first_epoch, q.last_epoch), "minutes": q.minutes} for q in quiet.head(MAX_QUIET).itertuples()],
