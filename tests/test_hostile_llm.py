@@ -67,3 +67,15 @@ def test_the_terminal_trace_prints_the_models_tool_name_inert(known_night, scrip
     session = session_on(known_night, llm)
     text = format_turn(session.ask("how did I sleep?"), session)
     assert "\x1b" not in text and "[tool night_summary(key=1) -> error]" in text
+
+
+def test_a_figure_that_is_not_assessable_is_never_written_as_none(known_night):
+    """The summary's write-up (the fallback answer, the tool-only answer) read 'None apneas', 'Supine AHI None',
+    'sleep onset latency None min' and 'N1 0.0 min (None% of TST)' on nights without those figures."""
+    from tools import parse_result, run_tool
+
+    known_night.analysis.summary.update(sol_min=None, N1_pct=None, ahi_supine=None)
+    texts = [" ".join(parse_result(run_tool("night_summary", {"audience": audience}, known_night).content)["findings"])
+             for audience in ("clinician", "patient")]
+    assert not any("None" in text for text in texts), texts
+    assert "Supine AHI not assessable" in texts[0] and "apneas not assessable" in texts[0]

@@ -36,30 +36,42 @@ RULE_TEXT = {
 }
 
 
+def _shown(value, unit: str = "") -> str:
+    """A figure with its unit, or "not assessable" (never the word None; the reason is listed below it)."""
+    return "not assessable" if value is None else f"{value}{unit}"
+
+
+def _counted(value, noun: str) -> str:
+    return f"{noun} not assessable" if value is None else f"{value} {noun}"
+
+
 def _clinician_findings(s: dict) -> list[str]:
     """AASM figures first (AHI with its scoring rule, oxygen), then sleep architecture."""
     lines = []
     if s.get("ahi") is not None:
         lines.append(
             f"AHI {s['ahi']} events/h ({RULE_TEXT.get(s.get('ahi_rule'), 'rule ' + str(s.get('ahi_rule')))}): "
-            f"{s.get('n_apneas')} apneas, {s.get('n_hypopneas')} hypopneas; band: {s.get('severity')}. "
-            f"Supine AHI {s.get('ahi_supine')}, non-supine {s.get('ahi_nonsupine')}, REM {s.get('ahi_rem')}, NREM {s.get('ahi_nrem')}."
+            f"{_counted(s.get('n_apneas'), 'apneas')}, {_counted(s.get('n_hypopneas'), 'hypopneas')}; band: {_shown(s.get('severity'))}. "
+            f"Supine AHI {_shown(s.get('ahi_supine'))}, non-supine {_shown(s.get('ahi_nonsupine'))}, "
+            f"REM {_shown(s.get('ahi_rem'))}, NREM {_shown(s.get('ahi_nrem'))}."
         )
     elif s.get("rei") is not None:
-        lines.append(f"REI {s['rei']} events/h of monitoring time (no sleep staging, so no AHI); band: {s.get('severity')}.")
+        lines.append(f"REI {s['rei']} events/h of monitoring time (no sleep staging, so no AHI); band: {_shown(s.get('severity'))}.")
     if s.get("spo2_min") is not None:
         lines.append(
-            f"SpO2 mean {s.get('spo2_mean')}%, minimum {s['spo2_min']}%, T90 {s.get('t90_min')} min, "
-            f"ODI3 {s.get('odi3')}/h, ODI4 {s.get('odi4')}/h."
+            f"SpO2 mean {_shown(s.get('spo2_mean'), '%')}, minimum {s['spo2_min']}%, T90 {_shown(s.get('t90_min'), ' min')}, "
+            f"ODI3 {_shown(s.get('odi3'), '/h')}, ODI4 {_shown(s.get('odi4'), '/h')}."
         )
     if s.get("tst_min") is not None:
         lines.append(
-            f"TIB {s.get('tib_min')} min, TST {s['tst_min']} min, sleep efficiency {s.get('se_pct')}%, "
-            f"sleep onset latency {s.get('sol_min')} min, REM latency {s.get('rem_latency_min')} min, WASO {s.get('waso_min')} min."
+            f"TIB {_shown(s.get('tib_min'), ' min')}, TST {s['tst_min']} min, sleep efficiency {_shown(s.get('se_pct'), '%')}, "
+            f"sleep onset latency {_shown(s.get('sol_min'), ' min')}, REM latency {_shown(s.get('rem_latency_min'), ' min')}, "
+            f"WASO {_shown(s.get('waso_min'), ' min')}."
         )
         lines.append(
-            "Stages: " + ", ".join(f"{st} {s.get(f'{st}_min')} min ({s.get(f'{st}_pct')}% of TST)" for st in SLEEP_STAGES)
-            + f"; wake {s.get('W_min')} min; {s.get('n_awakenings')} awakenings."
+            "Stages: " + ", ".join(f"{st} {_shown(s.get(f'{st}_min'), ' min')} ({_shown(s.get(f'{st}_pct'), '% of TST')})"
+                                   for st in SLEEP_STAGES)
+            + f"; wake {_shown(s.get('W_min'), ' min')}; {_shown(s.get('n_awakenings'))} awakenings."
         )
     if s.get("hr_mean") is not None:
         lines.append(f"Mean heart rate {s['hr_mean']} bpm.")
@@ -90,13 +102,13 @@ def _patient_findings(s: dict) -> list[str]:
     if s.get("tst_min") is not None:
         rest.append(
             f"You slept {_hours_minutes(s['tst_min'])} ({s['tst_min']} min). You were in bed for {_hours_minutes(s.get('tib_min'))}. "
-            f"So you were asleep {s.get('se_pct')}% of the time in bed (sleep efficiency). "
-            f"It took you {s.get('sol_min')} min to fall asleep."
+            + (f"So you were asleep {s['se_pct']}% of the time in bed (sleep efficiency). " if s.get("se_pct") is not None else "")
+            + (f"It took you {s['sol_min']} min to fall asleep." if s.get("sol_min") is not None else "You did not fall asleep.")
         )
         rest.append(
             f"Deep sleep (N3): {s.get('N3_min')} min. Dream sleep (REM): {s.get('R_min')} min. "
             f"Light sleep (N1+N2): {rounded((s.get('N1_min') or 0) + (s.get('N2_min') or 0))} min. "
-            f"You woke up {s.get('n_awakenings')} times."
+            + (f"You woke up {s['n_awakenings']} times." if s.get("n_awakenings") is not None else "")
         )
     ask = f"Please talk with your doctor about these results{', mainly ' + ' and '.join(discuss) if discuss else ''}."
     return lead + rest + [ask, "This is a screening test, not a diagnosis."]
