@@ -43,7 +43,11 @@ so CPU-time figures only; every experiment ran one process at a time unless stat
   large arrays lose their transparent huge pages); the loader's two threads per night cost no
   extra CPU (10.31 vs 10.37 s) and were kept.
 - Ray's own processes: idle local Ray (no dashboard) uses 2.4 % of one core; over a 6 x 2-h run
-  the driver took ~1 s CPU and Ray's processes ~0.5 s, against ~13 s for the nights.
+  the driver took ~1 s CPU and Ray's processes ~0.5 s, against ~13 s for the nights. ``--nights 4
+  --hours 8`` (load 2.1 -> 8.9): a night's task 9.32 s CPU with 1 worker (10.9 s before the
+  changes above, quiet run), the plain path 11.34 s per night; driver 1.9 s and Ray's processes
+  2.3 s CPU over the 72-s 1-worker run. With 2 busy workers that CPU comes out of their cores:
+  a leaner driver loop and fewer Ray helper processes are the next thing to try.
 - Two processes at once against one alone, CPU per process (load 2-3): memory-heavy numpy loops
   over 59-MB arrays 0.99x and 1.05x, cache-resident numpy loops 0.98x and 1.00x, pure-Python loops
   0.88x and 1.09x; and measure_night on 8-h nights in two processes at once 10.10 vs 10.44 s CPU
