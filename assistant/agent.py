@@ -225,7 +225,7 @@ class TurnGuard(AgentMiddleware):
         if not answered:  # the epochs of the follow-up hint (periods already named) count as said
             response = _without_invented_times(response, [*request.messages, *([SystemMessage(hint)] if hint else [])])
             if routed:
-                response = self._fitted_to(response, routed[0])
+                response = self._fitted_to(response, routed[0], partner_ok=not _follow_up(question, previous))
             return ModelResponse(result=[self._bound_calls(m) if isinstance(m, AIMessage) else m for m in response.result],
                                  structured_response=response.structured_response)
         # Tools were not offered: a tool call now is a repeat; keep the text, drop the call.
@@ -239,24 +239,28 @@ class TurnGuard(AgentMiddleware):
             fixed.append(message)
         return ModelResponse(result=fixed, structured_response=response.structured_response)
 
-    def _fitted_to(self, response: ModelResponse, routed: tuple[str, dict]) -> ModelResponse:
+    def _fitted_to(self, response: ModelResponse, routed: tuple[str, dict], partner_ok: bool = False) -> ModelResponse:
         """The response's tool calls fitted to the routed call: one call is kept, the model's call of
         the routed tool or else its first call, which becomes the routed call (same id); arguments
         the routed call has but the model left out (a period's "epoch A"/"epoch B", "within", the
-        "kind") are added, the model's own are kept. The calls left over are dropped (traced as
+        "kind") are added, the model's own are kept. With `partner_ok` (not a follow-up on named
+        periods), a call of the routed tool's partner in `SAME_ANSWER` is kept as the model made it:
+        both answer "when" with measured, timed events. The calls left over are dropped (traced as
         refused). The arguments still go through the limits and the tools' own validation."""
         name, args = routed
+        accepted = {name, SAME_ANSWER.get(name)} if partner_ok else {name}
         fixed = []
         for message in response.result:
             if isinstance(message, AIMessage) and message.tool_calls:
-                call = next((c for c in message.tool_calls if c["name"] == name), message.tool_calls[0])
+                call = next((c for c in message.tool_calls if c["name"] == name), None) or next(
+                    (c for c in message.tool_calls if c["name"] in accepted), message.tool_calls[0])
                 for other in message.tool_calls:
                     if other is not call:
                         self._drop(other["name"], other["args"], f"the question routes to {name}; one call of it is made")
-                if call["name"] != name:
+                if call["name"] not in accepted:
                     logger.info("routed question: %s replaced by %s, the tool the question routes to", call["name"], name)
                     call = {**call, "name": name, "args": dict(args)}
-                elif isinstance(call["args"], dict):
+                elif call["name"] == name and isinstance(call["args"], dict):  # a partner's call stands as made
                     call = {**call, "args": {**args, **call["args"]}}
                 message = message.model_copy(update={"tool_calls": [call]})
             fixed.append(message)
@@ -573,6 +577,10 @@ _ROUTED_FORM = re.compile(r"^\W*(?:please\s+|can you\s+|could you\s+)?(?:when|wh
 # The router's residual and catch-all answers: any "show me X" it does not recognise is a concept,
 # and a word like "night" or "signal" says only that the question is about the recording.
 _UNSURE_TOOLS = ("concept_timeline", "recording_overview", "night_summary")
+# Tools that answer the same "when" question from the same measured events (single events with
+# their times, or the periods they cluster in): a model that picks the partner of the routed one
+# is not overruled ("When were the apneas?" may be answered by either).
+SAME_ANSWER = {"list_events": "abnormal_periods", "abnormal_periods": "list_events"}
 
 
 def routed_tool(question: str, audience: str = "clinician", previous: dict | None = None) -> list[tuple[str, dict]]:

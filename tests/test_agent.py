@@ -340,18 +340,25 @@ def cite_findings(messages):
 
 
 def test_when_did_respiration_look_abnormal_cites_true_events(known_night, scripted_model):
-    """A "when ... abnormal" question is answered with ranked periods, even when the model lists events."""
+    """A "when ... abnormal" question is answered with the measured events' times, whether the model
+    lists the events or ranks the periods they cluster in (the routed tool when it picks neither)."""
     from conftest import KNOWN_EVENTS
 
+    truth = [(s, e) for kind, _, s, e in KNOWN_EVENTS if kind in ("apnea", "hypopnea")]
     llm = scripted_model(call("list_events", kind="respiratory"), cite_findings)
     turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
-    truth = [(s, e) for kind, _, s, e in KNOWN_EVENTS if kind in ("apnea", "hypopnea")]
-    assert [c["name"] for c in turn.tool_calls] == ["abnormal_periods"]
-    cited = turn.tool_calls[0]["result"]["periods"]
-    assert sum(p["n_events"] for p in cited) == len(truth)
-    assert all(any(overlaps(p, s, e) for p in cited) for s, e in truth)
-    assert "#1: 23:33:00-23:35:30 (elapsed 0h33m00s-0h35m30s, epochs 66-70)" in turn.answer
+    cited = turn.tool_calls[0]["result"]["events"]
+    assert len(cited) == len(truth) and all(any(overlaps(c, s, e) for s, e in truth) for c in cited)
+    assert "23:33:20-23:33:40 (elapsed 0h33m20s-0h33m40s, epochs 66-67)" in turn.answer
     assert turn.mode == "agent" and turn.grounding["unmatched"] == []
+    for chosen in (call("abnormal_periods", kind="respiratory"), call("caption_epochs", domain="respiratory")):
+        turn = session_on(known_night, scripted_model(chosen, cite_findings)).ask("when did respiration look abnormal?")
+        assert [c["name"] for c in turn.tool_calls] == ["abnormal_periods"]
+        cited = turn.tool_calls[0]["result"]["periods"]
+        assert sum(p["n_events"] for p in cited) == len(truth)
+        assert all(any(overlaps(p, s, e) for p in cited) for s, e in truth)
+        assert "#1: 23:33:00-23:35:30 (elapsed 0h33m00s-0h35m30s, epochs 66-70)" in turn.answer
+        assert turn.mode == "agent" and turn.grounding["unmatched"] == []
 
 
 def test_patient_friendly_summary(known_night, scripted_model):
@@ -394,7 +401,7 @@ def test_was_my_oxygen_ever_low(known_night, scripted_model):
     # The embedded 1.5B model's picks in bench/llm_battery.py.
     ("show me REM with rapid eye movements", call("caption_epochs", start="epoch 150", end="epoch 179"),
      ("find_epochs", {"query": "show me REM with rapid eye movements"}), "00:55:00-01:00:00 (elapsed 1h55m00s-2h00m00s, epochs 230-239)"),
-    ("was my oxygen ever low?", call("abnormal_periods", kind="desaturation"),
+    ("was my oxygen ever low?", call("caption_epochs", start="epoch 60", end="epoch 70", domain="respiratory"),
      ("list_events", {"kind": "desaturation"}), "23:33:30-23:34:00 (elapsed 0h33m30s-0h34m00s, epoch 67)"),
     ("when did my oxygen look abnormal?", call("find_epochs", query="low oxygen"),
      ("abnormal_periods", {"kind": "desaturation"}), "#1: 23:33:30-23:34:00 (elapsed 0h33m30s-0h34m00s, epoch 67)"),
@@ -405,6 +412,21 @@ def test_a_recognised_question_uses_its_routed_tool(known_night, scripted_model,
     assert llm.tools_offered[0] == 1 and llm.tool_choices[0] == routed[0]  # only the routed tool is offered, and forced
     assert [(c["name"], c["args"], c["status"]) for c in turn.tool_calls] == [(*routed, "success")]
     assert turn.mode == "agent" and cited in turn.answer and turn.grounding["unmatched"] == []
+
+
+@pytest.mark.parametrize("question, partner_call", [
+    ("When were the apneas?", call("list_events", kind="respiratory")),
+    ("was my oxygen ever low?", call("abnormal_periods", kind="desaturation")),
+], ids=["apneas-listed", "oxygen-periods"])
+def test_a_routed_question_keeps_the_partner_tool_the_model_chose(known_night, scripted_model, question, partner_call):
+    """list_events and abnormal_periods answer "when" from the same measured events: the model's
+    choice of the routed tool's partner stands, with its own arguments."""
+    llm = scripted_model(partner_call, cite_findings)
+    turn = session_on(known_night, llm).ask(question)
+    made = partner_call.tool_calls[0]
+    assert routed_tool(question)[0][0] != made["name"]
+    assert [(c["name"], c["args"], c["status"]) for c in turn.tool_calls] == [(made["name"], made["args"], "success")]
+    assert turn.mode == "agent" and turn.grounding["unmatched"] == []
 
 
 def test_heart_rate_question_uses_ranked_periods(sim_night, scripted_model):
