@@ -441,6 +441,9 @@ class NightSession:
             grounding.rejected = problem
         else:
             return None, problem
+        if last is not None and answer != last.text:
+            # Later turns see this turn as the user saw it: the checked answer, never the model's rejected draft.
+            self._agent.update_state(config, {"messages": [AIMessage(content=answer, id=last.id)]})
         self._remember_periods(answer, tool_calls)
         return TurnResult(
             answer=answer, tool_calls=tool_calls, grounding=grounding.to_dict(),

@@ -67,6 +67,17 @@ def test_an_answer_with_one_wrong_figure_is_never_shown_as_checked(known_night, 
     assert "44 as duration (stage:R)" in turn.grounding["rejected"]
 
 
+def test_later_turns_see_the_answer_shown_not_the_rejected_draft(known_night, scripted_model):
+    invented = "Your AHI is 31.2 with 212 apneas and SpO2 fell to 71%."
+    llm = scripted_model(call("night_summary"), invented, "Hello.")
+    session = session_on(known_night, llm)
+    first = session.ask("how did I sleep?")
+    session.ask("thanks")
+    history = [m.content for m in llm.seen[-1] if not isinstance(m, SystemMessage)]
+    assert first.mode == "fallback" and first.answer in history
+    assert not any("31.2" in str(text) for text in history)
+
+
 @pytest.mark.parametrize(
     "bad_answer",
     [
