@@ -135,3 +135,48 @@ def test_a_sensor_that_fell_off_is_not_measured():
     reasons = missing_reasons(rec, artefact_segments(rec))
     assert "EMG_Chin flat or clipped in 67% of the epochs" in reasons["posmus_emg_rms_uv"]
     assert "brain_c4_delta_rel" not in reasons and "brain_spindle_count" not in reasons
+
+
+def _with_noise_ecg(rec, start_s=0.0, end_s=None):
+    """`rec` whose ECG is Gaussian noise (a disconnected lead) from `start_s` to `end_s`, and no HR channel."""
+    from dataclasses import replace
+
+    from sleeplm.io.recording import Signal
+
+    ecg = rec.signals["ECG"]
+    data = ecg.data.copy()
+    span = slice(int(start_s * ecg.sfreq), None if end_s is None else int(end_s * ecg.sfreq))
+    data[span] = np.random.default_rng(0).normal(0, 100, data[span].size)
+    signals = {k: v for k, v in rec.signals.items() if k != "HR"}
+    return replace(rec, signals={**signals, "ECG": Signal(data, ecg.sfreq, ecg.unit, ecg.source)})
+
+
+def test_a_noise_ecg_gives_no_heart_rate_and_says_why():
+    """Gaussian noise on the ECG used to read as ~140 bpm (tachycardia all night): now it is not measured."""
+    from types import SimpleNamespace
+
+    from sleeplm.measure.analysis import analyze_night
+    from sleeplm.measure.features import heart_rate_per_second
+    from tools.events import not_measured
+
+    rec = _with_noise_ecg(make_night(STAGES))
+    hr = heart_rate_per_second(rec)
+    assert hr is None or np.isnan(hr).all()
+    analysis = analyze_night(rec, automatic_staging=False)
+    assert analysis.summary["hr_mean"] is None
+    assert analysis.summary["not_assessable"]["hr_mean"].startswith("heart rate not measurable: the ECG shows no consistent heartbeat")
+    assert not analysis.events["kind"].isin(["tachycardia", "bradycardia"]).any()
+    missing = not_measured(SimpleNamespace(analysis=analysis, rec=rec), ("tachycardia", "bradycardia"))
+    assert set(missing) == {"tachycardia", "bradycardia"} and "not measurable" in missing["tachycardia"]
+
+
+def test_noise_in_part_of_the_ecg_leaves_only_that_part_unmeasured():
+    from sleeplm.measure.features import heart_rate_per_second
+
+    rec = _with_noise_ecg(make_night(STAGES), 120.0, 300.0)       # epochs 4-9
+    hr = heart_rate_per_second(rec)
+    assert np.isnan(hr[130:290]).all()
+    assert np.nanmean(hr[:110]) == pytest.approx(60, abs=1) and np.nanmean(hr[310:]) == pytest.approx(60, abs=1)
+    assert np.isfinite(hr[310:]).mean() > 0.95
+    table = epoch_features(rec)
+    assert table.loc[5:8, "cardiac_hr_mean_bpm"].isna().all() and table.loc[10:, "cardiac_hr_mean_bpm"].notna().all()

@@ -52,7 +52,8 @@ class EventArgs(TimeRangeArgs):
 
 # The summary figure whose absence means a kind of event could not be measured at all: a count
 # of 0 would then mean "not measured", never "none happened".
-MEASURED_BY = {"apnea": "n_apneas", "hypopnea": "n_hypopneas", "desaturation": "spo2_min"}
+MEASURED_BY = {"apnea": "n_apneas", "hypopnea": "n_hypopneas", "desaturation": "spo2_min",
+               "tachycardia": "hr_mean", "bradycardia": "hr_mean"}
 
 
 def not_measured(night: NightContext, kinds) -> dict[str, str]:

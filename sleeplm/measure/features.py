@@ -26,7 +26,7 @@ from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, Recording
 from sleeplm.measure.signals import bandpass, epoch_matrix, get_signal, per_second, position_codes, unusable_reason
 from sleeplm.terms import runs
 
-__all__ = ["EEG_BANDS", "epoch_features", "missing_reasons", "epoch_positions", "heart_beats", "heart_rate_per_second", "breaths"]
+__all__ = ["EEG_BANDS", "epoch_features", "missing_reasons", "epoch_positions", "heart_beats", "readable_beat_epochs", "heart_rate_per_second", "breaths"]
 
 # AASM/YASA conventional EEG bands (Hz); relative power is over 0.5-30 Hz.
 EEG_BANDS = {"delta": (0.5, 4), "theta": (4, 8), "alpha": (8, 12), "sigma": (12, 16), "beta": (16, 30)}
@@ -42,6 +42,16 @@ KCOMPLEX_ISOLATION_S = 3.0
 # Plausible beat-to-beat intervals (30-200 bpm) and breath intervals (4-40 breaths/min).
 RR_LIMITS_S = (0.3, 2.0)
 BREATH_LIMITS_S = (1.5, 15.0)
+# Beat-template consistency (after Orphanidou et al. 2015, IEEE JBHI 19:832): in each 30-s epoch the
+# beats' +-0.25 s band-passed waveforms are correlated with their mean (the epoch's beat template).
+# Heartbeats repeat one QRS shape (median correlation ~0.99 on clean ECG); peaks picked from noise
+# do not (~0.5). An epoch whose median correlation is below the threshold has no readable beats.
+BEAT_TEMPLATE_HALF_S = 0.25
+BEAT_TEMPLATE_MIN_CORR = 0.7
+# Seconds farther than this from a readable beat get no interpolated heart rate.
+HR_MAX_GAP_S = 5.0
+ECG_UNREADABLE = ("the ECG shows no consistent heartbeat (beat-template correlation below "
+                  f"{BEAT_TEMPLATE_MIN_CORR:g}: noise or a disconnected lead)")
 # Airflow amplitude baseline: median of the previous 5 min of epochs.
 FLOW_BASELINE_EPOCHS = 10
 EMG_BURST_WINDOW_S = 0.25
@@ -148,7 +158,9 @@ def heart_beats(rec: Recording) -> tuple[np.ndarray, np.ndarray] | None:
 
     The ECG is band-passed 5-25 Hz, its dominant polarity chosen, and peaks taller than 40% of
     the local (10-s) maximum found with `scipy.signal.find_peaks`. Intervals outside 0.3-2 s or
-    more than 30% off the running median (missed or extra beats) are dropped (NaN).
+    more than 30% off the running median (missed or extra beats) are dropped (NaN), and so are all
+    intervals in 30-s epochs whose beats do not repeat one waveform (`readable_beat_epochs`):
+    peaks picked from noise give no heart rate.
 
     Examples
     --------
@@ -176,8 +188,48 @@ def heart_beats(rec: Recording) -> tuple[np.ndarray, np.ndarray] | None:
     rr = np.diff(times, prepend=np.nan)
     running = pd.Series(rr).rolling(9, center=True, min_periods=3).median().to_numpy()
     bad = (rr < RR_LIMITS_S[0]) | (rr > RR_LIMITS_S[1]) | (np.abs(rr - running) > 0.3 * running)
-    rr[bad] = np.nan
+    readable = readable_beat_epochs(x, peaks, fs)
+    rr[bad | ~readable[(times // EPOCH_SEC).astype(int)]] = np.nan
     return times, rr
+
+
+def readable_beat_epochs(x: np.ndarray, peaks: np.ndarray, sfreq: float) -> np.ndarray:
+    """Per 30-s epoch of `x`: whether the detected `peaks` are heartbeats (one repeated waveform).
+
+    Each beat's +-`BEAT_TEMPLATE_HALF_S` waveform is correlated with the epoch's mean beat; the
+    epoch is readable when the median correlation reaches `BEAT_TEMPLATE_MIN_CORR` (3 beats at least).
+
+    Examples
+    --------
+    >>> fs, rng = 100.0, np.random.default_rng(0)
+    >>> beat = np.exp(-0.5 * ((np.arange(-25, 26) / fs) / 0.01) ** 2)        # a narrow QRS-like peak
+    >>> x = rng.normal(0, 0.05, 6000)
+    >>> peaks = np.arange(50, 3000, 90)                                       # 30 s of beats, then noise
+    >>> for p in peaks:
+    ...     x[p - 25: p + 26] += beat
+    >>> noise_peaks = signal.find_peaks(x[3000:], distance=30)[0] + 3000
+    >>> readable_beat_epochs(x, np.concatenate([peaks, noise_peaks]), fs).tolist()
+    [True, False]
+    """
+    n_epochs = max(int(np.ceil(len(x) / (sfreq * EPOCH_SEC))), 1)
+    half = int(round(BEAT_TEMPLATE_HALF_S * sfreq))
+    peaks = peaks[(peaks >= half) & (peaks < len(x) - half)]
+    readable = np.zeros(n_epochs, dtype=bool)
+    if peaks.size == 0:
+        return readable
+    beats = x[peaks[:, None] + np.arange(-half, half + 1)]
+    beats = beats - beats.mean(axis=1, keepdims=True)
+    epoch = (peaks / sfreq // EPOCH_SEC).astype(int)
+    for e in np.unique(epoch):
+        group = beats[epoch == e]
+        if len(group) < 3:
+            continue
+        template = group.mean(axis=0)
+        template = template - template.mean()
+        norm = np.linalg.norm(group, axis=1) * np.linalg.norm(template)
+        corr = group @ template / np.where(norm > 0, norm, np.inf)
+        readable[e] = np.median(corr) >= BEAT_TEMPLATE_MIN_CORR
+    return readable
 
 
 def heart_rate_per_second(rec: Recording) -> np.ndarray | None:
@@ -195,7 +247,13 @@ def heart_rate_per_second(rec: Recording) -> np.ndarray | None:
         times, rr = beats
         ok = np.isfinite(rr)
         if ok.sum() >= 2:
-            return np.interp(np.arange(n_seconds) + 0.5, times[ok], 60.0 / rr[ok], left=np.nan, right=np.nan)
+            seconds = np.arange(n_seconds) + 0.5
+            hr = np.interp(seconds, times[ok], 60.0 / rr[ok], left=np.nan, right=np.nan)
+            # no heart rate is made up across a stretch without readable beats (noise, lead off)
+            beat_times = times[ok]
+            right = np.clip(np.searchsorted(beat_times, seconds), 1, beat_times.size - 1)
+            nearest = np.minimum(np.abs(beat_times[right] - seconds), np.abs(beat_times[right - 1] - seconds))
+            return np.where(nearest <= HR_MAX_GAP_S, hr, np.nan)
     hr = get_signal(rec, "HR")
     if hr is not None:
         values = per_second(hr.data, hr.sfreq)
@@ -207,7 +265,7 @@ def heart_rate_per_second(rec: Recording) -> np.ndarray | None:
 def _cardiac(rec: Recording, n: int) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     beats = heart_beats(rec)
-    if beats is not None:
+    if beats is not None and np.isfinite(beats[1]).any():  # else no readable beat: the HR channel, if any
         times, rr = beats
         table = pd.DataFrame({"epoch": (times // EPOCH_SEC).astype(int), "hr": 60.0 / rr, "rr_ms": rr * 1000,
                               "t_min": times / 60})

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from sleeplm.measure.features import epoch_positions, heart_rate_per_second
+from sleeplm.measure.features import ECG_UNREADABLE, epoch_positions, heart_rate_per_second
 from sleeplm.measure.quality import artefact_segments, bad_seconds
 from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
 from sleeplm.terms import NREM_STAGES, SLEEP_STAGES, severity_band
@@ -289,7 +289,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
                 missing[key] = "no valid SpO2 samples"
     summary["hr_mean"] = _sleeping_hr(rec, stage_of, features)
     if summary["hr_mean"] is None:
-        missing["hr_mean"] = f"no ECG or heart-rate channel with detectable beats ({unusable_reason(rec, 'HR')})"
+        missing["hr_mean"] = ("heart rate not measurable: " + ECG_UNREADABLE if get_signal(rec, "ECG") is not None else
+                              f"no ECG or heart-rate channel with detectable beats ({unusable_reason(rec, 'HR')})")
     if positions is None:
         missing["position_min"] = "no body-position channel"
     else:
