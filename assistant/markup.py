@@ -25,8 +25,13 @@ _TARGET = r"\((?:[^()\n]|\([^()\n]*\))*\)"
 _LABEL = r"\[(?:[^\[\]\n]|\[[^\[\]\n]*\])*\]"
 
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
-# A tag (opening, closing or self-closing), an autolink (<http://...>), a declaration or processing instruction.
-_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>?|<[!?][^<>]*>?")
+# A tag: "<" or "</", a tag name, then whitespace, "/" or ">" (as a browser reads "<svg/onload=...>"),
+# attributes up to ">" (or the end of the text: a tag still being streamed). A comparison has no tag
+# name ("AHI <5") or none followed by a delimiter ("x<y, 3 > 2") and stays. Also an autolink
+# (<http://...>, <name@host>), a declaration (<!DOCTYPE ...>, <![CDATA[) or processing instruction (<?...>).
+_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:>|[\s/][^<>]*(?:>|\Z))"
+                       r"|<[A-Za-z][A-Za-z0-9+.-]{1,31}:[^\s<>]*>|<[^\s<>@]+@[^\s<>@]+>"
+                       r"|<[!?][^<>]*>?")
 _IMAGE = re.compile(rf"!{_LABEL}(?:{_TARGET}|\s*\[[^\]\n]*\])?")
 _LINK_DEFINITION = re.compile(r"^[ \t]{0,3}\[[^\]\n]+\]:[ \t]*\S+.*$", re.M)
 _INLINE_LINK = re.compile(rf"({_LABEL}){_TARGET}")
@@ -42,8 +47,8 @@ def inert_markdown(text: str) -> str:
     --------
     >>> inert_markdown("AHI 12 ![x](http://host/leak?q=AHI) <img src=http://host/i> see [AASM](http://aasm.org)")
     'AHI 12 (image removed)  see AASM'
-    >>> inert_markdown("**AHI < 5** is normal")
-    '**AHI < 5** is normal'
+    >>> inert_markdown("**AHI < 5** is normal; x<y, 3 > 2; AHI <5 and SpO2 > 90 %")   # comparisons are no tags
+    '**AHI < 5** is normal; x<y, 3 > 2; AHI <5 and SpO2 > 90 %'
     >>> inert_markdown("<<script>script>alert(1)<</script>/script>")   # no tag rebuilt from the pieces
     'alert(1)'
     """

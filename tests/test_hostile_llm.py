@@ -7,6 +7,7 @@ Complements test_agent.py (invented figures, loops, JSON answers, injected annot
 
 from __future__ import annotations
 
+import pytest
 from conftest import call
 
 import app
@@ -79,3 +80,14 @@ def test_a_figure_that_is_not_assessable_is_never_written_as_none(known_night):
              for audience in ("clinician", "patient")]
     assert not any("None" in text for text in texts), texts
     assert "Supine AHI not assessable" in texts[0] and "apneas not assessable" in texts[0]
+
+
+@pytest.mark.parametrize("text", ["x<y, 3 > 2", "AHI <5 and SpO2 > 90 %", "HR<60 bpm, SpO2>90 %", "a<b", "x<y"])
+def test_comparisons_are_not_taken_for_tags(text):
+    """'x<y, 3 > 2' became 'x 2': anything from '<' + letter to '>' was removed as a tag."""
+    assert inert_markdown(text) == text
+
+
+def test_real_markup_still_goes_next_to_comparisons():
+    text = "AHI <5 <b>ok</b> <svg/onload=alert(1)> <img\nsrc=x onerror=alert(1)> <http://h/x> <!-- c --> 3 > 2 <a href=x"
+    assert inert_markdown(text) == "AHI <5 ok     3 > 2 "
