@@ -201,3 +201,12 @@ def test_events_a_night_cannot_show_are_never_reported_as_none(tmp_path, questio
         assert call["result"].get("count", call["result"].get("n_events")) is None
     finally:
         session.close()
+
+
+def test_zero_physical_range_is_named_not_called_clipped(tmp_path):
+    """Physical minimum == maximum scales every sample to one value: it was reported as 'clipped 100 %'."""
+    rec = load_recording(write_edf(tmp_path / "z.edf", [eeg(), eeg(label="EEG C4-A1", pmin=100, pmax=100)], 120))
+    channel = {c.canonical: c for c in rec.channels}["EEG_C4_A1"]
+    assert not channel.present and "EEG_C4_A1" not in rec.signals
+    assert channel.warnings == ["zero physical range (header), the channel cannot be read"]
+    assert {c.canonical: c for c in rec.channels}["EEG_C3_A2"].present

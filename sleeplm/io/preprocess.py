@@ -581,6 +581,9 @@ def channel_warnings(name: str, data: np.ndarray, bad: np.ndarray, scale: float,
     return out
 
 
+ZERO_PHYSICAL_RANGE = "zero physical range (header), the channel cannot be read"
+
+
 def prepare_signal(name, data, sfreq, rails, info, normalization):
     """Check one channel of the night and prepare it for the measurements and for SleepLM.
 
@@ -611,6 +614,11 @@ def prepare_signal(name, data, sfreq, rails, info, normalization):
     >>> signal.sfreq, row.shape, row.dtype, info.warnings
     (..., (4, 1920), dtype('float32'), [])
     """
+    if rails is not None and rails[0] == rails[1]:
+        # physical minimum == maximum: every sample scales to the same value, whatever was recorded
+        info.present = False
+        info.warnings.append(ZERO_PHYSICAL_RANGE)
+        return None, None
     trend = name in TREND_SIGNALS
     if trend:
         rails = None
