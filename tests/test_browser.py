@@ -265,6 +265,8 @@ def test_an_unrecognised_file_is_mapped_in_the_channel_table(tmp_path):
         row = page.locator('#preflight [role=gridcell][data-col="0"]', has_text="EEG_C3_A2").get_attribute("data-row")
         source = page.locator(f'#preflight [data-testid="cell-{row}-2"]')
         source.dblclick()
+        # Type only once the cell's editor has the focus (a key pressed before that was lost: "anal 1").
+        page.wait_for_function("['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName)", timeout=10_000)
         page.keyboard.type("Kanal 1")
         page.keyboard.press("Enter")
         expect(source).to_contain_text("Kanal 1")
