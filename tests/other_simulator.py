@@ -2,7 +2,7 @@
 
 The product's own simulator (`sleeplm.synthetic`) was written next to the detectors, by the same
 rules, so it cannot show what they miss. This one is written from the clinical definitions
-(AASM, /work/shared/reference/SCORING.md) and textbook physiology, with its own ground truth, and
+(AASM, the SCORING.md clinical definitions of the project brief) and textbook physiology, with its own ground truth, and
 it differs from ours the way another lab's files do:
 
 - channel labels of other vendors ("EEG C4-M1", "C3:A2", "Thor", "Abdo", "Flow Patient",
