@@ -167,7 +167,8 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
                             f"{format_citation(night.rec.cite(row.start_s, row.end_s))}.")
     kinds = EVENT_KINDS if kind == "all" else EVENT_GROUPS.get(kind, (kind,))
     missing = not_measured(night, kinds)
-    if missing and set(missing) == set(kinds) and selected.empty:  # nothing of this kind could be measured
+    unmeasured = set(missing) == set(kinds) and selected.empty  # not measurable: never "none were measured"
+    if unmeasured:
         findings = not_measured_findings(missing, patient)
     elif missing:
         findings += not_measured_findings(missing, patient)
@@ -178,7 +179,7 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
         "kind": kind,
         "range": night.cite(first, last),
         "findings": findings,
-        "count": None if missing and set(missing) == set(kinds) and selected.empty else int(len(selected)),
+        "count": None if unmeasured else int(len(selected)),
         "events": [_event_row(night, row) for row in selected.head(MAX_LISTED).itertuples()],
         "listed": min(len(selected), MAX_LISTED),
         "file_annotations": {
