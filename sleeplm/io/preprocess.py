@@ -153,8 +153,10 @@ def resample(data: np.ndarray, sfreq_in: float, sfreq_out: float) -> np.ndarray:
     """
     data = np.asarray(data, dtype=np.float32)
     n_out = int(round(len(data) * sfreq_out / sfreq_in))
-    if sfreq_in == sfreq_out or len(data) == 0:
-        return data if sfreq_in == sfreq_out else np.zeros(n_out, dtype=np.float32)
+    if sfreq_in == sfreq_out:
+        return data
+    if len(data) == 0:
+        return np.zeros(n_out, dtype=np.float32)
     ratio = Fraction(sfreq_out / sfreq_in).limit_denominator(1000)
     up, down = ratio.numerator, ratio.denominator
     # The filter reaches past both ends, where resample_poly and `decimate` assume zeros: a signal
