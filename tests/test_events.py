@@ -235,10 +235,8 @@ def test_a_desaturation_starts_where_the_fall_begins_not_at_an_older_higher_leve
 
 
 @pytest.mark.slow
-def test_eight_hour_night_measures_within_20_s(tmp_path):
-    """Issue 5's speed target: artefacts + features + events + summary of an 8-h night in <= 20 s (2 cores)."""
-    import time
-
+def test_eight_hour_night_measures_end_to_end(tmp_path):
+    """Artefacts + features + events + summary of a whole 8-h night; bench/measure.py times it (target <= 20 s)."""
     from sleeplm.measure.features import epoch_features
     from sleeplm.io.reader import load_recording
     from sleeplm.measure.staging import StagingResult
@@ -247,13 +245,11 @@ def test_eight_hour_night_measures_within_20_s(tmp_path):
 
     path = write_night(simulate_night(8.0, seed=0, sfreq=256), tmp_path / "night.edf")
     rec, truth = load_recording(path), load_truth(path)
-    started = time.perf_counter()
     artefacts = artefact_segments(rec)
     features = epoch_features(rec, artefacts)
     events = detect_events(rec, truth.hypnogram, artefacts=artefacts)
     summary = night_summary(rec, events, StagingResult(truth.hypnogram, "reference scoring"), features=features,
                             artefacts=artefacts)
-    assert time.perf_counter() - started <= 20
     assert len(features) == 960 and abs(summary["ahi"] - truth.ahi) <= 2
 
 
