@@ -2,7 +2,8 @@
 
 Run ``sleeplm-assistant serve`` (or ``python app.py``) and open http://127.0.0.1:7860.
 
-Layout: the recording panel (upload or demo night, progress, preflight channel table), the
+Layout: the recording panel (upload or demo night, then optionally its scoring file: NSRR or
+Profusion XML, UCDDB text, Noxturnal CSV, EDF+ hypnogram; progress, preflight channel table), the
 chat (each tool call a collapsible step with its arguments, result and duration; the answer
 streams in after it; figures the agent draws appear in the chat), and beside it the night
 overview (stages, events, SpO2: click it to see the raw signals there), the raw-epoch viewer in
@@ -71,7 +72,7 @@ from sleeplm.report.plots import MAX_VIEW_EPOCHS, click_map, plot_epochs, plot_n
 __all__ = [
     "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "server_root", "MemoryGate", "LOAD_GATE", "BrowserSession",
     "ConfiguredChatModel", "SleepLMWeights", "check_upload", "refresh_status",
-    "open_session", "load_night", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
+    "open_session", "load_night", "load_scoring", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
     "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "api_ask_cohort", "open_cohort", "end_session",
     "build_app", "launch", "serve",
 ]
@@ -116,6 +117,8 @@ class BrowserSession:
     recording_path : the uploaded recording, moved into `workdir` under a neutral name.
     channel_map, position_map : the maps the recording was loaded with (``serve --channel-map`` /
         ``--position-map``); the channels the user types into the preflight table add to them.
+    annotations : the technician's scoring file the recording was loaded with (``serve
+        --annotations`` or an upload beside the recording, kept in `workdir`), or None.
     preflight : the preflight table as last shown (to see which channel the user edited).
     overview : where the time axis of the overview as last rendered lies (a `ClickMap`: maps clicks
         to times); the figure itself is not kept.
@@ -132,6 +135,7 @@ class BrowserSession:
     recording_path: Path | None = None
     channel_map: dict | None = None
     position_map: str | dict | None = None
+    annotations: Path | None = None
     preflight: pd.DataFrame | None = None
     overview: Any = None
     llm_note: str | None = None
@@ -528,14 +532,15 @@ def _no_progress(*_: Any, **__: Any) -> None:
 
 def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: dict | None,
                position_map: str | dict | None = None) -> Iterator[tuple]:
-    """Load `path` into the session; yields the panel's outputs as each stage finishes."""
+    """Load `path` (with the session's scoring file) into the session; yields the panel's outputs as each stage finishes."""
     if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length of 0)
         progress = _no_progress
     progress(0.02, desc="Reading the recording")
     if bs.weights is not None:
         bs.weights.attach(bs)
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
-    _gated_load(bs.night, path, progress=report, channel_map=channel_map, position_map=position_map)
+    _gated_load(bs.night, path, progress=report, channel_map=channel_map, position_map=position_map,
+                annotations=bs.annotations)
     bs.recording_path = path
     bs.shown_version = bs.night.night.version
     bs.turns.clear()
@@ -584,8 +589,10 @@ def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory
 def load_night(path, state: BrowserSession | None, request: Any = None, progress: Progress = None, *,
                root: Path, llm_factory, sleeplm_model=None, registry: dict | None = None,
                owned: bool = True, sleeplm_note: str | None = None, shown_root: Path | None = None,
-               channel_map: dict | None = None, position_map: str | dict | None = None) -> Iterator[tuple]:
-    """Handler: load a recording into this tab's session (with `channel_map`/`position_map`, if given).
+               channel_map: dict | None = None, position_map: str | dict | None = None,
+               annotations: str | Path | None = None) -> Iterator[tuple]:
+    """Handler: load a recording into this tab's session (with `channel_map`/`position_map` and the
+    scoring file `annotations`, if given; an upload's scoring comes afterwards, see `load_scoring`).
 
     Yields (state, night text, LLM text, preflight table, file channels text, overview image path,
     epoch viewer figure, downloads, chat history). An upload (`owned`) is moved into the session's
@@ -596,7 +603,7 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
                   sleeplm_note, shown_root)
     # A new upload replaces the tab's night only once it has loaded: until then the previous
     # upload is set aside (same neutral name), and it comes back if the new file cannot be used.
-    before, night_before = (bs.recording_path, bs.channel_map, bs.position_map), bs.night.night
+    before, night_before = (bs.recording_path, bs.channel_map, bs.position_map, bs.annotations), bs.night.night
     source = previous = None
     try:
         try:
@@ -610,6 +617,7 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
                 previous = before[0].rename(bs.workdir / f".previous{before[0].suffix}")
             source = _take_upload(source, bs.workdir / f"recording{source.suffix.lower()}")
         bs.channel_map, bs.position_map = channel_map, position_map
+        bs.annotations = None if annotations is None else Path(annotations)
         yield from _load_into(bs, source, progress, channel_map, position_map)
     except ChannelMappingError as exc:
         # No channel recognised: keep the file and let the user name its channels in the table.
@@ -617,7 +625,7 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     except SleepLMError as exc:
         note = ""
         if bs.night.night is night_before:  # the new file did not load: the tab keeps what it had
-            bs.recording_path, bs.channel_map, bs.position_map = before
+            bs.recording_path, bs.channel_map, bs.position_map, bs.annotations = before
             if owned and source is not None:
                 source.unlink(missing_ok=True)  # a refused upload is not kept
                 if previous is not None:
@@ -629,6 +637,36 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     finally:
         if previous is not None:
             previous.unlink(missing_ok=True)
+
+
+def load_scoring(paths, state: BrowserSession | None, progress: Progress = None) -> Iterator[tuple]:
+    """Handler: re-load this tab's recording with the technician's scoring file(s) uploaded beside it.
+
+    The files are moved into the session's folder under neutral names that keep their kind's
+    ending (``scoring-nsrr.xml``, ``scoring_respevt.txt`` + ``scoring_stage.txt``...). A file that
+    cannot be read, or that belongs to another recording, is refused and the night stays as it was.
+    """
+    from sleeplm.io.scoring import SCORING_SUFFIXES
+
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths or [])]
+    if state is None or state.recording_path is None or state.night.night is None or is_cohort(state):
+        for path in paths:
+            _discard_upload(path)
+        raise gr.Error("Upload the recording first, then its scoring file.")
+    tag, taken = uuid.uuid4().hex[:8], []  # one name per upload: a UCDDB pair stays a pair
+    for path in paths:
+        name = path.name.lower()
+        ending = next((end for end in SCORING_SUFFIXES if name.endswith(end)), path.suffix.lower())
+        taken.append(_take_upload(path, state.workdir / f"scoring{tag}{ending}"))
+    before = state.annotations
+    state.annotations = taken[0] if taken else None
+    try:
+        yield from _load_into(state, state.recording_path, progress, state.channel_map, state.position_map)
+    except SleepLMError as exc:
+        state.annotations = before
+        for path in taken:
+            path.unlink(missing_ok=True)  # a refused scoring file is not kept
+        raise gr.Error(str(exc) + " The night keeps the scoring it had.", title="This scoring file cannot be used") from exc
 
 
 def _cohort_markdown(bs: BrowserSession) -> str:
@@ -931,7 +969,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
               sleeplm_model: Any = None, preload: str | Path | None = None,
               sleeplm_note: str | None = None, channel_map: dict | None = None,
               position_map: str | dict | None = None, preload_is_demo: bool = False,
-              cohort: str | Path | None = None) -> gr.Blocks:
+              cohort: str | Path | None = None, annotations: str | Path | None = None) -> gr.Blocks:
     """The Gradio Blocks app.
 
     Parameters
@@ -949,6 +987,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     cohort : a cohort folder (``sleeplm-assistant cohort``): every tab talks to it (the cohort
         tools, salted night ids), the page shows its distributions instead of one night's panels,
         and the ``/ask_cohort`` endpoint answers questions about it. `preload` is then not used.
+    annotations : the technician's scoring file of `preload` (``serve --annotations FILE``); an
+        uploaded recording's scoring is uploaded beside it on the page.
     """
     _check_cohort(cohort)
     # Files inside Gradio's cache are served in place: no copy of them outlives the session. The
@@ -978,7 +1018,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
             return
         if preload is not None:
             yield from load_night(str(preload), state, request, progress, owned=False, **common,
-                                  **({} if preload_is_demo else maps))
+                                  **({} if preload_is_demo else {**maps, "annotations": annotations}))
             return
         bs = _session(state, request, **common)
         intro = "Upload a night (EDF/EDF+/BDF) or press **Load demo night**."
@@ -993,6 +1033,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         except SleepLMError as exc:
             raise gr.Error(str(exc)) from exc
         yield from load_night(str(path), state, request, progress, owned=False, **common)
+
+    def on_scoring(paths, state, progress=gr.Progress()):
+        yield from load_scoring(paths, state, progress)
 
     def on_remap(table, state, progress=gr.Progress()):
         yield from reload_with_channel_map(table, state, progress)
@@ -1024,6 +1067,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                 with gr.Row(visible=single):
                     upload = gr.File(label="Recording (EDF/EDF+/BDF)", file_types=list(UPLOAD_SUFFIXES),
                                      type="filepath", elem_id="upload", scale=3, height=100)
+                    scoring_upload = gr.File(label="Its scoring (optional): NSRR/Profusion XML, UCDDB text, Noxturnal "
+                                                   "CSV, EDF+ hypnogram", file_count="multiple", type="filepath",
+                                             elem_id="scoring-upload", scale=2, height=100)
                     demo_button = gr.Button("Load demo night", elem_id="demo-button", scale=1)
                 night_text = gr.Markdown(elem_id="night-status")
                 llm_text = gr.Markdown(elem_id="llm-status")
@@ -1057,6 +1103,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         private = {"api_visibility": "private", "concurrency_id": "load", "concurrency_limit": 2}
         demo.load(on_open, [state], panel, **private)
         upload.upload(on_upload, [upload, state], panel, **private)
+        scoring_upload.upload(on_scoring, [scoring_upload, state], panel, **private)
         demo_button.click(on_demo, [state], panel, **private)
         remap_button.click(on_remap, [preflight, state], panel, **private)
         # Chat and API calls share the language model: two at a time keep the app responsive.
@@ -1096,7 +1143,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bo
 
 def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | None = None,
           channel_map: dict | None = None, position_map: str | dict | None = None,
-          cohort: str | Path | None = None, nights: list | None = None, llm: str | None = None) -> None:
+          cohort: str | Path | None = None, nights: list | None = None, llm: str | None = None,
+          annotations: str | Path | None = None) -> None:
     """Run the app until interrupted; every new tab starts on `recording`, or on the demo night.
 
     `channel_map` and `position_map` (``serve --channel-map/--position-map``) are used to load
@@ -1105,7 +1153,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     nights of one person are measured first (local Ray, "night 1", "night 2", ...) into this run's
     folder and served as a cohort (deleted with the run). `llm` (``serve --llm``) is the language
     model spec; the embedded model is chosen (and on first run downloaded) before the page opens,
-    and the terminal says which and why.
+    and the terminal says which and why. `annotations` (``serve --annotations FILE``) is the
+    technician's scoring of `recording`.
     """
     bound_heap()  # freed arrays go back to the system at once (assistant.memory)
     if cohort is not None and nights:
@@ -1143,7 +1192,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     try:
         demo = build_app(llm_factory=ConfiguredChatModel(llm), sleeplm_model=weights, preload=recording,
                          channel_map=channel_map, position_map=position_map, preload_is_demo=preload_is_demo,
-                         session_root=run, cohort=cohort)
+                         session_root=run, cohort=cohort, annotations=annotations)
 
         def shutdown() -> None:
             demo.close_sessions()

@@ -3,8 +3,9 @@
 Each subcommand is a thin shell over a library function; errors the user can fix
 (`SleepLMError`) are printed without a traceback and exit with status 2. ``inspect``,
 ``analyze``, ``ask`` and ``serve`` take ``--channel-map`` and ``--position-map`` for files whose
-channels or position codes are not recognised; an error that asks for a channel map prints the
-option to type, filled in with the file's own labels.
+channels or position codes are not recognised, and ``--annotations FILE`` for the technician's
+scoring (see `sleeplm.io.scoring`); an error that asks for a channel map prints the option to
+type, filled in with the file's own labels.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from sleeplm.terms import AUDIENCES
 def _cmd_inspect(args) -> int:
     from sleeplm.io.reader import load_recording
 
-    rec = load_recording(args.file, channel_map=args.channel_map, position_map=args.position_map)
+    rec = load_recording(args.file, channel_map=args.channel_map, position_map=args.position_map,
+                         annotations=args.annotations)
     print(rec.describe())
     return 0
 
@@ -34,7 +36,8 @@ def _cmd_analyze(args) -> int:
 
         model = SleepLM.from_pretrained(args.checkpoint)
     written = analyze_to_dir(args.file, args.out, model=model, hypopnea_rule=args.hypopnea_rule,
-                             channel_map=args.channel_map, position_map=args.position_map)
+                             channel_map=args.channel_map, position_map=args.position_map,
+                             annotations=args.annotations)
     for path in written:
         print(path)
     return 0
@@ -71,7 +74,8 @@ def _cmd_serve(args) -> int:
     import app
 
     app.serve(host=args.host, port=args.port, recording=args.recording, channel_map=args.channel_map,
-              position_map=args.position_map, cohort=args.cohort, nights=args.nights, llm=args.llm)
+              position_map=args.position_map, cohort=args.cohort, nights=args.nights, llm=args.llm,
+              annotations=args.annotations)
     return 0
 
 
@@ -87,6 +91,12 @@ def _add_map_options(parser: argparse.ArgumentParser) -> None:
         "--position-map", default=None, metavar="NAME|FILE",
         help=f"how the file codes body position: {', '.join(sorted(POSITION_MAPS))}, or a .json/.toml file "
              "mapping the file's codes to Right, Left, Supine, Prone or Upright",
+    )
+    parser.add_argument(
+        "--annotations", default=None, metavar="FILE",
+        help="the technician's scoring of the recording: EDF+ hypnogram, NSRR or Profusion XML, UCDDB "
+             "*_respevt.txt/*_stage.txt, Noxturnal CSV export or CSV (default: a file named like the recording "
+             "beside it, e.g. night-nsrr.xml, night-profusion.xml, night.xml, night_respevt.txt)",
     )
 
 
@@ -111,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cohort", help="many nights on Ray Data into tidy tables (nights/events/hypnograms.parquet)")
     p.add_argument("input", help="folder searched recursively for EDF/EDF+/BDF, or a CSV manifest "
-                                 "(path, subject_id, night_label, channel_map)")
+                                 "(path, subject_id, night_label, channel_map, annotations)")
     p.add_argument("--out", required=True, help="cohort folder (an existing one is resumed)")
     p.add_argument("--address", default=None, help="existing Ray cluster, e.g. ray://head:10001 (default: local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray session (default: all)")

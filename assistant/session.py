@@ -158,12 +158,13 @@ class NightSession:
     # ---- loading ----------------------------------------------------------------------
     def load(
         self, path: str | Path, progress: Callable | None = None, channel_map: dict | None = None,
-        position_map: str | dict | None = None, stage_cross_check: bool = True,
+        position_map: str | dict | None = None, stage_cross_check: bool = True, annotations: str | Path | None = None,
     ) -> Recording:
         """Load and analyse a recording; start SleepLM embeddings in the background when a model is loaded.
 
-        `progress` is handed to the analysis (``progress(fraction, text)``); `channel_map` and
-        `position_map` to `sleeplm.io.reader.load_recording`. A night with its own sleep scoring is
+        `progress` is handed to the analysis (``progress(fraction, text)``); `channel_map`,
+        `position_map` and `annotations` (the technician's scoring file; default: one named like
+        the recording beside it) to `sleeplm.io.reader.load_recording`. A night with its own sleep scoring is
         ready without waiting for YASA: YASA's cross-check of that scoring runs in the background
         when `stage_cross_check` (its agreement then appears in `recording_overview`). Raises the
         `sleeplm.errors.RecordingError` family for unusable files. A new recording starts a new
@@ -172,7 +173,7 @@ class NightSession:
         from sleeplm.io.reader import load_recording
 
         with loading():  # other sessions' SleepLM background work pauses meanwhile
-            rec = load_recording(path, channel_map=channel_map, position_map=position_map)
+            rec = load_recording(path, channel_map=channel_map, position_map=position_map, annotations=annotations)
             analysis = self._analyze(rec, progress)
         night = NightContext(rec=rec, analysis=analysis, model=self.sleeplm, model_status=self.sleeplm_status)
         self.night = night

@@ -11,6 +11,7 @@ __all__ = [
     "ChannelMappingError",
     "TensorFormatError",
     "AnnotationFileError",
+    "ScoringMismatchError",
     "CheckpointError",
     "ModelUnavailableError",
     "MeasurementError",
@@ -72,7 +73,13 @@ class TensorFormatError(RecordingError):
 
 
 class AnnotationFileError(RecordingError):
-    """A separate scoring file (EDF+ hypnogram or CSV of stages) that cannot be read."""
+    """A separate scoring file (EDF+ hypnogram, NSRR/Profusion XML, UCDDB text, Noxturnal or plain
+    CSV) that cannot be read: missing, of an unknown kind, malformed or hostile."""
+
+
+class ScoringMismatchError(AnnotationFileError):
+    """A scoring file that does not belong to the recording: stages or events past its end or
+    before its start, another start time, or far fewer scored epochs than the recording holds."""
 
 
 class CheckpointError(SleepLMError):

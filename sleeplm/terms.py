@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "EPOCH_SEC", "STAGES", "UNSCORED", "SLEEP_STAGES", "NREM_STAGES", "STAGE_NAMES",
-    "CAPTION_DOMAINS", "CaptionDomain", "EVENT_KINDS", "ANNOTATED_EVENT_KINDS", "EVENT_GROUPS",
+    "CAPTION_DOMAINS", "CaptionDomain", "EVENT_KINDS", "ANNOTATED_EVENT_KINDS", "SCORED_EVENT_KINDS", "EVENT_GROUPS",
     "AUDIENCES", "Audience", "SEVERITY_BANDS", "SEVERITY_NOTE", "TACHY_BPM", "BRADY_BPM", "HR_SUSTAINED_S",
     "severity_band", "format_elapsed", "format_clock", "format_citation", "parse_citations", "parse_clock_ranges",
     "CITATION_PATTERN", "runs", "runs_of", "value_runs",
@@ -53,6 +53,9 @@ CaptionDomain = Literal["brain", "cardiac", "respiratory", "position_muscle", "s
 EVENT_KINDS = ("apnea", "hypopnea", "desaturation", "arousal", "tachycardia", "bradycardia", "position_change")
 # A scoring file (or the simulator's truth) may also mark artefacts; nothing measured is one.
 ANNOTATED_EVENT_KINDS = (*EVENT_KINDS, "artefact")
+# Every kind a technician's scoring file may hold (sleeplm.io.annotations); "other" keeps an
+# unrecognised label's scrubbed text.
+SCORED_EVENT_KINDS = (*ANNOTATED_EVENT_KINDS, "rera", "limb_movement", "snore", "lights_off", "lights_on", "other")
 # Names that stand for several kinds.
 EVENT_GROUPS = {"respiratory": ("apnea", "hypopnea"), "heart_rate": ("tachycardia", "bradycardia")}
 

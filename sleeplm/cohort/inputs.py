@@ -13,7 +13,10 @@ is a CSV with the columns
 - ``subject_id`` (optional): groups a person's nights; only its salted hash reaches the outputs;
 - ``night_label`` (optional): e.g. "night 1", "diagnostic", "treatment";
 - ``channel_map`` (optional): a JSON object ``{"canonical name": "file label"}`` handed to
-  `load_recording` (see `sleeplm.io.channels`).
+  `load_recording` (see `sleeplm.io.channels`);
+- ``annotations`` (optional): the night's scoring file (NSRR or Profusion XML, UCDDB text,
+  Noxturnal CSV, EDF+ hypnogram; see `sleeplm.io.scoring`), absolute or relative to the manifest's
+  folder. Without it, as in a folder, a scoring file named like the recording beside it is used.
 
 Examples
 --------
@@ -43,7 +46,7 @@ __all__ = ["NightTask", "discover_nights", "MANIFEST_COLUMNS", "RECORDING_SUFFIX
 logger = logging.getLogger(__name__)
 
 RECORDING_SUFFIXES = (".edf", ".bdf")
-MANIFEST_COLUMNS = ("path", "subject_id", "night_label", "channel_map")
+MANIFEST_COLUMNS = ("path", "subject_id", "night_label", "channel_map", "annotations")
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,14 @@ class NightTask:
         written anywhere), or None.
     night_label : the manifest's night label, or None.
     channel_map : ``{canonical: file label}`` for `load_recording`, or None.
+    annotations : the manifest's scoring file of the night (resolved), or None.
     """
 
     path: str
     subject_id: str | None = None
     night_label: str | None = None
     channel_map: dict | None = None
+    annotations: str | None = None
 
     def to_row(self) -> dict:
         """A Ray Data row (the channel map as JSON text, so every row has the same columns).
@@ -72,7 +77,7 @@ class NightTask:
         >>> task = NightTask(path="study/s01/n1.edf", subject_id="s01", night_label="baseline",
         ...                  channel_map={"EEG_C3_A2": "C3"})
         >>> task.to_row()
-        {'path': 'study/s01/n1.edf', 'subject_id': 's01', 'night_label': 'baseline', 'channel_map': '{"EEG_C3_A2": "C3"}'}
+        {'path': 'study/s01/n1.edf', 'subject_id': 's01', 'night_label': 'baseline', 'channel_map': '{"EEG_C3_A2": "C3"}', 'annotations': None}
         """
         row = asdict(self)
         row["channel_map"] = None if self.channel_map is None else json.dumps(self.channel_map, sort_keys=True)
@@ -90,7 +95,8 @@ class NightTask:
         """
         channel_map = row.get("channel_map")
         return cls(path=row["path"], subject_id=row.get("subject_id"), night_label=row.get("night_label"),
-                   channel_map=None if channel_map is None else json.loads(channel_map))
+                   channel_map=None if channel_map is None else json.loads(channel_map),
+                   annotations=row.get("annotations"))
 
 
 def _annotation_only(path: Path) -> bool:
@@ -148,8 +154,12 @@ def _from_manifest(manifest: Path) -> list[NightTask]:
                     '{"EEG_C3_A2": "C3-M2"}.'
                 )
         resolved = Path(path) if Path(path).is_absolute() else manifest.parent / path
+        annotations = _text(row.get("annotations"))
+        if annotations is not None and not Path(annotations).is_absolute():
+            annotations = str(manifest.parent / annotations)
         tasks.append(NightTask(path=str(resolved), subject_id=_text(row.get("subject_id")),
-                               night_label=_text(row.get("night_label")), channel_map=channel_map))
+                               night_label=_text(row.get("night_label")), channel_map=channel_map,
+                               annotations=annotations))
     return tasks
 
 

@@ -206,7 +206,13 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
         digest = file_digest(task.path)
     except OSError as exc:
         return _result(row, error_class=type(exc).__name__, message=f"the file cannot be read ({exc.strerror or exc}).")
-    options = json.dumps({"channel_map": task.channel_map, "rule": hypopnea_rule, "sleeplm": model_id}, sort_keys=True)
+    settings = {"channel_map": task.channel_map, "rule": hypopnea_rule, "sleeplm": model_id}
+    if task.annotations is not None:  # another scoring file is another measurement of the night
+        try:
+            settings["annotations"] = file_digest(task.annotations)
+        except OSError:
+            settings["annotations"] = task.annotations  # load_recording says what is wrong with it
+    options = json.dumps(settings, sort_keys=True)
     night_id = salted_hash(salt, digest, options)
     subject_id = None if task.subject_id is None else salted_hash(salt, "subject", task.subject_id)
     ids = {"night_id": night_id, "subject_id": subject_id}
@@ -218,7 +224,7 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
         return _result(row, error_class=failure["error_class"], message=failure["message"], **ids)
     tmp = out / PARTS / f"{TMP_PREFIX}{night_id}-{uuid.uuid4().hex[:8]}"
     try:
-        rec = load_recording(task.path, channel_map=task.channel_map)
+        rec = load_recording(task.path, channel_map=task.channel_map, annotations=task.annotations)
         has_scoring = rec.reference is not None and rec.reference.stages is not None
         # A night with its own scoring keeps it; YASA stages the others (its cross-check is a per-night option).
         analysis = analyze_night(rec, hypopnea_rule=hypopnea_rule, automatic_staging=not has_scoring)

@@ -30,6 +30,9 @@ import pandas as pd
 from sleeplm.io import channels as chmap
 from sleeplm.io import preprocess
 from sleeplm.io.annotations import reference_from_annotations
+from sleeplm.io.scoring import (
+    check_scoring_fits, find_scoring_file, read_annotation_file, read_scoring, scoring_reference,
+)
 from sleeplm.errors import (
     AnnotationFileError,
     ChannelMappingError,
@@ -467,10 +470,15 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
         ``"night_robust"`` (median and IQR/1.349 of the usable samples) or ``"per_epoch"``
         (each 30-s epoch on its own).
     annotations : optional separate scoring file, used instead of the recording's own EDF+
-        annotations: an EDF+ annotation file such as Sleep-EDF's ``*-Hypnogram.edf`` (aligned by
-        its start time) or a CSV (see `read_annotation_file`). When not given and the recording
-        holds no stage annotations, a Sleep-EDF ``<id>-PSG.edf`` uses the one
-        ``<id minus last character>*-Hypnogram.edf`` beside it, if there is exactly one.
+        annotations: an EDF+ annotation file such as Sleep-EDF's ``*-Hypnogram.edf``, an NSRR or
+        Profusion XML, UCDDB ``*_respevt.txt``/``*_stage.txt``, a Noxturnal CSV export or a plain
+        CSV (see `sleeplm.io.scoring`), aligned by the start time it states or by its clock times.
+        When not given and the recording holds no stage annotations, a Sleep-EDF ``<id>-PSG.edf``
+        uses the one ``<id minus last character>*-Hypnogram.edf`` beside it, if there is exactly
+        one, and ``night.edf`` the scoring file named like it (``night-nsrr.xml``,
+        ``night-profusion.xml``, ``night.xml``, ``night_respevt.txt``..., see
+        `sleeplm.io.scoring.find_scoring_file`). A scoring file that does not belong to the
+        recording is refused (`sleeplm.errors.ScoringMismatchError`), never cut to fit.
 
     Returns
     -------
@@ -511,15 +519,17 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
             f"files of type '{suffix or '(none)'}' are not supported; upload an EDF/EDF+ (.edf) or BDF (.bdf) "
             "recording, or a SleepLM tensor (.pt/.npy)."
         )
-    if annotations is None and (rec.reference is None or rec.reference.stages is None):
-        annotations = _sleep_edf_hypnogram(path)
-        if annotations is not None:
-            rec.warnings.append("reference scoring read from the Sleep-EDF hypnogram file beside the recording")
+    found_beside = annotations is None and (rec.reference is None or rec.reference.stages is None)
+    if found_beside:
+        annotations = _sleep_edf_hypnogram(path) or find_scoring_file(path)
     if annotations is not None:
-        onsets, durations, labels, start = read_annotation_file(annotations)
-        if start is not None and rec.start_seconds is not None:  # align the two files' clocks
-            onsets = onsets + ((start - rec.start_seconds + 43200) % 86400 - 43200)
-        rec.reference = reference_from_annotations(onsets, durations, labels, n_epochs=rec.n_epochs)
+        scoring = read_scoring(annotations, recording_start=rec.start_seconds)
+        if found_beside and Path(annotations).name.lower().endswith("-hypnogram.edf"):
+            scoring.source = "Sleep-EDF hypnogram"
+        check_scoring_fits(scoring, rec.n_epochs, rec.start_seconds)
+        rec.reference = scoring_reference(scoring, rec.n_epochs, found_beside=found_beside)
+        if found_beside:
+            rec.warnings.append(f"reference scoring read from the {scoring.source} file beside the recording")
     return rec
 
 
@@ -530,77 +540,6 @@ def _sleep_edf_hypnogram(path: Path) -> Path | None:
         return None
     found = [p for p in path.parent.glob(f"{glob.escape(match.group(1))}*-Hypnogram.edf") if p.is_file()]
     return found[0] if len(found) == 1 else None
-
-
-def read_annotation_file(path) -> tuple[np.ndarray, np.ndarray, list[str], float | None]:
-    """Read a separate scoring file.
-
-    Parameters
-    ----------
-    path : an EDF+ file whose annotations hold the scoring (e.g. Sleep-EDF ``*-Hypnogram.edf``),
-        or a CSV with either columns ``onset, duration, description`` (seconds from the
-        recording's start) or one column ``stage`` with one label per 30-s epoch.
-
-    Returns
-    -------
-    onsets_s, durations_s, labels, start_seconds : the annotations, and the EDF+ file's start time
-        of day (s, for aligning it with the recording) or None for a CSV.
-
-    Raises
-    ------
-    AnnotationFileError : missing, unreadable, or of another format.
-
-    Examples
-    --------
-    >>> _ = (tmp_dir / "stages.csv").write_text("stage\\nW\\nN1\\nN2\\nN2\\n")
-    >>> onsets, durations, labels, start = read_annotation_file(tmp_dir / "stages.csv")
-    >>> onsets.tolist(), durations.tolist(), labels, start
-    ([0.0, 30.0, 60.0, 90.0], [30.0, 30.0, 30.0, 30.0], ['W', 'N1', 'N2', 'N2'], None)
-    >>> onsets, _, labels, start = read_annotation_file(tiny_night_path())   # an EDF+ file's own annotations
-    >>> labels[0], start
-    ('Sleep stage W', 82800.0)
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AnnotationFileError("the scoring file does not exist; check the annotations= path.")
-    suffix = path.suffix.lower()
-    if suffix in _EDF_SUFFIXES:
-        import mne
-
-        try:
-            start = read_edf_header(path).start_seconds
-            ann = mne.read_annotations(path)
-        except RecordingError as exc:
-            raise AnnotationFileError(f"the scoring file is not a readable EDF+ file: {exc}") from exc
-        except Exception as exc:
-            raise AnnotationFileError(
-                f"the scoring file's EDF+ annotations could not be read ({type(exc).__name__}); re-export it."
-            ) from exc
-        return np.asarray(ann.onset, dtype=float), np.asarray(ann.duration, dtype=float), list(ann.description), start
-    if suffix != ".csv":
-        raise AnnotationFileError(
-            f"scoring files of type '{suffix or '(none)'}' are not supported; pass an EDF+ annotation file "
-            "(e.g. *-Hypnogram.edf) or a CSV with columns onset, duration, description or a column stage."
-        )
-    try:
-        table = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AnnotationFileError(f"the scoring CSV could not be parsed ({exc}); save it as plain CSV.") from exc
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    if {"onset", "duration", "description"} <= set(table.columns):
-        try:
-            onsets = table["onset"].astype(float).to_numpy()
-            durations = table["duration"].astype(float).to_numpy()
-        except ValueError:
-            raise AnnotationFileError("the scoring CSV's onset/duration columns must be seconds (numbers).") from None
-        return onsets, durations, table["description"].astype(str).tolist(), None
-    if "stage" in table.columns:
-        n = len(table)
-        return np.arange(n) * float(EPOCH_SEC), np.full(n, float(EPOCH_SEC)), table["stage"].astype(str).tolist(), None
-    raise AnnotationFileError(
-        f"the scoring CSV has columns {list(table.columns)}; it needs onset, duration, description "
-        "(seconds from the recording start) or a single column stage (one label per 30-s epoch)."
-    )
 
 
 def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording:

@@ -96,18 +96,23 @@ class ChannelInfo:
 
 @dataclass
 class ReferenceScoring:
-    """Scoring found in the file itself (EDF+ annotations): stages and events.
+    """The technician's scoring that came with the recording: stages and events.
 
     Attributes
     ----------
     stages : per-epoch stage labels aligned to `Recording.epochs` (values in STAGES or "?"),
-        or None when the file has no stage annotations.
-    events : DataFrame with columns ``onset_s, duration_s, kind, subtype, label``;
-        kind in {apnea, hypopnea, desaturation, arousal, ...}, label the raw annotation text.
+        or None when the scoring has no stages.
+    events : the tidy events table, columns `sleeplm.io.annotations.SCORED_EVENT_COLUMNS`
+        (``onset_s, duration_s, kind, subtype, label, spo2_nadir``), seconds from the recording
+        start; kind in `sleeplm.terms.SCORED_EVENT_KINDS`, label the scorer's text scrubbed of
+        identifiers.
+    source : where it came from, as the preflight names it, e.g. ``"EDF+ annotations in the
+        recording"`` or ``"NSRR XML file found beside the recording"`` (a format, never a file name).
     """
 
     stages: np.ndarray | None
     events: pd.DataFrame
+    source: str = "EDF+ annotations in the recording"
 
 
 @dataclass
@@ -195,7 +200,7 @@ class Recording:
         ...     print(line)
         Format: EDF+   Epochs: 30 x 30 s (0h15m00s)   Start: 23:00:00
         Normalization: night_zscore   Position map: sleeplm   Channels present: 10/10
-        Reference scoring: 30 staged epochs, 19 events
+        Reference scoring: 30 staged epochs, 19 events (EDF+ annotations in the recording)
         channel    status   source          rate_hz  unit  warnings
         EEG_C4_A1  present  C4-M1               128  uV    flat for 7% of the recording
         """
@@ -208,7 +213,8 @@ class Recording:
         ]
         if self.reference is not None:
             n_staged = 0 if self.reference.stages is None else int((self.reference.stages != "?").sum())
-            lines.append(f"Reference scoring: {n_staged} staged epochs, {len(self.reference.events)} events")
+            lines.append(f"Reference scoring: {n_staged} staged epochs, {len(self.reference.events)} events "
+                         f"({self.reference.source})")
         lines += [f"Warning: {w}" for w in self.warnings]
         table = preflight_table(self)
         widths = {col: max(len(col), *(len(str(v)) for v in table[col])) for col in ("channel", "status", "source")}

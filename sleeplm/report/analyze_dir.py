@@ -137,7 +137,7 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
 
 def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=None,
                    hypopnea_rule: str = "1A", channel_map: dict | None = None,
-                   position_map: str | dict | None = None) -> list[Path]:
+                   position_map: str | dict | None = None, annotations=None) -> list[Path]:
     """Load `path`, analyse it and write summary.json, events.csv, hypnogram.csv and report.md.
 
     Parameters
@@ -150,6 +150,8 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     hypopnea_rule : "1A" (>= 3 % desaturation or an arousal, AASM recommended) or "1B" (>= 4 %).
     channel_map, position_map : handed to `sleeplm.io.reader.load_recording` (files whose channels
         or position codes are not recognised).
+    annotations : the technician's scoring file, handed to `load_recording` (default: one named
+        like the recording beside it, see `sleeplm.io.scoring.find_scoring_file`).
 
     Returns
     -------
@@ -165,7 +167,7 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     """
     from sleeplm.io.reader import load_recording
 
-    rec = load_recording(path, channel_map=channel_map, position_map=position_map)
+    rec = load_recording(path, channel_map=channel_map, position_map=position_map, annotations=annotations)
     analysis = analyze_night(rec, model=model, hypopnea_rule=hypopnea_rule) if analysis is None else analysis
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
