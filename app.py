@@ -474,6 +474,8 @@ def _night_markdown(bs: BrowserSession) -> str:
     agreement = getattr(getattr(night.analysis, "staging", None), "agreement", None)
     if night.stage_source == "sleeplm" and agreement and agreement.get("accuracy") is not None:
         stages += f" (agree with {agreement['with']} on {agreement['accuracy']:.0%} of epochs)"
+    if night.stage_source == "reference scoring" and rec.reference is not None:
+        stages += f" ({rec.reference.source})"
     text = (
         f"**Loaded:** {rec.source_format}, {rec.n_epochs} epochs of 30 s ({rec.epoch_elapsed(rec.n_epochs)}), "
         f"starting {start}. Stages: {stages}."

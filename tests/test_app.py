@@ -598,3 +598,22 @@ def test_a_broken_tool_shows_internal_error_with_a_reference(loaded, monkeypatch
     *_, (history, _, _) = app.ask("when does the night start?", "clinician", [], loaded)
     assert re.match(r"Internal error \(reference [0-9a-f]{8}\)", history[-1]["content"])
     assert loaded.turns[-1]["mode"] == "error"
+
+
+def test_the_scoring_file_is_uploaded_beside_the_recording(loaded, tmp_path):
+    def nsrr(n_epochs: int) -> str:
+        path = tmp_path / "upload" / "Doe_John-nsrr.xml"
+        path.write_text("<PSGAnnotation><ScoredEvents><ScoredEvent><EventType>Stages|Stages</EventType><EventConcept>"
+                        f"Stage 2 sleep|2</EventConcept><Start>0</Start><Duration>{n_epochs * 30}</Duration></ScoredEvent>"
+                        "</ScoredEvents></PSGAnnotation>")
+        return str(path)
+
+    outputs = shown(list(app.load_scoring([nsrr(40)], loaded, no_progress)))
+    assert "Stages: reference scoring (NSRR XML file given with the recording)" in outputs[1]
+    assert loaded.annotations.parent == loaded.workdir and not any("Doe" in p.name for p in loaded.workdir.rglob("*"))
+    with pytest.raises(gr.Error) as refused:  # the scoring of a longer night
+        list(app.load_scoring([nsrr(80)], loaded, no_progress))
+    assert refused.value.title == "This scoring file cannot be used" and "stages up to" in refused.value.message
+    assert list(loaded.night.night.rec.reference.stages) == ["N2"] * 40  # the night keeps the scoring it had
+    with pytest.raises(gr.Error, match="Upload the recording first"):
+        list(app.load_scoring([nsrr(40)], None, no_progress))

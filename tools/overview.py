@@ -70,7 +70,8 @@ def recording_overview(*, runtime: ToolRuntime[NightContext]) -> dict:
         + (f", from {citation['clock_start']} to {citation['clock_end']}." if "clock_start" in citation else "; its start clock time is unknown."),
         f"Channels present: {', '.join(present) or 'none'}." + (f" Missing: {', '.join(missing)}." if missing else ""),
         f"Extra signals: {', '.join(extras)}." if extras else "No SpO2, heart-rate or snore channel: oxygen and snoring cannot be measured.",
-        (f"The file has its own scoring ({'stages' if has_ref_stages else 'no stages'}, {n_ref_events} annotated events)."
+        (f"The file has its own scoring ({reference.source}: {'stages' if has_ref_stages else 'no stages'}, "
+         f"{n_ref_events} annotated events)."
          if reference is not None else "The file has no scoring of its own."),
         f"Sleep stages come from: {night.stage_source or 'nothing (no staging available)'}.",
         *([check] if (check := stage_check(night)) else []),
