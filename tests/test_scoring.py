@@ -275,3 +275,21 @@ def test_cohort_manifest_names_each_nights_scoring_file(night):
     assert result["status"] == "done", result
     row = (night.parent / "out" / "parts" / result["night_id"] / "night.json").read_text()
     assert '"reference scoring"' in row, row
+
+
+@pytest.mark.parametrize("start, duration", [("nan", "30"), ("inf", "30"), ("0", "-5"), ("1e400", "30")])
+def test_times_that_are_not_seconds_are_refused(tmp_path, start, duration):
+    path = tmp_path / "c-nsrr.xml"
+    path.write_text(f"<PSGAnnotation><ScoredEvents><ScoredEvent><EventConcept>Arousal</EventConcept><Start>{start}</Start>"
+                    f"<Duration>{duration}</Duration></ScoredEvent></ScoredEvents></PSGAnnotation>")
+    with pytest.raises(AnnotationFileError, match="not a finite number of seconds"):
+        read_scoring(path)
+
+
+def test_an_event_just_before_the_start_is_kept_from_the_start(tmp_path):
+    path = tmp_path / "early.csv"
+    path.write_text("Start Time,Event,Duration\n21:59:50,Obstructive Apnea,25\n22:00:00,N2,30\n")
+    scoring = read_scoring(path, recording_start=22 * 3600.0)
+    check_scoring_fits(scoring, n_epochs=1, recording_start=22 * 3600.0)
+    events = scoring_reference(scoring, 1).events
+    assert events[["onset_s", "duration_s"]].values.tolist() == [[0.0, 15.0]]

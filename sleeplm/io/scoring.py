@@ -158,6 +158,10 @@ def read_scoring(path, recording_start: float | None = None) -> Scoring:
             "(e.g. *-Hypnogram.edf), an NSRR or Profusion XML, UCDDB *_respevt.txt/*_stage.txt, a Noxturnal "
             "CSV export, or a CSV with columns onset, duration, description or a column stage."
         )
+    times = np.array([(o, d) for o, d, _ in rows] + events[["onset_s", "duration_s"]].values.tolist(), dtype=float)
+    if times.size and (not np.isfinite(times).all() or (times[:, 1] < 0).any()):
+        raise AnnotationFileError("the scoring file has a start or duration that is not a finite number of seconds, "
+                                  "or a negative duration; re-export it.")
     offset = None
     if start is not None and recording_start is not None:
         offset = (start - recording_start + 43200) % 86400 - 43200  # the nearer of the two days
@@ -174,8 +178,8 @@ def check_scoring_fits(scoring: Scoring, n_epochs: int, recording_start: float |
     Refused (`ScoringMismatchError`, saying what does not fit): a stated start outside the
     recording; scored stages or events that end more than `FIT_TOLERANCE_S` after its end or
     begin that long before its start; stages spanning less than `MIN_STAGED_SHARE` of its epochs.
-    Unscored ("?") stage rows and zero-length markers past the end are not counted: scoring
-    software pads the hypnogram to its own view of the night.
+    Unscored ("?") stage rows past the end are not counted: scoring software pads the hypnogram
+    with them to its own view of the night.
 
     Examples
     --------
@@ -219,15 +223,24 @@ def check_scoring_fits(scoring: Scoring, n_epochs: int, recording_start: float |
 def scoring_reference(scoring: Scoring, n_epochs: int, found_beside: bool = False) -> ReferenceScoring:
     """The `ReferenceScoring` of a scoring file on a recording of `n_epochs` 30-s epochs.
 
+    An event that starts up to `FIT_TOLERANCE_S` before the recording (`check_scoring_fits`
+    refuses earlier ones) is kept from the recording's start: its part before it has no signal.
+
     Examples
     --------
     >>> ref = scoring_reference(Scoring("CSV", [(0.0, 20.0, "W"), (20.0, 40.0, "N2")], scored_events([], [], [])), 2)
     >>> ref.stages.tolist(), ref.source
     (['W', 'N2'], 'CSV file given with the recording')
     """
+    events = scoring.events
+    early = events["onset_s"] < 0
+    if early.any():
+        events = events.assign(duration_s=np.where(early, np.maximum(events["duration_s"] + events["onset_s"], 0.0),
+                                                   events["duration_s"]),
+                               onset_s=events["onset_s"].clip(lower=0.0))
     return ReferenceScoring(
         stages=stages_on_grid(scoring.stages, n_epochs) if scoring.stages else None,
-        events=scoring.events,
+        events=events,
         source=f"{scoring.source} file {'found beside' if found_beside else 'given with'} the recording",
     )
 
