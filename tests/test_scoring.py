@@ -293,3 +293,25 @@ def test_an_event_just_before_the_start_is_kept_from_the_start(tmp_path):
     check_scoring_fits(scoring, n_epochs=1, recording_start=22 * 3600.0)
     events = scoring_reference(scoring, 1).events
     assert events[["onset_s", "duration_s"]].values.tolist() == [[0.0, 15.0]]
+
+
+def test_nsrr_download_layout_is_searched(tmp_path):
+    edf = tmp_path / "polysomnography" / "edfs" / "shhs1" / "shhs1-200001.edf"
+    edf.parent.mkdir(parents=True)
+    write_psg(edf, SLEEP_EDF, minutes=10, start=datetime.time(22, 0, 0))
+    assert find_scoring_file(edf) is None
+    xml = tmp_path / "polysomnography" / "annotations-events-nsrr" / "shhs1" / "shhs1-200001-nsrr.xml"
+    xml.parent.mkdir(parents=True)
+    xml.write_text(nsrr_xml([("Stage 3 sleep|3", 20)]))
+    assert find_scoring_file(edf) == xml
+    assert load_recording(edf).reference.stages.tolist() == ["N3"] * 20
+
+
+def test_analyze_takes_annotations(night, tmp_path):
+    path = tmp_path / "scored.xml"
+    path.write_text(nsrr_xml([("Wake|0", 2), ("Stage 1 sleep|1", 2), ("Stage 2 sleep|2", 16)],
+                             [("Obstructive apnea|Obstructive Apnea", 200, 15, "")]))
+    out = tmp_path / "out"
+    assert cli_main(["analyze", str(night), "--out", str(out), "--annotations", str(path)]) == 0
+    hypnogram = (out / "hypnogram.csv").read_text().splitlines()
+    assert "reference scoring" in hypnogram[1] and ",W," in hypnogram[1] and ",N2," in hypnogram[-1]

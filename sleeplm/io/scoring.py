@@ -246,11 +246,14 @@ def scoring_reference(scoring: Scoring, n_epochs: int, found_beside: bool = Fals
 
 
 def find_scoring_file(path) -> Path | None:
-    """The scoring file beside recording `path`, found by name (case ignored), or None.
+    """The scoring file of recording `path`, found by name (case ignored), or None.
 
     ``night.edf`` is scored by ``night-nsrr.xml``, ``night-profusion.xml``, ``night.xml``,
     ``night_respevt.txt`` / ``night_stage.txt``, ``night-events.csv`` or ``night_events.csv``
-    (`SCORING_SUFFIXES`, first found wins).
+    beside it (`SCORING_SUFFIXES`, first found wins). In NSRR's download layout
+    (``polysomnography/edfs/shhs1/shhs1-200001.edf``) the files of the parallel folders
+    ``annotations-events-nsrr/shhs1/shhs1-200001-nsrr.xml`` and ``annotations-events-profusion/...``
+    are found too.
 
     Examples
     --------
@@ -265,6 +268,13 @@ def find_scoring_file(path) -> Path | None:
         found = siblings.get(stem + ending)
         if found is not None and found != path:
             return found
+    parts = path.parent.parts
+    if "edfs" in parts:  # NSRR: polysomnography/edfs/<cohort>/ -> polysomnography/annotations-events-*/<cohort>/
+        at = len(parts) - 1 - parts[::-1].index("edfs")
+        for folder, ending in (("annotations-events-nsrr", "-nsrr.xml"), ("annotations-events-profusion", "-profusion.xml")):
+            found = Path(*parts[:at], folder, *parts[at + 1:], path.stem + ending)
+            if found.is_file():
+                return found
     return None
 
 
