@@ -315,3 +315,14 @@ def test_analyze_takes_annotations(night, tmp_path):
     assert cli_main(["analyze", str(night), "--out", str(out), "--annotations", str(path)]) == 0
     hypnogram = (out / "hypnogram.csv").read_text().splitlines()
     assert "reference scoring" in hypnogram[1] and ",W," in hypnogram[1] and ",N2," in hypnogram[-1]
+
+
+def test_ask_takes_annotations_and_no_free_text_reaches_the_answer(night, tmp_path, capsys):
+    path = tmp_path / "export.csv"
+    path.write_text("Start Time,End Time,Event,Duration\n22:00:00,22:10:00,N2,600\n"
+                    "22:03:00,22:03:20,Obstructive Apnea,20\n22:04:00,22:04:00,Pt Jane Margaret Doe MRN 12345678,0\n")
+    assert cli_main(["ask", str(night), "what is in the recording?", "--llm", "none", "--json",
+                     "--annotations", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "Noxturnal CSV file given with the recording" in printed
+    assert "Jane" not in printed and "Doe" not in printed and "12345678" not in printed
