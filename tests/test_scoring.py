@@ -326,3 +326,9 @@ def test_ask_takes_annotations_and_no_free_text_reaches_the_answer(night, tmp_pa
     printed = capsys.readouterr().out
     assert "Noxturnal CSV file given with the recording" in printed
     assert "Jane" not in printed and "Doe" not in printed and "12345678" not in printed
+
+
+def test_a_wrong_file_found_beside_says_it_was_found_by_name(night):
+    (night.parent / "night_stage.txt").write_text("0\n" * 90)  # 45 min of stages for a 10-min night
+    with pytest.raises(ScoringMismatchError, match="found beside the recording, named like it"):
+        load_recording(night)

@@ -523,10 +523,16 @@ def load_recording(path, channel_map=None, position_map=None, normalization="nig
     if found_beside:
         annotations = _sleep_edf_hypnogram(path) or find_scoring_file(path)
     if annotations is not None:
-        scoring = read_scoring(annotations, recording_start=rec.start_seconds)
+        try:
+            scoring = read_scoring(annotations, recording_start=rec.start_seconds)
+            check_scoring_fits(scoring, rec.n_epochs, rec.start_seconds)
+        except AnnotationFileError as exc:
+            if not found_beside:
+                raise
+            raise type(exc)(f"{exc} (This scoring file was found beside the recording, named like it: give the "
+                            "right one with --annotations FILE, or rename it to load the night without it.)") from exc
         if found_beside and Path(annotations).name.lower().endswith("-hypnogram.edf"):
             scoring.source = "Sleep-EDF hypnogram"
-        check_scoring_fits(scoring, rec.n_epochs, rec.start_seconds)
         rec.reference = scoring_reference(scoring, rec.n_epochs, found_beside=found_beside)
         if found_beside:
             rec.warnings.append(f"reference scoring read from the {scoring.source} file beside the recording")

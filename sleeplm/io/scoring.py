@@ -488,7 +488,9 @@ def _nsrr(root):
             stage_rows, _ = split_annotations([onset], [duration], [concept])
             rows += stage_rows or [(onset, duration, UNSCORED)]
             continue
-        onsets.append(onset), durations.append(duration), labels.append(concept)
+        onsets.append(onset)
+        durations.append(duration)
+        labels.append(concept)
         nadirs.append(_number(event, "SpO2Nadir", np.nan))
     return rows, scored_events(onsets, durations, labels, nadirs), start
 
@@ -502,8 +504,10 @@ def _profusion(root):
         onset = _number(event, "Start")
         if onset is None:
             raise AnnotationFileError("the Profusion XML has a <ScoredEvent> without <Start>; re-export it.")
-        onsets.append(onset), durations.append(_number(event, "Duration", 0.0))
-        labels.append((event.findtext("Name") or "").strip()), nadirs.append(_number(event, "LowestSpO2", np.nan))
+        onsets.append(onset)
+        durations.append(_number(event, "Duration", 0.0))
+        labels.append((event.findtext("Name") or "").strip())
+        nadirs.append(_number(event, "LowestSpO2", np.nan))
     rows = []
     for i, element in enumerate(root.iter("SleepStage")):
         try:
@@ -549,7 +553,9 @@ def _read_ucddb(path: Path, recording_start: float | None):
             tokens = tokens[1:]  # the PB/CS column (periodic breathing, Cheyne-Stokes) when filled
         numbers = [float(t) if re.fullmatch(r"\d+(\.\d+)?", t) else np.nan for t in tokens[:2]] + [np.nan, np.nan]
         onsets.append(int(match[1]) * 3600 + int(match[2]) * 60 + int(match[3]))
-        durations.append(numbers[0]), labels.append(match[4]), nadirs.append(numbers[1])
+        durations.append(numbers[0])
+        labels.append(match[4])
+        nadirs.append(numbers[1])
     if not onsets and not rows:
         raise AnnotationFileError(
             "scoring files of this kind are not supported: a UCDDB *_respevt.txt lists events as "
