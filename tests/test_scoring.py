@@ -332,3 +332,8 @@ def test_a_wrong_file_found_beside_says_it_was_found_by_name(night):
     (night.parent / "night_stage.txt").write_text("0\n" * 90)  # 45 min of stages for a 10-min night
     with pytest.raises(ScoringMismatchError, match="found beside the recording, named like it"):
         load_recording(night)
+
+
+def test_the_preflight_says_when_there_is_no_scoring(night, capsys):
+    assert cli_main(["inspect", str(night)]) == 0
+    assert "Reference scoring: none (none in the file, none named like it beside it" in capsys.readouterr().out

@@ -215,6 +215,9 @@ class Recording:
             n_staged = 0 if self.reference.stages is None else int((self.reference.stages != "?").sum())
             lines.append(f"Reference scoring: {n_staged} staged epochs, {len(self.reference.events)} events "
                          f"({self.reference.source})")
+        else:
+            lines.append("Reference scoring: none (none in the file, none named like it beside it; "
+                         "a scoring file can be given with --annotations FILE)")
         lines += [f"Warning: {w}" for w in self.warnings]
         table = preflight_table(self)
         widths = {col: max(len(col), *(len(str(v)) for v in table[col])) for col in ("channel", "status", "source")}
