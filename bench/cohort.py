@@ -101,15 +101,28 @@ def make_nights(folder: Path, n: int, hours: float) -> list[Path]:
                         folder / f"night{i:03d}.edf") for i in range(n)]
 
 
-def plain_path(nights: list[Path], scratch: Path) -> tuple[float, float]:
-    """Wall and CPU seconds of `analyze_to_dir` over every night, one after the other (after a warm-up night)."""
+def plain_path(nights: list[Path], scratch: Path, allotment: str | None) -> tuple[float, float, int]:
+    """Wall and CPU seconds of `analyze_to_dir` over every night, one after the other, and the loader's threads.
+
+    ``allotment`` is the process's CPU allotment as Ray gives it to a task (``OMP_NUM_THREADS``, which
+    the loader's channel threads follow); None runs the nights as the CLI does by default (no
+    allotment: the loader uses up to two threads on this machine).
+    """
+    from sleeplm.io.reader import _load_threads
     from sleeplm.report.analyze_dir import analyze_to_dir
 
-    analyze_to_dir(nights[0], scratch / "warm")
-    started, cpu = time.perf_counter(), time.process_time()
-    for i, path in enumerate(nights):
-        analyze_to_dir(path, scratch / f"plain{i}")
-    return time.perf_counter() - started, time.process_time() - cpu
+    saved = os.environ.pop("OMP_NUM_THREADS", None)
+    if allotment is not None:
+        os.environ["OMP_NUM_THREADS"] = allotment
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        for i, path in enumerate(nights):
+            analyze_to_dir(path, scratch / f"plain-{allotment or 'default'}-{i}")
+        return time.perf_counter() - started, time.process_time() - cpu, _load_threads()
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+        if saved is not None:
+            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def timed_measure_night(row: dict, out_dir: str, salt: str, **options) -> dict:
@@ -211,9 +224,17 @@ def main() -> None:
         nights = make_nights(scratch / "nights", args.nights, args.hours)
         print(f"{args.nights} simulated nights of {args.hours:g} h (no own scoring: YASA stages them); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)")
-        t_plain, cpu_plain = plain_path(nights, scratch)
-        print(f"plain single-night path (analyze_to_dir, one after another): {t_plain:.1f} s, "
+        from sleeplm.report.analyze_dir import analyze_to_dir
+
+        analyze_to_dir(nights[0], scratch / "warm")  # warm-up night
+        t_plain, cpu_plain, _ = plain_path(nights, scratch, allotment="1")
+        print(f"plain single-night path (analyze_to_dir, one after another) on one CPU, a Ray task's allotment "
+              f"(OMP_NUM_THREADS=1: the loader reads channels on one thread): {t_plain:.1f} s, "
               f"{t_plain / args.nights:.2f} s/night, {cpu_plain / args.nights:.2f} s CPU/night")
+        t_cli, cpu_cli, cli_threads = plain_path(nights, scratch, allotment=None)
+        print(f"plain single-night path as the CLI runs by default (no allotment: the loader reads channels on "
+              f"{cli_threads} threads): {t_cli:.1f} s, {t_cli / args.nights:.2f} s/night, "
+              f"{cpu_cli / args.nights:.2f} s CPU/night")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             started = time.perf_counter()
@@ -236,8 +257,10 @@ def main() -> None:
               f"ideal from the 1-worker run's serial part ({one['serial']:.1f} of {t1:.1f} s): {ideal:.2f}x; per-night "
               f"CPU time 2 vs 1 workers {two['night_cpu'] / one['night_cpu']:.2f}x, per-night wall/CPU "
               f"{one['night_wall'] / one['night_cpu']:.2f} (1 worker) and {two['night_wall'] / two['night_cpu']:.2f} (2)")
-        print(f"Ray overhead per night, 1 worker vs the plain path: {overhead:+.1%} "
+        print(f"Ray overhead per night, 1 worker (one CPU per night) vs the plain path on one CPU: {overhead:+.1%} "
               f"({(t1 - t_plain) / args.nights:+.2f} s/night; {'meets' if overhead <= 0.10 else 'misses'} the 10 % target); "
+              f"vs the plain path with the CLI's default loader threads {(t1 - t_cli) / t_cli:+.1%} (includes the "
+              f"second core the CLI's loader borrows, not Ray's cost); "
               f"in CPU time, less sensitive to other load: a night's task {one['night_cpu']:.2f} s vs the plain path's "
               f"{cpu_plain / args.nights:.2f} s per night ({one['night_cpu'] * args.nights / cpu_plain - 1:+.1%}), plus "
               f"{(one['driver_cpu'] + one['ray_cpu']) / args.nights:.2f} s/night of driver and Ray CPU")

@@ -176,6 +176,15 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         load_cohort(tmp_path)
 
 
+def test_a_one_cpu_night_task_loads_on_one_thread(ray_session):
+    """Ray gives each task its CPUs in OMP_NUM_THREADS (unless the user pinned it): the loader keeps to them."""
+    from sleeplm.io.reader import _load_threads
+
+    pinned = os.environ.get("OMP_NUM_THREADS")
+    expected = min(2, int(pinned)) if pinned and pinned.isdigit() and int(pinned) > 0 else 1
+    assert ray.get(ray.remote(num_cpus=1)(_load_threads).remote()) == expected
+
+
 def test_killed_run_resumes_to_the_same_tables(ray_session, cohort_input, full_run, tmp_path):
     """Kill a run part-way (after a night is written), resume it, and get the uninterrupted run's tables.
 

@@ -459,3 +459,38 @@ def test_bad_annotations_file_is_a_clear_error(tmp_path, content, name, match):
         path.write_text(content)
     with pytest.raises(AnnotationFileError, match=match):
         load_recording(psg, annotations=path)
+
+
+@pytest.mark.parametrize(("allotted", "affinity", "threads"), [
+    ("1", 2, 1), ("8", 2, 2), (None, 1, 1), (None, 4, 2), ("junk", 1, 1), ("0", 2, 2), ("2,1", 1, 1),
+])
+def test_loader_threads_follow_the_cpu_allotment(monkeypatch, allotted, affinity, threads):
+    from sleeplm.io import reader
+
+    if allotted is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", allotted)
+    monkeypatch.setattr(reader.os, "sched_getaffinity", lambda pid: set(range(affinity)), raising=False)
+    assert reader._load_threads() == threads
+
+
+def test_one_cpu_allotment_loads_the_same_night_on_one_thread(aasm_file, monkeypatch):
+    from sleeplm.io import reader
+
+    pools = []
+
+    class RecordingPool(reader.ThreadPoolExecutor):
+        def __init__(self, max_workers=None, **kwargs):
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers, **kwargs)
+
+    monkeypatch.setattr(reader, "ThreadPoolExecutor", RecordingPool)
+    monkeypatch.setattr(reader.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one = load_recording(aasm_file[0])
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    two = load_recording(aasm_file[0])
+    assert pools == [1, 2]
+    assert np.array_equal(one.epochs, two.epochs)
+    assert all(np.array_equal(one.signals[name].data, two.signals[name].data) for name in one.signals)

@@ -33,13 +33,18 @@ STAGE_SHARES = ("W_pct", "N1_pct", "N2_pct", "N3_pct", "R_pct")
 
 def _png(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
 def distribution_figure(nights: pd.DataFrame):
-    """A 2x3 figure: the `DISTRIBUTIONS` histograms and a box plot of the stage shares."""
+    """A 2x3 figure: the `DISTRIBUTIONS` histograms and a box plot of the stage shares.
+
+    The margins are fixed for this grid of short titles and numeric ticks: ``tight_layout`` and a
+    tight bounding box measured every text first, two more passes that tripled the drawing time
+    (the report is drawn once at the end of a cohort run, while no night runs beside it).
+    """
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (column, title, unit) in zip(axes.flat, DISTRIBUTIONS):
         values = pd.to_numeric(nights[column], errors="coerce").dropna()
@@ -59,7 +64,7 @@ def distribution_figure(nights: pd.DataFrame):
     ax.set_title("Stage shares (% of TST; W: % of time in bed)")
     ax.set_ylabel("%")
     axes.flat[-1].axis("off")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.28, hspace=0.35)
     return fig
 
 

@@ -81,6 +81,23 @@ MIN_SIGNAL_RATE_HZ = 1 / EPOCH_SEC  # one sample per epoch; slower rates mean re
 # truncated while it is read must give a RecordingError, not SIGBUS). A block small enough to stay
 # in the CPU cache while a channel's columns are copied out of it (8-MB blocks measured 25 % slower).
 _READ_BLOCK_BYTES = 512 * 1024
+# Channels are read and prepared in parallel by at most this many threads (see `_load_threads`).
+_MAX_LOAD_THREADS = 2
+
+
+def _load_threads() -> int:
+    """Threads that read a recording's channels: `_MAX_LOAD_THREADS`, within this process's CPU allotment.
+
+    The allotment is ``OMP_NUM_THREADS`` when it holds a positive whole number (Ray sets it to the
+    CPUs of each task, so a one-CPU cohort task loads its night on one thread and two tasks on two
+    cores do not run four threads; batch schedulers and users set it the same way), else the CPUs
+    this process may run on (``os.sched_getaffinity``: cpusets, containers, ``taskset``).
+    """
+    allotted = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if allotted.isdigit() and int(allotted) > 0:
+        return min(_MAX_LOAD_THREADS, int(allotted))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(_MAX_LOAD_THREADS, cpus or 1))
 
 
 @dataclass
@@ -627,7 +644,7 @@ def _load_edf(path: Path, channel_map, position_map, normalization) -> Recording
 
     # Channels are independent and numpy/scipy release the GIL: read and prepare them in parallel.
     names = [name for name in CANONICAL_CHANNELS + chmap.EXTRA_SIGNALS if name in sources]
-    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=_load_threads()) as pool:
         prepared = dict(zip(names, pool.map(prepare, names)))
 
     infos, signals, extras = [], {}, []
