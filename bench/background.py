@@ -45,15 +45,11 @@ def stop(session) -> None:
 
 
 def full_random_model():
-    """The released network's size with random weights, encoder precision chosen as the product does."""
+    """The released network's size with random weights, encoder precision chosen as the product does (auto)."""
     from sleeplm.model.config import DEFAULT_MODEL, RELEASED_OVERRIDES
     from sleeplm.model.inference import SleepLM
-    from sleeplm.model.precision import bf16_encoder
 
-    model = SleepLM.from_config(DEFAULT_MODEL, **RELEASED_OVERRIDES)
-    bio = model.network.config.biosignals
-    model.precision = bf16_encoder(model.network.biosignals, (bio.input_channels, bio.signal_length))
-    return model
+    return SleepLM.from_config(DEFAULT_MODEL, **RELEASED_OVERRIDES)
 
 
 def main() -> None:
@@ -100,7 +96,7 @@ def main() -> None:
             stop(other)
     worst = max(times)
     print(f"{args.hours:g}-h night, SleepLM {name}, encoder "
-          f"{'bf16' if model.bf16_embeddings else 'fp32'}; load average {load_before:.1f} before the single upload, "
+          f"{model.precision.reason}; load average {load_before:.1f} before the single upload, "
           f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores")
     print(f"  one upload alone: first answer after {single:.1f} s (warm-up run {warm:.1f} s); its SleepLM jobs at that "
           f"moment: {pending}")

@@ -33,6 +33,7 @@ script, not the speed).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -59,6 +60,24 @@ MEMORY_BUDGET_GIB = 3.0
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def module_mb(module: torch.nn.Module) -> float:
+    """Megabytes of a module's state (int8 dynamic layers keep their packed weights there, not as parameters)."""
+    def size(value) -> int:
+        if isinstance(value, torch.Tensor):
+            return value.numel() * value.element_size()
+        return sum(size(v) for v in value) if isinstance(value, (tuple, list)) else 0
+
+    return sum(size(value) for value in module.state_dict().values()) / 1e6
+
+
+def current_rss_gb() -> float:
+    """This process's resident memory now (VmRSS), in GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
 
 
 def timed(fn, repeats: int = 1) -> tuple[float, object]:
@@ -155,73 +174,103 @@ def night_on_device(net: SleepLMModel, device: str, args) -> None:
         print(f"  one domain's captions at {n_tokens} tokens/epoch: {NIGHT_EPOCHS * n_tokens * per_token / 60:.1f} min")
 
 
-AGREEMENT_QUERIES = ("obstructive apnea with oxygen desaturation", "REM sleep with rapid eye movements",
-                     "deep slow-wave sleep", "wake with alpha rhythm", "snoring", "leg movements", "supine position",
-                     "sleep spindles in N2")
+def reference_encode_image(net: SleepLMModel, x: torch.Tensor) -> torch.Tensor:
+    """What the reference implementation's `encode_image` computes: the fp32 encoder's latent, normalised
+    (ARCH.md §6). The reference code itself cannot be imported here (open_clip needs torchvision, STACK.md)."""
+    return torch.nn.functional.normalize(net.biosignals(x)[0], dim=-1)
 
 
-def bf16_report(net: SleepLMModel, n_epochs: int, fp32_seconds_per_epoch: float | None = None,
-                caption_tokens: int = 32) -> dict:
-    """The product's bf16 encoder (weights stored in bf16, `sleeplm.model.precision`) on a copy of
-    `net`'s encoder: speed and agreement with fp32 on `n_epochs` random epochs (embeddings, memory
-    tokens, retrieval ranks, greedy caption tokens of the fp32 decoder); printed and returned."""
-    import copy
+def offered_precisions(device: str) -> list[str]:
+    """The encoder precisions this machine can run: fp32, bf16 (fp16 on a GPU without bf16), int8 on a CPU with an int8 engine."""
+    from sleeplm.model.precision import int8_engine
 
-    from sleeplm.model.precision import MIN_COSINE, bf16_is_fast, cast_encoder
+    if device.startswith("cuda"):
+        return ["fp32", "bf16" if torch.cuda.is_bf16_supported() else "fp16"]
+    return ["fp32", "bf16"] + (["int8"] if int8_engine() else [])
 
-    fast, why = bf16_is_fast("cpu")
-    x = torch.randn(n_epochs, 10, 1920, generator=torch.Generator().manual_seed(1))
+
+def precision_report(net: SleepLMModel, device: str, args, rss: dict | None = None) -> dict:
+    """Every precision this machine offers, on `net`'s encoder: epochs/s, ratio vs fp32 and vs the reference
+    `encode_image` (timed in the same run), agreement with fp32 on the product's probe (min cosine, worst
+    top-10 retrieval overlap of the design-card queries, greedy caption ids), the model's RSS per precision
+    (`rss`, from `memory_report`'s processes), and what auto chooses on this network. Printed; returned."""
+    from unittest import mock
+
+    from sleeplm.model import precision as P
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    net = net.to(device)
+    bio = net.config.biosignals
+    x = torch.randn(args.encode_batch, bio.input_channels, bio.signal_length,
+                    generator=torch.Generator().manual_seed(2)).to(device)
+    probe = P.probe_epochs(args.agreement_epochs, bio.input_channels, bio.signal_length).to(device)
+    tokenizer = get_tokenizer(net.context_length)
     with torch.inference_mode():
-        if fp32_seconds_per_epoch is None:
-            net.biosignals(x[:1])
-        t32, (latent32, memory32) = timed(lambda: net.biosignals(x))
-        encoder = copy.deepcopy(net.biosignals)
-        cast_encoder(encoder, torch.bfloat16)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            encoder(x[:1])  # warm-up
-            t16, (latent16, memory16) = timed(lambda: encoder(x))
-        emb32 = torch.nn.functional.normalize(latent32, dim=-1)
-        emb16 = torch.nn.functional.normalize(latent16.float(), dim=-1)
-        cos_emb = (emb32 * emb16).sum(-1)
-        cos_mem = torch.nn.functional.cosine_similarity(memory32, memory16.float(), dim=-1)
-        text = net.encode_text(get_tokenizer(net.context_length)(list(AGREEMENT_QUERIES)))
-        k = min(5, n_epochs)
-        top32, top16 = (emb32 @ text.T).topk(k, dim=0).indices.T, (emb16 @ text.T).topk(k, dim=0).indices.T
-        overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top32, top16)])
-        same_top1 = float((top32[:, 0] == top16[:, 0]).float().mean())
-        T = caption_tokens  # the decoder stays fp32; it reads the bf16 encoder's memory tokens
-        t_caption, ids32 = timed(lambda: net.generate_from_memory(memory32, STAGE_EVENT, T, min_len=T + 1))
-        ids16 = net.generate_from_memory(memory16.float(), STAGE_EVENT, T, min_len=T + 1)
-        same_tokens = float((ids32 == ids16).float().mean())
-    weights32 = sum(p.numel() * p.element_size() for p in net.biosignals.parameters())
-    weights16 = sum(p.numel() * p.element_size() for p in encoder.parameters())
-    del encoder
-    s32 = fp32_seconds_per_epoch or t32 / n_epochs
-    result = {"fast": fast, "s_per_epoch_bf16": t16 / n_epochs, "s_per_epoch_fp32": s32,
-              "s_per_token": t_caption / (n_epochs * T),
-              "min_cos_emb": float(cos_emb.min()), "min_cos_mem": float(cos_mem.min()), "topk_overlap": overlap}
-    print(f"  bf16 encoder (weights {weights16 / 1e6:.1f} MB vs {weights32 / 1e6:.1f} MB fp32; this CPU: {why}):")
-    print(f"    {1 / result['s_per_epoch_bf16']:.2f} epochs/s = {s32 / result['s_per_epoch_bf16']:.2f}x fp32")
-    print(f"    agreement with fp32 on {n_epochs} random epochs: embeddings max |diff| {(emb16 - emb32).abs().max():.4f}, "
-          f"min cosine {result['min_cos_emb']:.5f}; caption memory tokens min cosine {result['min_cos_mem']:.5f} "
-          f"(product threshold >= {MIN_COSINE}: {'met' if min(result['min_cos_emb'], result['min_cos_mem']) >= MIN_COSINE else 'NOT met'}); "
-          f"top-{k} retrieval of {len(AGREEMENT_QUERIES)} text queries: {overlap:.0%} overlap, top-1 identical "
-          f"{same_top1:.0%} (random weights: scores are close together, so ranks flip more easily than with trained ones); "
-          f"greedy caption tokens ({n_epochs} epochs x {T}, fp32 decoder) identical {same_tokens:.1%}")
-    return result
+        queries = net.encode_text(tokenizer(list(P.AGREEMENT_QUERIES)).to(device)).float()
+        latent32, memory32 = net.biosignals(probe)
+        ids32 = net.generate_from_memory(memory32[:P.CAPTION_EPOCHS], P.CAPTION_DOMAIN, P.CAPTION_TOKENS, min_len=1)
+
+        def reference():
+            out = reference_encode_image(net, x)
+            sync()
+            return out
+
+        reference()
+        t_reference, _ = timed(reference, repeats=2)
+    rows = {}
+    for name in offered_precisions(device):
+        encoder = P.encoder_in(net.biosignals, name)
+
+        def encode():
+            with torch.inference_mode(), P.autocast_for(name, torch.device(device).type):
+                out = encoder(x)
+            sync()
+            return out
+
+        encode()  # warm-up
+        seconds, _ = timed(encode, repeats=2)
+        rows[name] = {"eps": x.shape[0] / seconds,
+                      "agreement": P.agreement(net, encoder, name, probe, queries, (latent32, memory32, ids32))}
+        del encoder
+    eps_reference, eps32 = x.shape[0] / t_reference, rows["fp32"]["eps"]
+    with tempfile.TemporaryDirectory(prefix="sleeplm-calibration-") as cache, \
+            mock.patch.dict(os.environ, {"SLEEPLM_CACHE": cache, P.PRECISION_ENV: "auto"}):
+        choice, _, _ = P.choose_precision(net, "bench", tokenizer, "auto")  # the product's decision, fresh calibration
+    rss = rss or {}
+    print(f"\nprecisions on this machine ({device}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}), "
+          f"full encoder, batch {x.shape[0]}; agreement with fp32 on the product's probe ({probe.shape[0]} epochs, "
+          f"{len(P.AGREEMENT_QUERIES)} design-card queries, greedy captions {P.CAPTION_EPOCHS} epochs x "
+          f"{P.CAPTION_TOKENS} tokens); reference encode_image {eps_reference:.2f} epochs/s:")
+    for name, row in rows.items():
+        a, r = row["agreement"], rss.get(name)
+        memory = (f"; model RSS {r['model_rss_gb']:.2f} GB, peak RSS {r['peak_rss_gb']:.2f} GB" if r
+                  else "; RSS: run without --quick --night for the per-precision processes")
+        print(f"  {name:5s} {row['eps']:6.2f} epochs/s = {row['eps'] / eps32:5.2f}x fp32 = "
+              f"{row['eps'] / eps_reference:5.2f}x reference encode_image; min cosine {a.min_cosine:.5f}, "
+              f"top-{a.top_k} overlap {a.retrieval_overlap}/{a.top_k}, captions "
+              f"{'identical' if a.captions_identical else 'DIFFER'}{memory}")
+    chosen = rows.get(choice.precision, rows["fp32"])
+    ratio, basis = chosen["eps"] / eps_reference, choice.basis
+    target = 1.8 if basis.startswith(("CPU with", "CUDA")) else 1.5
+    print(f"  auto chose {choice.reason} (calibration {choice.calibration_s or 0:.1f} s, once per machine)")
+    print(f"  auto path: {ratio:.2f}x the reference encode_image ({verdict(ratio, target)} for a "
+          f"{'fast-bf16 CPU' if basis.startswith('CPU with') else basis}), {chosen['eps'] / eps32:.2f}x fp32 "
+          f"({'never below fp32: met' if chosen['eps'] >= 0.95 * eps32 else 'BELOW fp32'}; 5 % timing tolerance)")
+    return {"rows": rows, "choice": choice, "eps_reference": eps_reference}
 
 
-def night_report(net: SleepLMModel, device: str, args, fp32_s_per_epoch: float, bf16: dict, s_per_token: float,
-                 caption_batch: int, reference_seconds_per_epoch: float | None = None) -> None:
-    """An 8-h night's embeddings (fp32, bf16) and one domain's captions on this CPU, extrapolated from measured batches."""
+def night_report(net: SleepLMModel, device: str, args, precisions: dict, s_per_token: float, caption_batch: int,
+                 reference_seconds_per_epoch: float | None = None) -> None:
+    """An 8-h night's embeddings (per precision) and one domain's captions on this CPU, extrapolated from measured batches."""
     print(f"\n8-h night ({NIGHT_EPOCHS} epochs) on {args.threads} threads, EXTRAPOLATED from the measured batches "
           f"above (bench/model.py --memory --whole-night measures a whole night's embeddings); load average "
           f"{os.getloadavg()[0]:.1f}:")
     reference = (f" (reference demo path: {NIGHT_EPOCHS * reference_seconds_per_epoch / 60:.1f} min)"
                  if reference_seconds_per_epoch else "")
-    print(f"  embeddings fp32: {NIGHT_EPOCHS * fp32_s_per_epoch / 60:.1f} min{reference}")
-    print(f"  embeddings bf16 encoder: {NIGHT_EPOCHS * bf16['s_per_epoch_bf16'] / 60:.1f} min "
-          f"({'the product uses it here' if bf16['fast'] else 'NOT used by the product on this CPU: bf16 is slow here'})")
+    chosen = precisions["choice"].precision
+    for name, row in precisions["rows"].items():
+        used = " <- auto chose it here" if name == chosen else ""
+        print(f"  embeddings {name}: {NIGHT_EPOCHS / row['eps'] / 60:.1f} min{reference if name == 'fp32' else ''}{used}")
     for n_tokens in (50, 100):
         print(f"  one domain's captions at {n_tokens} tokens/epoch (fp32 decoder, cached, batch {caption_batch}): "
               f"{NIGHT_EPOCHS * n_tokens * s_per_token / 60:.1f} min")
@@ -238,20 +287,19 @@ def night_only(args, device: str) -> None:
     net = build_model(TINY_MODEL) if args.quick else build_model(DEFAULT_MODEL, **RELEASED_OVERRIDES)
     print("TINY config (--quick): checks the script, not the speed" if args.quick else
           f"full model, random weights ({sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters)")
-    x = torch.randn(args.encode_batch, 10, 1920)
+    precisions = precision_report(net, device, args)
+    B, T = args.caption_epochs, args.caption_tokens
     with torch.inference_mode():
-        net.encode_signals(x[:1])
-        t_enc, _ = timed(lambda: net.encode_signals(x))
-        print(f"encoding fp32, batch {args.encode_batch}: {args.encode_batch / t_enc:.2f} epochs/s")
-        bf16 = bf16_report(net, args.agreement_epochs, t_enc / args.encode_batch, args.caption_tokens)
-        print(f"captions: {args.agreement_epochs} epochs x {args.caption_tokens} tokens (eos banned), cached greedy "
-              f"fp32: {1 / bf16['s_per_token']:.1f} tokens/s")
-    night_report(net, device, args, t_enc / args.encode_batch, bf16, bf16["s_per_token"], args.agreement_epochs)
+        _, memory = net.biosignals(torch.randn(B, 10, 1920))
+        t_caption, _ = timed(lambda: net.generate_from_memory(memory, STAGE_EVENT, T, min_len=T + 1))
+    print(f"captions: {B} epochs x {T} tokens (eos banned), cached greedy fp32: {B * T / t_caption:.1f} tokens/s")
+    night_report(net, device, args, precisions, t_caption / (B * T), B)
 
 
 MEMORY_MODES = {"previous": "previous loading path (whole file read, copied into a new network, fp32 embeddings)",
                 "fp32": "product, fp32 encoder (memory-mapped, weights taken over, float16 embeddings)",
-                "auto": "product, automatic precision"}
+                "bf16": "product, bf16 encoder asked for", "int8": "product, int8 dynamic encoder asked for",
+                "auto": "product, automatic precision (calibrated in this process)"}
 
 
 def memory_child(mode: str, path: str, device: str, epochs: int) -> None:
@@ -268,26 +316,28 @@ def memory_child(mode: str, path: str, device: str, epochs: int) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         net.load_state_dict(state)
         del state
-        model = SleepLM(net, "previous", device)
+        model = SleepLM(net, "previous", device, precision="fp32")
         store = np.float32
     else:
-        model = SleepLM.from_pretrained(path, device=device, config=config,
-                                        bf16_embeddings=False if mode == "fp32" else None)
+        model = SleepLM.from_pretrained(path, device=device, config=config, precision=mode)
         store = np.float16
     loaded = time.perf_counter()
+    gc.collect()
+    model_rss = current_rss_gb()  # the loaded model in its precision, before any night is held
     bio = model.network.config.biosignals
     night = np.random.default_rng(0).standard_normal((NIGHT_EPOCHS, bio.input_channels, bio.signal_length),
                                                      dtype=np.float32)
     embeddings = np.zeros((NIGHT_EPOCHS, model.network.config.embed_dim), dtype=store)
     embeddings[:epochs] = model.encode_signals(night[:epochs])
-    encoder_mb = sum(p.numel() * p.element_size() for p in model.network.biosignals.parameters()) / 1e6
-    print(json.dumps({"peak_rss_gb": peak_rss_gb(), "load_seconds": loaded - started,
-                      "embed_seconds": time.perf_counter() - loaded, "epochs": epochs, "bf16": model.bf16_embeddings,
-                      "precision": model.precision.reason, "encoder_mb": encoder_mb}))
+    encoder_mb = module_mb(model._embedding_encoder)
+    print(json.dumps({"peak_rss_gb": peak_rss_gb(), "model_rss_gb": model_rss, "load_seconds": loaded - started,
+                      "embed_seconds": time.perf_counter() - loaded, "epochs": epochs,
+                      "precision": model.precision.precision, "reason": model.precision.reason, "encoder_mb": encoder_mb}))
 
 
-def memory_report(args, device: str) -> None:
-    """Peak RSS of the previous loading path and of the product's (fp32 and automatic precision), each in a fresh process."""
+def memory_report(args, device: str) -> dict:
+    """Peak RSS and model RSS of the previous loading path and of the product per precision (fp32, bf16, int8,
+    auto), each in a fresh process; printed and returned by mode (empty when a process failed)."""
     epochs = 4 if args.quick else (NIGHT_EPOCHS if args.whole_night else args.memory_epochs)
     with tempfile.TemporaryDirectory(prefix="sleeplm-bench-") as folder:
         path = Path(folder) / ("checkpoint-tiny.pt" if args.quick else "checkpoint-full.pt")
@@ -304,15 +354,16 @@ def memory_report(args, device: str) -> None:
                                     "--threads", str(args.threads), "--memory-epochs",
                                     str(min(epochs, args.memory_epochs) if mode == "previous" else epochs)],
                                    capture_output=True, text=True,
-                                   env={**os.environ, "PYTHONPATH": os.getcwd(), "SLEEPLM_PRECISION": "auto"})
+                                   env={**os.environ, "PYTHONPATH": os.getcwd(), "SLEEPLM_PRECISION": "auto",
+                                        "SLEEPLM_CACHE": folder})
             if child.returncode != 0:
                 print(f"  {mode}: failed\n{child.stderr[-2000:]}")
-                return
+                return {}
             results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
     for mode, text in MEMORY_MODES.items():
         r = results[mode]
-        how = f" ({'bf16' if r['bf16'] else 'fp32'} encoder: {r['precision']})" if mode == "auto" else ""
-        print(f"  {text}{how}:\n    peak RSS {r['peak_rss_gb']:.2f} GB; encoder weights {r['encoder_mb']:.0f} MB; "
+        how = f" ({r['reason']})" if mode != "previous" else ""
+        print(f"  {text}{how}:\n    model RSS {r['model_rss_gb']:.2f} GB, peak RSS {r['peak_rss_gb']:.2f} GB; embedding encoder weights {r['encoder_mb']:.1f} MB; "
               f"load {r['load_seconds']:.0f} s, {r['epochs']} epochs embedded in {r['embed_seconds']:.0f} s")
     now = results["auto"]["peak_rss_gb"]
     print(f"  -> product peak RSS {now:.2f} GB = {now * 1e9 / 2**30:.2f} GiB vs {PREVIOUS_PEAK_GB} GB measured before "
@@ -325,6 +376,7 @@ def memory_report(args, device: str) -> None:
             r = results[mode]
             print(f"  whole 8-h night embedded (measured, not extrapolated), {mode}: {r['embed_seconds'] / 60:.1f} min "
                   f"on {args.threads} threads")
+    return results
 
 
 def main() -> None:
@@ -337,10 +389,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny packaged config and small sizes: checks that every part runs (seconds)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present, else CPU only), cpu or cuda")
-    parser.add_argument("--agreement-epochs", type=int, default=32, help="random epochs for the bf16 agreement")
+    parser.add_argument("--agreement-epochs", type=int, default=16,
+                        help="probe epochs for the agreement with fp32 (default: the product's 16)")
     parser.add_argument("--night", action="store_true",
                         help="only the 8-h night throughput (fp32 and bf16 embeddings, one domain's captions)")
-    parser.add_argument("--memory", action="store_true", help="only the peak-memory comparison (three child processes)")
+    parser.add_argument("--memory", action="store_true",
+                        help="only the memory comparison (one child process per loading path and precision)")
     parser.add_argument("--whole-night", action="store_true",
                         help="with --memory: embed all 960 epochs (times a whole 8-h night; minutes)")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
@@ -369,6 +423,7 @@ def main() -> None:
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)")
 
+    rss = memory_report(args, device)  # first: child processes, before this one holds the model
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(f"matmul peak (2048^3): fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s")
 
@@ -393,7 +448,6 @@ def main() -> None:
               f"({verdict(eps_ours / eps_demo, 2)})")
         print(f"  FLOPs/epoch: encoder {enc_flops / 1e9:.1f} G, demo path {demo_flops / 1e9:.1f} G; achieved "
               f"{enc_flops * eps_ours / 1e9:.1f} GFLOP/s = {enc_flops * eps_ours / peak32:.0%} of fp32 matmul peak")
-        bf16 = bf16_report(net, args.agreement_epochs, t_enc / args.encode_batch, args.caption_tokens)
         print(f"  max RSS {peak_rss_gb():.2f} GB")
 
         # ---------------------------------------------------------------- captions
@@ -439,8 +493,8 @@ def main() -> None:
               f"tokens identical to fp32: {same:.1%} (random weights: near-tied logits flip easily)")
         print(f"  max RSS {peak_rss_gb():.2f} GB")
 
-    night_report(net, device, args, t_enc / args.encode_batch, bf16, t_greedy / (B * T), B,
-                 reference_seconds_per_epoch=1 / eps_demo)
+    precisions = precision_report(net, device, args, rss)
+    night_report(net, device, args, precisions, t_greedy / (B * T), B, reference_seconds_per_epoch=1 / eps_demo)
 
 
 if __name__ == "__main__":

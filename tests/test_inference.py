@@ -169,10 +169,13 @@ def test_night_embeddings_are_computed_once_and_survive_restarts(tmp_path, monke
     assert embedding_cache_path(model, rec) != path
 
 
-def test_bf16_embeddings_agree_with_fp32_and_use_their_own_cache_key(fixture_a):
+def test_bf16_embeddings_agree_with_fp32_and_use_their_own_cache_key(fixture_a, tmp_path, monkeypatch):
+    from sleeplm.model import precision
+
+    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "relative_speed", lambda *a, **k: 1.0)  # its timing is not what this test checks
     fp32 = SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"])
-    bf16 = SleepLM(SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"]).network,
-                   fp32.checkpoint_id, bf16_embeddings=True)  # casts its network's encoder in place
+    bf16 = SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"], precision="bf16")
     assert bf16.checkpoint_id != fp32.checkpoint_id
     fast = bf16.encode_signals(fixture_a["signals"])
     np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)

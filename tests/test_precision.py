@@ -1,7 +1,9 @@
-"""bf16 signal encoder: chosen only where bf16 is fast on the hardware and agrees with fp32."""
+"""precision="auto": the signal encoder's precision chosen from CPU flags, agreement and a timed
+calibration, cached per machine. Flags and timings are mocked: nothing here depends on the CPU."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,11 @@ import torch
 
 from sleeplm.errors import SleepLMRequestError
 from sleeplm.model import precision
+from sleeplm.model.embedding_cache import embedding_cache_path
 from sleeplm.model.inference import SleepLM
 
 DATA = Path(__file__).parent / "data"
+GOOD = precision.Agreement(min_cosine=0.9995, retrieval_overlap=10, top_k=10, captions_identical=True)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,95 +26,170 @@ def fixture_a():
     return torch.load(DATA / "fixture_a.pt", weights_only=True)
 
 
-@pytest.fixture
-def checkpoint(tmp_path, fixture_a, monkeypatch):
-    monkeypatch.setenv(precision.PRECISION_ENV, "auto")
-    path = tmp_path / "model_checkpoint.pt"
-    torch.save({"state_dict": fixture_a["state_dict"]}, path)
-    return path
+@pytest.fixture(autouse=True)
+def auto(tmp_path, monkeypatch):
+    """precision "auto" really means the machine's choice here, with a fresh calibration cache."""
+    monkeypatch.delenv(precision.PRECISION_ENV, raising=False)
+    monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path / "cache"))
 
 
-def fast(monkeypatch, yes: bool) -> None:
-    monkeypatch.setattr(precision, "bf16_is_fast", lambda device="cpu": (yes, "fast" if yes else "emulated (AVX2)"))
+def machine(monkeypatch, flags: set[str] | None, speedup: float, agreed: precision.Agreement | None = GOOD):
+    """Pretend to be a CPU with `flags` on which the candidate runs `speedup` x fp32 and agrees as `agreed`
+    (None: the real agreement on the probe)."""
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(precision, "relative_speed", lambda reference, candidate, budget_s=2.0: speedup)
+    if agreed is not None:
+        monkeypatch.setattr(precision, "agreement", lambda *args: agreed)
 
 
-def dtypes(module: torch.nn.Module) -> set[torch.dtype]:
-    return {p.dtype for p in module.parameters()}
+def load(fixture_a, precision_: str = "auto") -> SleepLM:
+    return SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"], precision=precision_)
 
 
-def test_slow_bf16_hardware_keeps_the_fp32_encoder(checkpoint, fixture_a, monkeypatch):
-    fast(monkeypatch, False)
-    model = SleepLM.from_pretrained(str(checkpoint), config=fixture_a["config"])
-    assert not model.bf16_embeddings and "AVX2" in model.precision.reason
-    assert dtypes(model.network) == {torch.float32} and not model.checkpoint_id.endswith("-bf16")
+def quantized(module: torch.nn.Module) -> bool:
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in module.modules())
+
+
+def test_fast_bf16_cpu_runs_the_encoder_in_bf16(fixture_a, monkeypatch):
+    machine(monkeypatch, {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, 2.8)
+    model = load(fixture_a)
+    choice = model.precision
+    assert (choice.precision, choice.caption_precision, choice.requested) == ("bf16", "bf16", "auto")
+    assert choice.reason == "bf16: CPU with amx_bf16, avx512_bf16, 2.8x fp32, min cosine 0.9995"
+    encoder = model.network.biosignals  # one encoder for embeddings and captions: the fp32 one is gone
+    assert encoder.embed_projection.weight.dtype == torch.bfloat16 and encoder.ln_final.weight.dtype == torch.float32
+    assert {p.dtype for p in model.network.text_decoder.parameters()} == {torch.float32}
+    emb = model.encode_signals(fixture_a["signals"])
+    assert emb.dtype == np.float32 and (emb * fixture_a["signal_emb_norm"].numpy()).sum(1).min() > 0.99
+    assert len(model.caption(fixture_a["signals"][:2], "brain", max_len=8, min_len=4)) == 2
+
+
+def test_avx2_cpu_runs_int8_dynamic_linear_layers_where_faster(fixture_a, monkeypatch):
+    machine(monkeypatch, {"avx", "avx2", "fma"}, 2.1, precision.Agreement(0.9993, 9, 10, True))
+    model = load(fixture_a)
+    assert model.precision.precision == "int8"
+    assert model.precision.reason == "int8: AVX2 CPU without fast bf16, 2.1x fp32, min cosine 0.9993"
+    assert quantized(model.network.biosignals) and model.checkpoint_id.endswith("-int8")
+    emb = model.encode_signals(fixture_a["signals"])
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert (emb * fixture_a["signal_emb_norm"].numpy()).sum(1).min() > 0.99
+
+
+def test_a_candidate_that_is_not_faster_is_not_used(fixture_a, monkeypatch):
+    machine(monkeypatch, {"avx2", "fma"}, 0.8)
+    model = load(fixture_a)
+    assert model.precision.precision == "fp32" and model.precision.rejected == {"int8": "0.80x fp32: not faster"}
+    assert "int8 not used (0.80x fp32: not faster)" in model.precision.reason
+    assert not quantized(model.network) and model.checkpoint_id.endswith("-fp32")
+
+
+@pytest.mark.parametrize("agreed, why", [
+    (precision.Agreement(0.9950, 10, 10, True), "min cosine 0.99500 < 0.999"),
+    (precision.Agreement(0.9999, 7, 10, True), "top-10 retrieval overlap 7/10 < 9/10"),
+])
+def test_agreement_failure_keeps_fp32_and_records_why(fixture_a, monkeypatch, agreed, why):
+    machine(monkeypatch, {"avx2", "fma"}, 2.2, agreed)
+    model = load(fixture_a)
+    assert model.precision.precision == "fp32" and model.precision.caption_precision == "fp32"
+    assert model.precision.rejected == {"int8": f"disagrees with fp32: {why}"} and why in model.precision.reason
+    state = model.network.state_dict()
+    for name, tensor in fixture_a["state_dict"].items():  # the fp32 weights, unchanged
+        assert torch.equal(state[name], tensor), name
     reference = fixture_a["signal_emb_norm"].numpy()
     assert np.abs(model.encode_signals(fixture_a["signals"]) - reference).max() <= 1e-5
 
 
-def test_fast_bf16_hardware_stores_the_encoder_in_bf16_when_it_agrees(checkpoint, fixture_a, monkeypatch):
-    fast(monkeypatch, True)
-    model = SleepLM.from_pretrained(str(checkpoint), config=fixture_a["config"])
-    fp32 = SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"])
-    assert model.bf16_embeddings and model.precision.min_cosine_embedding >= precision.MIN_COSINE
-    assert model.precision.min_cosine_memory >= precision.MIN_COSINE
-    encoder = model.network.biosignals
-    # Linear/conv/attention weights halve; RoPE frequencies and norm weights stay fp32; text and decoder stay fp32.
-    assert encoder.embed_projection.weight.dtype == torch.bfloat16
-    assert encoder.shared_channel_rope.freqs.dtype == torch.float32 and encoder.ln_final.weight.dtype == torch.float32
-    assert dtypes(model.network.text) == dtypes(model.network.text_decoder) == {torch.float32}
-    bf16_bytes = sum(p.numel() * p.element_size() for p in encoder.parameters())
-    fp32_bytes = sum(p.numel() * p.element_size() for p in fp32.network.biosignals.parameters())
-    assert bf16_bytes < 0.55 * fp32_bytes
-    assert model.checkpoint_id == fp32.checkpoint_id + "-bf16"  # its own embedding cache entries
-
-    fast_emb = model.encode_signals(fixture_a["signals"])
-    cosine = (fast_emb * fixture_a["signal_emb_norm"].numpy()).sum(axis=1)
-    assert cosine.min() >= precision.MIN_COSINE and fast_emb.dtype == np.float32
-    query = "REM sleep with eye movements"
-    assert [i for i, _ in model.retrieve(query, fast_emb, top_k=3)] == \
-        [i for i, _ in fp32.retrieve(query, fixture_a["signal_emb_norm"].numpy(), top_k=3)]
-    # Captions run on the bf16 encoder's memory with the fp32 decoder.
-    captions = model.caption(fixture_a["signals"][:2], "brain", max_len=8, min_len=4)
-    assert len(captions) == 2 and all(isinstance(text, str) for text in captions)
+def test_a_path_that_changes_captions_is_used_for_embeddings_only(fixture_a, monkeypatch):
+    machine(monkeypatch, {"avx2", "fma"}, 2.2, precision.Agreement(0.9996, 10, 10, False))
+    model = load(fixture_a)
+    assert (model.precision.precision, model.precision.caption_precision) == ("int8", "fp32")
+    assert "captions fp32 (int8 changed greedy caption ids)" in model.precision.reason
+    assert not quantized(model.network.biosignals)  # captions read the fp32 encoder's memory
+    reference = SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"], precision="fp32")
+    signals = fixture_a["signals"][:2]
+    assert [list(ids) for ids in model.caption_ids(signals, "brain", max_len=8, min_len=4)] == \
+        [list(ids) for ids in reference.caption_ids(signals, "brain", max_len=8, min_len=4)]
 
 
-def test_disagreement_puts_the_fp32_weights_back_unchanged(checkpoint, fixture_a, monkeypatch):
-    fast(monkeypatch, True)
-    monkeypatch.setattr(precision, "MIN_COSINE", 1.01)  # no bf16 result can reach it
-    model = SleepLM.from_pretrained(str(checkpoint), config=fixture_a["config"])
-    assert not model.bf16_embeddings and "disagreed with fp32" in model.precision.reason
-    assert model.precision.min_cosine_embedding is not None
-    state = model.network.state_dict()
-    for name, tensor in fixture_a["state_dict"].items():
-        assert torch.equal(state[name], tensor), name
+def test_cuda_candidates_bf16_else_fp16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision.candidate_for("cuda") == ("bf16", "CUDA GPU with bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert precision.candidate_for("cuda:0") == ("fp16", "CUDA GPU without bf16")
+    good = precision.decide("auto", "fp16", "CUDA GPU without bf16", GOOD, 6.0)
+    assert (good.precision, good.reason) == ("fp16", "fp16: CUDA GPU without bf16, 6.0x fp32, min cosine 0.9995")
+    assert precision.candidate_for("mps") == (None, "device 'mps': fp32 only")
 
 
-def test_precision_can_be_forced_and_a_wrong_setting_is_refused(checkpoint, fixture_a, monkeypatch):
-    monkeypatch.setattr(precision, "bf16_is_fast", lambda device="cpu": pytest.fail("forced: no detection"))
-    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")
-    assert not SleepLM.from_pretrained(str(checkpoint), config=fixture_a["config"]).bf16_embeddings
-    monkeypatch.setenv(precision.PRECISION_ENV, "bf16")
-    assert SleepLM.from_pretrained(str(checkpoint), config=fixture_a["config"]).bf16_embeddings
-    monkeypatch.setenv(precision.PRECISION_ENV, "half")
-    with pytest.raises(SleepLMRequestError, match="auto, fp32 or bf16"):
-        SleepLM.from_pretrained(str(checkpoint), config=fixture_a["config"])
+def test_cpu_without_flags_or_int8_engine(monkeypatch):
+    monkeypatch.setattr(precision, "int8_engine", lambda: None)
+    candidate, basis = precision.candidate_for("cpu", {"avx2"})
+    assert candidate is None and "without fast bf16 or an int8 engine" in basis
 
 
-def test_bf16_speed_is_detected_from_flags_and_a_calibration(monkeypatch):
-    precision.bf16_is_fast.cache_clear()
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "fma"})  # the AMD EPYC of STACK.md
-    monkeypatch.setattr(precision, "bf16_speedup", lambda: pytest.fail("no calibration without bf16 flags"))
-    fast_, why = precision.bf16_is_fast("cpu")
-    assert not fast_ and "no avx512_bf16 / amx_bf16 flag" in why
-    precision.bf16_is_fast.cache_clear()
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    monkeypatch.setattr(precision, "bf16_speedup", lambda: 0.02)  # flags claim it, the timing says emulated
-    assert precision.bf16_is_fast("cpu")[0] is False
-    precision.bf16_is_fast.cache_clear()
-    monkeypatch.setattr(precision, "bf16_speedup", lambda: 3.2)
-    fast_, why = precision.bf16_is_fast("cpu")
-    assert fast_ and "3.2x fp32" in why and "avx512_bf16" in why
-    precision.bf16_is_fast.cache_clear()
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: None)  # no /proc/cpuinfo: the calibration decides
-    assert precision.bf16_is_fast("cpu")[0] is True
-    precision.bf16_is_fast.cache_clear()
+def test_an_explicit_precision_is_honoured_with_a_warning_when_slower(fixture_a, monkeypatch, caplog):
+    machine(monkeypatch, {"avx2", "fma"}, 0.02)  # bf16 emulated on an AVX2 CPU: ~60x slower
+    with caplog.at_level(logging.WARNING, logger="sleeplm.model.precision"):
+        model = load(fixture_a, "bf16")
+    assert model.precision.precision == "bf16" and model.precision.requested == "bf16"
+    assert "SLOWER than fp32 on this machine (0.02x)" in model.precision.reason
+    assert "bf16 was asked for but runs the encoder at 0.02x fp32" in caplog.text
+    monkeypatch.setattr(precision, "calibrate", lambda *a, **k: pytest.fail("fp32 asked for: nothing to calibrate"))
+    assert load(fixture_a, "fp32").precision.reason == "fp32: asked for"
+
+
+def test_the_environment_sets_auto_and_bad_values_are_refused(fixture_a, monkeypatch):
+    machine(monkeypatch, {"avx2", "fma"}, 0.5)
+    monkeypatch.setenv(precision.PRECISION_ENV, "int8")
+    assert load(fixture_a).precision.precision == "int8"  # auto defers to $SLEEPLM_PRECISION
+    assert load(fixture_a, "fp32").precision.precision == "fp32"  # an explicit argument wins
+    with pytest.raises(SleepLMRequestError, match="auto, fp32, bf16 or int8"):
+        load(fixture_a, "half")
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp8")
+    with pytest.raises(SleepLMRequestError, match="SLEEPLM_PRECISION"):
+        load(fixture_a)
+
+
+def test_the_calibration_is_cached_per_machine_and_checkpoint(fixture_a, monkeypatch, tmp_path):
+    machine(monkeypatch, {"avx2", "fma"}, 2.1)
+    calls = []
+    real = precision.calibrate
+    monkeypatch.setattr(precision, "calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = load(fixture_a)
+    assert len(calls) == 1 and not first.precision.cached and first.precision.calibration_s is not None
+    assert len(list((tmp_path / "cache" / "precision").glob("*.json"))) == 1
+    monkeypatch.setattr(precision, "relative_speed", lambda *a, **k: pytest.fail("re-timed on a later load"))
+    second = load(fixture_a)
+    assert len(calls) == 1 and second.precision.cached
+    assert (second.precision.precision, second.precision.reason) == ("int8", first.precision.reason)
+    assert quantized(second.network.biosignals)
+    monkeypatch.setattr(precision, "relative_speed", lambda *a, **k: 2.1)
+    SleepLM.from_config("sleeplm_tiny")  # another checkpoint: calibrated for itself
+    assert len(calls) == 2
+    monkeypatch.setattr(precision, "_cpu_model", lambda: "another CPU")  # another machine model: again
+    load(fixture_a)
+    assert len(calls) == 3
+
+
+def test_embedding_cache_keys_differ_by_precision(fixture_a, monkeypatch, bare_recording):
+    machine(monkeypatch, {"avx2", "fma"}, 0.5)
+    rec = bare_recording(3)
+    paths = {name: embedding_cache_path(load(fixture_a, name), rec) for name in ("fp32", "bf16", "int8")}
+    assert len(set(paths.values())) == 3
+    assert all(path.name.endswith(f"-{name}.npy") for name, path in paths.items())
+
+
+def test_real_agreement_on_the_probe_decides_consistently(fixture_a, monkeypatch):
+    machine(monkeypatch, {"avx2", "fma"}, 2.0, agreed=None)  # the agreement is computed for real
+    model = load(fixture_a)
+    agreed = model.precision.agreement
+    assert 0.99 < agreed.min_cosine <= 1.0001 and agreed.top_k == 10 and 0 <= agreed.retrieval_overlap <= 10
+    assert model.precision.precision == ("fp32" if agreed.failure() else "int8")
+    assert model.precision.caption_precision == ("int8" if model.precision.precision == "int8"
+                                                 and agreed.captions_identical else "fp32")
+
+
+def test_probe_and_queries_are_fixed():
+    x = precision.probe_epochs(precision.PROBE_EPOCHS, 10, 1920)
+    assert torch.equal(x, precision.probe_epochs(precision.PROBE_EPOCHS, 10, 1920)) and torch.isfinite(x).all()
+    assert len(precision.AGREEMENT_QUERIES) >= 8 and precision.TOP_K == 10 and precision.MIN_OVERLAP == 9

@@ -37,7 +37,7 @@ from sleeplm.model.checkpoint import (
     state_dict_fingerprint,
 )
 from sleeplm.model.config import DEFAULT_MODEL, RELEASED_OVERRIDES, TINY_MODEL
-from sleeplm.model.precision import PRECISION_ENV, Bf16Decision, bf16_encoder, cast_encoder
+from sleeplm.model.precision import autocast_for, choose_precision
 from sleeplm.errors import TensorFormatError
 from sleeplm.model.network import EOT_TOKEN_ID, SOT_TOKEN_ID, SleepLMModel, SleepLMRequestError, build_model
 from sleeplm.model.tokenizer import get_tokenizer
@@ -103,49 +103,46 @@ class SleepLM:
         Epochs decoded together. A decoding step reads every decoder weight once whatever the
         batch, so on CPU larger batches are nearly free per step (the KV cache costs ~38 MB per
         epoch at full size and 256 tokens).
-    bf16_embeddings : bool
-        Store the signal encoder's weights in bfloat16 (half their memory) and compute embeddings
-        and caption memory tokens in bf16 (~3x faster on CPUs with native bf16, ~60x slower on
-        AVX2-only CPUs); the text tower and the caption decoder stay fp32. Cache keys differ.
-        `from_pretrained` decides it by default (`sleeplm.model.precision.bf16_encoder`: fast
-        bf16 on this hardware and agreement with fp32 proven on a probe).
+    precision : str
+        The signal encoder's precision: "auto" (default; ``$SLEEPLM_PRECISION`` when set, else chosen
+        for this machine by `sleeplm.model.precision.choose_precision`: CPU flags, agreement with
+        fp32 and a timed calibration at first load, cached), or "fp32", "bf16", "int8" (honoured;
+        a warning when slower than fp32 here). The text tower and the caption decoder stay fp32.
 
     Attributes
     ----------
-    precision : Bf16Decision
-        Whether the encoder runs in bf16 and why (agreement figures when it was checked).
+    precision : PrecisionChoice
+        The encoder's precision and why (`precision.reason`, one line), with the calibration's figures.
     """
 
     def __init__(self, network: SleepLMModel, checkpoint_id: str, device: str = "cpu",
                  unexpected_keys: Sequence[str] = (), batch_size: int = 16, caption_batch_size: int = 32,
-                 bf16_embeddings: bool = False):
+                 precision: str = "auto"):
         self.network = network.to(device).eval()
         self.weights_id = checkpoint_id
         self.device = torch.device(device)
-        self.precision = Bf16Decision(False, "fp32 (default)")
-        if bf16_embeddings:
-            cast_encoder(self.network.biosignals, torch.bfloat16)
-            self.precision = Bf16Decision(True, "bf16 encoder asked for (agreement not checked)")
         self.unexpected_keys = list(unexpected_keys)
         self.batch_size = int(batch_size)
         self.caption_batch_size = int(caption_batch_size)
         self.tokenizer = get_tokenizer(network.context_length)
+        self.precision, self._embedding_encoder, self.network.biosignals = choose_precision(
+            self.network, checkpoint_id, self.tokenizer, precision)
+        logger.info("SleepLM signal encoder precision: %s", self.precision.reason)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = DEFAULT_REPO, filename: str = DEFAULT_FILENAME,
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                         device: str = "auto", config: str | dict = DEFAULT_MODEL,
-                        bf16_embeddings: bool | None = None, progress: Progress | None = None) -> SleepLM:
+                        precision: str = "auto", progress: Progress | None = None) -> SleepLM:
         """Load the released SleepLM-Base weights from a hub repo id or a local file/folder.
 
         The environment variable SLEEPLM_CHECKPOINT (a local file) replaces the default hub id.
         `config` names the network the file is for; the released one (default) is built with the
         demo's 5 caption channels and prefix length 2. `device` "auto" is the GPU when torch sees
         one, else the CPU. `progress(fraction, text)` follows a download from the hub.
-        `bf16_embeddings` None (default) follows ``$SLEEPLM_PRECISION`` (auto, fp32, bf16); auto
-        stores the signal encoder in bf16 only where bf16 is fast on this hardware and agrees with
-        fp32 (`sleeplm.model.precision.bf16_encoder`); True / False force it.
+        `precision` "auto" (default), "fp32", "bf16" or "int8": the signal encoder's precision (see
+        `SleepLM`); auto calibrates once per machine and checkpoint, later loads reuse the choice.
 
         Raises
         ------
@@ -167,42 +164,23 @@ class SleepLM:
         network = build_model(config, **(RELEASED_OVERRIDES if config == DEFAULT_MODEL else {}))
         report = load_state_dict_checked(network, read_state_dict(path), source=path.name)
         logger.info("SleepLM weights loaded (%d unused checkpoint keys)", len(report.unexpected_keys))
-        if bf16_embeddings is None:
-            choice = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
-            if choice not in ("auto", "fp32", "bf16"):
-                raise SleepLMRequestError(f"{PRECISION_ENV}={choice!r}: use auto, fp32 or bf16.")
-            bf16_embeddings = {"fp32": False, "bf16": True}.get(choice)
-        model = cls(network, state_dict_fingerprint(network), resolve_device(device), report.unexpected_keys,
-                    bf16_embeddings=bool(bf16_embeddings))
-        if bf16_embeddings is None:
-            bio = network.config.biosignals
-            model.precision = bf16_encoder(model.network.biosignals, (bio.input_channels, bio.signal_length),
-                                           str(model.device))
-        logger.info("SleepLM signal encoder precision: %s (%s)", "bf16" if model.bf16_embeddings else "fp32",
-                    model.precision.reason)
-        return model
-
-    @property
-    def bf16_embeddings(self) -> bool:
-        """True when the signal encoder's weights are stored (and its embeddings computed) in bf16."""
-        return self.precision.use_bf16
+        return cls(network, state_dict_fingerprint(network), resolve_device(device), report.unexpected_keys,
+                   precision=precision)
 
     @property
     def checkpoint_id(self) -> str:
-        """The weights' fingerprint, with "-bf16" when the encoder runs in bf16 (embedding cache keys)."""
-        return self.weights_id + ("-bf16" if self.bf16_embeddings else "")
-
-    def _encoder_autocast(self):
-        """bf16 autocast around the encoder when its weights are bf16 (a no-op context otherwise)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16_embeddings)
+        """The weights' fingerprint and the embeddings' precision, e.g. "3f2a...-int8" (embedding cache keys:
+        embeddings of different precisions are never mixed)."""
+        return f"{self.weights_id}-{self.precision.precision}"
 
     @classmethod
     def from_config(cls, config: str | dict = TINY_MODEL, state_dict: dict[str, torch.Tensor] | None = None,
-                    device: str = "cpu", seed: int = 0, **overrides: Any) -> SleepLM:
+                    device: str = "cpu", seed: int = 0, precision: str = "auto", **overrides: Any) -> SleepLM:
         """A network from a packaged config name or a config dict, with `state_dict` or seeded random weights.
 
         Meant for tests and development (`SleepLM.from_config("sleeplm_tiny")` builds in well under a
         second); random weights produce meaningless but deterministic embeddings and captions.
+        `precision` as for `SleepLM` (default "auto").
 
         Examples
         --------
@@ -218,7 +196,7 @@ class SleepLM:
         unexpected: list[str] = []
         if state_dict is not None:
             unexpected = load_state_dict_checked(network, state_dict, source="state_dict").unexpected_keys
-        return cls(network, state_dict_fingerprint(network), device, unexpected)
+        return cls(network, state_dict_fingerprint(network), device, unexpected, precision=precision)
 
     # ------------------------------------------------------------------ inputs
     def _epochs_tensor(self, epochs: Any, channel_mask: Any = None) -> torch.Tensor:
@@ -267,9 +245,10 @@ class SleepLM:
         x = self._epochs_tensor(epochs, channel_mask)
         out = np.empty((x.shape[0], self.network.config.embed_dim), dtype=np.float32)
         batches = self._batches(x.shape[0], batch_size)
-        with torch.inference_mode(), self._encoder_autocast():
+        with torch.inference_mode(), autocast_for(self.precision.precision, self.device.type):
             for a, b in batches:
-                latent = self.network.encode_signals(x[a:b].to(self.device), normalize=False).float()
+                latent, _ = self._embedding_encoder(x[a:b].to(self.device))
+                latent = latent.float()
                 out[a:b] = torch.nn.functional.normalize(latent, dim=-1).cpu().numpy()
                 if progress:
                     progress(b / x.shape[0], f"SleepLM embeddings: {b}/{x.shape[0]} epochs")
@@ -353,7 +332,7 @@ class SleepLM:
         captions: list[np.ndarray] = []
         with torch.inference_mode():
             for a, b in self._batches(x.shape[0], batch_size, self.caption_batch_size):
-                with self._encoder_autocast():
+                with autocast_for(self.precision.caption_precision, self.device.type):
                     _, memory = self.network.biosignals(x[a:b].to(self.device))
                 memory = memory.float()  # the decoder stays fp32
                 if beams is None or int(beams) == 1:

@@ -1,53 +1,160 @@
-"""bfloat16 for the signal encoder, only where the hardware makes it fast and the result agrees with fp32.
+"""The signal encoder's precision, chosen per machine: fast and faithful, never slower than fp32.
 
-On CPUs with native bf16 instructions (avx512_bf16 / amx_bf16) a bf16 matmul runs several times
-faster than fp32; on AVX2-only CPUs torch emulates bf16 and it runs ~60x *slower* (STACK.md).
-So nothing is assumed: `bf16_is_fast` reads the CPU's flags and times a short matmul
-calibration. When bf16 is fast, `bf16_encoder` stores the signal encoder's weights in bf16
-(half their memory) and keeps them only if the embeddings and the caption memory tokens of a
-fixed probe agree with the fp32 ones (cosine >= `MIN_COSINE`); otherwise the fp32 weights are
-put back unchanged. The text tower and the caption decoder stay fp32.
-``SLEEPLM_PRECISION`` = auto (default: that decision), fp32 or bf16 (forced) overrides it.
+Machines differ (STACK.md): on a CPU with native bf16 (avx512_bf16 / AMX) bf16 runs the encoder
+~3x faster than fp32; on an AVX2-only CPU torch emulates bf16 and it runs ~60x *slower*, while
+int8 dynamic quantization of the Linear layers (`torch.ao.quantization.quantize_dynamic`, x86
+engine) runs ~2x faster. So `choose_precision` ("auto") works in three steps:
 
-Kept in fp32 inside the encoder: the rotary-position frequencies (bf16 angles at position
+1. **Flags** name one candidate per device (`candidate_for`): a CUDA GPU -> bf16 (fp16 where bf16
+   is absent); a CPU with avx512_bf16 or amx_bf16 -> bf16; another x86 CPU -> int8.
+2. **Calibration on the loaded network** (`calibrate`): the candidate is compared with fp32 on a
+   fixed probe (`PROBE_EPOCHS` epochs, `probe_epochs`): signal-embedding min cosine >=
+   `MIN_COSINE`, top-10 retrieval overlap >= `MIN_OVERLAP`/10 for every design-card query
+   (`AGREEMENT_QUERIES`), and greedy caption ids identical on `CAPTION_EPOCHS` of its epochs; then
+   both run one epoch in alternating rounds for ~`TIMING_BUDGET_S` s (`relative_speed`).
+3. **Decision** (`decide`): a candidate that disagrees, or is not `MIN_SPEEDUP` x fp32, is not used
+   (fp32 is, with the reason recorded); one whose captions differ is used for embeddings only
+   (captions keep the fp32 encoder).
+
+The result is cached per machine (CPU model, torch version, checkpoint, device) under
+``$SLEEPLM_CACHE/precision/``, so later loads apply it at once. An explicit precision ("fp32",
+"bf16", "int8", or ``$SLEEPLM_PRECISION``) is honoured; it is timed too (cached alike) and a
+warning says so when it is slower than fp32 here. The text tower and the caption decoder stay fp32.
+
+Kept in fp32 inside a bf16/fp16 encoder: the rotary-position frequencies (bf16 angles at position
 119 would be off by up to ~0.5 rad) and the RMSNorm weights (tiny; the norm is computed in fp32).
 """
 
 from __future__ import annotations
 
-import functools
+import copy
+import hashlib
+import json
 import logging
+import os
+import platform
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from sleeplm.model.network import RMSNorm, RotaryEmbedding
+from sleeplm.errors import SleepLMRequestError
+from sleeplm.model.network import RMSNorm, RotaryEmbedding, SleepLMModel
+from sleeplm.paths import cache_root
 
-__all__ = ["PRECISION_ENV", "MIN_COSINE", "MIN_SPEEDUP", "PROBE_EPOCHS", "Bf16Decision", "bf16_is_fast", "bf16_speedup",
-           "cast_encoder", "bf16_encoder"]
+__all__ = ["PRECISION_ENV", "PRECISIONS", "MIN_COSINE", "MIN_OVERLAP", "TOP_K", "MIN_SPEEDUP", "PROBE_EPOCHS",
+           "CAPTION_EPOCHS", "CAPTION_TOKENS", "TIMING_BUDGET_S", "AGREEMENT_QUERIES", "Agreement", "PrecisionChoice",
+           "requested_precision", "candidate_for", "int8_engine", "probe_epochs", "cast_encoder", "encoder_in", "autocast_for",
+           "relative_speed", "agreement", "calibrate", "decide", "calibration_key", "choose_precision"]
 
 logger = logging.getLogger(__name__)
 
 PRECISION_ENV = "SLEEPLM_PRECISION"
-# Lowest cosine between a bf16 and the fp32 output (embedding, or any caption memory token) of the probe.
-MIN_COSINE = 0.999
-# bf16 is used when a bf16 matmul is at least this much faster than fp32 (native bf16: 3-6x; emulated: 0.02x).
-MIN_SPEEDUP = 1.5
-PROBE_EPOCHS = 4
+# What a user may ask for (--precision, SleepLM.from_pretrained(precision=...), $SLEEPLM_PRECISION).
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+MIN_COSINE = 0.999  # lowest cosine between a candidate's and the fp32 signal embedding of any probe epoch
+TOP_K = 10
+MIN_OVERLAP = 9  # of the TOP_K epochs fp32 retrieves for each design-card query, the candidate must retrieve this many
+MIN_SPEEDUP = 1.1  # a candidate is used only when it runs the encoder at least this much faster than fp32
+PROBE_EPOCHS = 16
+CAPTION_EPOCHS = 4
+CAPTION_TOKENS = 24  # greedy new tokens compared per caption (the stage/event domain, the one SleepLM staging reads)
+CAPTION_DOMAIN = 4
+TIMING_BUDGET_S = 2.0
+CACHE_VERSION = 1
+# The design card's retrieval queries: the concepts users ask SleepLM to find in a night.
+AGREEMENT_QUERIES = ("obstructive apnea with oxygen desaturation", "REM sleep with rapid eye movements",
+                     "deep slow-wave sleep", "wake with alpha rhythm", "snoring with desaturation", "leg movements",
+                     "supine position", "sleep spindles in N2", "alpha intrusion", "arousal from sleep")
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
-class Bf16Decision:
-    """Whether the encoder runs in bf16, why, and the agreement figures behind it (None when not checked)."""
+class Agreement:
+    """A candidate's agreement with fp32 on the probe (`calibrate`)."""
 
-    use_bf16: bool
-    reason: str
-    min_cosine_embedding: float | None = None
-    min_cosine_memory: float | None = None
+    min_cosine: float
+    retrieval_overlap: int  # worst query's overlap of the top-`TOP_K` epochs
+    top_k: int
+    captions_identical: bool
+
+    def failure(self) -> str | None:
+        """Why the candidate may not be used (None when it agrees)."""
+        if self.min_cosine < MIN_COSINE:
+            return f"min cosine {self.min_cosine:.5f} < {MIN_COSINE}"
+        if self.retrieval_overlap < MIN_OVERLAP * self.top_k / TOP_K:
+            return f"top-{self.top_k} retrieval overlap {self.retrieval_overlap}/{self.top_k} < {MIN_OVERLAP}/{TOP_K}"
+        return None
+
+
+@dataclass
+class PrecisionChoice:
+    """The signal encoder's precision on this machine and why.
+
+    Attributes
+    ----------
+    precision : what embeddings are computed in: "fp32", "bf16", "fp16" or "int8".
+    caption_precision : what caption memory tokens are computed in (fp32 when `precision` changed captions).
+    requested : "auto" or the precision asked for.
+    basis : what the device offers, e.g. "AVX2 CPU without fast bf16".
+    reason : one line for people (`inspect`, the app's status line, summary.json).
+    speedup : measured encoder throughput of `precision` over fp32 on this machine (None: not timed).
+    agreement : the candidate's agreement with fp32 (None: not checked).
+    rejected : candidate -> why it is not used.
+    calibration_s : seconds the calibration took when it ran; cached : read from the calibration cache.
+    """
+
+    precision: str
+    caption_precision: str
+    requested: str
+    basis: str
+    reason: str = ""
+    speedup: float | None = None
+    agreement: Agreement | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
+    calibration_s: float | None = None
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures (summary.json, the trace's metadata, the calibration cache)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrecisionChoice:
+        data = dict(data)
+        if data.get("agreement"):
+            data["agreement"] = Agreement(**data["agreement"])
+        return cls(**data)
+
+
+def requested_precision(precision: str | None = "auto") -> str:
+    """The precision asked for: `precision`, where "auto" (or None) defers to ``$SLEEPLM_PRECISION`` (default auto).
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {PRECISION_ENV: "int8"}):
+    ...     requested_precision("auto"), requested_precision("fp32")
+    ('int8', 'fp32')
+    >>> requested_precision("half")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.SleepLMRequestError: ...
+    """
+    choice = str(precision or "auto").strip().lower()
+    if choice == "auto":
+        choice = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+        source = f"${PRECISION_ENV}={choice!r}"
+    else:
+        source = f"precision={precision!r}"
+    if choice not in PRECISIONS:
+        raise SleepLMRequestError(f"{source}: use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}.")
+    return choice
 
 
 def _cpu_flags() -> set[str] | None:
@@ -62,65 +169,76 @@ def _cpu_flags() -> set[str] | None:
     return set()
 
 
-def bf16_speedup(size: int = 256, rounds: int = 5, seconds: float = 0.01) -> float:
-    """Measured bf16 / fp32 matmul throughput on this CPU (a ~0.1-s calibration with the current threads).
-
-    The two precisions are timed in alternating short rounds and each keeps its best round, so a
-    burst of other work on a shared machine lowers neither alone (one sequential pair of timings read
-    anywhere from 1.5x to 22x on the same CPU while other processes ran).
-
-    Examples
-    --------
-    >>> bf16_speedup() > 0
-    True
-    """
-    operands = {dtype: (torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype))
-                for dtype in (torch.float32, torch.bfloat16)}
-    best = dict.fromkeys(operands, 0.0)
-    for a, b in operands.values():
-        torch.mm(a, b)  # warm-up
-    for _ in range(rounds):
-        for dtype, (a, b) in operands.items():
-            count, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                torch.mm(a, b)
-                count += 1
-            best[dtype] = max(best[dtype], count / (time.perf_counter() - start))
-    return best[torch.bfloat16] / best[torch.float32]
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, else the platform's processor string)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-@functools.lru_cache(maxsize=None)
-def bf16_is_fast(device: str = "cpu") -> tuple[bool, str]:
-    """(True, why) when bf16 compute is fast on `device`: a GPU that supports it, or a CPU with native
-    bf16 instructions whose measured bf16 matmul beats fp32 by `MIN_SPEEDUP`; else (False, why).
+def int8_engine() -> str | None:
+    """The quantized engine int8 dynamic Linear layers use here (x86, else fbgemm), None where there is none."""
+    engines = torch.backends.quantized.supported_engines
+    return next((name for name in ("x86", "fbgemm") if name in engines), None)
+
+
+def candidate_for(device: str, flags: set[str] | None = None) -> tuple[str | None, str]:
+    """(the precision auto tries on `device`, or None for fp32 only; what the device offers).
+
+    `flags` are the CPU's (default: read from /proc/cpuinfo).
 
     Examples
     --------
-    >>> fast, why = bf16_is_fast("cpu")
-    >>> isinstance(fast, bool) and bool(why)
-    True
+    >>> candidate_for("cpu", {"avx2", "fma", "avx512_bf16"})
+    ('bf16', 'CPU with avx512_bf16')
+    >>> candidate_for("cpu", {"avx2", "fma"})[1]
+    'AVX2 CPU without fast bf16'
     """
-    if device.startswith("cuda"):
-        supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return supported, f"GPU {'supports' if supported else 'does not support'} bf16"
-    if device != "cpu":
-        return False, f"bf16 is not used on device {device!r}"
-    flags = _cpu_flags()
-    capability = torch.backends.cpu.get_cpu_capability()
-    if flags is not None and not flags.intersection(_BF16_FLAGS):
-        return False, f"CPU without native bf16 ({capability}, no {' / '.join(_BF16_FLAGS)} flag): fp32 is faster"
-    speedup = bf16_speedup()
-    named = "flags " + ", ".join(sorted(flags.intersection(_BF16_FLAGS))) if flags else "flags unknown"
-    if speedup < MIN_SPEEDUP:
-        return False, f"bf16 matmul measured at {speedup:.2f}x fp32 ({capability}, {named}): fp32 kept"
-    return True, f"bf16 matmul measured at {speedup:.1f}x fp32 ({capability}, {named})"
+    kind = torch.device(device).type
+    if kind == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "CUDA GPU with bf16"
+        return "fp16", "CUDA GPU without bf16"
+    if kind != "cpu":
+        return None, f"device {device!r}: fp32 only"
+    flags = _cpu_flags() if flags is None else flags
+    native = sorted((flags or set()).intersection(_BF16_FLAGS))
+    if native:
+        return "bf16", f"CPU with {', '.join(native)}"
+    capability = "AVX2" if "avx2" in (flags or ()) else torch.backends.cpu.get_cpu_capability()
+    if int8_engine() is None:
+        return None, f"{capability} CPU without fast bf16 or an int8 engine"
+    return "int8", f"{capability} CPU without fast bf16"
+
+
+def probe_epochs(n: int, channels: int, samples: int, seed: int = 0) -> torch.Tensor:
+    """A fixed probe of `n` z-scored epochs [n, channels, samples]: per channel a few rhythms (0.5-30 Hz
+    at 64 Hz) in noise, the same on every machine.
+
+    Examples
+    --------
+    >>> x = probe_epochs(2, 10, 1920)
+    >>> tuple(x.shape), round(float(x[0, 0].std()), 2), bool((x == probe_epochs(2, 10, 1920)).all())
+    ((2, 10, 1920), 1.0, True)
+    """
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(samples, dtype=torch.float64) / 64.0
+    freqs = 0.5 + 29.5 * torch.rand(n, channels, 3, 1, generator=generator, dtype=torch.float64)
+    amps = torch.rand(n, channels, 3, 1, generator=generator, dtype=torch.float64)
+    x = (amps * torch.sin(2 * torch.pi * freqs * t)).sum(2) + 0.5 * torch.randn(n, channels, samples, generator=generator,
+                                                                                  dtype=torch.float64)
+    return ((x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)).float()
 
 
 def cast_encoder(encoder: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Cast the encoder's weights (all but RoPE frequencies and norm weights) to `dtype`, in place.
 
-    Returns the parameters it replaced by name, so that they can be put back unchanged.
-    The RoPE modules (also the tied, shared channel RoPE) and the norms keep their fp32 tensors.
+    Returns the parameters it replaced by name. The RoPE modules (also the tied, shared channel
+    RoPE) and the norms keep their fp32 tensors.
 
     Examples
     --------
@@ -142,54 +260,228 @@ def cast_encoder(encoder: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tens
     return replaced
 
 
-def _restore(encoder: nn.Module, replaced: dict[str, torch.Tensor]) -> None:
-    for full, param in replaced.items():
-        module_name, _, name = full.rpartition(".")
-        setattr(encoder.get_submodule(module_name) if module_name else encoder, name, param)
+def encoder_in(encoder: nn.Module, precision: str) -> nn.Module:
+    """A copy of the fp32 `encoder` that runs in `precision` (the encoder itself for fp32).
 
-
-def _agreement(encoder: nn.Module, reference: tuple[torch.Tensor, torch.Tensor], probe: torch.Tensor,
-                      device_type: str) -> tuple[float, float]:
-    """Lowest cosine of the probe's embeddings and memory tokens, computed now (bf16), against `reference` (fp32)."""
-    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16):
-        latent, memory = encoder(probe)
-    cos = nn.functional.cosine_similarity
-    return (float(cos(latent.float(), reference[0], dim=-1).min()),
-            float(cos(memory.float(), reference[1], dim=-1).min()))
-
-
-def bf16_encoder(encoder: nn.Module, input_shape: tuple[int, int], device: str = "cpu", seed: int = 0) -> Bf16Decision:
-    """Store `encoder`'s weights in bf16 when bf16 is fast on `device` and agrees with fp32; else leave them.
-
-    Agreement: a fixed probe of `PROBE_EPOCHS` random (z-scored-like, N(0, 1)) epochs of
-    `input_shape` (channels, samples) is encoded in fp32 and in bf16; bf16 stays only when every
-    embedding and every caption memory token has cosine >= `MIN_COSINE` with its fp32 counterpart.
-    Bf16 weights then need `torch.autocast` around the encoder (as `SleepLM` does).
+    bf16/fp16: weights stored in that type (run it under `autocast_for`); int8: its Linear layers
+    replaced by int8 dynamic ones (`torch.ao.quantization.quantize_dynamic`, x86 engine; CPU only).
 
     Examples
     --------
     >>> from sleeplm.model.network import build_model
     >>> encoder = build_model("sleeplm_tiny").biosignals
-    >>> decision = bf16_encoder(encoder, (10, 1920))
-    >>> decision.use_bf16 == (encoder.embed_projection.weight.dtype == torch.bfloat16)
-    True
-    >>> decision.use_bf16 == (bf16_is_fast("cpu")[0] and decision.min_cosine_embedding >= MIN_COSINE)
+    >>> type(encoder_in(encoder, "int8").embed_projection).__name__, encoder_in(encoder, "fp32") is encoder
+    ('Linear', True)
+    >>> type(encoder_in(encoder, "int8").embed_projection).__module__
+    'torch.ao.nn.quantized.dynamic.modules.linear'
+    """
+    if precision == "fp32":
+        return encoder
+    if precision in _AUTOCAST:
+        converted = copy.deepcopy(encoder)
+        cast_encoder(converted, _AUTOCAST[precision])
+        return converted
+    if precision == "int8":
+        engine = int8_engine()
+        if engine is None or next(encoder.parameters()).device.type != "cpu":
+            raise SleepLMRequestError("int8 runs on a CPU with the x86 (or fbgemm) quantized engine only; "
+                                      "use --precision auto, fp32 or bf16 here.")
+        torch.backends.quantized.engine = engine
+        with warnings.catch_warnings():  # torch 2.13 marks torch.ao.quantization deprecated (pinned; tested here)
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(encoder, {nn.Linear}, dtype=torch.qint8, inplace=False)
+    raise SleepLMRequestError(f"Unknown encoder precision {precision!r}.")
+
+
+def autocast_for(precision: str, device_type: str):
+    """The autocast context a `precision` encoder runs under (a no-op for fp32 and int8)."""
+    return torch.autocast(device_type, dtype=_AUTOCAST.get(precision, torch.bfloat16), enabled=precision in _AUTOCAST)
+
+
+def _run(encoder: nn.Module, precision: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode(), autocast_for(precision, x.device.type):
+        latent, memory = encoder(x)
+    return latent.float(), memory.float()
+
+
+def relative_speed(reference: Callable[[], Any], candidate: Callable[[], Any], budget_s: float = TIMING_BUDGET_S,
+                   min_rounds: int = 2) -> float:
+    """Throughput of `candidate` over `reference`, timed in alternating rounds for ~`budget_s` s.
+
+    Each keeps its best round, so a burst of other work on a shared machine lowers neither alone.
+
+    Examples
+    --------
+    >>> relative_speed(lambda: sum(range(20000)), lambda: sum(range(1000)), budget_s=0.01) > 1
     True
     """
-    fast, why = bf16_is_fast(device)
-    if not fast:
-        return Bf16Decision(False, why)
-    generator = torch.Generator().manual_seed(seed)
-    probe = torch.randn(PROBE_EPOCHS, *input_shape, generator=generator).to(device)
+    best = [float("inf"), float("inf")]
+    start, rounds = time.perf_counter(), 0
+    while rounds < min_rounds or time.perf_counter() - start < budget_s:
+        for index, fn in enumerate((reference, candidate)):
+            began = time.perf_counter()
+            fn()
+            best[index] = min(best[index], time.perf_counter() - began)
+        rounds += 1
+    return best[0] / max(best[1], 1e-9)
+
+
+def _query_embeddings(network: SleepLMModel, tokenizer: Callable, device: torch.device) -> torch.Tensor:
     with torch.inference_mode():
-        latent, memory = encoder(probe)
-    replaced = cast_encoder(encoder, torch.bfloat16)
-    cos_embedding, cos_memory = _agreement(encoder, (latent.float(), memory.float()), probe,
-                                                  torch.device(device).type)
-    if min(cos_embedding, cos_memory) < MIN_COSINE:
-        _restore(encoder, replaced)
-        return Bf16Decision(False, f"{why}, but bf16 disagreed with fp32 on the probe (min cosine embedding "
-                                   f"{cos_embedding:.5f}, memory {cos_memory:.5f} < {MIN_COSINE}): fp32 kept",
-                            cos_embedding, cos_memory)
-    return Bf16Decision(True, f"{why}; probe agreement min cosine embedding {cos_embedding:.5f}, memory "
-                              f"{cos_memory:.5f} (>= {MIN_COSINE})", cos_embedding, cos_memory)
+        return network.encode_text(tokenizer(list(AGREEMENT_QUERIES)).to(device)).float()
+
+
+def agreement(network: SleepLMModel, encoder: nn.Module, precision: str, probe: torch.Tensor,
+              queries: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor, list]) -> Agreement:
+    """Agreement of `encoder` (running in `precision`) with the fp32 `reference` (latents, memory, caption ids) on `probe`."""
+    latent, memory = _run(encoder, precision, probe)
+    embeddings = nn.functional.normalize(latent, dim=-1)
+    embeddings32 = nn.functional.normalize(reference[0], dim=-1)
+    min_cosine = float((embeddings * embeddings32).sum(-1).min())
+    k = min(TOP_K, probe.shape[0])
+    top = (embeddings @ queries.T).topk(k, dim=0).indices.T
+    top32 = (embeddings32 @ queries.T).topk(k, dim=0).indices.T
+    overlap = min(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(top, top32))
+    with torch.inference_mode():
+        ids = network.generate_from_memory(memory[:CAPTION_EPOCHS], CAPTION_DOMAIN, CAPTION_TOKENS, min_len=1)
+    return Agreement(min_cosine, overlap, k, bool(torch.equal(ids, reference[2])))
+
+
+def calibrate(network: SleepLMModel, candidate: str, tokenizer: Callable,
+              budget_s: float = TIMING_BUDGET_S) -> tuple[Agreement, float, nn.Module]:
+    """Agreement with fp32 on the fixed probe, and measured speed over fp32 of the network's encoder in `candidate`.
+
+    Returns (agreement, speedup, the encoder in `candidate`). The network's own encoder is fp32
+    and left as it is.
+    """
+    encoder = network.biosignals
+    device = next(encoder.parameters()).device
+    bio = network.config.biosignals
+    probe = probe_epochs(PROBE_EPOCHS, bio.input_channels, bio.signal_length).to(device)
+    latent32, memory32 = _run(encoder, "fp32", probe)
+    with torch.inference_mode():
+        ids32 = network.generate_from_memory(memory32[:CAPTION_EPOCHS], CAPTION_DOMAIN, CAPTION_TOKENS, min_len=1)
+    converted = encoder_in(encoder, candidate)
+    agreed = agreement(network, converted, candidate, probe, _query_embeddings(network, tokenizer, device),
+                       (latent32, memory32, ids32))
+    one = probe[:1]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    speedup = relative_speed(lambda: (_run(encoder, "fp32", one), sync()),
+                             lambda: (_run(converted, candidate, one), sync()), budget_s)
+    return agreed, speedup, converted
+
+
+def decide(requested: str, candidate: str | None, basis: str, agreed: Agreement | None = None,
+           speedup: float | None = None) -> PrecisionChoice:
+    """The choice for `requested` ("auto" or a precision) from the calibration's figures for `candidate`.
+
+    Examples
+    --------
+    >>> good = Agreement(min_cosine=0.9993, retrieval_overlap=10, top_k=10, captions_identical=True)
+    >>> decide("auto", "int8", "AVX2 CPU without fast bf16", good, 2.1).reason
+    'int8: AVX2 CPU without fast bf16, 2.1x fp32, min cosine 0.9993'
+    >>> decide("auto", "int8", "AVX2 CPU without fast bf16", good, 0.9).reason
+    'fp32: AVX2 CPU without fast bf16; int8 not used (0.90x fp32: not faster)'
+    """
+    if requested == "fp32":
+        return PrecisionChoice("fp32", "fp32", requested, basis, "fp32: asked for")
+    if candidate is None:
+        return PrecisionChoice("fp32", "fp32", requested, basis, f"fp32: {basis}")
+    figures = f"{speedup:.1f}x fp32, min cosine {agreed.min_cosine:.4f}"
+    captions = candidate if agreed.captions_identical else "fp32"
+    caption_note = "" if agreed.captions_identical else f"; captions fp32 ({candidate} changed greedy caption ids)"
+    if requested != "auto":  # honoured whatever it measures; a warning says when it costs speed or agreement
+        slower = f" — SLOWER than fp32 on this machine ({speedup:.2f}x)" if speedup < 1 else ""
+        disagrees = f" — disagrees with fp32 ({agreed.failure()})" if agreed.failure() else ""
+        return PrecisionChoice(candidate, captions, requested, basis,
+                               f"{candidate}: asked for, {figures}{slower}{disagrees}{caption_note}", speedup, agreed)
+    why_not = (f"disagrees with fp32: {agreed.failure()}" if agreed.failure()
+               else f"{speedup:.2f}x fp32: not faster" if speedup < MIN_SPEEDUP else None)
+    if why_not:
+        return PrecisionChoice("fp32", "fp32", requested, basis, f"fp32: {basis}; {candidate} not used ({why_not})",
+                               speedup, agreed, {candidate: why_not})
+    return PrecisionChoice(candidate, captions, requested, basis, f"{candidate}: {basis}, {figures}{caption_note}",
+                           speedup, agreed)
+
+
+def calibration_key(weights_id: str, device: str, requested: str) -> str:
+    """The calibration cache's key: CPU model, torch version, checkpoint, device and what was asked for.
+
+    Examples
+    --------
+    >>> calibration_key("abc", "cpu", "auto") == calibration_key("abc", "cpu", "auto") != calibration_key("abd", "cpu", "auto")
+    True
+    """
+    kind = torch.device(device).type
+    machine = torch.cuda.get_device_name(torch.device(device)) if kind == "cuda" else _cpu_model()
+    parts = [str(CACHE_VERSION), machine, torch.__version__, weights_id, kind, requested]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def _cache_path(key: str) -> Path:
+    return cache_root("precision") / f"{key}.json"
+
+
+def _read_cached(key: str) -> PrecisionChoice | None:
+    try:
+        return PrecisionChoice.from_dict(json.loads(_cache_path(key).read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("ignoring an unreadable precision calibration (%s)", exc)
+        return None
+
+
+def _write_cached(key: str, choice: PrecisionChoice) -> None:
+    path = _cache_path(key)
+    try:
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(choice.to_dict(), indent=1))
+        partial.replace(path)
+    except OSError as exc:  # a read-only cache: the choice still holds for this process
+        logger.warning("could not cache the precision calibration (%s)", exc)
+
+
+def choose_precision(network: SleepLMModel, weights_id: str, tokenizer: Callable,
+                     precision: str | None = "auto") -> tuple[PrecisionChoice, nn.Module, nn.Module]:
+    """Choose the signal encoder's precision for `network` (fp32, on its device) and build its encoders.
+
+    Returns (choice, the encoder for embeddings, the encoder for caption memory); either may be
+    the network's own fp32 encoder. The first load on a machine calibrates (`calibrate`); later
+    loads with the same CPU model, torch version, checkpoint and request read the cached choice.
+
+    Raises
+    ------
+    SleepLMRequestError
+        An unknown precision, or int8 asked for on a GPU.
+    """
+    requested = requested_precision(precision)
+    device = str(next(network.parameters()).device)
+    candidate, basis = candidate_for(device)
+    if requested != "auto":
+        candidate = requested
+    if requested == "fp32" or candidate is None:
+        choice = decide(requested, candidate, basis)
+        return choice, network.biosignals, network.biosignals
+    key = calibration_key(weights_id, device, requested)
+    choice = _read_cached(key)
+    if choice is not None:
+        choice.cached = True
+        converted = encoder_in(network.biosignals, choice.precision)
+    else:
+        logger.info("calibrating the SleepLM encoder's precision on this machine (%s, once; cached)", candidate)
+        started = time.perf_counter()
+        agreed, speedup, converted = calibrate(network, candidate, tokenizer)
+        choice = decide(requested, candidate, basis, agreed, speedup)
+        choice.calibration_s = time.perf_counter() - started
+        _write_cached(key, choice)
+        if choice.precision == "fp32":
+            converted = network.biosignals
+    if requested != "auto" and (choice.speedup or 0) < 1:
+        logger.warning("SleepLM precision %s was asked for but runs the encoder at %.2fx fp32 on this machine",
+                       requested, choice.speedup or 0)
+    elif requested != "auto" and choice.agreement is not None and choice.agreement.failure():
+        logger.warning("SleepLM precision %s was asked for but disagrees with fp32 (%s)", requested,
+                       choice.agreement.failure())
+    captions = converted if choice.caption_precision == choice.precision else network.biosignals
+    return choice, converted, captions
