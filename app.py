@@ -64,7 +64,7 @@ from assistant.sleeplm_jobs import jobs_pending, start_background
 from tools.timeparse import parse_span
 from sleeplm.terms import AUDIENCES, parse_citations
 from sleeplm.errors import ChannelMappingError, CohortInputError, NotARecordingError, RecordingError, SleepLMError
-from assistant.trace import write_trace_json
+from assistant.trace import trace_metadata, write_trace_json
 from sleeplm.cohort.report import REPORT, distribution_figure
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, click_map, plot_epochs, plot_night, reference_events
@@ -883,10 +883,14 @@ def build_downloads(bs: BrowserSession) -> list[str]:
     night = bs.night.night
     out = bs.shown / "downloads"
     out.mkdir(exist_ok=True)
+
+    def trace(path: Path) -> Path:  # with the SleepLM precision the answers were computed in
+        return write_trace_json(bs.turns, path, trace_metadata(bs.night.sleeplm))
+
     if is_cohort(bs):
         report = night.tables.folder / REPORT
         files = [_atomic(out / REPORT, lambda path: shutil.copyfile(report, path))] if report.is_file() else []
-        files.append(_atomic(out / "tool-trace.json", lambda path: write_trace_json(bs.turns, path)))
+        files.append(_atomic(out / "tool-trace.json", trace))
         return [str(path) for path in files]
     analysis = night.analysis
     events = getattr(analysis, "events", None)
@@ -905,7 +909,7 @@ def build_downloads(bs: BrowserSession) -> list[str]:
                              lambda path: write_annotations_edf(night.rec, events, path, hypnogram=night.hypnogram)))
     except ExportError as exc:  # nothing scored or detected: the CSV (header only) says as much
         logger.info("no EDF+ annotations file: %s", exc)
-    files.append(_atomic(out / "tool-trace.json", lambda path: write_trace_json(bs.turns, path)))
+    files.append(_atomic(out / "tool-trace.json", trace))
     return [str(path) for path in files]
 
 

@@ -5,7 +5,8 @@ Each subcommand is a thin shell over a library function; errors the user can fix
 ``analyze``, ``ask`` and ``serve`` take ``--channel-map`` and ``--position-map`` for files whose
 channels or position codes are not recognised, and ``--annotations FILE`` for the technician's
 scoring (see `sleeplm.io.scoring`); an error that asks for a channel map prints the option to
-type, filled in with the file's own labels.
+type, filled in with the file's own labels. ``inspect``, ``analyze``, ``ask``, ``serve``
+and ``cohort`` take ``--precision auto|fp32|bf16|int8`` (the SleepLM encoder's; ``inspect`` prints the choice).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 
 from sleeplm.errors import ChannelMappingError, SleepLMError
-from sleeplm.terms import AUDIENCES
+from sleeplm.terms import AUDIENCES, PRECISION_ENV, PRECISIONS
 
 
 def _cmd_inspect(args) -> int:
@@ -24,7 +25,27 @@ def _cmd_inspect(args) -> int:
     rec = load_recording(args.file, channel_map=args.channel_map, position_map=args.position_map,
                          annotations=args.annotations)
     print(rec.describe())
+    print(_precision_line())
     return 0
+
+
+def _precision_line() -> str:
+    """The SleepLM encoder's precision and why: of the named weights (loaded, calibrated at the first load
+    on this machine), else what auto would try on this device."""
+    checkpoint = os.environ.get("SLEEPLM_CHECKPOINT")
+    if checkpoint:
+        from sleeplm.model.inference import SleepLM
+
+        return f"SleepLM precision: {SleepLM.from_pretrained(checkpoint).precision.reason}"
+    from sleeplm.model.inference import resolve_device
+    from sleeplm.model.precision import candidate_for, requested_precision
+
+    requested = requested_precision()
+    candidate, basis = candidate_for(resolve_device())
+    plan = (f"{requested} asked for" if requested != "auto" else
+            f"auto tries {candidate} here ({basis}; used only if it agrees with fp32 and is faster, checked at the "
+            f"first load)" if candidate else f"auto keeps fp32 here ({basis})")
+    return f"SleepLM precision: not chosen yet, no weights named (--checkpoint PATH); {plan}"
 
 
 def _cmd_analyze(args) -> int:
@@ -35,6 +56,7 @@ def _cmd_analyze(args) -> int:
         from sleeplm.model.inference import SleepLM
 
         model = SleepLM.from_pretrained(args.checkpoint)
+        print(f"SleepLM precision: {model.precision.reason}", file=sys.stderr)
     written = analyze_to_dir(args.file, args.out, model=model, hypopnea_rule=args.hypopnea_rule,
                              channel_map=args.channel_map, position_map=args.position_map,
                              annotations=args.annotations)
@@ -100,6 +122,15 @@ def _add_map_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=None,
+        help=f"SleepLM signal encoder precision (default: ${PRECISION_ENV}, else auto: chosen for this machine by its "
+             "flags, agreement with fp32 and a short timing at the first load, then cached; an explicit one is "
+             "used even where it is slower than fp32, with a warning)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sleeplm-assistant", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
@@ -109,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="preflight report of a recording's channels")
     p.add_argument("file")
     _add_map_options(p)
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("analyze", help="measure the night (no LLM) and write summary/events/hypnogram/report")
@@ -117,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hypopnea-rule", choices=("1A", "1B"), default="1A",
                    help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
     _add_map_options(p)
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("cohort", help="many nights on Ray Data into tidy tables (nights/events/hypnograms.parquet)")
@@ -133,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true",
                    help="measure again the nights an earlier run of --out recorded as failed (default: reported, "
                         "not re-read; a changed file or option is always measured)")
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_cohort)
 
     p = sub.add_parser("ask", help="ask one question about a recording, two nights of one person, or a cohort folder")
@@ -143,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience", choices=AUDIENCES, default="clinician")
     p.add_argument("--json", action="store_true", help="print one JSON object (answer, tool_calls, grounding, llm, llm_messages)")
     _add_map_options(p)
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("serve", help="start the Gradio app")
@@ -157,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", default=None, help="LLM backend spec, e.g. local (chosen for this machine) or "
                                                "local:qwen2.5-7b-instruct; default: config/env, else local")
     _add_map_options(p)
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_serve)
     return parser
 
@@ -175,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.checkpoint:
         os.environ["SLEEPLM_CHECKPOINT"] = args.checkpoint  # read by SleepLM.from_pretrained wherever it is called
+    if getattr(args, "precision", None):
+        os.environ[PRECISION_ENV] = args.precision  # read by SleepLM.from_pretrained wherever it is called (Ray workers too)
     try:
         if hasattr(args, "channel_map"):  # the maps are checked before any file is read
             from sleeplm.io.channels import parse_channel_map, parse_position_map

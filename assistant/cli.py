@@ -105,6 +105,7 @@ def run_ask(args) -> int:
         rec = session.load(args.file, stage_cross_check=False, channel_map=getattr(args, "channel_map", None),
                            position_map=getattr(args, "position_map", None), annotations=getattr(args, "annotations", None))
         if session.sleeplm is not None:  # named weights: retrieval from SleepLM, not the measured fallback
+            print(session.sleeplm_status, file=sys.stderr)
             print(f"SleepLM is embedding {rec.n_epochs} epochs (kept in the cache for later questions)...", file=sys.stderr)
             session.wait_for_background(embeddings_only=True)
         turn = _answer(args, session)

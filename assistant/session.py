@@ -104,18 +104,25 @@ def _resolve_llm(llm: Any) -> tuple[BaseChatModel | None, dict]:
     return (model if status.available else None), info
 
 
+def loaded_status(model: Any) -> str:
+    """The status sentence of loaded SleepLM weights, with the encoder's precision and why."""
+    choice = getattr(model, "precision", None)
+    return f"SleepLM weights loaded; precision {choice.reason}" if choice is not None else "SleepLM weights loaded"
+
+
 def _resolve_sleeplm(model: Any) -> tuple[Any, str]:
     """A SleepLM instance (or None) and one sentence on its status."""
     if model is None:
         return None, "no SleepLM weights were given to this session"
     if not isinstance(model, (str, Path)):
-        return model, "SleepLM weights loaded"
+        return model, loaded_status(model)
     from sleeplm.model.inference import SleepLM  # torch and the network load only when weights are named
 
     try:
-        return SleepLM.from_pretrained(str(model)), "SleepLM weights loaded"
+        model = SleepLM.from_pretrained(str(model))
     except ModelUnavailableError as exc:
         return None, str(exc)
+    return model, loaded_status(model)
 
 
 class NightSession:
@@ -189,7 +196,7 @@ class NightSession:
     def attach_sleeplm(self, model: Any) -> None:
         """Use `model` (a loaded SleepLM that arrived after the session started) from now on,
         starting its background jobs on the loaded night."""
-        self.sleeplm, self.sleeplm_status = model, "SleepLM weights loaded"
+        self.sleeplm, self.sleeplm_status = model, loaded_status(model)
         night = self.night
         if night is not None and night.model is None:
             night.model, night.model_status = model, self.sleeplm_status

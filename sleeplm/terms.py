@@ -26,7 +26,8 @@ import numpy as np
 
 __all__ = [
     "EPOCH_SEC", "STAGES", "UNSCORED", "SLEEP_STAGES", "NREM_STAGES", "STAGE_NAMES",
-    "CAPTION_DOMAINS", "CaptionDomain", "EVENT_KINDS", "ANNOTATED_EVENT_KINDS", "SCORED_EVENT_KINDS", "EVENT_GROUPS",
+    "CAPTION_DOMAINS", "CaptionDomain", "PRECISIONS", "PRECISION_ENV", "EVENT_KINDS", "ANNOTATED_EVENT_KINDS",
+    "SCORED_EVENT_KINDS", "EVENT_GROUPS",
     "AUDIENCES", "Audience", "SEVERITY_BANDS", "SEVERITY_NOTE", "TACHY_BPM", "BRADY_BPM", "HR_SUSTAINED_S",
     "severity_band", "format_elapsed", "format_clock", "format_citation", "parse_citations", "parse_clock_ranges",
     "CITATION_PATTERN", "runs", "runs_of", "value_runs",
@@ -47,6 +48,9 @@ STAGE_NAMES = {"W": "Wake", "N1": "Stage N1", "N2": "Stage N2", "N3": "Stage N3"
 # --- SleepLM caption domains (the order is the model's domain id) --------------------------------
 CAPTION_DOMAINS = ("brain", "cardiac", "respiratory", "position_muscle", "stage_event")
 CaptionDomain = Literal["brain", "cardiac", "respiratory", "position_muscle", "stage_event"]
+# The SleepLM signal encoder's precision a user may ask for (--precision, $SLEEPLM_PRECISION; sleeplm.model.precision).
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISION_ENV = "SLEEPLM_PRECISION"
 
 # --- Events -------------------------------------------------------------------------------------
 # Kinds the measurements detect (sleeplm.measure.events).

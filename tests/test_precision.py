@@ -3,6 +3,7 @@ calibration, cached per machine. Flags and timings are mocked: nothing here depe
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -193,3 +194,58 @@ def test_probe_and_queries_are_fixed():
     x = precision.probe_epochs(precision.PROBE_EPOCHS, 10, 1920)
     assert torch.equal(x, precision.probe_epochs(precision.PROBE_EPOCHS, 10, 1920)) and torch.isfinite(x).all()
     assert len(precision.AGREEMENT_QUERIES) >= 8 and precision.TOP_K == 10 and precision.MIN_OVERLAP == 9
+
+
+@pytest.mark.parametrize("command", [["inspect", "f.edf"], ["analyze", "f.edf", "--out", "o"], ["cohort", "d", "--out", "o"],
+                                     ["ask", "f.edf", "q"], ["serve"]])
+def test_every_command_takes_precision(command):
+    from cli import build_parser
+
+    for value in precision.PRECISIONS:
+        assert build_parser().parse_args([*command, "--precision", value]).precision == value
+    assert build_parser().parse_args(command).precision is None  # $SLEEPLM_PRECISION, else auto
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--precision", "fp16"])
+
+
+def test_inspect_prints_the_precision_and_why(small_edf, tmp_path, monkeypatch, capsys):
+    from cli import main
+
+    machine(monkeypatch, {"avx2", "fma"}, 2.1)
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    assert main(["inspect", str(small_edf)]) == 0
+    assert ("SleepLM precision: not chosen yet, no weights named (--checkpoint PATH); auto tries int8 here "
+            "(AVX2 CPU without fast bf16;") in capsys.readouterr().out
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"stands for a checkpoint")  # loading is replaced by the tiny model below
+    monkeypatch.setattr(SleepLM, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: cls.from_config("sleeplm_tiny", precision=k.get("precision", "auto"))))
+    assert main(["--checkpoint", str(weights), "inspect", str(small_edf), "--precision", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "SleepLM precision: int8: asked for, 2.1x fp32, min cosine 0.9995" in out
+
+
+def test_precision_is_in_summary_json_the_trace_and_the_status(fixture_a, monkeypatch, tmp_path):
+    from assistant.session import loaded_status
+    from assistant.trace import trace_metadata, write_trace_json
+    from sleeplm.report.analyze_dir import write_summary_json
+
+    machine(monkeypatch, {"avx2", "fma"}, 2.1)
+    model = load(fixture_a)
+    assert loaded_status(model) == "SleepLM weights loaded; precision int8: AVX2 CPU without fast bf16, 2.1x fp32, " \
+                                   "min cosine 0.9995"
+    trace = json.loads(write_trace_json([], tmp_path / "trace.json", trace_metadata(model)).read_text())
+    assert trace["metadata"]["sleeplm_precision"]["precision"] == "int8"
+    assert trace["metadata"]["sleeplm_precision"]["agreement"]["min_cosine"] == 0.9995
+    assert json.loads(write_trace_json([], tmp_path / "t.json", trace_metadata(None)).read_text())["metadata"] == \
+        {"sleeplm_precision": None}
+
+    class Analysis:
+        summary = {"not_assessable": {}}
+
+    from sleeplm.measure.summary import EXPORT_KEYS
+
+    Analysis.summary.update(dict.fromkeys(EXPORT_KEYS))
+    summary = json.loads(write_summary_json(Analysis(), tmp_path / "summary.json", model.precision.to_dict()).read_text())
+    assert summary["sleeplm_precision"]["reason"] == model.precision.reason
+    assert "sleeplm_precision" not in json.loads(write_summary_json(Analysis(), tmp_path / "s.json").read_text())

@@ -45,6 +45,7 @@ from torch import nn
 from sleeplm.errors import SleepLMRequestError
 from sleeplm.model.network import RMSNorm, RotaryEmbedding, SleepLMModel
 from sleeplm.paths import cache_root
+from sleeplm.terms import PRECISION_ENV, PRECISIONS
 
 __all__ = ["PRECISION_ENV", "PRECISIONS", "MIN_COSINE", "MIN_OVERLAP", "TOP_K", "MIN_SPEEDUP", "PROBE_EPOCHS",
            "CAPTION_EPOCHS", "CAPTION_TOKENS", "TIMING_BUDGET_S", "AGREEMENT_QUERIES", "Agreement", "PrecisionChoice",
@@ -53,9 +54,6 @@ __all__ = ["PRECISION_ENV", "PRECISIONS", "MIN_COSINE", "MIN_OVERLAP", "TOP_K", 
 
 logger = logging.getLogger(__name__)
 
-PRECISION_ENV = "SLEEPLM_PRECISION"
-# What a user may ask for (--precision, SleepLM.from_pretrained(precision=...), $SLEEPLM_PRECISION).
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
 MIN_COSINE = 0.999  # lowest cosine between a candidate's and the fp32 signal embedding of any probe epoch
 TOP_K = 10
 MIN_OVERLAP = 9  # of the TOP_K epochs fp32 retrieves for each design-card query, the candidate must retrieve this many

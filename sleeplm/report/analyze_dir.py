@@ -32,10 +32,11 @@ __all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram
 logger = logging.getLogger(__name__)
 
 
-def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
+def write_summary_json(analysis: NightAnalysis, path: Path, sleeplm_precision: dict | None = None) -> Path:
     """The contract's figures (`sleeplm.measure.summary.EXPORT_KEYS`) and ``not_assessable``, plus
     ``staging_note`` when the automatic stager ran on a resampled low-rate EEG (stage source and
-    agreement are in hypnogram.csv and report.md).
+    agreement are in hypnogram.csv and report.md), and ``sleeplm_precision`` (the SleepLM encoder's
+    precision and why, `sleeplm.model.precision.PrecisionChoice.to_dict`) when SleepLM was used.
 
     Examples
     --------
@@ -48,6 +49,8 @@ def write_summary_json(analysis: NightAnalysis, path: Path) -> Path:
                                  if key in EXPORT_KEYS}
     if analysis.summary.get("staging_note"):
         summary["staging_note"] = analysis.summary["staging_note"]
+    if sleeplm_precision is not None:
+        summary["sleeplm_precision"] = sleeplm_precision
     path.write_text(json.dumps(json_safe(summary), indent=2))
     return path
 
@@ -146,7 +149,8 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     out_dir : output directory (created if missing).
     analysis : an existing `NightAnalysis` of the same file, to skip recomputing it.
     model : a loaded SleepLM: stages a night without its own scoring from SleepLM's stage
-        captions (YASA's agreement with them is reported); None stages with YASA.
+        captions (YASA's agreement with them is reported; its precision is written to summary.json);
+        None stages with YASA.
     hypopnea_rule : "1A" (>= 3 % desaturation or an arousal, AASM recommended) or "1B" (>= 4 %).
     channel_map, position_map : handed to `sleeplm.io.reader.load_recording` (files whose channels
         or position codes are not recognised).
@@ -172,7 +176,8 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [
-        write_summary_json(analysis, out / "summary.json"),
+        write_summary_json(analysis, out / "summary.json",
+                           model.precision.to_dict() if getattr(model, "precision", None) is not None else None),
         write_events_csv(rec, analysis.events, out / "events.csv"),
         write_hypnogram_csv(rec, analysis, out / "hypnogram.csv"),
         write_report_md(rec, analysis, out / "report.md"),
