@@ -82,7 +82,13 @@ class Agreement:
     captions_identical: bool
 
     def failure(self) -> str | None:
-        """Why the candidate may not be used (None when it agrees)."""
+        """Why the candidate may not be used (None when it agrees).
+
+        Examples
+        --------
+        >>> Agreement(0.9980, 10, 10, True).failure(), Agreement(0.9995, 9, 10, False).failure()
+        ('min cosine 0.99800 < 0.999', None)
+        """
         if self.min_cosine < MIN_COSINE:
             return f"min cosine {self.min_cosine:.5f} < {MIN_COSINE}"
         if self.retrieval_overlap < MIN_OVERLAP * self.top_k / TOP_K:
@@ -119,11 +125,29 @@ class PrecisionChoice:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready figures (summary.json, the trace's metadata, the calibration cache)."""
+        """JSON-ready figures (summary.json, the trace's metadata, the calibration cache).
+
+        Examples
+        --------
+        >>> choice = PrecisionChoice("int8", "int8", "auto", "AVX2 CPU without fast bf16", "int8: ...", 2.1,
+        ...                          Agreement(0.9993, 10, 10, True))
+        >>> data = choice.to_dict()
+        >>> data["precision"], data["agreement"]["min_cosine"], json.loads(json.dumps(data))["speedup"]
+        ('int8', 0.9993, 2.1)
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PrecisionChoice:
+        """The choice `to_dict` wrote (the calibration cache).
+
+        Examples
+        --------
+        >>> choice = PrecisionChoice("bf16", "fp32", "auto", "CPU with amx_bf16", "bf16: ...", 2.5,
+        ...                          Agreement(0.99999, 10, 10, False))
+        >>> PrecisionChoice.from_dict(choice.to_dict()) == choice
+        True
+        """
         data = dict(data)
         if data.get("agreement"):
             data["agreement"] = Agreement(**data["agreement"])
@@ -179,7 +203,13 @@ def _cpu_model() -> str:
 
 
 def int8_engine() -> str | None:
-    """The quantized engine int8 dynamic Linear layers use here (x86, else fbgemm), None where there is none."""
+    """The quantized engine int8 dynamic Linear layers use here (x86, else fbgemm), None where there is none.
+
+    Examples
+    --------
+    >>> int8_engine() in ("x86", "fbgemm", None)
+    True
+    """
     engines = torch.backends.quantized.supported_engines
     return next((name for name in ("x86", "fbgemm") if name in engines), None)
 
@@ -292,7 +322,17 @@ def encoder_in(encoder: nn.Module, precision: str) -> nn.Module:
 
 
 def autocast_for(precision: str, device_type: str):
-    """The autocast context a `precision` encoder runs under (a no-op for fp32 and int8)."""
+    """The autocast context a `precision` encoder runs under (a no-op for fp32 and int8).
+
+    Examples
+    --------
+    >>> with autocast_for("bf16", "cpu"):
+    ...     bf16 = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    >>> with autocast_for("int8", "cpu"):
+    ...     int8 = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    >>> bf16, int8
+    (torch.bfloat16, torch.float32)
+    """
     return torch.autocast(device_type, dtype=_AUTOCAST.get(precision, torch.bfloat16), enabled=precision in _AUTOCAST)
 
 
@@ -331,7 +371,21 @@ def _query_embeddings(network: SleepLMModel, tokenizer: Callable, device: torch.
 
 def agreement(network: SleepLMModel, encoder: nn.Module, precision: str, probe: torch.Tensor,
               queries: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor, list]) -> Agreement:
-    """Agreement of `encoder` (running in `precision`) with the fp32 `reference` (latents, memory, caption ids) on `probe`."""
+    """Agreement of `encoder` (running in `precision`) with the fp32 `reference` (latents, memory, caption ids) on `probe`.
+
+    Examples
+    --------
+    >>> from sleeplm.model.network import build_model
+    >>> from sleeplm.model.tokenizer import get_tokenizer
+    >>> net, probe = build_model("sleeplm_tiny").eval(), probe_epochs(12, 10, 1920)
+    >>> with torch.inference_mode():
+    ...     latent, memory = net.biosignals(probe)
+    ...     ids = net.generate_from_memory(memory[:CAPTION_EPOCHS], CAPTION_DOMAIN, CAPTION_TOKENS, min_len=1)
+    ...     queries = net.encode_text(get_tokenizer(net.context_length)(list(AGREEMENT_QUERIES)))
+    >>> same = agreement(net, net.biosignals, "fp32", probe, queries, (latent, memory, ids))   # fp32 against itself
+    >>> same.min_cosine > 0.99999, same.retrieval_overlap, same.top_k, same.captions_identical, same.failure()
+    (True, 10, 10, True, None)
+    """
     latent, memory = _run(encoder, precision, probe)
     embeddings = nn.functional.normalize(latent, dim=-1)
     embeddings32 = nn.functional.normalize(reference[0], dim=-1)
@@ -351,6 +405,15 @@ def calibrate(network: SleepLMModel, candidate: str, tokenizer: Callable,
 
     Returns (agreement, speedup, the encoder in `candidate`). The network's own encoder is fp32
     and left as it is.
+
+    Examples
+    --------
+    >>> from sleeplm.model.network import build_model
+    >>> from sleeplm.model.tokenizer import get_tokenizer
+    >>> net = build_model("sleeplm_tiny").eval()
+    >>> agreed, speedup, encoder = calibrate(net, "int8", get_tokenizer(net.context_length), budget_s=0.05)
+    >>> agreed.top_k, speedup > 0, encoder is not net.biosignals, net.biosignals.embed_projection.weight.dtype
+    (10, True, True, torch.float32)
     """
     encoder = network.biosignals
     device = next(encoder.parameters()).device
@@ -452,6 +515,17 @@ def choose_precision(network: SleepLMModel, weights_id: str, tokenizer: Callable
     ------
     SleepLMRequestError
         An unknown precision, or int8 asked for on a GPU.
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> from sleeplm.model.network import build_model
+    >>> from sleeplm.model.tokenizer import get_tokenizer
+    >>> net = build_model("sleeplm_tiny").eval()
+    >>> with mock.patch.dict(os.environ, {"SLEEPLM_CACHE": str(tmp_dir)}):
+    ...     choice, embeddings, captions = choose_precision(net, "tiny", get_tokenizer(64), "fp32")
+    >>> choice.reason, embeddings is captions is net.biosignals
+    ('fp32: asked for', True)
     """
     requested = requested_precision(precision)
     device = str(next(network.parameters()).device)
