@@ -212,7 +212,7 @@ def test_inspect_prints_the_precision_and_why(small_edf, tmp_path, monkeypatch, 
     from cli import main
 
     machine(monkeypatch, {"avx2", "fma"}, 2.1)
-    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    monkeypatch.setenv("SLEEPLM_CHECKPOINT", "")  # restored afterwards: main() sets it from --checkpoint
     assert main(["inspect", str(small_edf)]) == 0
     assert ("SleepLM precision: not chosen yet, no weights named (--checkpoint PATH); auto tries int8 here "
             "(AVX2 CPU without fast bf16;") in capsys.readouterr().out
