@@ -14,10 +14,20 @@
   `MAX_TOOL_CALLS_PER_TURN` per turn run (the rest are dropped from the conversation and kept in
   the trace as "refused"); a call whose arguments exceed `MAX_TOOL_ARGUMENT_BYTES` or are not a
   JSON object (an invalid tool call) gets a tool error instead of running, its arguments are not
-  echoed back; a tool result sent to the model is cut at `MAX_TOOL_RESULT_CHARS`.
+  echoed back.
+- Bounded reading (`compact_result`): what the model reads of a tool result is its compact view
+  (findings first, the top `MAX_LIST_ITEMS` items of a list, figures with their units as the
+  tools phrase them) within `MAX_RESULT_TOKENS` per result and `MAX_TURN_RESULT_TOKENS` per turn;
+  the full result stays in the trace and is what answers are checked against.
+- One model call where the tool is clear (`sure_route`): a question the router is sure of gets
+  its tools run without a model call (a tool call written by the router, id ``route_...``), and
+  the model writes the answer in one call. The route taken (`ROUTES`) is in the trace.
 - `answer_problem` / `tool_writeup`: the answer check and the tools' own write-up that replaces
   an answer that fails it.
 - `route_question`: the keyword router of the tool-only mode (no language model at all).
+
+To add a question form the router is sure of, add a rule to `_SURE_ROUTES` (or a `_ROUTES` rule
+that `routed_tool` accepts), with a test in tests/test_answers_fast.py.
 """
 
 from __future__ import annotations
@@ -44,8 +54,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AUDIENCES", "SCOPES", "MAX_MODEL_CALLS", "MAX_TOOL_CALLS_PER_MESSAGE", "MAX_TOOL_CALLS_PER_TURN",
-    "MAX_TOOL_ARGUMENT_BYTES", "MAX_TOOL_RESULT_CHARS", "MAX_ANSWER_CHARS", "MAX_HISTORY_CHARS", "HISTORY_BLOCK_TURNS",
-    "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt",
+    "MAX_TOOL_ARGUMENT_BYTES", "MAX_RESULT_TOKENS", "MAX_TURN_RESULT_TOKENS", "CHARS_PER_TOKEN", "MAX_LIST_ITEMS",
+    "MAX_FINDINGS", "ROUTES", "estimate_tokens", "compact_result", "sure_route", "MAX_ANSWER_CHARS", "MAX_HISTORY_CHARS", "HISTORY_BLOCK_TURNS",
+    "RECURSION_LIMIT", "FALLBACK_LABEL", "load_prompt", "system_prompt", "prompt_prefixes",
     "tool_choice_prompt",
     "TurnGuard", "build_agent", "message_record", "answer_problem", "is_refusal", "tool_writeup", "route_question",
     "result_summary", "named_periods", "follow_up_hint", "routed_tool",
@@ -59,11 +70,24 @@ RECURSION_LIMIT = 10 * MAX_MODEL_CALLS
 FALLBACK_LABEL = "The language model's answer could not be verified; here are the tool results:"
 REPEATED_CALL_KEY = "sleeplm_repeated_tool_calls"
 # Model traffic limits. A question needs one or two tools; a small model that calls more in one
-# message is looping. Every tool's arguments fit in a few hundred bytes, every result in ~10 kB.
+# message is looping. Every tool's arguments fit in a few hundred bytes.
 MAX_TOOL_CALLS_PER_MESSAGE = 3
 MAX_TOOL_CALLS_PER_TURN = 6
 MAX_TOOL_ARGUMENT_BYTES = 4096
-MAX_TOOL_RESULT_CHARS = 16_000
+# What the model reads of tool results (`compact_result`), in tokens. Every token read costs
+# prompt evaluation (~50 tokens/s on 2 AVX2 cores: 800 tokens ~16 s); a full list_events result
+# of the 1.5-h demo night was ~4,000 tokens. Token counts are estimated at CHARS_PER_TOKEN characters per token (measured
+# with Qwen2.5's tokenizer on the tools' JSON results: 1.85-2.5; digits are one token each).
+CHARS_PER_TOKEN = 2
+MAX_RESULT_TOKENS = 800
+MAX_TURN_RESULT_TOKENS = 1400
+# The compact view: the first findings (the tools write the most important first: totals, the
+# most disturbed period) and the top items of a list (ranked periods, the first events).
+MAX_FINDINGS = 6
+MAX_LIST_ITEMS = 3
+# How a turn's tools were chosen (`TurnResult.route`): by the router without a model call, by the
+# model with only the routed tool offered and forced, or by the model among all tools.
+ROUTES = ("router", "model-forced", "model")
 # Earlier questions and answers shown to the model (`_plain_history`): the turns since the last
 # multiple of HISTORY_BLOCK_TURNS, at most MAX_HISTORY_CHARS (~1,800 tokens).
 HISTORY_BLOCK_TURNS = 4
@@ -91,6 +115,15 @@ def _prompt_name(name: str, scope: str) -> str:
 def system_prompt(audience: str = "clinician", scope: str = "night") -> str:
     """The answer-step system prompt: the answer rules (of a night or a cohort) followed by the audience's style."""
     return f"{load_prompt(_prompt_name('system', scope))}\n\n{load_prompt(audience)}"
+
+
+def prompt_prefixes(scope: str = "night", tools=None) -> list[tuple[str, list]]:
+    """(system message, tools offered after it) that every turn's prompts start with: the answer
+    step's per audience (no tools; the one-call route's only call), then the tool step's per
+    audience (every tool). A backend with a prefix cache evaluates them once per process, in the
+    background at start-up (`NightSession`), so a turn evaluates only its own messages."""
+    tools = ALL_TOOLS if tools is None else tools
+    return [(system_prompt(a, scope), []) for a in AUDIENCES] + [(tool_choice_prompt(a, scope), list(tools)) for a in AUDIENCES]
 
 
 def tool_choice_prompt(audience: str = "clinician", scope: str = "night") -> str:
@@ -132,6 +165,14 @@ class TurnGuard(AgentMiddleware):
     def start_turn(self) -> None:
         self.sent: list[dict] = []
         self.calls = 0
+        # How the tools were chosen (one of `ROUTES`), and the backend's token counts summed over
+        # this turn's model calls ("cache_read": prompt tokens the backend reused from its prefix
+        # cache; "prefix_hits": calls that reused any).
+        self.route = "model"
+        self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read": 0, "prefix_hits": 0}
+        # Tool-call id -> the full result when the model read its compact view; tokens read so far.
+        self.full_results: dict[str, str] = {}
+        self.result_tokens = 0
         self.artifacts: dict[str, Any] = {}
         self.tool_calls = 0  # tool calls admitted this turn
         # Tool-call id -> (arguments as the model gave them, for the trace; error sent back instead of running).
@@ -149,10 +190,23 @@ class TurnGuard(AgentMiddleware):
         if isinstance(result, ToolMessage) and result.artifact is not None:
             self.artifacts[result.tool_call_id] = result.artifact
             result = result.model_copy(update={"artifact": None})
-        if isinstance(result, ToolMessage) and isinstance(result.content, str) and len(result.content) > MAX_TOOL_RESULT_CHARS:
-            cut = result.content[:MAX_TOOL_RESULT_CHARS]
-            result = result.model_copy(update={"content": f"{cut} [result cut at {MAX_TOOL_RESULT_CHARS} characters]"})
+        if isinstance(result, ToolMessage) and isinstance(result.content, str):
+            compact = compact_result(result.content, min(MAX_RESULT_TOKENS, MAX_TURN_RESULT_TOKENS - self.result_tokens))
+            self.result_tokens += estimate_tokens(compact)
+            if compact != result.content:
+                self.full_results[result.tool_call_id] = result.content
+                result = result.model_copy(update={"content": compact})
         return result
+
+    def _count(self, response: ModelResponse) -> None:
+        """Add the backend's token counts of one model call to the turn's `usage`."""
+        for message in response.result:
+            usage = getattr(message, "usage_metadata", None) or {}
+            reused = (usage.get("input_token_details") or {}).get("cache_read", 0)
+            self.usage["input_tokens"] += usage.get("input_tokens", 0)
+            self.usage["output_tokens"] += usage.get("output_tokens", 0)
+            self.usage["cache_read"] += reused
+            self.usage["prefix_hits"] += reused > 0
 
     def _drop(self, name: Any, args: Any, why: str) -> None:
         self.dropped.append({"name": str(name or "unknown"), "args": _args_for_trace(args),
@@ -194,15 +248,20 @@ class TurnGuard(AgentMiddleware):
         turn = _current_turn(request.messages)
         answered = any(isinstance(m, ToolMessage) and m.status != "error" for m in turn)
         messages = _plain_history(request.messages[: len(request.messages) - len(turn)])
-        hint = ""
         if answered:
             request = request.override(system_message=SystemMessage(system_prompt(audience, self.scope)),
                                        messages=messages + list(turn), tools=[])
         else:
             question = messages[-1].content if messages and isinstance(messages[-1], HumanMessage) else ""
+            previous = getattr(context, "named_periods", None)
+            sure = sure_route(question, audience, previous) if self.scope == "night" and not turn and isinstance(question, str) else []
+            if sure:  # the router's tools run without a model call; the model then answers in one call
+                self.route = "router"
+                call = AIMessage(content="", tool_calls=[
+                    {"name": name, "args": args, "id": f"route_{uuid.uuid4().hex[:12]}", "type": "tool_call"} for name, args in sure])
+                return ModelResponse(result=[self._bound_calls(call)], structured_response=None)
             # A question the keyword router recognises is about the night: the first call of the
             # turn must call a tool (small models otherwise refuse or answer from memory).
-            previous = getattr(context, "named_periods", None)
             forced = "any" if not turn and isinstance(question, str) and route_question(question, previous=previous) else request.tool_choice
             # A question with one sure tool (`routed_tool`: a follow-up on the periods just named,
             # a "when"/"show me"/"was X ever low" question the router recognises): only that tool
@@ -213,17 +272,22 @@ class TurnGuard(AgentMiddleware):
             if routed:
                 forced = routed[0][0]
                 tools = [t for t in request.tools if getattr(t, "name", None) == forced] or request.tools
+                self.route = "model-forced"
+            # The periods just named come after the system message and its tools, whose evaluated
+            # prefix every tool step shares (`prompt_prefixes`).
             hint = follow_up_hint(previous)
-            request = request.override(system_message=SystemMessage(tool_choice_prompt(audience, self.scope) + (f"\n{hint}" if hint else "")),
-                                       messages=messages + list(turn), tool_choice=forced, tools=tools)
+            request = request.override(system_message=SystemMessage(tool_choice_prompt(audience, self.scope)),
+                                       messages=[*([SystemMessage(hint)] if hint else []), *messages, *turn],
+                                       tool_choice=forced, tools=tools)
         self.calls += 1
         self.sent += [message_record(m, self.calls) for m in [request.system_message, *request.messages]]
         try:
             response = handler(request)
         except Exception as exc:  # only the backend's own failure may become the tool-only answer
             raise LLMBackendError(f"the language model backend failed: {type(exc).__name__}") from exc
+        self._count(response)
         if not answered:  # the epochs of the follow-up hint (periods already named) count as said
-            response = _without_invented_times(response, [*request.messages, *([SystemMessage(hint)] if hint else [])])
+            response = _without_invented_times(response, request.messages)
             if routed:
                 response = self._fitted_to(response, routed[0], partner_ok=not _follow_up(question, previous))
             return ModelResponse(result=[self._bound_calls(m) if isinstance(m, AIMessage) else m for m in response.result],
@@ -613,3 +677,115 @@ def result_summary(name: str, result: Any, status: str) -> str:
         return f"error: {str(result)[:200]}"
     findings = result.get("findings") or []
     return findings[0] if findings else json.dumps(result)[:200]
+
+
+# Questions about a part of the night ("after 3 am", "in the second half", "during REM", "at epoch
+# 120"): the model's call carries the range or the part, so the router is not sure of them alone.
+_RESTRICTED = re.compile(r"\d|\b(half|after|before|between|during(?! the night)|from|until|till|around|since|morning|evening|early|"
+                         r"earlier|late|later|epochs?|supine|back|side|in (?:rem|n[123]|deep|light))\b",
+                         re.IGNORECASE)
+# Question forms with one clear tool besides `routed_tool`'s when / show me / "was X ever low":
+# summaries, and how much / how long of the stages (deep sleep, REM, ...). First match wins.
+_SURE_ROUTES: list[tuple[re.Pattern, str]] = [
+    (re.compile(r"\bsumm(?:ary|ari[sz]e)\b|\boverview of (?:my|the|this) (?:night|sleep)\b", re.IGNORECASE), "night_summary"),
+    (re.compile(r"\bhow (?:much|long)\b.*\b(?:deep|rem|n[123]|light|slow[- ]wave|dream\w*|sleep|slept|awake|wake)\b|"
+                r"\b(?:sleep )?stages?\b|\bsleep efficiency\b|^\W*what(?:'s| is| was) (?:my |the )?ahi\W*$", re.IGNORECASE),
+     "night_summary"),
+]
+
+
+def sure_route(question: str, audience: str = "clinician", previous: dict | None = None) -> list[tuple[str, dict]]:
+    """The tools to run without asking the model, for a question whose tool is clear, else [].
+
+    A follow-up resolved against the periods just named, a question `routed_tool` is sure of,
+    or a summary / stage-amount question (`_SURE_ROUTES`), when it names no part of the night
+    (a time, a half, a stage or a position to restrict to: the model's call carries those).
+
+    Examples
+    --------
+    >>> sure_route("When did respiration look abnormal?")
+    [('abnormal_periods', {'kind': 'respiratory'})]
+    >>> sure_route("how much deep sleep did I get?", "patient")
+    [('night_summary', {'audience': 'patient'})]
+    >>> sure_route("when did respiration look abnormal after 3 am?"), sure_route("how did I sleep?")
+    ([], [])
+
+    """
+    if _follow_up(question, previous):
+        return routed_tool(question, audience, previous)
+    if _RESTRICTED.search(question):
+        return []
+    routed = routed_tool(question, audience, previous)
+    if routed:
+        return routed
+    return next(([(name, {"audience": audience})] for pattern, name in _SURE_ROUTES if pattern.search(question)), [])
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens the model reads for `text`, estimated at `CHARS_PER_TOKEN` characters per token."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def _shown(view: dict, limit: int, nested: bool = True) -> dict:
+    """`view` with every list of records, its own (and with `nested` its records'), cut to its
+    first `limit` items (how many were left out beside it)."""
+    out = {}
+    for key, value in view.items():
+        out[key] = _shown(value, limit) if nested and isinstance(value, dict) else value
+        if isinstance(value, list) and len(value) > limit and key != "findings" and any(isinstance(v, dict) for v in value):
+            out[key] = value[:limit]
+            out[f"{key}_not_shown"] = len(value) - limit + view.get(f"{key}_not_shown", 0)
+    return out
+
+
+def compact_result(content: str, budget_tokens: int = MAX_RESULT_TOKENS) -> str:
+    """What the model reads of one tool result: its compact view within `budget_tokens`.
+
+    A JSON object loses its empty fields and the tool's name, keeps its first `MAX_FINDINGS`
+    findings and the first `MAX_LIST_ITEMS` items of each list of records, also in its nested
+    records (the file's quoted annotations) (``<list>_not_shown``
+    says how many were left out); while over the budget, the records lose their nested details,
+    its own lists shrink to one item, then lists
+    and nested records go (``omitted`` names them), then the last findings; text (an error) or
+    a view still over the budget is cut, saying so.
+
+    Examples
+    --------
+    >>> compact_result('{"tool": "t", "findings": ["3 apneas."], "events": [{"i": 1}, {"i": 2}, {"i": 3}, {"i": 4}]}')
+    '{"findings": ["3 apneas."], "events": [{"i": 1}, {"i": 2}, {"i": 3}], "events_not_shown": 1}'
+    >>> compact_result("Tool error: " + "x" * 400, budget_tokens=40)
+    'Tool error: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx [cut at 40 tokens]'
+
+    """
+    budget = max(0, budget_tokens) * CHARS_PER_TOKEN
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return content if len(content) <= budget else f"{content[: max(0, budget - 22)]} [cut at {budget_tokens} tokens]"
+    view = {k: v for k, v in data.items() if k != "tool" and v not in (None, "", [], {})}
+    if isinstance(view.get("findings"), list) and len(view["findings"]) > MAX_FINDINGS:
+        view["findings_not_shown"] = len(view["findings"]) - MAX_FINDINGS
+        view["findings"] = view["findings"][:MAX_FINDINGS]
+    view = _shown(view, MAX_LIST_ITEMS)
+
+    def text() -> str:
+        return json.dumps(view, ensure_ascii=False)
+
+    if len(text()) > budget:  # the records' nested details go (an event's evidence, a period's minutes per stage)
+        view = {k: [{f: x for f, x in v.items() if not isinstance(x, (dict, list))} if isinstance(v, dict) else v for v in value]
+                if isinstance(value, list) and k != "findings" else value for k, value in view.items()}
+    if len(text()) > budget:
+        view = _shown(view, 1, nested=False)
+    # Lists before records (the findings name the listed items), the largest first.
+    nested = sorted((k for k, v in view.items() if isinstance(v, (list, dict)) and k != "findings"),
+                    key=lambda k: (isinstance(view[k], list), len(json.dumps(view[k], ensure_ascii=False))))
+    while len(text()) > budget and nested:
+        key = nested.pop()
+        view.pop(key)
+        view.setdefault("omitted", []).append(key)
+    while len(text()) > budget and len(view.get("findings") or []) > 1:
+        view["findings"] = view["findings"][:-1]
+        view["findings_not_shown"] = view.get("findings_not_shown", 0) + 1
+    return text() if len(text()) <= budget else f"{text()[: max(0, budget - 22)]} [cut at {budget_tokens} tokens]"

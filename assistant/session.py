@@ -31,7 +31,7 @@ from langgraph.errors import GraphRecursionError
 
 from assistant.agent import (
     AUDIENCES, FALLBACK_LABEL, MAX_ANSWER_CHARS, RECURSION_LIMIT, TurnGuard, answer_problem, build_agent, is_refusal,
-    named_periods, result_summary, route_question, tool_writeup,
+    named_periods, prompt_prefixes, result_summary, route_question, tool_writeup,
 )
 from assistant.grounding import check_grounding, complete_citations
 from assistant.errors import InternalError, LLMBackendError, SessionError
@@ -70,6 +70,13 @@ class TurnResult:
         or its backend failed) or "error" (a bug: the answer is "Internal error" with the reference
         the server log holds its traceback under).
     artifacts : figures produced by `plot` (matplotlib Figures), in call order.
+    route : how the tools were chosen (`assistant.agent.ROUTES`): "router" (run without a model
+        call; the model wrote the answer in one call), "model-forced" (the model was offered and
+        made to call the one routed tool), "model" (the model chose among all tools), or
+        "tool-only" (the keyword router, no model answer).
+    usage : the backend's counts over the turn's model calls: "model_calls", "input_tokens",
+        "output_tokens", "cache_read" (prompt tokens reused from the backend's prefix cache) and
+        "prefix_hits" (calls that reused any); zeros when no model was called.
 
     The answer is made inert on construction (`assistant.markup.inert_markdown`: no HTML,
     images, links or URLs), so the page, ``--json``, ``/ask`` and the exports all get the same text.
@@ -82,6 +89,9 @@ class TurnResult:
     llm_messages: list[dict] = field(default_factory=list)
     mode: str = "agent"
     artifacts: list[Any] = field(default_factory=list)
+    route: str = "model"
+    usage: dict = field(default_factory=lambda: {"model_calls": 0, "input_tokens": 0, "output_tokens": 0,
+                                                 "cache_read": 0, "prefix_hits": 0})
 
     def __post_init__(self) -> None:
         self.answer = inert_markdown(self.answer)
@@ -90,7 +100,7 @@ class TurnResult:
         """JSON-serialisable form (figures left out)."""
         return {
             "answer": self.answer, "tool_calls": self.tool_calls, "grounding": self.grounding,
-            "llm": self.llm, "llm_messages": self.llm_messages, "mode": self.mode,
+            "llm": self.llm, "llm_messages": self.llm_messages, "mode": self.mode, "route": self.route, "usage": self.usage,
         }
 
 
@@ -158,6 +168,11 @@ class NightSession:
         self.night: NightContext | None = None
         self._guard = TurnGuard(self.SCOPE)
         self._agent = build_agent(self.llm, self._guard, self.TOOLS, self.CONTEXT) if self.llm is not None else None
+        # A backend with a prefix cache (the embedded model) evaluates the prompts' common starts
+        # now, in the background, once per process: the first question does not wait for them.
+        warm = getattr(self.llm, "warm_prompt_prefixes", None)
+        if callable(warm):
+            warm(prompt_prefixes(self.SCOPE, self.TOOLS))
         self._thread_id = uuid.uuid4().hex
         self._background: list[threading.Thread] = []
         self._n_figures = 0
@@ -311,6 +326,10 @@ class NightSession:
         if named is not None:
             self.night.named_periods = named
 
+    def _usage(self) -> dict:
+        """The turn's model calls and the backend's token counts (`TurnResult.usage`)."""
+        return {"model_calls": self._guard.calls, **self._guard.usage}
+
     def _no_llm_reason(self) -> str:
         """Why there is no language model: none chosen, or the chosen one cannot run (and what to do)."""
         backend = self.llm_info.get("backend")
@@ -319,7 +338,8 @@ class NightSession:
         return f"The {backend} language model is unavailable ({self.llm_info.get('detail')})"
 
     def _tool_end(self, call_id: str, message: ToolMessage, started: float, artifact: Any = None) -> tuple[dict, dict]:
-        result = parse_result(message.content)
+        # The full result (the model read its compact view, `assistant.agent.compact_result`).
+        result = parse_result(self._guard.full_results.pop(call_id, message.content))
         call = {"name": message.name, "args": {}, "result": result, "status": message.status}
         if artifact is not None:
             self._n_figures += 1
@@ -360,7 +380,8 @@ class NightSession:
         grounding = check_grounding(answer, [c["result"] for c in calls] + [question])
         yield {"type": "final", "turn": TurnResult(
             answer=answer, tool_calls=calls, grounding=grounding.to_dict(), llm={"backend": "none", "model": None},
-            llm_messages=list(self._guard.sent), mode="tool-only", artifacts=artifacts,
+            llm_messages=list(self._guard.sent), mode="tool-only", artifacts=artifacts, route="tool-only",
+            usage=self._usage(),
         )}
 
     def _agent_turn(self, question: str) -> Iterator[dict]:
@@ -456,5 +477,6 @@ class NightSession:
         return TurnResult(
             answer=answer, tool_calls=tool_calls, grounding=grounding.to_dict(),
             llm={"backend": self.llm_info.get("backend"), "model": self.llm_info.get("model")},
-            llm_messages=list(self._guard.sent), mode=mode, artifacts=artifacts,
+            llm_messages=list(self._guard.sent), mode=mode, artifacts=artifacts, route=self._guard.route,
+            usage=self._usage(),
         ), problem

@@ -73,22 +73,41 @@ class ScriptedChatModel(GenericFakeChatModel):
     seen: list[list[BaseMessage]] = []
     tools_offered: list[int] = []
     tool_choices: list[Any] = []
+    # A prefix cache as a llama.cpp backend keeps one: the prompts evaluated so far (warmed at
+    # start-up or sent), each as a tuple of "tokens" (the tool names offered, then one per
+    # message); every call reports how many leading tokens it shares with one of them.
+    evaluated: list[tuple] = []
 
     def bind_tools(self, tools, **kwargs):
         self.tools_offered.append(len(tools))
         self.tool_choices.append(kwargs.get("tool_choice"))
-        return self
+        return self.bind(tools=[getattr(t, "name", str(t)) for t in tools])
+
+    def warm_prompt_prefixes(self, prefixes) -> None:
+        self.evaluated += [(tuple(getattr(t, "name", str(t)) for t in tools), ("system", text)) for text, tools in prefixes]
+
+    def _reused(self, prompt: tuple) -> int:
+        def shared(a, b):
+            return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+        return max((shared(prompt, earlier) for earlier in self.evaluated), default=0)
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
         self.seen.append(list(messages))
+        prompt = (tuple(kwargs.get("tools") or ()), *((m.type, str(m.content)) for m in messages))
+        reused = self._reused(prompt)
+        self.evaluated.append(prompt)
         reply = next(self.messages)
         if callable(reply):
             reply = reply(messages)
         message = AIMessage(content=reply) if isinstance(reply, str) else reply
+        message = message.model_copy(update={"usage_metadata": {
+            "input_tokens": len(prompt), "output_tokens": 1, "total_tokens": len(prompt) + 1,
+            "input_token_details": {"cache_read": reused}}})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[ChatGenerationChunk]:
-        message = self._generate(messages).generations[0].message
+        message = self._generate(messages, **kwargs).generations[0].message
         words = message.content.split(" ") if message.content else [""]
         for i, word in enumerate(words):
             last = i == len(words) - 1
@@ -103,6 +122,7 @@ class ScriptedChatModel(GenericFakeChatModel):
                 ]
                 if last
                 else [],
+                usage_metadata=message.usage_metadata if last else None,
             )
             if run_manager and chunk.content:
                 run_manager.on_llm_new_token(chunk.content, chunk=ChatGenerationChunk(message=chunk))
@@ -119,7 +139,7 @@ def scripted_model() -> Callable[..., ScriptedChatModel]:
     """Factory: `scripted_model(reply1, reply2, ...)`, a fresh iterator and spy per call."""
 
     def make(*replies: Script) -> ScriptedChatModel:
-        return ScriptedChatModel(messages=iter(replies), seen=[], tools_offered=[])
+        return ScriptedChatModel(messages=iter(replies), seen=[], tools_offered=[], tool_choices=[], evaluated=[])
 
     return make
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import call
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from assistant.agent import FALLBACK_LABEL, MAX_HISTORY_CHARS, MAX_MODEL_CALLS, route_question, routed_tool
+from assistant.agent import FALLBACK_LABEL, MAX_FINDINGS, MAX_HISTORY_CHARS, MAX_MODEL_CALLS, route_question, routed_tool
 from assistant.session import NO_LLM_LABEL, NightSession, SessionError
 from sleeplm.io.recording import ReferenceScoring
 from tools import ALL_TOOLS
@@ -29,6 +29,15 @@ def session_on(night, llm):
 def tool_payload(messages):
     """The JSON result of the last tool message the model was shown."""
     return json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).content)
+
+
+# The patient summary's deep-sleep figure.
+PATIENT_N3 = r"\(N3\): ([0-9.]+) min"
+
+
+def finding_figure(messages, pattern):
+    """The figure `pattern` captures in the findings the model read last (as a model quoting them)."""
+    return re.search(pattern, " ".join(tool_payload(messages)["findings"])).group(1)
 
 
 def quote_first_event(messages):
@@ -151,7 +160,7 @@ def test_a_time_range_nobody_gave_is_dropped_from_the_call(known_night, scripted
 def test_failed_calls_then_a_refusal_fall_back_to_the_keyword_tools(known_night, scripted_model):
     llm = scripted_model(call("plot", kind="spectrogram"),
                          "I'm sorry, but I can't assist with that.")
-    turn = session_on(known_night, llm).ask("how much REM sleep did I get?")
+    turn = session_on(known_night, llm).ask("how was my REM sleep?")
     assert turn.mode == "tool-only" and [c["name"] for c in turn.tool_calls] == ["night_summary"]
     assert "declined a question about the recording" in turn.answer
     # After a tool result, a refusal is replaced by that result.
@@ -174,7 +183,7 @@ def test_bare_clock_ranges_get_the_tools_elapsed_time_and_epochs(known_night, sc
 def test_a_question_about_the_night_must_start_with_a_tool_call(known_night, scripted_model):
     llm = scripted_model(call("night_summary"), "You slept well.", "I can only help with this recording.")
     session = session_on(known_night, llm)
-    session.ask("How much deep sleep did I get?")
+    session.ask("How was my deep sleep?")
     session.ask("What is the capital of France?")
     assert llm.tool_choices == ["any", None]
     # The tool-choice call of a later turn sees earlier turns as plain questions and answers.
@@ -287,14 +296,15 @@ def test_injected_annotation_reaches_the_llm_only_as_quoted_data(known_night, sc
 def test_plot_figure_travels_as_artifact_not_to_the_llm(known_night, scripted_model):
     import matplotlib.figure
 
-    llm = scripted_model(call("plot", kind="hypnogram"), "Here is your hypnogram.")
+    llm = scripted_model("Here is your hypnogram.")  # the router runs the plot: one model call, the answer
     session = session_on(known_night, llm)
     events = list(session.ask_stream("show me my hypnogram"))
+    assert events[-1]["turn"].route == "router" and len(llm.seen) == 1
     tool_end = next(e for e in events if e["type"] == "tool_end")
     assert isinstance(tool_end["artifact"], matplotlib.figure.Figure)
     assert isinstance(events[-1]["turn"].artifacts[0], matplotlib.figure.Figure)
     assert (session.workdir / "figure-1.png").stat().st_size > 1000
-    shown = [m for m in llm.seen[1] if isinstance(m, ToolMessage)][0]
+    shown = [m for m in llm.seen[0] if isinstance(m, ToolMessage)][0]
     assert "Figure" not in shown.content and json.loads(shown.content)["kind"] == "hypnogram"
     workdir = session.workdir
     session.close()
@@ -314,11 +324,11 @@ def test_backend_failure_falls_back_to_tool_only(known_night, scripted_model):
 def test_unusable_reply_without_a_tool_call_falls_back_to_the_keyword_tools(known_night, scripted_model):
     """A reply that is neither prose nor a readable tool call still gets the tools' own answer."""
     session = session_on(known_night, scripted_model('{"kind": "respiratory"}', '{"kind": "none"}'))
-    turn = session.ask("When did respiration look abnormal?")
+    turn = session.ask(LIST_QUESTION)
     assert turn.mode == "tool-only"
     assert turn.answer.startswith("The language model gave no usable answer (the model answered with JSON instead "
                                   "of sentences), so this is tool-only mode")
-    assert [c["name"] for c in turn.tool_calls] == ["abnormal_periods"] and "epochs" in turn.answer
+    assert [c["name"] for c in turn.tool_calls] == ["list_events"] and "epochs" in turn.answer
     off_topic = session.ask("What is the capital of France?")
     assert off_topic.tool_calls == [] and "I can only answer questions about the loaded sleep recording" in off_topic.answer
 
@@ -351,48 +361,40 @@ def cite_findings(messages):
 
 
 def test_when_did_respiration_look_abnormal_cites_true_events(known_night, scripted_model):
-    """A "when ... abnormal" question is answered with the measured events' times, whether the model
-    lists the events or ranks the periods they cluster in (the routed tool when it picks neither)."""
+    """A "when ... abnormal" question is answered with the periods the measured events cluster in:
+    the router runs abnormal_periods without a model call, the model writes the answer in one call."""
     from conftest import KNOWN_EVENTS
 
     truth = [(s, e) for kind, _, s, e in KNOWN_EVENTS if kind in ("apnea", "hypopnea")]
-    llm = scripted_model(call("list_events", kind="respiratory"), cite_findings)
+    llm = scripted_model(cite_findings)
     turn = session_on(known_night, llm).ask("when did respiration look abnormal?")
-    cited = turn.tool_calls[0]["result"]["events"]
-    assert len(cited) == len(truth) and all(any(overlaps(c, s, e) for s, e in truth) for c in cited)
-    assert "23:33:20-23:33:40 (elapsed 0h33m20s-0h33m40s, epochs 66-67)" in turn.answer
+    assert [c["name"] for c in turn.tool_calls] == ["abnormal_periods"] and turn.route == "router"
+    assert len(llm.seen) == 1 and turn.usage["model_calls"] == 1 and llm.tools_offered == []
+    cited = turn.tool_calls[0]["result"]["periods"]
+    assert sum(p["n_events"] for p in cited) == len(truth)
+    assert all(any(overlaps(p, s, e) for p in cited) for s, e in truth)
+    assert "#1: 23:33:00-23:35:30 (elapsed 0h33m00s-0h35m30s, epochs 66-70)" in turn.answer
     assert turn.mode == "agent" and turn.grounding["unmatched"] == []
-    for chosen in (call("abnormal_periods", kind="respiratory"), call("caption_epochs", domain="respiratory")):
-        turn = session_on(known_night, scripted_model(chosen, cite_findings)).ask("when did respiration look abnormal?")
-        assert [c["name"] for c in turn.tool_calls] == ["abnormal_periods"]
-        cited = turn.tool_calls[0]["result"]["periods"]
-        assert sum(p["n_events"] for p in cited) == len(truth)
-        assert all(any(overlaps(p, s, e) for p in cited) for s, e in truth)
-        assert "#1: 23:33:00-23:35:30 (elapsed 0h33m00s-0h35m30s, epochs 66-70)" in turn.answer
-        assert turn.mode == "agent" and turn.grounding["unmatched"] == []
 
 
 def test_patient_friendly_summary(known_night, scripted_model):
-    llm = scripted_model(call("night_summary", audience="patient"), cite_findings)
+    llm = scripted_model(cite_findings)
     turn = session_on(known_night, llm).ask("give me a patient-friendly summary of my night", audience="patient")
+    assert turn.tool_calls[0]["args"] == {"audience": "patient"} and turn.route == "router"
     systems = [m["content"] for m in turn.llm_messages if m["role"] == "system"]
-    assert 'pass audience "patient"' in systems[0]  # tool choice: short prompt
-    assert "Audience: the person who slept" in systems[1] and "Never compute" in systems[1]  # answer rules
+    assert len(systems) == 1 and "Audience: the person who slept" in systems[0] and "Never compute" in systems[0]  # answer rules
     assert "You slept 1 h 35 min (95.0 min)" in turn.answer and "talk with your doctor" in turn.answer
     assert turn.grounding["unmatched"] == []
 
 
 def test_how_much_deep_sleep(known_night, scripted_model):
-    llm = scripted_model(
-        call("night_summary", audience="patient"),
-        lambda m: f"You had {tool_payload(m)['statistics']['N3_min']} minutes of deep sleep (N3).",
-    )
+    llm = scripted_model(lambda m: f"You had {finding_figure(m, r'N3 ([0-9.]+) min')} minutes of deep sleep (N3).")
     turn = session_on(known_night, llm).ask("how much deep sleep did I get?")
     assert turn.answer == "You had 20.0 minutes of deep sleep (N3)." and turn.grounding["matched"] == ["20.0"]
 
 
 def test_show_me_rem_with_rapid_eye_movements(known_night, scripted_model):
-    llm = scripted_model(call("find_epochs", query="REM with rapid eye movements"), cite_findings)
+    llm = scripted_model(cite_findings)
     turn = session_on(known_night, llm).ask("show me REM with rapid eye movements")
     result = turn.tool_calls[0]["result"]
     assert result["source"] == "measured (fallback)" and "SleepLM retrieval is unavailable" in turn.answer
@@ -401,20 +403,22 @@ def test_show_me_rem_with_rapid_eye_movements(known_night, scripted_model):
 
 
 def test_was_my_oxygen_ever_low(known_night, scripted_model):
-    llm = scripted_model(call("list_events", kind="desaturation"), cite_findings)
+    llm = scripted_model(cite_findings)
     turn = session_on(known_night, llm).ask("was my oxygen ever low?")
     event = turn.tool_calls[0]["result"]["events"][0]
     assert overlaps(event, 2010.0, 2040.0) and "23:33:30" in turn.answer
 
 
-# ---- questions the router recognises: the routed tool is used whatever the model calls --------
+# ---- questions the router recognises but that name a part of the night: the model calls the --------
+# ---- routed tool (its arguments carry the part), whatever tool it picks --------------------------
 @pytest.mark.parametrize("question, wrong_call, routed, cited", [
     # The embedded 1.5B model's picks in bench/llm_battery.py.
-    ("show me REM with rapid eye movements", call("caption_epochs", start="epoch 150", end="epoch 179"),
-     ("find_epochs", {"query": "show me REM with rapid eye movements"}), "00:55:00-01:00:00 (elapsed 1h55m00s-2h00m00s, epochs 230-239)"),
-    ("was my oxygen ever low?", call("caption_epochs", start="epoch 60", end="epoch 70", domain="respiratory"),
+    ("show me REM with rapid eye movements after 00:30", call("caption_epochs", start="epoch 150", end="epoch 179"),
+     ("find_epochs", {"query": "show me REM with rapid eye movements after 00:30"}),
+     "00:55:00-01:00:00 (elapsed 1h55m00s-2h00m00s, epochs 230-239)"),
+    ("was my oxygen ever low after 23:00?", call("caption_epochs", start="epoch 60", end="epoch 70", domain="respiratory"),
      ("list_events", {"kind": "desaturation"}), "23:33:30-23:34:00 (elapsed 0h33m30s-0h34m00s, epoch 67)"),
-    ("when did my oxygen look abnormal?", call("find_epochs", query="low oxygen"),
+    ("when did my oxygen look abnormal after 23:00?", call("find_epochs", query="low oxygen"),
      ("abnormal_periods", {"kind": "desaturation"}), "#1: 23:33:30-23:34:00 (elapsed 0h33m30s-0h34m00s, epoch 67)"),
 ], ids=["rem", "oxygen-ever-low", "oxygen-abnormal"])
 def test_a_recognised_question_uses_its_routed_tool(known_night, scripted_model, question, wrong_call, routed, cited):
@@ -422,12 +426,13 @@ def test_a_recognised_question_uses_its_routed_tool(known_night, scripted_model,
     turn = session_on(known_night, llm).ask(question)
     assert llm.tools_offered[0] == 1 and llm.tool_choices[0] == routed[0]  # only the routed tool is offered, and forced
     assert [(c["name"], c["args"], c["status"]) for c in turn.tool_calls] == [(*routed, "success")]
+    assert turn.route == "model-forced" and turn.usage["model_calls"] == 2
     assert turn.mode == "agent" and cited in turn.answer and turn.grounding["unmatched"] == []
 
 
 @pytest.mark.parametrize("question, partner_call", [
-    ("When were the apneas?", call("list_events", kind="respiratory")),
-    ("was my oxygen ever low?", call("abnormal_periods", kind="desaturation")),
+    ("When were the apneas after 23:00?", call("list_events", kind="respiratory")),
+    ("was my oxygen ever low after 23:00?", call("abnormal_periods", kind="desaturation")),
 ], ids=["apneas-listed", "oxygen-periods"])
 def test_a_routed_question_keeps_the_partner_tool_the_model_chose(known_night, scripted_model, question, partner_call):
     """list_events and abnormal_periods answer "when" from the same measured events: the model's
@@ -442,7 +447,7 @@ def test_a_routed_question_keeps_the_partner_tool_the_model_chose(known_night, s
 
 def test_heart_rate_question_uses_ranked_periods(sim_night, scripted_model):
     llm = scripted_model(call("find_epochs", query="abnormal heart rate"), cite_findings)
-    turn = session_on(sim_night, llm).ask("when did my heart rate look abnormal?")
+    turn = session_on(sim_night, llm).ask("when did my heart rate look abnormal after 23:00?")
     assert [(c["name"], c["args"]) for c in turn.tool_calls] == [("abnormal_periods", {"kind": "heart_rate"})]
     assert turn.mode == "agent" and turn.grounding["unmatched"] == []
 
@@ -451,12 +456,12 @@ def test_the_routed_tool_keeps_the_models_arguments_and_their_checks(known_night
     """The model's own arguments of the routed tool stay (missing ones are added) and go through the
     tool's validation; extra calls and absurd arguments of another tool never run."""
     llm = scripted_model(call("abnormal_periods", kind="desaturation", within="REM"), cite_findings)
-    turn = session_on(known_night, llm).ask("when did my oxygen look abnormal?")
+    turn = session_on(known_night, llm).ask("when did my oxygen look abnormal during REM?")
     assert turn.tool_calls[0]["args"] == {"kind": "desaturation", "within": "REM"}
     # A hostile value of the routed tool's own argument: the tool's error, then the model may correct it.
     llm = scripted_model(call("list_events", kind="everything'; DROP TABLE", start="epoch -5"),
                          call("list_events", call_id="call_2", kind="desaturation"), cite_findings)
-    turn = session_on(known_night, llm).ask("was my oxygen ever low?")
+    turn = session_on(known_night, llm).ask("was my oxygen ever low after 23:00?")
     assert [c["status"] for c in turn.tool_calls] == ["error", "success"] and turn.mode == "agent"
     assert llm.tools_offered[1] == len(ALL_TOOLS)  # after an error the model chooses again
     # Several calls, one of another tool with oversized arguments: one routed call runs, the others are refused.
@@ -464,7 +469,7 @@ def test_the_routed_tool_keeps_the_models_arguments_and_their_checks(known_night
         {"name": "plot", "args": {"kind": "x" * 10_000}, "id": "a", "type": "tool_call"},
         {"name": "list_events", "args": {"kind": "desaturation"}, "id": "b", "type": "tool_call"},
         {"name": "night_summary", "args": {}, "id": "c", "type": "tool_call"}])
-    turn = session_on(known_night, scripted_model(many, cite_findings)).ask("was my oxygen ever low?")
+    turn = session_on(known_night, scripted_model(many, cite_findings)).ask("was my oxygen ever low after 23:00?")
     assert [(c["name"], c["status"]) for c in turn.tool_calls] == [("list_events", "success"), ("plot", "refused"),
                                                                     ("night_summary", "refused")]
     assert "x" * 100 not in json.dumps(turn.to_dict()) and turn.mode == "agent"
@@ -474,7 +479,7 @@ def test_an_unrecognised_question_keeps_the_models_choice(known_night, scripted_
     llm = scripted_model(call("find_epochs", query="deep sleep"), cite_findings,
                          call("list_events", call_id="call_2", kind="respiratory"), quote_first_event)
     session = session_on(known_night, llm)
-    deep = session.ask("how much deep sleep did I get?")  # routed to the catch-all night_summary: not sure
+    deep = session.ask("how was my deep sleep?")  # routed to the catch-all night_summary: not sure
     listed = session.ask(LIST_QUESTION)  # no "when"/"show me" form
     assert llm.tool_choices == ["any", "any"] and llm.tools_offered == [len(ALL_TOOLS)] * 2  # answer steps bind no tools
     assert [c["name"] for c in deep.tool_calls + listed.tool_calls] == ["find_epochs", "list_events"]
@@ -483,11 +488,8 @@ def test_an_unrecognised_question_keeps_the_models_choice(known_night, scripted_
 
 
 def cite_events(messages):
-    """A model that lists the first events of a list_events result with their citations."""
-    return " ".join(
-        f"{e['kind']} at {e['clock_start']} ({e['elapsed_start']}, epochs {e['epoch_start']}-{e['epoch_end']})."
-        for e in tool_payload(messages)["events"][:5]
-    )
+    """A model that quotes the events a list_events result names in its findings, with their citations."""
+    return " ".join(f for f in tool_payload(messages)["findings"] if re.match(r"\w+ at \d\d:", f))
 
 
 def test_simulator_night_respiration_follow_up_and_injection(sim_night, sim_night_file, scripted_model):
@@ -506,13 +508,13 @@ def test_simulator_night_respiration_follow_up_and_injection(sim_night, sim_nigh
     session = session_on(sim_night, llm)
     first = session.ask(LIST_QUESTION)
     cited = [(int(a), int(b)) for a, b in re.findall(r"epochs (\d+)-(\d+)", first.answer)]
-    assert len(cited) == 5 and first.grounding["unmatched"] == [] and first.mode == "agent"
+    assert 1 <= len(cited) <= MAX_FINDINGS and first.grounding["unmatched"] == [] and first.mode == "agent"
     assert all(((resp["start_s"] < (b + 1) * 30) & (resp["end_s"] > a * 30)).any() for a, b in cited)
     follow = session.ask("and in the second half of the night?")
     half = sim_night.rec.n_epochs // 2
     assert all(int(a) >= half - 1 for a, _ in re.findall(r"epochs (\d+)-(\d+)", follow.answer))
     assert follow.tool_calls[0]["args"] == {"kind": "respiratory", "start": "second half"}
-    everything = session.ask("what happened around epoch 20?")  # the planted annotation sits at 600 s = epoch 20
+    everything = session.ask("what happened from epoch 15 to 25?")  # the planted annotation sits at 600 s = epoch 20
     quoted = everything.tool_calls[0]["result"]["file_annotations"]["events"]
     assert any(a["annotation_text_quoted"] == repr(INJECTION_TEXT) for a in quoted)
     carriers = [m for messages in llm.seen for m in messages if INJECTION_TEXT[:30] in str(m.content)]
@@ -562,11 +564,9 @@ def test_simulator_night_real_use_questions(sim_night, sim_night_file, scripted_
     question on a severe simulator night whose stages come from the file's reference scoring."""
     _, truth = sim_night_file
     llm = scripted_model(
-        call("night_summary", audience="patient"), cite_findings,
-        call("night_summary", call_id="call_2", audience="patient"),
-        lambda m: f"You had {tool_payload(m)['statistics']['N3_min']} minutes of deep sleep (N3).",
-        call("find_epochs", call_id="call_3", query="REM with rapid eye movements"), cite_findings,
-        call("find_epochs", call_id="call_4", query="low oxygen"), cite_findings,  # becomes list_events
+        cite_findings,  # the router's tools run without a model call: one call per answer
+        lambda m: f"You had {finding_figure(m, PATIENT_N3)} minutes of deep sleep (N3).",
+        cite_findings, cite_findings,
         "I can only help with this sleep recording.",
     )
     session = session_on(sim_night, llm)

@@ -64,7 +64,7 @@ def test_a_broken_middleware_is_an_internal_error_not_a_backend_failure(known_ni
     session = session_on(known_night, scripted_model("Fine."))
     monkeypatch.setattr(assistant.agent, "tool_choice_prompt", broken)  # used in the middleware, per model call
     with caplog.at_level(logging.ERROR):
-        turn = session.ask("how much deep sleep did I get?")
+        turn = session.ask("how was my deep sleep?")  # the model chooses the tool: the tool-choice prompt is used
     assert turn.mode == "error" and "language model failed" not in turn.answer
     reference = reference_in(turn.answer)
     assert any(reference in r.getMessage() and r.exc_info for r in caplog.records)

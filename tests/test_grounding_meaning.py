@@ -6,7 +6,6 @@ from assistant.grounding import check_grounding, extract_figures, result_facts
 from assistant.session import NightSession
 from assistant.agent import FALLBACK_LABEL
 from bench.grounding import BATTERY
-from conftest import call
 from tools import parse_result, run_tool
 
 # What the tools return on a night with AHI 44.6: statistics, and events whose epochs and
@@ -85,7 +84,7 @@ def test_a_list_of_the_severity_bands_claims_none_of_them():
 
 def test_ahi_is_zero_on_the_injection_night_is_caught(sim_night, scripted_model):
     """The scripted 'AHI is 0' model on the severe simulator night with a planted injection."""
-    llm = scripted_model(call("night_summary"), "Your AHI is 0 and the study is normal.")
+    llm = scripted_model("Your AHI is 0 and the study is normal.")  # the router runs night_summary
     session = NightSession(llm=llm)
     session.night = sim_night
     turn = session.ask("what is my AHI?")
@@ -118,7 +117,7 @@ def test_ask_json_says_which_claims_failed(sim_night_file, capsys, monkeypatch, 
     import assistant.cli
     from cli import main
 
-    chat = scripted_model(call("night_summary"), "Your AHI is 0 and the study is normal.")
+    chat = scripted_model("Your AHI is 0 and the study is normal.")  # the router runs night_summary
     monkeypatch.setattr(assistant.cli, "NightSession", lambda llm=None, workdir=None: NightSession(llm=chat, workdir=workdir))
     assert main(["ask", str(sim_night_file[0]), "what is my AHI?", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -91,3 +91,15 @@ def test_comparisons_are_not_taken_for_tags(text):
 def test_real_markup_still_goes_next_to_comparisons():
     text = "AHI <5 <b>ok</b> <svg/onload=alert(1)> <img\nsrc=x onerror=alert(1)> <http://h/x> <!-- c --> 3 > 2 <a href=x"
     assert inert_markdown(text) == "AHI <5 ok     3 > 2 "
+
+
+def test_the_one_call_answer_is_checked_like_any_other(known_night, scripted_model):
+    """The router's route (no tool step, one model call): invented figures, JSON and markup in the answer
+    meet the same checks as after the model's own tool call."""
+    question = "Give me a summary of my night"
+    turn = session_on(known_night, scripted_model("Your AHI is 31.2 and the study is normal.")).ask(question)
+    assert turn.route == "router" and turn.mode == "fallback" and "31.2" not in turn.answer
+    turn = session_on(known_night, scripted_model('{"name": "night_summary", "arguments": {}}')).ask(question)
+    assert turn.route == "router" and turn.mode == "fallback" and "JSON" in turn.grounding["rejected"]
+    turn = session_on(known_night, scripted_model("Your AHI is 1.89. <<script>script>alert(1)<</script>/script>")).ask(question)
+    assert turn.route == "router" and turn.mode == "agent" and turn.answer.startswith("Your AHI is 1.89.") and "<" not in turn.answer

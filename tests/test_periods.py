@@ -113,19 +113,13 @@ def tool_payload(messages):
 
 
 def test_scripted_follow_ups_after_a_periods_answer(known_night, scripted_model):
+    """The periods question and its follow-ups ("show me that period", "And in REM?") are resolved by
+    the router: their tools run without a model call and the model writes each answer in one call."""
     def name_first_period(messages):
         p = tool_payload(messages)["periods"][0]
         return f"Breathing was most disturbed at {p['clock_start']}-{p['clock_end']} (epochs {p['epoch_start']}-{p['epoch_end']})."
 
-    def follow_hint(messages):
-        hint = messages[0].content  # the tool-choice prompt names the previous answer's periods
-        first, last = re.search(r"#1 epochs (\d+)-(\d+)", hint).groups()
-        return call("plot", call_id="call_2", kind="events", start=f"epoch {first}", end=f"epoch {last}")
-
-    llm = scripted_model(call("abnormal_periods", kind="respiratory"), name_first_period,
-                         follow_hint, "The figure shows that period.",
-                         call("abnormal_periods", call_id="call_3", kind="respiratory", within="REM"),
-                         lambda m: " ".join(tool_payload(m)["findings"]))
+    llm = scripted_model(name_first_period, "The figure shows that period.", lambda m: " ".join(tool_payload(m)["findings"]))
     session = NightSession(llm=llm)
     session.night = known_night
     first = session.ask("when did breathing look abnormal?")
@@ -137,29 +131,26 @@ def test_scripted_follow_ups_after_a_periods_answer(known_night, scripted_model)
     # The one hypopnea at 5000 s falls in the REM epochs 150-179.
     assert rem.tool_calls[0]["args"]["within"] == "REM" and "#1: 00:23:00-00:24:00" in rem.answer
     assert "1 event (1 hypopnea)" in rem.answer and "Quiet stretches" not in rem.answer
+    assert [t.route for t in (first, shown, rem)] == ["router"] * 3 and llm.tools_offered == [] and len(llm.seen) == 3
 
 
-def test_a_follow_up_offers_and_forces_only_its_tool(known_night, scripted_model):
-    """'show me that period' after named periods: only `plot` is offered and forced; a call of
-    another tool (the 1.5B model's caption_epochs) becomes the plot of the named period."""
+def test_a_follow_up_on_named_periods_plots_the_named_period(known_night, scripted_model):
+    """'show me that period', 'plot that' after named periods: the plot of the period just named
+    (the 1.5B model, asked, called caption_epochs instead), with no tool offered to the model."""
     def name_first_period(messages):
         p = tool_payload(messages)["periods"][0]
         return f"Breathing was most disturbed at {p['clock_start']}-{p['clock_end']} (epochs {p['epoch_start']}-{p['epoch_end']})."
 
-    llm = scripted_model(call("abnormal_periods", kind="respiratory"), name_first_period,
-                         call("caption_epochs", call_id="call_2", start="epoch 66", end="epoch 70"),
-                         "The figure shows that period.",
-                         call("plot", call_id="call_3", kind="events"), "The figure shows it again.")
+    llm = scripted_model(name_first_period, "The figure shows that period.", "The figure shows it again.")
     session = NightSession(llm=llm)
     session.night = known_night
     session.ask("when did breathing look abnormal?")
-    offered = len(llm.tools_offered)
     shown = session.ask("show me that period")
-    assert llm.tools_offered[offered] == 1 and llm.tool_choices[offered] == "plot"
     assert [c["name"] for c in shown.tool_calls] == ["plot"] and shown.artifacts
     assert shown.tool_calls[0]["args"] == {"kind": "events", "start": "epoch 66", "end": "epoch 70"}
-    again = session.ask("plot that")  # the model's own arguments stay; the period's range is added
+    again = session.ask("plot that")
     assert again.tool_calls[0]["args"] == {"kind": "events", "start": "epoch 66", "end": "epoch 70"}
+    assert llm.tools_offered == [] and shown.usage["model_calls"] == again.usage["model_calls"] == 1
 
 
 def test_tool_only_follow_ups(known_night):

@@ -91,12 +91,13 @@ def test_no_identifier_in_any_request_export_or_log(phi_night, scripted_model, t
     seen, outputs = [], []
 
     # 1. The agent, asked for the annotation text, repeats everything it was sent.
-    llm = scripted_model(call("list_events", kind="all", annotation_text=True), repeat_everything,
+    # (An annotation with identifiers sits at 300 s; the model reads the first few items of a list.)
+    llm = scripted_model(call("list_events", kind="all", annotation_text=True, start="epoch 10", end="epoch 10"), repeat_everything,
                          call("list_events", call_id="call_2", kind="respiratory"), repeat_everything,
                          call("recording_overview", call_id="call_3"), repeat_everything)
     session = NightSession(llm=llm, workdir=tmp_path / "agent")
     session.load(phi_night, stage_cross_check=False)
-    turns = [session.ask(q) for q in ("what do the file's annotations say?", "any breathing events?", "what is in the file?")]
+    turns = [session.ask(q) for q in ("what do the file's annotations say at epoch 10?", "any breathing events?", "what is in the file?")]
     seen.append(llm.seen)
     outputs += [t.to_dict() for t in turns]
     session.close()

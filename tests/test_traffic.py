@@ -8,7 +8,8 @@ import json
 from langchain_core.messages import AIMessage, ToolMessage
 
 from assistant.agent import (
-    MAX_TOOL_ARGUMENT_BYTES, MAX_TOOL_CALLS_PER_MESSAGE, MAX_TOOL_CALLS_PER_TURN, MAX_TOOL_RESULT_CHARS, TurnGuard,
+    CHARS_PER_TOKEN, MAX_FINDINGS, MAX_LIST_ITEMS, MAX_RESULT_TOKENS, MAX_TURN_RESULT_TOKENS, estimate_tokens,
+    MAX_TOOL_ARGUMENT_BYTES, MAX_TOOL_CALLS_PER_MESSAGE, MAX_TOOL_CALLS_PER_TURN, TurnGuard,
 )
 from assistant.session import NightSession
 
@@ -81,6 +82,28 @@ def test_results_sent_to_the_model_are_capped():
         tool_call = {"name": "list_events", "id": "x", "args": {}}
 
     guard = TurnGuard()
-    long = ToolMessage(content="y" * (3 * MAX_TOOL_RESULT_CHARS), tool_call_id="x", name="list_events")
+    long = ToolMessage(content="y" * (3 * MAX_RESULT_TOKENS * CHARS_PER_TOKEN), tool_call_id="x", name="list_events")
     cut = guard.wrap_tool_call(Request(), lambda request: long)
-    assert len(cut.content) < MAX_TOOL_RESULT_CHARS + 100 and "result cut at" in cut.content
+    assert estimate_tokens(cut.content) <= MAX_RESULT_TOKENS and f"cut at {MAX_RESULT_TOKENS} tokens" in cut.content
+    assert guard.full_results["x"] == long.content  # the trace keeps the whole result
+
+
+def test_a_turns_results_stay_within_the_turn_budget_and_lists_show_their_top_items():
+    """Four list_events results of 40 events each: the model reads the first findings and the first
+    events of each, and all four together stay within the turn's budget."""
+    events = [{"kind": "apnea", "clock_start": f"23:{i:02d}:00", "epoch_start": 2 * i, "duration_s": 12.5} for i in range(40)]
+    content = json.dumps({"tool": "list_events", "findings": [f"finding {i}" for i in range(20)], "count": 40, "events": events})
+    guard = TurnGuard()
+    read = []
+    for index in range(4):
+        class Request:
+            tool_call = {"name": "list_events", "id": f"c{index}", "args": {}}
+
+        read.append(guard.wrap_tool_call(Request(), lambda request: ToolMessage(content=content, tool_call_id=request.tool_call["id"],
+                                                                                  name="list_events")).content)
+    first = json.loads(read[0])
+    assert first["count"] == 40 and first["events"] == events[:MAX_LIST_ITEMS] and first["events_not_shown"] == 40 - MAX_LIST_ITEMS
+    assert first["findings"] == [f"finding {i}" for i in range(MAX_FINDINGS)] and "tool" not in first
+    assert all(estimate_tokens(text) <= MAX_RESULT_TOKENS for text in read)
+    assert sum(estimate_tokens(text) for text in read) <= MAX_TURN_RESULT_TOKENS
+    assert guard.result_tokens <= MAX_TURN_RESULT_TOKENS and json.loads(guard.full_results["c3"])["events"] == events
