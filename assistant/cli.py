@@ -8,29 +8,42 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from assistant.llm import parse_spec
 from assistant.markup import inert_markdown
 from sleeplm.model.checkpoint import CHECKPOINT_ENV
 from assistant.session import NightSession, SessionError
 
-__all__ = ["run_ask", "format_turn", "JSON_KEYS"]
+__all__ = ["run_ask", "format_turn", "format_trace", "stream_turn", "JSON_KEYS"]
 
 # The --json object: exactly these keys (tool_calls carry name, args, result and status).
 JSON_KEYS = ("answer", "tool_calls", "grounding", "llm", "llm_messages")
 
 
-def format_turn(turn, session: NightSession) -> str:
-    """Human-readable answer followed by the tool trace and the figures written."""
-    lines = [turn.answer, "", f"[llm: {turn.llm.get('backend')} {turn.llm.get('model') or ''}".rstrip() + f"; mode: {turn.mode}]"]
-    for call in turn.tool_calls:  # names and argument keys are the model's: printed inert (no terminal escapes)
-        args = call["args"] if isinstance(call["args"], dict) else {"arguments": call["args"]}
-        args = ", ".join(f"{inert_markdown(str(k))}={v!r}" for k, v in args.items())
-        lines.append(f"[tool {inert_markdown(str(call['name']))}({args}) -> {call['status']}]")
+# Control characters (terminal escapes, carriage returns) never reach the terminal from the model's text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _call_text(name: Any, args: Any) -> str:
+    """``name(key=value, ...)`` with the model's names and keys printed inert (no terminal escapes)."""
+    args = args if isinstance(args, dict) else {"arguments": args}
+    return f"{inert_markdown(str(name))}({', '.join(f'{inert_markdown(str(k))}={v!r}' for k, v in args.items())})"
+
+
+def format_trace(turn, session: NightSession) -> str:
+    """The lines after the answer: backend and mode, the route and model calls, the tool trace, the figures written."""
+    usage = turn.usage
+    lines = [f"[llm: {turn.llm.get('backend')} {turn.llm.get('model') or ''}".rstrip() + f"; mode: {turn.mode}]",
+             f"[route: {turn.route}; {usage['model_calls']} model call(s); prompt {usage['input_tokens']} tokens "
+             f"({usage['cache_read']} reused from the prefix cache), answer {usage['output_tokens']} tokens]"]
+    for call in turn.tool_calls:
+        lines.append(f"[tool {_call_text(call['name'], call['args'])} -> {call['status']}]")
     figures = sorted(session.workdir.glob("figure-*.png"))
     lines += [f"[figure: {path}]" for path in figures]
     if turn.grounding["unmatched"]:
@@ -40,15 +53,52 @@ def format_turn(turn, session: NightSession) -> str:
     return "\n".join(lines)
 
 
+def format_turn(turn, session: NightSession) -> str:
+    """Human-readable answer followed by the trace (`format_trace`)."""
+    return f"{turn.answer}\n\n{format_trace(turn, session)}"
+
+
+def stream_turn(session: NightSession, question: str, audience: str, out=None):
+    """Answer on the terminal as it happens: each tool step when it is chosen and when it ends, the
+    answer as the model writes it, then the trace; returns the turn.
+
+    The checked answer replaces what was streamed when they differ (citations completed, or the
+    tools' write-up after a failed check): it is printed after a line saying so.
+    """
+    out = out or sys.stdout
+    streamed, turn = [], None
+    for event in session.ask_stream(question, audience=audience):
+        if event["type"] == "tool_start":
+            print(f"[tool {_call_text(event['name'], event['args'])} ...]", file=out, flush=True)
+        elif event["type"] == "tool_end":
+            print(f"[tool {inert_markdown(str(event['name']))} done in {event['duration_s']:.2f} s: "
+                  f"{_CONTROL.sub('', inert_markdown(event['summary']))}]", file=out, flush=True)
+        elif event["type"] == "token":
+            text = _CONTROL.sub("", event["text"])
+            streamed.append(text)
+            out.write(text)
+            out.flush()
+        elif event["type"] == "final":
+            turn = event["turn"]
+    shown = "".join(streamed).strip()
+    if turn.answer.strip() != shown:
+        if shown:
+            why = turn.grounding.get("rejected")
+            print(f"\n\n[{'the answer above failed the check (' + why + '); instead' if why else 'the checked answer'}:]",
+                  file=out)
+        print(turn.answer, file=out, end="")
+    print(f"\n\n{format_trace(turn, session)}", file=out, flush=True)
+    return turn
+
+
 def _answer(args, session: NightSession):
-    """Answer the question and print it (text, or one JSON object with --json); returns the turn."""
+    """Answer the question: streamed to the terminal (`stream_turn`), or one JSON object with --json; returns the turn."""
+    if not args.json:
+        return stream_turn(session, args.question, args.audience)
     turn = session.ask(args.question, audience=args.audience)
-    if args.json:
-        record = turn.to_dict()
-        json.dump({key: record[key] for key in JSON_KEYS}, sys.stdout, ensure_ascii=False, default=str)
-        sys.stdout.write("\n")
-    else:
-        print(format_turn(turn, session))
+    record = turn.to_dict()
+    json.dump({key: record[key] for key in JSON_KEYS}, sys.stdout, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
     return turn
 
 

@@ -54,7 +54,7 @@ __all__ = [
     "model_key", "models_dir", "sha256_of", "verify_model_file", "part_files", "assemble_parts", "download_from_hub",
     "ensure_model_file", "available_memory_bytes", "speed_record_path", "record_answer_seconds",
     "estimated_answer_seconds", "LocalChoice", "choose_local_model", "prepare_local_model", "require_llama_cpp",
-    "render_prompt", "ParsedOutput", "parse_model_output", "LlamaCppChatModel", "load_local_chat_model",
+    "render_prompt", "render_system", "ParsedOutput", "parse_model_output", "LlamaCppChatModel", "load_local_chat_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -523,10 +523,7 @@ def render_prompt(messages: Sequence[BaseMessage], tools: Sequence[dict] | None 
     """
     messages = list(messages)
     system = _text(messages.pop(0)) if messages and isinstance(messages[0], SystemMessage) else DEFAULT_SYSTEM
-    out = ["<|im_start|>system\n", system]
-    if tools:
-        out += [TOOLS_PREAMBLE, *("\n" + _dumps(tool) for tool in tools), TOOLS_POSTAMBLE]
-    out.append("<|im_end|>\n")
+    out = [render_system(system, tools)]
     for index, message in enumerate(messages):
         if isinstance(message, ToolMessage):
             if index == 0 or not isinstance(messages[index - 1], ToolMessage):
@@ -545,6 +542,15 @@ def render_prompt(messages: Sequence[BaseMessage], tools: Sequence[dict] | None 
             role = {"human": "user", "ai": "assistant", "system": "system"}.get(message.type, "user")
             out.append(f"<|im_start|>{role}\n{_text(message)}<|im_end|>\n")
     out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+def render_system(system: str, tools: Sequence[dict] | None = None) -> str:
+    """The system turn every prompt with this system text and these tools starts with (`render_prompt`)."""
+    out = ["<|im_start|>system\n", system]
+    if tools:
+        out += [TOOLS_PREAMBLE, *("\n" + _dumps(tool) for tool in tools), TOOLS_POSTAMBLE]
+    out.append("<|im_end|>\n")
     return "".join(out)
 
 
@@ -671,6 +677,76 @@ def _safe_prefix_length(text: str) -> int:
 STATE_CACHE_BYTES = 384 * 1024 * 1024
 _LOADED: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
 _LOADING = threading.Lock()
+# The start-up warm-up (`LlamaCppChatModel.warm_prompt_prefixes`) evaluates the prompts' common
+# starts in chunks of this many tokens, and pauses between chunks while a question waits.
+WARM_CHUNK_TOKENS = 128
+_WAITING: dict[int, int] = {}  # id(llama) -> questions waiting for or holding its lock
+_WARMED: dict[int, set[str]] = {}  # id(llama) -> system turns whose evaluation has started
+_CLOSING = threading.Event()  # set at exit: the warm-up stops before the contexts are freed
+
+
+class _Waiting:
+    """Counts a question as waiting for a llama.cpp instance while it waits for and holds the lock."""
+
+    def __init__(self, llama: Any) -> None:
+        self.key = id(llama)
+
+    def __enter__(self) -> None:
+        with _LOADING:
+            _WAITING[self.key] = _WAITING.get(self.key, 0) + 1
+
+    def __exit__(self, *exc: Any) -> None:
+        with _LOADING:
+            _WAITING[self.key] -= 1
+
+
+def _longest_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def reused_tokens(llama: Any, tokens: Sequence[int]) -> int:
+    """Prompt tokens llama.cpp will not evaluate again: the longest start shared with the tokens
+    in its context or with a state in its prompt cache (the last token is always evaluated)."""
+    shared = _longest_prefix(llama._input_ids.tolist(), tokens)
+    cache = getattr(llama, "cache", None)
+    for key in list(getattr(cache, "cache_state", {})):
+        shared = max(shared, _longest_prefix(key, tokens))
+    return max(0, min(shared, len(tokens) - 1))
+
+
+def _warm_up(llama: Any, lock: threading.Lock, texts: list[str]) -> None:
+    """Evaluate each text (a system turn) and keep its state in the prompt cache, a chunk at a time,
+    resuming from what the context still shares with it after a question ran in between."""
+    try:
+        _evaluate_prefixes(llama, lock, texts)
+    except Exception:  # the warm-up only saves time: a failure leaves every question to evaluate its prompt
+        logger.exception("evaluating the prompt prefixes at start-up failed")
+
+
+def _evaluate_prefixes(llama: Any, lock: threading.Lock, texts: list[str]) -> None:
+    started = time.perf_counter()
+    for text in texts:
+        tokens = llama.tokenize(text.encode("utf-8"), special=True)
+        while True:
+            while _WAITING.get(id(llama)) and not _CLOSING.is_set():
+                time.sleep(0.05)
+            with lock:
+                if _CLOSING.is_set():
+                    return
+                if _WAITING.get(id(llama)):
+                    continue
+                done = _longest_prefix(llama._input_ids.tolist(), tokens)
+                if done >= len(tokens):
+                    llama.cache[tokens] = llama.save_state()
+                    break
+                llama.n_tokens = done
+                llama.eval(tokens[done : done + WARM_CHUNK_TOKENS])
+    logger.info("prompt prefixes evaluated at start-up: %d system turns in %.1f s", len(texts), time.perf_counter() - started)
 
 
 def default_threads() -> int:
@@ -736,9 +812,11 @@ def _llama(model_path: str, n_threads: int, n_ctx: int) -> tuple[Any, threading.
 def _close_all() -> None:
     # Free the llama.cpp contexts while the interpreter is still whole: left to Llama.__del__
     # at shutdown, the native library may already be unloaded ("'NoneType' object is not callable").
+    _CLOSING.set()
     while _LOADED:
-        _, (llama, _) = _LOADED.popitem()
-        llama.close()
+        _, (llama, lock) = _LOADED.popitem()
+        with lock:  # a warm-up chunk still being evaluated finishes first
+            llama.close()
 
 
 class LlamaCppChatModel(BaseChatModel):
@@ -786,10 +864,32 @@ class LlamaCppChatModel(BaseChatModel):
     def _completion_args(self, stop: list[str] | None) -> dict:
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "stop": STOP_STRINGS + list(stop or [])}
 
+    def warm_prompt_prefixes(self, prefixes: Sequence[tuple[str, Sequence[Any]]]) -> threading.Thread | None:
+        """Evaluate the system turns of `prefixes` ((system text, tools) pairs, `assistant.agent.
+        prompt_prefixes`) in a background thread, once per process, into the prompt-state cache.
+
+        Every later prompt that starts with one of them evaluates only what follows. The thread
+        pauses between chunks of `WARM_CHUNK_TOKENS` tokens while a question is waiting, so a
+        question asked during the warm-up is not held up by it. Returns the thread (None when
+        every prefix was already started).
+        """
+        llama, lock = _llama(self.model_path, self.n_threads, self.n_ctx)
+        texts = [render_system(system, [convert_to_openai_tool(t) for t in tools] or None) for system, tools in prefixes]
+        with _LOADING:
+            started = _WARMED.setdefault(id(llama), set())
+            todo = [text for text in dict.fromkeys(texts) if text not in started]
+            started.update(todo)
+        if not todo:
+            return None
+        thread = threading.Thread(target=_warm_up, args=(llama, lock, todo), name="llm-warm-up", daemon=True)
+        thread.start()
+        return thread
+
     def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
         prompt, prefill = self._prompt(messages, kwargs.get("tools"), kwargs.get("tool_choice"))
         llama, lock = _llama(self.model_path, self.n_threads, self.n_ctx)
-        with lock:
+        with _Waiting(llama), lock:
+            reused = reused_tokens(llama, llama.tokenize(prompt.encode("utf-8"), special=True))
             result = llama.create_completion(prompt, **self._completion_args(stop))
         choice = result["choices"][0]
         parsed = parse_model_output(prefill + choice["text"])
@@ -802,6 +902,7 @@ class LlamaCppChatModel(BaseChatModel):
                 "input_tokens": usage.get("prompt_tokens", 0),
                 "output_tokens": usage.get("completion_tokens", 0),
                 "total_tokens": usage.get("total_tokens", 0),
+                "input_token_details": {"cache_read": reused},
             },
             response_metadata={"finish_reason": choice.get("finish_reason"), "model_name": self.model_name},
         )
@@ -810,11 +911,14 @@ class LlamaCppChatModel(BaseChatModel):
     def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[ChatGenerationChunk]:
         prompt, prefill = self._prompt(messages, kwargs.get("tools"), kwargs.get("tool_choice"))
         llama, lock = _llama(self.model_path, self.n_threads, self.n_ctx)
-        text, emitted, finish_reason = prefill, 0, None
-        with lock:
+        text, emitted, finish_reason, pieces = prefill, 0, None, 0
+        with _Waiting(llama), lock:
+            tokens = llama.tokenize(prompt.encode("utf-8"), special=True)
+            reused = reused_tokens(llama, tokens)
             for piece in llama.create_completion(prompt, stream=True, **self._completion_args(stop)):
                 choice = piece["choices"][0]
                 text += choice["text"]
+                pieces += bool(choice["text"])
                 finish_reason = choice.get("finish_reason") or finish_reason
                 safe = _safe_prefix_length(text)
                 if safe > emitted:
@@ -841,9 +945,12 @@ class LlamaCppChatModel(BaseChatModel):
             tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=len(parsed.tool_calls) + i)
             for i, c in enumerate(parsed.invalid_tool_calls)
         ]
+        # Streamed pieces are tokens (llama-cpp-python yields one per decoded token that completes text).
         last = AIMessageChunk(
             content=rest, tool_call_chunks=calls, chunk_position="last",
             response_metadata={"finish_reason": finish_reason, "model_name": self.model_name},
+            usage_metadata={"input_tokens": len(tokens), "output_tokens": pieces, "total_tokens": len(tokens) + pieces,
+                            "input_token_details": {"cache_read": reused}},
         )
         if run_manager and rest:
             run_manager.on_llm_new_token(rest, chunk=ChatGenerationChunk(message=last))

@@ -131,3 +131,48 @@ def test_ask_with_weights_exits_cleanly_while_sleeplm_staging_runs(small_edf, tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert "terminate called" not in done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["tool_calls"][0]["result"]["source"] == "sleeplm"
+
+
+class Terminal:
+    """Records each write, as a terminal would show it."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, text):
+        self.writes.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_ask_streams_the_tool_steps_then_the_answer_as_it_is_written(small_edf, scripted_model):
+    from assistant.cli import stream_turn
+
+    def findings(messages):
+        return " ".join(json.loads(messages[-1].content)["findings"][:2])
+
+    hostile = "Your SpO2 mean was 95.0%.\x1b]8;;https://evil.example\x07 See the figures.\r"
+    for reply, question in ((findings, "Give me a summary of my night"), (hostile, "Give me a summary of my night")):
+        session = NightSession(llm=scripted_model(reply))
+        session.load(small_edf, stage_cross_check=False)
+        terminal = Terminal()
+        turn = stream_turn(session, question, "clinician", out=terminal)
+        session.close()
+        text = "".join(terminal.writes)
+        assert not any(ch in text for ch in "\x1b\x07\r")  # no terminal escapes from the model's text
+        step = terminal.writes.index("[tool night_summary(audience='clinician') ...]")
+        done = next(i for i, w in enumerate(terminal.writes) if w.startswith("[tool night_summary done in"))
+        words = [i for i, w in enumerate(terminal.writes) if i > done and w.strip() and not w.startswith(("[", "\n"))]
+        assert step < done < words[0] and len(words) > 3  # tool steps first, then the answer word by word
+        assert "[route: router; 1 model call(s);" in text and "[tool night_summary(audience='clinician') -> success]" in text
+        assert turn.mode == "agent" and text.index(turn.answer.split()[0]) < text.index("[llm: ")
+
+
+def test_ask_text_streams_through_the_cli(small_edf, capsys, monkeypatch, scripted_model):
+    chat = scripted_model(lambda messages: " ".join(json.loads(messages[-1].content)["findings"][:1]))
+    monkeypatch.setattr(assistant.cli, "NightSession", lambda llm=None, workdir=None: NightSession(llm=chat, workdir=workdir))
+    assert main(["ask", str(small_edf), "Give me a summary of my night"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("[tool night_summary(audience='clinician') ...]") < out.index("[tool night_summary done in") < out.index("[llm: ")
+    assert "[route: router; 1 model call(s)" in out

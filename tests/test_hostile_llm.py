@@ -101,5 +101,5 @@ def test_the_one_call_answer_is_checked_like_any_other(known_night, scripted_mod
     assert turn.route == "router" and turn.mode == "fallback" and "31.2" not in turn.answer
     turn = session_on(known_night, scripted_model('{"name": "night_summary", "arguments": {}}')).ask(question)
     assert turn.route == "router" and turn.mode == "fallback" and "JSON" in turn.grounding["rejected"]
-    turn = session_on(known_night, scripted_model("Your AHI is 1.89. <<script>script>alert(1)<</script>/script>")).ask(question)
+    turn = session_on(known_night, scripted_model("Your AHI is 1.89. <<script>script>alert('x')<</script>/script>")).ask(question)
     assert turn.route == "router" and turn.mode == "agent" and turn.answer.startswith("Your AHI is 1.89.") and "<" not in turn.answer

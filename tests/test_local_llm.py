@@ -15,6 +15,7 @@ import threading
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
@@ -165,6 +166,10 @@ class ScriptedCompletions:
 
     def __init__(self, pieces: list[str]):
         self.pieces, self.prompts, self.kwargs = pieces, [], []
+        self._input_ids, self.cache = np.array([], dtype=np.intc), None  # an empty context, no prompt cache
+
+    def tokenize(self, data: bytes, special: bool = True) -> list[int]:
+        return list(data)  # one token per byte
 
     def create_completion(self, prompt, stream=False, **kwargs):
         self.prompts.append(prompt)
@@ -192,7 +197,8 @@ def test_invoke_with_bound_tools_returns_tool_calls_and_usage(scripted_llama):
     model, completions = scripted_llama('<tool_call>\n{"name": "list_events", ', '"arguments": {"kind": "respiratory"}}\n</tool_call>')
     reply = model.bind_tools(AGENT_LIKE_TOOLS).invoke([HumanMessage("when did respiration look abnormal?")])
     assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("list_events", {"kind": "respiratory"})]
-    assert reply.usage_metadata == {"input_tokens": 11, "output_tokens": 2, "total_tokens": 13}
+    assert reply.usage_metadata == {"input_tokens": 11, "output_tokens": 2, "total_tokens": 13,
+                                    "input_token_details": {"cache_read": 0}}
     prompt = completions.prompts[0]
     assert '"name": "list_events"' in prompt and prompt.endswith("<|im_start|>assistant\n")
     assert completions.kwargs[0]["stop"] == ["<|im_end|>", "<|endoftext|>"] and completions.kwargs[0]["temperature"] == 0.0
@@ -252,6 +258,76 @@ def test_stream_malformed_call_stays_invalid(scripted_llama):
     for chunk in chunks[1:]:
         merged += chunk
     assert merged.tool_calls == [] and len(merged.invalid_tool_calls) == 1 and merged.content == ""
+
+
+class StateCache:
+    """The prompt cache's interface: states by token tuple."""
+
+    def __init__(self):
+        self.cache_state = {}
+
+    def __setitem__(self, key, value):
+        self.cache_state[tuple(key)] = value
+
+
+class PrefixLlama(ScriptedCompletions):
+    """llama.cpp's token bookkeeping: `eval` appends to the context from `n_tokens` on, a saved state is
+    the context's tokens, the prompt cache maps token tuples to states."""
+
+    def __init__(self, pieces: list[str]):
+        self.pieces, self.prompts, self.kwargs = pieces, [], []
+        self.ids, self.n_tokens, self.evaluated = [], 0, 0
+        self.cache = StateCache()
+
+    @property
+    def _input_ids(self):
+        return np.array(self.ids[: self.n_tokens], dtype=np.intc)
+
+    def eval(self, tokens):
+        self.ids = self.ids[: self.n_tokens] + list(tokens)
+        self.n_tokens, self.evaluated = len(self.ids), self.evaluated + len(tokens)
+
+    def save_state(self):
+        return tuple(self.ids[: self.n_tokens])
+
+
+@pytest.fixture
+def prefix_llama(monkeypatch):
+    llama = PrefixLlama(["Fine."])
+    monkeypatch.setattr(local_llm, "_llama", lambda *args: (llama, threading.Lock()))
+    monkeypatch.setattr(local_llm, "_WARMED", {})
+    monkeypatch.setattr(local_llm, "_WAITING", {})
+    return LlamaCppChatModel(model_path="scripted.gguf"), llama
+
+
+def test_the_prompt_prefixes_are_evaluated_once_in_the_background_and_reused(prefix_llama):
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from assistant.agent import prompt_prefixes, system_prompt
+
+    model, llama = prefix_llama
+    prefixes = prompt_prefixes()
+    model.warm_prompt_prefixes(prefixes).join(timeout=30)
+    systems = [local_llm.render_system(text, [convert_to_openai_tool(t) for t in tools] or None) for text, tools in prefixes]
+    assert sorted(llama.cache.cache_state) == sorted(tuple(text.encode()) for text in systems)  # one state per system turn
+    # Each start is evaluated once: the patient answer prompt only past the text it shares with the clinician's.
+    assert llama.evaluated < sum(len(text.encode()) for text in systems)
+    assert model.warm_prompt_prefixes(prefixes) is None  # once per process: a second session starts nothing
+    reply = model.invoke([SystemMessage(system_prompt("clinician")), HumanMessage("how did I sleep?")])
+    assert reply.usage_metadata["input_token_details"]["cache_read"] >= len(systems[0].encode())
+
+
+def test_the_warm_up_waits_while_a_question_waits(prefix_llama):
+    from assistant.agent import prompt_prefixes
+
+    model, llama = prefix_llama
+    local_llm._WAITING[id(llama)] = 1  # a question holds or waits for the model
+    thread = model.warm_prompt_prefixes(prompt_prefixes()[:1])
+    thread.join(timeout=0.3)
+    assert thread.is_alive() and llama.evaluated == 0
+    local_llm._WAITING[id(llama)] = 0
+    thread.join(timeout=30)
+    assert not thread.is_alive() and llama.evaluated > 0
 
 
 # ----------------------------------------------------------------------------- model files
