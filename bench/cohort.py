@@ -85,6 +85,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -126,14 +127,17 @@ def plain_path(nights: list[Path], scratch: Path, allotment: str | None) -> tupl
 
 
 def timed_measure_night(row: dict, out_dir: str, salt: str, **options) -> dict:
-    """`measure_night`, recording its wall and CPU time and its worker into ``<out_dir>/tasks.jsonl``."""
+    """`measure_night`, recording its wall time, CPU time (user and system), page faults and worker
+    into ``<out_dir>/tasks.jsonl``."""
     from sleeplm.cohort.night import measure_night
 
-    started, cpu = time.time(), time.process_time()
+    started, before = time.time(), resource.getrusage(resource.RUSAGE_SELF)
     result = measure_night(row, out_dir, salt, **options)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     with open(Path(out_dir) / "tasks.jsonl", "a") as log:
-        log.write(json.dumps({"pid": os.getpid(), "start": started, "end": time.time(),
-                              "cpu": time.process_time() - cpu}) + "\n")
+        log.write(json.dumps({"pid": os.getpid(), "start": started, "end": time.time(), "cpu": user + system,
+                              "sys": system, "faults": after.ru_minflt - before.ru_minflt}) + "\n")
     return result
 
 
@@ -182,6 +186,8 @@ def cohort_run(folder: Path, out: Path, workers: int) -> dict:
     nights_cpu = sum(t["cpu"] for t in tasks)
     return {"wall": elapsed, "serial": (first - started) + (started + elapsed - last), "span": last - first,
             "night_wall": busy / len(tasks), "night_cpu": nights_cpu / len(tasks),
+            "night_sys": sum(t["sys"] for t in tasks) / len(tasks),
+            "night_faults": sum(t["faults"] for t in tasks) / len(tasks),
             "idle": workers * (last - first) - busy, "workers_used": len({t["pid"] for t in tasks}),
             "driver_cpu": driver, "ray_cpu": total_cpu - nights_cpu - driver}
 
@@ -189,7 +195,8 @@ def cohort_run(folder: Path, out: Path, workers: int) -> dict:
 def describe(label: str, r: dict, n: int) -> str:
     return (f"cohort, {label}: {r['wall']:.1f} s ({r['wall'] / n:.2f} s/night); serial part (driver before the first "
             f"and after the last night) {r['serial']:.1f} s; nights run {r['span']:.1f} s on {r['workers_used']} "
-            f"worker process(es), {r['night_wall']:.2f} s wall and {r['night_cpu']:.2f} s CPU per night; "
+            f"worker process(es), {r['night_wall']:.2f} s wall and {r['night_cpu']:.2f} s CPU per night (system "
+            f"{r['night_sys']:.2f} s, {r['night_faults'] / 1e3:.0f}k page faults); "
             f"workers idle {r['idle']:.1f} s inside the run; CPU outside the nights: driver {r['driver_cpu']:.1f} s, "
             f"Ray's processes and the workers between nights {r['ray_cpu']:.1f} s")
 
