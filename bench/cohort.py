@@ -4,7 +4,11 @@ Over the same simulated nights (no scoring of their own, so YASA stages each one
 unscored cohort), in one process:
 
 1. the plain single-night path: `sleeplm.report.analyze_dir.analyze_to_dir` (what
-   ``sleeplm-assistant analyze`` runs) night after night, after one warm-up night;
+   ``sleeplm-assistant analyze`` runs) night after night, after one warm-up night, twice: on one
+   CPU, the allotment Ray gives each night's task (``OMP_NUM_THREADS=1``: the loader reads the
+   channels on one thread; the baseline of the overhead target, like for like), and as the CLI
+   runs by default (no allotment: the loader reads channels on two threads on this machine, so it
+   borrows the second core; printed beside, not Ray's cost);
 2. ``sleeplm.cohort.run`` on local Ray (2 CPUs) with 1 worker, then with 2 workers, each into a
    fresh folder, after a warm-up run that starts both worker processes (Ray starts workers lazily
    and each imports torch, mne and YASA once: a cost per worker, not per night).
@@ -54,6 +58,31 @@ so CPU-time figures only; every experiment ran one process at a time unless stat
   alone (load 4-9). No sign of memory-bandwidth contention at that precision; the ~9 % per-night
   CPU of the quiet 2-worker runs is not reproduced here, and the speed-up itself could not be
   re-measured on the loaded machine.
+
+Measured by h16 (2026-12-05 19:50-20:50, machine shared, load 3-17: CPU time only, the wall
+figures of that hour are void):
+
+- The 1-worker baseline borrowed the second core: its night's wall/CPU was 0.92-0.94 on a quiet
+  machine because the loader read the channels on two threads, while a task is given one CPU; with
+  two workers, four loader threads shared two cores. The loader now keeps to the process's CPU
+  allotment (``OMP_NUM_THREADS``, which Ray sets to each task's CPUs; else the CPU affinity): one
+  thread per one-CPU task. Its CPU is the same (``--nights 4 --hours 8``, load 8-12: a night's task
+  7.08 s CPU with 1 worker and 7.10 s with 2, against 6.89 s and 7.04 s before the change in the
+  run right after; system time 0.8-0.9 s, 240-280k page faults per night).
+- The report was drawn three times over (``tight_layout`` and a tight bounding box each measure
+  every text): fixed margins, 0.69 -> 0.44 s CPU (median of 5, 6 nights), serial at the end of
+  every run.
+- The driver's CPU in a run: the report above, Ray Data's scheduling loop (its thread ~0.8 % of one
+  core: it wakes every 0.1 s, a constant inside Ray Data), the driver's other threads (Ray Data's
+  prefetching, Ray's gRPC pollers: ~0.8 %), tables 0.05 s. Ray's own processes idle at ~3.5 % of
+  one core (each Ray Python process ~0.4-0.5 %: _StatsActor, _AutoscalingCoordinatorActor, every
+  idle worker, the log monitor; raylet 0.4 %, gcs_server 0.3 %); ``include_dashboard=False`` and
+  ``log_to_driver=False`` are already set, and ray.init has no public switch for the rest: not
+  changed.
+- Not adopted, measured: ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4G``
+  for the night's process (memory kept between nights, on huge pages): page faults 271k -> 45k
+  per 8-h night, CPU 7.67-7.79 s against 7.93-8.86 s by default (load 14, two rounds each):
+  within the noise of that hour.
 
 Multi-node cluster
 ------------------
