@@ -59,6 +59,7 @@ from assistant.agent import MAX_ANSWER_CHARS
 from assistant.cohort import CohortSession, is_cohort_folder
 from assistant.markup import inert_markdown
 from assistant.memory import bound_heap, release_memory
+from assistant.errors import SessionError
 from assistant.session import NightSession
 from assistant.sleeplm_jobs import jobs_pending, start_background
 from tools.timeparse import parse_span
@@ -67,6 +68,7 @@ from sleeplm.errors import ChannelMappingError, CohortInputError, NotARecordingE
 from assistant.trace import trace_metadata, write_trace_json
 from sleeplm.cohort.report import REPORT, distribution_figure
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
+from sleeplm.measure.agreement import SCORING_NAMES, SCORINGS
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, click_map, plot_epochs, plot_night, reference_events
 
 __all__ = [
@@ -501,7 +503,10 @@ def _render_overview(bs: BrowserSession) -> str:
     events = getattr(night.analysis, "events", None)
     if events is None:
         events = reference_events(night.rec)
-    figure = plot_night(night.rec, hypnogram=night.hypnogram, events=events, stage_source=night.stage_source)
+    # With the technician's scoring and the product's own both computed, both are drawn.
+    compared = getattr(night.analysis, "agreement", None) is not None
+    figure = plot_night(night.rec, hypnogram=night.hypnogram, events=events, stage_source=night.stage_source,
+                        comparison=night.analysis.scorings if compared else None)
     path = bs.shown / f"overview-{uuid.uuid4().hex[:8]}.png"
     figure.savefig(path, dpi=OVERVIEW_DPI)
     bs.overview = click_map(figure)  # clicks need the axis' place, not the figure
@@ -806,6 +811,19 @@ def new_conversation(state: BrowserSession | None) -> None:
         state.turns.clear()
 
 
+def choose_scoring(scoring: str, state: BrowserSession | None) -> str:
+    """Handler of the "Scoring used in answers" control: the technician's scoring that came with the
+    recording, or the product's own (computed now if not yet). Returns the status line under it."""
+    night = getattr(getattr(state, "night", None), "night", None)
+    if night is None:
+        return "Load a recording first."
+    try:
+        state.night.set_scoring(scoring)
+    except SessionError as exc:
+        return f"Scoring not changed: {exc}"
+    return f"Answers and figures use {SCORING_NAMES[scoring]}."
+
+
 def _copy(history: list) -> list:
     """A copy per yield: Gradio diffs successive values, so messages changed in place must be new objects."""
     return [{**message, "metadata": dict(message["metadata"])} if "metadata" in message else dict(message)
@@ -1081,6 +1099,10 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                 llm_text = gr.Markdown(elem_id="llm-status")
                 sleeplm_progress = gr.HTML(elem_id="sleeplm-progress")
                 audience = gr.Radio(list(AUDIENCES), value="clinician", label="Answer for", elem_id="audience")
+                with gr.Row(visible=single):
+                    scoring = gr.Radio(list(SCORINGS), value="technician", elem_id="scoring", scale=2,
+                                       label="Scoring used in answers (when the recording came with scoring)")
+                    scoring_text = gr.Markdown(elem_id="scoring-status")
                 chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", buttons=["copy"], sanitize_html=True)
                 question = gr.Textbox(placeholder="Ask about the night, e.g. when did respiration look abnormal?" if single
                                       else "Ask about the nights, e.g. which nights have AHI over 30?",
@@ -1108,10 +1130,14 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         panel = [state, night_text, llm_text, preflight, file_channels, overview, viewer, downloads, chatbot]
         private = {"api_visibility": "private", "concurrency_id": "load", "concurrency_limit": 2}
         demo.load(on_open, [state], panel, **private)
-        upload.upload(on_upload, [upload, state], panel, **private)
-        scoring_upload.upload(on_scoring, [scoring_upload, state], panel, **private)
-        demo_button.click(on_demo, [state], panel, **private)
-        remap_button.click(on_remap, [preflight, state], panel, **private)
+        # A newly loaded night answers with the technician's scoring first (when it came with one).
+        technician_first = {"fn": lambda: ("technician", ""), "inputs": None, "outputs": [scoring, scoring_text],
+                            "api_visibility": "private"}
+        upload.upload(on_upload, [upload, state], panel, **private).then(**technician_first)
+        scoring_upload.upload(on_scoring, [scoring_upload, state], panel, **private).then(**technician_first)
+        demo_button.click(on_demo, [state], panel, **private).then(**technician_first)
+        remap_button.click(on_remap, [preflight, state], panel, **private).then(**technician_first)
+        scoring.input(choose_scoring, [scoring, state], [scoring_text], **private)
         # Chat and API calls share the language model: two at a time keep the app responsive.
         chat = {"concurrency_id": "chat", "concurrency_limit": 2}
         question.submit(ask, [question, audience, chatbot, state], [chatbot, question, state],

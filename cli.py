@@ -59,7 +59,7 @@ def _cmd_analyze(args) -> int:
         print(f"SleepLM precision: {model.precision.reason}", file=sys.stderr)
     written = analyze_to_dir(args.file, args.out, model=model, hypopnea_rule=args.hypopnea_rule,
                              channel_map=args.channel_map, position_map=args.position_map,
-                             annotations=args.annotations)
+                             annotations=args.annotations, scoring=args.scoring)
     for path in written:
         print(path)
     return 0
@@ -131,6 +131,13 @@ def _add_precision_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_scoring_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scoring", choices=("technician", "automatic"), default="technician",
+        help="when the recording comes with scoring: use the technician's (default) or this product's own "
+             "automatic staging and events for the results; the two are compared either way")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sleeplm-assistant", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
@@ -148,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--hypopnea-rule", choices=("1A", "1B"), default="1A",
                    help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
+    _add_scoring_option(p)
     _add_map_options(p)
     _add_precision_option(p)
     p.set_defaults(func=_cmd_analyze)
@@ -176,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", default=None, help="LLM backend spec (see README); default: config/env, else embedded")
     p.add_argument("--audience", choices=AUDIENCES, default="clinician")
     p.add_argument("--json", action="store_true", help="print one JSON object (answer, tool_calls, grounding, llm, llm_messages)")
+    _add_scoring_option(p)
     _add_map_options(p)
     _add_precision_option(p)
     p.set_defaults(func=_cmd_ask)

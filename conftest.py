@@ -8,6 +8,7 @@ and hand out the same objects to every example:
 ``tiny_night_path()``  the EDF+ file (its truth beside it as ``<file>.truth.json``)
 ``tiny_recording()``   that file loaded with `sleeplm.load_recording`
 ``tiny_analysis()``    `sleeplm.measure.analysis.analyze_night` of it (the file's own stages)
+``tiny_analysis_compared()``  the same with the automatic scoring compared with the file's (YASA runs)
 ``tiny_model()``       `SleepLM.from_config("sleeplm_tiny")`, the random tiny network, on one thread
 ``tiny_physiology()``  a fresh `sleeplm.synthetic.physiology.NightPhysiology` of a planned 10-min
                        "severe" night (the same plan every call; EEG at 64 Hz)
@@ -52,6 +53,12 @@ def _doctest_names(doctest_namespace, tmp_path_factory):
         return analyze_night(tiny_recording(), automatic_staging=False)
 
     @functools.cache
+    def tiny_analysis_compared():
+        from sleeplm.measure.analysis import compare_with_automatic
+
+        return compare_with_automatic(tiny_recording(), tiny_analysis())
+
+    @functools.cache
     def tiny_model():
         import torch
 
@@ -76,7 +83,7 @@ def _doctest_names(doctest_namespace, tmp_path_factory):
         return NightPhysiology(tiny_scenario(), seed=1, sfreq=64)
 
     doctest_namespace.update(tiny_night_path=tiny_night_path, tiny_recording=tiny_recording,
-                             tiny_analysis=tiny_analysis, tiny_model=tiny_model, tiny_physiology=tiny_physiology)
+                             tiny_analysis=tiny_analysis, tiny_analysis_compared=tiny_analysis_compared, tiny_model=tiny_model, tiny_physiology=tiny_physiology)
 
 
 @pytest.fixture(autouse=True)

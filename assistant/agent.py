@@ -472,8 +472,15 @@ def tool_writeup(tool_calls: list[dict]) -> str:
 
 # Words that ask when or where in the night something was abnormal (answered with ranked periods).
 _WHEN = r"\b(when|what time|which part|which hours?|periods?|worst|most|abnormal|irregular|unusual|problems?)\b"
+# Who scored the night besides the product, and words comparing two scorings.
+_SCORER = r"\b(technician|scorer|sleep lab|expert|manual\w*|hand[- ]scor\w*|human|reference scoring)"
+_AGREE = r"\b(compar\w*|agree\w*|differ\w*|match\w*|vs\.?|versus)\b"
 # Tool-only mode: first matching rule wins; order from specific to general.
 _ROUTES: list[tuple[str, str, dict]] = [
+    # Technician vs automatic: "which events did you miss?", "how does your scoring compare with the technician's?"
+    (r"\b(did|do|have) you miss|\b(missed|overlooked)\b.*\b(event|apn|hypopn|desat|arousal)", "scoring_agreement",
+     {"show_events": "missed"}),
+    (rf"{_SCORER}.*{_AGREE}|{_AGREE}.*{_SCORER}|\bkappa\b", "scoring_agreement", {}),
     (r"\b(plot|show|draw|graph|chart|visuali[sz]e|hypnogram)\b.*\b(event|apn|breath|oxygen)", "plot", {"kind": "events"}),
     (r"\b(plot|draw|graph|chart|visuali[sz]e|hypnogram)\b", "plot", {"kind": "hypnogram"}),
     (r"\b(compare|versus|vs\.?|difference)\b.*\b(supine|back)\b", "compare_periods", {"a": "supine", "b": "non-supine"}),
@@ -641,6 +648,8 @@ _ROUTED_FORM = re.compile(r"^\W*(?:please\s+|can you\s+|could you\s+)?(?:when|wh
 # The router's residual and catch-all answers: any "show me X" it does not recognise is a concept,
 # and a word like "night" or "signal" says only that the question is about the recording.
 _UNSURE_TOOLS = ("concept_timeline", "recording_overview", "night_summary")
+# Tools only one kind of question asks for, whatever its form ("how does your scoring compare with the technician's?").
+_SURE_TOOLS = ("scoring_agreement",)
 # Tools that answer the same "when" question from the same measured events (single events with
 # their times, or the periods they cluster in): a model that picks the partner of the routed one
 # is not overruled ("When were the apneas?" may be answered by either).
@@ -663,11 +672,15 @@ def routed_tool(question: str, audience: str = "clinician", previous: dict | Non
     [('list_events', {'kind': 'desaturation'})]
     >>> routed_tool("how much deep sleep did I get?")
     []
+    >>> routed_tool("which events did you miss?"), routed_tool("How does your scoring compare with the technician's?")
+    ([('scoring_agreement', {'show_events': 'missed'})], [('scoring_agreement', {})])
 
     """
     routed = _follow_up(question, previous)
-    if not routed and _ROUTED_FORM.search(question):
-        routed = [(name, args) for name, args in route_question(question, audience, previous) if name not in _UNSURE_TOOLS]
+    if not routed:
+        sure_form = _ROUTED_FORM.search(question)
+        routed = [(name, args) for name, args in route_question(question, audience, previous)
+                  if name in _SURE_TOOLS or (sure_form and name not in _UNSURE_TOOLS)]
     return routed if len(routed) == 1 else []
 
 

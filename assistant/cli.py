@@ -153,7 +153,8 @@ def run_ask(args) -> int:
     try:
         # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
         rec = session.load(args.file, stage_cross_check=False, channel_map=getattr(args, "channel_map", None),
-                           position_map=getattr(args, "position_map", None), annotations=getattr(args, "annotations", None))
+                           position_map=getattr(args, "position_map", None), annotations=getattr(args, "annotations", None),
+                           scoring=getattr(args, "scoring", "technician"))
         if session.sleeplm is not None:  # named weights: retrieval from SleepLM, not the measured fallback
             print(session.sleeplm_status, file=sys.stderr)
             print(f"SleepLM is embedding {rec.n_epochs} epochs (kept in the cache for later questions)...", file=sys.stderr)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import ToolException
 from langgraph.errors import GraphRecursionError
 
 from assistant.agent import (
@@ -181,14 +182,18 @@ class NightSession:
     def load(
         self, path: str | Path, progress: Callable | None = None, channel_map: dict | None = None,
         position_map: str | dict | None = None, stage_cross_check: bool = True, annotations: str | Path | None = None,
+        scoring: str = "technician",
     ) -> Recording:
         """Load and analyse a recording; start SleepLM embeddings in the background when a model is loaded.
 
         `progress` is handed to the analysis (``progress(fraction, text)``); `channel_map`,
         `position_map` and `annotations` (the technician's scoring file; default: one named like
-        the recording beside it) to `sleeplm.io.reader.load_recording`. A night with its own sleep scoring is
-        ready without waiting for YASA: YASA's cross-check of that scoring runs in the background
-        when `stage_cross_check` (its agreement then appears in `recording_overview`). Raises the
+        the recording beside it) to `sleeplm.io.reader.load_recording`. A night with its own scoring (the
+        technician's) is ready without waiting for YASA: the product's own scoring and its agreement
+        with the technician's (`tools.NightContext.compare_scorings`) run in the background when
+        `stage_cross_check`, else when first asked for. `scoring` is whose scoring the answers use
+        when the recording came with scoring: "technician" (default) or "automatic" (then the
+        automatic scoring is computed before the night is ready); see `set_scoring`. Raises the
         `sleeplm.errors.RecordingError` family for unusable files. A new recording starts a new
         conversation.
         """
@@ -196,13 +201,12 @@ class NightSession:
 
         with loading():  # other sessions' SleepLM background work pauses meanwhile
             rec = load_recording(path, channel_map=channel_map, position_map=position_map, annotations=annotations)
-            analysis = self._analyze(rec, progress)
+            analysis = self._analyze(rec, progress, scoring)
         night = NightContext(rec=rec, analysis=analysis, model=self.sleeplm, model_status=self.sleeplm_status)
         self.night = night
         self.reset()
         self._background = []
-        staging = getattr(self.night.analysis, "staging", None)
-        if stage_cross_check and staging is not None and staging.source == "reference scoring":
+        if stage_cross_check and analysis.scorings and analysis.agreement is None:
             self._background.append(start_background(self._cross_check, night, name="yasa-check"))
         if self.sleeplm is not None:
             self._start_sleeplm(night)
@@ -239,26 +243,45 @@ class NightSession:
             job.join(timeout_s)
         return not any(job.is_alive() for job in self._background)
 
-    def _analyze(self, rec: Recording, progress: Callable | None):
+    def _analyze(self, rec: Recording, progress: Callable | None, scoring: str = "technician"):
         from sleeplm.measure.analysis import analyze_night  # YASA and LightGBM load with the first night
 
-        # With the file's own scoring, YASA is only a cross-check: it runs after loading (~20 s cold).
-        # SleepLM's staging (captions of every epoch, minutes) runs in the background, after loading.
-        has_scoring = rec.reference is not None and rec.reference.stages is not None
-        return analyze_night(rec, model=None, progress=progress, automatic_staging=not has_scoring)
+        # With the file's own scoring, the automatic scoring is a comparison: it runs after loading (~20 s
+        # cold), unless the answers are to use it. SleepLM's staging (captions of every epoch, minutes)
+        # runs in the background, after loading.
+        return analyze_night(rec, model=None, progress=progress, automatic_staging=False, scoring=scoring)
 
     @staticmethod
     def _cross_check(night: NightContext) -> None:
-        from sleeplm.measure.staging import agreement, stage_with_yasa
-
-        staging = night.analysis.staging
         try:
-            staging.agreement = agreement(staging.hypnogram, stage_with_yasa(night.rec), "yasa")
-        except ValueError as exc:  # no usable EEG: the reference scoring stands alone
-            staging.unavailable = {**(staging.unavailable or {}), "yasa": str(exc)}
-        except Exception:  # the cross-check is optional; the tools keep the reference scoring
-            logger.exception("YASA cross-check failed")
-            staging.unavailable = {**(staging.unavailable or {}), "yasa": "YASA cross-check failed"}
+            night.compare_scorings()
+        except Exception:  # the comparison is optional; the technician's scoring stands alone
+            logger.exception("comparison with the automatic scoring failed")
+
+    def set_scoring(self, scoring: str) -> None:
+        """Answer from now on with `scoring`: "technician" (the scoring that came with the recording) or
+        "automatic" (the product's own staging and events, computed now if not yet).
+
+        Raises `SessionError` without a loaded night, or for "technician" on a night without scoring.
+        """
+        from sleeplm.errors import MeasurementError
+        from sleeplm.measure.analysis import use_scoring
+
+        night = self.night
+        if not isinstance(night, NightContext) or night.analysis is None:
+            raise SessionError("no recording is loaded.")
+        if scoring == night.scoring:
+            return
+        if scoring == "automatic" and "automatic" not in night.analysis.scorings:
+            try:
+                night.compare_scorings()
+            except ToolException as exc:
+                raise SessionError(str(exc)) from exc
+        try:
+            night.analysis = use_scoring(night.analysis, scoring)
+        except MeasurementError as exc:
+            raise SessionError(str(exc)) from exc
+        night.version += 1
 
     # ---- conversation -----------------------------------------------------------------
     def reset(self) -> None:

@@ -1,7 +1,9 @@
-"""Event-level agreement between two scorings (ours vs. a reference or a simulator's truth).
+"""Event-level agreement between two scorings (ours vs. a reference or a simulator's truth), and
+how well the periods an answer names match the true event clusters.
 
 Events are matched one-to-one, greedily by overlap: a pair counts when its intersection over
-union (IoU) reaches `min_iou`. Precision, recall and F1 follow from the matches.
+union (IoU) reaches `min_iou`; the product itself uses that matching to compare its scoring
+with a technician's (`sleeplm.measure.agreement`, re-exported here for the benchmarks).
 
 Examples
 --------
@@ -19,46 +21,13 @@ import re
 import numpy as np
 import pandas as pd
 
+from sleeplm.measure.agreement import event_agreement, match_events
+
 __all__ = ["match_events", "event_agreement", "cited_periods", "period_agreement"]
 
 # Sentences about calm stretches cite ranges without events on purpose: not period claims.
 _QUIET_SENTENCE = re.compile(r"\b(quiet|calm|no (such )?events?|none of these|without (any )?events?)\b", re.IGNORECASE)
 _EPOCH_RANGE = re.compile(r"\bepochs? (\d+)(?:\s*-\s*(\d+))?")
-
-
-def match_events(predicted: pd.DataFrame, reference: pd.DataFrame, min_iou: float = 0.2) -> list[tuple[int, int, float]]:
-    """One-to-one matches ``(predicted_row, reference_row, iou)`` with IoU >= `min_iou`, best overlaps first.
-
-    Both tables need ``start_s`` and ``end_s`` (seconds); row positions (not index labels) are returned.
-    """
-    a = predicted[["start_s", "end_s"]].to_numpy(dtype=float)
-    b = reference[["start_s", "end_s"]].to_numpy(dtype=float)
-    if len(a) == 0 or len(b) == 0:
-        return []
-    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    union = np.maximum(a[:, None, 1], b[None, :, 1]) - np.minimum(a[:, None, 0], b[None, :, 0])
-    iou = inter / np.where(union > 0, union, np.inf)
-    pairs = []
-    used_a, used_b = set(), set()
-    for i, j in zip(*np.unravel_index(np.argsort(-iou, axis=None), iou.shape)):
-        if iou[i, j] < min_iou:
-            break
-        if i not in used_a and j not in used_b:
-            used_a.add(i)
-            used_b.add(j)
-            pairs.append((int(i), int(j), float(iou[i, j])))
-    return pairs
-
-
-def event_agreement(predicted: pd.DataFrame, reference: pd.DataFrame, min_iou: float = 0.2) -> dict:
-    """Precision, recall, F1 (rounded to 3 decimals) and counts of `predicted` against `reference`."""
-    pairs = match_events(predicted, reference, min_iou)
-    tp = len(pairs)
-    precision = tp / len(predicted) if len(predicted) else (1.0 if len(reference) == 0 else 0.0)
-    recall = tp / len(reference) if len(reference) else (1.0 if len(predicted) == 0 else 0.0)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"tp": tp, "fp": len(predicted) - tp, "fn": len(reference) - tp,
-            "precision": round(precision, 3), "recall": round(recall, 3), "f1": round(f1, 3)}
 
 
 def cited_periods(answer: str, n_epochs: int) -> list[tuple[int, int]]:

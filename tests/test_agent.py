@@ -533,14 +533,14 @@ def test_a_scored_night_is_ready_before_the_yasa_cross_check(sim_night_file, mon
 
     release, threads = threading.Event(), []
 
-    def slow_yasa(rec):
+    def slow_yasa(rec, eeg):
         threads.append(threading.current_thread().name)
         assert release.wait(30)
-        stages = rec.reference.stages.copy()
+        stages = session.night.rec.reference.stages.copy()  # YASA runs on the recording without its scoring
         stages[:10] = "W"
         return stages
 
-    monkeypatch.setattr(sleeplm.measure.staging, "stage_with_yasa", slow_yasa)
+    monkeypatch.setattr(sleeplm.measure.staging, "_yasa_stages", slow_yasa)
     session = NightSession(llm="none")
     session.load(sim_night_file[0])
     staging = session.night.analysis.staging
@@ -549,6 +549,8 @@ def test_a_scored_night_is_ready_before_the_yasa_cross_check(sim_night_file, mon
     assert "cross-check of the file's scoring is not available yet" in " ".join(pending["findings"])
     release.set()
     assert session.wait_for_background(30) and threads == ["yasa-check"]
+    staging = session.night.analysis.staging  # the analysis now holds the automatic scoring and the agreement
+    assert session.night.analysis.agreement["staging"]["kappa"] == staging.agreement["kappa"]
     expected = (session.night.rec.reference.stages[:10] == "W").mean()
     assert staging.agreement["with"] == "yasa" and staging.agreement["n_epochs"] == session.night.rec.n_epochs
     assert staging.agreement["accuracy"] == round(1 - (1 - expected) * 10 / session.night.rec.n_epochs, 3)

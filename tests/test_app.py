@@ -617,3 +617,13 @@ def test_the_scoring_file_is_uploaded_beside_the_recording(loaded, tmp_path):
     assert list(loaded.night.night.rec.reference.stages) == ["N2"] * 40  # the night keeps the scoring it had
     with pytest.raises(gr.Error, match="Upload the recording first"):
         list(app.load_scoring([nsrr(40)], None, no_progress))
+
+
+def test_the_scoring_control_switches_whose_scoring_answers(loaded):
+    night = loaded.night.night  # small.edf came with one technician-scored apnea
+    assert night.scoring == "technician"
+    assert app.choose_scoring("automatic", loaded) == "Answers and figures use the automatic scoring (this product's own staging and events)."
+    assert night.scoring == "automatic" and night.analysis.agreement is not None
+    assert "technician" in app.choose_scoring("technician", loaded) and night.scoring == "technician"
+    assert app.choose_scoring("expert", loaded).startswith("Scoring not changed: unknown scoring")
+    assert app.choose_scoring("automatic", None) == "Load a recording first."

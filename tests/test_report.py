@@ -36,8 +36,9 @@ def write_edf(path, drop=(), scored=True, events=(("apnea", "obstructive", 300, 
 
 
 def check_contract(summary: dict) -> None:
-    """Exactly the contract's keys; every null figure has its reason, and only null figures have one."""
-    assert list(summary) == CONTRACT + ["not_assessable"]
+    """Exactly the contract's keys (and, for a scored recording, whose scoring and the agreement); every null
+    figure has its reason, and only null figures have one."""
+    assert list(summary) == CONTRACT + ["not_assessable"] + (["scoring", "agreement"] if "scoring" in summary else [])
     reasons = summary["not_assessable"]
     assert {key for key in CONTRACT if summary[key] is None} == set(reasons)
     assert all(isinstance(reason, str) and reason for reason in reasons.values())

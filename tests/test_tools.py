@@ -11,7 +11,7 @@ from tools.captions import MAX_CAPTION_EPOCHS, caption_runs, disagreements
 from tools.retrieval import merge_hits
 
 TOOL_NAMES = {"recording_overview", "night_summary", "caption_epochs", "find_epochs", "abnormal_periods", "list_events",
-              "compare_periods", "plot", "concept_timeline"}
+              "compare_periods", "plot", "concept_timeline", "scoring_agreement"}
 
 
 def ok(message):
@@ -253,6 +253,12 @@ def test_epoch_numbers_may_come_as_json_numbers(known_night):
 
 
 def test_desaturations_report_the_lowest_spo2(sim_night):
+    from dataclasses import replace
+
+    from sleeplm.measure.events import detect_events
+
+    # The measured desaturations carry their nadir (the simulator's scoring in the file does not).
+    sim_night.analysis = replace(sim_night.analysis, events=detect_events(sim_night.rec, sim_night.hypnogram))
     result = ok(run_tool("list_events", {"kind": "desaturation"}, sim_night))
     events = sim_night.analysis.events
     nadir = min(e["nadir_pct"] for e in events[events["kind"] == "desaturation"]["evidence"])

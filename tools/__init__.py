@@ -12,6 +12,7 @@ from typing import Any
 from langchain.tools import ToolRuntime
 from langchain_core.messages import ToolMessage
 
+from tools.agreement import scoring_agreement
 from tools.captions import caption_epochs
 from tools.compare import compare_periods
 from tools.context import NightContext
@@ -26,10 +27,11 @@ from tools.timeline import concept_timeline
 __all__ = [
     "ALL_TOOLS", "NightContext", "run_tool", "tool_by_name", "parse_result", "recording_overview", "night_summary",
     "caption_epochs", "find_epochs", "list_events", "abnormal_periods", "compare_periods", "plot", "concept_timeline",
+    "scoring_agreement",
 ]
 
 ALL_TOOLS = [recording_overview, night_summary, caption_epochs, find_epochs, abnormal_periods, list_events, compare_periods, plot,
-             concept_timeline]
+             concept_timeline, scoring_agreement]
 
 
 def tool_by_name(name: str, tools=None):

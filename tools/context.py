@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable
 
@@ -76,6 +77,31 @@ class NightContext:
     version: int = 0
     audience: str = "clinician"
     named_periods: dict | None = None
+    _comparing: Any = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def compare_scorings(self) -> Any:
+        """The analysis with the product's own scoring compared with the technician's, computed once
+        (YASA and the events in its stages, a few seconds) when the recording came with scoring.
+
+        Raises ToolException when the recording came without scoring or has no analysis.
+        """
+        from sleeplm.measure.agreement import has_technician_scoring
+        from sleeplm.measure.analysis import compare_with_automatic
+
+        self.require_analysis()
+        if not has_technician_scoring(self.rec):
+            raise ToolException("No scoring came with this recording (no technician's stages or events), so there is "
+                                "nothing to compare the automatic scoring with; all results are automatic.")
+        with self._comparing:  # the session's background check may be computing it already
+            if self.analysis.agreement is None:
+                self.analysis = compare_with_automatic(self.rec, self.analysis)
+                self.version += 1
+        return self.analysis
+
+    @property
+    def scoring(self) -> str:
+        """Whose scoring the results use: "technician" or "automatic"."""
+        return getattr(self.analysis, "scoring", "automatic")
 
     @property
     def hypnogram(self) -> np.ndarray | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
+from sleeplm.measure.agreement import SCORING_NAMES
 from sleeplm.terms import SLEEP_STAGES, SEVERITY_NOTE, Audience, format_elapsed
 from tools.context import NightContext, configure, night_tool_errors, rounded
 
@@ -128,9 +129,14 @@ def night_summary(audience: str = "clinician", *, runtime: ToolRuntime[NightCont
         stats["position_min"] = {pos: rounded(v) for pos, v in summary["position_min"].items()}
     findings = _patient_findings(stats) if audience == "patient" else _clinician_findings(stats)
     not_assessable = dict(summary.get("not_assessable") or {})
-    findings += [f"Not assessable: {key} ({reason})." for key, reason in not_assessable.items()]
+    notes = [f"Not assessable: {key} ({reason})." for key, reason in not_assessable.items()]
+    if getattr(night.analysis, "scorings", None):  # the recording came with scoring: say whose figures these are
+        notes.append(f"These figures use {SCORING_NAMES[night.scoring]}.")
+    # A patient's summary ends with the doctor and the screening note.
+    findings = findings[:-2] + notes + findings[-2:] if audience == "patient" else findings + notes
     return {
         "tool": "night_summary",
+        "scoring": night.scoring,
         "source": f"measured (sleep stages from {night.stage_source})" if night.stage_source else "measured",
         "audience": audience,
         "findings": findings,

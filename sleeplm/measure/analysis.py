@@ -19,6 +19,8 @@ from typing import Callable
 
 import pandas as pd
 
+from sleeplm.measure.agreement import SCORINGS, has_technician_scoring, scoring_agreement, with_technician_events
+from sleeplm.errors import MeasurementError
 from sleeplm.measure.events import detect_events
 from sleeplm.measure.features import epoch_features, missing_reasons
 from sleeplm.measure.quality import artefact_segments
@@ -26,9 +28,18 @@ from sleeplm.io.recording import Recording
 from sleeplm.measure.staging import StagingResult, stage_night
 from sleeplm.measure.summary import night_summary
 
-__all__ = ["NightAnalysis", "analyze_night", "restage"]
+__all__ = ["Scoring", "NightAnalysis", "analyze_night", "restage", "compare_with_automatic", "use_scoring"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Scoring:
+    """One way of scoring the night: its stages, its events and the night summary they give."""
+
+    staging: StagingResult
+    events: pd.DataFrame
+    summary: dict
 
 
 @dataclass
@@ -45,6 +56,12 @@ class NightAnalysis:
     summary : `sleeplm.measure.summary.night_summary` dict.
     hypopnea_rule : "1A" or "1B".
     timings_s : seconds spent per step (features, staging, events, summary).
+    scoring : whose scoring `staging`, `events` and `summary` are: "technician" (the scoring that
+        came with the recording: its stages, and its events for the kinds it scored) or "automatic"
+        (the product's own staging and events).
+    scorings : {"technician": `Scoring`, "automatic": `Scoring`}, the ones computed so far (both once
+        the product's own scoring was compared with the technician's; empty without technician scoring).
+    agreement : `sleeplm.measure.agreement.scoring_agreement` of the two, or None.
     """
 
     features: pd.DataFrame
@@ -55,10 +72,13 @@ class NightAnalysis:
     summary: dict
     hypopnea_rule: str = "1A"
     timings_s: dict = field(default_factory=dict)
+    scoring: str = "automatic"
+    scorings: dict = field(default_factory=dict)
+    agreement: dict | None = None
 
 
 def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], None] | None = None,
-                  hypopnea_rule: str = "1A", automatic_staging: bool = True) -> NightAnalysis:
+                  hypopnea_rule: str = "1A", automatic_staging: bool = True, scoring: str = "technician") -> NightAnalysis:
     """Measure the whole night once.
 
     Parameters
@@ -68,7 +88,11 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
         only when the file has no scoring of its own.
     progress : called as ``progress(fraction 0-1, step text)`` before each step.
     hypopnea_rule : "1A" (AASM recommended) or "1B".
-    automatic_staging : run YASA even when the file has its own scoring (to report agreement).
+    automatic_staging : when the recording came with scoring, also score the night automatically
+        (YASA's stages, events in them) and compare the two (`compare_with_automatic`).
+    scoring : whose scoring the results use when the recording came with scoring: "technician"
+        (default) or "automatic" (then the automatic scoring runs whatever `automatic_staging`).
+        Without technician scoring the results are automatic.
 
     Returns
     -------
@@ -78,13 +102,15 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     --------
     >>> steps = []
     >>> analysis = analyze_night(tiny_recording(), automatic_staging=False, progress=lambda f, text: steps.append(f))
-    >>> steps == sorted(steps), analysis.staging.source, len(analysis.features)
-    (True, 'reference scoring', 30)
+    >>> steps == sorted(steps), analysis.staging.source, len(analysis.features), analysis.scoring
+    (True, 'reference scoring', 30, 'technician')
     >>> sorted(analysis.timings_s)
     ['artefacts', 'events', 'features', 'staging', 'summary']
     >>> analysis.summary["ahi"] == night_summary(tiny_recording(), analysis.events, analysis.staging)["ahi"]
     True
     """
+    if scoring not in SCORINGS:
+        raise MeasurementError(f"unknown scoring {scoring!r}; use 'technician' or 'automatic'.")
     timings: dict[str, float] = {}
 
     def step(name: str, fraction: float, text: str, compute: Callable):
@@ -95,23 +121,105 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
         timings[name] = round(time.perf_counter() - started, 3)
         return result
 
+    technician = has_technician_scoring(rec)
+    compare = technician and (automatic_staging or scoring == "automatic")
     artefacts = step("artefacts", 0.0, "checking signal quality", lambda: artefact_segments(rec))
     features = step("features", 0.05, "measuring each epoch", lambda: epoch_features(rec, artefacts))
     # Captioning every epoch is slow on CPU: SleepLM stages the night only when the file has no scoring.
-    has_scoring = rec.reference is not None and rec.reference.stages is not None
-    staging = step("staging", 0.45, "staging sleep",
-                   lambda: stage_night(rec, model=None if has_scoring else model, automatic=automatic_staging,
-                                      artefacts=artefacts))
-    events = step("events", 0.7, "scoring events",
+    # With technician scoring, the automatic stager runs in `compare_with_automatic`.
+    has_stages = rec.reference is not None and rec.reference.stages is not None
+    staging = step("staging", 0.4, "staging sleep",
+                   lambda: stage_night(rec, model=None if has_stages else model,
+                                      automatic=automatic_staging and not technician, artefacts=artefacts))
+    events = step("events", 0.55, "scoring events",
                   lambda: detect_events(rec, staging.hypnogram, hypopnea_rule, artefacts=artefacts))
-    summary = step("summary", 0.95, "night summary",
+    if technician:
+        events = with_technician_events(rec, events)
+    summary = step("summary", 0.65, "night summary",
                    lambda: night_summary(rec, events, staging, features=features, hypopnea_rule=hypopnea_rule,
-                                                artefacts=artefacts))
+                                         artefacts=artefacts))
+    summary["scoring"] = "technician" if technician else "automatic"
+    analysis = NightAnalysis(features=features, missing=missing_reasons(rec, artefacts), artefacts=artefacts, staging=staging,
+                             events=events, summary=summary, hypopnea_rule=hypopnea_rule, timings_s=timings,
+                             scoring=summary["scoring"],
+                             scorings={"technician": Scoring(staging, events, summary)} if technician else {})
+    if compare:
+        if progress is not None:
+            progress(0.7, "scoring automatically, to compare with the technician")
+        started = time.perf_counter()
+        analysis = compare_with_automatic(rec, analysis)
+        timings["automatic"] = round(time.perf_counter() - started, 3)
+        if scoring == "automatic":
+            analysis = use_scoring(analysis, "automatic")
     if progress is not None:
         progress(1.0, "done")
     logger.info("night analysed in %.1f s (%s)", sum(timings.values()), timings)
-    return NightAnalysis(features=features, missing=missing_reasons(rec, artefacts), artefacts=artefacts, staging=staging,
-                         events=events, summary=summary, hypopnea_rule=hypopnea_rule, timings_s=timings)
+    return analysis
+
+
+def compare_with_automatic(rec: Recording, analysis: NightAnalysis) -> NightAnalysis:
+    """`analysis` (of a recording with technician scoring) with the product's own scoring added and
+    compared: YASA's stages (unless the technician scored no stages, then the stages in use are
+    already automatic), events detected in them, their summary, and `NightAnalysis.agreement`.
+    The scoring in use does not change; the technician staging's ``agreement`` gets the kappa.
+
+    Examples
+    --------
+    >>> compared = compare_with_automatic(tiny_recording(), tiny_analysis())   # a few seconds
+    >>> compared.scoring, sorted(compared.scorings), compared.agreement["staging"]["automatic_source"]
+    ('technician', ['automatic', 'technician'], 'yasa')
+    """
+    technician = analysis.scorings.get("technician") or Scoring(analysis.staging, analysis.events, analysis.summary)
+    if technician.staging.source == "reference scoring":
+        # The stager alone, as on a night without scoring (the recording's arrays are shared, not copied).
+        staging = stage_night(replace(rec, reference=None), artefacts=analysis.artefacts)
+    else:
+        staging = technician.staging
+    events = detect_events(rec, staging.hypnogram, analysis.hypopnea_rule, artefacts=analysis.artefacts)
+    summary = night_summary(rec, events, staging, features=analysis.features, hypopnea_rule=analysis.hypopnea_rule,
+                            artefacts=analysis.artefacts)
+    summary["scoring"] = "automatic"
+    agreement = scoring_agreement(rec, staging.hypnogram, events, summary, automatic_source=staging.source)
+    summary["agreement"] = agreement
+    tech_staging = technician.staging
+    if tech_staging.source == "reference scoring" and agreement["staging"] is not None:
+        tech_staging = replace(tech_staging, agreement={"with": staging.source, "accuracy": agreement["staging"]["accuracy"],
+                                                        "kappa": agreement["staging"]["kappa"],
+                                                        "n_epochs": agreement["staging"]["n_epochs"]})
+    scorings = {"technician": replace(technician, staging=tech_staging, summary={**technician.summary, "agreement": agreement}),
+                "automatic": Scoring(staging, events, summary)}
+    current = scorings[analysis.scoring]
+    return replace(analysis, staging=current.staging, events=current.events, summary=current.summary,
+                   scorings=scorings, agreement=agreement)
+
+
+def use_scoring(analysis: NightAnalysis, scoring: str) -> NightAnalysis:
+    """`analysis` with the results of `scoring` ("technician" or "automatic") in use.
+
+    Raises `sleeplm.errors.MeasurementError` when that scoring is not available (no technician
+    scoring with the recording, or the automatic one not computed yet: `compare_with_automatic`).
+
+    Examples
+    --------
+    >>> analysis = tiny_analysis_compared()              # scored by its "technician" (the simulator), and compared
+    >>> automatic = use_scoring(analysis, "automatic")
+    >>> automatic.scoring, automatic.staging.source, automatic.summary["scoring"]
+    ('automatic', 'yasa', 'automatic')
+    >>> use_scoring(tiny_analysis(), "automatic")
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.MeasurementError: the automatic scoring is not available: the automatic scoring of this night has not been computed yet.
+    """
+    if scoring not in SCORINGS:
+        raise MeasurementError(f"unknown scoring {scoring!r}; use 'technician' or 'automatic'.")
+    if scoring == analysis.scoring:
+        return analysis
+    if scoring not in analysis.scorings:
+        why = ("no scoring came with this recording" if scoring == "technician" else
+               "the automatic scoring of this night has not been computed yet")
+        raise MeasurementError(f"the {scoring} scoring is not available: {why}.")
+    chosen = analysis.scorings[scoring]
+    return replace(analysis, staging=chosen.staging, events=chosen.events, summary=chosen.summary, scoring=scoring)
 
 
 def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> NightAnalysis:

@@ -27,7 +27,7 @@ from sleeplm.errors import MeasurementError
 from sleeplm.measure.signals import bandpass, get_signal, per_second, position_codes, sleep_mask_seconds
 from sleeplm.terms import BRADY_BPM, EVENT_KINDS, HR_SUSTAINED_S, SLEEP_STAGES, TACHY_BPM, runs, value_runs
 
-__all__ = ["EVENT_COLUMNS", "EVENT_KINDS", "HYPOPNEA_RULES", "detect_events", "detect_arousals"]
+__all__ = ["EVENT_COLUMNS", "EVENT_KINDS", "HYPOPNEA_RULES", "detect_events", "detect_arousals", "event_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -197,12 +197,22 @@ def detect_events(rec: Recording, hypnogram: np.ndarray | None = None, hypopnea_
     events += [{"kind": "arousal", "subtype": "", "start_s": a.start_s, "end_s": a.end_s,
                 "evidence": {"power_ratio": a.power_ratio}} for a in arousals.itertuples(index=False)]
     events += _heart_rate_events(rec, hypnogram) + _position_events(rec)
-    table = _as_table(rec, events)
+    table = event_table(rec, events)
     logger.info("events scored (hypopnea rule %s): %s", hypopnea_rule, table["kind"].value_counts().to_dict())
     return table
 
 
-def _as_table(rec: Recording, events: list[dict]) -> pd.DataFrame:
+def event_table(rec: Recording, events: list[dict]) -> pd.DataFrame:
+    """Events (dicts with kind, subtype, start_s, end_s, evidence) as a table of `EVENT_COLUMNS`, sorted by
+    start, with clock and epoch citations.
+
+    Examples
+    --------
+    >>> table = event_table(tiny_recording(), [{"kind": "apnea", "subtype": "central", "start_s": 95.0, "end_s": 112.0,
+    ...                                         "evidence": {}}])
+    >>> table[["kind", "clock_start", "epoch_start", "epoch_end"]].to_dict("records")
+    [{'kind': 'apnea', 'clock_start': '23:01:35', 'epoch_start': 3, 'epoch_end': 3}]
+    """
     rows = []
     for event in sorted(events, key=lambda e: e["start_s"]):
         start, end = round(float(event["start_s"]), 1), round(float(event["end_s"]), 1)

@@ -272,7 +272,12 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         desat = kinds == "desaturation"
         minutes = tst if hyp is not None else summary["tib_min"]
         summary["odi3"] = _per_hour(int(desat.sum()), minutes)
-        summary["odi4"] = _per_hour(int((desat & (events["subtype"].to_numpy() == "4%")).sum()) if len(events) else 0, minutes)
+        subtypes = events["subtype"].to_numpy() if len(events) else np.array([])
+        summary["odi4"] = _per_hour(int((desat & (subtypes == "4%")).sum()), minutes)
+        if (desat & ~np.isin(subtypes, ("3%", "4%"))).any():  # a scoring file's desaturations of unknown depth
+            summary["odi4"] = None
+            missing["odi4"] = ("the scored oxygen drops (desaturations) do not say how deep they were, so those of 4 % or more "
+                               "cannot be counted")
         if not minutes:
             missing.update(dict.fromkeys(("odi3", "odi4"), "no sleep scored, so ODI has no sleep time to divide by"))
         elif spo2_share < MIN_USABLE_SHARE:

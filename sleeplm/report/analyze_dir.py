@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sleeplm.measure.agreement import SCORING_NAMES
 from sleeplm.measure.analysis import NightAnalysis, analyze_night
 from sleeplm.io.recording import Recording
 from sleeplm.report.export import json_safe, write_events_csv
 from sleeplm.terms import STAGES, format_elapsed
 from sleeplm.measure.summary import APNEAS_ONLY, EXPORT_KEYS
 
-__all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram_csv", "write_report_md"]
+__all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram_csv", "write_report_md", "agreement_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,18 @@ logger = logging.getLogger(__name__)
 def write_summary_json(analysis: NightAnalysis, path: Path, sleeplm_precision: dict | None = None) -> Path:
     """The contract's figures (`sleeplm.measure.summary.EXPORT_KEYS`) and ``not_assessable``, plus
     ``staging_note`` when the automatic stager ran on a resampled low-rate EEG (stage source and
-    agreement are in hypnogram.csv and report.md), and ``sleeplm_precision`` (the SleepLM encoder's
-    precision and why, `sleeplm.model.precision.PrecisionChoice.to_dict`) when SleepLM was used.
+    agreement are in hypnogram.csv and report.md), ``sleeplm_precision`` (the SleepLM encoder's
+    precision and why, `sleeplm.model.precision.PrecisionChoice.to_dict`) when SleepLM was used, and, when
+    the recording came with scoring, ``scoring`` (whose figures these are: "technician" or "automatic") and
+    ``agreement`` (`sleeplm.measure.agreement.scoring_agreement`, null when the automatic scoring did not run).
 
     Examples
     --------
-    >>> summary = json.loads(write_summary_json(tiny_analysis(), tmp_dir / "summary.json").read_text())
-    >>> sorted(summary) == sorted([*EXPORT_KEYS, "not_assessable"]), summary["tib_min"], summary["severity"]
-    (True, 15.0, 'severe')
+    >>> summary = json.loads(write_summary_json(tiny_analysis_compared(), tmp_dir / "summary.json").read_text())
+    >>> list(summary)[len(EXPORT_KEYS):], summary["tib_min"], summary["severity"], summary["scoring"]
+    (['not_assessable', 'scoring', 'agreement'], 15.0, 'severe', 'technician')
+    >>> sorted(summary["agreement"]), sorted(summary["agreement"]["indices"]["ahi"])
+    (['events', 'indices', 'min_iou', 'not_compared', 'staging'], ['automatic', 'technician'])
     """
     summary = {key: analysis.summary[key] for key in EXPORT_KEYS}
     summary["not_assessable"] = {key: reason for key, reason in analysis.summary["not_assessable"].items()
@@ -51,6 +56,9 @@ def write_summary_json(analysis: NightAnalysis, path: Path, sleeplm_precision: d
         summary["staging_note"] = analysis.summary["staging_note"]
     if sleeplm_precision is not None:
         summary["sleeplm_precision"] = sleeplm_precision
+    if analysis.scorings:
+        summary["scoring"] = analysis.scoring
+        summary["agreement"] = analysis.agreement
     path.write_text(json.dumps(json_safe(summary), indent=2))
     return path
 
@@ -108,6 +116,7 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         f"Sleep stages from: {analysis.staging.source}."
         + (f" Agreement with {analysis.staging.agreement['with']}: accuracy {analysis.staging.agreement['accuracy']}, "
            f"kappa {analysis.staging.agreement['kappa']}." if analysis.staging.agreement else ""),
+        *([f"Scoring used: {SCORING_NAMES[analysis.scoring]}."] if analysis.scorings else []),
         "",
         "## Sleep",
         f"- Time in bed {_fmt(s['tib_min'], ' min')}, total sleep {_fmt(s['tst_min'], ' min')}, "
@@ -134,13 +143,52 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         lines += ["", "## Not assessable"] + [f"- {k}: {v}" for k, v in s["not_assessable"].items()]
     counts = analysis.events["kind"].value_counts() if len(analysis.events) else pd.Series(dtype=int)
     lines += ["", "## Events", *(f"- {kind}: {n}" for kind, n in counts.items())] if len(counts) else ["", "No events scored."]
+    if analysis.agreement is not None:
+        lines += ["", "## Technician vs automatic scoring", "", *agreement_lines(analysis.agreement)]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
+def agreement_lines(agreement: dict) -> list[str]:
+    """Markdown lines of `sleeplm.measure.agreement.scoring_agreement`: the staging kappa and confusion
+    matrix, event precision/recall per type, AHI and ODI both ways, and what was not compared.
+
+    Examples
+    --------
+    >>> for line in agreement_lines(tiny_analysis_compared().agreement)[:2]:
+    ...     print(line)
+    Staging, 30 epochs staged by both: Cohen's kappa ..., accuracy ... (rows: technician, columns: automatic, yasa).
+    <BLANKLINE>
+    """
+    lines = []
+    staging = agreement.get("staging")
+    if staging is not None and staging["confusion"] is not None:
+        lines += [f"Staging, {staging['n_epochs']} epochs staged by both: Cohen's kappa {_fmt(staging['kappa'])}, "
+                  f"accuracy {_fmt(staging['accuracy'])} (rows: technician, columns: automatic, {staging['automatic_source']}).",
+                  "", "| technician \\ automatic | " + " | ".join(staging["stages"]) + " |",
+                  "|---" * (len(staging["stages"]) + 1) + "|"]
+        lines += [f"| {stage} | " + " | ".join(str(n) for n in row) + " |"
+                  for stage, row in zip(staging["stages"], staging["confusion"])]
+        lines.append("")
+    if agreement.get("events"):
+        lines += [f"Events matched one-to-one at IoU >= {agreement['min_iou']}:", "",
+                  "| type | technician | automatic | matched | missed | extra | precision | recall |", "|---" * 8 + "|"]
+        lines += [f"| {kind} | {e['n_technician']} | {e['n_automatic']} | {e['tp']} | {e['fn']} | {e['fp']} | "
+                  f"{e['precision']} | {e['recall']} |" for kind, e in agreement["events"].items()]
+        lines.append("")
+    indices = agreement.get("indices") or {}
+    if indices:
+        lines += ["Per hour of each scoring's own sleep (the technician's ODI counts their desaturations; "
+                  "the automatic one is ODI 3 %):", "", "| index | technician | automatic |", "|---|---|---|"]
+        lines += [f"| {key.upper()} | {_fmt(v['technician'], '/h')} | {_fmt(v['automatic'], '/h')} |" for key, v in indices.items()]
+        lines.append("")
+    lines += [f"- not compared: {what} ({why})" for what, why in (agreement.get("not_compared") or {}).items()]
+    return lines
+
+
 def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=None,
                    hypopnea_rule: str = "1A", channel_map: dict | None = None,
-                   position_map: str | dict | None = None, annotations=None) -> list[Path]:
+                   position_map: str | dict | None = None, annotations=None, scoring: str = "technician") -> list[Path]:
     """Load `path`, analyse it and write summary.json, events.csv, hypnogram.csv and report.md.
 
     Parameters
@@ -156,6 +204,8 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
         or position codes are not recognised).
     annotations : the technician's scoring file, handed to `load_recording` (default: one named
         like the recording beside it, see `sleeplm.io.scoring.find_scoring_file`).
+    scoring : when the recording came with scoring, whose figures the files give: "technician"
+        (default) or "automatic"; the two are compared in summary.json and report.md either way.
 
     Returns
     -------
@@ -172,7 +222,8 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     from sleeplm.io.reader import load_recording
 
     rec = load_recording(path, channel_map=channel_map, position_map=position_map, annotations=annotations)
-    analysis = analyze_night(rec, model=model, hypopnea_rule=hypopnea_rule) if analysis is None else analysis
+    analysis = (analyze_night(rec, model=model, hypopnea_rule=hypopnea_rule, scoring=scoring) if analysis is None
+                else analysis)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [

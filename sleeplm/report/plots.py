@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from sleeplm.io.channels import EXTRA_SIGNALS
 from sleeplm.errors import PlotRangeError
 from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SEC, POSITION_CODES, Recording
+from sleeplm.measure.agreement import technician_events
 from sleeplm.terms import ANNOTATED_EVENT_KINDS
 
 __all__ = [
@@ -152,6 +153,7 @@ def plot_night(
     width_in: float = 11.0,
     first: int = 0,
     last: int | None = None,
+    comparison: dict | None = None,
 ) -> Figure:
     """Overview of the night (or of epochs ``first..last``): stages, events and SpO2 on one clock-time axis.
 
@@ -166,10 +168,15 @@ def plot_night(
         on the axis.
     width_in : figure width in inches.
     first, last : inclusive 0-based epoch range shown; default the whole night.
+    comparison : `sleeplm.measure.analysis.NightAnalysis.scorings` when the recording came with scoring
+        and the product's own was computed too ({"technician": ..., "automatic": ...}, each with
+        ``staging`` and ``events``): both hypnograms and both event rows are drawn, one above the
+        other (then `hypnogram`, `events` and `stage_source` are not used).
 
     Returns
     -------
-    matplotlib.figure.Figure with three panels (stages, events, SpO2).
+    matplotlib.figure.Figure with three panels (stages, events, SpO2), or five with a `comparison`
+    (technician's stages, automatic stages, technician's events, automatic events, SpO2).
 
     Raises
     ------
@@ -190,11 +197,26 @@ def plot_night(
         hypnogram, stage_source = rec.reference.stages, stage_source or "reference scoring"
     if events is None and rec.reference is not None:
         events = reference_events(rec)
-    first, last = _checked_span(rec, first, last, hypnogram)
-    fig = Figure(figsize=(width_in, 5.2))
-    ax_stage, ax_events, ax_spo2 = fig.subplots(3, 1, sharex=True, height_ratios=(1.3, 1.2, 1))
-    _stage_panel(ax_stage, hypnogram, stage_source)
-    _event_panel(ax_events, events)
+    if comparison is not None and {"technician", "automatic"} <= set(comparison):
+        scorings = [comparison["technician"], comparison["automatic"]]
+        for scored in scorings:
+            _checked_span(rec, first, last, scored.staging.hypnogram)
+        first, last = _checked_span(rec, first, last, None)
+        fig = Figure(figsize=(width_in, 8.0))
+        axes = fig.subplots(5, 1, sharex=True, height_ratios=(1.3, 1.3, 1.2, 1.2, 1))
+        for ax, scored, who in zip(axes[:2], scorings, ("technician", "automatic")):
+            _stage_panel(ax, scored.staging.hypnogram, f"{who}: {scored.staging.source}")
+        # The technician's own events only (kinds they did not score are measured in their scoring's table).
+        for ax, events_of, who in zip(axes[2:4], (technician_events(rec), scorings[1].events), ("technician", "automatic")):
+            _event_panel(ax, events_of)
+            ax.set_ylabel(f"events\n({who})", fontsize=8)
+        ax_spo2 = axes[4]
+    else:
+        first, last = _checked_span(rec, first, last, hypnogram)
+        fig = Figure(figsize=(width_in, 5.2))
+        ax_stage, ax_events, ax_spo2 = fig.subplots(3, 1, sharex=True, height_ratios=(1.3, 1.2, 1))
+        _stage_panel(ax_stage, hypnogram, stage_source)
+        _event_panel(ax_events, events)
     _spo2_panel(ax_spo2, rec)
     _time_axis(ax_spo2, rec, first, last)
     ax_spo2.set_label(TIME_AXIS_LABEL)
