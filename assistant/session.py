@@ -206,7 +206,9 @@ class NightSession:
         self.night = night
         self.reset()
         self._background = []
-        if stage_cross_check and analysis.scorings and analysis.agreement is None:
+        # With the technician's stages, SleepLM does not stage the night: nothing else replaces the analysis
+        # meanwhile. A scoring with events only is compared when first asked for.
+        if stage_cross_check and analysis.staging.source == "reference scoring" and analysis.agreement is None:
             self._background.append(start_background(self._cross_check, night, name="yasa-check"))
         if self.sleeplm is not None:
             self._start_sleeplm(night)

@@ -21,12 +21,20 @@ The recordings are not in git (see PROVENANCE.md); they are read from ``--data-d
 ``$SLEEPLM_REAL_PSG``, else ``../shared/real_psg`` beside the repository). A recording whose files are absent is
 listed as absent; one the product cannot load says why.
 
+``bench/real.py PATH [PATH ...]`` runs any public scored night instead, with no conversion step: the
+recording is loaded as the product loads an upload, its scoring found beside it the way the loader
+finds it (EDF+ annotations, Sleep-EDF ``*-Hypnogram.edf``, and the scoring files the loader knows by
+name; a DREAMS ``Hypnogram_<name>.txt`` beside ``<name>.edf`` is read here), the night is analysed
+(`sleeplm.measure.analysis.analyze_night`: the technician's scoring and the product's own) and the
+agreement table of the report (`sleeplm.report.analyze_dir.agreement_lines`) is printed: staging kappa
+and confusion matrix, event precision/recall per type at IoU >= 0.2, AHI and ODI both ways.
+
 ``--write-features PATH`` also saves the derived features the offline test
 (tests/test_real_psg.py) asserts the respiratory figures on: the breathing channels as the product
 reads them, low-passed to 0.5 Hz and decimated to 4 Hz (float16), the arousals the product
 detects on the full-rate EEG, and the experts' 30-s stages and respiratory events.
 
-Run: ``nice .venv/bin/python bench/real.py [--data-dir DIR]``
+Run: ``nice .venv/bin/python bench/real.py [--data-dir DIR]`` or ``nice .venv/bin/python bench/real.py PATH [PATH ...]``
 """
 
 from __future__ import annotations
@@ -188,6 +196,26 @@ def evaluate(name: str, data_dir: Path, workdir: Path) -> dict:
     return row
 
 
+def evaluate_path(path: Path, workdir: Path) -> dict:
+    """Analyse one scored night found at `path` (its scoring beside it) and return its agreement table."""
+    from sleeplm.errors import RecordingError
+    from sleeplm.io.reader import load_recording
+    from sleeplm.measure.agreement import has_technician_scoring
+    from sleeplm.measure.analysis import analyze_night
+
+    dreams = path.with_name(f"Hypnogram_{path.stem}.txt")
+    try:
+        annotations = dreams_reference(path, dreams, workdir).stage_file if dreams.is_file() else None
+        rec = load_recording(path, annotations=annotations)
+    except RecordingError as exc:
+        return {"recording": path.name, "status": f"not loaded: {exc}"}
+    if not has_technician_scoring(rec):
+        return {"recording": path.name, "status": "no scoring found with the recording or beside it"}
+    analysis = analyze_night(rec)
+    return {"recording": path.name, "status": "ok", "agreement": analysis.agreement,
+            "scoring_found": "; ".join(w for w in rec.warnings if "scoring" in w) or "in the recording's EDF+ annotations"}
+
+
 def write_features(row: dict, path: Path) -> Path:
     """Save the derived features the offline test asserts the respiratory figures on (see the module doc)."""
     from scipy.signal import resample_poly
@@ -227,11 +255,25 @@ def pooled(rows: list[dict]) -> dict:
 
 
 def main() -> None:
+    from sleeplm.report.analyze_dir import agreement_lines
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                        help="scored nights to run (the recording; its scoring is found beside it); "
+                             "default: the recordings listed in RECORDINGS under --data-dir")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--write-features", type=Path, help="save the offline test's derived features here (.npz)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.paths:
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in args.paths:
+                row = evaluate_path(path, Path(tmp))
+                print(f"\n== {row['recording']}: {row['status']}")
+                if row["status"] == "ok":
+                    print(f"scoring: {row['scoring_found']}")
+                    print("\n".join(agreement_lines(row["agreement"])))
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in RECORDINGS:

@@ -241,6 +241,12 @@ def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> 
     (True, True)
     """
     events = detect_events(rec, staging.hypnogram, analysis.hypopnea_rule, artefacts=analysis.artefacts)
+    technician = has_technician_scoring(rec)  # events only (with stages, no other stager replaces them)
+    if technician:
+        events = with_technician_events(rec, events)
     summary = night_summary(rec, events, staging, features=analysis.features, hypopnea_rule=analysis.hypopnea_rule,
                             artefacts=analysis.artefacts)
-    return replace(analysis, staging=staging, events=events, summary=summary)
+    summary["scoring"] = "technician" if technician else "automatic"
+    # A comparison made with the earlier stages is stale: it is made again when next asked for.
+    return replace(analysis, staging=staging, events=events, summary=summary, scoring=summary["scoring"],
+                   scorings={"technician": Scoring(staging, events, summary)} if technician else {}, agreement=None)
