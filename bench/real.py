@@ -83,16 +83,22 @@ def _coded_runs(codes: np.ndarray, sfreq: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["start_s", "end_s", "code"])
 
 
-def dreams_reference(edf_path: Path, hypnogram_path: Path, workdir: Path) -> Reference:
-    """DREAMS (Brainnet) excerpt: 5-s R&K hypnogram text file; respiratory events and arousals in the
-    EDF's ``event_pneumo`` and ``event_neuro`` channels (1 Hz, non-zero = event)."""
-    import edfio
-
+def dreams_stage_file(edf_path: Path, hypnogram_path: Path, workdir: Path) -> Path:
+    """The DREAMS 5-s R&K hypnogram text file as a scoring file the loader reads (onset, duration, description)."""
     codes = np.loadtxt(hypnogram_path, skiprows=1).astype(int)
     table = pd.DataFrame({"onset": np.arange(codes.size) * DREAMS_STAGE_S, "duration": DREAMS_STAGE_S,
                           "description": [DREAMS_STAGE_LABELS.get(c, "Sleep stage ?") for c in codes]})
     stage_file = workdir / f"{edf_path.stem}_stages.csv"
     table.to_csv(stage_file, index=False)
+    return stage_file
+
+
+def dreams_reference(edf_path: Path, hypnogram_path: Path, workdir: Path) -> Reference:
+    """DREAMS (Brainnet) excerpt: 5-s R&K hypnogram text file; respiratory events and arousals in the
+    EDF's ``event_pneumo`` and ``event_neuro`` channels (1 Hz, non-zero = event)."""
+    import edfio
+
+    stage_file = dreams_stage_file(edf_path, hypnogram_path, workdir)
     signals = {s.label: s for s in edfio.read_edf(edf_path).signals}
     pneumo, neuro = signals["event_pneumo"], signals.get("event_neuro")
     return Reference(
@@ -205,7 +211,7 @@ def evaluate_path(path: Path, workdir: Path) -> dict:
 
     dreams = path.with_name(f"Hypnogram_{path.stem}.txt")
     try:
-        annotations = dreams_reference(path, dreams, workdir).stage_file if dreams.is_file() else None
+        annotations = dreams_stage_file(path, dreams, workdir) if dreams.is_file() else None
         rec = load_recording(path, annotations=annotations)
     except RecordingError as exc:
         return {"recording": path.name, "status": f"not loaded: {exc}"}

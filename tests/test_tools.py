@@ -216,7 +216,7 @@ def test_every_tool_on_a_simulator_night(sim_night, sim_night_file):
     assert all(a["annotation_text_quoted"][0] == "'" for a in quoted["events"])
     summary = ok(run_tool("night_summary", {"audience": "clinician"}, sim_night))
     assert summary["statistics"]["ahi"] == round(sim_night.analysis.summary["ahi"], 2) and summary["statistics"]["ahi"] >= 30
-    assert summary["source"] == "measured (sleep stages from reference scoring)"
+    assert summary["source"] == "technician (sleep stages from reference scoring)"  # the file's scoring is the technician's
     compare = ok(run_tool("compare_periods", {"a": "first half", "b": "second half"}, sim_night))
     counts = [p["stats"]["respiratory_events"] for p in compare["periods"]]
     assert sum(counts) == events["count"]

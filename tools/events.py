@@ -125,6 +125,13 @@ def _reference_events(night: NightContext, kind: str, first: int, last: int, wit
     return rows
 
 
+def _event_source(events: pd.DataFrame) -> str:
+    """Who scored these events: "technician" (the scoring that came with the recording), "measured", or both."""
+    scored_by = {e.get("scored_by") == "technician" for e in events.get("evidence", []) if isinstance(e, dict)}
+    return {frozenset({True}): "technician", frozenset({True, False}): "technician and measured"}.get(frozenset(scored_by),
+                                                                                                     "measured")
+
+
 @tool("list_events", args_schema=EventArgs)
 @night_tool_errors
 def list_events(kind: str = "all", start: str | None = None, end: str | None = None, annotation_text: bool = False, *,
@@ -175,7 +182,7 @@ def list_events(kind: str = "all", start: str | None = None, end: str | None = N
     annotated = _reference_events(night, kind, first, last, with_text=annotation_text is True)
     return {
         "tool": "list_events",
-        "source": "measured",
+        "source": _event_source(selected),
         "kind": kind,
         "range": night.cite(first, last),
         "findings": findings,

@@ -137,7 +137,8 @@ def night_summary(audience: str = "clinician", *, runtime: ToolRuntime[NightCont
     return {
         "tool": "night_summary",
         "scoring": night.scoring,
-        "source": f"measured (sleep stages from {night.stage_source})" if night.stage_source else "measured",
+        "source": (f"{'technician' if night.scoring == 'technician' else 'measured'} "
+                   f"(sleep stages from {night.stage_source})" if night.stage_source else "measured"),
         "audience": audience,
         "findings": findings,
         "statistics": stats,
