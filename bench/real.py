@@ -218,8 +218,7 @@ def evaluate_path(path: Path, workdir: Path) -> dict:
     if not has_technician_scoring(rec):
         return {"recording": path.name, "status": "no scoring found with the recording or beside it"}
     analysis = analyze_night(rec)
-    return {"recording": path.name, "status": "ok", "agreement": analysis.agreement,
-            "scoring_found": "; ".join(w for w in rec.warnings if "scoring" in w) or "in the recording's EDF+ annotations"}
+    return {"recording": path.name, "status": "ok", "agreement": analysis.agreement}
 
 
 def write_features(row: dict, path: Path) -> Path:
@@ -277,7 +276,6 @@ def main() -> None:
                 row = evaluate_path(path, Path(tmp))
                 print(f"\n== {row['recording']}: {row['status']}")
                 if row["status"] == "ok":
-                    print(f"scoring: {row['scoring_found']}")
                     print("\n".join(agreement_lines(row["agreement"])))
         return
     rows = []

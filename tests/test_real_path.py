@@ -28,7 +28,7 @@ def test_a_sleep_edf_layout_night_prints_the_agreement_table(tmp_path, capsys):
     sys.argv = ["real.py", str(psg), str(tmp_path / "empty.edf"), str(tmp_path / "plain.edf")]
     real.main()
     out = capsys.readouterr().out
-    assert "== SC4001E0-PSG.edf: ok" in out and "Sleep-EDF hypnogram file beside the recording" in out
+    assert "== SC4001E0-PSG.edf: ok" in out and "Technician's scoring: Sleep-EDF hypnogram file found beside the recording." in out
     assert f"Staging, {stages.size} epochs staged by both: Cohen's kappa " in out
     assert "| technician \\ automatic | W | N1 | N2 | N3 | R |" in out
     # A stages-only scoring: events and AHI are the product's alone, and the table says so.

@@ -44,6 +44,8 @@ SCORING_NAMES = {"technician": "the technician's scoring (came with the recordin
 # Event types compared: both respiratory kinds together (scorers often disagree on apnea vs hypopnea), then each.
 COMPARED_KINDS = ("respiratory", "apnea", "hypopnea", "desaturation", "arousal")
 _BASE_COLUMNS = ("onset_s", "duration_s", "kind", "subtype", "label")
+# Numeric columns of the scoring's events table, under the evidence names the measured events use.
+_EVIDENCE_NAMES = {"spo2_nadir": "nadir_pct"}
 
 
 def match_events(predicted: pd.DataFrame, reference: pd.DataFrame, min_iou: float = MIN_IOU) -> list[tuple[int, int, float]]:
@@ -126,8 +128,9 @@ def technician_events(rec: Recording) -> pd.DataFrame:
     """The events the scoring file marks, of the kinds the product also measures, as an events table
     (`sleeplm.measure.events.EVENT_COLUMNS`, evidence ``{"scored_by": "technician", ...}``).
 
-    Numeric extra columns of the scoring's events (e.g. a desaturation's nadir) go into the
-    evidence; a desaturation's subtype is "3%"/"4%" only when its depth is known (``drop_pct``).
+    Numeric extra columns of the scoring's events go into the evidence (a desaturation's
+    ``spo2_nadir`` as ``nadir_pct``, as measured desaturations have it); a desaturation's subtype
+    is "3%"/"4%" only when its depth is known (``drop_pct``).
 
     Examples
     --------
@@ -145,7 +148,8 @@ def technician_events(rec: Recording) -> pd.DataFrame:
     rows = []
     for row in scored.itertuples(index=False):
         evidence = {"scored_by": "technician"}
-        evidence.update({c: round(float(getattr(row, c)), 1) for c in extra if np.isfinite(getattr(row, c))})
+        evidence.update({_EVIDENCE_NAMES.get(c, c): round(float(getattr(row, c)), 1) for c in extra
+                         if np.isfinite(getattr(row, c))})
         subtype = row.subtype if isinstance(row.subtype, str) else ""
         if row.kind == "desaturation":
             drop = evidence.get("drop_pct")
@@ -190,8 +194,8 @@ def with_technician_events(rec: Recording, measured: pd.DataFrame) -> pd.DataFra
     >>> measured = pd.DataFrame({"kind": ["apnea", "tachycardia"], "subtype": "", "start_s": [5.0, 60.0],
     ...                          "end_s": [20.0, 120.0], "evidence": [{}, {}]})
     >>> used = with_technician_events(tiny_recording(), measured)
-    >>> used[used["kind"] == "tachycardia"]["start_s"].tolist(), {e.get("scored_by") for e in used["evidence"]}
-    ([60.0], {None, 'technician'})
+    >>> used[used["kind"] == "tachycardia"]["start_s"].tolist(), sorted({str(e.get("scored_by")) for e in used["evidence"]})
+    ([60.0], ['None', 'technician'])
     """
     technician = technician_events(rec)
     if technician.empty:
@@ -260,7 +264,8 @@ def scoring_agreement(rec: Recording, automatic_hypnogram: np.ndarray | None, au
 
     Returns
     -------
-    dict (JSON-ready): ``staging`` (`staging_agreement` plus ``automatic_source``) or None;
+    dict (JSON-ready): ``technician_scoring`` (where the scoring came from, as the preflight names it);
+    ``staging`` (`staging_agreement` plus ``automatic_source``) or None;
     ``events`` {kind: n_technician, n_automatic, tp, fp, fn, precision, recall, f1} for the kinds the
     technician scored; ``indices`` {"ahi"/"odi": {"technician", "automatic"}} (the technician's ODI
     counts their desaturations, the product's is its ODI 3 %); ``min_iou``; ``not_compared`` {what: why}.
@@ -314,4 +319,5 @@ def scoring_agreement(rec: Recording, automatic_hypnogram: np.ndarray | None, au
             not_compared[f"{key}_automatic"] = missing[ours]
     logger.info("technician vs automatic: kappa %s, events %s", (staging or {}).get("kappa"),
                 {k: v["f1"] for k, v in events.items()})
-    return {"staging": staging, "events": events, "indices": indices, "min_iou": min_iou, "not_compared": not_compared}
+    return {"technician_scoring": getattr(reference, "source", None), "staging": staging, "events": events,
+            "indices": indices, "min_iou": min_iou, "not_compared": not_compared}

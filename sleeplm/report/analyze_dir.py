@@ -47,7 +47,7 @@ def write_summary_json(analysis: NightAnalysis, path: Path, sleeplm_precision: d
     >>> list(summary)[len(EXPORT_KEYS):], summary["tib_min"], summary["severity"], summary["scoring"]
     (['not_assessable', 'scoring', 'agreement'], 15.0, 'severe', 'technician')
     >>> sorted(summary["agreement"]), sorted(summary["agreement"]["indices"]["ahi"])
-    (['events', 'indices', 'min_iou', 'not_compared', 'staging'], ['automatic', 'technician'])
+    (['events', 'indices', 'min_iou', 'not_compared', 'staging', 'technician_scoring'], ['automatic', 'technician'])
     """
     summary = {key: analysis.summary[key] for key in EXPORT_KEYS}
     summary["not_assessable"] = {key: reason for key, reason in analysis.summary["not_assessable"].items()
@@ -155,12 +155,14 @@ def agreement_lines(agreement: dict) -> list[str]:
 
     Examples
     --------
-    >>> for line in agreement_lines(tiny_analysis_compared().agreement)[:2]:
+    >>> for line in agreement_lines(tiny_analysis_compared().agreement)[:4]:
     ...     print(line)
+    Technician's scoring: EDF+ annotations in the recording.
+    <BLANKLINE>
     Staging, 30 epochs staged by both: Cohen's kappa ..., accuracy ... (rows: technician, columns: automatic, yasa).
     <BLANKLINE>
     """
-    lines = []
+    lines = [f"Technician's scoring: {agreement['technician_scoring']}.", ""] if agreement.get("technician_scoring") else []
     staging = agreement.get("staging")
     if staging is not None and staging["confusion"] is not None:
         lines += [f"Staging, {staging['n_epochs']} epochs staged by both: Cohen's kappa {_fmt(staging['kappa'])}, "
