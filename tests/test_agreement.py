@@ -211,3 +211,24 @@ def test_a_night_without_scoring_cannot_switch_to_the_technician(known_night):
     session.night = known_night
     with pytest.raises(SessionError, match="no scoring came with this recording"):
         session.set_scoring("technician")
+
+
+def test_a_technician_scored_night_the_product_cannot_measure(bare_recording):
+    """No EEG and no airflow: the technician's AHI still answers; the comparison says what could not be compared."""
+    from sleeplm.io.recording import Signal
+    from sleeplm.measure.analysis import analyze_night
+
+    rec = bare_recording(n_epochs=20)
+    rec.signals["SpO2"] = Signal(np.full(600, 96.0), 1.0, "%", "SpO2")
+    rec.reference = ReferenceScoring(
+        stages=np.array(["W"] * 4 + ["N2"] * 16, dtype=object),
+        events=pd.DataFrame({"onset_s": [200.0], "duration_s": [20.0], "kind": ["apnea"], "subtype": [""],
+                             "label": ["OA"], "spo2_nadir": [np.nan]}))
+    analysis = analyze_night(rec)
+    assert analysis.scoring == "technician" and analysis.summary["ahi"] == 7.5 and analysis.summary["n_apneas"] == 1
+    assert analysis.agreement["staging"] is None and "no usable EEG" in analysis.agreement["not_compared"]["staging"]
+    assert "no usable airflow" in analysis.agreement["not_compared"]["respiratory"]
+    assert analysis.agreement["indices"]["ahi"] == {"technician": 7.5, "automatic": None}
+    assert "no EEG" in analysis.staging.unavailable["yasa"]  # the overview says why there is no cross-check
+    with pytest.raises(MeasurementError, match="unknown scoring"):
+        analyze_night(rec, scoring="expert")

@@ -30,7 +30,8 @@ from sleeplm.terms import EVENT_GROUPS, EVENT_KINDS, SLEEP_STAGES
 
 __all__ = [
     "MIN_IOU", "SCORINGS", "SCORING_NAMES", "COMPARED_KINDS", "match_events", "event_agreement", "staging_agreement",
-    "technician_events", "has_technician_scoring", "with_technician_events", "unmatched_events", "scoring_agreement",
+    "technician_events", "has_technician_scoring", "respiratory_by_technician", "with_technician_events",
+    "unmatched_events", "scoring_agreement",
 ]
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,17 @@ def has_technician_scoring(rec: Recording) -> bool:
         return False
     staged = reference.stages is not None and np.isin(reference.stages, STAGES).any()
     return bool(staged or reference.events["kind"].isin(EVENT_KINDS).any())
+
+
+def respiratory_by_technician(rec: Recording) -> bool:
+    """True when the technician scored apneas or hypopneas (then the technician's scoring counts them).
+
+    Examples
+    --------
+    >>> respiratory_by_technician(tiny_recording())
+    True
+    """
+    return bool(set(EVENT_GROUPS["respiratory"]) & _scored_kinds(technician_events(rec)))
 
 
 def with_technician_events(rec: Recording, measured: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,9 @@ from typing import Callable
 
 import pandas as pd
 
-from sleeplm.measure.agreement import SCORINGS, has_technician_scoring, scoring_agreement, with_technician_events
+from sleeplm.measure.agreement import (
+    SCORINGS, has_technician_scoring, respiratory_by_technician, scoring_agreement, with_technician_events,
+)
 from sleeplm.errors import MeasurementError
 from sleeplm.measure.events import detect_events
 from sleeplm.measure.features import epoch_features, missing_reasons
@@ -137,7 +139,7 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
         events = with_technician_events(rec, events)
     summary = step("summary", 0.65, "night summary",
                    lambda: night_summary(rec, events, staging, features=features, hypopnea_rule=hypopnea_rule,
-                                         artefacts=artefacts))
+                                         artefacts=artefacts, respiratory_scored=respiratory_by_technician(rec)))
     summary["scoring"] = "technician" if technician else "automatic"
     analysis = NightAnalysis(features=features, missing=missing_reasons(rec, artefacts), artefacts=artefacts, staging=staging,
                              events=events, summary=summary, hypopnea_rule=hypopnea_rule, timings_s=timings,
@@ -186,6 +188,8 @@ def compare_with_automatic(rec: Recording, analysis: NightAnalysis) -> NightAnal
         tech_staging = replace(tech_staging, agreement={"with": staging.source, "accuracy": agreement["staging"]["accuracy"],
                                                         "kappa": agreement["staging"]["kappa"],
                                                         "n_epochs": agreement["staging"]["n_epochs"]})
+    elif tech_staging.source == "reference scoring" and staging.unavailable:  # why the stager could not run (no EEG...)
+        tech_staging = replace(tech_staging, unavailable={**(tech_staging.unavailable or {}), **staging.unavailable})
     scorings = {"technician": replace(technician, staging=tech_staging, summary={**technician.summary, "agreement": agreement}),
                 "automatic": Scoring(staging, events, summary)}
     current = scorings[analysis.scoring]
@@ -245,7 +249,7 @@ def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> 
     if technician:
         events = with_technician_events(rec, events)
     summary = night_summary(rec, events, staging, features=analysis.features, hypopnea_rule=analysis.hypopnea_rule,
-                            artefacts=analysis.artefacts)
+                            artefacts=analysis.artefacts, respiratory_scored=respiratory_by_technician(rec))
     summary["scoring"] = "technician" if technician else "automatic"
     # A comparison made with the earlier stages is stale: it is made again when next asked for.
     return replace(analysis, staging=staging, events=events, summary=summary, scoring=summary["scoring"],

@@ -128,7 +128,7 @@ def _usable_share(usable_s: np.ndarray, window_s: np.ndarray | None) -> float:
 
 def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=None,
                   features: pd.DataFrame | None = None, hypopnea_rule: str = "1A",
-                  artefacts: pd.DataFrame | None = None) -> dict:
+                  artefacts: pd.DataFrame | None = None, respiratory_scored: bool = False) -> dict:
     """Whole-night figures of the export contract (`SUMMARY_KEYS`) plus ``not_assessable``.
 
     Parameters
@@ -142,6 +142,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     artefacts : `sleeplm.measure.quality.artefact_segments(rec)` (computed when None). Where the airflow
         (or SpO2) is usable for less than half the sleep time (recording time without stages),
         AHI/REI (ODI/T90) are not assessable: a dead sensor must not read as a normal night.
+    respiratory_scored : the apneas and hypopneas in `events` are a technician's scoring, not measured
+        here: AHI counts them whatever the airflow and SpO2 signals allow the product to measure.
 
     Returns
     -------
@@ -223,6 +225,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         minutes = epochs_mask.sum() * EPOCH_MIN
         return _per_hour(int((mask_events & epochs_mask[first_epoch]).sum()), minutes)
 
+    has_flow = has_flow or respiratory_scored
     if not has_flow:
         missing.update(dict.fromkeys(RESPIRATORY_KEYS, flow_reason))
         summary.update(dict.fromkeys(RESPIRATORY_KEYS))
@@ -243,7 +246,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
             reason = "no sleep scored, so AHI has no sleep time to divide by; REI over recording time is given"
             missing.update(dict.fromkeys(("ahi", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem"), reason))
         summary["severity_basis"] = "ahi" if summary["ahi"] is not None else "rei"
-        apneas_only = _why_apneas_only(rec, hypopnea_rule, asleep_s)
+        apneas_only = None if respiratory_scored else _why_apneas_only(rec, hypopnea_rule, asleep_s)
         if apneas_only:
             # The index counts apneas only: an AASM band built on it would understate the night.
             summary["ahi_rule"] = APNEAS_ONLY
