@@ -232,3 +232,10 @@ def test_a_technician_scored_night_the_product_cannot_measure(bare_recording):
     assert "no EEG" in analysis.staging.unavailable["yasa"]  # the overview says why there is no cross-check
     with pytest.raises(MeasurementError, match="unknown scoring"):
         analyze_night(rec, scoring="expert")
+
+
+def test_absurd_arguments_get_a_readable_refusal(compared_night):
+    for args, expected in (({"show_events": "everything"}, "Invalid arguments"), ({"kind": "snoring"}, "Invalid arguments"),
+                           ({"show_events": "missed", "start": "epoch 99999"}, "epoch")):
+        message = run_tool("scoring_agreement", args, compared_night)
+        assert message.status == "error" and expected in message.content, (args, message.content)
