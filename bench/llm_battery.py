@@ -6,9 +6,10 @@ is loaded and every question of the battery (`bench.grounding.BATTERY`) is asked
 each model in its own process so memory figures do not mix. Per model:
 
 - right tool: the first tool the agent ran is one the keyword router picks for the question
-  (the tool-only reference, asked in the same process); of those, how many the model called
-  itself (a "when"/"show me"/"was X ever low" question the router is sure of gets its routed tool
-  forced, and a call of another tool is replaced by it: `assistant.agent.routed_tool`);
+  (the tool-only reference, asked in the same process); of those, how many the router ran without
+  a model call (a question whose tool is clear: `assistant.agent.sure_route`) and how many the
+  model called itself (a routed question naming a part of the night gets its routed tool forced,
+  and a call of another tool is replaced by it: `assistant.agent.routed_tool`);
 - grounded: the model's own answer was kept (mode "agent": every figure matched the tool results
   by meaning; a "fallback" answer was replaced by the tools' write-up, "tool-only" means the model
   gave nothing usable);
@@ -63,24 +64,47 @@ class ReplacedCalls(logging.Handler):
         self.count += record.getMessage().startswith("routed question:")
 
 
+def expectations(reference, questions: list[str]) -> list[tuple[set, bool]]:
+    """Per question, (the tools the keyword router picks, whether the tool-only answer cites a period)
+    from `reference`, a tool-only `NightSession` with the night loaded (its named periods are reset after)."""
+    from sleeplm.terms import parse_citations
+
+    expected = []
+    for question in questions:
+        tools = {name for name, _ in reference.route(question)}
+        cites = any(c["clock_start"] for c in parse_citations(reference.ask(question).answer))
+        expected.append((tools, cites))
+    reference.reset()
+    return expected
+
+
+def battery_checks(turn, tools: set, cite_expected: bool) -> dict:
+    """The battery's checks of one answer: right tool (the first tool run is one the router picks),
+    grounded (the model's own answer was kept), cites (clock + elapsed + epochs), and passed (all
+    three, cites only where the reference answer cites a period)."""
+    from sleeplm.terms import parse_citations
+
+    called = [c["name"] for c in turn.tool_calls]
+    right = turn.mode in ("agent", "fallback") and bool(called) and called[0] in tools
+    grounded = turn.mode == "agent" and not turn.grounding.get("unmatched")
+    cites = any(c["clock_start"] for c in parse_citations(turn.answer))
+    return {"called": called, "expected": sorted(tools), "right_tool": right, "grounded": grounded,
+            "cite_expected": cite_expected, "cites": cites, "passed": right and grounded and (cites or not cite_expected)}
+
+
 def run_one(key: str, hours: float, n_questions: int) -> dict:
     """The battery with one model, in this process."""
     from assistant.local_llm import default_threads, load_local_chat_model
     from assistant.session import NightSession
     from bench.grounding import BATTERY
     from sleeplm.synthetic import simulate_night, write_night
-    from sleeplm.terms import parse_citations
 
     questions = BATTERY[:n_questions]
     with tempfile.TemporaryDirectory() as tmp:
         path = write_night(simulate_night(hours, seed=0, severity="moderate", sfreq=128), Path(tmp) / "night.edf")
         reference = NightSession(llm="none")
         reference.load(path, stage_cross_check=False)
-        expected = []
-        for question in questions:
-            tools = {name for name, _ in reference.route(question)}
-            cites = any(c["clock_start"] for c in parse_citations(reference.ask(question).answer))
-            expected.append((tools, cites))
+        expected = expectations(reference, questions)
         session_night = NightSession(llm="none")
         session_night.load(path, stage_cross_check=False)
     memory = {"night": rss()}
@@ -102,16 +126,10 @@ def run_one(key: str, hours: float, n_questions: int) -> dict:
         turn = session.ask(question)
         seconds = time.perf_counter() - started
         memory.setdefault("first_answer", rss())
-        called = [c["name"] for c in turn.tool_calls]
-        rows.append({
-            "question": question, "mode": turn.mode, "called": called, "expected": sorted(tools),
-            "right_tool": turn.mode in ("agent", "fallback") and bool(called) and called[0] in tools,
-            "replaced": replaced.count,
-            "grounded": turn.mode == "agent" and not turn.grounding.get("unmatched"),
-            "cite_expected": cites,
-            "cites": any(c["clock_start"] for c in parse_citations(turn.answer)),
-            "seconds": round(seconds, 1),
-        })
+        checks = battery_checks(turn, tools, cites)
+        called = checks["called"]
+        rows.append({"question": question, "mode": turn.mode, **checks, "replaced": replaced.count, "route": turn.route,
+                     "seconds": round(seconds, 1)})
         print(f"  {key}: {question!r}: {turn.mode}, called {called or 'nothing'} "
               f"(reference {sorted(tools)}; {replaced.count} call(s) of another tool replaced), {seconds:.1f} s, "
               f"RSS {rss()['total'] / GIB:.2f} GiB", file=sys.stderr, flush=True)
@@ -147,7 +165,8 @@ def summarise(result: dict) -> str:
     rows = result["rows"]
     n = len(rows)
     right = sum(r["right_tool"] for r in rows)
-    own = sum(r["right_tool"] and not r["replaced"] for r in rows)
+    own = sum(r["right_tool"] and not r["replaced"] and r["route"] != "router" for r in rows)
+    routed = sum(r["route"] == "router" for r in rows)
     grounded = sum(r["grounded"] for r in rows)
     cite_n = sum(r["cite_expected"] for r in rows)
     cites = sum(r["cites"] for r in rows if r["cite_expected"])
@@ -156,7 +175,8 @@ def summarise(result: dict) -> str:
     base = memory["night"]["total"]
     added = {stage: (memory[stage]["total"] - base) / GIB for stage in ("loaded", "first_answer", "last_answer")}
     anon = (memory["last_answer"]["anon"] - memory["night"]["anon"]) / GIB
-    return (f"{result['model']:20} right tool {right}/{n} ({own} the model's own call)   grounded {grounded}/{n}   cites clock+elapsed+epochs "
+    return (f"{result['model']:20} right tool {right}/{n} ({routed} run by the router without a model call, {own} the "
+            f"model's own call)   grounded {grounded}/{n}   cites clock+elapsed+epochs "
             f"{cites}/{cite_n}   {sum(seconds) / n:.1f} s per answer (max {max(seconds):.1f}, {result['threads']} threads, "
             f"load {result['load_s']:.1f} s)\n{'':20} RSS {base / GIB:.2f} GiB with the night; the model adds "
             f"{added['loaded']:.2f} GiB loaded, {added['first_answer']:.2f} after the first answer, "

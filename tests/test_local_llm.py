@@ -475,9 +475,9 @@ def test_the_battery_fails_when_a_models_run_fails(monkeypatch, capsys):
     memory = {stage: {"total": gib * local_llm.GIB, "anon": 0} for stage, gib in
               (("night", 1), ("loaded", 2), ("first_answer", 2), ("last_answer", 2))}
     table = llm_battery.summarise({"model": "m", "threads": 2, "load_s": 1.0, "memory": memory, "rows": [
-        {**row, "right_tool": True, "replaced": 1}, {**row, "right_tool": True, "replaced": 0},
-        {**row, "right_tool": False, "replaced": 0}]})
-    assert "right tool 2/3 (1 the model's own call)" in table
+        {**row, "right_tool": True, "replaced": 1, "route": "model-forced"}, {**row, "right_tool": True, "replaced": 0, "route": "model"},
+        {**row, "right_tool": True, "replaced": 0, "route": "router"}, {**row, "right_tool": False, "replaced": 0, "route": "model"}]})
+    assert "right tool 3/4 (1 run by the router without a model call, 1 the model's own call)" in table
 
 
 @pytest.mark.parametrize("amx", [True, False])
