@@ -317,7 +317,8 @@ def test_analyze_takes_annotations(night, tmp_path):
     assert "reference scoring" in hypnogram[1] and ",W," in hypnogram[1] and ",N2," in hypnogram[-1]
 
 
-def test_ask_takes_annotations_and_no_free_text_reaches_the_answer(night, tmp_path, capsys):
+def test_ask_takes_annotations_and_no_free_text_reaches_the_answer(night, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)  # measurements only, whatever ran before
     path = tmp_path / "export.csv"
     path.write_text("Start Time,End Time,Event,Duration\n22:00:00,22:10:00,N2,600\n"
                     "22:03:00,22:03:20,Obstructive Apnea,20\n22:04:00,22:04:00,Pt Jane Margaret Doe MRN 12345678,0\n")
