@@ -151,7 +151,7 @@ def test_unscored_night_staged_by_sleeplm_captions_with_yasa_agreement(tmp_path)
 
 
 def test_cli_analyze_unreadable_checkpoint(edf_path, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)  # main() sets it: restored to unset afterwards
+    monkeypatch.setenv("SLEEPLM_CHECKPOINT", "")  # main() sets it: restored afterwards (to unset, if it was)
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "analyze", str(edf_path), "--out", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
 

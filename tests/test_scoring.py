@@ -18,7 +18,7 @@ from sleeplm.errors import AnnotationFileError, ScoringMismatchError
 from sleeplm.io.annotations import SCORED_EVENT_COLUMNS
 from sleeplm.io.reader import load_recording
 from sleeplm.io.scoring import check_scoring_fits, find_scoring_file, read_scoring, scoring_reference
-from sleeplm.terms import SCORED_EVENT_KINDS
+from sleeplm.terms import PRECISION_ENV, SCORED_EVENT_KINDS
 
 DATA = Path(__file__).parent / "data" / "scoring"
 PROFUSION = DATA / "learn-nsrr02.xml"
@@ -45,6 +45,13 @@ def nsrr_xml(stages, events=(), clock="22.00.00", epoch=30):
         parts.append(f"<ScoredEvent><EventType>Respiratory|Respiratory</EventType><EventConcept>{concept}</EventConcept>"
                      f"<Start>{start}</Start><Duration>{duration}</Duration>{extra}</ScoredEvent>")
     return "".join(parts + ["</ScoredEvents></PSGAnnotation>"])
+
+
+@pytest.fixture(autouse=True)
+def _no_weights(monkeypatch):
+    """The commands here run on measurements only, whatever an earlier test left in the environment."""
+    monkeypatch.setenv("SLEEPLM_CHECKPOINT", "")
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
 
 
 @pytest.fixture
@@ -317,8 +324,7 @@ def test_analyze_takes_annotations(night, tmp_path):
     assert "reference scoring" in hypnogram[1] and ",W," in hypnogram[1] and ",N2," in hypnogram[-1]
 
 
-def test_ask_takes_annotations_and_no_free_text_reaches_the_answer(night, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)  # measurements only, whatever ran before
+def test_ask_takes_annotations_and_no_free_text_reaches_the_answer(night, tmp_path, capsys):
     path = tmp_path / "export.csv"
     path.write_text("Start Time,End Time,Event,Duration\n22:00:00,22:10:00,N2,600\n"
                     "22:03:00,22:03:20,Obstructive Apnea,20\n22:04:00,22:04:00,Pt Jane Margaret Doe MRN 12345678,0\n")
