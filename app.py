@@ -919,7 +919,8 @@ def build_downloads(bs: BrowserSession) -> list[str]:
     files = [
         _atomic(out / "night-report.pdf", lambda path: write_report_pdf(
             night.rec, path, summary=getattr(analysis, "summary", None), hypnogram=night.hypnogram, events=events,
-            answers=answers, stage_source=night.stage_source)),
+            answers=answers, stage_source=night.stage_source, scorings=getattr(analysis, "scorings", None),
+            agreement=getattr(analysis, "agreement", None))),
         _atomic(out / "night-events.csv", lambda path: write_events_csv(night.rec, events, path)),
     ]
     try:

@@ -26,7 +26,7 @@ recording is loaded as the product loads an upload, its scoring found beside it 
 finds it (EDF+ annotations, Sleep-EDF ``*-Hypnogram.edf``, and the scoring files the loader knows by
 name; a DREAMS ``Hypnogram_<name>.txt`` beside ``<name>.edf`` is read here), the night is analysed
 (`sleeplm.measure.analysis.analyze_night`: the technician's scoring and the product's own) and the
-agreement table of the report (`sleeplm.report.analyze_dir.agreement_lines`) is printed: staging kappa
+agreement table of the report (`sleeplm.report.export.agreement_lines`) is printed: staging kappa
 and confusion matrix, event precision/recall per type at IoU >= 0.2, AHI and ODI both ways.
 
 ``--write-features PATH`` also saves the derived features the offline test
@@ -260,7 +260,7 @@ def pooled(rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    from sleeplm.report.analyze_dir import agreement_lines
+    from sleeplm.report.export import agreement_lines
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",

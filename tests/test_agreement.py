@@ -110,8 +110,8 @@ def test_scoring_agreement_tool_cites_the_missed_events(compared_night):
     result = parse_result(run_tool("scoring_agreement", {"show_events": "missed"}, compared_night).content)
     agreement = compared_night.analysis.agreement
     assert result["events"] == agreement["events"] and result["indices"] == agreement["indices"]
-    assert result["findings"][0].startswith("Answers use the technician's scoring")
-    assert any(f.startswith("Staging: Cohen's kappa ") for f in result["findings"])
+    assert "answers use the technician's scoring" in result["findings"][5]  # after the count and the first events
+    assert any("staging Cohen's kappa " in f for f in result["findings"])
     missed = sum(e["fn"] for kind, e in agreement["events"].items() if kind != "respiratory")
     assert result["n_listed"] == missed > 0
     first = result["listed_events"][0]
@@ -147,37 +147,38 @@ def test_comparison_questions_route_to_the_tool():
 
 
 def test_scripted_model_answers_which_events_were_missed(compared_night, scripted_model):
-    def quote_missed(messages):
-        payload = json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).content)
-        event = payload["listed_events"][0]
-        return (f"Compared with the technician's scoring, I missed {payload['n_listed']} events; the first was a "
-                f"{event['kind']} at {event['clock_start']} ({event['elapsed_start']} into the recording, "
-                f"epochs {event['epoch_start']}-{event['epoch_end']}).")
+    def quote_missed(messages):  # the model reads the compact result: the count and the first missed event lead
+        findings = json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).content)["findings"]
+        return f"Compared with the technician's scoring, {findings[0]} The first: {findings[1]}"
 
-    llm = scripted_model(call("scoring_agreement", show_events="missed"), quote_missed)
+    llm = scripted_model(quote_missed)  # a routed question: the router runs the tool, the model writes the answer
     session = NightSession(llm=llm)
     session.night = compared_night
     turn = session.ask("Which events did you miss?")
-    assert turn.mode == "agent" and turn.tool_calls[0]["name"] == "scoring_agreement"
+    assert turn.mode == "agent" and turn.tool_calls[0]["name"] == "scoring_agreement", (turn.answer, turn.grounding)
     assert turn.tool_calls[0]["args"] == {"show_events": "missed"}
-    first = turn.tool_calls[0]["result"]["listed_events"][0]
-    assert first["clock_start"] in turn.answer and turn.grounding["unmatched"] == []
-    assert llm.tool_choices[0] == "scoring_agreement"  # the routed question offers and forces this tool only
+    result = turn.tool_calls[0]["result"]
+    first = result["listed_events"][0]
+    assert f"{result['n_listed']} event(s) the automatic scoring missed" in turn.answer
+    assert f"{first['kind']} at {first['clock_start']}" in turn.answer and f"epochs {first['epoch_start']}" in turn.answer
+    assert turn.grounding["unmatched"] == []
+    assert turn.route == "router" and len(llm.seen) == 1  # one model call, for the answer
 
 
 def test_scripted_model_answers_how_the_scorings_compare(compared_night, scripted_model):
     def quote_kappa(messages):
-        payload = json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).content)
-        ahi = payload["indices"]["ahi"]
-        return (f"Staging agreement with the technician: kappa {payload['staging']['kappa']}. "
-                f"AHI {ahi['technician']}/h by the technician and {ahi['automatic']}/h by my own scoring.")
+        findings = json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).content)["findings"]
+        return " ".join(findings[:2])
 
-    llm = scripted_model(call("scoring_agreement"), quote_kappa)
+    llm = scripted_model(quote_kappa)
     session = NightSession(llm=llm)
     session.night = compared_night
     turn = session.ask("How does your scoring compare with the technician's?")
-    assert turn.mode == "agent" and [c["name"] for c in turn.tool_calls] == ["scoring_agreement"]
-    assert str(compared_night.analysis.agreement["staging"]["kappa"]) in turn.answer
+    assert turn.mode == "agent" and [c["name"] for c in turn.tool_calls] == ["scoring_agreement"], turn.answer
+    assert turn.tool_calls[0]["args"] == {}
+    agreement = compared_night.analysis.agreement
+    assert f"Cohen's kappa {agreement['staging']['kappa']}" in turn.answer
+    assert f"AHI: technician {agreement['indices']['ahi']['technician']}/h" in turn.answer
     assert turn.grounding["unmatched"] == []
 
 
@@ -197,7 +198,7 @@ def test_session_switches_whose_scoring_answers(compared_night):
     assert compared_night.scoring == "automatic" and compared_night.stage_source == "yasa"
     assert compared_night.version == before + 1
     summary = parse_result(run_tool("night_summary", {}, compared_night).content)
-    assert summary["scoring"] == "automatic"
+    assert summary["scoring"].startswith("the automatic scoring")
     session.set_scoring("technician")
     assert compared_night.stage_source == "reference scoring"
     with pytest.raises(SessionError, match="unknown scoring"):
@@ -239,3 +240,34 @@ def test_absurd_arguments_get_a_readable_refusal(compared_night):
                            ({"show_events": "missed", "start": "epoch 99999"}, "epoch")):
         message = run_tool("scoring_agreement", args, compared_night)
         assert message.status == "error" and expected in message.content, (args, message.content)
+
+
+def test_the_pdf_report_carries_the_comparison(compared, tmp_path):
+    from sleeplm.report.export import write_report_pdf
+
+    rec, analysis = compared
+    common = {"summary": analysis.summary, "hypnogram": analysis.staging.hypnogram, "events": analysis.events.iloc[:3]}
+    plain = write_report_pdf(rec, tmp_path / "plain.pdf", **common).read_bytes()
+    both = write_report_pdf(rec, tmp_path / "both.pdf", scorings=analysis.scorings, agreement=analysis.agreement,
+                            **common).read_bytes()
+
+    def pages(data: bytes) -> int:
+        return data.count(b"/Type /Page") - data.count(b"/Type /Pages")
+
+    assert pages(both) == pages(plain) + 1  # the agreement page
+
+
+def test_scripted_model_chooses_the_tool_for_an_unrouted_question(compared_night, scripted_model):
+    def quote_extra(messages):
+        findings = json.loads(next(m for m in reversed(messages) if isinstance(m, ToolMessage)).content)["findings"]
+        return findings[0]
+
+    question = "Which apneas would I have that nobody in the sleep lab marked?"
+    assert not routed_tool(question)  # no sure route: the model picks the tool and its arguments
+    llm = scripted_model(call("scoring_agreement", kind="apnea", show_events="extra"), quote_extra)
+    session = NightSession(llm=llm)
+    session.night = compared_night
+    turn = session.ask(question)
+    assert turn.mode == "agent" and turn.tool_calls[0]["args"] == {"kind": "apnea", "show_events": "extra"}
+    extra = compared_night.analysis.agreement["events"]["apnea"]["fp"]
+    assert turn.answer.startswith(f"{extra} apnea event(s) the automatic scoring added (not scored by the technician)")

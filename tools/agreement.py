@@ -54,19 +54,27 @@ def scoring_agreement(kind: str = "all", show_events: str = "none", start: str |
     analysis = night.compare_scorings()
     agreement = analysis.agreement
     first, last = night.span(start, end)
-    findings = [f"Answers use {SCORING_NAMES[analysis.scoring]}; the user can switch to the other."]
-    findings += _staging_findings(agreement["staging"])
     per_type = agreement["events"]
-    for name, e in per_type.items():
-        findings.append(f"{name.capitalize()} events: the technician scored {e['n_technician']}, the automatic scoring "
-                        f"found {e['n_automatic']}; {e['tp']} matched (precision {e['precision']}, recall {e['recall']}), "
-                        f"{e['fn']} missed, {e['fp']} extra.")
-    for key, values in agreement["indices"].items():
-        label = "AHI" if key == "ahi" else "ODI"
-        findings.append(f"{label}: technician {values['technician'] if values['technician'] is not None else 'not available'}/h, "
-                        f"automatic {values['automatic'] if values['automatic'] is not None else 'not available'}/h "
-                        "(each per hour of its own sleep).")
-    findings += [f"Not compared: {what} ({why})." for what, why in agreement["not_compared"].items()]
+    # Most telling first (the model may read only the first few): staging, breathing events, the indices.
+    staging = agreement["staging"]
+    findings = [f"Compared with the technician's scoring (answers use {SCORING_NAMES[analysis.scoring]}): "
+                + (f"staging Cohen's kappa {staging['kappa']}, accuracy {round(100 * staging['accuracy'], 1)}% over "
+                   f"{staging['n_epochs']} epochs staged by both (automatic stages from {staging['automatic_source']})."
+                   if staging is not None and staging["accuracy"] is not None else
+                   f"staging not compared ({agreement['not_compared'].get('staging', 'nothing staged by both')}).")]
+    indices = agreement["indices"]
+
+    def shown(value) -> str:
+        return "not available" if value is None else f"{value}/h"
+
+    findings.append(f"AHI: technician {shown(indices['ahi']['technician'])}, automatic {shown(indices['ahi']['automatic'])}; "
+                    f"ODI: technician {shown(indices['odi']['technician'])}, automatic {shown(indices['odi']['automatic'])} "
+                    "(each per hour of its own sleep).")
+    type_lines = [f"{name.capitalize()} events: the technician scored {e['n_technician']}, the automatic scoring found "
+                  f"{e['n_automatic']}; {e['tp']} matched (precision {e['precision']}, recall {e['recall']}), "
+                  f"{e['fn']} missed, {e['fp']} extra." for name, e in per_type.items()]
+    rest = type_lines + _staging_findings(staging)[1:] + [f"Not compared: {what} ({why})."
+                                                          for what, why in agreement["not_compared"].items()]
     listed, rows = None, []
     if show_events != "none":
         kinds = [k for k in (COMPARED_KINDS[1:] if kind == "all" else [kind]) if k in per_type]
@@ -85,10 +93,11 @@ def scoring_agreement(kind: str = "all", show_events: str = "none", start: str |
         who = "the automatic scoring missed (scored by the technician)" if show_events == "missed" else \
             "the automatic scoring added (not scored by the technician)"
         where = format_citation(night.cite(first, last))
-        findings.append(f"{len(rows)} {'' if kind == 'all' else kind + ' '}event(s) {who} in {where}.")
-        for row in rows[:5]:
-            findings.append(f"{row['kind']} at {format_citation(row)}.")
+        # The events asked for lead; the agreement figures follow.
+        findings = ([f"{len(rows)} {'' if kind == 'all' else kind + ' '}event(s) {who} in {where}."]
+                    + [f"{row['kind']} at {format_citation(row)}." for row in rows[:4]] + findings)
         listed = show_events
+    findings += rest
     return {
         "tool": "scoring_agreement",
         "source": "technician vs automatic",
@@ -102,7 +111,6 @@ def scoring_agreement(kind: str = "all", show_events: str = "none", start: str |
         "listed": listed,
         "listed_events": rows[:MAX_LISTED],
         "n_listed": len(rows),
-        "citation": night.cite(0, night.rec.n_epochs - 1),
     }
 
 

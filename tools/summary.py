@@ -129,14 +129,11 @@ def night_summary(audience: str = "clinician", *, runtime: ToolRuntime[NightCont
         stats["position_min"] = {pos: rounded(v) for pos, v in summary["position_min"].items()}
     findings = _patient_findings(stats) if audience == "patient" else _clinician_findings(stats)
     not_assessable = dict(summary.get("not_assessable") or {})
-    notes = [f"Not assessable: {key} ({reason})." for key, reason in not_assessable.items()]
-    if getattr(night.analysis, "scorings", None):  # the recording came with scoring: say whose figures these are
-        notes.append(f"These figures use {SCORING_NAMES[night.scoring]}.")
-    # A patient's summary ends with the doctor and the screening note.
-    findings = findings[:-2] + notes + findings[-2:] if audience == "patient" else findings + notes
+    findings += [f"Not assessable: {key} ({reason})." for key, reason in not_assessable.items()]
     return {
         "tool": "night_summary",
-        "scoring": night.scoring,
+        # Whose figures these are, when the recording came with scoring (the technician's by default).
+        "scoring": SCORING_NAMES[night.scoring] if getattr(night.analysis, "scorings", None) else None,
         "source": (f"{'technician' if night.scoring == 'technician' else 'measured'} "
                    f"(sleep stages from {night.stage_source})" if night.stage_source else "measured"),
         "audience": audience,

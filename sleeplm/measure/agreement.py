@@ -45,6 +45,8 @@ SCORING_NAMES = {"technician": "the technician's scoring (came with the recordin
 # Event types compared: both respiratory kinds together (scorers often disagree on apnea vs hypopnea), then each.
 COMPARED_KINDS = ("respiratory", "apnea", "hypopnea", "desaturation", "arousal")
 _BASE_COLUMNS = ("onset_s", "duration_s", "kind", "subtype", "label")
+# A scored desaturation's baseline: the highest SpO2 in this many seconds before it.
+DESAT_BASELINE_S = 120
 # Numeric columns of the scoring's events table, under the evidence names the measured events use.
 _EVIDENCE_NAMES = {"spo2_nadir": "nadir_pct"}
 
@@ -130,8 +132,10 @@ def technician_events(rec: Recording) -> pd.DataFrame:
     (`sleeplm.measure.events.EVENT_COLUMNS`, evidence ``{"scored_by": "technician", ...}``).
 
     Numeric extra columns of the scoring's events go into the evidence (a desaturation's
-    ``spo2_nadir`` as ``nadir_pct``, as measured desaturations have it); a desaturation's subtype
-    is "3%"/"4%" only when its depth is known (``drop_pct``).
+    ``spo2_nadir`` as ``nadir_pct``, as measured desaturations have it). A desaturation's depth
+    (``drop_pct``, hence its subtype "3%"/"4%" for ODI 4 %) is read from the SpO2 signal: the
+    highest saturation in the 2 min before it minus its nadir; without a valid SpO2 there it stays
+    unknown (subtype "").
 
     Examples
     --------
@@ -140,12 +144,15 @@ def technician_events(rec: Recording) -> pd.DataFrame:
     (['apnea', 'arousal'], 'technician')
     """
     from sleeplm.measure.events import EVENT_COLUMNS, event_table
+    from sleeplm.measure.respiratory import spo2_per_second
 
     reference = rec.reference
     if reference is None or reference.events is None or reference.events.empty:
         return pd.DataFrame(columns=EVENT_COLUMNS)
     scored = reference.events[reference.events["kind"].isin(EVENT_KINDS)]
     extra = [c for c in scored.columns if c not in _BASE_COLUMNS and pd.api.types.is_numeric_dtype(scored[c])]
+    desaturations = (scored["kind"] == "desaturation").any()
+    spo2 = spo2_per_second(rec, np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool)) if desaturations else None
     rows = []
     for row in scored.itertuples(index=False):
         evidence = {"scored_by": "technician"}
@@ -153,12 +160,30 @@ def technician_events(rec: Recording) -> pd.DataFrame:
                          if np.isfinite(getattr(row, c))})
         subtype = row.subtype if isinstance(row.subtype, str) else ""
         if row.kind == "desaturation":
+            if "drop_pct" not in evidence and spo2 is not None:
+                evidence.update(_depth(spo2, float(row.onset_s), float(row.onset_s + row.duration_s), evidence.get("nadir_pct")))
             drop = evidence.get("drop_pct")
             subtype = subtype if subtype in ("3%", "4%") else "" if drop is None else "4%" if drop >= 4 else "3%"
         onset = float(row.onset_s)
         rows.append({"kind": row.kind, "subtype": subtype, "start_s": onset,
                      "end_s": onset + max(float(row.duration_s), 0.0), "evidence": evidence})
     return event_table(rec, rows)
+
+
+def _depth(spo2: np.ndarray, start_s: float, end_s: float, nadir: float | None) -> dict:
+    """How deep a scored desaturation was, read from the SpO2 signal: the highest saturation in the
+    `DESAT_BASELINE_S` before it (its baseline) minus its nadir (the scoring's, else the lowest
+    saturation during it); {} where the signal is invalid there."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stretches: no depth
+        before = spo2[max(int(start_s) - DESAT_BASELINE_S, 0) : max(int(start_s), 1)]
+        baseline = np.nanmax(before) if before.size else np.nan
+        during = spo2[int(start_s) : int(np.ceil(end_s)) + 1]
+        low = nadir if nadir is not None else (np.nanmin(during) if during.size else np.nan)
+    if not (np.isfinite(baseline) and np.isfinite(low)):
+        return {}
+    return {"baseline_pct": round(float(baseline), 1), "nadir_pct": round(float(low), 1),
+            "drop_pct": round(float(baseline - low), 1)}
 
 
 def _scored_kinds(events: pd.DataFrame) -> set[str]:

@@ -24,11 +24,11 @@ import pandas as pd
 from sleeplm.measure.agreement import SCORING_NAMES
 from sleeplm.measure.analysis import NightAnalysis, analyze_night
 from sleeplm.io.recording import Recording
-from sleeplm.report.export import json_safe, write_events_csv
+from sleeplm.report.export import agreement_lines, json_safe, write_events_csv
 from sleeplm.terms import STAGES, format_elapsed
 from sleeplm.measure.summary import APNEAS_ONLY, EXPORT_KEYS
 
-__all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram_csv", "write_report_md", "agreement_lines"]
+__all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram_csv", "write_report_md"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,45 +147,6 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         lines += ["", "## Technician vs automatic scoring", "", *agreement_lines(analysis.agreement)]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def agreement_lines(agreement: dict) -> list[str]:
-    """Markdown lines of `sleeplm.measure.agreement.scoring_agreement`: the staging kappa and confusion
-    matrix, event precision/recall per type, AHI and ODI both ways, and what was not compared.
-
-    Examples
-    --------
-    >>> for line in agreement_lines(tiny_analysis_compared().agreement)[:4]:
-    ...     print(line)
-    Technician's scoring: EDF+ annotations in the recording.
-    <BLANKLINE>
-    Staging, 30 epochs staged by both: Cohen's kappa ..., accuracy ... (rows: technician, columns: automatic, yasa).
-    <BLANKLINE>
-    """
-    lines = [f"Technician's scoring: {agreement['technician_scoring']}.", ""] if agreement.get("technician_scoring") else []
-    staging = agreement.get("staging")
-    if staging is not None and staging["confusion"] is not None:
-        lines += [f"Staging, {staging['n_epochs']} epochs staged by both: Cohen's kappa {_fmt(staging['kappa'])}, "
-                  f"accuracy {_fmt(staging['accuracy'])} (rows: technician, columns: automatic, {staging['automatic_source']}).",
-                  "", "| technician \\ automatic | " + " | ".join(staging["stages"]) + " |",
-                  "|---" * (len(staging["stages"]) + 1) + "|"]
-        lines += [f"| {stage} | " + " | ".join(str(n) for n in row) + " |"
-                  for stage, row in zip(staging["stages"], staging["confusion"])]
-        lines.append("")
-    if agreement.get("events"):
-        lines += [f"Events matched one-to-one at IoU >= {agreement['min_iou']}:", "",
-                  "| type | technician | automatic | matched | missed | extra | precision | recall |", "|---" * 8 + "|"]
-        lines += [f"| {kind} | {e['n_technician']} | {e['n_automatic']} | {e['tp']} | {e['fn']} | {e['fp']} | "
-                  f"{e['precision']} | {e['recall']} |" for kind, e in agreement["events"].items()]
-        lines.append("")
-    indices = agreement.get("indices") or {}
-    if indices:
-        lines += ["Per hour of each scoring's own sleep (the technician's ODI counts their desaturations; "
-                  "the automatic one is ODI 3 %):", "", "| index | technician | automatic |", "|---|---|---|"]
-        lines += [f"| {key.upper()} | {_fmt(v['technician'], '/h')} | {_fmt(v['automatic'], '/h')} |" for key, v in indices.items()]
-        lines.append("")
-    lines += [f"- not compared: {what} ({why})" for what, why in (agreement.get("not_compared") or {}).items()]
-    return lines
 
 
 def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=None,

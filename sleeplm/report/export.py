@@ -45,7 +45,7 @@ from sleeplm.io.recording import EPOCH_SEC, Recording, format_elapsed
 
 __all__ = [
     "EVENT_COLUMNS", "STAGE_LABELS", "ExportError", "json_safe", "events_table", "write_events_csv", "annotation_label",
-    "write_annotations_edf", "write_report_pdf",
+    "write_annotations_edf", "write_report_pdf", "agreement_lines",
 ]
 
 logger = logging.getLogger(__name__)
@@ -294,6 +294,58 @@ def _summary_page(rec: Recording, summary: dict | None, stage_source: str | None
     return fig
 
 
+def _figure(value, unit: str = "") -> str:
+    return "not available" if value is None else f"{round(value, 2):g}{unit}"
+
+
+def agreement_lines(agreement: dict) -> list[str]:
+    """Markdown lines of `sleeplm.measure.agreement.scoring_agreement`: the staging kappa and confusion
+    matrix, event precision/recall per type, AHI and ODI both ways, and what was not compared.
+
+    Examples
+    --------
+    >>> for line in agreement_lines(tiny_analysis_compared().agreement)[:4]:
+    ...     print(line)
+    Technician's scoring: EDF+ annotations in the recording.
+    <BLANKLINE>
+    Staging, 30 epochs staged by both: Cohen's kappa ..., accuracy ... (rows: technician, columns: automatic, yasa).
+    <BLANKLINE>
+    """
+    lines = [f"Technician's scoring: {agreement['technician_scoring']}.", ""] if agreement.get("technician_scoring") else []
+    staging = agreement.get("staging")
+    if staging is not None and staging["confusion"] is not None:
+        lines += [f"Staging, {staging['n_epochs']} epochs staged by both: Cohen's kappa {_figure(staging['kappa'])}, "
+                  f"accuracy {_figure(staging['accuracy'])} (rows: technician, columns: automatic, {staging['automatic_source']}).",
+                  "", "| technician \\ automatic | " + " | ".join(staging["stages"]) + " |",
+                  "|---" * (len(staging["stages"]) + 1) + "|"]
+        lines += [f"| {stage} | " + " | ".join(str(n) for n in row) + " |"
+                  for stage, row in zip(staging["stages"], staging["confusion"])]
+        lines.append("")
+    if agreement.get("events"):
+        lines += [f"Events matched one-to-one at IoU >= {agreement['min_iou']}:", "",
+                  "| type | technician | automatic | matched | missed | extra | precision | recall |", "|---" * 8 + "|"]
+        lines += [f"| {kind} | {e['n_technician']} | {e['n_automatic']} | {e['tp']} | {e['fn']} | {e['fp']} | "
+                  f"{e['precision']} | {e['recall']} |" for kind, e in agreement["events"].items()]
+        lines.append("")
+    indices = agreement.get("indices") or {}
+    if indices:
+        lines += ["Per hour of each scoring's own sleep (the technician's ODI counts their desaturations; "
+                  "the automatic one is ODI 3 %):", "", "| index | technician | automatic |", "|---|---|---|"]
+        lines += [f"| {key.upper()} | {_figure(v['technician'], '/h')} | {_figure(v['automatic'], '/h')} |" for key, v in indices.items()]
+        lines.append("")
+    lines += [f"- not compared: {what} ({why})" for what, why in (agreement.get("not_compared") or {}).items()]
+    return lines
+
+
+def _agreement_page(agreement: dict) -> Figure:
+    fig = Figure(figsize=A4_INCHES)
+    fig.text(0.08, 0.95, "Technician vs automatic scoring", fontsize=12, weight="bold")
+    lines = [part for line in agreement_lines(agreement) for part in textwrap.wrap(line, ANSWER_WRAP_CHARS) or [""]]
+    for row, text in enumerate(lines[:ANSWER_LINES_PER_PAGE]):
+        fig.text(0.08, 0.92 - row * 0.0165, text, fontsize=8, family="monospace")
+    return fig
+
+
 def _event_pages(table: pd.DataFrame) -> Iterable[Figure]:
     columns = ["kind", "subtype", "clock_start", "clock_end", "elapsed_start", "duration_s", "epoch_start", "epoch_end"]
     for page_start in range(0, len(table), EVENTS_PER_PAGE):
@@ -332,6 +384,8 @@ def write_report_pdf(
     events: pd.DataFrame | None = None,
     answers: list[tuple[str, str]] | None = None,
     stage_source: str | None = None,
+    scorings: dict | None = None,
+    agreement: dict | None = None,
 ) -> Path:
     """Write the night report as a PDF.
 
@@ -344,11 +398,14 @@ def write_report_pdf(
     events : detected events (``kind``, ``start_s``, ``end_s``, ``subtype``).
     answers : the chat's (question, answer) pairs, answers as shown (with their citations).
     stage_source : where the stages come from, printed in the header.
+    scorings, agreement : when the recording came with scoring and the product's own was compared
+        with it (`sleeplm.measure.analysis.NightAnalysis.scorings` and ``.agreement``): the overview
+        shows both hypnograms and both event rows, and a page gives the agreement (`agreement_lines`).
 
     Returns
     -------
-    Path of the PDF: page 1 summary, page 2 the overview (stages, events, SpO2), then the
-    event table and the questions with their answers.
+    Path of the PDF: page 1 summary, page 2 the overview (stages, events, SpO2), the agreement
+    page when given, then the event table and the questions with their answers.
 
     Examples
     --------
@@ -364,7 +421,10 @@ def write_report_pdf(
     table = events_table(rec, events)
     with PdfPages(path, metadata={"Title": "SleepLM Assistant night report", "Author": "", "Subject": ""}) as pdf:
         pdf.savefig(_summary_page(rec, summary, stage_source))
-        pdf.savefig(plot_night(rec, hypnogram=hypnogram, events=events, stage_source=stage_source, width_in=11.0))
+        pdf.savefig(plot_night(rec, hypnogram=hypnogram, events=events, stage_source=stage_source, width_in=11.0,
+                               comparison=scorings if agreement is not None else None))
+        if agreement is not None:
+            pdf.savefig(_agreement_page(agreement))
         for page in _event_pages(table):
             pdf.savefig(page)
         for page in _answer_pages(list(answers or [])):
