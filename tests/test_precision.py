@@ -240,8 +240,9 @@ def test_precision_is_in_summary_json_the_trace_and_the_status(fixture_a, monkey
     assert json.loads(write_trace_json([], tmp_path / "t.json", trace_metadata(None)).read_text())["metadata"] == \
         {"sleeplm_precision": None}
 
-    class Analysis:
+    class Analysis:  # the figures summary.json reads, without a night behind them
         summary = {"not_assessable": {}}
+        scorings = {}
 
     from sleeplm.measure.summary import EXPORT_KEYS
 

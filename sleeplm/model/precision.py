@@ -346,13 +346,16 @@ def relative_speed(reference: Callable[[], Any], candidate: Callable[[], Any], b
                    min_rounds: int = 2) -> float:
     """Throughput of `candidate` over `reference`, timed in alternating rounds for ~`budget_s` s.
 
-    Each keeps its best round, so a burst of other work on a shared machine lowers neither alone.
+    Both run once untimed first (a new input shape builds kernels), then each keeps its best of at
+    least `min_rounds` rounds, so a burst of other work on a shared machine lowers neither alone.
 
     Examples
     --------
     >>> relative_speed(lambda: sum(range(20000)), lambda: sum(range(1000)), budget_s=0.01) > 1
     True
     """
+    reference()
+    candidate()
     best = [float("inf"), float("inf")]
     start, rounds = time.perf_counter(), 0
     while rounds < min_rounds or time.perf_counter() - start < budget_s:
