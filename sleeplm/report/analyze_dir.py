@@ -56,7 +56,7 @@ def write_summary_json(analysis: NightAnalysis, path: Path, sleeplm_precision: d
         summary["staging_note"] = analysis.summary["staging_note"]
     if sleeplm_precision is not None:
         summary["sleeplm_precision"] = sleeplm_precision
-    if analysis.scorings:
+    if getattr(analysis, "scorings", None):  # the recording came with scoring (a stand-in analysis may have none)
         summary["scoring"] = analysis.scoring
         summary["agreement"] = analysis.agreement
     path.write_text(json.dumps(json_safe(summary), indent=2))
