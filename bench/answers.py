@@ -152,7 +152,8 @@ def main() -> None:
     from assistant.local_llm import load_local_chat_model
     from bench.grounding import BATTERY
 
-    questions = list(dict.fromkeys(DESIGN_CARD_QUESTIONS + BATTERY))[: args.questions]
+    seen: set[str] = set()
+    questions = [q for q in DESIGN_CARD_QUESTIONS + BATTERY if not (q.lower() in seen or seen.add(q.lower()))][: args.questions]
     started = time.perf_counter()
     model, _ = load_local_chat_model("1.5b", n_threads=args.threads)
     print(f"embedded model {model.model_name}, {args.threads} threads, loaded in {time.perf_counter() - started:.1f} s; "
