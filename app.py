@@ -294,6 +294,21 @@ class ConfiguredChatModel:
     def note(self) -> str | None:
         return None if self._resolved is None else self._resolved[1]
 
+    def warm_up(self) -> threading.Thread:
+        """Resolve the model and let it evaluate the night conversations' common prompt starts
+        (`assistant.agent.prompt_prefixes`), in a background thread: at server start-up, before the
+        first question (a cohort session starts its own when it opens)."""
+        def run() -> None:
+            from assistant.agent import prompt_prefixes
+
+            warm = getattr(self(), "warm_prompt_prefixes", None)
+            if callable(warm):
+                warm(prompt_prefixes())
+
+        thread = threading.Thread(target=run, name="llm-warm-up-start", daemon=True)
+        thread.start()
+        return thread
+
 
 class SleepLMWeights:
     """The app's SleepLM weights, fetched (from the hub on first run) and loaded in a background
@@ -1223,7 +1238,10 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(run / "gradio")
     try:
-        demo = build_app(llm_factory=ConfiguredChatModel(llm), sleeplm_model=weights, preload=recording,
+        llm_factory = ConfiguredChatModel(llm)
+        if cohort is None:
+            llm_factory.warm_up()
+        demo = build_app(llm_factory=llm_factory, sleeplm_model=weights, preload=recording,
                          channel_map=channel_map, position_map=position_map, preload_is_demo=preload_is_demo,
                          session_root=run, cohort=cohort, annotations=annotations)
 

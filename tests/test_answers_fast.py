@@ -101,3 +101,13 @@ def test_the_follow_up_hint_comes_after_the_shared_prefix(known_night, scripted_
     assert tool_step[0].content == tool_choice_prompt("clinician")
     assert isinstance(tool_step[1], SystemMessage) and "The previous answer named these" in tool_step[1].content
 
+
+
+def test_the_server_starts_evaluating_the_prompt_prefixes_at_start_up(monkeypatch, scripted_model):
+    import app
+    from assistant import llm as backends
+
+    chat = scripted_model()
+    monkeypatch.setattr(backends, "get_chat_model", lambda spec=None: (chat, backends.LLMStatus("local", "m", True, "ok")))
+    app.ConfiguredChatModel().warm_up().join(timeout=30)
+    assert [text for _, (_, text) in chat.evaluated] == [text for text, _ in prompt_prefixes()]
