@@ -113,7 +113,7 @@ def run_night(name: str, model, questions: list[str], folder: Path) -> list[dict
         usage = turn.usage
         checks = battery_checks(turn, tools, cites)
         row = {"night": name, "question": question, "ttft": first, "total": total, "route": turn.route, "mode": turn.mode,
-               "battery": question in BATTERY[:8], **usage, **checks}
+               "battery": question.lower() in {q.lower() for q in BATTERY[:8]}, **usage, **checks}
         rows.append(row)
         why = turn.grounding.get("rejected") or ""
         verdict = "yes" if checks["passed"] else (f"no ({turn.mode}{': ' + why[:90] if why else ''}; called "
