@@ -75,12 +75,12 @@ MAX_TOOL_CALLS_PER_MESSAGE = 3
 MAX_TOOL_CALLS_PER_TURN = 6
 MAX_TOOL_ARGUMENT_BYTES = 4096
 # What the model reads of tool results (`compact_result`), in tokens. Every token read costs
-# prompt evaluation (~50 tokens/s on 2 AVX2 cores: 800 tokens ~16 s); a full list_events result
+# prompt evaluation (~50 tokens/s on 2 AVX2 cores: 1,000 tokens ~20 s); a full list_events result
 # of the 1.5-h demo night was ~4,000 tokens. Token counts are estimated at CHARS_PER_TOKEN characters per token (measured
 # with Qwen2.5's tokenizer on the tools' JSON results: 1.85-2.5; digits are one token each).
 CHARS_PER_TOKEN = 2
-MAX_RESULT_TOKENS = 800
-MAX_TURN_RESULT_TOKENS = 1400
+MAX_RESULT_TOKENS = 1000
+MAX_TURN_RESULT_TOKENS = 1600
 # The compact view: the first findings (the tools write the most important first: totals, the
 # most disturbed period) and the top items of a list (ranked periods, the first events).
 MAX_FINDINGS = 6
@@ -791,9 +791,9 @@ def compact_result(content: str, budget_tokens: int = MAX_RESULT_TOKENS) -> str:
                 if isinstance(value, list) and k != "findings" else value for k, value in view.items()}
     if len(text()) > budget:
         view = _shown(view, 1, nested=False)
-    # Lists before records (the findings name the listed items), the largest first.
+    # The largest first (the findings say what they hold).
     nested = sorted((k for k, v in view.items() if isinstance(v, (list, dict)) and k != "findings"),
-                    key=lambda k: (isinstance(view[k], list), len(json.dumps(view[k], ensure_ascii=False))))
+                    key=lambda k: len(json.dumps(view[k], ensure_ascii=False)))
     while len(text()) > budget and nested:
         key = nested.pop()
         view.pop(key)
