@@ -756,11 +756,10 @@ def compact_result(content: str, budget_tokens: int = MAX_RESULT_TOKENS) -> str:
 
     A JSON object loses its empty fields and the tool's name, keeps its first `MAX_FINDINGS`
     findings and the first `MAX_LIST_ITEMS` items of each list of records, also in its nested
-    records (the file's quoted annotations) (``<list>_not_shown``
-    says how many were left out); while over the budget, the records lose their nested details,
-    its own lists shrink to one item, then lists
-    and nested records go (``omitted`` names them), then the last findings; text (an error) or
-    a view still over the budget is cut, saying so.
+    records (the file's quoted annotations); ``<list>_not_shown`` says how many were left out.
+    While over the budget, the records lose their nested details, its own lists shrink to one
+    item, then lists and nested records go, the largest first (``omitted`` names them), then the
+    last findings; text (an error) or a view still over the budget is cut, saying so.
 
     Examples
     --------
