@@ -67,6 +67,7 @@ from sleeplm.terms import AUDIENCES, parse_citations
 from sleeplm.errors import ChannelMappingError, CohortInputError, NotARecordingError, RecordingError, SleepLMError
 from assistant.trace import trace_metadata, write_trace_json
 from sleeplm.cohort.report import REPORT, distribution_figure
+from sleeplm.measure.rules import DEFAULT_RULE, RULES, resolve_rule
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
 from sleeplm.measure.agreement import SCORING_NAMES, SCORINGS
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, click_map, plot_epochs, plot_night, reference_events
@@ -499,6 +500,11 @@ def _night_markdown(bs: BrowserSession) -> str:
     )
     if night.analysis is None:
         text += "  \nMeasurements are not available in this installation; only the recording overview can answer."
+    elif night.analysis.summary.get("ahi_rule"):
+        summary = night.analysis.summary
+        index = "AHI" if summary.get("ahi") is not None else "REI"
+        text += (f"  \nScoring rule: {summary['ahi_rule']} ({summary['rule']['title']}); {index} "
+                 f"{summary.get('ahi') if summary.get('ahi') is not None else summary.get('rei')}/h.")
     return text + "".join(f"  \n⚠️ {w}" for w in rec.warnings)
 
 
@@ -553,8 +559,9 @@ def _no_progress(*_: Any, **__: Any) -> None:
 
 
 def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: dict | None,
-               position_map: str | dict | None = None) -> Iterator[tuple]:
-    """Load `path` (with the session's scoring file) into the session; yields the panel's outputs as each stage finishes."""
+               position_map: str | dict | None = None, rule: str | None = None) -> Iterator[tuple]:
+    """Load `path` (with the session's scoring file) into the session (under `rule`, else the session's
+    scoring rule); yields the panel's outputs as each stage finishes."""
     if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length of 0)
         progress = _no_progress
     progress(0.02, desc="Reading the recording")
@@ -562,7 +569,7 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
         bs.weights.attach(bs)
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
     _gated_load(bs.night, path, progress=report, channel_map=channel_map, position_map=position_map,
-                annotations=bs.annotations)
+                annotations=bs.annotations, rule=rule)
     bs.recording_path = path
     bs.shown_version = bs.night.night.version
     bs.turns.clear()
@@ -576,6 +583,18 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     # SleepLM works in the background (embeddings, stage captions): `refresh_status` shows its
     # progress and redraws the overview when it changes the stages; the chat works meanwhile.
     progress(1.0, desc="Ready")
+
+
+def change_rule(name: str, state: BrowserSession | None) -> tuple:
+    """Handler of the rule picker: re-score the loaded night under rule `name` (from its measurements,
+    no reload); returns (night text, overview image). Nothing loaded: the rule applies to the next night."""
+    if state is None or not isinstance(state.night, NightSession):
+        return gr.update(), gr.update()
+    state.night.set_rule(name)
+    if state.night.night is None or state.night.night.analysis is None:
+        return gr.update(), gr.update()
+    state.shown_version = state.night.night.version
+    return _night_markdown(state), _render_overview(state)
 
 
 def refresh_status(state: BrowserSession | None) -> tuple:
@@ -612,9 +631,10 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
                root: Path, llm_factory, sleeplm_model=None, registry: dict | None = None,
                owned: bool = True, sleeplm_note: str | None = None, shown_root: Path | None = None,
                channel_map: dict | None = None, position_map: str | dict | None = None,
-               annotations: str | Path | None = None) -> Iterator[tuple]:
+               annotations: str | Path | None = None, rule: str | None = None) -> Iterator[tuple]:
     """Handler: load a recording into this tab's session (with `channel_map`/`position_map` and the
-    scoring file `annotations`, if given; an upload's scoring comes afterwards, see `load_scoring`).
+    scoring file `annotations`, if given; an upload's scoring comes afterwards, see `load_scoring`;
+    under `rule`, else the session's scoring rule: the one last picked).
 
     Yields (state, night text, LLM text, preflight table, file channels text, overview image path,
     epoch viewer figure, downloads, chat history). An upload (`owned`) is moved into the session's
@@ -640,7 +660,7 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
             source = _take_upload(source, bs.workdir / f"recording{source.suffix.lower()}")
         bs.channel_map, bs.position_map = channel_map, position_map
         bs.annotations = None if annotations is None else Path(annotations)
-        yield from _load_into(bs, source, progress, channel_map, position_map)
+        yield from _load_into(bs, source, progress, channel_map, position_map, rule)
     except ChannelMappingError as exc:
         # No channel recognised: keep the file and let the user name its channels in the table.
         yield _unmapped(bs, source, exc)
@@ -1009,7 +1029,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
               sleeplm_model: Any = None, preload: str | Path | None = None,
               sleeplm_note: str | None = None, channel_map: dict | None = None,
               position_map: str | dict | None = None, preload_is_demo: bool = False,
-              cohort: str | Path | None = None, annotations: str | Path | None = None) -> gr.Blocks:
+              cohort: str | Path | None = None, annotations: str | Path | None = None,
+              rule: str = DEFAULT_RULE) -> gr.Blocks:
     """The Gradio Blocks app.
 
     Parameters
@@ -1029,6 +1050,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         and the ``/ask_cohort`` endpoint answers questions about it. `preload` is then not used.
     annotations : the technician's scoring file of `preload` (``serve --annotations FILE``); an
         uploaded recording's scoring is uploaded beside it on the page.
+    rule : the scoring rule `preload` is scored under and the rule picker starts on
+        (`sleeplm.measure.rules.RULES`); picking another re-scores the loaded night at once.
     """
     _check_cohort(cohort)
     # Files inside Gradio's cache are served in place: no copy of them outlives the session. The
@@ -1057,7 +1080,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
             yield open_cohort(cohort, state, request, **common)
             return
         if preload is not None:
-            yield from load_night(str(preload), state, request, progress, owned=False, **common,
+            yield from load_night(str(preload), state, request, progress, owned=False, rule=rule, **common,
                                   **({} if preload_is_demo else {**maps, "annotations": annotations}))
             return
         bs = _session(state, request, **common)
@@ -1079,6 +1102,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
 
     def on_remap(table, state, progress=gr.Progress()):
         yield from reload_with_channel_map(table, state, progress)
+
+    def on_rule(name, state):
+        return change_rule(name, state)
 
     def on_click(state, n_epochs, evt: gr.SelectData):
         return epochs_at_click(state, n_epochs, evt)
@@ -1119,6 +1145,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                     scoring = gr.Radio(list(SCORINGS), value="technician", elem_id="scoring", scale=2,
                                        label="Scoring used in answers (when the recording came with scoring)")
                     scoring_text = gr.Markdown(elem_id="scoring-status")
+                rule_picker = gr.Dropdown([(f"{r.name}: {r.title}", r.name) for r in RULES.values()],
+                                          value=resolve_rule(rule).name, label="Scoring rule (apneas and hypopneas)",
+                                          elem_id="rule-picker", visible=single)
                 chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", buttons=["copy"], sanitize_html=True)
                 question = gr.Textbox(placeholder="Ask about the night, e.g. when did respiration look abnormal?" if single
                                       else "Ask about the nights, e.g. which nights have AHI over 30?",
@@ -1154,6 +1183,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         demo_button.click(on_demo, [state], panel, **private).then(**technician_first)
         remap_button.click(on_remap, [preflight, state], panel, **private).then(**technician_first)
         scoring.input(choose_scoring, [scoring, state], [scoring_text], **private)
+        rule_picker.change(on_rule, [rule_picker, state], [night_text, overview], **private)
         # Chat and API calls share the language model: two at a time keep the app responsive.
         chat = {"concurrency_id": "chat", "concurrency_limit": 2}
         question.submit(ask, [question, audience, chatbot, state], [chatbot, question, state],
@@ -1192,7 +1222,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bo
 def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | None = None,
           channel_map: dict | None = None, position_map: str | dict | None = None,
           cohort: str | Path | None = None, nights: list | None = None, llm: str | None = None,
-          annotations: str | Path | None = None) -> None:
+          annotations: str | Path | None = None, rule: str = DEFAULT_RULE) -> None:
     """Run the app until interrupted; every new tab starts on `recording`, or on the demo night.
 
     `channel_map` and `position_map` (``serve --channel-map/--position-map``) are used to load
@@ -1202,7 +1232,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     folder and served as a cohort (deleted with the run). `llm` (``serve --llm``) is the language
     model spec; the embedded model is chosen (and on first run downloaded) before the page opens,
     and the terminal says which and why. `annotations` (``serve --annotations FILE``) is the
-    technician's scoring of `recording`.
+    technician's scoring of `recording`. `rule` (``serve --rule``) is the scoring rule the night is
+    loaded with and the app's rule picker starts on.
     """
     bound_heap()  # freed arrays go back to the system at once (assistant.memory)
     if cohort is not None and nights:
@@ -1243,7 +1274,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
             llm_factory.warm_up()
         demo = build_app(llm_factory=llm_factory, sleeplm_model=weights, preload=recording,
                          channel_map=channel_map, position_map=position_map, preload_is_demo=preload_is_demo,
-                         session_root=run, cohort=cohort, annotations=annotations)
+                         session_root=run, cohort=cohort, annotations=annotations, rule=rule)
 
         def shutdown() -> None:
             demo.close_sessions()

@@ -57,7 +57,7 @@ def _cmd_analyze(args) -> int:
 
         model = SleepLM.from_pretrained(args.checkpoint)
         print(f"SleepLM precision: {model.precision.reason}", file=sys.stderr)
-    written = analyze_to_dir(args.file, args.out, model=model, hypopnea_rule=args.hypopnea_rule,
+    written = analyze_to_dir(args.file, args.out, model=model, rule=args.rule,
                              channel_map=args.channel_map, position_map=args.position_map,
                              annotations=args.annotations, scoring=args.scoring)
     for path in written:
@@ -78,7 +78,7 @@ def _cmd_cohort(args) -> int:
     checkpoint = os.environ.get("SLEEPLM_CHECKPOINT")
     cohort = run(args.input, args.out, address=args.address, num_cpus=args.num_cpus, workers=args.workers,
                  model=checkpoint, gpus_per_worker=args.gpus_per_worker, model_workers=args.model_workers,
-                 hypopnea_rule=args.hypopnea_rule, progress=True, retry_failed=args.retry_failed)
+                 hypopnea_rule=args.rule, progress=True, retry_failed=args.retry_failed)
     done, failed = len(cohort.done), len(cohort.failed)
     print(f"{done} nights measured, {failed} failed"
           f"{' (see failed.csv; a run started again retries them only with --retry-failed)' if failed else ''}; "
@@ -97,7 +97,7 @@ def _cmd_serve(args) -> int:
 
     app.serve(host=args.host, port=args.port, recording=args.recording, channel_map=args.channel_map,
               position_map=args.position_map, cohort=args.cohort, nights=args.nights, llm=args.llm,
-              annotations=args.annotations)
+              annotations=args.annotations, rule=args.rule)
     return 0
 
 
@@ -138,6 +138,20 @@ def _add_scoring_option(parser: argparse.ArgumentParser) -> None:
              "automatic staging and events for the results; the two are compared either way")
 
 
+def _add_rule_option(parser: argparse.ArgumentParser) -> None:
+    from sleeplm.measure.rules import DEFAULT_RULE, RULES, resolve_rule
+
+    def rule(text: str) -> str:
+        try:
+            return resolve_rule(text).name
+        except SleepLMError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    parser.add_argument("--rule", "--hypopnea-rule", dest="rule", type=rule, default=DEFAULT_RULE, metavar="NAME",
+                        help=f"apnea/hypopnea scoring rule: {', '.join(RULES)} (default {DEFAULT_RULE}: AASM 2012 "
+                             "rule 1A; 1B is the 4%% rule); --hypopnea-rule is its former name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sleeplm-assistant", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
@@ -153,8 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="measure the night (no LLM) and write summary/events/hypnogram/report")
     p.add_argument("file")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--hypopnea-rule", choices=("1A", "1B"), default="1A",
-                   help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
+    _add_rule_option(p)
     _add_scoring_option(p)
     _add_map_options(p)
     _add_precision_option(p)
@@ -169,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="nights measured at the same time (default: all CPUs)")
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per SleepLM actor (default 0: CPU)")
     p.add_argument("--model-workers", type=int, default=None, help="SleepLM actors (default: GPUs / gpus-per-worker, else 1)")
-    p.add_argument("--hypopnea-rule", choices=("1A", "1B"), default="1A",
-                   help="AASM hypopnea rule: 1A (>= 3%% desaturation or arousal, default) or 1B (>= 4%%)")
+    _add_rule_option(p)
     p.add_argument("--retry-failed", action="store_true",
                    help="measure again the nights an earlier run of --out recorded as failed (default: reported, "
                         "not re-read; a changed file or option is always measured)")
@@ -185,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience", choices=AUDIENCES, default="clinician")
     p.add_argument("--json", action="store_true", help="print one JSON object (answer, tool_calls, grounding, llm, llm_messages)")
     _add_scoring_option(p)
+    _add_rule_option(p)
     _add_map_options(p)
     _add_precision_option(p)
     p.set_defaults(func=_cmd_ask)
@@ -200,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="two recordings of one person: measured on Ray first, then served as night 1 and night 2")
     p.add_argument("--llm", default=None, help="LLM backend spec, e.g. local (chosen for this machine) or "
                                                "local:qwen2.5-7b-instruct; default: config/env, else local")
+    _add_rule_option(p)
     _add_map_options(p)
     _add_precision_option(p)
     p.set_defaults(func=_cmd_serve)

@@ -19,6 +19,7 @@ from assistant.llm import parse_spec
 from assistant.markup import inert_markdown
 from sleeplm.model.checkpoint import CHECKPOINT_ENV
 from assistant.session import NightSession, SessionError
+from sleeplm.measure.rules import DEFAULT_RULE
 
 __all__ = ["run_ask", "format_turn", "format_trace", "stream_turn", "JSON_KEYS"]
 
@@ -125,7 +126,7 @@ def run_ask(args) -> int:
     """Run the `ask` subcommand: load FILE, answer the question, print text or one JSON object.
 
     `args` carries ``file``, ``question``, ``llm`` (backend spec or None for the configured
-    default), ``audience``, ``json`` and optionally ``channel_map``/``position_map`` (parsed maps
+    default), ``audience``, ``json`` and optionally ``rule`` (the scoring rule, `sleeplm.measure.rules`), ``channel_map``/``position_map`` (parsed maps
     for `sleeplm.io.reader.load_recording`, see `sleeplm.io.channels.parse_channel_map`). Returns the
     exit status: 0, or 1 when answering met an internal error (a bug; the answer names the reference
     it is logged under). SleepLM is used when ``SLEEPLM_CHECKPOINT`` names a
@@ -149,7 +150,8 @@ def run_ask(args) -> int:
     # SleepLM only when weights were named (--checkpoint sets SLEEPLM_CHECKPOINT): without them,
     # or from the hub, one question would wait minutes for SleepLM staging on a CPU.
     checkpoint = os.environ.get(CHECKPOINT_ENV)
-    session = NightSession(llm=args.llm, workdir=workdir, **({"model": checkpoint} if checkpoint else {}))
+    session = NightSession(llm=args.llm, workdir=workdir, rule=getattr(args, "rule", DEFAULT_RULE),
+                           **({"model": checkpoint} if checkpoint else {}))
     try:
         # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
         rec = session.load(args.file, stage_cross_check=False, channel_map=getattr(args, "channel_map", None),

@@ -41,6 +41,7 @@ from assistant.markup import inert_markdown
 from assistant.sleeplm_jobs import loading, plan_sleeplm_jobs, run_sleeplm_jobs, start_background
 from sleeplm.errors import ModelUnavailableError
 from sleeplm.io.recording import Recording
+from sleeplm.measure.rules import DEFAULT_RULE, resolve_rule
 from tools import ALL_TOOLS, NightContext, parse_result, run_tool
 from tools.captions import consistency_note
 
@@ -160,7 +161,8 @@ class NightSession:
         follow-up resolves against the periods the previous answer named."""
         return route_question(question, audience, previous=getattr(self.night, "named_periods", None))
 
-    def __init__(self, llm: Any = None, model: Any = None, workdir: str | Path | None = None) -> None:
+    def __init__(self, llm: Any = None, model: Any = None, workdir: str | Path | None = None, rule: str = DEFAULT_RULE) -> None:
+        self.rule = resolve_rule(rule).name  # the scoring rule nights are loaded with (`set_rule` changes it)
         self.llm, self.llm_info = _resolve_llm(llm)
         self.sleeplm, self.sleeplm_status = _resolve_sleeplm(model)
         self._own_workdir = workdir is None
@@ -183,6 +185,7 @@ class NightSession:
         self, path: str | Path, progress: Callable | None = None, channel_map: dict | None = None,
         position_map: str | dict | None = None, stage_cross_check: bool = True, annotations: str | Path | None = None,
         scoring: str = "technician",
+        rule: str | None = None,
     ) -> Recording:
         """Load and analyse a recording; start SleepLM embeddings in the background when a model is loaded.
 
@@ -195,13 +198,15 @@ class NightSession:
         when the recording came with scoring: "technician" (default) or "automatic" (then the
         automatic scoring is computed before the night is ready); see `set_scoring`. Raises the
         `sleeplm.errors.RecordingError` family for unusable files. A new recording starts a new
-        conversation.
+        conversation. `rule` (a name of `sleeplm.measure.rules.RULES`) replaces the session's scoring rule.
         """
         from sleeplm.io.reader import load_recording
 
+        if rule is not None:
+            self.rule = resolve_rule(rule).name
         with loading():  # other sessions' SleepLM background work pauses meanwhile
             rec = load_recording(path, channel_map=channel_map, position_map=position_map, annotations=annotations)
-            analysis = self._analyze(rec, progress, scoring)
+            analysis = self._analyze(rec, progress, scoring, self.rule)
         night = NightContext(rec=rec, analysis=analysis, model=self.sleeplm, model_status=self.sleeplm_status)
         self.night = night
         self.reset()
@@ -245,13 +250,25 @@ class NightSession:
             job.join(timeout_s)
         return not any(job.is_alive() for job in self._background)
 
-    def _analyze(self, rec: Recording, progress: Callable | None, scoring: str = "technician"):
+    def set_rule(self, rule: str) -> None:
+        """Score the loaded night (and the nights loaded later) under another rule, from the measurements
+        already made (`sleeplm.measure.analysis.rescore`: no signal is read again)."""
+        from sleeplm.measure.analysis import rescore
+
+        self.rule = resolve_rule(rule).name
+        night = self.night
+        if night is not None and night.analysis is not None and night.analysis.hypopnea_rule != self.rule:
+            night.analysis = rescore(night.rec, night.analysis, self.rule)
+            night.version += 1
+
+    def _analyze(self, rec: Recording, progress: Callable | None, scoring: str = "technician", rule: str = DEFAULT_RULE):
         from sleeplm.measure.analysis import analyze_night  # YASA and LightGBM load with the first night
 
         # With the file's own scoring, the automatic scoring is a comparison: it runs after loading (~20 s
         # cold), unless the answers are to use it. SleepLM's staging (captions of every epoch, minutes)
         # runs in the background, after loading.
-        return analyze_night(rec, model=None, progress=progress, automatic_staging=False, scoring=scoring)
+        return analyze_night(rec, model=None, progress=progress, automatic_staging=False, scoring=scoring,
+                             hypopnea_rule=rule)
 
     @staticmethod
     def _cross_check(night: NightContext) -> None:

@@ -21,7 +21,8 @@ import pytest
 
 from sleeplm.io.recording import CANONICAL_CHANNELS, EPOCH_SAMPLES, ChannelInfo, Recording, Signal
 from sleeplm.measure.events import _in_sleep
-from sleeplm.measure.respiratory import detect_apneas_hypopneas, detect_desaturations
+from sleeplm.measure.respiratory import detect_desaturations, respiratory_candidates
+from sleeplm.measure.rules import score_candidates
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from evaluation import event_agreement  # noqa: E402
@@ -49,9 +50,10 @@ def dreams():
     return rec, stages, arousals, experts
 
 
-def _scored(rec, stages, arousals) -> pd.DataFrame:
+def _scored(rec, stages, arousals, rule: str = "1A") -> pd.DataFrame:
     clean = {name: np.zeros(rec.n_epochs * 30, dtype=bool) for name in ("AF", "Pressure")}
-    events = detect_apneas_hypopneas(rec, clean, detect_desaturations(np.array([])), arousals)
+    candidates = respiratory_candidates(rec, clean, detect_desaturations(np.array([])), arousals)
+    events, _ = score_candidates(candidates, rule)
     return pd.DataFrame(_in_sleep(events, stages))
 
 

@@ -36,9 +36,10 @@ def write_edf(path, drop=(), scored=True, events=(("apnea", "obstructive", 300, 
 
 
 def check_contract(summary: dict) -> None:
-    """Exactly the contract's keys (and, for a scored recording, whose scoring and the agreement); every null
-    figure has its reason, and only null figures have one."""
-    assert list(summary) == CONTRACT + ["not_assessable"] + (["scoring", "agreement"] if "scoring" in summary else [])
+    """Exactly the contract's keys, the rule and the AHI by confidence (and, for a scored recording, whose
+    scoring and the agreement); every null figure has its reason, and only null figures have one."""
+    assert list(summary) == CONTRACT + ["rule", "ahi_by_confidence", "not_assessable"] + (
+        ["scoring", "agreement"] if "scoring" in summary else [])
     reasons = summary["not_assessable"]
     assert {key for key in CONTRACT if summary[key] is None} == set(reasons)
     assert all(isinstance(reason, str) and reason for reason in reasons.values())
@@ -63,8 +64,8 @@ def test_analyze_writes_the_contract(edf_path, tmp_path):
     events = pd.read_csv(written[1])
     # The one events table (sleeplm.report.export): the contract's columns plus duration_s and elapsed_start.
     assert list(events.columns) == ["kind", "subtype", "start_s", "end_s", "duration_s", "clock_start", "clock_end",
-                                    "elapsed_start", "epoch_start", "epoch_end", "evidence"]
-    assert set(events.kind) <= EVENT_KINDS and {"apnea", "desaturation"} <= set(events.kind)
+                                    "elapsed_start", "epoch_start", "epoch_end", "evidence", "event_id", "confidence"]
+    assert set(events.kind) <= EVENT_KINDS | {"near_miss"} and {"apnea", "desaturation"} <= set(events.kind)
     assert (events.epoch_start == events.start_s // 30).all() and (events.end_s > events.start_s).all()
     apneas = events[events.kind == "apnea"]
     assert list(apneas.subtype) == ["obstructive", "central"] and apneas.iloc[0].clock_start == "23:15:00"
@@ -123,6 +124,22 @@ def test_cli_analyze_rule_1b_is_named(tmp_path):
         assert summary["ahi_rule"] == rule and f"hypopnea rule {rule}" in (tmp_path / rule / "report.md").read_text()
         counts[rule] = summary["n_hypopneas"]
     assert counts == {"1A": 1, "1B": 0}
+
+
+def test_cli_rule_names_the_rule_and_keeps_the_near_miss_with_its_failing_criterion(tmp_path):
+    path = write_edf(tmp_path / "n.edf", events=[("hypopnea", "obstructive", 300, 20)])  # a 3.9 % dip
+    assert main(["analyze", str(path), "--out", str(tmp_path / "out"), "--rule", "aasm-2007-recommended"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["ahi_rule"] == "aasm-2007-recommended" and summary["n_hypopneas"] == 0
+    assert summary["rule"]["parameters"]["hypopnea_desat_pct"] == 4.0 and "Iber" in summary["rule"]["citation"]
+    assert summary["ahi_by_confidence"]["all"]["events"] == summary["n_apneas"] + summary["n_hypopneas"]
+    events = pd.read_csv(tmp_path / "out" / "events.csv")
+    near = events[events.kind == "near_miss"]
+    failed = [f for row in near.evidence for f in json.loads(row)["criteria"]["failed"]]
+    assert {"criterion": "desaturation_pct", "measured": 3.9, "threshold": 4.0, "margin": -0.1} in failed
+    assert (near.confidence < 0.5).all() and near.event_id.str.match(r"R\d{3}").all()
+    with pytest.raises(SystemExit):  # argparse refuses an unknown rule, naming the known ones
+        main(["analyze", str(path), "--out", str(tmp_path / "x"), "--rule", "2C"])
 
 
 def test_cli_analyze_bad_file(tmp_path, capsys):

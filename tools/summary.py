@@ -6,6 +6,8 @@ from langchain.tools import ToolRuntime, tool
 from pydantic import BaseModel, Field
 
 from sleeplm.measure.agreement import SCORING_NAMES
+from sleeplm.errors import SleepLMError
+from sleeplm.measure.rules import resolve_rule
 from sleeplm.terms import SLEEP_STAGES, SEVERITY_NOTE, Audience, format_elapsed
 from tools.context import NightContext, configure, night_tool_errors, rounded
 
@@ -30,11 +32,13 @@ def _hours_minutes(minutes: float | None) -> str | None:
     return format_elapsed(minutes * 60).rsplit("m", 1)[0].replace("h", " h ") + " min"
 
 
-# The hypopnea rule behind the AHI, as the clinician style names it (`sleeplm.measure.events.HYPOPNEA_RULES`).
-RULE_TEXT = {
-    "1A": "AASM rule 1A: hypopnea = airflow drop >= 30 % for >= 10 s with a >= 3 % desaturation or an arousal",
-    "1B": "AASM rule 1B: hypopnea = airflow drop >= 30 % for >= 10 s with a >= 4 % desaturation",
-}
+def rule_text(name) -> str:
+    """The scoring rule behind the AHI as an answer names it (`sleeplm.measure.rules.RULES`), e.g.
+    "AASM 2012 rule 1A (recommended): apnea = airflow drop >= 90 % ...; hypopnea = ..."."""
+    try:
+        return resolve_rule(name).hypopnea_text()
+    except SleepLMError:
+        return f"rule {name}"
 
 
 def _shown(value, unit: str = "") -> str:
@@ -51,7 +55,7 @@ def _clinician_findings(s: dict) -> list[str]:
     lines = []
     if s.get("ahi") is not None:
         lines.append(
-            f"AHI {s['ahi']} events/h ({RULE_TEXT.get(s.get('ahi_rule'), 'rule ' + str(s.get('ahi_rule')))}): "
+            f"AHI {s['ahi']} events/h ({rule_text(s.get('ahi_rule'))}): "
             f"{_counted(s.get('n_apneas'), 'apneas')}, {_counted(s.get('n_hypopneas'), 'hypopneas')}; band: {_shown(s.get('severity'))}. "
             f"Supine AHI {_shown(s.get('ahi_supine'))}, non-supine {_shown(s.get('ahi_nonsupine'))}, "
             f"REM {_shown(s.get('ahi_rem'))}, NREM {_shown(s.get('ahi_nrem'))}."
@@ -89,7 +93,7 @@ def _patient_findings(s: dict) -> list[str]:
     ahi, low = s.get("ahi"), s.get("spo2_min")
     if ahi is not None:
         line = (f"Breathing pauses and shallow breathing: {ahi} per hour of sleep (the '{s.get('severity')}' band). "
-                "Doctors call this number the AHI.")
+                f"Doctors call this number the AHI; it was counted under the scoring rule {s.get('ahi_rule')}.")
         (lead if ahi >= AHI_FINDING else rest).append(line)
         if ahi >= AHI_FINDING:
             discuss.append("the breathing pauses")

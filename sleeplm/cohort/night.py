@@ -40,7 +40,7 @@ from sleeplm.cohort.inputs import NightTask
 from sleeplm.io.reader import load_recording
 from sleeplm.io.recording import CANONICAL_CHANNELS, Recording
 from sleeplm.measure.analysis import NightAnalysis, analyze_night
-from sleeplm.measure.events import EVENT_COLUMNS
+from sleeplm.measure.events import EVENT_COLUMNS, stacked
 from sleeplm.measure.summary import EXPORT_KEYS
 from sleeplm.report.analyze_dir import json_safe
 
@@ -121,7 +121,7 @@ def night_row(rec: Recording, analysis: NightAnalysis, night_id: str, subject_id
     row = {
         "night_id": night_id, "subject_id": subject_id, "night_label": night_label, "status": "done",
         "n_epochs": rec.n_epochs, "source_format": rec.source_format, "channels_present": ",".join(present),
-        "staging_source": analysis.staging.source, "rule": analysis.hypopnea_rule, "errors": None,
+        "staging_source": analysis.staging.source, "rule": analysis.rule, "errors": None,
         "warnings": " | ".join(rec.warnings) or None,
         **{key: summary.get(key) for key in EXPORT_KEYS},
         "not_assessable": json.dumps(json_safe({k: v for k, v in summary["not_assessable"].items() if k in EXPORT_KEYS}),
@@ -133,7 +133,7 @@ def night_row(rec: Recording, analysis: NightAnalysis, night_id: str, subject_id
 
 
 def _events_table(analysis: NightAnalysis, night_id: str) -> pd.DataFrame:
-    table = analysis.events.reindex(columns=EVENT_COLUMNS).copy()
+    table = stacked(analysis.events, analysis.near_misses).reindex(columns=EVENT_COLUMNS)
     table["evidence"] = [json.dumps(json_safe(e), sort_keys=True) if isinstance(e, dict) else None for e in table["evidence"]]
     for column in ("kind", "subtype", "clock_start", "clock_end"):
         table[column] = table[column].astype("string")
@@ -170,7 +170,7 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
     row : a `NightTask` row (``path``, ``subject_id``, ``night_label``, ``channel_map``).
     out_dir : the cohort folder.
     salt : the cohort's salt.
-    hypopnea_rule : "1A" or "1B".
+    hypopnea_rule : the scoring rule's name (`sleeplm.measure.rules.RULES`).
     model_id : identifies the SleepLM weights when a SleepLM stage follows (part of the night id).
     finalize : rename the night into ``parts/`` now (no SleepLM stage follows).
     retry_failed : measure a night again although an earlier run recorded its failure.

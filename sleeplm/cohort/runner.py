@@ -29,8 +29,8 @@ from sleeplm.cohort.inputs import discover_nights
 from sleeplm.cohort.night import EMBEDDINGS, FAILURES, PARTS, RESULT_COLUMNS, TMP_PREFIX, SleepLMStage, measure_night
 from sleeplm.cohort.report import REPORT, write_report
 from sleeplm.cohort.tables import CohortTables, cohort_salt, load_cohort, write_tables
-from sleeplm.errors import CohortRunError
-from sleeplm.measure.events import HYPOPNEA_RULES
+from sleeplm.errors import CohortRunError, MeasurementError
+from sleeplm.measure.rules import resolve_rule
 
 __all__ = ["run"]
 
@@ -140,7 +140,8 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
         None skips embeddings and captions.
     gpus_per_worker : GPUs per SleepLM actor (0: CPU actors).
     model_workers : SleepLM actors (default: as many as fit: GPUs / gpus_per_worker, else 1).
-    hypopnea_rule : "1A" (AASM recommended) or "1B".
+    hypopnea_rule : the scoring rule, a name or alias of `sleeplm.measure.rules.RULES` ("1A" AASM recommended,
+        "1B" the 4 % rule, "shhs"...).
     progress : show a progress bar on stderr.
     retry_failed : measure again the nights an earlier run of DIR recorded as failed (by default
         they are reported failed again without being re-read: same content and options, same
@@ -164,10 +165,12 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
     >>> run(tmp_dir, tmp_dir / "out", hypopnea_rule="2C")
     Traceback (most recent call last):
     ...
-    sleeplm.errors.CohortRunError: hypopnea_rule must be one of ('1A', '1B'), not '2C'.
+    sleeplm.errors.CohortRunError: unknown scoring rule '2C'; use one of: chicago-1999, aasm-2007-recommended, aasm-2007-alternative, 1A, 1B, shhs, aasm-v3 (aliases: 3%, 4%, cms, current).
     """
-    if hypopnea_rule not in HYPOPNEA_RULES:
-        raise CohortRunError(f"hypopnea_rule must be one of {HYPOPNEA_RULES}, not {hypopnea_rule!r}.")
+    try:
+        hypopnea_rule = resolve_rule(hypopnea_rule).name
+    except MeasurementError as exc:
+        raise CohortRunError(str(exc)) from exc
     for name, value in (("workers", workers), ("num_cpus", num_cpus), ("model_workers", model_workers)):
         if value is not None and int(value) < 1:
             raise CohortRunError(f"{name} must be at least 1, not {value}.")

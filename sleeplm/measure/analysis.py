@@ -23,14 +23,15 @@ from sleeplm.measure.agreement import (
     SCORINGS, has_technician_scoring, respiratory_by_technician, scoring_agreement, with_technician_events,
 )
 from sleeplm.errors import MeasurementError
-from sleeplm.measure.events import detect_events
+from sleeplm.measure.events import EventScoring, detect_events, rescore_events, score_events
 from sleeplm.measure.features import epoch_features, missing_reasons
 from sleeplm.measure.quality import artefact_segments
 from sleeplm.io.recording import Recording
 from sleeplm.measure.staging import StagingResult, stage_night
+from sleeplm.measure.rules import DEFAULT_RULE, resolve_rule
 from sleeplm.measure.summary import night_summary
 
-__all__ = ["Scoring", "NightAnalysis", "analyze_night", "restage", "compare_with_automatic", "use_scoring"]
+__all__ = ["Scoring", "NightAnalysis", "analyze_night", "restage", "rescore", "compare_with_automatic", "use_scoring"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class NightAnalysis:
     staging : `sleeplm.measure.staging.StagingResult` (hypnogram, source, agreement).
     events : `sleeplm.measure.events.detect_events` table.
     summary : `sleeplm.measure.summary.night_summary` dict.
-    hypopnea_rule : "1A" or "1B".
+    hypopnea_rule : the scoring rule's name (`sleeplm.measure.rules.RULES`).
     timings_s : seconds spent per step (features, staging, events, summary).
     scoring : whose scoring `staging`, `events` and `summary` are: "technician" (the scoring that
         came with the recording: its stages, and its events for the kinds it scored) or "automatic"
@@ -64,6 +65,9 @@ class NightAnalysis:
     scorings : {"technician": `Scoring`, "automatic": `Scoring`}, the ones computed so far (both once
         the product's own scoring was compared with the technician's; empty without technician scoring).
     agreement : `sleeplm.measure.agreement.scoring_agreement` of the two, or None.
+    near_misses : breathing reductions the product measured that failed a criterion of the rule
+        (`sleeplm.measure.events.EventScoring`).
+    candidates : every breathing reduction's measurements, to re-score under another rule (`rescore`).
     """
 
     features: pd.DataFrame
@@ -77,10 +81,12 @@ class NightAnalysis:
     scoring: str = "automatic"
     scorings: dict = field(default_factory=dict)
     agreement: dict | None = None
+    near_misses: pd.DataFrame | None = None
+    candidates: pd.DataFrame | None = None
 
 
 def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], None] | None = None,
-                  hypopnea_rule: str = "1A", automatic_staging: bool = True, scoring: str = "technician") -> NightAnalysis:
+                  hypopnea_rule: str = DEFAULT_RULE, automatic_staging: bool = True, scoring: str = "technician") -> NightAnalysis:
     """Measure the whole night once.
 
     Parameters
@@ -89,7 +95,8 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     model : a loaded SleepLM for stage captions (see `sleeplm.measure.staging.stage_night`), or None; used
         only when the file has no scoring of its own.
     progress : called as ``progress(fraction 0-1, step text)`` before each step.
-    hypopnea_rule : "1A" (AASM recommended) or "1B".
+    hypopnea_rule : the scoring rule, a name or alias of `sleeplm.measure.rules.RULES` ("1A" AASM recommended,
+        "1B" the 4 % rule, "chicago-1999", "shhs"...).
     automatic_staging : when the recording came with scoring, also score the night automatically
         (YASA's stages, events in them) and compare the two (`compare_with_automatic`).
     scoring : whose scoring the results use when the recording came with scoring: "technician"
@@ -113,6 +120,7 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     """
     if scoring not in SCORINGS:
         raise MeasurementError(f"unknown scoring {scoring!r}; use 'technician' or 'automatic'.")
+    hypopnea_rule = resolve_rule(hypopnea_rule).name
     timings: dict[str, float] = {}
 
     def step(name: str, fraction: float, text: str, compute: Callable):
@@ -133,8 +141,9 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     staging = step("staging", 0.4, "staging sleep",
                    lambda: stage_night(rec, model=None if has_stages else model,
                                       automatic=automatic_staging and not technician, artefacts=artefacts))
-    events = step("events", 0.55, "scoring events",
-                  lambda: detect_events(rec, staging.hypnogram, hypopnea_rule, artefacts=artefacts))
+    scored = step("events", 0.55, "scoring events",
+                  lambda: score_events(rec, staging.hypnogram, hypopnea_rule, artefacts=artefacts))
+    events = scored.events
     if technician:
         events = with_technician_events(rec, events)
     summary = step("summary", 0.65, "night summary",
@@ -144,7 +153,8 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     analysis = NightAnalysis(features=features, missing=missing_reasons(rec, artefacts), artefacts=artefacts, staging=staging,
                              events=events, summary=summary, hypopnea_rule=hypopnea_rule, timings_s=timings,
                              scoring=summary["scoring"],
-                             scorings={"technician": Scoring(staging, events, summary)} if technician else {})
+                             scorings={"technician": Scoring(staging, events, summary)} if technician else {},
+                             near_misses=scored.near_misses, candidates=scored.candidates)
     if compare:
         if progress is not None:
             progress(0.7, "scoring automatically, to compare with the technician")
@@ -244,7 +254,8 @@ def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> 
     >>> again.features is analysis.features, again.summary["ahi"] is None     # features reused; no sleep, no AHI
     (True, True)
     """
-    events = detect_events(rec, staging.hypnogram, analysis.hypopnea_rule, artefacts=analysis.artefacts)
+    scored = score_events(rec, staging.hypnogram, analysis.hypopnea_rule, artefacts=analysis.artefacts)
+    events = scored.events
     technician = has_technician_scoring(rec)  # events only (with stages, no other stager replaces them)
     if technician:
         events = with_technician_events(rec, events)
@@ -253,4 +264,41 @@ def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> 
     summary["scoring"] = "technician" if technician else "automatic"
     # A comparison made with the earlier stages is stale: it is made again when next asked for.
     return replace(analysis, staging=staging, events=events, summary=summary, scoring=summary["scoring"],
-                   scorings={"technician": Scoring(staging, events, summary)} if technician else {}, agreement=None)
+                   scorings={"technician": Scoring(staging, events, summary)} if technician else {}, agreement=None,
+                   near_misses=scored.near_misses, candidates=scored.candidates)
+
+
+def rescore(rec: Recording, analysis: NightAnalysis, rule: str) -> NightAnalysis:
+    """A copy of `analysis` under another scoring rule, from its cached per-candidate measurements.
+
+    No signal is read again: the breathing reductions measured once (``analysis.candidates``) are
+    held against the rule's thresholds and the summary is recomputed (``bench/rescore.py`` times it
+    on an 8-h night). The product's own respiratory events only: when the technician's apneas and
+    hypopneas are in use, a rule cannot re-score them (`sleeplm.errors.MeasurementError`).
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> rec = tiny_recording()
+    >>> rec = replace(rec, reference=replace(rec.reference, events=None))    # the file's stages, our events
+    >>> analysis = analyze_night(rec, automatic_staging=False)
+    >>> strict = rescore(rec, analysis, "1B")
+    >>> strict.hypopnea_rule, strict.summary["ahi_rule"], strict.summary["ahi"] <= analysis.summary["ahi"]
+    ('1B', '1B', True)
+    >>> strict.features is analysis.features, rescore(rec, strict, "1A").summary["ahi"] == analysis.summary["ahi"]
+    (True, True)
+    >>> rescore(tiny_recording(), tiny_analysis(), "1B")          # the technician's apneas and hypopneas in use
+    Traceback (most recent call last):
+    ...
+    sleeplm.errors.MeasurementError: the apneas and hypopneas in use are the technician's scoring ...
+    """
+    name = resolve_rule(rule).name
+    if analysis.scoring == "technician" and respiratory_by_technician(rec):
+        raise MeasurementError("the apneas and hypopneas in use are the technician's scoring, which no rule re-scores; "
+                               "choose the automatic scoring to score them under another rule.")
+    scored = rescore_events(rec, EventScoring(analysis.events, analysis.near_misses, analysis.candidates,
+                                              analysis.hypopnea_rule), name)
+    summary = night_summary(rec, scored.events, analysis.staging, features=analysis.features, hypopnea_rule=name,
+                            artefacts=analysis.artefacts)
+    summary["scoring"] = analysis.summary.get("scoring", analysis.scoring)
+    return replace(analysis, events=scored.events, summary=summary, hypopnea_rule=name, near_misses=scored.near_misses)

@@ -20,7 +20,8 @@ from sleeplm.io.recording import EPOCH_SEC, Recording
 from sleeplm.measure.signals import bandpass, get_signal, per_second
 from sleeplm.terms import runs
 
-__all__ = ["breath_period_s", "flow_ratio", "detect_desaturations", "detect_apneas_hypopneas", "spo2_per_second"]
+__all__ = ["CANDIDATE_COLUMNS", "breath_period_s", "flow_ratio", "detect_desaturations", "respiratory_candidates",
+           "spo2_per_second"]
 
 BASELINE_S = 120
 BASELINE_QUANTILE = 0.75
@@ -242,29 +243,33 @@ def _core_median(flow: tuple[np.ndarray, float], start: float, end: float) -> fl
     return float(np.median(core)) if core.size else np.nan
 
 
-def _effort_subtype(effort: np.ndarray | None, start: float, end: float, window_s: float) -> tuple[str, float | None]:
-    """obstructive / central / mixed from the effort ratio over the apnea (None effort: unclassified).
+
+def _effort_subtype(effort: np.ndarray | None, start: float, end: float, window_s: float) -> tuple[str, str]:
+    """(obstructive / central / mixed, the path that set it) from the effort ratio over the apnea.
 
     Central: effort absent over >= 80 % of the apnea's core (see `_core`). Mixed: effort absent
     (in the smeared envelope: at least one second) in the first half, then back (> 40 % of
-    baseline) over the last third. Obstructive otherwise.
+    baseline) over the last third. Obstructive otherwise; unclassified without a readable belt.
     """
     core = np.array([]) if effort is None else _core(effort, start, end, window_s)
     if core.size == 0:
-        return "unclassified", None
-    level = float(np.median(core))
-    if (core < EFFORT_ABSENT_RATIO).mean() >= 0.8:
-        return "central", level
+        return "unclassified", "no readable effort belt over the apnea: type unclassified"
+    absent = float((core < EFFORT_ABSENT_RATIO).mean())
+    if absent >= 0.8:
+        return "central", (f"effort absent (< {EFFORT_ABSENT_RATIO:.0%} of baseline) over {absent:.0%} of the apnea "
+                           "(>= 80 % needed): central")
     span = effort[int(start) : int(np.ceil(end))]
     first_half, last_third = span[: len(span) // 2], span[-max(len(span) // 3, 1) :]
-    resumed = np.isfinite(last_third).any() and np.nanmedian(last_third) > EFFORT_PRESENT_RATIO
-    if (first_half < EFFORT_ABSENT_RATIO).any() and resumed:
-        return "mixed", level
-    return "obstructive", level
+    resumed = float(np.nanmedian(last_third)) if np.isfinite(last_third).any() else np.nan
+    if (first_half < EFFORT_ABSENT_RATIO).any() and resumed > EFFORT_PRESENT_RATIO:
+        return "mixed", (f"effort absent in the first half, then back at {resumed:.2f} of baseline over the last third "
+                         f"(> {EFFORT_PRESENT_RATIO:.2f}): mixed")
+    return "obstructive", (f"effort continued (median {float(np.median(core)):.2f} of baseline; absent over only "
+                           f"{absent:.0%} of the apnea, < 80 %): obstructive")
 
 
-def _hypopnea_subtype(effort: np.ndarray | None, start: float, end: float, window_s: float) -> tuple[str, float | None]:
-    """obstructive when breathing effort holds up while flow falls, central when effort falls with it.
+def _hypopnea_subtype(effort: np.ndarray | None, start: float, end: float, window_s: float) -> tuple[str, str]:
+    """(obstructive when breathing effort holds up while flow falls, central when effort falls with it; the path).
 
     AASM classifies hypopneas as obstructive by snoring, flow flattening or paradox; here the
     effort envelope stands in: an obstructed airway keeps (or raises) effort against the
@@ -272,23 +277,58 @@ def _hypopnea_subtype(effort: np.ndarray | None, start: float, end: float, windo
     """
     core = np.array([]) if effort is None else _core(effort, start, end, window_s)
     if core.size == 0:
-        return "", None
+        return "", "no readable effort belt: hypopnea type not set"
     level = float(np.median(core))
-    return ("obstructive" if level >= HYPOPNEA_RATIO else "central"), level
+    if level >= HYPOPNEA_RATIO:
+        return "obstructive", f"effort held at {level:.2f} of baseline (>= {HYPOPNEA_RATIO:.2f}) while flow fell: obstructive"
+    return "central", f"effort fell with flow to {level:.2f} of baseline (< {HYPOPNEA_RATIO:.2f}): central"
 
 
-def detect_apneas_hypopneas(rec: Recording, bad: dict[str, np.ndarray], desats: pd.DataFrame, arousals: pd.DataFrame,
-                            hypopnea_rule: str = "1A") -> list[dict]:
-    """Apneas and hypopneas as dicts with kind, subtype, start_s, end_s, evidence.
+CANDIDATE_COLUMNS = [
+    "candidate_id", "start_s", "end_s", "duration_s", "channel", "apnea_channel", "flow_reduction_pct",
+    "flow_peak_drop_pct", "desaturation_pct", "arousal", "arousal_power_ratio", "effort_thx", "effort_abd",
+    "apnea_subtype", "apnea_path", "hypopnea_subtype", "hypopnea_path", "quality_flow", "quality_spo2",
+]
+
+
+def _linked_fall(falls: pd.DataFrame, start: float, end: float) -> float | None:
+    """The deepest fall that begins after the flow reduction does and reaches its nadir within 45 s of its end.
+
+    A desaturation already under way belongs to the event before (circulation delays it by 10-30 s).
+    """
+    linked = falls[(falls["start_s"] >= start) & (falls["nadir_s"] <= end + DESAT_NADIR_AFTER_S)]
+    return float(linked["drop_pct"].max()) if len(linked) else None
+
+
+def respiratory_candidates(rec: Recording, bad: dict[str, np.ndarray], desats: pd.DataFrame, arousals: pd.DataFrame,
+                           spo2: np.ndarray | None = None) -> pd.DataFrame:
+    """Every breathing reduction of >= 10 s, measured once, independent of any scoring rule.
+
+    Candidates: runs of the apnea channel's envelope below 10 % of baseline (plus runs below 70 %
+    whose core sits at <= 10 %: noise keeps a short apnea's envelope that low only briefly), and
+    runs of the hypopnea channel's envelope below 70 % that overlap none of them (including brief
+    dips whose sustained reduction stays under 30 %: the near-misses on flow).
+    `sleeplm.measure.rules.score_candidates` holds them against a rule.
 
     Parameters
     ----------
     rec : the night.
-    bad : per-second artefact mask of each airflow channel ("AF", "Pressure"); masked seconds of
-        a channel are never scored on it.
-    desats : all >= 3 % desaturations (`detect_desaturations`), used to qualify hypopneas.
-    arousals : arousals (columns start_s, end_s) used by rule 1A.
-    hypopnea_rule : "1A" (>= 3 % desaturation or arousal) or "1B" (>= 4 % desaturation).
+    bad : per-second artefact mask of each airflow channel ("AF", "Pressure"), and of "SpO2",
+        "THX", "ABD" when known; masked seconds of an airflow channel are never scored on it.
+    desats : all >= 3 % desaturations (`detect_desaturations`).
+    arousals : arousals (columns start_s, end_s, and power_ratio when measured).
+    spo2 : SpO2 per second (`spo2_per_second`), for the falls below 3 % a near-miss reports, and
+        the SpO2 quality; None without SpO2.
+
+    Returns
+    -------
+    DataFrame with `CANDIDATE_COLUMNS`: candidate_id ("R001"...), start_s, end_s, duration_s,
+    channel (airflow channel measured), apnea_channel (the channel apneas are scored on),
+    flow_reduction_pct (median over the core), flow_peak_drop_pct (deepest second),
+    desaturation_pct (linked fall, NaN without SpO2), arousal (within 15 s of the end),
+    arousal_power_ratio, effort_thx / effort_abd (belt envelope over the core / baseline),
+    apnea_subtype / apnea_path and hypopnea_subtype / hypopnea_path (the type and why), quality_flow /
+    quality_spo2 (share of artefact-free seconds over the event).
 
     Examples
     --------
@@ -296,67 +336,72 @@ def detect_apneas_hypopneas(rec: Recording, bad: dict[str, np.ndarray], desats: 
     >>> rec = tiny_recording()
     >>> n = rec.n_epochs * 30
     >>> segments = artefact_segments(rec)
-    >>> bad = {name: bad_seconds(segments, [name], n) for name in ("AF", "Pressure")}
-    >>> desats = detect_desaturations(spo2_per_second(rec, bad_seconds(segments, ["SpO2"], n)))
-    >>> arousals = pd.DataFrame({"start_s": [], "end_s": []})
-    >>> events = detect_apneas_hypopneas(rec, bad, desats, arousals)
-    >>> sorted(events[0]), {e["kind"] for e in events} <= {"apnea", "hypopnea"}
-    (['end_s', 'evidence', 'kind', 'start_s', 'subtype'], True)
-    >>> from sleeplm.synthetic import load_truth                 # the simulator planted apneas: found
-    >>> planted = (load_truth(tiny_night_path()).events["kind"] == "apnea").sum()
-    >>> bool(planted > 0), sum(e["kind"] == "apnea" for e in events) > 0
+    >>> bad = {name: bad_seconds(segments, [name], n) for name in ("AF", "Pressure", "SpO2", "THX", "ABD")}
+    >>> spo2 = spo2_per_second(rec, bad["SpO2"])
+    >>> candidates = respiratory_candidates(rec, bad, detect_desaturations(spo2), pd.DataFrame(columns=["start_s", "end_s"]), spo2)
+    >>> list(candidates.columns) == CANDIDATE_COLUMNS, bool((candidates["duration_s"] >= 10).all())
     (True, True)
+    >>> bool((candidates["flow_reduction_pct"] >= 90).any()), candidates["candidate_id"].iloc[0]
+    (True, 'R001')
     """
+    n_seconds = rec.n_epochs * EPOCH_SEC
     apnea_channel = "AF" if get_signal(rec, "AF") is not None else "Pressure"
     hypopnea_channel = "Pressure" if get_signal(rec, "Pressure") is not None else "AF"
     apnea_flow = flow_ratio(rec, apnea_channel, bad[apnea_channel])
     if apnea_flow is None:
-        return []
+        return pd.DataFrame(columns=CANDIDATE_COLUMNS)
     hypo_flow = apnea_flow if hypopnea_channel == apnea_channel else flow_ratio(rec, hypopnea_channel, bad[hypopnea_channel])
-    clean = np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool)
-    efforts = [r[0] for r in (flow_ratio(rec, name, clean) for name in ("THX", "ABD")) if r is not None]
-    effort = np.fmax(*efforts) if len(efforts) == 2 else (efforts[0] if efforts else None)
+    clean = np.zeros(n_seconds, dtype=bool)
+    belts = {name: r[0] for name in ("THX", "ABD") if (r := flow_ratio(rec, name, clean)) is not None}
+    effort = np.fmax(*belts.values()) if len(belts) == 2 else next(iter(belts.values()), None)
+    # SpO2 falls under 3 %: what a near-miss reports as the desaturation it lacked.
+    small = detect_desaturations(spo2, min_drop_pct=1.0) if spo2 is not None else desats.iloc[:0]
+    small = small[small["drop_pct"] < 3.0]
+    power = arousals["power_ratio"] if "power_ratio" in arousals else pd.Series(np.nan, index=arousals.index)
 
-    events = []
-    taken = np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool)
-    spans = [tuple(span) for span in _low_runs(apnea_flow[0], APNEA_RATIO, apnea_flow[1])]
-    for start, end in spans:
+    taken = np.zeros(n_seconds, dtype=bool)
+    spans = [(start, end, apnea_flow, apnea_channel) for start, end in _low_runs(apnea_flow[0], APNEA_RATIO, apnea_flow[1])]
+    for start, end, *_ in spans:
         taken[int(start) : int(np.ceil(end))] = True
     # Noise and the envelope's smear keep a short apnea's envelope near 5-10 % of baseline only
-    # briefly: a >= 30 % drop whose core sits at <= 10 % of baseline is an apnea as well.
+    # briefly: a >= 30 % drop whose core sits at <= 10 % of baseline is an apnea candidate as well.
     for start, end in _low_runs(apnea_flow[0], HYPOPNEA_RATIO, apnea_flow[1]):
         if not taken[int(start) : int(np.ceil(end))].any() and _core_median(apnea_flow, start, end) <= APNEA_RATIO:
-            spans.append((start, end))
+            spans.append((start, end, apnea_flow, apnea_channel))
             taken[int(start) : int(np.ceil(end))] = True
-    for start, end in sorted(spans):
-        a, b = int(start), int(np.ceil(end))
-        subtype, effort_level = _effort_subtype(effort, start, end, apnea_flow[1])
-        core = apnea_flow[0][a:b]
-        events.append({
-            "kind": "apnea", "subtype": subtype, "start_s": start, "end_s": end,
-            "evidence": {"flow_drop_pct": round(100 * (1 - float(np.nanmin(core))), 1), "channel": apnea_channel,
-                         "effort_ratio": None if effort_level is None else round(effort_level, 2)},
-        })
-    min_drop = 4.0 if hypopnea_rule == "1B" else 3.0
     for start, end in _low_runs(hypo_flow[0], HYPOPNEA_RATIO, hypo_flow[1]):
+        if not taken[int(start) : int(np.ceil(end))].any():
+            spans.append((start, end, hypo_flow, hypopnea_channel))
+
+    rows = []
+    for start, end, flow, channel in sorted(spans, key=lambda s: s[0]):
         a, b = int(start), int(np.ceil(end))
-        core_drop = 1 - _core_median(hypo_flow, start, end)
-        if taken[a:b].any() or not core_drop >= 1 - HYPOPNEA_RATIO:  # a brief dip, not a sustained >= 30 % drop
-            continue
-        # The fall must begin after the flow reduction does: a desaturation already under way
-        # belongs to the event before (circulation delays it by 10-30 s).
-        linked = desats[(desats["start_s"] >= start) & (desats["nadir_s"] <= end + DESAT_NADIR_AFTER_S)]
-        drop = float(linked["drop_pct"].max()) if len(linked) else 0.0
-        woke = arousals[(arousals["start_s"] >= start) & (arousals["start_s"] <= end + AROUSAL_AFTER_S)]
-        qualifies = drop >= min_drop or (hypopnea_rule == "1A" and len(woke) > 0)
-        if not qualifies:
-            continue
-        subtype, effort_level = _hypopnea_subtype(effort, start, end, hypo_flow[1])
-        events.append({
-            "kind": "hypopnea", "subtype": subtype, "start_s": start, "end_s": end,
-            "evidence": {"flow_drop_pct": round(100 * core_drop, 1),
-                         "channel": hypopnea_channel, "desaturation_pct": round(drop, 1) if drop else None,
-                         "arousal": bool(len(woke)), "rule": hypopnea_rule,
-                         "effort_ratio": None if effort_level is None else round(effort_level, 2)},
+        desat = _linked_fall(desats, start, end)
+        if desat is None and spo2 is not None:
+            desat = _linked_fall(small, start, end) or 0.0
+        woke = (arousals["start_s"] >= start) & (arousals["start_s"] <= end + AROUSAL_AFTER_S)
+        window = flow[1]
+        seen = flow[0][a:b][np.isfinite(flow[0][a:b])]
+        apnea_subtype, apnea_path = _effort_subtype(effort, start, end, window)
+        hypopnea_subtype, hypopnea_path = _hypopnea_subtype(effort, start, end, window)
+        levels = {name: _core(ratio, start, end, window) for name, ratio in belts.items()}
+        quality_spo2 = np.nan
+        if spo2 is not None:
+            quality_spo2 = float(np.isfinite(spo2[a : min(b + int(DESAT_NADIR_AFTER_S), n_seconds)]).mean())
+        rows.append({
+            "start_s": float(start), "end_s": float(end), "duration_s": round(float(end - start), 1), "channel": channel,
+            "apnea_channel": channel == apnea_channel,
+            "flow_reduction_pct": round(100 * (1 - _core_median(flow, start, end)), 1),
+            "flow_peak_drop_pct": round(100 * (1 - float(seen.min())), 1) if seen.size else np.nan,
+            "desaturation_pct": np.nan if desat is None else round(desat, 1),
+            "arousal": bool(woke.any()), "arousal_power_ratio": float(power[woke].max()) if woke.any() else np.nan,
+            "effort_thx": round(float(np.median(levels["THX"])), 2) if levels.get("THX", np.array([])).size else np.nan,
+            "effort_abd": round(float(np.median(levels["ABD"])), 2) if levels.get("ABD", np.array([])).size else np.nan,
+            "apnea_subtype": apnea_subtype, "apnea_path": apnea_path,
+            "hypopnea_subtype": hypopnea_subtype, "hypopnea_path": hypopnea_path,
+            "quality_flow": round(1 - float(bad[channel][a:b].mean()) if b > a else 1.0, 2),
+            "quality_spo2": quality_spo2,
         })
-    return events
+    table = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS[1:])
+    table.insert(0, "candidate_id", [f"R{i + 1:03d}" for i in range(len(table))])
+    return table

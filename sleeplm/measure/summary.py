@@ -25,6 +25,7 @@ from sleeplm.measure.quality import artefact_segments, bad_seconds
 from sleeplm.io.recording import EPOCH_SEC, POSITION_CODES, STAGES, Recording
 from sleeplm.terms import NREM_STAGES, SLEEP_STAGES, severity_band
 from sleeplm.measure.respiratory import spo2_per_second
+from sleeplm.measure.rules import CONFIDENCE_CUTOFFS, resolve_rule
 from sleeplm.measure.signals import epoch_matrix, get_signal, unusable_reason
 
 __all__ = ["APNEAS_ONLY", "EXPORT_KEYS", "SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
@@ -42,7 +43,7 @@ EXPORT_KEYS = (
     "ahi", "ahi_rule", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem",
     "odi3", "odi4", "t90_min", "spo2_min", "spo2_mean", "hr_mean", "n_apneas", "n_hypopneas",
 )
-SUMMARY_KEYS = (*EXPORT_KEYS, "position_min")
+SUMMARY_KEYS = (*EXPORT_KEYS, "position_min", "rule", "ahi_by_confidence")
 RESPIRATORY_KEYS = ("ahi", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem", "n_apneas", "n_hypopneas")
 # Below this share of usable signal over the time an index divides by, the index would mostly
 # count missing data as normal breathing or saturation: it is not assessable.
@@ -105,17 +106,19 @@ def _per_hour(count: int, minutes: float | None) -> float | None:
 
 
 def _why_apneas_only(rec: Recording, hypopnea_rule: str, asleep_s: np.ndarray | None) -> str | None:
-    """Why hypopneas cannot be scored (no usable SpO2 for a desaturation, and for rule 1A no EEG for
-    an arousal), or None when they can."""
+    """Why hypopneas cannot be scored (no usable SpO2 for a desaturation, and for a rule that accepts
+    arousals (1A) no EEG for an arousal), or None when they can."""
+    rule = resolve_rule(hypopnea_rule)
     spo2 = spo2_per_second(rec, np.zeros(rec.n_epochs * EPOCH_SEC, dtype=bool))
     if spo2 is not None:
         valid = np.isfinite(spo2) & (spo2 >= 50) & (spo2 <= 100)
         if _usable_share(valid, asleep_s) >= MIN_USABLE_SHARE:
             return None
     eeg = get_signal(rec, "EEG_C3_A2") is not None or get_signal(rec, "EEG_C4_A1") is not None
-    if hypopnea_rule == "1A" and eeg:
+    if rule.hypopnea_arousal and eeg:
         return None
-    arousal = " and no EEG for arousals" if hypopnea_rule == "1A" else " (rule 1B needs a >= 4 % desaturation)"
+    arousal = (" and no EEG for arousals" if rule.hypopnea_arousal else
+               f" (rule {rule.name} needs a >= {rule.hypopnea_desat_pct:g} % desaturation)")
     return f"hypopneas cannot be scored: no usable SpO2{arousal}"
 
 
@@ -138,7 +141,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     staging : `sleeplm.measure.staging.StagingResult` (computed when None).
     features : `sleeplm.measure.features.epoch_features` output; used for the sleeping heart rate
         when given (else heart rate is measured from the ECG/HR channel).
-    hypopnea_rule : the rule `events` were scored with ("1A" or "1B"), reported as ``ahi_rule``.
+    hypopnea_rule : the rule `events` were scored with (`sleeplm.measure.rules.RULES`), reported as
+        ``ahi_rule`` (its name) and ``rule`` (name, title, citation, parameters).
     artefacts : `sleeplm.measure.quality.artefact_segments(rec)` (computed when None). Where the airflow
         (or SpO2) is usable for less than half the sleep time (recording time without stages),
         AHI/REI (ODI/T90) are not assessable: a dead sensor must not read as a normal night.
@@ -156,6 +160,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     ``ahi_rule`` the hypopnea rule, or ``"apneas only"`` when hypopneas cannot be scored (no
     usable SpO2 and no EEG for arousals): then ``n_hypopneas`` and ``severity`` are None with
     their reason, as no AASM band may rest on an index that leaves hypopneas out,
+    ``ahi_by_confidence`` {"all" / ">= 0.75" / ">= 0.9": {"events", "ahi"}}: the respiratory events
+    (in sleep) whose confidence reaches each cut-off and the index they give (REI without sleep time),
     ``not_assessable`` {key: reason}: every `EXPORT_KEYS` figure that is None has its reason.
 
     Examples
@@ -197,7 +203,9 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     respiratory = np.isin(kinds, ("apnea", "hypopnea"))
     summary["n_apneas"] = int((kinds == "apnea").sum())
     summary["n_hypopneas"] = int((kinds == "hypopnea").sum())
-    summary["ahi_rule"] = hypopnea_rule
+    rule = resolve_rule(hypopnea_rule)
+    summary["ahi_rule"] = rule.name
+    summary["rule"] = rule.describe()
     has_flow = get_signal(rec, "AF") is not None or get_signal(rec, "Pressure") is not None
     tst = summary["tst_min"] if hyp is not None else None
     n_seconds = rec.n_epochs * EPOCH_SEC
@@ -246,6 +254,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
             reason = "no sleep scored, so AHI has no sleep time to divide by; REI over recording time is given"
             missing.update(dict.fromkeys(("ahi", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem"), reason))
         summary["severity_basis"] = "ahi" if summary["ahi"] is not None else "rei"
+        summary["ahi_by_confidence"] = _by_confidence(events, respiratory, first_epoch, stage_of, summary)
         apneas_only = None if respiratory_scored else _why_apneas_only(rec, hypopnea_rule, asleep_s)
         if apneas_only:
             # The index counts apneas only: an AASM band built on it would understate the night.
@@ -306,6 +315,24 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
                                    for c in sorted(POSITION_CODES) if (positions == c).any()}
     summary["not_assessable"] = missing
     return summary
+
+
+def _by_confidence(events: pd.DataFrame, respiratory: np.ndarray, first_epoch: np.ndarray, stage_of: np.ndarray | None,
+                   summary: dict) -> dict:
+    """Respiratory events and their index at each confidence cut-off (`CONFIDENCE_CUTOFFS`), over the
+    time the AHI (else the REI) divides by."""
+    if summary["ahi"] is not None:
+        counted = respiratory & np.isin(stage_of, SLEEP_STAGES)[first_epoch]
+        minutes = summary["tst_min"]
+    else:
+        counted, minutes = respiratory, summary["tib_min"]
+    confidence = (events["confidence"].to_numpy(dtype=float) if "confidence" in events and len(events)
+                  else np.full(len(events), np.nan))
+    out = {"all": {"events": int(counted.sum()), "ahi": _per_hour(int(counted.sum()), minutes)}}
+    for cutoff in CONFIDENCE_CUTOFFS:
+        n = int((counted & (np.nan_to_num(confidence, nan=-1.0) >= cutoff)).sum())
+        out[f">= {cutoff:g}"] = {"events": n, "ahi": _per_hour(n, minutes)}
+    return out
 
 
 def _sleeping_hr(rec: Recording, stage_of: np.ndarray | None, features: pd.DataFrame | None) -> float | None:

@@ -3,9 +3,11 @@
 Files written (the export contract):
 
 - ``summary.json``: `sleeplm.measure.summary.night_summary` (snake_case keys, minutes/percent, null
-  with a reason under ``not_assessable`` where a figure cannot be assessed);
+  with a reason under ``not_assessable`` where a figure cannot be assessed; ``rule``: the scoring
+  rule's name, title, citation and thresholds; ``ahi_by_confidence``);
 - ``events.csv``: `sleeplm.report.export.write_events_csv` (kind, subtype, start_s, end_s,
-  duration_s, clock_start, clock_end, elapsed_start, epoch_start, epoch_end, evidence as JSON);
+  duration_s, clock_start, clock_end, elapsed_start, epoch_start, epoch_end, evidence as JSON with
+  the criteria, event_id, confidence); the near-misses follow as kind ``near_miss``;
 - ``hypnogram.csv``: epoch, clock, stage, source;
 - ``report.md``: a short human-readable report.
 
@@ -26,15 +28,21 @@ from sleeplm.measure.analysis import NightAnalysis, analyze_night
 from sleeplm.io.recording import Recording
 from sleeplm.report.export import agreement_lines, json_safe, write_events_csv
 from sleeplm.terms import STAGES, format_elapsed
+from sleeplm.measure.events import stacked
+from sleeplm.measure.rules import DEFAULT_RULE
 from sleeplm.measure.summary import APNEAS_ONLY, EXPORT_KEYS
 
-__all__ = ["analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram_csv", "write_report_md"]
+__all__ = ["EXPLAINED_KEYS", "analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram_csv", "write_report_md"]
 
 logger = logging.getLogger(__name__)
 
+# summary.json beside the contract's figures: the rule the events were scored under, and the index by confidence.
+EXPLAINED_KEYS = ("rule", "ahi_by_confidence")
+
 
 def write_summary_json(analysis: NightAnalysis, path: Path, sleeplm_precision: dict | None = None) -> Path:
-    """The contract's figures (`sleeplm.measure.summary.EXPORT_KEYS`) and ``not_assessable``, plus
+    """The contract's figures (`sleeplm.measure.summary.EXPORT_KEYS`) and ``not_assessable``, the
+    scoring ``rule`` (name, title, citation, parameters) and ``ahi_by_confidence``, plus
     ``staging_note`` when the automatic stager ran on a resampled low-rate EEG (stage source and
     agreement are in hypnogram.csv and report.md), ``sleeplm_precision`` (the SleepLM encoder's
     precision and why, `sleeplm.model.precision.PrecisionChoice.to_dict`) when SleepLM was used, and, when
@@ -45,11 +53,14 @@ def write_summary_json(analysis: NightAnalysis, path: Path, sleeplm_precision: d
     --------
     >>> summary = json.loads(write_summary_json(tiny_analysis_compared(), tmp_dir / "summary.json").read_text())
     >>> list(summary)[len(EXPORT_KEYS):], summary["tib_min"], summary["severity"], summary["scoring"]
-    (['not_assessable', 'scoring', 'agreement'], 15.0, 'severe', 'technician')
+    (['rule', 'ahi_by_confidence', 'not_assessable', 'scoring', 'agreement'], 15.0, 'severe', 'technician')
     >>> sorted(summary["agreement"]), sorted(summary["agreement"]["indices"]["ahi"])
     (['events', 'indices', 'min_iou', 'not_compared', 'staging', 'technician_scoring'], ['automatic', 'technician'])
+    >>> summary["rule"]["name"], summary["rule"]["parameters"]["hypopnea_desat_pct"], sorted(summary["ahi_by_confidence"])
+    ('1A', 3.0, ['>= 0.75', '>= 0.9', 'all'])
     """
     summary = {key: analysis.summary[key] for key in EXPORT_KEYS}
+    summary.update({key: analysis.summary.get(key) for key in EXPLAINED_KEYS})
     summary["not_assessable"] = {key: reason for key, reason in analysis.summary["not_assessable"].items()
                                  if key in EXPORT_KEYS}
     if analysis.summary.get("staging_note"):
@@ -127,7 +138,8 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         "- Stages: " + ", ".join(f"{st} {_fmt(s[f'{st}_min'], ' min')}" for st in STAGES),
         "",
         "## Breathing and oxygen",
-        f"- AHI {_fmt(s['ahi'], '/h')} ({'apneas only: hypopneas cannot be scored' if s['ahi_rule'] == APNEAS_ONLY else 'hypopnea rule ' + str(s['ahi_rule'])}), "
+        f"- AHI {_fmt(s['ahi'], '/h')} ({'apneas only: hypopneas cannot be scored' if s['ahi_rule'] == APNEAS_ONLY else 'hypopnea rule ' + str(s['ahi_rule'])}"
+        f"{'' if s['ahi_rule'] == APNEAS_ONLY else ', ' + s['rule']['title']}), "
         f"REI over recording time {_fmt(s['rei'], '/h')}, "
         f"AASM severity band: {_fmt(s['severity'])}{' from the ' + s['severity_basis'].upper() if s.get('severity_basis') else ''} "
         "(screening information, not a diagnosis)",
@@ -137,6 +149,9 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         f"SpO2 mean {_fmt(s['spo2_mean'], '%')}, min {_fmt(s['spo2_min'], '%')}",
         f"- Mean heart rate {'in sleep' if staged else 'over the recording'} {_fmt(s['hr_mean'], ' bpm')}",
     ]
+    if s.get("ahi_by_confidence"):
+        lines.append("- Respiratory events by confidence (see sleeplm.measure.rules): " + "; ".join(
+            f"{cut}: {v['events']} events, index {_fmt(v['ahi'], '/h')}" for cut, v in s["ahi_by_confidence"].items()))
     if s.get("position_min"):
         lines.append("- Time per position: " + ", ".join(f"{k} {v:g} min" for k, v in s["position_min"].items()))
     if s["not_assessable"]:
@@ -150,7 +165,7 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
 
 
 def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=None,
-                   hypopnea_rule: str = "1A", channel_map: dict | None = None,
+                   rule: str = DEFAULT_RULE, channel_map: dict | None = None,
                    position_map: str | dict | None = None, annotations=None, scoring: str = "technician") -> list[Path]:
     """Load `path`, analyse it and write summary.json, events.csv, hypnogram.csv and report.md.
 
@@ -162,7 +177,8 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     model : a loaded SleepLM: stages a night without its own scoring from SleepLM's stage
         captions (YASA's agreement with them is reported; its precision is written to summary.json);
         None stages with YASA.
-    hypopnea_rule : "1A" (>= 3 % desaturation or an arousal, AASM recommended) or "1B" (>= 4 %).
+    rule : the scoring rule (`sleeplm.measure.rules.RULES`): "1A" (>= 3 % desaturation or an arousal, AASM
+        recommended), "1B" (>= 4 %), "chicago-1999", "shhs"...
     channel_map, position_map : handed to `sleeplm.io.reader.load_recording` (files whose channels
         or position codes are not recognised).
     annotations : the technician's scoring file, handed to `load_recording` (default: one named
@@ -185,14 +201,14 @@ def analyze_to_dir(path, out_dir, analysis: NightAnalysis | None = None, model=N
     from sleeplm.io.reader import load_recording
 
     rec = load_recording(path, channel_map=channel_map, position_map=position_map, annotations=annotations)
-    analysis = (analyze_night(rec, model=model, hypopnea_rule=hypopnea_rule, scoring=scoring) if analysis is None
+    analysis = (analyze_night(rec, model=model, hypopnea_rule=rule, scoring=scoring) if analysis is None
                 else analysis)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [
         write_summary_json(analysis, out / "summary.json",
                            model.precision.to_dict() if getattr(model, "precision", None) is not None else None),
-        write_events_csv(rec, analysis.events, out / "events.csv"),
+        write_events_csv(rec, stacked(analysis.events, analysis.near_misses), out / "events.csv"),
         write_hypnogram_csv(rec, analysis, out / "hypnogram.csv"),
         write_report_md(rec, analysis, out / "report.md"),
     ]

@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 EVENT_COLUMNS = [
     "kind", "subtype", "start_s", "end_s", "duration_s", "clock_start", "clock_end", "elapsed_start",
-    "epoch_start", "epoch_end", "evidence",
+    "epoch_start", "epoch_end", "evidence", "event_id", "confidence",
 ]
 # The "Sleep stage X" wording of EDF+ hypnograms (Sleep-EDF, EDFbrowser, MNE's examples).
 STAGE_LABELS = {"W": "Sleep stage W", "N1": "Sleep stage N1", "N2": "Sleep stage N2", "N3": "Sleep stage N3", "R": "Sleep stage R"}
@@ -100,7 +100,8 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
     DataFrame with columns `EVENT_COLUMNS`: kind, subtype, start_s, end_s, duration_s (s),
     clock_start/clock_end ("HH:MM:SS", empty when the file has no start time), elapsed_start
     ("1h02m30s"), epoch_start/epoch_end (inclusive 30-s epoch indices), evidence (the
-    detector's measurements as JSON text, empty when none). An event reaching past the end of
+    detector's measurements as JSON text, empty when none; with ``criteria`` for scored events and
+    near-misses, see `sleeplm.measure.events.detect_events`), event_id and confidence (empty when none). An event reaching past the end of
     the recording is cut at the end, so its times, duration and epochs all stay in the night.
 
     Examples
@@ -109,7 +110,7 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
     >>> events = pd.DataFrame({"kind": ["apnea"], "subtype": ["obstructive"], "start_s": [125.0], "end_s": [145.0],
     ...                        "evidence": [{"flow_drop_pct": np.float64(95.0)}]})
     >>> events_table(rec, events).iloc[0].to_dict()
-    {'kind': 'apnea', 'subtype': 'obstructive', 'start_s': 125.0, 'end_s': 145.0, 'duration_s': 20.0, 'clock_start': '23:02:05', 'clock_end': '23:02:25', 'elapsed_start': '0h02m05s', 'epoch_start': 4, 'epoch_end': 4, 'evidence': '{"flow_drop_pct": 95.0}'}
+    {'kind': 'apnea', 'subtype': 'obstructive', 'start_s': 125.0, 'end_s': 145.0, 'duration_s': 20.0, 'clock_start': '23:02:05', 'clock_end': '23:02:25', 'elapsed_start': '0h02m05s', 'epoch_start': 4, 'epoch_end': 4, 'evidence': '{"flow_drop_pct": 95.0}', 'event_id': '', 'confidence': None}
     >>> len(events_table(rec, None))
     0
     """
@@ -126,7 +127,7 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
         evidence = getattr(event, "evidence", None)
         rows.append({
             "kind": event.kind,
-            "subtype": "" if subtype is None or (isinstance(subtype, float) and math.isnan(subtype)) else subtype,
+            "subtype": _text(subtype),
             "start_s": round(start, 2),
             "end_s": round(end, 2),
             "duration_s": round(end - start, 2),
@@ -136,8 +137,15 @@ def events_table(rec: Recording, events: pd.DataFrame | None) -> pd.DataFrame:
             "epoch_start": citation["epoch_start"],
             "epoch_end": citation["epoch_end"],
             "evidence": json.dumps(json_safe(evidence), sort_keys=True) if isinstance(evidence, dict) else "",
+            "event_id": _text(getattr(event, "event_id", None)),
+            "confidence": json_safe(getattr(event, "confidence", None)),
         })
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def _text(value) -> str:
+    """A text cell: empty for None or NaN."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def write_events_csv(rec: Recording, events: pd.DataFrame | None, path: str | Path) -> Path:
@@ -152,7 +160,7 @@ def write_events_csv(rec: Recording, events: pd.DataFrame | None, path: str | Pa
     >>> events = pd.DataFrame({"kind": ["hypopnea"], "start_s": [95.0], "end_s": [122.0]})
     >>> path = write_events_csv(tiny_recording(), events, tmp_dir / "events.csv")
     >>> print(path.read_text().splitlines()[1])
-    hypopnea,,95.0,122.0,27.0,23:01:35,23:02:02,0h01m35s,3,4,
+    hypopnea,,95.0,122.0,27.0,23:01:35,23:02:02,0h01m35s,3,4,,,
     """
     path = Path(path)
     events_table(rec, events).to_csv(path, index=False)
