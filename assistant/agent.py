@@ -505,6 +505,57 @@ _ROUTES: list[tuple[str, str, dict]] = [
 ]
 
 
+# Why an event was scored, whether it was real, under which rule, how clear-cut: the criteria tools.
+_EVENT_WORDS = r"(apn\w*|hypopn\w*|events?|desat\w*|arousals?|stop(?:ped)? breathing|breathing pauses?)"
+_EXPLAIN = re.compile(rf"\b(why|explain|how do you know|what made|what makes|justify)\b.*\b{_EVENT_WORDS}\b|"
+                      rf"\b(real|genuine|artefacts?|artifacts?|borderline)\b.*\b({_EVENT_WORDS[1:-1]}|that|it|this)\b|"
+                      rf"\b({_EVENT_WORDS[1:-1]}|that|it|this)\b.*\b(real|genuine|artefacts?|artifacts?|borderline)\b|"
+                      rf"\bevent\s+#?[rdah]\d{{1,4}}\b", re.IGNORECASE)
+_RULE_WORDS = re.compile(r"\b(rules?|criteria|definitions?|chicago|shhs|cms|medicare|aasm|1a|1b)\b|\b[34]\s?(?:%|percent)",
+                         re.IGNORECASE)
+_INDEX_WORDS = re.compile(r"\b(ahi|index|events? per hour|rdi|rei)\b", re.IGNORECASE)
+_CLEAR_CUT = re.compile(r"\b(clear[- ]?cut|certain|confiden\w*|definite|unambiguous|borderline)\b.*\b(events?|apn\w*|"
+                        r"hypopn\w*|them|these|those)\b|\bhow many\b.*\b(clear[- ]?cut|certain|borderline|real)\b", re.IGNORECASE)
+_ASKED_TIME = re.compile(r"\b(\d{1,2}:\d{2}(?::\d{2})?(?:\s*[ap]\.?m\.?)?|\d+h\d{1,2}m?|epoch\s+\d+|[rdah]\d{3})\b", re.IGNORECASE)
+_ASKED_KIND = [(r"\bhypopn", "hypopnea"), (r"\bapn|stop(?:ped)? breathing|breathing pause", "apnea"),
+               (r"\bdesat|oxygen", "desaturation"), (r"\barousal", "arousal")]
+_RULE_ALIASES = [(r"\b4\s?(?:%|percent)|\b1b\b|\bcms\b|\bmedicare\b", "1B"), (r"\b3\s?(?:%|percent)|\b1a\b", "1A"),
+                 (r"\bchicago\b", "chicago-1999"), (r"\bshhs\b|sleep heart health", "shhs"),
+                 (r"\b2007\b.*\balternative\b", "aasm-2007-alternative"), (r"\b2007\b", "aasm-2007-recommended")]
+
+
+def _criteria_route(question: str) -> list[tuple[str, dict]]:
+    """explain_event for "why ... apnea at 02:14?" / "was that a real event or an artefact?", ahi_under_rules for
+    "what would my AHI be under the 4 % rule?" / "how many of these events are clear-cut?" ([] otherwise).
+
+    Examples
+    --------
+    >>> _criteria_route("Why do you say I had an apnea at 02:14?")
+    [('explain_event', {'event': '02:14', 'kind': 'apnea'})]
+    >>> _criteria_route("was that a real event or an artefact?")
+    [('explain_event', {})]
+    >>> _criteria_route("what would my AHI be under the 4 % rule?")
+    [('ahi_under_rules', {'rules': ['1B']})]
+    >>> _criteria_route("how many of these events are clear-cut?")
+    [('ahi_under_rules', {})]
+    """
+    if _RULE_WORDS.search(question) and _INDEX_WORDS.search(question):
+        rules = list(dict.fromkeys(name for pattern, name in _RULE_ALIASES if re.search(pattern, question, re.IGNORECASE)))
+        return [("ahi_under_rules", {"rules": rules} if rules else {})]
+    if _CLEAR_CUT.search(question) and not _ASKED_TIME.search(question):
+        return [("ahi_under_rules", {})]
+    if _EXPLAIN.search(question):
+        args: dict = {}
+        time = _ASKED_TIME.search(question)
+        if time:
+            args["event"] = time.group(1)
+        kind = next((kind for pattern, kind in _ASKED_KIND if re.search(pattern, question, re.IGNORECASE)), None)
+        if kind and args:
+            args["kind"] = kind
+        return [("explain_event", args)]
+    return []
+
+
 # A follow-up leans on the previous answer: "and in REM?", "what about the second half?", "show me that period".
 _FOLLOW_UP = re.compile(r"^\W*(and|what about|how about|same for|now)\b|\b(that|this|the same|those|these) periods?\b|"
                         r"\b(first|second|third|fourth|fifth|worst|last|final|latest) period\b|\bperiod #?\d\b|#\d\b|"
@@ -628,6 +679,9 @@ def route_question(question: str, audience: str = "clinician", previous: dict | 
     resolved = _follow_up(question, previous)
     if resolved:
         return resolved
+    criteria = _criteria_route(question)
+    if criteria:
+        return criteria
     concept = concept_question(question)
     if concept is not None:
         return [("concept_timeline", {"concepts": [concept]})]
@@ -659,6 +713,9 @@ SAME_ANSWER = {"list_events": "abnormal_periods", "abnormal_periods": "list_even
 def routed_tool(question: str, audience: str = "clinician", previous: dict | None = None) -> list[tuple[str, dict]]:
     """The one tool the agent must use for a question the router recognises with confidence, else [].
 
+    The criteria questions (`_criteria_route`: why an event was scored, whether it was real, the AHI
+    under another rule, how many events are clear-cut) are always routed.
+
     A follow-up resolved against the periods the previous answer named ("show me that period"),
     or a "when ..." / "show me ..." / "was X ever low?" question that a keyword rule routes to one
     tool (`route_question`; not the residual `concept_timeline` nor the catch-alls
@@ -676,7 +733,7 @@ def routed_tool(question: str, audience: str = "clinician", previous: dict | Non
     ([('scoring_agreement', {'show_events': 'missed'})], [('scoring_agreement', {})])
 
     """
-    routed = _follow_up(question, previous)
+    routed = _follow_up(question, previous) or _criteria_route(question)
     if not routed:
         sure_form = _ROUTED_FORM.search(question)
         routed = [(name, args) for name, args in route_question(question, audience, previous)

@@ -15,7 +15,10 @@ recording and pooled:
   (`evaluation.event_agreement`), scored in the experts' sleep epochs;
 - AHI (events per hour of the experts' sleep time) against the experts' AHI, and end to end
   (events in the product's own stages, per hour of its own sleep time);
-- EEG arousals against the experts' arousals, when they scored them.
+- EEG arousals against the experts' arousals, when they scored them;
+- per scoring rule (`sleeplm.measure.rules.RULES`, re-scored from the cached candidates): AHI vs the
+  experts', event precision/recall, and the share of expert events found among the accepted +
+  near-miss candidates (what the rule's thresholds, not the detector, cost in recall).
 
 The recordings are not in git (see PROVENANCE.md); they are read from ``--data-dir`` (default:
 ``$SLEEPLM_REAL_PSG``, else ``../shared/real_psg`` beside the repository). A recording whose files are absent is
@@ -163,7 +166,8 @@ def evaluate(name: str, data_dir: Path, workdir: Path) -> dict:
     """Run the product on one recording and compare it with its experts."""
     from sleeplm.errors import RecordingError
     from sleeplm.io.reader import load_recording
-    from sleeplm.measure.events import detect_events
+    from sleeplm.measure.events import detect_events, rescore_events, score_events, stacked
+    from sleeplm.measure.rules import RULES
     from sleeplm.measure.staging import stage_with_yasa
 
     edf, scoring, reader = RECORDINGS[name]
@@ -187,8 +191,16 @@ def evaluate(name: str, data_dir: Path, workdir: Path) -> dict:
         except (ValueError, AssertionError, KeyError) as exc:
             row[key] = f"n/a ({exc})"
     truth = _in_stages(reference.events, experts)
-    events = detect_events(rec, hypnogram=experts)
+    scoring = score_events(rec, hypnogram=experts)
+    events = scoring.events
     ours = events[events["kind"].isin(RESPIRATORY)]
+    row["rules"] = {}
+    for rule in RULES:
+        rescored = rescore_events(rec, scoring, rule)
+        accepted = rescored.events[rescored.events["kind"].isin(RESPIRATORY)]
+        scored, considered = event_agreement(accepted, truth), event_agreement(stacked(accepted, rescored.near_misses), truth)
+        row["rules"][rule] = {"ahi": _per_hour(len(accepted), experts), "precision": scored["precision"],
+                              "recall": scored["recall"], "candidate_recall": considered["recall"]}
     row.update({f"resp_{k}": v for k, v in event_agreement(ours, truth).items()})
     row["ahi"], row["ahi_experts"] = _per_hour(len(ours), experts), _per_hour(len(truth), experts)
     if "_kappa_product" in row:
@@ -295,6 +307,11 @@ def main() -> None:
               f"end to end with the product's own stages {row.get('ahi_end_to_end')}/h")
         if "arousal_recall" in row:
             print(f"arousals vs experts: precision {row['arousal_precision']}, recall {row['arousal_recall']}")
+        print(f"per scoring rule (experts' AHI {row['ahi_experts']}/h; expert events found among accepted + near-miss "
+              "candidates = what the thresholds cost):")
+        for rule, r in row["rules"].items():
+            print(f"  {rule:22s} AHI {r['ahi']}/h, precision {r['precision']}, recall {r['recall']}, "
+                  f"found among candidates {r['candidate_recall']}")
         if args.write_features:
             print(f"derived features written to {write_features(row, args.write_features)}")
     print("\n== pooled:", pooled(rows))

@@ -17,6 +17,7 @@ from tools.captions import caption_epochs
 from tools.compare import compare_periods
 from tools.context import NightContext
 from tools.events import list_events
+from tools.explain import ahi_under_rules, explain_event
 from tools.overview import recording_overview
 from tools.periods import abnormal_periods
 from tools.plots import plot
@@ -27,11 +28,11 @@ from tools.timeline import concept_timeline
 __all__ = [
     "ALL_TOOLS", "NightContext", "run_tool", "tool_by_name", "parse_result", "recording_overview", "night_summary",
     "caption_epochs", "find_epochs", "list_events", "abnormal_periods", "compare_periods", "plot", "concept_timeline",
-    "scoring_agreement",
+    "scoring_agreement", "explain_event", "ahi_under_rules",
 ]
 
 ALL_TOOLS = [recording_overview, night_summary, caption_epochs, find_epochs, abnormal_periods, list_events, compare_periods, plot,
-             concept_timeline, scoring_agreement]
+             concept_timeline, scoring_agreement, explain_event, ahi_under_rules]
 
 
 def tool_by_name(name: str, tools=None):

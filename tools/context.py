@@ -64,6 +64,7 @@ class NightContext:
     audience : "clinician" or "patient" (style of the current turn).
     named_periods : the periods the previous answer named, for follow-ups ("show me that period",
         "and in REM?"): {"tool", "args", "periods": [citation dicts with "rank"]}, or None.
+    explained_event : id of the event `explain_event` explained last ("was that a real event?"), or None.
     """
 
     rec: Recording
@@ -77,6 +78,7 @@ class NightContext:
     version: int = 0
     audience: str = "clinician"
     named_periods: dict | None = None
+    explained_event: str | None = None
     _comparing: Any = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def compare_scorings(self) -> Any:

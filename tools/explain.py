@@ -1,0 +1,257 @@
+"""Tools `explain_event` (why an event was scored, or why a breathing reduction was not) and
+`ahi_under_rules` (the night re-scored under the published rules, and how many events are clear-cut).
+
+Both read the criteria the measurement layer attached to each event (`sleeplm.measure.rules`):
+measured values, the rule's thresholds, margins, the path that set the type, signal quality and
+the confidence; `ahi_under_rules` re-scores the night's cached candidates under each rule
+(`sleeplm.measure.analysis.rescore`), without reading a signal again.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import pandas as pd
+from langchain.tools import ToolRuntime, tool
+from langchain_core.tools import ToolException
+from pydantic import BaseModel, Field
+
+from sleeplm.io.recording import EPOCH_SEC
+from sleeplm.measure.analysis import rescore
+from sleeplm.measure.events import stacked
+from sleeplm.measure.rules import CONFIDENCE_CUTOFFS, RULES, resolve_rule
+from sleeplm.terms import format_citation
+from tools.context import NightContext, TimeText, configure, night_tool_errors, rounded
+
+__all__ = ["explain_event", "ahi_under_rules", "EVENT_ID", "confidence_word"]
+
+# Event ids as the events table writes them: R respiratory, D desaturation, A arousal, H heart rate, P position.
+EVENT_ID = re.compile(r"^\s*(?:event\s*)?#?\s*([RDAHP])\s*-?\s*(\d{1,4})\s*$", re.IGNORECASE)
+EXPLAINED_KINDS = ("apnea", "hypopnea", "desaturation", "arousal")
+# How far (s) from the time asked an event may start and still be the one meant.
+NEAR_S = 60.0
+CRITERION_WORDS = {
+    "flow_reduction_pct": ("airflow reduction", "%"), "duration_s": ("duration", " s"),
+    "desaturation_pct": ("SpO2 fall", " %"), "associated_arousal": ("associated arousal", ""),
+    "arousal_power_ratio": ("EEG alpha/beta power ratio", "x"),
+}
+
+
+def confidence_word(confidence: float | None) -> str:
+    """'clear-cut' (>= 0.75), 'borderline' (0.5-0.75) or 'failed the rule' (< 0.5, a near-miss).
+
+    Examples
+    --------
+    >>> confidence_word(0.92), confidence_word(0.6), confidence_word(0.3)
+    ('clear-cut', 'borderline', 'failed the rule')
+    """
+    if confidence is None:
+        return "not rated"
+    if confidence >= CONFIDENCE_CUTOFFS[0]:
+        return "clear-cut"
+    return "borderline" if confidence >= 0.5 else "failed the rule"
+
+
+class ExplainArgs(BaseModel):
+    event: TimeText | None = Field(
+        None, description="the event: its id ('R012'), a clock time ('02:14'), an elapsed time ('3h10m') or 'epoch 120'; "
+        "empty = the event explained last in this conversation ('was that a real event?')",
+        max_length=60,
+    )
+    kind: Literal["any", "apnea", "hypopnea", "respiratory", "desaturation", "arousal"] = Field(
+        "any", description="the kind of event meant, when the question names one ('apnea at 02:14': 'apnea')",
+    )
+
+
+def _criteria_analysis(night: NightContext):
+    analysis = night.require_analysis()
+    if getattr(analysis, "candidates", None) is None:
+        raise ToolException("This night's events carry no scoring criteria (they were not measured by this version); "
+                            "list_events gives their times and measured values.")
+    return analysis
+
+
+def _find(night: NightContext, analysis, event: str | None, kind: str) -> tuple[pd.Series, str]:
+    """The event meant (a row of the events or near-miss table) and 'scored' / 'near-miss'."""
+    table = stacked(analysis.events, analysis.near_misses)
+    table = table[table["kind"].isin((*EXPLAINED_KINDS, "near_miss"))]
+    if not event:
+        if not night.explained_event:
+            raise ToolException("No event has been explained yet: name one by its time ('02:14', '3h10m', 'epoch 120') "
+                                "or its id ('R012').")
+        event = night.explained_event
+    match = EVENT_ID.match(event)
+    if match:
+        wanted = f"{match.group(1).upper()}{int(match.group(2)):03d}"
+        found = table[table["event_id"] == wanted]
+        if found.empty:
+            raise ToolException(f"There is no event {wanted} under the rule in force ({analysis.rule}); ids run "
+                                f"{', '.join(table['event_id'].dropna().head(5))}...")
+        row = found.iloc[0]
+        return row, "near-miss" if row["kind"] == "near_miss" else "scored"
+    first, last = night.span(event, None)
+    lo, hi = first * EPOCH_SEC - NEAR_S, (last + 1) * EPOCH_SEC + NEAR_S
+    kinds = {"any": (*EXPLAINED_KINDS,), "respiratory": ("apnea", "hypopnea")}.get(kind, (kind,))
+    scored = table[table["kind"].isin(kinds)]
+    near = table[(table["kind"] == "near_miss") & table["subtype"].isin(kinds)]
+    middle = (first + last + 1) * EPOCH_SEC / 2
+    for candidates, status in ((scored, "scored"), (near, "near-miss")):
+        inside = candidates[(candidates["end_s"] >= lo) & (candidates["start_s"] <= hi)]
+        if len(inside):
+            # The respiratory event before its desaturation; then the one closest to the time asked.
+            order = inside.assign(_far=(inside["start_s"] - middle).abs(), _resp=~inside["kind"].isin(("apnea", "hypopnea")))
+            return order.sort_values(["_resp", "_far"]).iloc[0], status
+    where = format_citation(night.cite(first, last))
+    raise ToolException(f"No {'event' if kind == 'any' else kind} was scored or considered within {NEAR_S:g} s of {where} "
+                        f"under the rule in force ({analysis.rule}); list_events lists the events of a time range.")
+
+
+def _criterion_line(test: dict) -> str:
+    words, unit = CRITERION_WORDS.get(test["criterion"], (test["criterion"], ""))
+    if test["criterion"] == "associated_arousal":
+        seen = "an arousal followed" if test["measured"] else "no arousal followed"
+        ratio = f" (EEG power {test['arousal_power_ratio']}x its baseline)" if test.get("arousal_power_ratio") else ""
+        return f"{seen}{ratio}"
+    if test["measured"] is None:
+        return f"{words} not measurable (rule needs >= {test['threshold']:g}{unit})"
+    verdict = "passes" if test["passed"] else "fails"
+    return f"{words} {test['measured']:g}{unit} (rule needs >= {test['threshold']:g}{unit}, margin {test['margin']:g}: {verdict})"
+
+
+def _explained(night: NightContext, analysis, row: pd.Series, status: str) -> dict:
+    evidence = row["evidence"] if isinstance(row["evidence"], dict) else {}
+    criteria = evidence.get("criteria") or {}
+    kind = row["subtype"] if status == "near-miss" else row["kind"]
+    subtype = "" if status == "near-miss" else (row["subtype"] or "")
+    citation = night.rec.cite(row["start_s"], row["end_s"])
+    where = format_citation(citation)
+    confidence = rounded(row.get("confidence"), 2)
+    rule_name = criteria.get("rule", analysis.rule)
+    title = RULES[rule_name].title if rule_name in RULES else rule_name
+    tests = criteria.get("tests") or []
+    required = [t for t in tests if t.get("group") == "all"]
+    options = [t for t in tests if t.get("group") == "any"]
+    findings = [f"{kind.capitalize()}{' (' + subtype + ')' if subtype else ''} {row['event_id']} at {where}: "
+                + (f"scored under {title}." if status == "scored" else f"NOT scored under {title} (a near-miss).")]
+    findings.append("Criteria: " + "; ".join(_criterion_line(t) for t in required) + ".")
+    if options:
+        findings.append("Needs one of: " + "; or ".join(_criterion_line(t) for t in options) + ".")
+    if status == "near-miss":
+        findings.append("Failed: " + "; ".join(_criterion_line(t) for t in _failed_tests(tests, criteria)) + ".")
+    effort = [f"{name} {evidence[key]:g}" for name, key in (("thoracic", "effort_thx"), ("abdominal", "effort_abd"))
+              if isinstance(evidence.get(key), (int, float))]
+    if criteria.get("type_path") and kind in ("apnea", "hypopnea"):
+        findings.append(f"Type: {criteria['type_path']}" + (f" (effort over the event, ratio to baseline: {', '.join(effort)})"
+                                                            if effort else "") + ".")
+    quality = criteria.get("signal_quality") or {}
+    if quality:
+        clean = ", ".join(f"{channel} {rounded(100 * share)} % artefact-free" for channel, share in quality.items())
+        findings.append(f"Signal quality over the event: {clean}.")
+    if confidence is not None:
+        findings.append(f"Confidence {confidence} of 1 ({confidence_word(confidence)}; from the smallest margin to the "
+                        "rule's thresholds, times the signal quality).")
+    night.explained_event = row["event_id"]
+    return {
+        "event_id": row["event_id"], "kind": kind, "subtype": subtype or None, "status": status,
+        "duration_s": rounded(row["end_s"] - row["start_s"]), "confidence": confidence,
+        "confidence_word": confidence_word(confidence),
+        **{k: citation[k] for k in ("clock_start", "clock_end", "elapsed_start", "epoch_start", "epoch_end")
+           if citation.get(k) is not None},
+        "rule": rule_name, "rule_title": title, "criteria": tests, "failed": _failed_tests(tests, criteria) or None,
+        "type_path": criteria.get("type_path"), "signal_quality": quality,
+        "measured": {k: rounded(v) for k, v in evidence.items() if k != "criteria" and not isinstance(v, dict)},
+        "findings": findings,
+    }
+
+
+def _failed_tests(tests: list[dict], criteria: dict) -> list[dict]:
+    """The tests a near-miss failed (those named in ``criteria["failed"]``)."""
+    failed = {(f["criterion"], f["threshold"]) for f in criteria.get("failed") or []}
+    names = {"associated_arousal"} if any(c == "associated_arousal" for c, _ in failed) else set()
+    return [t for t in tests if (t["criterion"], t["threshold"]) in failed or t["criterion"] in names]
+
+
+@tool("explain_event", args_schema=ExplainArgs)
+@night_tool_errors
+def explain_event(event: str | None = None, kind: str = "any", *, runtime: ToolRuntime[NightContext]) -> dict:
+    """Explain why an apnea, hypopnea, oxygen desaturation or arousal was scored (or why a breathing
+    reduction was NOT): each criterion of the scoring rule with the measured value, the threshold and
+    the margin, the path that set its type (obstructive/central/mixed), the signal quality of the
+    channels used, and its confidence (clear-cut, borderline). Use for 'why do you say I had an apnea
+    at 02:14?', 'was that a real event or an artefact?', 'explain event R012'."""
+    night = runtime.context
+    analysis = _criteria_analysis(night)
+    row, status = _find(night, analysis, event, kind)
+    explained = _explained(night, analysis, row, status)
+    start, end = float(row["start_s"]), float(row["end_s"])
+    nearby = stacked(analysis.events, analysis.near_misses)
+    nearby = nearby[(nearby["start_s"] < end + NEAR_S) & (nearby["end_s"] > start - NEAR_S)
+                    & (nearby["event_id"] != row["event_id"]) & nearby["kind"].isin((*EXPLAINED_KINDS, "near_miss"))]
+    return {
+        "tool": "explain_event",
+        "source": "measured",
+        **explained,
+        "nearby": [{"event_id": r.event_id, "kind": r.kind if r.kind != "near_miss" else f"near-miss ({r.subtype})",
+                    "clock_start": night.rec.cite(r.start_s, r.end_s).get("clock_start"), "confidence": rounded(r.confidence, 2)}
+                   for r in nearby.head(6).itertuples()],
+    }
+
+
+class RulesArgs(BaseModel):
+    rules: list[str] | None = Field(
+        None, description="scoring rules to compare, e.g. ['1B'] for the 4 % rule, ['chicago-1999', 'shhs']; "
+        f"empty = all of: {', '.join(RULES)}", max_length=len(RULES),
+    )
+
+
+def _rule_row(summary: dict, rule) -> dict:
+    index = "ahi" if summary.get("ahi") is not None else "rei"
+    return {
+        "rule": rule.name, "title": rule.title, "definition": rule.hypopnea_text(), "citation": rule.citation,
+        "index": index.upper(), index: summary.get(index), "n_apneas": summary.get("n_apneas"),
+        "n_hypopneas": summary.get("n_hypopneas"), "severity": summary.get("severity"),
+        "by_confidence": summary.get("ahi_by_confidence"),
+    }
+
+
+@tool("ahi_under_rules", args_schema=RulesArgs)
+@night_tool_errors
+def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[NightContext]) -> dict:
+    """The AHI (apneas + hypopneas per hour of sleep) of this night re-scored under published scoring
+    rules (Chicago 1999, AASM 2007 recommended/alternative, AASM rule 1A, rule 1B = the 4 % rule (CMS),
+    SHHS, the current AASM manual), each with its apnea and hypopnea counts; and how many events are
+    clear-cut: the AHI counting only events of confidence >= 0.75 and >= 0.9. Use for 'what would my
+    AHI be under the 4 % rule?', 'which rule was used?', 'how many of these events are clear-cut?'."""
+    night = runtime.context
+    analysis = _criteria_analysis(night)
+    wanted = [resolve_rule(name) for name in rules] if rules else list(RULES.values())
+    in_force = resolve_rule(analysis.rule)
+    rows = []
+    for rule in dict.fromkeys([in_force, *wanted]):
+        summary = analysis.summary if rule.name == analysis.rule else rescore(night.rec, analysis, rule.name).summary
+        rows.append(_rule_row(summary, rule))
+    current = rows[0]
+    index = current["index"]
+    findings = [f"The events were scored under {in_force.hypopnea_text()}: {index} {current[index.lower()]}/h "
+                f"({current['n_apneas']} apneas, {current['n_hypopneas']} hypopneas)."]
+    by_confidence = current.get("by_confidence") or {}
+    if by_confidence:
+        findings.append("Clear-cut or not (confidence from the margins to the rule's thresholds): " + "; ".join(
+            f"{'all' if cut == 'all' else 'confidence ' + cut}: {v['events']} events, {index} {v['ahi']}/h"
+            for cut, v in by_confidence.items()) + ".")
+    for row in rows[1:]:
+        findings.append(f"Under {row['definition']}: {index} {row[index.lower()]}/h ({row['n_apneas']} apneas, "
+                        f"{row['n_hypopneas']} hypopneas).")
+    return {
+        "tool": "ahi_under_rules",
+        "source": "measured (the night's breathing reductions re-scored under each rule; no signal read again)",
+        "rule_in_force": in_force.name,
+        "rules": rows,
+        "findings": findings,
+        "citation": night.cite(0, night.rec.n_epochs - 1),
+    }
+
+
+configure(explain_event)
+configure(ahi_under_rules)
