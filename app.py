@@ -67,10 +67,11 @@ from sleeplm.terms import AUDIENCES, parse_citations
 from sleeplm.errors import ChannelMappingError, CohortInputError, NotARecordingError, RecordingError, SleepLMError
 from assistant.trace import trace_metadata, write_trace_json
 from sleeplm.cohort.report import REPORT, distribution_figure
+from sleeplm.measure.events import stacked
 from sleeplm.measure.rules import DEFAULT_RULE, RULES, resolve_rule
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
 from sleeplm.measure.agreement import SCORING_NAMES, SCORINGS
-from sleeplm.report.plots import MAX_VIEW_EPOCHS, click_map, plot_epochs, plot_night, reference_events
+from sleeplm.report.plots import MAX_VIEW_EPOCHS, click_map, plot_epochs, plot_event_criteria, plot_night, reference_events
 
 __all__ = [
     "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "server_root", "MemoryGate", "LOAD_GATE", "BrowserSession",
@@ -585,6 +586,28 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     progress(1.0, desc="Ready")
 
 
+def explain_at(where: str, state: BrowserSession | None) -> tuple:
+    """Handler of "Explain an event": the event at a time or id (`tools.explain.find_event`) as its rule saw it.
+
+    Returns (figure: `sleeplm.report.plots.plot_event_criteria`, criteria table, findings text).
+    """
+    from langchain_core.tools import ToolException
+
+    from tools.explain import criteria_analysis, criteria_table, explanation, find_event
+
+    night = getattr(getattr(state, "night", None), "night", None)
+    if night is None or is_cohort(state):
+        raise gr.Error("Load a night first.")
+    try:
+        analysis = criteria_analysis(night)
+        row, status = find_event(night, analysis, (where or "").strip() or None, "any")
+        explained = explanation(night, analysis, row, status)
+        figure = plot_event_criteria(night.rec, row, analysis.near_misses)
+    except (ToolException, SleepLMError) as exc:
+        raise gr.Error(str(exc)) from exc
+    return figure, criteria_table(explained), "\n".join(f"- {line}" for line in explained["findings"])
+
+
 def change_rule(name: str, state: BrowserSession | None) -> tuple:
     """Handler of the rule picker: re-score the loaded night under rule `name` (from its measurements,
     no reload); returns (night text, overview image). Nothing loaded: the rule applies to the next night."""
@@ -956,7 +979,8 @@ def build_downloads(bs: BrowserSession) -> list[str]:
             night.rec, path, summary=getattr(analysis, "summary", None), hypnogram=night.hypnogram, events=events,
             answers=answers, stage_source=night.stage_source, scorings=getattr(analysis, "scorings", None),
             agreement=getattr(analysis, "agreement", None))),
-        _atomic(out / "night-events.csv", lambda path: write_events_csv(night.rec, events, path)),
+        _atomic(out / "night-events.csv", lambda path: write_events_csv(
+            night.rec, stacked(events, getattr(analysis, "near_misses", None)), path)),
     ]
     try:
         files.append(_atomic(out / "night-annotations.edf",
@@ -1170,6 +1194,15 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                     show_button = gr.Button("Show signals", elem_id="viewer-button", scale=1)
                 viewer_caption = gr.Markdown(elem_id="viewer-caption", visible=single)
                 viewer = gr.Plot(show_label=False, elem_id="viewer", format="png", visible=single)
+                with gr.Accordion("Explain an event (criteria of the scoring rule)", open=False, elem_id="explain-panel",
+                                  visible=single):
+                    with gr.Row():
+                        explain_where = gr.Textbox(label="Event", placeholder="event id R012, or a time: 02:14, 3h10m, epoch 120",
+                                                   elem_id="explain-where", scale=3)
+                        explain_button = gr.Button("Explain", elem_id="explain-button", scale=1)
+                    event_plot = gr.Plot(show_label=False, elem_id="event-plot", format="png")
+                    criteria = gr.Dataframe(interactive=False, elem_id="event-criteria")
+                    event_text = gr.Markdown(elem_id="event-text")
                 downloads = gr.File(label="Downloads: report, events, annotations, tool trace", file_count="multiple",
                                     interactive=False, elem_id="downloads")
         panel = [state, night_text, llm_text, preflight, file_channels, overview, viewer, downloads, chatbot]
@@ -1195,6 +1228,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         show_button.click(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         where.submit(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         overview.select(on_click, [state, n_epochs], [viewer, viewer_caption, where], **view)
+        explain_button.click(explain_at, [explain_where, state], [event_plot, criteria, event_text], **view)
+        explain_where.submit(explain_at, [explain_where, state], [event_plot, criteria, event_text], **view)
         # The /ask API endpoint: no page components, the parameters come from on_api_ask's type hints.
         gr.api(on_api_ask, api_name="ask", api_description="Answer one question about an EDF/BDF recording.", **chat)
         if cohort is not None:

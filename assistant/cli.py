@@ -150,13 +150,12 @@ def run_ask(args) -> int:
     # SleepLM only when weights were named (--checkpoint sets SLEEPLM_CHECKPOINT): without them,
     # or from the hub, one question would wait minutes for SleepLM staging on a CPU.
     checkpoint = os.environ.get(CHECKPOINT_ENV)
-    session = NightSession(llm=args.llm, workdir=workdir, rule=getattr(args, "rule", DEFAULT_RULE),
-                           **({"model": checkpoint} if checkpoint else {}))
+    session = NightSession(llm=args.llm, workdir=workdir, **({"model": checkpoint} if checkpoint else {}))
     try:
         # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
         rec = session.load(args.file, stage_cross_check=False, channel_map=getattr(args, "channel_map", None),
                            position_map=getattr(args, "position_map", None), annotations=getattr(args, "annotations", None),
-                           scoring=getattr(args, "scoring", "technician"))
+                           scoring=getattr(args, "scoring", "technician"), rule=getattr(args, "rule", DEFAULT_RULE))
         if session.sleeplm is not None:  # named weights: retrieval from SleepLM, not the measured fallback
             print(session.sleeplm_status, file=sys.stderr)
             print(f"SleepLM is embedding {rec.n_epochs} epochs (kept in the cache for later questions)...", file=sys.stderr)

@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "real": ([], []),  # expert-scored PSG from --data-dir; lists recordings absent from this machine
     "consistency": ([], ["--hours", "0.5", "--domains", "respiratory"]),
     "background": ([], ["--hours", "0.5"]),
+    "rescore": ([], ["--hours", "1", "--repeat", "1"]),
 }
 
 

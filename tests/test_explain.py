@@ -235,3 +235,45 @@ def test_embedded_llm_explains_an_apnea_from_its_criteria(sim_night):
     assert turn.grounding["unmatched"] == []
     strict = session.ask("what would my AHI be under the 4 % rule?")
     assert [c["name"] for c in strict.tool_calls][:1] == ["ahi_under_rules"] and strict.grounding["unmatched"] == []
+
+
+# ---- the app --------------------------------------------------------------------------------------
+def test_app_rule_picker_rescores_and_the_event_view_shows_the_criteria(sim_night, tmp_path):
+    import app
+
+    bs = app.open_session(tmp_path, "tab", lambda: "none")
+    try:
+        bs.night.night = sim_night
+        ahi_1a = sim_night.analysis.summary["ahi"]
+        text, overview = app.change_rule("1B", bs)
+        assert sim_night.analysis.rule == "1B" and "Scoring rule: 1B" in text and overview is not None
+        assert sim_night.analysis.summary["ahi"] <= ahi_1a and bs.night.rule == "1B"
+        apnea = first_apnea(sim_night)
+        figure, table, findings = app.explain_at(apnea.clock_start, bs)
+        labels = [ax.get_ylabel() for ax in figure.axes]
+        assert labels[0].startswith("airflow") and labels[1] == "SpO2 (%)"
+        # The rule's reduction thresholds are drawn over the envelope (dashed: 70 % and 10 % of baseline).
+        levels = {round(line.get_ydata()[0]) for line in figure.axes[0].get_lines() if line.get_linestyle() == "--"}
+        assert levels == {70, 10}
+        assert list(table.columns) == ["criterion", "measured", "threshold", "margin", "passes"] and table["passes"].all()
+        assert "scored under AASM rule 1B" in findings
+        near = sim_night.analysis.near_misses.iloc[0]
+        _, table, findings = app.explain_at(near.event_id, bs)
+        assert not table["passes"].all() and "NOT scored" in findings
+        with pytest.raises(app.gr.Error, match="no event R999"):
+            app.explain_at("R999", bs)
+    finally:
+        bs.night.night = None
+        bs.close()
+
+
+def test_cli_ask_scores_under_the_rule_named(sim_night_file, capsys, monkeypatch):
+    import cli
+
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    question = "what would my AHI be under the 4 % rule?"
+    assert cli.main(["ask", str(sim_night_file[0]), question, "--rule", "shhs", "--llm", "none", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    result = answer["tool_calls"][0]["result"]
+    assert result["rule_in_force"] == "shhs" and [r["rule"] for r in result["rules"]] == ["shhs", "1B"]
+    assert "Sleep Heart Health Study" in answer["answer"]

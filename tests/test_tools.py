@@ -11,7 +11,7 @@ from tools.captions import MAX_CAPTION_EPOCHS, caption_runs, disagreements
 from tools.retrieval import merge_hits
 
 TOOL_NAMES = {"recording_overview", "night_summary", "caption_epochs", "find_epochs", "abnormal_periods", "list_events",
-              "compare_periods", "plot", "concept_timeline", "scoring_agreement"}
+              "compare_periods", "plot", "concept_timeline", "scoring_agreement", "explain_event", "ahi_under_rules"}
 
 
 def ok(message):

@@ -24,7 +24,8 @@ from sleeplm.measure.rules import CONFIDENCE_CUTOFFS, RULES, resolve_rule
 from sleeplm.terms import format_citation
 from tools.context import NightContext, TimeText, configure, night_tool_errors, rounded
 
-__all__ = ["explain_event", "ahi_under_rules", "EVENT_ID", "confidence_word"]
+__all__ = ["explain_event", "ahi_under_rules", "EVENT_ID", "confidence_word", "criteria_analysis", "find_event", "explanation",
+           "criteria_table"]
 
 # Event ids as the events table writes them: R respiratory, D desaturation, A arousal, H heart rate, P position.
 EVENT_ID = re.compile(r"^\s*(?:event\s*)?#?\s*([RDAHP])\s*-?\s*(\d{1,4})\s*$", re.IGNORECASE)
@@ -64,7 +65,7 @@ class ExplainArgs(BaseModel):
     )
 
 
-def _criteria_analysis(night: NightContext):
+def criteria_analysis(night: NightContext):
     analysis = night.require_analysis()
     if getattr(analysis, "candidates", None) is None:
         raise ToolException("This night's events carry no scoring criteria (they were not measured by this version); "
@@ -72,7 +73,7 @@ def _criteria_analysis(night: NightContext):
     return analysis
 
 
-def _find(night: NightContext, analysis, event: str | None, kind: str) -> tuple[pd.Series, str]:
+def find_event(night: NightContext, analysis, event: str | None, kind: str) -> tuple[pd.Series, str]:
     """The event meant (a row of the events or near-miss table) and 'scored' / 'near-miss'."""
     table = stacked(analysis.events, analysis.near_misses)
     table = table[table["kind"].isin((*EXPLAINED_KINDS, "near_miss"))]
@@ -119,7 +120,7 @@ def _criterion_line(test: dict) -> str:
     return f"{words} {test['measured']:g}{unit} (rule needs >= {test['threshold']:g}{unit}, margin {test['margin']:g}: {verdict})"
 
 
-def _explained(night: NightContext, analysis, row: pd.Series, status: str) -> dict:
+def explanation(night: NightContext, analysis, row: pd.Series, status: str) -> dict:
     evidence = row["evidence"] if isinstance(row["evidence"], dict) else {}
     criteria = evidence.get("criteria") or {}
     kind = row["subtype"] if status == "near-miss" else row["kind"]
@@ -165,6 +166,15 @@ def _explained(night: NightContext, analysis, row: pd.Series, status: str) -> di
     }
 
 
+def criteria_table(explained: dict) -> pd.DataFrame:
+    """An `explanation`'s criteria as a table: criterion, measured, threshold, margin, passes (the app's view)."""
+    rows = [{"criterion": CRITERION_WORDS.get(t["criterion"], (t["criterion"], ""))[0]
+             + (" (one of)" if t.get("group") == "any" else ""),
+             "measured": t["measured"], "threshold": t["threshold"], "margin": t["margin"], "passes": t["passed"]}
+            for t in explained["criteria"]]
+    return pd.DataFrame(rows, columns=["criterion", "measured", "threshold", "margin", "passes"])
+
+
 def _failed_tests(tests: list[dict], criteria: dict) -> list[dict]:
     """The tests a near-miss failed (those named in ``criteria["failed"]``)."""
     failed = {(f["criterion"], f["threshold"]) for f in criteria.get("failed") or []}
@@ -181,9 +191,9 @@ def explain_event(event: str | None = None, kind: str = "any", *, runtime: ToolR
     channels used, and its confidence (clear-cut, borderline). Use for 'why do you say I had an apnea
     at 02:14?', 'was that a real event or an artefact?', 'explain event R012'."""
     night = runtime.context
-    analysis = _criteria_analysis(night)
-    row, status = _find(night, analysis, event, kind)
-    explained = _explained(night, analysis, row, status)
+    analysis = criteria_analysis(night)
+    row, status = find_event(night, analysis, event, kind)
+    explained = explanation(night, analysis, row, status)
     start, end = float(row["start_s"]), float(row["end_s"])
     nearby = stacked(analysis.events, analysis.near_misses)
     nearby = nearby[(nearby["start_s"] < end + NEAR_S) & (nearby["end_s"] > start - NEAR_S)
@@ -224,7 +234,7 @@ def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[Nigh
     clear-cut: the AHI counting only events of confidence >= 0.75 and >= 0.9. Use for 'what would my
     AHI be under the 4 % rule?', 'which rule was used?', 'how many of these events are clear-cut?'."""
     night = runtime.context
-    analysis = _criteria_analysis(night)
+    analysis = criteria_analysis(night)
     wanted = [resolve_rule(name) for name in rules] if rules else list(RULES.values())
     in_force = resolve_rule(analysis.rule)
     rows = []

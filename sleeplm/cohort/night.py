@@ -135,8 +135,9 @@ def night_row(rec: Recording, analysis: NightAnalysis, night_id: str, subject_id
 def _events_table(analysis: NightAnalysis, night_id: str) -> pd.DataFrame:
     table = stacked(analysis.events, analysis.near_misses).reindex(columns=EVENT_COLUMNS)
     table["evidence"] = [json.dumps(json_safe(e), sort_keys=True) if isinstance(e, dict) else None for e in table["evidence"]]
-    for column in ("kind", "subtype", "clock_start", "clock_end"):
+    for column in ("kind", "subtype", "clock_start", "clock_end", "event_id"):
         table[column] = table[column].astype("string")
+    table["confidence"] = pd.to_numeric(table["confidence"], errors="coerce").astype("float64")
     table.insert(0, "night_id", night_id)
     return table
 

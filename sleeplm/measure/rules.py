@@ -53,7 +53,7 @@ import pandas as pd
 from sleeplm.errors import MeasurementError
 
 __all__ = ["ScoringRule", "RULES", "ALIASES", "DEFAULT_RULE", "CONFIDENCE_SCALES", "CONFIDENCE_CUTOFFS",
-           "resolve_rule", "rule_names", "score_candidates", "criterion_confidence"]
+           "resolve_rule", "score_candidates", "criterion_confidence"]
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,16 @@ class ScoringRule:
     hypopnea_alone_drop_pct: float | None = None
     apnea_desat_pct: float | None = None
 
-    def parameters(self) -> dict:
-        """The thresholds as a plain dict (for summary.json)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("name", "title", "citation")}
-
     def describe(self) -> dict:
-        """name, title, citation and parameters (for summary.json and the tools)."""
-        return {"name": self.name, "title": self.title, "citation": self.citation, "parameters": self.parameters()}
+        """name, title, citation and the thresholds as ``parameters`` (for summary.json and the tools).
+
+        Examples
+        --------
+        >>> RULES["shhs"].describe()["parameters"]["apnea_desat_pct"]
+        4.0
+        """
+        parameters = {k: v for k, v in asdict(self).items() if k not in ("name", "title", "citation")}
+        return {"name": self.name, "title": self.title, "citation": self.citation, "parameters": parameters}
 
     def hypopnea_text(self) -> str:
         """One sentence: what a hypopnea and an apnea need under this rule.
@@ -154,11 +157,6 @@ CONFIDENCE_SCALES = {"flow_reduction_pct": 10.0, "duration_s": 5.0, "desaturatio
 CONFIDENCE_CUTOFFS = (0.75, 0.9)
 # An arousal is detected at 2x its preceding power (`sleeplm.measure.events.AROUSAL_POWER_RATIO`).
 AROUSAL_RATIO = 2.0
-
-
-def rule_names() -> list[str]:
-    """The rule names, in publication order."""
-    return list(RULES)
 
 
 def resolve_rule(name: str | ScoringRule) -> ScoringRule:

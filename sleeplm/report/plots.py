@@ -9,6 +9,8 @@ the app's worker threads and nothing stays alive in pyplot's global figure regis
 - `plot_hypnogram(rec, hypnogram)`: the stage panel alone.
 - `plot_epochs(rec, first, last)`: every present signal of an inclusive epoch range in its
   physical unit (uV, %, bpm...), at its own sampling rate.
+- `plot_event_criteria(rec, event)`: one event as its scoring rule saw it (airflow envelope
+  against its baseline and the rule's thresholds, SpO2 and the desaturation threshold).
 - `seconds_at_fraction(fig, x_fraction)`: where a click on a rendered `plot_night` figure
   lands, in seconds from recording start (the app's click-to-view); `click_map(fig)` keeps just
   what that needs (a `ClickMap`), so the app need not keep the figure.
@@ -41,6 +43,7 @@ from sleeplm.terms import ANNOTATED_EVENT_KINDS
 __all__ = [
     "MAX_VIEW_EPOCHS", "STAGE_ORDER", "PlotRangeError", "plot_night", "plot_hypnogram", "plot_epochs",
     "seconds_at_fraction", "ClickMap", "click_map", "viewer_channels", "reference_events", "plot_periods", "plot_concept_timeline",
+    "plot_event_criteria",
 ]
 
 logger = logging.getLogger(__name__)
@@ -480,3 +483,93 @@ def plot_concept_timeline(rec: Recording, curves: dict[str, np.ndarray], periods
     fig.tight_layout()
     return fig
 
+
+
+# Seconds shown before and after an explained event.
+EVENT_VIEW_BEFORE_S, EVENT_VIEW_AFTER_S = 90, 60
+
+
+def plot_event_criteria(rec: Recording, event: dict | pd.Series, near_misses: pd.DataFrame | None = None) -> Figure:
+    """An event as its rule saw it: the airflow envelope against its baseline with the rule's
+    reduction thresholds, and SpO2 with its pre-event level and the desaturation threshold.
+
+    Parameters
+    ----------
+    rec : the loaded night.
+    event : a row of the events (or near-miss) table with ``evidence["criteria"]``
+        (`sleeplm.measure.events.detect_events`): an apnea, hypopnea, desaturation or near-miss.
+    near_misses : the night's near-misses, drawn greyed when they fall in the window.
+
+    Returns
+    -------
+    matplotlib.figure.Figure: the envelope panel (% of baseline; 100 % = the baseline, dashed
+    lines at the rule's hypopnea and apnea reductions) for breathing events, the SpO2 panel when
+    the recording has SpO2; the event shaded (grey for a near-miss).
+
+    Examples
+    --------
+    >>> rec, analysis = tiny_recording(), tiny_analysis()
+    >>> apnea = analysis.events[analysis.events.kind == "apnea"].iloc[0]
+    >>> fig = plot_event_criteria(rec, apnea, analysis.near_misses)
+    >>> [ax.get_ylabel() for ax in fig.axes]
+    ['airflow (AF)\\n% of baseline', 'SpO2 (%)']
+    """
+    from sleeplm.measure.respiratory import DESAT_NADIR_AFTER_S, flow_ratio, spo2_per_second
+    from sleeplm.measure.rules import RULES
+
+    evidence = event["evidence"] if isinstance(event["evidence"], dict) else {}
+    criteria = evidence.get("criteria") or {}
+    rule = RULES.get(criteria.get("rule"))
+    near = event["kind"] == "near_miss"
+    start, end = float(event["start_s"]), float(event["end_s"])
+    lo = max(start - EVENT_VIEW_BEFORE_S, 0.0)
+    hi = min(end + EVENT_VIEW_AFTER_S, rec.n_epochs * EPOCH_SEC)
+    n_seconds = rec.n_epochs * EPOCH_SEC
+    channel = evidence.get("channel")
+    flow = flow_ratio(rec, channel, np.zeros(n_seconds, dtype=bool)) if channel else None
+    spo2 = spo2_per_second(rec, np.zeros(n_seconds, dtype=bool))
+    panels = [p for p, present in (("flow", flow is not None), ("spo2", spo2 is not None)) if present]
+    if not panels:
+        raise PlotRangeError("this event has neither an airflow nor an SpO2 signal to draw.")
+    fig = Figure(figsize=(10, 2.4 * len(panels) + 0.8))
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    seconds = np.arange(int(lo), int(hi))
+    shade = "0.8" if near else EVENT_COLOURS.get(event["kind"], "tab:red")
+    for ax, panel in zip(axes, panels):
+        ax.axvspan(start / 3600, end / 3600, color=shade, alpha=0.35, linewidth=0)
+        if near_misses is not None and len(near_misses):
+            others = near_misses[(near_misses["end_s"] > lo) & (near_misses["start_s"] < hi)]
+            for s, e in zip(others["start_s"], others["end_s"]):
+                if (s, e) != (start, end):
+                    ax.axvspan(s / 3600, e / 3600, color="0.85", alpha=0.5, linewidth=0, hatch="//")
+        if panel == "flow":
+            ax.plot(seconds / 3600, 100 * flow[0][seconds], color="k", linewidth=0.8)
+            ax.axhline(100, color="tab:green", linewidth=0.8)
+            if rule is not None:
+                for drop, label in ((rule.hypopnea_drop_pct, "hypopnea"), (rule.apnea_drop_pct, "apnea")):
+                    ax.axhline(100 - drop, color="tab:orange" if label == "hypopnea" else "tab:red", linestyle="--",
+                               linewidth=0.8)
+                    ax.text(lo / 3600, 100 - drop, f" {label}: >= {drop:g} % drop", fontsize=7, va="bottom")
+            ax.set_ylabel(f"airflow ({channel})\n% of baseline", fontsize=8)
+            ax.set_ylim(0, 160)
+        else:
+            ax.plot(seconds / 3600, spo2[seconds], color="tab:blue", linewidth=0.8)
+            before = spo2[int(max(start - 30, 0)) : int(start) + 1]
+            level = evidence.get("baseline_pct") or (float(np.nanmax(before)) if np.isfinite(before).any() else None)
+            needed = (rule.hypopnea_desat_pct if rule is not None and rule.hypopnea_desat_pct is not None else 3.0)
+            if level is not None:
+                ax.axhline(level, color="tab:green", linewidth=0.8)
+                ax.axhline(level - needed, color="tab:blue", linestyle="--", linewidth=0.8)
+                ax.text(lo / 3600, level - needed, f" desaturation: >= {needed:g} % below {level:g} %", fontsize=7,
+                        va="top")
+            if event["kind"] != "desaturation":
+                ax.axvspan(start / 3600, (end + DESAT_NADIR_AFTER_S) / 3600, color="tab:blue", alpha=0.06, linewidth=0)
+            ax.set_ylabel("SpO2 (%)", fontsize=8)
+    _clock_ticks(axes[-1], rec, lo, hi, n_ticks=6)
+    kind = f"near-miss ({event['subtype']})" if near else event["kind"]
+    title = f"{kind} {event.get('event_id') or ''} under rule {criteria.get('rule', '?')}"
+    if event.get("confidence") is not None and np.isfinite(event["confidence"]):
+        title += f", confidence {event['confidence']:.2f}"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(h_pad=0.3)
+    return fig
