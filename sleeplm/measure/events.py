@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ["kind", "subtype", "start_s", "end_s", "clock_start", "clock_end", "epoch_start", "epoch_end", "evidence",
                  "event_id", "confidence"]
-# The hypopnea rules of the former --hypopnea-rule option (now two names of `sleeplm.measure.rules.RULES`).
-HYPOPNEA_RULES = ("1A", "1B")
 
 # Arousal: alpha + beta (>16 Hz, spindle band excluded) power 2x its preceding 30-s median for 3-15 s (gaps of <= 2 s bridged),
 # after >= 10 s of sleep; in REM chin EMG must rise too (2x its preceding median).
