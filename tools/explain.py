@@ -136,22 +136,20 @@ def explanation(night: NightContext, analysis, row: pd.Series, status: str) -> d
     findings = [f"{kind.capitalize()}{' (' + subtype + ')' if subtype else ''} {row['event_id']} at {where}: "
                 + (f"scored under {title}." if status == "scored" else f"NOT scored under {title} (a near-miss).")]
     findings.append("Criteria: " + "; ".join(_criterion_line(t) for t in required) + ".")
-    if options:
-        findings.append("Needs one of: " + "; or ".join(_criterion_line(t) for t in options) + ".")
     if status == "near-miss":
         findings.append("Failed: " + "; ".join(_criterion_line(t) for t in _failed_tests(tests, criteria)) + ".")
+    elif options:
+        findings.append("Needs one of: " + "; or ".join(_criterion_line(t) for t in options) + ".")
     effort = [f"{name} {evidence[key]:g}" for name, key in (("thoracic", "effort_thx"), ("abdominal", "effort_abd"))
               if isinstance(evidence.get(key), (int, float))]
     if criteria.get("type_path") and kind in ("apnea", "hypopnea"):
         findings.append(f"Type: {criteria['type_path']}" + (f" (effort over the event, ratio to baseline: {', '.join(effort)})"
                                                             if effort else "") + ".")
     quality = criteria.get("signal_quality") or {}
-    if quality:
-        clean = ", ".join(f"{channel} {rounded(100 * share)} % artefact-free" for channel, share in quality.items())
-        findings.append(f"Signal quality over the event: {clean}.")
+    clean = ", ".join(f"{channel} {rounded(100 * share)} % artefact-free" for channel, share in quality.items())
     if confidence is not None:
-        findings.append(f"Confidence {confidence} of 1 ({confidence_word(confidence)}; from the smallest margin to the "
-                        "rule's thresholds, times the signal quality).")
+        findings.append(f"Confidence {confidence} of 1 ({confidence_word(confidence)}: the smallest margin to the "
+                        f"rule's thresholds, times the signal quality){'; signal quality over the event: ' + clean if clean else ''}.")
     night.explained_event = row["event_id"]
     return {
         "event_id": row["event_id"], "kind": kind, "subtype": subtype or None, "status": status,
@@ -243,16 +241,23 @@ def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[Nigh
         rows.append(_rule_row(summary, rule))
     current = rows[0]
     index = current["index"]
-    findings = [f"The events were scored under {in_force.hypopnea_text()}: {index} {current[index.lower()]}/h "
-                f"({current['n_apneas']} apneas, {current['n_hypopneas']} hypopneas)."]
+
+    def figures(row: dict) -> str:
+        return f"{index} {row[index.lower()]}/h ({row['n_apneas']} apneas, {row['n_hypopneas']} hypopneas)"
+
+    # Short findings (the model reads a compact view): the rules asked about first, with what they ask.
+    asked = [row for row in rows[1:] if rules]
+    findings = [f"Under {RULES[row['rule']].hypopnea_text()}: {figures(row)}." for row in asked]
+    findings.append(f"The events were scored under {in_force.title} (rule {in_force.name}): {figures(current)}.")
     by_confidence = current.get("by_confidence") or {}
     if by_confidence:
-        findings.append("Clear-cut or not (confidence from the margins to the rule's thresholds): " + "; ".join(
-            f"{'all' if cut == 'all' else 'confidence ' + cut}: {v['events']} events, {index} {v['ahi']}/h"
-            for cut, v in by_confidence.items()) + ".")
-    for row in rows[1:]:
-        findings.append(f"Under {row['definition']}: {index} {row[index.lower()]}/h ({row['n_apneas']} apneas, "
-                        f"{row['n_hypopneas']} hypopneas).")
+        findings.append(f"Clear-cut or not (confidence from the margins to the rule's thresholds): all {by_confidence['all']['events']} "
+                        f"events, {index} {by_confidence['all']['ahi']}/h; " + "; ".join(
+                            f"confidence {cut}: {v['events']} events, {index} {v['ahi']}/h"
+                            for cut, v in by_confidence.items() if cut != "all") + ".")
+    if not rules:
+        findings.append("Under the other rules: " + "; ".join(f"{row['title']} (rule {row['rule']}) {index} "
+                                                              f"{row[index.lower()]}/h" for row in rows[1:]) + ".")
     return {
         "tool": "ahi_under_rules",
         "source": "measured (the night's breathing reductions re-scored under each rule; no signal read again)",
