@@ -613,7 +613,10 @@ def change_rule(name: str, state: BrowserSession | None) -> tuple:
     no reload); returns (night text, overview image). Nothing loaded: the rule applies to the next night."""
     if state is None or not isinstance(state.night, NightSession):
         return gr.update(), gr.update()
-    state.night.set_rule(name)
+    try:
+        state.night.set_rule(name)
+    except SleepLMError as exc:
+        raise gr.Error(str(exc)) from exc
     if state.night.night is None or state.night.night.analysis is None:
         return gr.update(), gr.update()
     state.shown_version = state.night.night.version

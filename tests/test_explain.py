@@ -18,6 +18,25 @@ from sleeplm.measure.rules import RULES, resolve_rule, score_candidates
 from tools import parse_result, run_tool
 
 
+@pytest.fixture(scope="module")
+def _auto_loaded(_sim_loaded):
+    """The simulator night with the file's stages but not its technician events: the product's own
+    apneas and hypopneas (with their criteria) are in use."""
+    from dataclasses import replace
+
+    from sleeplm.measure.analysis import analyze_night
+
+    rec = replace(_sim_loaded[0], reference=replace(_sim_loaded[0].reference, events=None))
+    return rec, analyze_night(rec, automatic_staging=False)
+
+
+@pytest.fixture
+def auto_night(_auto_loaded):
+    from tools import NightContext
+
+    return NightContext(rec=_auto_loaded[0], analysis=_auto_loaded[1], model_status="no SleepLM weights in this test")
+
+
 def session_on(night, llm):
     session = NightSession(llm=llm)
     session.night = night
@@ -88,8 +107,8 @@ def test_confidence_grows_with_the_margins_and_falls_with_signal_quality():
 
 
 # ---- the analysed night -----------------------------------------------------------------------
-def test_every_scored_event_carries_its_criteria_and_rescoring_needs_no_reload(sim_night):
-    analysis = sim_night.analysis
+def test_every_scored_event_carries_its_criteria_and_rescoring_needs_no_reload(auto_night):
+    analysis = auto_night.analysis
     explained = analysis.events[analysis.events.kind.isin(["apnea", "hypopnea", "desaturation", "arousal"])]
     assert len(explained) and explained.event_id.notna().all() and explained.confidence.between(0, 1).all()
     for evidence in explained.evidence:
@@ -100,7 +119,7 @@ def test_every_scored_event_carries_its_criteria_and_rescoring_needs_no_reload(s
     assert all(e["criteria"]["type_path"] for e in respiratory.evidence)
     assert all({"effort_thx", "effort_abd", "desaturation_pct", "arousal", "flow_reduction_pct", "duration_s"} <= set(e)
                for e in respiratory.evidence)
-    strict = rescore(sim_night.rec, analysis, "1B")
+    strict = rescore(auto_night.rec, analysis, "1B")
     assert strict.summary["ahi_rule"] == "1B" and strict.summary["rule"]["name"] == "1B"
     assert strict.summary["ahi"] <= analysis.summary["ahi"] and strict.features is analysis.features
     assert len(strict.near_misses) >= len(analysis.near_misses)
@@ -118,38 +137,38 @@ def first_apnea(night):
     return events[events.kind == "apnea"].iloc[0]
 
 
-def test_explain_event_by_clock_time_id_and_elapsed_time(sim_night):
-    apnea = first_apnea(sim_night)
-    by_clock = parse_result(run_tool("explain_event", {"event": apnea.clock_start, "kind": "apnea"}, sim_night).content)
+def test_explain_event_by_clock_time_id_and_elapsed_time(auto_night):
+    apnea = first_apnea(auto_night)
+    by_clock = parse_result(run_tool("explain_event", {"event": apnea.clock_start, "kind": "apnea"}, auto_night).content)
     assert by_clock["event_id"] == apnea.event_id and by_clock["status"] == "scored"
     assert by_clock["criteria"][0]["criterion"] == "flow_reduction_pct" and by_clock["criteria"][0]["threshold"] == 90.0
     assert "rule needs >= 90" in by_clock["findings"][1] and by_clock["type_path"]
-    by_id = parse_result(run_tool("explain_event", {"event": apnea.event_id.lower()}, sim_night).content)
-    elapsed = sim_night.rec.cite(apnea.start_s, apnea.end_s)["elapsed_start"]
-    by_elapsed = parse_result(run_tool("explain_event", {"event": elapsed, "kind": "apnea"}, sim_night).content)
+    by_id = parse_result(run_tool("explain_event", {"event": apnea.event_id.lower()}, auto_night).content)
+    elapsed = auto_night.rec.cite(apnea.start_s, apnea.end_s)["elapsed_start"]
+    by_elapsed = parse_result(run_tool("explain_event", {"event": elapsed, "kind": "apnea"}, auto_night).content)
     assert by_id["event_id"] == by_elapsed["event_id"] == apnea.event_id
-    again = parse_result(run_tool("explain_event", {}, sim_night).content)  # "was that real?": the last one
+    again = parse_result(run_tool("explain_event", {}, auto_night).content)  # "was that real?": the last one
     assert again["event_id"] == apnea.event_id
-    missing = run_tool("explain_event", {"event": "R999"}, sim_night)
+    missing = run_tool("explain_event", {"event": "R999"}, auto_night)
     assert missing.status == "error" and "no event R999" in missing.content
 
 
-def test_explain_event_on_a_near_miss_names_the_failing_criterion(sim_night):
-    near = sim_night.analysis.near_misses.iloc[0]
-    result = parse_result(run_tool("explain_event", {"event": near.event_id}, sim_night).content)
+def test_explain_event_on_a_near_miss_names_the_failing_criterion(auto_night):
+    near = auto_night.analysis.near_misses.iloc[0]
+    result = parse_result(run_tool("explain_event", {"event": near.event_id}, auto_night).content)
     assert result["status"] == "near-miss" and result["failed"] and "NOT scored" in result["findings"][0]
     assert any(line.startswith("Failed: ") for line in result["findings"])
 
 
-def test_ahi_under_rules_gives_each_rule_and_the_clear_cut_counts(sim_night):
-    result = parse_result(run_tool("ahi_under_rules", {"rules": ["4%"]}, sim_night).content)
+def test_ahi_under_rules_gives_each_rule_and_the_clear_cut_counts(auto_night):
+    result = parse_result(run_tool("ahi_under_rules", {"rules": ["4%"]}, auto_night).content)
     assert [r["rule"] for r in result["rules"]] == ["1A", "1B"] and result["rule_in_force"] == "1A"
-    assert result["rules"][1]["ahi"] == rescore(sim_night.rec, sim_night.analysis, "1B").summary["ahi"]
+    assert result["rules"][1]["ahi"] == rescore(auto_night.rec, auto_night.analysis, "1B").summary["ahi"]
     assert result["findings"][0].startswith("Under AASM rule 1B (CMS): hypopnea = airflow drop >= 30 %")
     assert any("confidence >= 0.75" in line for line in result["findings"])
-    everything = parse_result(run_tool("ahi_under_rules", {}, sim_night).content)
+    everything = parse_result(run_tool("ahi_under_rules", {}, auto_night).content)
     assert [r["rule"] for r in everything["rules"]] == ["1A", *[n for n in RULES if n != "1A"]]
-    bad = run_tool("ahi_under_rules", {"rules": ["7 %"]}, sim_night)
+    bad = run_tool("ahi_under_rules", {"rules": ["7 %"]}, auto_night)
     assert bad.status == "error" and "unknown scoring rule" in bad.content
 
 
@@ -162,8 +181,8 @@ def test_router_sends_the_criteria_questions_to_the_criteria_tools():
     assert route_question("why is my sleep efficiency low?")[0][0] == "night_summary"  # not an event question
 
 
-def test_scripted_model_explains_an_apnea_and_then_whether_it_was_real(sim_night, scripted_model):
-    apnea = first_apnea(sim_night)
+def test_scripted_model_explains_an_apnea_and_then_whether_it_was_real(auto_night, scripted_model):
+    apnea = first_apnea(auto_night)
     clock = apnea.clock_start[:5]
 
     def quote(messages):
@@ -178,7 +197,7 @@ def test_scripted_model_explains_an_apnea_and_then_whether_it_was_real(sim_night
     # A question that names a time: the model makes the call (only explain_event offered). "Was that
     # real?" is the router's: explain_event runs without a model call, on the event just explained.
     llm = scripted_model(call("explain_event", event=clock, kind="apnea"), quote, real)
-    session = session_on(sim_night, llm)
+    session = session_on(auto_night, llm)
     first = session.ask(f"why do you say I had an apnea at {clock}?")
     assert first.mode == "agent" and first.grounding["unmatched"] == [], first.grounding
     assert first.tool_calls[0]["name"] == "explain_event" and first.tool_calls[0]["result"]["event_id"] == apnea.event_id
@@ -189,9 +208,9 @@ def test_scripted_model_explains_an_apnea_and_then_whether_it_was_real(sim_night
     assert "artefact-free" in second.answer and second.grounding["unmatched"] == [], second.grounding
 
 
-def test_scripted_model_answers_the_4_percent_rule_and_clear_cut_questions(sim_night, scripted_model):
-    strict = rescore(sim_night.rec, sim_night.analysis, "1B").summary
-    counts = sim_night.analysis.summary["ahi_by_confidence"]
+def test_scripted_model_answers_the_4_percent_rule_and_clear_cut_questions(auto_night, scripted_model):
+    strict = rescore(auto_night.rec, auto_night.analysis, "1B").summary
+    counts = auto_night.analysis.summary["ahi_by_confidence"]
 
     def under_rule(messages):
         assert f"AHI {strict['ahi']}/h" in tool_payload(messages)["findings"][0]  # the model reads the 4 % figure
@@ -204,7 +223,7 @@ def test_scripted_model_answers_the_4_percent_rule_and_clear_cut_questions(sim_n
 
     # "4 %" is a figure the model's call carries (ahi_under_rules alone offered); "clear-cut?" is the router's.
     llm = scripted_model(call("ahi_under_rules", rules=["4%"]), under_rule, clear_cut)
-    session = session_on(sim_night, llm)
+    session = session_on(auto_night, llm)
     answer = session.ask("what would my AHI be under the 4 % rule?")
     assert answer.mode == "agent" and answer.route == "model-forced" and answer.tool_calls[0]["args"] == {"rules": ["4%"]}
     assert answer.grounding["unmatched"] == [], answer.grounding
@@ -213,15 +232,15 @@ def test_scripted_model_answers_the_4_percent_rule_and_clear_cut_questions(sim_n
     assert counted.grounding["unmatched"] == [], counted.grounding
 
 
-def test_tool_only_mode_answers_the_criteria_questions_from_the_tools(sim_night):
+def test_tool_only_mode_answers_the_criteria_questions_from_the_tools(auto_night):
     session = NightSession(llm="none")
-    session.night = sim_night
+    session.night = auto_night
     turn = session.ask("what would my AHI be under the 4 % rule?")
     assert turn.tool_calls[0]["name"] == "ahi_under_rules" and "rule 1B" in turn.answer
 
 
 @pytest.mark.slow
-def test_embedded_llm_explains_an_apnea_from_its_criteria(sim_night):
+def test_embedded_llm_explains_an_apnea_from_its_criteria(auto_night):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llm)")
     from assistant.local_llm import LocalModelUnavailable, load_local_chat_model
 
@@ -229,9 +248,9 @@ def test_embedded_llm_explains_an_apnea_from_its_criteria(sim_night):
         model, _ = load_local_chat_model("1.5b", n_threads=2)
     except LocalModelUnavailable as exc:
         pytest.skip(f"embedded model not available: {exc}")
-    apnea = first_apnea(sim_night)
+    apnea = first_apnea(auto_night)
     session = NightSession(llm=model)
-    session.night = sim_night
+    session.night = auto_night
     turn = session.ask(f"why do you say I had an apnea at {apnea.clock_start[:5]}?")
     assert [c["name"] for c in turn.tool_calls][:1] == ["explain_event"]
     assert turn.tool_calls[0]["result"]["event_id"] == apnea.event_id
@@ -241,17 +260,17 @@ def test_embedded_llm_explains_an_apnea_from_its_criteria(sim_night):
 
 
 # ---- the app --------------------------------------------------------------------------------------
-def test_app_rule_picker_rescores_and_the_event_view_shows_the_criteria(sim_night, tmp_path):
+def test_app_rule_picker_rescores_and_the_event_view_shows_the_criteria(auto_night, tmp_path):
     import app
 
     bs = app.open_session(tmp_path, "tab", lambda: "none")
     try:
-        bs.night.night = sim_night
-        ahi_1a = sim_night.analysis.summary["ahi"]
+        bs.night.night = auto_night
+        ahi_1a = auto_night.analysis.summary["ahi"]
         text, overview = app.change_rule("1B", bs)
-        assert sim_night.analysis.rule == "1B" and "Scoring rule: 1B" in text and overview is not None
-        assert sim_night.analysis.summary["ahi"] <= ahi_1a and bs.night.rule == "1B"
-        apnea = first_apnea(sim_night)
+        assert auto_night.analysis.hypopnea_rule == "1B" and "Scoring rule: 1B" in text and overview is not None
+        assert auto_night.analysis.summary["ahi"] <= ahi_1a and bs.night.rule == "1B"
+        apnea = first_apnea(auto_night)
         figure, table, findings = app.explain_at(apnea.clock_start, bs)
         labels = [ax.get_ylabel() for ax in figure.axes]
         assert labels[0].startswith("airflow") and labels[1] == "SpO2 (%)"
@@ -260,7 +279,7 @@ def test_app_rule_picker_rescores_and_the_event_view_shows_the_criteria(sim_nigh
         assert levels == {70, 10}
         assert list(table.columns) == ["criterion", "measured", "threshold", "margin", "passes"] and table["passes"].all()
         assert "scored under AASM rule 1B" in findings
-        near = sim_night.analysis.near_misses.iloc[0]
+        near = auto_night.analysis.near_misses.iloc[0]
         _, table, findings = app.explain_at(near.event_id, bs)
         assert not table["passes"].all() and "NOT scored" in findings
         with pytest.raises(app.gr.Error, match="no event R999"):
@@ -270,13 +289,20 @@ def test_app_rule_picker_rescores_and_the_event_view_shows_the_criteria(sim_nigh
         bs.close()
 
 
-def test_cli_ask_scores_under_the_rule_named(sim_night_file, capsys, monkeypatch):
+def test_cli_ask_scores_under_the_rule_named(tmp_path, capsys, monkeypatch):
     import cli
+    from sleeplm.synthetic import simulate_night, write_night
 
     monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    path = write_night(simulate_night(duration_h=0.5, seed=4, severity="severe", sfreq=128), tmp_path / "night.edf")
     question = "what would my AHI be under the 4 % rule?"
-    assert cli.main(["ask", str(sim_night_file[0]), question, "--rule", "shhs", "--llm", "none", "--json"]) == 0
+    assert cli.main(["ask", str(path), question, "--rule", "shhs", "--llm", "none", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     result = answer["tool_calls"][0]["result"]
     assert result["rule_in_force"] == "shhs" and [r["rule"] for r in result["rules"]] == ["shhs", "1B"]
     assert "Sleep Heart Health Study" in answer["answer"]
+
+
+def test_the_technicians_events_are_not_explained_as_the_products(sim_night):
+    refused = run_tool("explain_event", {"event": "R001"}, sim_night)
+    assert refused.status == "error" and "technician's scoring" in refused.content

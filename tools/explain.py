@@ -66,7 +66,14 @@ class ExplainArgs(BaseModel):
 
 
 def criteria_analysis(night: NightContext):
+    """The night's analysis when its apneas and hypopneas are the product's own (with their criteria), else ToolException."""
+    from sleeplm.measure.agreement import respiratory_by_technician
+
     analysis = night.require_analysis()
+    if getattr(analysis, "scoring", "automatic") == "technician" and respiratory_by_technician(night.rec):
+        raise ToolException("The apneas and hypopneas in use are the technician's scoring that came with the recording: "
+                            "they carry no criteria and no rule re-scores them. The product's own scoring (with "
+                            "criteria) is used when the automatic scoring is chosen; scoring_agreement compares the two.")
     if getattr(analysis, "candidates", None) is None:
         raise ToolException("This night's events carry no scoring criteria (they were not measured by this version); "
                             "list_events gives their times and measured values.")
@@ -87,7 +94,7 @@ def find_event(night: NightContext, analysis, event: str | None, kind: str) -> t
         wanted = f"{match.group(1).upper()}{int(match.group(2)):03d}"
         found = table[table["event_id"] == wanted]
         if found.empty:
-            raise ToolException(f"There is no event {wanted} under the rule in force ({analysis.rule}); ids run "
+            raise ToolException(f"There is no event {wanted} under the rule in force ({analysis.hypopnea_rule}); ids run "
                                 f"{', '.join(table['event_id'].dropna().head(5))}...")
         row = found.iloc[0]
         return row, "near-miss" if row["kind"] == "near_miss" else "scored"
@@ -105,7 +112,7 @@ def find_event(night: NightContext, analysis, event: str | None, kind: str) -> t
             return order.sort_values(["_resp", "_far"]).iloc[0], status
     where = format_citation(night.cite(first, last))
     raise ToolException(f"No {'event' if kind == 'any' else kind} was scored or considered within {NEAR_S:g} s of {where} "
-                        f"under the rule in force ({analysis.rule}); list_events lists the events of a time range.")
+                        f"under the rule in force ({analysis.hypopnea_rule}); list_events lists the events of a time range.")
 
 
 def _criterion_line(test: dict) -> str:
@@ -128,7 +135,7 @@ def explanation(night: NightContext, analysis, row: pd.Series, status: str) -> d
     citation = night.rec.cite(row["start_s"], row["end_s"])
     where = format_citation(citation)
     confidence = rounded(row.get("confidence"), 2)
-    rule_name = criteria.get("rule", analysis.rule)
+    rule_name = criteria.get("rule", analysis.hypopnea_rule)
     title = RULES[rule_name].title if rule_name in RULES else rule_name
     tests = criteria.get("tests") or []
     required = [t for t in tests if t.get("group") == "all"]
@@ -234,10 +241,10 @@ def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[Nigh
     night = runtime.context
     analysis = criteria_analysis(night)
     wanted = [resolve_rule(name) for name in rules] if rules else list(RULES.values())
-    in_force = resolve_rule(analysis.rule)
+    in_force = resolve_rule(analysis.hypopnea_rule)
     rows = []
     for rule in dict.fromkeys([in_force, *wanted]):
-        summary = analysis.summary if rule.name == analysis.rule else rescore(night.rec, analysis, rule.name).summary
+        summary = analysis.summary if rule.name == analysis.hypopnea_rule else rescore(night.rec, analysis, rule.name).summary
         rows.append(_rule_row(summary, rule))
     current = rows[0]
     index = current["index"]

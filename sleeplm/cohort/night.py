@@ -121,7 +121,7 @@ def night_row(rec: Recording, analysis: NightAnalysis, night_id: str, subject_id
     row = {
         "night_id": night_id, "subject_id": subject_id, "night_label": night_label, "status": "done",
         "n_epochs": rec.n_epochs, "source_format": rec.source_format, "channels_present": ",".join(present),
-        "staging_source": analysis.staging.source, "rule": analysis.rule, "errors": None,
+        "staging_source": analysis.staging.source, "rule": analysis.hypopnea_rule, "errors": None,
         "warnings": " | ".join(rec.warnings) or None,
         **{key: summary.get(key) for key in EXPORT_KEYS},
         "not_assessable": json.dumps(json_safe({k: v for k, v in summary["not_assessable"].items() if k in EXPORT_KEYS}),

@@ -290,7 +290,7 @@ def rescore(rec: Recording, analysis: NightAnalysis, rule: str) -> NightAnalysis
     >>> rescore(tiny_recording(), tiny_analysis(), "1B")          # the technician's apneas and hypopneas in use
     Traceback (most recent call last):
     ...
-    sleeplm.errors.MeasurementError: the apneas and hypopneas in use are the technician's scoring ...
+    sleeplm.errors.MeasurementError: the apneas and hypopneas in use are the technician's scoring, which no rule re-scores; choose the automatic scoring to score them under another rule.
     """
     name = resolve_rule(rule).name
     if analysis.scoring == "technician" and respiratory_by_technician(rec):

@@ -508,9 +508,11 @@ def plot_event_criteria(rec: Recording, event: dict | pd.Series, near_misses: pd
 
     Examples
     --------
-    >>> rec, analysis = tiny_recording(), tiny_analysis()
-    >>> apnea = analysis.events[analysis.events.kind == "apnea"].iloc[0]
-    >>> fig = plot_event_criteria(rec, apnea, analysis.near_misses)
+    >>> from sleeplm.measure.events import score_events
+    >>> rec = tiny_recording()
+    >>> scored = score_events(rec, rec.reference.stages)          # the product's own events, with their criteria
+    >>> apnea = scored.events[scored.events.kind == "apnea"].iloc[0]
+    >>> fig = plot_event_criteria(rec, apnea, scored.near_misses)
     >>> [ax.get_ylabel() for ax in fig.axes]
     ['airflow (AF)\\n% of baseline', 'SpO2 (%)']
     """
