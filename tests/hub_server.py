@@ -126,3 +126,7 @@ def online(monkeypatch, endpoint: str) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    # The product gives an unanswering hub a few seconds; the local test hub answers, but a loaded
+    # test machine can take longer than that (a ReadTimeout seen at load 18). Tests of the give-up
+    # path set their own short timeout.
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "30")
