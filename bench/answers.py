@@ -21,7 +21,7 @@ the battery's first eight questions, the figure ``bench/llm_battery.py --questio
 
 Run (one timing run at a time on a shared machine)::
 
-    flock /work/.bench.lock nice .venv/bin/python bench/answers.py [--nights demo 8h] [--threads 2] [--questions N]
+    nice .venv/bin/python bench/answers.py [--nights demo 8h] [--threads 2] [--questions N]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ near-misses, and the AHI by confidence; then the worst time against the 2-s targ
 baseline measured in the same process: scoring the events from the signals again
 (`sleeplm.measure.events.score_events` + the summary), what changing the rule cost before.
 
-Run: ``flock /work/.bench.lock nice .venv/bin/python bench/rescore.py [--hours 8] [--repeat 3]``
+Run: ``nice .venv/bin/python bench/rescore.py [--hours 8] [--repeat 3]``
 """
 
 from __future__ import annotations
