@@ -3,15 +3,8 @@ how well the periods an answer names match the true event clusters.
 
 Events are matched one-to-one, greedily by overlap: a pair counts when its intersection over
 union (IoU) reaches `min_iou`; the product itself uses that matching to compare its scoring
-with a technician's (`sleeplm.measure.agreement`, re-exported here for the benchmarks).
-
-Examples
---------
->>> import pandas as pd
->>> ours = pd.DataFrame({"start_s": [10.0, 100.0], "end_s": [25.0, 120.0]})
->>> truth = pd.DataFrame({"start_s": [12.0], "end_s": [28.0]})
->>> event_agreement(ours, truth)["f1"]
-0.667
+with a technician's (`sleeplm.measure.agreement`, re-exported here for the benchmarks; its
+docstring carries the example).
 """
 
 from __future__ import annotations
