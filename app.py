@@ -39,6 +39,7 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import atexit
+import functools
 import json
 import logging
 import shutil
@@ -1035,13 +1036,16 @@ def _demo_path() -> Path:
     return demo_recording_path()
 
 
-def _load_sleeplm(progress: Callable[[float, str], Any] | None = None) -> tuple[Any, str | None]:
-    """SleepLM weights for every session, loaded once (downloaded from the hub on first run,
-    reporting `progress(fraction, text)`); (None, why) when they cannot be had."""
+def _load_sleeplm(progress: Callable[[float, str], Any] | None = None, checkpoint: str | Path | None = None,
+                  precision: str = "auto") -> tuple[Any, str | None]:
+    """SleepLM weights for every session, loaded once from `checkpoint` (None: ``$SLEEPLM_CHECKPOINT``, else
+    the hub, downloaded on first run, reporting `progress(fraction, text)`) in `precision` ("auto" reads
+    ``$SLEEPLM_PRECISION``); (None, why) when they cannot be had."""
     from sleeplm.model.inference import SleepLM  # torch loads only when the app starts
 
     try:
-        return SleepLM.from_pretrained(progress=progress), None
+        return SleepLM.from_pretrained(None if checkpoint is None else str(checkpoint), progress=progress,
+                                       precision=precision), None
     except SleepLMError as exc:
         return None, f"{exc} Answers use measurements only."
 
@@ -1260,7 +1264,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bo
 def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | None = None,
           channel_map: dict | None = None, position_map: str | dict | None = None,
           cohort: str | Path | None = None, nights: list | None = None, llm: str | None = None,
-          annotations: str | Path | None = None, rule: str = DEFAULT_RULE) -> None:
+          annotations: str | Path | None = None, rule: str = DEFAULT_RULE, checkpoint: str | Path | None = None,
+          precision: str = "auto") -> None:
     """Run the app until interrupted; every new tab starts on `recording`, or on the demo night.
 
     `channel_map` and `position_map` (``serve --channel-map/--position-map``) are used to load
@@ -1271,7 +1276,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
     model spec; the embedded model is chosen (and on first run downloaded) before the page opens,
     and the terminal says which and why. `annotations` (``serve --annotations FILE``) is the
     technician's scoring of `recording`. `rule` (``serve --rule``) is the scoring rule the night is
-    loaded with and the app's rule picker starts on.
+    loaded with and the app's rule picker starts on. `checkpoint` and `precision` (the global
+    ``--checkpoint`` and ``serve --precision``) are the SleepLM weights and their encoder precision
+    (defaults: ``$SLEEPLM_CHECKPOINT``, else the hub; auto, which reads ``$SLEEPLM_PRECISION``).
     """
     bound_heap()  # freed arrays go back to the system at once (assistant.memory)
     if cohort is not None and nights:
@@ -1301,7 +1308,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, recording: str | Path | Non
             raise
     # The page opens at once; the weights (downloaded on first run) arrive in the background. A
     # cohort page answers from the cohort table and loads no weights.
-    weights = SleepLMWeights().start() if cohort is None else None
+    loader = functools.partial(_load_sleeplm, checkpoint=checkpoint, precision=precision)
+    weights = SleepLMWeights(loader).start() if cohort is None else None
     # Gradio reads its upload folder when the app and its server are created: the variable is set
     # for that time only, so nothing else in this process inherits it.
     previous = os.environ.get("GRADIO_TEMP_DIR")

@@ -25,22 +25,34 @@ def _cmd_inspect(args) -> int:
     rec = load_recording(args.file, channel_map=args.channel_map, position_map=args.position_map,
                          annotations=args.annotations)
     print(rec.describe())
-    print(_precision_line())
+    print(_precision_line(args))
     return 0
 
 
-def _precision_line() -> str:
+def _named_checkpoint(args) -> str | None:
+    """The SleepLM weights the user named: ``--checkpoint``, else ``$SLEEPLM_CHECKPOINT`` (None: none named)."""
+    from sleeplm.model.checkpoint import CHECKPOINT_ENV
+
+    return args.checkpoint or os.environ.get(CHECKPOINT_ENV) or None
+
+
+def _precision(args) -> str:
+    """The encoder precision asked for: ``--precision``, else "auto" (which reads ``$SLEEPLM_PRECISION``)."""
+    return args.precision or "auto"
+
+
+def _precision_line(args) -> str:
     """The SleepLM encoder's precision and why: of the named weights (loaded, calibrated at the first load
     on this machine), else what auto would try on this device."""
-    checkpoint = os.environ.get("SLEEPLM_CHECKPOINT")
+    checkpoint = _named_checkpoint(args)
     if checkpoint:
         from sleeplm.model.inference import SleepLM
 
-        return f"SleepLM precision: {SleepLM.from_pretrained(checkpoint).precision.reason}"
+        return f"SleepLM precision: {SleepLM.from_pretrained(checkpoint, precision=_precision(args)).precision.reason}"
     from sleeplm.model.inference import resolve_device
     from sleeplm.model.precision import candidate_for, requested_precision
 
-    requested = requested_precision()
+    requested = requested_precision(_precision(args))
     candidate, basis = candidate_for(resolve_device())
     plan = (f"{requested} asked for" if requested != "auto" else
             f"auto tries {candidate} here ({basis}; used only if it agrees with fp32 and is faster, checked at the "
@@ -55,7 +67,7 @@ def _cmd_analyze(args) -> int:
     if args.checkpoint:  # SleepLM stages the night only when its weights are given explicitly (slow on CPU)
         from sleeplm.model.inference import SleepLM
 
-        model = SleepLM.from_pretrained(args.checkpoint)
+        model = SleepLM.from_pretrained(args.checkpoint, precision=_precision(args))
         print(f"SleepLM precision: {model.precision.reason}", file=sys.stderr)
     written = analyze_to_dir(args.file, args.out, model=model, rule=args.rule,
                              channel_map=args.channel_map, position_map=args.position_map,
@@ -75,9 +87,16 @@ def _cmd_cohort(args) -> int:
     for name in ("ray", "ray.data"):  # the progress bar says what Ray's INFO lines would
         logging.getLogger(name).setLevel(logging.WARNING)
     # SleepLM embeds and captions the nights only when weights are named (--checkpoint or $SLEEPLM_CHECKPOINT).
-    checkpoint = os.environ.get("SLEEPLM_CHECKPOINT")
+    checkpoint = _named_checkpoint(args)
+    model = None
+    if checkpoint:  # the precision travels with the loader (to Ray workers too), not through the environment
+        import functools
+
+        from sleeplm.model.inference import SleepLM
+
+        model = functools.partial(SleepLM.from_pretrained, checkpoint, precision=_precision(args))
     cohort = run(args.input, args.out, address=args.address, num_cpus=args.num_cpus, workers=args.workers,
-                 model=checkpoint, gpus_per_worker=args.gpus_per_worker, model_workers=args.model_workers,
+                 model=model, gpus_per_worker=args.gpus_per_worker, model_workers=args.model_workers,
                  hypopnea_rule=args.rule, progress=True, retry_failed=args.retry_failed)
     done, failed = len(cohort.done), len(cohort.failed)
     print(f"{done} nights measured, {failed} failed"
@@ -97,7 +116,7 @@ def _cmd_serve(args) -> int:
 
     app.serve(host=args.host, port=args.port, recording=args.recording, channel_map=args.channel_map,
               position_map=args.position_map, cohort=args.cohort, nights=args.nights, llm=args.llm,
-              annotations=args.annotations, rule=args.rule)
+              annotations=args.annotations, rule=args.rule, checkpoint=args.checkpoint, precision=_precision(args))
     return 0
 
 
@@ -232,10 +251,7 @@ def channel_map_advice(exc: ChannelMappingError) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.checkpoint:
-        os.environ["SLEEPLM_CHECKPOINT"] = args.checkpoint  # read by SleepLM.from_pretrained wherever it is called
-    if getattr(args, "precision", None):
-        os.environ[PRECISION_ENV] = args.precision  # read by SleepLM.from_pretrained wherever it is called (Ray workers too)
+    # --checkpoint and --precision go down as arguments; $SLEEPLM_CHECKPOINT and $SLEEPLM_PRECISION are read, never written.
     try:
         if hasattr(args, "channel_map"):  # the maps are checked before any file is read
             from sleeplm.io.channels import parse_channel_map, parse_position_map

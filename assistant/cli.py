@@ -129,8 +129,9 @@ def run_ask(args) -> int:
     default), ``audience``, ``json`` and optionally ``rule`` (the scoring rule, `sleeplm.measure.rules`), ``channel_map``/``position_map`` (parsed maps
     for `sleeplm.io.reader.load_recording`, see `sleeplm.io.channels.parse_channel_map`). Returns the
     exit status: 0, or 1 when answering met an internal error (a bug; the answer names the reference
-    it is logged under). SleepLM is used when ``SLEEPLM_CHECKPOINT`` names a
-    weights file (the global ``--checkpoint`` option sets it); its night embeddings are then
+    it is logged under). SleepLM is used when ``checkpoint`` (the global ``--checkpoint`` option), else
+    ``$SLEEPLM_CHECKPOINT``, names a weights file, loaded in ``precision`` (``--precision``, default auto,
+    which reads ``$SLEEPLM_PRECISION``); its night embeddings are then
     computed (or read from the cache) before the question is answered. Figures are written to a folder that is kept (its
     path is printed) so they can be opened after the command ends.
     """
@@ -147,10 +148,11 @@ def run_ask(args) -> int:
         return _ask_cohort(args, files)
     args.file = files[0]
     workdir = tempfile.mkdtemp(prefix="sleeplm-ask-")
-    # SleepLM only when weights were named (--checkpoint sets SLEEPLM_CHECKPOINT): without them,
+    # SleepLM only when weights were named (--checkpoint, else $SLEEPLM_CHECKPOINT): without them,
     # or from the hub, one question would wait minutes for SleepLM staging on a CPU.
-    checkpoint = os.environ.get(CHECKPOINT_ENV)
-    session = NightSession(llm=args.llm, workdir=workdir, **({"model": checkpoint} if checkpoint else {}))
+    checkpoint = getattr(args, "checkpoint", None) or os.environ.get(CHECKPOINT_ENV)
+    weights = {"model": checkpoint, "precision": getattr(args, "precision", None) or "auto"} if checkpoint else {}
+    session = NightSession(llm=args.llm, workdir=workdir, **weights)
     try:
         # One question does not wait for, nor need, YASA's cross-check of a file's own scoring.
         rec = session.load(args.file, stage_cross_check=False, channel_map=getattr(args, "channel_map", None),

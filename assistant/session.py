@@ -122,8 +122,8 @@ def loaded_status(model: Any) -> str:
     return f"SleepLM weights loaded; precision {choice.reason}" if choice is not None else "SleepLM weights loaded"
 
 
-def _resolve_sleeplm(model: Any) -> tuple[Any, str]:
-    """A SleepLM instance (or None) and one sentence on its status."""
+def _resolve_sleeplm(model: Any, precision: str = "auto") -> tuple[Any, str]:
+    """A SleepLM instance (or None) and one sentence on its status; named weights are loaded in `precision`."""
     if model is None:
         return None, "no SleepLM weights were given to this session"
     if not isinstance(model, (str, Path)):
@@ -131,7 +131,7 @@ def _resolve_sleeplm(model: Any) -> tuple[Any, str]:
     from sleeplm.model.inference import SleepLM  # torch and the network load only when weights are named
 
     try:
-        model = SleepLM.from_pretrained(str(model))
+        model = SleepLM.from_pretrained(str(model), precision=precision)
     except ModelUnavailableError as exc:
         return None, str(exc)
     return model, loaded_status(model)
@@ -146,6 +146,8 @@ class NightSession:
         "local", "none"), or None for the configured default. Without a usable model the session
         answers in a clearly labelled tool-only mode.
     model : a loaded `SleepLM`, a weights source for `SleepLM.from_pretrained`, or None.
+    precision : the encoder precision weights named by `model` are loaded in ("auto", the default, reads
+        ``$SLEEPLM_PRECISION``; see `sleeplm.model.inference.SleepLM`).
     workdir : folder for this session's temporary files (figures); a fresh temporary folder,
         deleted by `close`, when None.
     """
@@ -161,10 +163,11 @@ class NightSession:
         follow-up resolves against the periods the previous answer named."""
         return route_question(question, audience, previous=getattr(self.night, "named_periods", None))
 
-    def __init__(self, llm: Any = None, model: Any = None, workdir: str | Path | None = None, rule: str = DEFAULT_RULE) -> None:
+    def __init__(self, llm: Any = None, model: Any = None, workdir: str | Path | None = None, rule: str = DEFAULT_RULE,
+                 precision: str = "auto") -> None:
         self.rule = resolve_rule(rule).name  # the scoring rule nights are loaded with (`set_rule` changes it)
         self.llm, self.llm_info = _resolve_llm(llm)
-        self.sleeplm, self.sleeplm_status = _resolve_sleeplm(model)
+        self.sleeplm, self.sleeplm_status = _resolve_sleeplm(model, precision)
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="sleeplm-session-") if workdir is None else workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)

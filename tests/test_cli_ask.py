@@ -85,8 +85,7 @@ def test_ask_with_an_unusable_backend_says_why(small_edf, capsys, monkeypatch):
     assert out["tool_calls"][0]["name"] == "recording_overview" and out["llm_messages"] == []
 
 
-def test_ask_uses_the_named_checkpoint_and_explains_a_missing_one(small_edf, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("SLEEPLM_CHECKPOINT", "")  # restored after the test (main sets it from --checkpoint)
+def test_ask_uses_the_named_checkpoint_and_explains_a_missing_one(small_edf, tmp_path, capsys):
     missing = tmp_path / "weights.pt"
     assert main(["--checkpoint", str(missing), "ask", str(small_edf), "hi", "--llm", "none"]) == 2
     assert "No checkpoint file at" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +213,7 @@ def test_inspect_prints_the_precision_and_why(small_edf, tmp_path, monkeypatch, 
     from cli import main
 
     machine(monkeypatch, {"avx2", "fma"}, 2.1)
-    monkeypatch.setenv("SLEEPLM_CHECKPOINT", "")  # restored afterwards: main() sets it from --checkpoint
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
     assert main(["inspect", str(small_edf)]) == 0
     assert ("SleepLM precision: not chosen yet, no weights named (--checkpoint PATH); auto tries int8 here "
             "(AVX2 CPU without fast bf16;") in capsys.readouterr().out
@@ -223,6 +224,41 @@ def test_inspect_prints_the_precision_and_why(small_edf, tmp_path, monkeypatch, 
     assert main(["--checkpoint", str(weights), "inspect", str(small_edf), "--precision", "int8"]) == 0
     out = capsys.readouterr().out
     assert "SleepLM precision: int8: asked for, 2.1x fp32, min cosine 0.9995" in out
+
+
+def test_checkpoint_and_precision_options_do_not_leak_between_cli_calls(small_edf, tmp_path, monkeypatch, capsys):
+    """--checkpoint/--precision go down to the loader as arguments: a later call in the same process
+    (and the process environment) never sees an earlier call's options; the variables are read, not written."""
+    import app
+    from cli import main
+
+    machine(monkeypatch, {"avx2", "fma"}, 2.1)
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    loads = []
+
+    def from_pretrained(cls, source=None, *args, precision="auto", **kwargs):
+        loads.append((source, precision))
+        return cls.from_config("sleeplm_tiny", precision=precision)
+
+    monkeypatch.setattr(SleepLM, "from_pretrained", classmethod(from_pretrained))
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    assert main(["--checkpoint", str(first), "inspect", str(small_edf), "--precision", "int8"]) == 0
+    assert "SleepLM precision: int8: asked for" in capsys.readouterr().out
+    assert main(["inspect", str(small_edf)]) == 0  # no weights named, auto: nothing of the first call remains
+    assert "no weights named (--checkpoint PATH); auto tries int8 here" in capsys.readouterr().out
+    assert main(["--checkpoint", str(second), "ask", str(small_edf), "hi", "--llm", "none", "--precision", "fp32"]) == 0
+    assert main(["--checkpoint", str(first), "ask", str(small_edf), "hi", "--llm", "none"]) == 0
+    assert loads == [(str(first), "int8"), (str(second), "fp32"), (str(first), "auto")]
+    served = {}
+    monkeypatch.setattr(app, "serve", lambda **kwargs: served.update(kwargs))
+    assert main(["--checkpoint", str(second), "serve", "--precision", "bf16"]) == 0
+    model, _ = app._load_sleeplm(checkpoint=served["checkpoint"], precision=served["precision"])  # what serve loads
+    assert loads[-1] == (str(second), "bf16") and model.precision.requested == "bf16"
+    assert "SLEEPLM_CHECKPOINT" not in os.environ and precision.PRECISION_ENV not in os.environ
+    monkeypatch.setenv("SLEEPLM_CHECKPOINT", str(second))  # the user's configuration is still read
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")
+    assert main(["inspect", str(small_edf)]) == 0
+    assert "SleepLM precision: fp32: asked for" in capsys.readouterr().out and loads[-1] == (str(second), "auto")
 
 
 def test_precision_is_in_summary_json_the_trace_and_the_status(fixture_a, monkeypatch, tmp_path):

@@ -167,8 +167,7 @@ def test_unscored_night_staged_by_sleeplm_captions_with_yasa_agreement(tmp_path)
     assert json.loads(written[0].read_text())["tst_min"] == 15.0
 
 
-def test_cli_analyze_unreadable_checkpoint(edf_path, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("SLEEPLM_CHECKPOINT", "")  # main() sets it: restored afterwards (to unset, if it was)
+def test_cli_analyze_unreadable_checkpoint(edf_path, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "analyze", str(edf_path), "--out", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
 
