@@ -10,7 +10,8 @@ Prints, in one run:
 - every encoder precision this machine offers (fp32, bf16, int8 dynamic; fp16 on a GPU without bf16):
   epochs/s of the full-size encoder in alternating timing rounds, ratio vs fp32 and vs the reference's
   `encode_image` in the same run, agreement with fp32 on the product's probe (min cosine, top-10
-  retrieval overlap of the design-card queries, greedy caption ids), the model's RSS and peak RSS per
+  retrieval overlap of the design-card queries, exact and with ties within 0.001 at the boundary
+  counted as agreeing, greedy caption ids), the model's RSS and peak RSS per
   precision (one process each, see ``--memory``), and what ``precision="auto"`` chooses here (a fresh
   calibration) against its targets; bf16 autocast of the decoder;
 - peak memory (max RSS) and the time a 960-epoch (8-h) night takes, extrapolated from the
@@ -248,7 +249,7 @@ def precision_report(net: SleepLMModel, device: str, args, rss: dict | None = No
                   else "; RSS: run without --quick --night for the per-precision processes")
         print(f"  {name:5s} {row['eps']:6.2f} epochs/s = {row['eps'] / eps32:5.2f}x fp32 = "
               f"{row['eps'] / eps_reference:5.2f}x reference encode_image; min cosine {a.min_cosine:.5f}, "
-              f"top-{a.top_k} overlap {a.retrieval_overlap}/{a.top_k}, captions "
+              f"{a.overlap_text()}, captions "
               f"{'identical' if a.captions_identical else 'DIFFER'}{memory}")
     chosen = rows.get(choice.precision, rows["fp32"])
     ratio, basis = chosen["eps"] / eps_reference, choice.basis

@@ -113,6 +113,71 @@ def test_a_path_that_changes_captions_is_used_for_embeddings_only(fixture_a, mon
         [list(ids) for ids in reference.caption_ids(signals, "brain", max_len=8, min_len=4)]
 
 
+def scores_with(swap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 scores of 16 epochs for 2 queries, 0.0006 apart in fp32's order for query 0 (epoch 9 is its
+    10th, epoch 10 its 11th), and a candidate's scores where epoch 10 scores `swap` above epoch 9."""
+    scores32 = torch.stack([0.5 - 6e-4 * torch.arange(16.0), 0.2 + 1e-2 * torch.arange(16.0)], dim=1)
+    candidate = scores32.clone()
+    candidate[10, 0] = candidate[9, 0] + swap
+    return candidate, scores32
+
+
+def test_a_swap_at_the_top_k_boundary_within_the_tolerance_is_a_tie():
+    # Epochs 9 and 10 are 0.0006 apart in fp32 (< SCORE_TOLERANCE 0.001): the candidate putting 10 above 9 is a tie.
+    candidate, scores32 = scores_with(1e-4)
+    assert precision.retrieval_overlap(candidate, scores32) == (10, 9)
+    assert precision.retrieval_overlap(scores32, scores32) == (10, 10)
+    # The tolerance is fixed and judged on fp32's scores: epoch 11 (0.0012 below the 10th) entering is not a tie...
+    candidate, scores32 = scores_with(0.0)
+    candidate[11, 0] = candidate[9, 0] + 1e-4
+    candidate[10, 0] = scores32[10, 0]
+    assert precision.retrieval_overlap(candidate, scores32) == (9, 9)
+    # ...nor is the candidate dropping fp32's best epoch for its 11th, however close the candidate's own scores are.
+    candidate, scores32 = scores_with(1e-4)
+    candidate[0, 0] = scores32[15, 0]
+    candidate[9, 0] = scores32[9, 0]
+    assert precision.retrieval_overlap(candidate, scores32) == (9, 9)
+
+
+def test_swaps_beyond_the_tolerance_fail_the_agreement():
+    scores32 = torch.stack([0.5 - 1e-2 * torch.arange(16.0), 0.2 + 1e-2 * torch.arange(16.0)], dim=1)  # 0.01 apart
+    candidate = scores32.clone()
+    candidate[[10, 11], 0] = scores32[0, 0] + torch.tensor([1e-3, 2e-3])  # fp32's 11th and 12th come in on top
+    tie_aware, exact = precision.retrieval_overlap(candidate, scores32)
+    assert (tie_aware, exact) == (8, 8)
+    why = precision.Agreement(0.9999, tie_aware, 10, True, exact).failure()
+    assert why == "top-10 retrieval overlap 8/10 < 9/10"
+    tied = precision.Agreement(0.9999, 8, 10, True, exact_overlap=6)
+    assert tied.failure() == "top-10 retrieval overlap 8/10 (6/10 exact; the rest tie within 0.001) < 9/10"
+
+
+def test_ties_within_the_tolerance_let_bf16_be_chosen_and_say_so(fixture_a, monkeypatch):
+    machine(monkeypatch, {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, 2.8,
+            precision.Agreement(0.99999, 10, 10, True, exact_overlap=7))
+    choice = load(fixture_a).precision
+    assert choice.precision == "bf16"
+    assert choice.reason == ("bf16: CPU with amx_bf16, avx512_bf16, 2.8x fp32, min cosine 1.0000, "
+                             "top-10 overlap 10/10 (7/10 exact; the rest tie within 0.001)")
+    assert choice.to_dict()["agreement"]["exact_overlap"] == 7
+
+
+def test_a_calibration_cached_by_the_previous_version_is_not_reused(fixture_a, monkeypatch, tmp_path):
+    machine(monkeypatch, {"avx2", "fma"}, 2.1)
+    old = precision.PrecisionChoice("fp32", "fp32", "auto", "AVX2 CPU without fast bf16", "fp32: old rule", 2.1,
+                                    precision.Agreement(0.9999, 7, 10, True), {"int8": "old"})
+    data = old.to_dict()
+    del data["agreement"]["exact_overlap"]  # what version 1 wrote
+    assert precision.PrecisionChoice.from_dict(data).agreement.exact_overlap is None  # still readable
+    monkeypatch.setattr(precision, "CACHE_VERSION", 1)
+    key = precision.calibration_key(load(fixture_a, "fp32").weights_id, "cpu", "auto")
+    folder = tmp_path / "cache" / "precision"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{key}.json").write_text(json.dumps(data))
+    monkeypatch.setattr(precision, "CACHE_VERSION", 2)
+    choice = load(fixture_a).precision
+    assert not choice.cached and choice.precision == "int8"
+
+
 def test_cuda_candidates_bf16_else_fp16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert precision.candidate_for("cuda") == ("bf16", "CUDA GPU with bf16")

@@ -10,7 +10,8 @@ engine) runs ~2x faster. So `choose_precision` ("auto") works in three steps:
 2. **Calibration on the loaded network** (`calibrate`): the candidate is compared with fp32 on a
    fixed probe (`PROBE_EPOCHS` epochs, `probe_epochs`): signal-embedding min cosine >=
    `MIN_COSINE`, top-10 retrieval overlap >= `MIN_OVERLAP`/10 for every design-card query
-   (`AGREEMENT_QUERIES`), and greedy caption ids identical on `CAPTION_EPOCHS` of its epochs; then
+   (`AGREEMENT_QUERIES`; ties within `SCORE_TOLERANCE` at the rank-10 boundary count as agreeing,
+   `retrieval_overlap`), and greedy caption ids identical on `CAPTION_EPOCHS` of its epochs; then
    both run one epoch in alternating rounds for ~`TIMING_BUDGET_S` s (`relative_speed`).
 3. **Decision** (`decide`): a candidate that disagrees, or is not `MIN_SPEEDUP` x fp32, is not used
    (fp32 is, with the reason recorded); one whose captions differ is used for embeddings only
@@ -47,23 +48,29 @@ from sleeplm.model.network import RMSNorm, RotaryEmbedding, SleepLMModel
 from sleeplm.paths import cache_root
 from sleeplm.terms import PRECISION_ENV, PRECISIONS
 
-__all__ = ["PRECISION_ENV", "PRECISIONS", "MIN_COSINE", "MIN_OVERLAP", "TOP_K", "MIN_SPEEDUP", "PROBE_EPOCHS",
+__all__ = ["PRECISION_ENV", "PRECISIONS", "MIN_COSINE", "MIN_OVERLAP", "TOP_K", "SCORE_TOLERANCE", "MIN_SPEEDUP", "PROBE_EPOCHS",
            "CAPTION_EPOCHS", "CAPTION_TOKENS", "TIMING_BUDGET_S", "AGREEMENT_QUERIES", "Agreement", "PrecisionChoice",
            "requested_precision", "candidate_for", "int8_engine", "probe_epochs", "cast_encoder", "encoder_in", "autocast_for",
-           "relative_speed", "agreement", "calibrate", "decide", "calibration_key", "choose_precision"]
+           "relative_speed", "retrieval_overlap", "agreement", "calibrate", "decide", "calibration_key", "choose_precision"]
 
 logger = logging.getLogger(__name__)
 
 MIN_COSINE = 0.999  # lowest cosine between a candidate's and the fp32 signal embedding of any probe epoch
 TOP_K = 10
 MIN_OVERLAP = 9  # of the TOP_K epochs fp32 retrieves for each design-card query, the candidate must retrieve this many
+# Two retrieval scores (cosine similarities) closer than this are equally good matches to a user: `find_epochs`
+# shows similarities to 3 decimals (tools/retrieval.py) and the product stores night embeddings as float16, which
+# moves similarities by up to ~1e-3 itself (sleeplm/model/embedding_cache.py). An epoch the candidate ranks in its
+# top-k that fp32 ranks just outside counts as agreeing only when fp32 scores it within this of fp32's k-th score
+# (a tie at the boundary), and likewise for the fp32 epoch it displaced. Fixed: never derived from the candidate.
+SCORE_TOLERANCE = 1e-3
 MIN_SPEEDUP = 1.1  # a candidate is used only when it runs the encoder at least this much faster than fp32
 PROBE_EPOCHS = 16
 CAPTION_EPOCHS = 4
 CAPTION_TOKENS = 24  # greedy new tokens compared per caption (the stage/event domain, the one SleepLM staging reads)
 CAPTION_DOMAIN = 4
 TIMING_BUDGET_S = 2.0
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: retrieval overlap counts ties within SCORE_TOLERANCE (version-1 entries are ignored)
 # The design card's retrieval queries: the concepts users ask SleepLM to find in a night.
 AGREEMENT_QUERIES = ("obstructive apnea with oxygen desaturation", "REM sleep with rapid eye movements",
                      "deep slow-wave sleep", "wake with alpha rhythm", "snoring with desaturation", "leg movements",
@@ -74,12 +81,39 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class Agreement:
-    """A candidate's agreement with fp32 on the probe (`calibrate`)."""
+    """A candidate's agreement with fp32 on the probe (`calibrate`).
+
+    `retrieval_overlap` is the worst design-card query's top-`top_k` overlap counting ties within
+    `SCORE_TOLERANCE` at fp32's rank-`top_k` boundary as agreeing (`retrieval_overlap`, the function);
+    `exact_overlap` the worst query's overlap of the two top-`top_k` sets as they are (None: not
+    recorded, a calibration cached before it was).
+    """
 
     min_cosine: float
-    retrieval_overlap: int  # worst query's overlap of the top-`TOP_K` epochs
+    retrieval_overlap: int  # worst query's overlap of the top-`TOP_K` epochs, ties at the boundary agreeing
     top_k: int
     captions_identical: bool
+    exact_overlap: int | None = None
+
+    def overlap_text(self) -> str:
+        """The retrieval overlap for people.
+
+        Examples
+        --------
+        >>> Agreement(0.99999, 10, 10, True, exact_overlap=7).overlap_text()
+        'top-10 overlap 10/10 (7/10 exact; the rest tie within 0.001)'
+        >>> Agreement(0.99999, 9, 10, True, exact_overlap=9).overlap_text()
+        'top-10 overlap 9/10'
+        """
+        return f"top-{self.top_k} overlap {self._overlap_figures()}"
+
+    def ties_counted(self) -> bool:
+        """Whether ties at the boundary raised the overlap above the exact one."""
+        return self.exact_overlap is not None and self.exact_overlap < self.retrieval_overlap
+
+    def _overlap_figures(self) -> str:
+        ties = f" ({self.exact_overlap}/{self.top_k} exact; the rest tie within {SCORE_TOLERANCE:g})"
+        return f"{self.retrieval_overlap}/{self.top_k}{ties if self.ties_counted() else ''}"
 
     def failure(self) -> str | None:
         """Why the candidate may not be used (None when it agrees).
@@ -88,11 +122,13 @@ class Agreement:
         --------
         >>> Agreement(0.9980, 10, 10, True).failure(), Agreement(0.9995, 9, 10, False).failure()
         ('min cosine 0.99800 < 0.999', None)
+        >>> Agreement(0.9999, 8, 10, True, exact_overlap=6).failure()
+        'top-10 retrieval overlap 8/10 (6/10 exact; the rest tie within 0.001) < 9/10'
         """
         if self.min_cosine < MIN_COSINE:
             return f"min cosine {self.min_cosine:.5f} < {MIN_COSINE}"
         if self.retrieval_overlap < MIN_OVERLAP * self.top_k / TOP_K:
-            return f"top-{self.top_k} retrieval overlap {self.retrieval_overlap}/{self.top_k} < {MIN_OVERLAP}/{TOP_K}"
+            return f"top-{self.top_k} retrieval overlap {self._overlap_figures()} < {MIN_OVERLAP}/{TOP_K}"
         return None
 
 
@@ -372,6 +408,42 @@ def _query_embeddings(network: SleepLMModel, tokenizer: Callable, device: torch.
         return network.encode_text(tokenizer(list(AGREEMENT_QUERIES)).to(device)).float()
 
 
+def retrieval_overlap(scores: torch.Tensor, scores32: torch.Tensor, k: int = TOP_K,
+                      tolerance: float = SCORE_TOLERANCE) -> tuple[int, int]:
+    """(tie-aware, exact) overlap of the candidate's and fp32's top-`k` epochs, worst query of each.
+
+    `scores` and `scores32` are [epochs, queries] similarities from the candidate's and the fp32
+    embeddings. Exact: how many of the candidate's top `k` are in fp32's. Tie-aware: an exchange at
+    the boundary is not a disagreement when both epochs are ties in fp32's own scores: the
+    candidate's epoch outside fp32's top `k` scores (in fp32) at least fp32's k-th score minus
+    `tolerance`, and the fp32 epoch it displaced scores at most the k-th score plus `tolerance`.
+    So it is `k` minus the larger of the two counts of exchanged epochs that are not such ties.
+    `tolerance` is fixed (`SCORE_TOLERANCE`), judged on the fp32 scores alone: a candidate whose
+    errors reorder epochs farther apart than that fails, whatever its own error.
+
+    Examples
+    --------
+    >>> s32 = torch.tensor([[0.90], [0.80], [0.70], [0.6995], [0.50]])     # 5 epochs, 1 query, k = 3
+    >>> retrieval_overlap(torch.tensor([[0.90], [0.80], [0.6990], [0.6999], [0.50]]), s32, k=3)  # 2 and 3 swap: a tie
+    (3, 2)
+    >>> retrieval_overlap(torch.tensor([[0.90], [0.80], [0.60], [0.61], [0.75]]), s32, k=3)     # 4 (0.50 in fp32) comes in
+    (2, 2)
+    """
+    k = min(k, scores.shape[0])
+    top = scores.topk(k, dim=0).indices.T.tolist()
+    ranked32 = scores32.sort(dim=0, descending=True)
+    top32, kth = ranked32.indices[:k].T.tolist(), ranked32.values[k - 1]
+    tie_aware, exact = k, k
+    for query, (mine, theirs) in enumerate(zip(top, top32)):
+        came_in, left = set(mine) - set(theirs), set(theirs) - set(mine)
+        column, boundary = scores32[:, query], float(kth[query])
+        not_tied_in = sum(float(column[e]) < boundary - tolerance for e in came_in)
+        not_tied_out = sum(float(column[e]) > boundary + tolerance for e in left)
+        exact = min(exact, k - len(came_in))
+        tie_aware = min(tie_aware, k - max(not_tied_in, not_tied_out))
+    return tie_aware, exact
+
+
 def agreement(network: SleepLMModel, encoder: nn.Module, precision: str, probe: torch.Tensor,
               queries: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor, list]) -> Agreement:
     """Agreement of `encoder` (running in `precision`) with the fp32 `reference` (latents, memory, caption ids) on `probe`.
@@ -386,7 +458,7 @@ def agreement(network: SleepLMModel, encoder: nn.Module, precision: str, probe: 
     ...     ids = net.generate_from_memory(memory[:CAPTION_EPOCHS], CAPTION_DOMAIN, CAPTION_TOKENS, min_len=1)
     ...     queries = net.encode_text(get_tokenizer(net.context_length)(list(AGREEMENT_QUERIES)))
     >>> same = agreement(net, net.biosignals, "fp32", probe, queries, (latent, memory, ids))   # fp32 against itself
-    >>> same.min_cosine > 0.99999, same.retrieval_overlap, same.top_k, same.captions_identical, same.failure()
+    >>> same.min_cosine > 0.99999, same.retrieval_overlap, same.exact_overlap, same.captions_identical, same.failure()
     (True, 10, 10, True, None)
     """
     latent, memory = _run(encoder, precision, probe)
@@ -394,12 +466,10 @@ def agreement(network: SleepLMModel, encoder: nn.Module, precision: str, probe: 
     embeddings32 = nn.functional.normalize(reference[0], dim=-1)
     min_cosine = float((embeddings * embeddings32).sum(-1).min())
     k = min(TOP_K, probe.shape[0])
-    top = (embeddings @ queries.T).topk(k, dim=0).indices.T
-    top32 = (embeddings32 @ queries.T).topk(k, dim=0).indices.T
-    overlap = min(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(top, top32))
+    overlap, exact = retrieval_overlap(embeddings @ queries.T, embeddings32 @ queries.T, k)
     with torch.inference_mode():
         ids = network.generate_from_memory(memory[:CAPTION_EPOCHS], CAPTION_DOMAIN, CAPTION_TOKENS, min_len=1)
-    return Agreement(min_cosine, overlap, k, bool(torch.equal(ids, reference[2])))
+    return Agreement(min_cosine, overlap, k, bool(torch.equal(ids, reference[2])), exact)
 
 
 def calibrate(network: SleepLMModel, candidate: str, tokenizer: Callable,
@@ -446,12 +516,16 @@ def decide(requested: str, candidate: str | None, basis: str, agreed: Agreement 
     'int8: AVX2 CPU without fast bf16, 2.1x fp32, min cosine 0.9993'
     >>> decide("auto", "int8", "AVX2 CPU without fast bf16", good, 0.9).reason
     'fp32: AVX2 CPU without fast bf16; int8 not used (0.90x fp32: not faster)'
+    >>> decide("auto", "bf16", "CPU with amx_bf16", Agreement(0.99999, 10, 10, False, exact_overlap=7), 2.9).reason
+    'bf16: CPU with amx_bf16, 2.9x fp32, min cosine 1.0000, top-10 overlap 10/10 (7/10 exact; the rest tie within 0.001); captions fp32 (bf16 changed greedy caption ids)'
     """
     if requested == "fp32":
         return PrecisionChoice("fp32", "fp32", requested, basis, "fp32: asked for")
     if candidate is None:
         return PrecisionChoice("fp32", "fp32", requested, basis, f"fp32: {basis}")
     figures = f"{speedup:.1f}x fp32, min cosine {agreed.min_cosine:.4f}"
+    if agreed.ties_counted():  # say so when the overlap needed ties to pass
+        figures += f", {agreed.overlap_text()}"
     captions = candidate if agreed.captions_identical else "fp32"
     caption_note = "" if agreed.captions_identical else f"; captions fp32 ({candidate} changed greedy caption ids)"
     if requested != "auto":  # honoured whatever it measures; a warning says when it costs speed or agreement
