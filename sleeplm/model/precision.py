@@ -107,13 +107,13 @@ class Agreement:
         """
         return f"top-{self.top_k} overlap {self._overlap_figures()}"
 
-    def ties_counted(self) -> bool:
+    def _ties_counted(self) -> bool:
         """Whether ties at the boundary raised the overlap above the exact one."""
         return self.exact_overlap is not None and self.exact_overlap < self.retrieval_overlap
 
     def _overlap_figures(self) -> str:
         ties = f" ({self.exact_overlap}/{self.top_k} exact; the rest tie within {SCORE_TOLERANCE:g})"
-        return f"{self.retrieval_overlap}/{self.top_k}{ties if self.ties_counted() else ''}"
+        return f"{self.retrieval_overlap}/{self.top_k}{ties if self._ties_counted() else ''}"
 
     def failure(self) -> str | None:
         """Why the candidate may not be used (None when it agrees).
@@ -524,7 +524,7 @@ def decide(requested: str, candidate: str | None, basis: str, agreed: Agreement 
     if candidate is None:
         return PrecisionChoice("fp32", "fp32", requested, basis, f"fp32: {basis}")
     figures = f"{speedup:.1f}x fp32, min cosine {agreed.min_cosine:.4f}"
-    if agreed.ties_counted():  # say so when the overlap needed ties to pass
+    if agreed._ties_counted():  # say so when the overlap needed ties to pass
         figures += f", {agreed.overlap_text()}"
     captions = candidate if agreed.captions_identical else "fp32"
     caption_note = "" if agreed.captions_identical else f"; captions fp32 ({candidate} changed greedy caption ids)"
