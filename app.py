@@ -15,7 +15,7 @@ of the files the page shows: figures and exports, written straight into Gradio's
 Gradio serves them in place and keeps no copy). It is closed, and both folders deleted, when
 the tab closes (``demo.unload``) or after `SESSION_TTL_S` without activity (``gr.State``
 time-to-live). The ``/ask`` API endpoint (`gr.api`: no page components; recording, question,
-audience -> answer) runs each call in a throw-away session.
+audience, optional scoring rule -> answer) runs each call in a throw-away session.
 
 Cohorts: ``sleeplm-assistant serve --cohort DIR`` serves a cohort folder (written by
 ``sleeplm-assistant cohort``) instead of one night, and ``serve --nights A.edf B.edf`` measures two
@@ -70,6 +70,7 @@ from assistant.trace import trace_metadata, write_trace_json
 from sleeplm.cohort.report import REPORT, distribution_figure
 from sleeplm.measure.events import stacked
 from sleeplm.measure.rules import DEFAULT_RULE, RULES, resolve_rule
+from sleeplm.measure.summary import TECHNICIAN_SCORED
 from sleeplm.report.export import ExportError, write_annotations_edf, write_events_csv, write_report_pdf
 from sleeplm.measure.agreement import SCORING_NAMES, SCORINGS
 from sleeplm.report.plots import MAX_VIEW_EPOCHS, click_map, plot_epochs, plot_event_criteria, plot_night, reference_events
@@ -370,14 +371,15 @@ class SleepLMWeights:
 
 def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_model: Any = None,
                  sleeplm_note: str | None = None, shown_root: Path | None = None,
-                 cohort: str | Path | None = None) -> BrowserSession:
+                 cohort: str | Path | None = None, rule: str = DEFAULT_RULE) -> BrowserSession:
     """A fresh `BrowserSession` whose private folder is ``root/key``.
 
     `sleeplm_model` is a loaded `SleepLM`, the app's `SleepLMWeights` (still loading, perhaps)
     or None; `sleeplm_note` says why there is no model; the shown files go to a folder of random name
     under `shown_root` (the app passes Gradio's cache), by default to ``root/key/shown``. With
     `cohort` (a cohort folder), the session is a `CohortSession` over it (SleepLM is not used:
-    the cohort table answers).
+    the cohort table answers). `rule` is the scoring rule the session's nights are loaded with until
+    the user picks another (``serve --rule``).
     """
     workdir = Path(root) / key
     workdir.mkdir(parents=True, exist_ok=True)
@@ -393,7 +395,8 @@ def open_session(root: Path, key: str, llm_factory: Callable[[], Any], sleeplm_m
             raise
         return BrowserSession(night=night, workdir=workdir, shown=shown, llm_note=getattr(llm_factory, "note", None))
     weights = sleeplm_model if isinstance(sleeplm_model, SleepLMWeights) else None
-    night = NightSession(llm=llm_factory(), model=None if weights else sleeplm_model, workdir=workdir / "session")
+    night = NightSession(llm=llm_factory(), model=None if weights else sleeplm_model, workdir=workdir / "session",
+                         rule=rule)
     bs = BrowserSession(night=night, workdir=workdir, shown=shown, llm_note=getattr(llm_factory, "note", None),
                         sleeplm_note=None if sleeplm_model is not None else sleeplm_note, weights=weights)
     if weights is not None:
@@ -505,8 +508,12 @@ def _night_markdown(bs: BrowserSession) -> str:
     elif night.analysis.summary.get("ahi_rule"):
         summary = night.analysis.summary
         index = "AHI" if summary.get("ahi") is not None else "REI"
-        text += (f"  \nScoring rule: {summary['ahi_rule']} ({summary['rule']['title']}); {index} "
-                 f"{summary.get('ahi') if summary.get('ahi') is not None else summary.get('rei')}/h.")
+        value = summary.get("ahi") if summary.get("ahi") is not None else summary.get("rei")
+        if summary["ahi_rule"] == TECHNICIAN_SCORED:  # the rule applies to the product's own (automatic) events
+            text += (f"  \n{index} {value}/h from the technician's scoring (no rule re-scores it). Scoring rule of the "
+                     f"automatic events: {summary['rule']['name']} ({summary['rule']['title']}).")
+        else:
+            text += f"  \nScoring rule: {summary['ahi_rule']} ({summary['rule']['title']}); {index} {value}/h."
     return text + "".join(f"  \n⚠️ {w}" for w in rec.warnings)
 
 
@@ -588,22 +595,22 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
 
 
 def explain_at(where: str, state: BrowserSession | None) -> tuple:
-    """Handler of "Explain an event": the event at a time or id (`tools.explain.find_event`) as its rule saw it.
+    """Handler of "Explain an event": the event at a time or id (`tools.explain.explain`) as its rule saw it;
+    with the technician's scoring in use, the technician's event there and the product's automatic one.
 
-    Returns (figure: `sleeplm.report.plots.plot_event_criteria`, criteria table, findings text).
+    Returns (figure: `sleeplm.report.plots.plot_event_criteria`, or None when only the technician
+    scored that moment; criteria table; findings text).
     """
     from langchain_core.tools import ToolException
 
-    from tools.explain import criteria_analysis, criteria_table, explanation, find_event
+    from tools.explain import criteria_table, explain
 
     night = getattr(getattr(state, "night", None), "night", None)
     if night is None or is_cohort(state):
         raise gr.Error("Load a night first.")
     try:
-        analysis = criteria_analysis(night)
-        row, status = find_event(night, analysis, (where or "").strip() or None, "any")
-        explained = explanation(night, analysis, row, status)
-        figure = plot_event_criteria(night.rec, row, analysis.near_misses)
+        explained, row, analysis = explain(night, (where or "").strip() or None)
+        figure = None if row is None else plot_event_criteria(night.rec, row, analysis.near_misses)
     except (ToolException, SleepLMError) as exc:
         raise gr.Error(str(exc)) from exc
     return figure, criteria_table(explained), "\n".join(f"- {line}" for line in explained["findings"])
@@ -611,17 +618,18 @@ def explain_at(where: str, state: BrowserSession | None) -> tuple:
 
 def change_rule(name: str, state: BrowserSession | None) -> tuple:
     """Handler of the rule picker: re-score the loaded night under rule `name` (from its measurements,
-    no reload); returns (night text, overview image). Nothing loaded: the rule applies to the next night."""
+    no reload); returns (night text, overview image, downloads: the report, events CSV and annotations
+    written again under the new rule). Nothing loaded: the rule applies to the next night."""
     if state is None or not isinstance(state.night, NightSession):
-        return gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update()
     try:
         state.night.set_rule(name)
     except SleepLMError as exc:
         raise gr.Error(str(exc)) from exc
     if state.night.night is None or state.night.night.analysis is None:
-        return gr.update(), gr.update()
+        return gr.update(), gr.update(), gr.update()
     state.shown_version = state.night.night.version
-    return _night_markdown(state), _render_overview(state)
+    return _night_markdown(state), _render_overview(state), build_downloads(state)
 
 
 def refresh_status(state: BrowserSession | None) -> tuple:
@@ -645,11 +653,11 @@ def refresh_status(state: BrowserSession | None) -> tuple:
 
 def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory, sleeplm_model, registry: dict,
              sleeplm_note: str | None = None, shown_root: Path | None = None,
-             cohort: str | Path | None = None) -> BrowserSession:
+             cohort: str | Path | None = None, server_rule: str = DEFAULT_RULE) -> BrowserSession:
     if state is not None:
         return state
     key = getattr(request, "session_hash", None) or uuid.uuid4().hex
-    bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note, shown_root, cohort)
+    bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note, shown_root, cohort, rule=server_rule)
     registry[key] = bs
     return bs
 
@@ -658,10 +666,11 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
                root: Path, llm_factory, sleeplm_model=None, registry: dict | None = None,
                owned: bool = True, sleeplm_note: str | None = None, shown_root: Path | None = None,
                channel_map: dict | None = None, position_map: str | dict | None = None,
-               annotations: str | Path | None = None, rule: str | None = None) -> Iterator[tuple]:
+               annotations: str | Path | None = None, rule: str | None = None,
+               server_rule: str = DEFAULT_RULE) -> Iterator[tuple]:
     """Handler: load a recording into this tab's session (with `channel_map`/`position_map` and the
     scoring file `annotations`, if given; an upload's scoring comes afterwards, see `load_scoring`;
-    under `rule`, else the session's scoring rule: the one last picked).
+    under `rule`, else the session's scoring rule: the one last picked, at first `server_rule`).
 
     Yields (state, night text, LLM text, preflight table, file channels text, overview image path,
     epoch viewer figure, downloads, chat history). An upload (`owned`) is moved into the session's
@@ -669,7 +678,7 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     travels further; the demo night or a served ``--recording`` is read in place.
     """
     bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {},
-                  sleeplm_note, shown_root)
+                  sleeplm_note, shown_root, server_rule=server_rule)
     # A new upload replaces the tab's night only once it has loaded: until then the previous
     # upload is set aside (same neutral name), and it comes back if the new file cannot be used.
     before, night_before = (bs.recording_path, bs.channel_map, bs.position_map, bs.annotations), bs.night.night
@@ -997,9 +1006,20 @@ def build_downloads(bs: BrowserSession) -> list[str]:
 
 # ---- API --------------------------------------------------------------------------------
 def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_factory, sleeplm_model=None,
-            channel_map: dict | None = None, position_map: str | dict | None = None) -> str:
-    """The ``/ask`` endpoint: load `recording` in a throw-away session, answer `question`, delete everything."""
-    bs = open_session(root, f"api-{uuid.uuid4().hex}", llm_factory, sleeplm_model)
+            channel_map: dict | None = None, position_map: str | dict | None = None, rule: str | None = None,
+            server_rule: str = DEFAULT_RULE) -> str:
+    """The ``/ask`` endpoint: load `recording` in a throw-away session, answer `question`, delete everything.
+
+    `rule` (a name or alias of `sleeplm.measure.rules.RULES`; empty: `server_rule`, the one ``serve
+    --rule`` named) is the scoring rule the night is scored under; an unknown one is refused before
+    anything is loaded.
+    """
+    try:
+        chosen = resolve_rule(rule).name if rule else resolve_rule(server_rule).name
+    except SleepLMError as exc:
+        _discard_upload(recording)
+        raise gr.Error(str(exc)) from exc
+    bs = open_session(root, f"api-{uuid.uuid4().hex}", llm_factory, sleeplm_model, rule=chosen)
     try:
         try:
             source = check_upload(recording)
@@ -1081,8 +1101,10 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         and the ``/ask_cohort`` endpoint answers questions about it. `preload` is then not used.
     annotations : the technician's scoring file of `preload` (``serve --annotations FILE``); an
         uploaded recording's scoring is uploaded beside it on the page.
-    rule : the scoring rule `preload` is scored under and the rule picker starts on
-        (`sleeplm.measure.rules.RULES`); picking another re-scores the loaded night at once.
+    rule : the scoring rule (`sleeplm.measure.rules.RULES`, ``serve --rule``) every night is scored
+        under until the tab's user picks another: `preload`, uploads and the demo night, and the
+        ``/ask`` endpoint's nights unless a call names its own rule; the rule picker starts on it.
+        Picking another re-scores the loaded night at once (and the downloads with it).
     """
     _check_cohort(cohort)
     # Files inside Gradio's cache are served in place: no copy of them outlives the session. The
@@ -1094,7 +1116,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     llm_factory = llm_factory or ConfiguredChatModel()
     registry: dict[str, BrowserSession] = {}
     common = {"root": root, "llm_factory": llm_factory, "sleeplm_model": sleeplm_model, "registry": registry,
-              "sleeplm_note": sleeplm_note, "shown_root": root / "shown" if owned_root else Path(get_upload_folder())}
+              "sleeplm_note": sleeplm_note, "shown_root": root / "shown" if owned_root else Path(get_upload_folder()),
+              "server_rule": resolve_rule(rule).name}
     maps = {"channel_map": channel_map, "position_map": position_map}
 
     def close_sessions() -> None:
@@ -1140,11 +1163,11 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     def on_click(state, n_epochs, evt: gr.SelectData):
         return epochs_at_click(state, n_epochs, evt)
 
-    def on_api_ask(recording: gr.FileData, question: str, audience: str = "clinician") -> str:
+    def on_api_ask(recording: gr.FileData, question: str, audience: str = "clinician", rule: str = "") -> str:
         # gr.api hands an uploaded file over as FileData's dict form; its "path" is in Gradio's upload folder.
         path = recording.get("path") if isinstance(recording, dict) else recording
         return api_ask(path, question, audience, root=root, llm_factory=llm_factory, sleeplm_model=sleeplm_model,
-                       **maps)
+                       rule=rule or None, server_rule=common["server_rule"], **maps)
 
     def on_api_ask_cohort(question: str, audience: str = "clinician") -> str:
         return api_ask_cohort(question, audience, root=root, llm_factory=llm_factory, cohort=cohort)
@@ -1223,7 +1246,7 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         demo_button.click(on_demo, [state], panel, **private).then(**technician_first)
         remap_button.click(on_remap, [preflight, state], panel, **private).then(**technician_first)
         scoring.input(choose_scoring, [scoring, state], [scoring_text], **private)
-        rule_picker.change(on_rule, [rule_picker, state], [night_text, overview], **private)
+        rule_picker.change(on_rule, [rule_picker, state], [night_text, overview, downloads], **private)
         # Chat and API calls share the language model: two at a time keep the app responsive.
         chat = {"concurrency_id": "chat", "concurrency_limit": 2}
         question.submit(ask, [question, audience, chatbot, state], [chatbot, question, state],

@@ -255,14 +255,21 @@ class NightSession:
 
     def set_rule(self, rule: str) -> None:
         """Score the loaded night (and the nights loaded later) under another rule, from the measurements
-        already made (`sleeplm.measure.analysis.rescore`: no signal is read again)."""
+        already made (`sleeplm.measure.analysis.rescore`: no signal is read again).
+
+        On a night whose scoring came with it, the product's own (automatic) events are re-scored;
+        the technician's apneas and hypopneas stay as scored, and stay in use while the technician's
+        scoring is chosen (its AHI is labelled as the technician's, `set_scoring` switches)."""
         from sleeplm.measure.analysis import rescore
 
         self.rule = resolve_rule(rule).name
         night = self.night
-        if night is not None and night.analysis is not None and night.analysis.hypopnea_rule != self.rule:
-            night.analysis = rescore(night.rec, night.analysis, self.rule)
-            night.version += 1
+        if night is None or night.analysis is None:
+            return
+        with night.analysis_lock:  # after a comparison under way: it is re-scored, not lost
+            if night.analysis.hypopnea_rule != self.rule:
+                night.analysis = rescore(night.rec, night.analysis, self.rule)
+                night.version += 1
 
     def _analyze(self, rec: Recording, progress: Callable | None, scoring: str = "technician", rule: str = DEFAULT_RULE):
         from sleeplm.measure.analysis import analyze_night  # YASA and LightGBM load with the first night

@@ -233,7 +233,8 @@ def _stage(night: NightContext, model: Any, current: Callable[[], bool]) -> None
     compared = agreement(stages, before.hypnogram, before.source) if before.hypnogram is not None else None
     staging = StagingResult(stages, "sleeplm", compared, before.unavailable)
     try:
-        night.analysis = restage(night.rec, night.analysis, staging)
+        with night.analysis_lock:  # a rule change meanwhile is re-staged, not lost
+            night.analysis = restage(night.rec, night.analysis, staging)
     except Exception as exc:  # the YASA-staged analysis stays in force
         logger.exception("re-measuring the night with SleepLM stages failed")
         night.sleeplm_jobs[STAGE_CAPTIONS] = f"failed ({type(exc).__name__})"

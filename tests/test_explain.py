@@ -267,9 +267,17 @@ def test_app_rule_picker_rescores_and_the_event_view_shows_the_criteria(auto_nig
     try:
         bs.night.night = auto_night
         ahi_1a = auto_night.analysis.summary["ahi"]
-        text, overview = app.change_rule("1B", bs)
+        before = pd.read_csv(next(p for p in app.build_downloads(bs) if p.endswith("night-events.csv")))
+        text, overview, downloads = app.change_rule("1B", bs)
         assert auto_night.analysis.hypopnea_rule == "1B" and "Scoring rule: 1B" in text and overview is not None
         assert auto_night.analysis.summary["ahi"] <= ahi_1a and bs.night.rule == "1B"
+        # The downloads are written again at once (not at the next chat turn): the events CSV is the 1B scoring's.
+        after = pd.read_csv(next(p for p in downloads if p.endswith("night-events.csv")))
+        counts = auto_night.analysis.events["kind"].value_counts()
+        assert (after["kind"] == "hypopnea").sum() == counts["hypopnea"] < (before["kind"] == "hypopnea").sum()
+        assert (after["kind"] == "near_miss").sum() == len(auto_night.analysis.near_misses)
+        hypopneas = after[after["kind"] == "hypopnea"]["evidence"].map(json.loads)
+        assert {e["criteria"]["rule"] for e in hypopneas} == {"1B"}
         apnea = first_apnea(auto_night)
         figure, table, findings = app.explain_at(apnea.clock_start, bs)
         labels = [ax.get_ylabel() for ax in figure.axes]
@@ -303,6 +311,311 @@ def test_cli_ask_scores_under_the_rule_named(tmp_path, capsys, monkeypatch):
     assert "Sleep Heart Health Study" in answer["answer"]
 
 
-def test_the_technicians_events_are_not_explained_as_the_products(sim_night):
-    refused = run_tool("explain_event", {"event": "R001"}, sim_night)
-    assert refused.status == "error" and "technician's scoring" in refused.content
+# ---- nights whose apneas and hypopneas are the technician's --------------------------------------
+@pytest.fixture(scope="module")
+def _tech_compared(_sim_loaded):
+    """The simulator night with its file's scoring (the technician's) in use, compared once with the
+    product's own (automatic) scoring."""
+    from sleeplm.measure.analysis import compare_with_automatic
+
+    rec, analysis = _sim_loaded
+    return rec, compare_with_automatic(rec, analysis)
+
+
+@pytest.fixture
+def tech_night(_tech_compared):
+    from tools import NightContext
+
+    return NightContext(rec=_tech_compared[0], analysis=_tech_compared[1], model_status="no SleepLM weights in this test")
+
+
+def technician_rows(analysis, kinds=("apnea", "hypopnea")):
+    events = analysis.events
+    return events[events.kind.isin(kinds) & events.evidence.map(lambda e: e.get("scored_by") == "technician")]
+
+
+def overlapping(table, row):
+    return table[(table.end_s > row.start_s) & (table.start_s < row.end_s)]
+
+
+def test_explain_event_at_a_technicians_apnea_explains_the_products_candidate_there(tech_night):
+    analysis = tech_night.analysis
+    automatic = analysis.scorings["automatic"]
+    accepted = automatic.events[automatic.events.kind.isin(["apnea", "hypopnea"])]
+    apnea = next(row for row in technician_rows(analysis, ("apnea",)).itertuples() if len(overlapping(accepted, row)))
+    result = parse_result(run_tool("explain_event", {"event": apnea.clock_start, "kind": "apnea"}, tech_night).content)
+    assert result["scoring_in_use"] == "technician"
+    technician = result["technician_event"]
+    assert technician["scored_by"] == "technician" and technician["kind"] == "apnea" and technician["criteria"] is None
+    assert technician["clock_start"] == apnea.clock_start
+    assert "The technician scored" in result["findings"][0] and "no criteria" in result["findings"][0]
+    # The product's own candidate over the same seconds, with its criteria, named as the automatic scoring's.
+    expected = overlapping(accepted, apnea).iloc[0]
+    assert result["event_id"] == expected.event_id and result["status"] == "scored" and result["criteria"]
+    assert "accepted by the product's automatic scoring under AASM rule 1A" in result["findings"][1]
+    assert result["automatic_overlapping"][0] == {"event_id": expected.event_id, "status": "accepted",
+                                                  "kind": expected.kind, "confidence": expected.confidence}
+    # The same object everywhere: a row of the automatic scoring's candidates, and what list_events lists
+    # once the automatic scoring is chosen.
+    assert expected.event_id in set(automatic.candidates.candidate_id)
+    again = parse_result(run_tool("explain_event", {}, tech_night).content)  # "was that real?": the same event
+    assert again["event_id"] == expected.event_id and again["technician_event"]["clock_start"] == apnea.clock_start
+    from sleeplm.measure.analysis import use_scoring
+
+    tech_night.analysis = use_scoring(analysis, "automatic")
+    listed = parse_result(run_tool("list_events", {"kind": "respiratory", "start": expected.clock_start,
+                                                   "end": expected.clock_end}, tech_night).content)
+    assert expected.event_id in [e.get("event_id") for e in listed["events"]]
+    same = parse_result(run_tool("explain_event", {"event": expected.event_id}, tech_night).content)
+    assert same["kind"] == result["kind"] and same["criteria"] == result["criteria"] and "technician_event" not in same
+
+
+def test_explain_event_says_when_the_product_saw_nothing_where_the_technician_scored(tech_night):
+    from dataclasses import replace
+
+    from sleeplm.measure.events import event_table, stacked
+
+    analysis = tech_night.analysis
+    automatic = analysis.scorings["automatic"]
+    product = stacked(automatic.events, automatic.near_misses)
+    # A hypopnea the technician scored where the product measured nothing at all (added to the scoring in use).
+    start = next(float(t) for t in range(600, 3000, 30)
+                 if overlapping(product, pd.Series({"start_s": t - 60.0, "end_s": t + 80.0})).empty)
+    added = event_table(tech_night.rec, [{"kind": "hypopnea", "subtype": "", "start_s": start, "end_s": start + 14.0,
+                                          "evidence": {"scored_by": "technician"}}])
+    tech_night.analysis = replace(analysis, events=stacked(analysis.events, added).sort_values("start_s", ignore_index=True))
+    result = parse_result(run_tool("explain_event", {"event": added.clock_start.iloc[0]}, tech_night).content)
+    assert result["technician_event"]["kind"] == "hypopnea" and result["automatic_overlapping"] == []
+    assert "event_id" not in result and "found no breathing reduction" in result["findings"][-1]
+    # An automatic near-miss asked by its id, where the technician scored nothing (their events there left out): said so.
+    near = automatic.near_misses.iloc[0]
+    over = overlapping(technician_rows(analysis), near)
+    tech_night.analysis = replace(analysis, events=analysis.events.drop(index=over.index))
+    alone = parse_result(run_tool("explain_event", {"event": near.event_id}, tech_night).content)
+    assert alone["status"] == "near-miss" and alone["technician_event"] is None
+    assert "NOT scored by the product's automatic scoring" in alone["findings"][0]
+    assert "The technician scored no event overlapping that event" in alone["findings"][-1]
+
+
+def test_ahi_under_rules_gives_the_automatic_figures_and_the_technicians_as_reference(tech_night):
+    analysis = tech_night.analysis
+    automatic = analysis.scorings["automatic"]
+    result = parse_result(run_tool("ahi_under_rules", {"rules": ["4%"]}, tech_night).content)
+    assert result["scoring_in_use"] == "technician" and result["rule_in_force"] == "1A"
+    assert [(r["rule"], r["scored_by"]) for r in result["rules"]] == [("1A", "automatic"), ("1B", "automatic"),
+                                                                       ("technician", "technician")]
+    assert result["rules"][0]["ahi"] == automatic.summary["ahi"] == analysis.agreement["indices"]["ahi"]["automatic"]
+    strict = rescore(tech_night.rec, analysis, "1B")
+    assert result["rules"][1]["ahi"] == strict.scorings["automatic"].summary["ahi"]
+    technician = result["rules"][2]
+    assert technician["title"] == "technician (scoring file)" and technician["ahi"] == analysis.summary["ahi"]
+    assert f"technician (scoring file) AHI {analysis.summary['ahi']}/h" in result["findings"][0]
+    assert result["findings"][1].startswith("Automatic scoring under AASM rule 1B (CMS)")
+
+
+def test_rescoring_a_technician_night_rescores_the_automatic_events_only(tech_night):
+    analysis = tech_night.analysis
+    strict = rescore(tech_night.rec, analysis, "1B")
+    assert strict.scoring == "technician" and strict.hypopnea_rule == "1B"
+    # The technician's apneas and hypopneas stand, labelled as theirs (no rule, no confidence cut-offs).
+    assert strict.summary["ahi"] == analysis.summary["ahi"] and strict.summary["ahi_rule"] == "technician"
+    assert strict.summary["ahi_by_confidence"] is None
+    assert technician_rows(strict).equals(technician_rows(analysis))
+    auto, before = strict.scorings["automatic"], analysis.scorings["automatic"]
+    assert auto.summary["ahi_rule"] == "1B" and auto.summary["ahi"] <= before.summary["ahi"]
+    assert strict.agreement["indices"]["ahi"]["automatic"] == auto.summary["ahi"]
+    assert strict.agreement["events"]["respiratory"]["n_automatic"] == auto.summary["n_apneas"] + auto.summary["n_hypopneas"]
+    # Accepted and near-miss: the same candidates, split again under the rule; the ids are the candidates'.
+    respiratory = auto.events[auto.events.kind.isin(["apnea", "hypopnea"])]
+    assert set(respiratory.event_id) | set(auto.near_misses.event_id) == set(auto.candidates.candidate_id)
+    assert not set(respiratory.event_id) & set(auto.near_misses.event_id)
+
+
+def test_session_rule_change_on_a_technician_night_keeps_the_technicians_answers(tech_night):
+    session = NightSession(llm="none")
+    session.night = tech_night
+    session.set_rule("4%")
+    analysis = tech_night.analysis
+    assert session.rule == "1B" and analysis.hypopnea_rule == "1B" and analysis.scoring == "technician"
+    assert analysis.summary["ahi_rule"] == "technician"
+    turn = session.ask("give me a summary of my night")
+    assert "technician" in turn.answer and "rule 1A" not in turn.answer and "rule 1B" not in turn.answer
+    session.set_scoring("automatic")
+    assert tech_night.analysis.summary["ahi_rule"] == "1B"
+    assert tech_night.analysis.candidates is tech_night.analysis.scorings["automatic"].candidates
+
+
+def test_scripted_model_answers_the_criteria_questions_on_a_technician_night(tech_night, scripted_model):
+    analysis = tech_night.analysis
+    automatic = analysis.scorings["automatic"]
+    accepted = automatic.events[automatic.events.kind.isin(["apnea", "hypopnea"])]
+    apnea = next(row for row in technician_rows(analysis, ("apnea",)).itertuples() if len(overlapping(accepted, row)))
+    clock = apnea.clock_start[:5]
+
+    def why(messages):
+        result = tool_payload(messages)  # the compact view the model reads: the findings say whose event is whose
+        assert "The technician scored" in result["findings"][0] and "no criteria" in result["findings"][0]
+        return (f"The apnea at {clock} is the technician's, from the scoring file, which gives no criteria. "
+                f"{result['findings'][1]} {result['findings'][2]}")
+
+    strict = rescore(tech_night.rec, analysis, "1B").scorings["automatic"].summary["ahi"]
+
+    def under_rule(messages):
+        findings = " ".join(tool_payload(messages)["findings"])  # what the model reads names both
+        assert f"technician (scoring file) AHI {analysis.summary['ahi']}/h" in findings and f"AHI {strict}/h" in findings
+        return (f"The technician's scoring gives an AHI of {analysis.summary['ahi']} per hour. The product's own "
+                f"automatic scoring gives {strict} per hour under the 4 % rule (AASM rule 1B) and "
+                f"{automatic.summary['ahi']} under rule 1A.")
+
+    llm = scripted_model(call("explain_event", event=clock, kind="apnea"), why,
+                         call("ahi_under_rules", call_id="call_2", rules=["4%"]), under_rule)
+    session = session_on(tech_night, llm)
+    first = session.ask(f"why do you say I had an apnea at {clock}?")
+    assert first.mode == "agent" and first.grounding["unmatched"] == [], first.grounding
+    assert first.tool_calls[0]["result"]["technician_event"]["clock_start"] == apnea.clock_start
+    assert "accepted by the product's automatic scoring" in first.answer
+    second = session.ask("what would my AHI be under the 4 % rule?")
+    assert second.mode == "agent" and second.grounding["unmatched"] == [], second.grounding
+    assert f"{analysis.summary['ahi']} per hour" in second.answer
+
+
+def test_tool_only_mode_on_a_technician_night(tech_night):
+    session = NightSession(llm="none")
+    session.night = tech_night
+    turn = session.ask("what would my AHI be under the 4 % rule?")
+    assert turn.tool_calls[0]["status"] == "success" and "technician (scoring file) AHI" in turn.answer
+
+
+def test_a_night_with_its_nsrr_scoring_file_answers_why_and_under_which_rule(tmp_path, scripted_model, monkeypatch):
+    """Loaded the way a user's night is: the EDF with its NSRR XML beside it (the technician's stages and
+    respiratory events), the technician's scoring in use, the rule changed in the session."""
+    import itertools
+
+    from test_scoring import nsrr_xml
+
+    from sleeplm.synthetic import load_truth, simulate_night, write_night
+
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    path = write_night(simulate_night(duration_h=0.5, seed=4, severity="severe", sfreq=128), tmp_path / "night.edf")
+    truth = load_truth(path)
+    codes = {"W": "Wake|0", "N1": "Stage 1 sleep|1", "N2": "Stage 2 sleep|2", "N3": "Stage 3 sleep|3", "R": "REM sleep|5"}
+    stages = [(codes[str(stage)], len(list(run))) for stage, run in itertools.groupby(truth.hypnogram)]
+    concepts = {"apnea": "Obstructive apnea|Obstructive Apnea", "hypopnea": "Hypopnea|Hypopnea"}
+    scored = truth.events[truth.events.kind.isin(concepts)]
+    (tmp_path / "night-nsrr.xml").write_text(nsrr_xml(
+        stages, [(concepts[e.kind], e.start_s, round(e.end_s - e.start_s, 1), "") for e in scored.itertuples()],
+        clock=truth.start_clock.replace(":", ".")))
+    asked = {}
+
+    def why(messages):
+        return " ".join(tool_payload(messages)["findings"][:2])
+
+    def under_rule(messages):
+        findings = tool_payload(messages)["findings"]
+        return f"{findings[0]} {findings[1]}"
+
+    llm = scripted_model(lambda messages: call("explain_event", event=asked["clock"], kind="apnea"), why,
+                         call("ahi_under_rules", call_id="call_2", rules=["4%"]), under_rule)
+    session = NightSession(llm=llm)
+    session.load(path, stage_cross_check=False)
+    night = session.night
+    assert night.rec.reference.source == "NSRR XML file found beside the recording" and night.scoring == "technician"
+    assert night.analysis.summary["ahi_rule"] == "technician"
+    apnea = technician_rows(night.analysis, ("apnea",)).iloc[0]
+    asked["clock"] = apnea.clock_start[:5]
+    first = session.ask(f"why do you say I had an apnea at {asked['clock']}?")
+    result = first.tool_calls[0]["result"]
+    assert result["technician_event"]["clock_start"] == apnea.clock_start and result["technician_event"]["criteria"] is None
+    assert first.mode == "agent" and first.grounding["unmatched"] == [], first.grounding
+    assert "The technician scored" in first.answer and "no criteria" in first.answer
+    technician_ahi = night.analysis.summary["ahi"]
+    session.set_rule("4%")
+    assert night.analysis.hypopnea_rule == "1B" and night.analysis.summary["ahi"] == technician_ahi
+    second = session.ask("what would my AHI be under the 4 % rule?")
+    rows = second.tool_calls[0]["result"]["rules"]
+    assert [(r["rule"], r["scored_by"]) for r in rows] == [("1B", "automatic"), ("technician", "technician")]
+    assert rows[1]["ahi"] == technician_ahi and f"AHI {technician_ahi}/h" in second.answer
+    assert second.grounding["unmatched"] == [], second.grounding
+    session.close()
+
+
+def test_app_event_view_on_a_technician_night_shows_the_automatic_candidate(tech_night, tmp_path):
+    import app
+
+    analysis = tech_night.analysis
+    automatic = analysis.scorings["automatic"]
+    accepted = automatic.events[automatic.events.kind.isin(["apnea", "hypopnea"])]
+    apnea = next(row for row in technician_rows(analysis, ("apnea",)).itertuples() if len(overlapping(accepted, row)))
+    bs = app.open_session(tmp_path, "tab", lambda: "none")
+    try:
+        bs.night.night = tech_night
+        figure, table, findings = app.explain_at(apnea.clock_start, bs)
+        assert figure is not None and table["passes"].all() and list(table.columns)[0] == "criterion"
+        assert findings.startswith("- The technician scored") and "accepted by the product's automatic scoring" in findings
+    finally:
+        bs.night.night = None
+        bs.close()
+
+
+# ---- serve --rule: the rule of the nights uploaded in the app and of the /ask endpoint ------------
+@pytest.fixture(scope="module")
+def plain_night(tmp_path_factory):
+    """A 30-min simulator night without scoring (the product's own events are in use)."""
+    from sleeplm.synthetic import simulate_night, write_night
+
+    return write_night(simulate_night(duration_h=0.5, seed=4, severity="severe", sfreq=128),
+                       tmp_path_factory.mktemp("plain") / "night.edf")
+
+
+def upload(path, folder) -> str:
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return shutil.copy(path, folder / "upload.edf")
+
+
+def test_serve_rule_scores_the_nights_uploaded_in_the_app(plain_night, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import app
+
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    demo = app.build_app(llm_factory=lambda: "none", session_root=tmp_path / "sessions", rule="shhs")
+    handlers = {f.fn.__name__: f.fn for f in demo.fns.values()}
+    request = SimpleNamespace(session_hash="tab")
+    try:
+        bs = list(handlers["on_upload"](upload(plain_night, tmp_path / "u1"), None, request, None))[-1][0]
+        assert bs.night.rule == "shhs" and bs.night.night.analysis.hypopnea_rule == "shhs"
+        assert bs.night.night.analysis.summary["ahi_rule"] == "shhs"
+        # A rule picked in the tab holds for its next upload; the server's rule is only where a tab starts.
+        handlers["on_rule"]("1B", bs)
+        bs = list(handlers["on_upload"](upload(plain_night, tmp_path / "u2"), bs, request, None))[-1][0]
+        assert bs.night.night.analysis.hypopnea_rule == "1B"
+    finally:
+        demo.close_sessions()
+
+
+def test_the_ask_endpoint_takes_a_rule_or_uses_the_servers(plain_night, tmp_path, monkeypatch):
+    from gradio_client import Client, handle_file
+    from test_app import free_port
+
+    import app
+
+    monkeypatch.delenv("SLEEPLM_CHECKPOINT", raising=False)
+    demo = app.build_app(llm_factory=lambda: "none", session_root=tmp_path / "sessions", rule="shhs")
+    _, url, _ = app.launch(demo, port=free_port(), block=False)
+    question = "how many of these events are clear-cut?"
+    try:
+        client = Client(url, verbose=False)
+        parameters = [p["parameter_name"] for p in client.view_api(print_info=False, return_format="dict")
+                      ["named_endpoints"]["/ask"]["parameters"]]
+        assert parameters == ["recording", "question", "audience", "rule"]
+        served = client.predict(handle_file(str(plain_night)), question, "clinician", api_name="/ask")
+        assert "(rule shhs)" in served and "(rule aasm-v3)" not in served.split("Under the other rules")[0]
+        chosen = client.predict(handle_file(str(plain_night)), question, "clinician", "current", api_name="/ask")
+        assert "The events were scored under AASM Scoring Manual version 3" in chosen
+        with pytest.raises(Exception, match="unknown scoring rule '2C'"):
+            client.predict(handle_file(str(plain_night)), question, "clinician", "2C", api_name="/ask")
+    finally:
+        demo.close()
+    assert list((tmp_path / "sessions").iterdir()) == []

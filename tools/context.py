@@ -65,6 +65,9 @@ class NightContext:
     named_periods : the periods the previous answer named, for follow-ups ("show me that period",
         "and in REM?"): {"tool", "args", "periods": [citation dicts with "rank"]}, or None.
     explained_event : id of the event `explain_event` explained last ("was that a real event?"), or None.
+    analysis_lock : held while the analysis is replaced from a copy of it (the comparison with the
+        technician's scoring, a re-scoring under another rule, SleepLM's re-staging), so that one
+        replacement never overwrites another made meanwhile.
     """
 
     rec: Recording
@@ -79,7 +82,7 @@ class NightContext:
     audience: str = "clinician"
     named_periods: dict | None = None
     explained_event: str | None = None
-    _comparing: Any = field(default_factory=threading.Lock, repr=False, compare=False)
+    analysis_lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def compare_scorings(self) -> Any:
         """The analysis with the product's own scoring compared with the technician's, computed once
@@ -94,7 +97,7 @@ class NightContext:
         if not has_technician_scoring(self.rec):
             raise ToolException("No scoring came with this recording (no technician's stages or events), so there is "
                                 "nothing to compare the automatic scoring with; all results are automatic.")
-        with self._comparing:  # the session's background check may be computing it already
+        with self.analysis_lock:  # the session's background check may be computing it already
             if self.analysis.agreement is None:
                 self.analysis = compare_with_automatic(self.rec, self.analysis)
                 self.version += 1

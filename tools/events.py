@@ -100,6 +100,9 @@ def _event_row(night: NightContext, row) -> dict:
         "duration_s": rounded(row.end_s - row.start_s),
         **{k: citation[k] for k in ("clock_start", "clock_end", "elapsed_start", "epoch_start", "epoch_end") if citation.get(k) is not None},
     }
+    # The id `explain_event` takes ("R012"), for the product's own events (a technician's have none).
+    if isinstance(getattr(row, "event_id", None), str):
+        item["event_id"] = row.event_id
     evidence = getattr(row, "evidence", None)
     if isinstance(evidence, dict):
         item["evidence"] = {k: rounded(v) for k, v in evidence.items() if isinstance(v, (numbers.Number, str)) and not isinstance(v, bool)}

@@ -5,6 +5,14 @@ Both read the criteria the measurement layer attached to each event (`sleeplm.me
 measured values, the rule's thresholds, margins, the path that set the type, signal quality and
 the confidence; `ahi_under_rules` re-scores the night's cached candidates under each rule
 (`sleeplm.measure.analysis.rescore`), without reading a signal again.
+
+When the answers use the technician's scoring (it came with the recording), its events carry no
+criteria (a scoring file gives a label, a duration, perhaps a nadir): both tools then answer from
+the product's own automatic scoring, which is measured on such nights too, and say whose figures
+are whose: `explain_event` gives the technician's event at the time asked and the automatic
+candidate(s) overlapping it (accepted or near-miss, with their criteria), or says that the product
+found none there; `ahi_under_rules` gives the automatic AHI under each rule and the technician's
+AHI as a reference row ("technician (scoring file)").
 """
 
 from __future__ import annotations
@@ -18,14 +26,15 @@ from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
 from sleeplm.io.recording import EPOCH_SEC
-from sleeplm.measure.analysis import rescore
+from sleeplm.measure.analysis import automatic_view, rescore
 from sleeplm.measure.events import stacked
 from sleeplm.measure.rules import CONFIDENCE_CUTOFFS, RULES, resolve_rule
+from sleeplm.measure.summary import TECHNICIAN_SCORED
 from sleeplm.terms import format_citation
 from tools.context import NightContext, TimeText, configure, night_tool_errors, rounded
 
-__all__ = ["explain_event", "ahi_under_rules", "EVENT_ID", "confidence_word", "criteria_analysis", "find_event", "explanation",
-           "criteria_table"]
+__all__ = ["explain_event", "ahi_under_rules", "EVENT_ID", "confidence_word", "criteria_analysis", "technician_in_use",
+           "find_event", "explanation", "explain", "criteria_table"]
 
 # Event ids as the events table writes them: R respiratory, D desaturation, A arousal, H heart rate, P position.
 EVENT_ID = re.compile(r"^\s*(?:event\s*)?#?\s*([RDAHP])\s*-?\s*(\d{1,4})\s*$", re.IGNORECASE)
@@ -65,15 +74,25 @@ class ExplainArgs(BaseModel):
     )
 
 
-def criteria_analysis(night: NightContext):
-    """The night's analysis when its apneas and hypopneas are the product's own (with their criteria), else ToolException."""
-    from sleeplm.measure.agreement import respiratory_by_technician
-
+def technician_in_use(night: NightContext) -> bool:
+    """True when the answers use the technician's scoring and it has events of a kind `explain_event`
+    explains (they carry no criteria: the product's own scoring explains the same moments)."""
     analysis = night.require_analysis()
-    if getattr(analysis, "scoring", "automatic") == "technician" and respiratory_by_technician(night.rec):
-        raise ToolException("The apneas and hypopneas in use are the technician's scoring that came with the recording: "
-                            "they carry no criteria and no rule re-scores them. The product's own scoring (with "
-                            "criteria) is used when the automatic scoring is chosen; scoring_agreement compares the two.")
+    if getattr(analysis, "scoring", "automatic") != "technician":
+        return False
+    events = analysis.events
+    return bool(len(events)) and any(isinstance(e, dict) and e.get("scored_by") == "technician"
+                                     for e in events[events["kind"].isin(EXPLAINED_KINDS)]["evidence"])
+
+
+def criteria_analysis(night: NightContext):
+    """The product's own scoring of the night, whose events carry their criteria: the analysis in use,
+    or, when the technician's events are in use (`technician_in_use`), the automatic scoring
+    (`sleeplm.measure.analysis.automatic_view`; computed now if the comparison has not run yet).
+    ToolException for a night measured without per-candidate measurements."""
+    analysis = night.require_analysis()
+    if technician_in_use(night):
+        analysis = automatic_view(night.compare_scorings())
     if getattr(analysis, "candidates", None) is None:
         raise ToolException("This night's events carry no scoring criteria (they were not measured by this version); "
                             "list_events gives their times and measured values.")
@@ -127,7 +146,10 @@ def _criterion_line(test: dict) -> str:
     return f"{words} {test['measured']:g}{unit} (rule needs >= {test['threshold']:g}{unit}, margin {test['margin']:g}: {verdict})"
 
 
-def explanation(night: NightContext, analysis, row: pd.Series, status: str) -> dict:
+def explanation(night: NightContext, analysis, row: pd.Series, status: str, technician: bool = False) -> dict:
+    """`row` (an event or near-miss of `analysis`) explained: criteria, failed ones, type path,
+    quality, confidence, and findings; `technician`: the answers use the technician's scoring, so
+    the findings say the event is the product's automatic scoring's."""
     evidence = row["evidence"] if isinstance(row["evidence"], dict) else {}
     criteria = evidence.get("criteria") or {}
     kind = row["subtype"] if status == "near-miss" else row["kind"]
@@ -140,8 +162,10 @@ def explanation(night: NightContext, analysis, row: pd.Series, status: str) -> d
     tests = criteria.get("tests") or []
     required = [t for t in tests if t.get("group") == "all"]
     options = [t for t in tests if t.get("group") == "any"]
-    findings = [f"{kind.capitalize()}{' (' + subtype + ')' if subtype else ''} {row['event_id']} at {where}: "
-                + (f"scored under {title}." if status == "scored" else f"NOT scored under {title} (a near-miss).")]
+    who = "the product's automatic scoring" if technician else ""
+    verdict = (f"{'accepted by ' + who if technician else 'scored'} under {title}." if status == "scored" else
+               f"NOT scored{' by ' + who if technician else ''} under {title} (a near-miss).")
+    findings = [f"{kind.capitalize()}{' (' + subtype + ')' if subtype else ''} {row['event_id']} at {where}: {verdict}"]
     findings.append("Criteria: " + "; ".join(_criterion_line(t) for t in required) + ".")
     if status == "near-miss":
         findings.append("Failed: " + "; ".join(_criterion_line(t) for t in _failed_tests(tests, criteria)) + ".")
@@ -172,11 +196,12 @@ def explanation(night: NightContext, analysis, row: pd.Series, status: str) -> d
 
 
 def criteria_table(explained: dict) -> pd.DataFrame:
-    """An `explanation`'s criteria as a table: criterion, measured, threshold, margin, passes (the app's view)."""
+    """An `explanation`'s criteria as a table: criterion, measured, threshold, margin, passes (the app's view;
+    empty when only the technician scored the moment explained)."""
     rows = [{"criterion": CRITERION_WORDS.get(t["criterion"], (t["criterion"], ""))[0]
              + (" (one of)" if t.get("group") == "any" else ""),
              "measured": t["measured"], "threshold": t["threshold"], "margin": t["margin"], "passes": t["passed"]}
-            for t in explained["criteria"]]
+            for t in explained.get("criteria") or []]
     return pd.DataFrame(rows, columns=["criterion", "measured", "threshold", "margin", "passes"])
 
 
@@ -187,30 +212,158 @@ def _failed_tests(tests: list[dict], criteria: dict) -> list[dict]:
     return [t for t in tests if (t["criterion"], t["threshold"]) in failed or t["criterion"] in names]
 
 
+def _nearby(night: NightContext, analysis, row: pd.Series) -> list[dict]:
+    """The other events and near-misses of `analysis` within `NEAR_S` of `row`."""
+    start, end = float(row["start_s"]), float(row["end_s"])
+    nearby = stacked(analysis.events, analysis.near_misses)
+    nearby = nearby[(nearby["start_s"] < end + NEAR_S) & (nearby["end_s"] > start - NEAR_S)
+                    & (nearby["event_id"] != row["event_id"]) & nearby["kind"].isin((*EXPLAINED_KINDS, "near_miss"))]
+    return [{"event_id": r.event_id, "kind": r.kind if r.kind != "near_miss" else f"near-miss ({r.subtype})",
+             "clock_start": night.rec.cite(r.start_s, r.end_s).get("clock_start"), "confidence": rounded(r.confidence, 2)}
+            for r in nearby.head(6).itertuples()]
+
+
+# The product's events that can stand for a technician's event of each kind ("near_miss" rows by their subtype).
+SAME_KIND = {"apnea": ("apnea", "hypopnea"), "hypopnea": ("apnea", "hypopnea"), "desaturation": ("desaturation",),
+             "arousal": ("arousal",)}
+
+
+def _technician_events(night: NightContext) -> pd.DataFrame:
+    """The technician's events in use of the kinds `explain_event` explains."""
+    events = night.analysis.events
+    scored = events["evidence"].map(lambda e: isinstance(e, dict) and e.get("scored_by") == "technician")
+    return events[scored & events["kind"].isin(EXPLAINED_KINDS)]
+
+
+def _overlapping(table: pd.DataFrame, start: float, end: float, kinds: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of `table` (events, then near-misses by their subtype) of `kinds` overlapping [start, end], most overlap first."""
+    of_kind = table["kind"].isin(kinds) | ((table["kind"] == "near_miss") & table["subtype"].isin(kinds))
+    found = table[of_kind & (table["end_s"] > start) & (table["start_s"] < end)]
+    overlap = found["end_s"].clip(upper=end) - found["start_s"].clip(lower=start)
+    return found.assign(_overlap=overlap, _near=found["kind"] == "near_miss").sort_values(
+        ["_near", "_overlap"], ascending=[True, False]).drop(columns=["_overlap", "_near"])
+
+
+def _technician_item(night: NightContext, row: pd.Series) -> dict:
+    citation = night.rec.cite(row["start_s"], max(row["end_s"], row["start_s"] + 1))
+    evidence = row["evidence"] if isinstance(row["evidence"], dict) else {}
+    item = {"scored_by": "technician", "kind": row["kind"], "subtype": row["subtype"] or None,
+            "duration_s": rounded(row["end_s"] - row["start_s"]),
+            **{k: citation[k] for k in ("clock_start", "clock_end", "elapsed_start", "epoch_start", "epoch_end")
+               if citation.get(k) is not None},
+            "criteria": None}
+    if evidence.get("nadir_pct") is not None:
+        item["spo2_nadir_pct"] = rounded(evidence["nadir_pct"])
+    return item
+
+
+def _technician_line(night: NightContext, item: dict, row: pd.Series) -> str:
+    kind = f"{item['subtype']} {item['kind']}" if item["subtype"] else item["kind"]
+    nadir = f", SpO2 nadir {item['spo2_nadir_pct']:g} %" if item.get("spo2_nadir_pct") is not None else ""
+    where = format_citation(night.rec.cite(row["start_s"], max(row["end_s"], row["start_s"] + 1)))
+    return (f"The technician scored a {kind} at {where}, lasting {item['duration_s']:g} s{nadir}: this is the scoring "
+            "that came with the recording, which the answers use. The scoring file gives only its label, duration"
+            f"{' and nadir' if nadir else ''}, no criteria; the product's own automatic scoring of the same moment follows.")
+
+
+def _explain_with_technician(night: NightContext, analysis, event: str | None, kind: str) -> tuple[dict, pd.Series | None]:
+    """`explain_event` when the answers use the technician's events: the technician's event at the time
+    asked (label, duration, nadir: a scoring file carries no criteria) and the product's automatic
+    candidate(s) overlapping it (accepted or near-miss, with their criteria), or the product's own
+    event asked for by id (and the technician's event overlapping it, if any)."""
+    technician = _technician_events(night)
+    table = stacked(analysis.events, analysis.near_misses)
+    table = table[table["kind"].isin((*EXPLAINED_KINDS, "near_miss"))]
+    tech_row = None
+    event = event or night.explained_event
+    if not event:
+        raise ToolException("No event has been explained yet: name one by its time ('02:14', '3h10m', 'epoch 120') "
+                            "or its id ('R012').")
+    if EVENT_ID.match(event):
+        row, status = find_event(night, analysis, event, kind)
+        kinds = SAME_KIND[row["subtype"] if row["kind"] == "near_miss" else row["kind"]]
+        matches = technician[technician["kind"].isin(kinds) & (technician["end_s"] > row["start_s"])
+                             & (technician["start_s"] < row["end_s"])]
+        tech_row = matches.iloc[0] if len(matches) else None
+        product = [row]
+    else:
+        first, last = night.span(event, None)
+        lo, hi = first * EPOCH_SEC - NEAR_S, (last + 1) * EPOCH_SEC + NEAR_S
+        wanted = {"any": EXPLAINED_KINDS, "respiratory": ("apnea", "hypopnea")}.get(kind, (kind,))
+        inside = technician[technician["kind"].isin(wanted) & (technician["end_s"] >= lo) & (technician["start_s"] <= hi)]
+        if len(inside):
+            middle = (first + last + 1) * EPOCH_SEC / 2
+            order = inside.assign(_far=(inside["start_s"] - middle).abs(),
+                                  _resp=~inside["kind"].isin(("apnea", "hypopnea")))
+            tech_row = order.sort_values(["_resp", "_far"]).iloc[0]
+            found = _overlapping(table, tech_row["start_s"], tech_row["end_s"], SAME_KIND[tech_row["kind"]])
+            product = [found.iloc[i] for i in range(len(found))]
+        else:
+            try:
+                product = [find_event(night, analysis, event, kind)[0]]
+            except ToolException as exc:
+                where = format_citation(night.cite(first, last))
+                raise ToolException(f"Neither the technician's scoring (used in the answers) nor the product's automatic "
+                                    f"scoring has {'an event' if kind == 'any' else 'a ' + kind} within {NEAR_S:g} s of "
+                                    f"{where}; list_events lists the events of a time range.") from exc
+    findings: list[str] = []
+    item = None
+    if tech_row is not None:
+        item = _technician_item(night, tech_row)
+        findings.append(_technician_line(night, item, tech_row))
+    explained: dict = {}
+    if product:
+        row = product[0]
+        status = "near-miss" if row["kind"] == "near_miss" else "scored"
+        explained = explanation(night, analysis, row, status, technician=True)
+        findings += explained.pop("findings")
+        if tech_row is None:
+            asked = "that event" if EVENT_ID.match(event) else "there"
+            findings.append(f"The technician scored no {'event' if kind == 'any' else kind} overlapping {asked}; the "
+                            "answers use the technician's scoring, so this automatic event is not counted in them.")
+    else:
+        night.explained_event = item["clock_start"] if item and item.get("clock_start") else event
+        findings.append("The product's automatic scoring found no breathing reduction, desaturation or arousal of "
+                        "this kind overlapping the technician's event (no candidate, accepted or near-miss): it did not "
+                        "see this event in the signals.")
+    return {
+        "tool": "explain_event",
+        "source": "technician's scoring (no criteria in the file) and the product's automatic scoring (measured)",
+        "scoring_in_use": "technician",
+        "technician_event": item,
+        **explained,
+        "automatic_overlapping": [{"event_id": r["event_id"], "status": "near-miss" if r["kind"] == "near_miss" else "accepted",
+                                   "kind": r["subtype"] if r["kind"] == "near_miss" else r["kind"],
+                                   "confidence": rounded(r["confidence"], 2)} for r in product[:6]],
+        "findings": findings,
+        "nearby": _nearby(night, analysis, product[0]) if product else [],
+    }, (product[0] if product else None)
+
+
+def explain(night: NightContext, event: str | None, kind: str = "any") -> tuple[dict, pd.Series | None, object]:
+    """`explain_event`'s result for `event`, the product's event or near-miss it explains (None when
+    the product has none there: only the technician scored that moment) and the analysis that row
+    belongs to (the automatic scoring when the technician's is in use), for the app's event view."""
+    analysis = criteria_analysis(night)
+    if technician_in_use(night):
+        result, row = _explain_with_technician(night, analysis, event, kind)
+        return result, row, analysis
+    row, status = find_event(night, analysis, event, kind)
+    result = {"tool": "explain_event", "source": "measured", **explanation(night, analysis, row, status),
+              "nearby": _nearby(night, analysis, row)}
+    return result, row, analysis
+
+
 @tool("explain_event", args_schema=ExplainArgs)
 @night_tool_errors
 def explain_event(event: str | None = None, kind: str = "any", *, runtime: ToolRuntime[NightContext]) -> dict:
     """Explain why an apnea, hypopnea, oxygen desaturation or arousal was scored (or why a breathing
     reduction was NOT): each criterion of the scoring rule with the measured value, the threshold and
     the margin, the path that set its type (obstructive/central/mixed), the signal quality of the
-    channels used, and its confidence (clear-cut, borderline). Use for 'why do you say I had an apnea
-    at 02:14?', 'was that a real event or an artefact?', 'explain event R012'."""
-    night = runtime.context
-    analysis = criteria_analysis(night)
-    row, status = find_event(night, analysis, event, kind)
-    explained = explanation(night, analysis, row, status)
-    start, end = float(row["start_s"]), float(row["end_s"])
-    nearby = stacked(analysis.events, analysis.near_misses)
-    nearby = nearby[(nearby["start_s"] < end + NEAR_S) & (nearby["end_s"] > start - NEAR_S)
-                    & (nearby["event_id"] != row["event_id"]) & nearby["kind"].isin((*EXPLAINED_KINDS, "near_miss"))]
-    return {
-        "tool": "explain_event",
-        "source": "measured",
-        **explained,
-        "nearby": [{"event_id": r.event_id, "kind": r.kind if r.kind != "near_miss" else f"near-miss ({r.subtype})",
-                    "clock_start": night.rec.cite(r.start_s, r.end_s).get("clock_start"), "confidence": rounded(r.confidence, 2)}
-                   for r in nearby.head(6).itertuples()],
-    }
+    channels used, and its confidence (clear-cut, borderline). With the technician's scoring in use,
+    the technician's event there and the product's own automatic scoring of the same moment. Use for
+    'why do you say I had an apnea at 02:14?', 'was that a real event or an artefact?', 'explain event R012'."""
+    return explain(runtime.context, event, kind)[0]
 
 
 class RulesArgs(BaseModel):
@@ -237,9 +390,13 @@ def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[Nigh
     rules (Chicago 1999, AASM 2007 recommended/alternative, AASM rule 1A, rule 1B = the 4 % rule (CMS),
     SHHS, the current AASM manual), each with its apnea and hypopnea counts; and how many events are
     clear-cut: the AHI counting only events of confidence >= 0.75 and >= 0.9. Use for 'what would my
-    AHI be under the 4 % rule?', 'which rule was used?', 'how many of these events are clear-cut?'."""
+    AHI be under the 4 % rule?', 'which rule was used?', 'how many of these events are clear-cut?'.
+    With the technician's scoring in use, the per-rule figures are the product's own automatic
+    scoring's, and the technician's AHI is given beside them as a reference row."""
     night = runtime.context
+    in_use = night.require_analysis().summary
     analysis = criteria_analysis(night)
+    technician = in_use.get("ahi_rule") == TECHNICIAN_SCORED and night.scoring == "technician"
     wanted = [resolve_rule(name) for name in rules] if rules else list(RULES.values())
     in_force = resolve_rule(analysis.hypopnea_rule)
     rows = []
@@ -253,9 +410,26 @@ def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[Nigh
         return f"{index} {row[index.lower()]}/h ({row['n_apneas']} apneas, {row['n_hypopneas']} hypopneas)"
 
     # Short findings (the model reads a compact view): the rules asked about first, with what they ask.
-    asked = [row for row in rows[1:] if rules]
-    findings = [f"Under {RULES[row['rule']].hypopnea_text()}: {figures(row)}." for row in asked]
-    findings.append(f"The events were scored under {in_force.title} (rule {in_force.name}): {figures(current)}.")
+    findings = []
+    if technician:
+        tech_index = "ahi" if in_use.get("ahi") is not None else "rei"
+        rows.append({"rule": "technician", "title": "technician (scoring file)", "scored_by": "technician",
+                     "definition": "the technician's scoring that came with the recording (the file states no rule)",
+                     "citation": None, "index": tech_index.upper(), tech_index: in_use.get(tech_index),
+                     "n_apneas": in_use.get("n_apneas"), "n_hypopneas": in_use.get("n_hypopneas"),
+                     "severity": in_use.get("severity"), "by_confidence": None})
+        findings.append(f"The answers use the technician's scoring (came with the recording): technician (scoring file) "
+                        f"{tech_index.upper()} {in_use.get(tech_index)}/h ({in_use.get('n_apneas')} apneas, "
+                        f"{in_use.get('n_hypopneas')} hypopneas); the file states no rule, so no rule re-scores it. The "
+                        "figures per rule are the product's own automatic scoring (its staging and events), re-scored.")
+    for row in rows:
+        row.setdefault("scored_by", "automatic")
+    rule_rows = [row for row in rows if row["scored_by"] == "automatic"]
+    asked = [row for row in rule_rows[1:] if rules]
+    who = "The product's automatic scoring" if technician else "The events were scored"
+    findings += [f"{'Automatic scoring under' if technician else 'Under'} {RULES[row['rule']].hypopnea_text()}: "
+                 f"{figures(row)}." for row in asked]
+    findings.append(f"{who} under {in_force.title} (rule {in_force.name}): {figures(current)}.")
     by_confidence = current.get("by_confidence") or {}
     if by_confidence:
         findings.append(f"Clear-cut or not (confidence from the margins to the rule's thresholds): all {by_confidence['all']['events']} "
@@ -264,10 +438,12 @@ def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[Nigh
                             for cut, v in by_confidence.items() if cut != "all") + ".")
     if not rules:
         findings.append("Under the other rules: " + "; ".join(f"{row['title']} (rule {row['rule']}) {index} "
-                                                              f"{row[index.lower()]}/h" for row in rows[1:]) + ".")
+                                                              f"{row[index.lower()]}/h" for row in rule_rows[1:]) + ".")
     return {
         "tool": "ahi_under_rules",
-        "source": "measured (the night's breathing reductions re-scored under each rule; no signal read again)",
+        "source": "measured (the night's breathing reductions re-scored under each rule; no signal read again)"
+                  + ("; the technician's row is the scoring that came with the recording" if technician else ""),
+        "scoring_in_use": night.scoring,
         "rule_in_force": in_force.name,
         "rules": rows,
         "findings": findings,

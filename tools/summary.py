@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from sleeplm.measure.agreement import SCORING_NAMES
 from sleeplm.errors import SleepLMError
 from sleeplm.measure.rules import resolve_rule
+from sleeplm.measure.summary import TECHNICIAN_SCORED
 from sleeplm.terms import SLEEP_STAGES, SEVERITY_NOTE, Audience, format_elapsed
 from tools.context import NightContext, configure, night_tool_errors, rounded
 
@@ -34,7 +35,10 @@ def _hours_minutes(minutes: float | None) -> str | None:
 
 def rule_text(name) -> str:
     """The scoring rule behind the AHI as an answer names it (`sleeplm.measure.rules.RULES`), e.g.
-    "AASM 2012 rule 1A (recommended): apnea = airflow drop >= 90 % ...; hypopnea = ..."."""
+    "AASM 2012 rule 1A (recommended): apnea = airflow drop >= 90 % ...; hypopnea = ...", or who
+    scored the events when the technician did (a scoring file states no rule)."""
+    if name == TECHNICIAN_SCORED:
+        return "apneas and hypopneas scored by the technician, in the scoring file that came with the recording"
     try:
         return resolve_rule(name).hypopnea_text()
     except SleepLMError:
@@ -93,7 +97,9 @@ def _patient_findings(s: dict) -> list[str]:
     ahi, low = s.get("ahi"), s.get("spo2_min")
     if ahi is not None:
         line = (f"Breathing pauses and shallow breathing: {ahi} per hour of sleep (the '{s.get('severity')}' band). "
-                f"Doctors call this number the AHI; it was counted under the scoring rule {s.get('ahi_rule')}.")
+                "Doctors call this number the AHI; " + ("it was counted by the technician who scored the recording."
+                                                        if s.get("ahi_rule") == TECHNICIAN_SCORED else
+                                                        f"it was counted under the scoring rule {s.get('ahi_rule')}."))
         (lead if ahi >= AHI_FINDING else rest).append(line)
         if ahi >= AHI_FINDING:
             discuss.append("the breathing pauses")

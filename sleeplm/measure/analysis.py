@@ -31,18 +31,28 @@ from sleeplm.measure.staging import StagingResult, stage_night
 from sleeplm.measure.rules import DEFAULT_RULE, resolve_rule
 from sleeplm.measure.summary import night_summary
 
-__all__ = ["Scoring", "NightAnalysis", "analyze_night", "restage", "rescore", "compare_with_automatic", "use_scoring"]
+__all__ = ["Scoring", "NightAnalysis", "analyze_night", "restage", "rescore", "compare_with_automatic", "use_scoring",
+           "automatic_view"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Scoring:
-    """One way of scoring the night: its stages, its events and the night summary they give."""
+    """One way of scoring the night: its stages, its events and the night summary they give.
+
+    ``near_misses`` and ``candidates`` are the product's own breathing reductions in these stages
+    (`sleeplm.measure.events.EventScoring`): the automatic scoring's accepted apneas and hypopneas
+    are rows of its ``candidates`` (same ``event_id``), so explaining an event, listing it and
+    re-scoring it under another rule all see the same objects. With the technician's apneas and
+    hypopneas in use they are the reductions the product measured in the technician's stages.
+    """
 
     staging: StagingResult
     events: pd.DataFrame
     summary: dict
+    near_misses: pd.DataFrame | None = None
+    candidates: pd.DataFrame | None = None
 
 
 @dataclass
@@ -153,7 +163,8 @@ def analyze_night(rec: Recording, model=None, progress: Callable[[float, str], N
     analysis = NightAnalysis(features=features, missing=missing_reasons(rec, artefacts), artefacts=artefacts, staging=staging,
                              events=events, summary=summary, hypopnea_rule=hypopnea_rule, timings_s=timings,
                              scoring=summary["scoring"],
-                             scorings={"technician": Scoring(staging, events, summary)} if technician else {},
+                             scorings={"technician": Scoring(staging, events, summary, scored.near_misses,
+                                                             scored.candidates)} if technician else {},
                              near_misses=scored.near_misses, candidates=scored.candidates)
     if compare:
         if progress is not None:
@@ -181,13 +192,15 @@ def compare_with_automatic(rec: Recording, analysis: NightAnalysis) -> NightAnal
     >>> compared.scoring, sorted(compared.scorings), compared.agreement["staging"]["automatic_source"]
     ('technician', ['automatic', 'technician'], 'yasa')
     """
-    technician = analysis.scorings.get("technician") or Scoring(analysis.staging, analysis.events, analysis.summary)
+    technician = analysis.scorings.get("technician") or Scoring(analysis.staging, analysis.events, analysis.summary,
+                                                                analysis.near_misses, analysis.candidates)
     if technician.staging.source == "reference scoring":
         # The stager alone, as on a night without scoring (the recording's arrays are shared, not copied).
         staging = stage_night(replace(rec, reference=None), artefacts=analysis.artefacts)
     else:
         staging = technician.staging
-    events = detect_events(rec, staging.hypnogram, analysis.hypopnea_rule, artefacts=analysis.artefacts)
+    scored = score_events(rec, staging.hypnogram, analysis.hypopnea_rule, artefacts=analysis.artefacts)
+    events = scored.events
     summary = night_summary(rec, events, staging, features=analysis.features, hypopnea_rule=analysis.hypopnea_rule,
                             artefacts=analysis.artefacts)
     summary["scoring"] = "automatic"
@@ -201,10 +214,8 @@ def compare_with_automatic(rec: Recording, analysis: NightAnalysis) -> NightAnal
     elif tech_staging.source == "reference scoring" and staging.unavailable:  # why the stager could not run (no EEG...)
         tech_staging = replace(tech_staging, unavailable={**(tech_staging.unavailable or {}), **staging.unavailable})
     scorings = {"technician": replace(technician, staging=tech_staging, summary={**technician.summary, "agreement": agreement}),
-                "automatic": Scoring(staging, events, summary)}
-    current = scorings[analysis.scoring]
-    return replace(analysis, staging=current.staging, events=current.events, summary=current.summary,
-                   scorings=scorings, agreement=agreement)
+                "automatic": Scoring(staging, events, summary, scored.near_misses, scored.candidates)}
+    return _in_use(replace(analysis, scorings=scorings, agreement=agreement), analysis.scoring)
 
 
 def use_scoring(analysis: NightAnalysis, scoring: str) -> NightAnalysis:
@@ -232,8 +243,31 @@ def use_scoring(analysis: NightAnalysis, scoring: str) -> NightAnalysis:
         why = ("no scoring came with this recording" if scoring == "technician" else
                "the automatic scoring of this night has not been computed yet")
         raise MeasurementError(f"the {scoring} scoring is not available: {why}.")
+    return _in_use(analysis, scoring)
+
+
+def _in_use(analysis: NightAnalysis, scoring: str) -> NightAnalysis:
+    """`analysis` with ``analysis.scorings[scoring]``'s stages, events, near-misses, candidates and summary in use."""
     chosen = analysis.scorings[scoring]
-    return replace(analysis, staging=chosen.staging, events=chosen.events, summary=chosen.summary, scoring=scoring)
+    return replace(analysis, staging=chosen.staging, events=chosen.events, summary=chosen.summary, scoring=scoring,
+                   near_misses=chosen.near_misses, candidates=chosen.candidates)
+
+
+def automatic_view(analysis: NightAnalysis) -> NightAnalysis:
+    """The product's own scoring of `analysis` alone, as an analysis in use: the automatic scoring
+    (`compare_with_automatic` must have run when the recording came with scoring), or `analysis`
+    itself when its results are already automatic. The other scorings are left out, so
+    `rescore` of the view re-scores the automatic events only (``ahi_under_rules``' per-rule figures).
+
+    Examples
+    --------
+    >>> view = automatic_view(tiny_analysis_compared())    # the technician's scoring in use
+    >>> view.scoring, view.staging.source, view.scorings, view.events is tiny_analysis_compared().scorings["automatic"].events
+    ('automatic', 'yasa', {}, True)
+    """
+    if analysis.scoring != "automatic":
+        analysis = use_scoring(analysis, "automatic")
+    return replace(analysis, scorings={}, agreement=None)
 
 
 def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> NightAnalysis:
@@ -264,17 +298,20 @@ def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> 
     summary["scoring"] = "technician" if technician else "automatic"
     # A comparison made with the earlier stages is stale: it is made again when next asked for.
     return replace(analysis, staging=staging, events=events, summary=summary, scoring=summary["scoring"],
-                   scorings={"technician": Scoring(staging, events, summary)} if technician else {}, agreement=None,
-                   near_misses=scored.near_misses, candidates=scored.candidates)
+                   scorings={"technician": Scoring(staging, events, summary, scored.near_misses, scored.candidates)}
+                   if technician else {}, agreement=None, near_misses=scored.near_misses, candidates=scored.candidates)
 
 
 def rescore(rec: Recording, analysis: NightAnalysis, rule: str) -> NightAnalysis:
     """A copy of `analysis` under another scoring rule, from its cached per-candidate measurements.
 
-    No signal is read again: the breathing reductions measured once (``analysis.candidates``) are
-    held against the rule's thresholds and the summary is recomputed (``bench/rescore.py`` times it
-    on an 8-h night). The product's own respiratory events only: when the technician's apneas and
-    hypopneas are in use, a rule cannot re-score them (`sleeplm.errors.MeasurementError`).
+    No signal is read again: the breathing reductions measured once (each scoring's ``candidates``)
+    are held against the rule's thresholds and the summaries are recomputed (``bench/rescore.py``
+    times it on an 8-h night). Every scoring is re-scored: the automatic one (its apneas and
+    hypopneas change, and with them its agreement with the technician's), and the one that came
+    with the recording, whose apneas and hypopneas stay the technician's when the technician scored
+    them (no rule re-scores them: its summary's ``ahi_rule`` stays "technician"); only the product's
+    own events of the kinds the technician did not score, and its near-misses, follow the rule.
 
     Examples
     --------
@@ -287,18 +324,46 @@ def rescore(rec: Recording, analysis: NightAnalysis, rule: str) -> NightAnalysis
     ('1B', '1B', True)
     >>> strict.features is analysis.features, rescore(rec, strict, "1A").summary["ahi"] == analysis.summary["ahi"]
     (True, True)
-    >>> rescore(tiny_recording(), tiny_analysis(), "1B")          # the technician's apneas and hypopneas in use
-    Traceback (most recent call last):
-    ...
-    sleeplm.errors.MeasurementError: the apneas and hypopneas in use are the technician's scoring, which no rule re-scores; choose the automatic scoring to score them under another rule.
+    >>> compared = tiny_analysis_compared()                # the technician's apneas and hypopneas in use
+    >>> strict = rescore(tiny_recording(), compared, "1B")
+    >>> strict.hypopnea_rule, strict.summary["ahi_rule"], strict.summary["ahi"] == compared.summary["ahi"]
+    ('1B', 'technician', True)
+    >>> strict.scorings["automatic"].summary["ahi_rule"], strict.agreement["indices"]["ahi"]["automatic"] == strict.scorings["automatic"].summary["ahi"]
+    ('1B', True)
     """
     name = resolve_rule(rule).name
-    if analysis.scoring == "technician" and respiratory_by_technician(rec):
-        raise MeasurementError("the apneas and hypopneas in use are the technician's scoring, which no rule re-scores; "
-                               "choose the automatic scoring to score them under another rule.")
-    scored = rescore_events(rec, EventScoring(analysis.events, analysis.near_misses, analysis.candidates,
-                                              analysis.hypopnea_rule), name)
-    summary = night_summary(rec, scored.events, analysis.staging, features=analysis.features, hypopnea_rule=name,
-                            artefacts=analysis.artefacts)
-    summary["scoring"] = analysis.summary.get("scoring", analysis.scoring)
-    return replace(analysis, events=scored.events, summary=summary, hypopnea_rule=name, near_misses=scored.near_misses)
+    technician = "technician" in analysis.scorings and respiratory_by_technician(rec)
+    in_use = Scoring(analysis.staging, analysis.events, analysis.summary, analysis.near_misses, analysis.candidates)
+    scorings = {key: _rescored(rec, analysis, scoring, name, key == "technician", technician)
+                for key, scoring in analysis.scorings.items()}
+    agreement = analysis.agreement
+    automatic = scorings.get("automatic")
+    if automatic is not None and agreement is not None:
+        agreement = scoring_agreement(rec, automatic.staging.hypnogram, automatic.events, automatic.summary,
+                                      automatic_source=agreement["staging"]["automatic_source"] if agreement.get("staging")
+                                      else automatic.staging.source)
+        for scoring in scorings.values():
+            scoring.summary["agreement"] = agreement
+    # A night without technician scoring has its one (automatic) scoring in use, and no `scorings`.
+    current = scorings.get(analysis.scoring) or _rescored(rec, analysis, in_use, name, False, technician)
+    return replace(analysis, staging=current.staging, events=current.events, summary=current.summary,
+                   near_misses=current.near_misses, candidates=current.candidates, scorings=scorings,
+                   hypopnea_rule=name, agreement=agreement)
+
+
+def _rescored(rec: Recording, analysis: NightAnalysis, scoring: Scoring, rule: str, is_technician: bool,
+              respiratory_scored: bool) -> Scoring:
+    """`scoring` under `rule`: its product-own candidates scored again, the technician's events (when
+    `is_technician`) kept for the kinds they scored, and its summary recomputed."""
+    if scoring.candidates is None:
+        raise MeasurementError("this night's events carry no per-candidate measurements (measured by an earlier "
+                               "version), so no rule can re-score them; analyse the recording again.")
+    scored = rescore_events(rec, EventScoring(scoring.events, scoring.near_misses, scoring.candidates,
+                                              analysis.hypopnea_rule), rule)
+    events = with_technician_events(rec, scored.events) if is_technician else scored.events
+    summary = night_summary(rec, events, scoring.staging, features=analysis.features, hypopnea_rule=rule,
+                            artefacts=analysis.artefacts, respiratory_scored=is_technician and respiratory_scored)
+    summary["scoring"] = scoring.summary.get("scoring", "technician" if is_technician else "automatic")
+    if "agreement" in scoring.summary:
+        summary["agreement"] = scoring.summary["agreement"]
+    return Scoring(scoring.staging, events, summary, scored.near_misses, scored.candidates)

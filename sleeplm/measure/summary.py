@@ -28,7 +28,7 @@ from sleeplm.measure.respiratory import spo2_per_second
 from sleeplm.measure.rules import CONFIDENCE_CUTOFFS, resolve_rule
 from sleeplm.measure.signals import epoch_matrix, get_signal, unusable_reason
 
-__all__ = ["APNEAS_ONLY", "EXPORT_KEYS", "SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
+__all__ = ["APNEAS_ONLY", "TECHNICIAN_SCORED", "EXPORT_KEYS", "SUMMARY_KEYS", "sleep_statistics", "severity_band", "night_summary"]
 
 SUPINE = 2
 EPOCH_MIN = EPOCH_SEC / 60
@@ -50,6 +50,8 @@ RESPIRATORY_KEYS = ("ahi", "rei", "severity", "ahi_supine", "ahi_nonsupine", "ah
 MIN_USABLE_SHARE = 0.5
 # `ahi_rule` when hypopneas cannot be scored (no SpO2 and no arousal evidence).
 APNEAS_ONLY = "apneas only"
+# `ahi_rule` when the apneas and hypopneas counted are the technician's (a scoring file states no rule).
+TECHNICIAN_SCORED = "technician"
 
 
 def _r(x, digits: int = 2):
@@ -147,7 +149,8 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
         (or SpO2) is usable for less than half the sleep time (recording time without stages),
         AHI/REI (ODI/T90) are not assessable: a dead sensor must not read as a normal night.
     respiratory_scored : the apneas and hypopneas in `events` are a technician's scoring, not measured
-        here: AHI counts them whatever the airflow and SpO2 signals allow the product to measure.
+        here: AHI counts them whatever the airflow and SpO2 signals allow the product to measure, and
+        ``ahi_rule`` is `TECHNICIAN_SCORED` (``rule`` stays the rule the product's own events follow).
 
     Returns
     -------
@@ -157,11 +160,13 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     ``position_min`` {position: minutes}, ``stage_source``, ``severity_basis`` ("ahi" or "rei"),
     ``airflow_usable_pct``, ``spo2_usable_pct`` (share of that time with a usable signal),
     ``staging_note`` (how the automatic stager ran, e.g. on a resampled 50-Hz EEG, else None),
-    ``ahi_rule`` the hypopnea rule, or ``"apneas only"`` when hypopneas cannot be scored (no
+    ``ahi_rule`` the hypopnea rule, ``"technician"`` when the apneas and hypopneas are the technician's,
+    or ``"apneas only"`` when hypopneas cannot be scored (no
     usable SpO2 and no EEG for arousals): then ``n_hypopneas`` and ``severity`` are None with
     their reason, as no AASM band may rest on an index that leaves hypopneas out,
     ``ahi_by_confidence`` {"all" / ">= 0.75" / ">= 0.9": {"events", "ahi"}}: the respiratory events
-    (in sleep) whose confidence reaches each cut-off and the index they give (REI without sleep time),
+    (in sleep) whose confidence reaches each cut-off and the index they give (REI without sleep time;
+    None for a technician's events, which carry no confidence),
     ``not_assessable`` {key: reason}: every `EXPORT_KEYS` figure that is None has its reason.
 
     Examples
@@ -204,7 +209,7 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
     summary["n_apneas"] = int((kinds == "apnea").sum())
     summary["n_hypopneas"] = int((kinds == "hypopnea").sum())
     rule = resolve_rule(hypopnea_rule)
-    summary["ahi_rule"] = rule.name
+    summary["ahi_rule"] = TECHNICIAN_SCORED if respiratory_scored else rule.name
     summary["rule"] = rule.describe()
     has_flow = get_signal(rec, "AF") is not None or get_signal(rec, "Pressure") is not None
     tst = summary["tst_min"] if hyp is not None else None
@@ -254,7 +259,9 @@ def night_summary(rec: Recording, events: pd.DataFrame | None = None, staging=No
             reason = "no sleep scored, so AHI has no sleep time to divide by; REI over recording time is given"
             missing.update(dict.fromkeys(("ahi", "ahi_supine", "ahi_nonsupine", "ahi_rem", "ahi_nrem"), reason))
         summary["severity_basis"] = "ahi" if summary["ahi"] is not None else "rei"
-        summary["ahi_by_confidence"] = _by_confidence(events, respiratory, first_epoch, stage_of, summary)
+        # A technician's events carry no confidence: no cut-offs for them.
+        summary["ahi_by_confidence"] = (None if respiratory_scored else
+                                        _by_confidence(events, respiratory, first_epoch, stage_of, summary))
         apneas_only = None if respiratory_scored else _why_apneas_only(rec, hypopnea_rule, asleep_s)
         if apneas_only:
             # The index counts apneas only: an AASM band built on it would understate the night.

@@ -30,7 +30,7 @@ from sleeplm.report.export import agreement_lines, json_safe, write_events_csv
 from sleeplm.terms import STAGES, format_elapsed
 from sleeplm.measure.events import stacked
 from sleeplm.measure.rules import DEFAULT_RULE
-from sleeplm.measure.summary import APNEAS_ONLY, EXPORT_KEYS
+from sleeplm.measure.summary import APNEAS_ONLY, EXPORT_KEYS, TECHNICIAN_SCORED
 
 __all__ = ["EXPLAINED_KEYS", "analyze_to_dir", "json_safe", "write_summary_json", "write_hypnogram_csv", "write_report_md"]
 
@@ -56,8 +56,14 @@ def write_summary_json(analysis: NightAnalysis, path: Path, sleeplm_precision: d
     (['rule', 'ahi_by_confidence', 'not_assessable', 'scoring', 'agreement'], 15.0, 'severe', 'technician')
     >>> sorted(summary["agreement"]), sorted(summary["agreement"]["indices"]["ahi"])
     (['events', 'indices', 'min_iou', 'not_compared', 'staging', 'technician_scoring'], ['automatic', 'technician'])
-    >>> summary["rule"]["name"], summary["rule"]["parameters"]["hypopnea_desat_pct"], sorted(summary["ahi_by_confidence"])
-    ('1A', 3.0, ['>= 0.75', '>= 0.9', 'all'])
+    >>> summary["rule"]["name"], summary["rule"]["parameters"]["hypopnea_desat_pct"]
+    ('1A', 3.0)
+    >>> summary["ahi_rule"], summary["ahi_by_confidence"]          # the technician's apneas and hypopneas: no rule, no confidence
+    ('technician', None)
+    >>> from sleeplm.measure.analysis import use_scoring
+    >>> automatic = use_scoring(tiny_analysis_compared(), "automatic")
+    >>> json.loads(write_summary_json(automatic, tmp_dir / "auto.json").read_text())["ahi_by_confidence"] == automatic.summary["ahi_by_confidence"]
+    True
     """
     summary = {key: analysis.summary[key] for key in EXPORT_KEYS}
     summary.update({key: analysis.summary.get(key) for key in EXPLAINED_KEYS})
@@ -104,6 +110,15 @@ def _fmt(value, unit: str = "") -> str:
     return f"{round(value, 2):g}{unit}" if isinstance(value, (int, float)) else str(value)
 
 
+def _ahi_rule_text(s: dict) -> str:
+    """Under which rule (or by whom) the report's AHI was scored."""
+    if s["ahi_rule"] == APNEAS_ONLY:
+        return "apneas only: hypopneas cannot be scored"
+    if s["ahi_rule"] == TECHNICIAN_SCORED:
+        return f"scored by the technician; the product's own events follow hypopnea rule {s['rule']['name']}"
+    return f"hypopnea rule {s['ahi_rule']}, {s['rule']['title']}"
+
+
 def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path:
     """Write ``report.md``: a short human-readable report of the measured night (no LLM).
 
@@ -138,8 +153,7 @@ def write_report_md(rec: Recording, analysis: NightAnalysis, path: Path) -> Path
         "- Stages: " + ", ".join(f"{st} {_fmt(s[f'{st}_min'], ' min')}" for st in STAGES),
         "",
         "## Breathing and oxygen",
-        f"- AHI {_fmt(s['ahi'], '/h')} ({'apneas only: hypopneas cannot be scored' if s['ahi_rule'] == APNEAS_ONLY else 'hypopnea rule ' + str(s['ahi_rule'])}"
-        f"{'' if s['ahi_rule'] == APNEAS_ONLY else ', ' + s['rule']['title']}), "
+        f"- AHI {_fmt(s['ahi'], '/h')} ({_ahi_rule_text(s)}), "
         f"REI over recording time {_fmt(s['rei'], '/h')}, "
         f"AASM severity band: {_fmt(s['severity'])}{' from the ' + s['severity_basis'].upper() if s.get('severity_basis') else ''} "
         "(screening information, not a diagnosis)",
