@@ -8,7 +8,12 @@ near-misses, and the AHI by confidence; then the worst time against the 2-s targ
 baseline measured in the same process: scoring the events from the signals again
 (`sleeplm.measure.events.score_events` + the summary), what changing the rule cost before.
 
-Run: ``nice .venv/bin/python bench/rescore.py [--hours 8] [--repeat 3]``
+With ``--technician`` the night carries its scoring (the simulator's, standing for a technician's)
+and is compared once with the product's own: a rule change then re-scores both scorings' own
+events (the technician's apneas and hypopneas stay) and the agreement; the AHI printed is the
+automatic scoring's (the technician's does not change).
+
+Run: ``nice .venv/bin/python bench/rescore.py [--hours 8] [--repeat 3] [--technician]``
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ TARGET_S = 2.0
 
 def main() -> None:
     from sleeplm.io.reader import load_recording
-    from sleeplm.measure.analysis import analyze_night, rescore
+    from sleeplm.measure.analysis import analyze_night, compare_with_automatic, rescore
     from sleeplm.measure.events import score_events
     from sleeplm.measure.rules import RULES
     from sleeplm.measure.summary import night_summary
@@ -36,13 +41,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=8.0)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per rule (the fastest is reported)")
+    parser.add_argument("--technician", action="store_true",
+                        help="the night carries its own scoring (the technician's), compared with the automatic one")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_night(simulate_night(args.hours, seed=7, severity="severe", sfreq=128), Path(tmp) / "night.edf")
+        path = write_night(simulate_night(args.hours, seed=7, severity="severe", sfreq=128, annotations=args.technician),
+                           Path(tmp) / "night.edf")
         rec = load_recording(path)
         started = time.perf_counter()
         analysis = analyze_night(rec, automatic_staging=False)
+        if args.technician:
+            analysis = compare_with_automatic(rec, analysis)
         print(f"{args.hours:g}-h night analysed once in {time.perf_counter() - started:.1f} s "
               f"({len(analysis.candidates)} breathing-reduction candidates)")
     worst = 0.0
@@ -55,10 +65,11 @@ def main() -> None:
             times.append(time.perf_counter() - started)
         best = min(times)
         worst = max(worst, best)
-        s = scored.summary
+        automatic = scored.scorings["automatic"] if args.technician else scored
+        s = automatic.summary
         confidence = ", ".join(f"{cut}: {v['events']} ({v['ahi']})" for cut, v in s["ahi_by_confidence"].items())
         print(f"{name:24s} {best:8.2f} {s['ahi']:6.1f} {s['n_apneas']:7d} {s['n_hypopneas']:7d} "
-              f"{len(scored.near_misses):5d}  {confidence}")
+              f"{len(automatic.near_misses):5d}  {confidence}")
     started = time.perf_counter()
     scoring = score_events(rec, analysis.staging.hypnogram, "1B", artefacts=analysis.artefacts)
     night_summary(rec, scoring.events, analysis.staging, features=analysis.features, hypopnea_rule="1B",

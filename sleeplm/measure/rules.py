@@ -27,6 +27,21 @@ Every rule asks >= 10 s. Simplifications, stated once: Chicago's "> 3 %" desatur
 >= 90 % of the event" is not tested separately (the reduction is measured as the median over the
 event's core); SHHS scored reductions of airflow *or* thoraco-abdominal effort, here airflow only.
 
+Which breathing reductions are candidates, hence which near-misses exist (checked against every
+rule above): the detector keeps each run of >= 10 s (after undoing the envelope's smear) where the
+airflow envelope is below 70 % of its baseline, i.e. reduced by >= 30 %, plus the runs below 10 %
+on the apnea channel. Every rule asks >= 10 s and at least a 30 % reduction (its hypopnea; SHHS's
+apnea 75 %, the others' 90 %; AASM 2007 alternative's hypopnea 50 %), so whatever any rule scores
+is a candidate and re-scoring never needs the signals. Near-misses are therefore, under every
+rule: reductions whose sustained (median) drop fell short of the rule's flow threshold (brief dips
+under 30 %; 30-50 % under AASM 2007 alternative; 75-90 % drops scored as hypopneas, not apneas,
+outside SHHS), and reductions without the desaturation or arousal the rule asks (SHHS apneas
+included). Not kept, under any rule: reductions shorter than 10 s (so no near-miss ever fails on
+duration alone: the duration criterion is shown, with its margin, but is always met), and drops
+whose envelope never stays 30 % below baseline for 10 s; they would be near-misses of no rule's
+flow or duration threshold by a margin this detector can measure reliably (the envelope smears
+a few seconds), and keeping them would flood events.csv with ordinary breathing variability.
+
 Confidence (0-1) of a candidate is ``quality x min over its criteria of c``, where for each
 criterion ``c = clip(0.5 + 0.5 x margin / scale, 0, 1)`` (`CONFIDENCE_SCALES`: 10 %-points of flow
 reduction, 5 s of duration, 2 %-points of desaturation, 2 of arousal power ratio); of criteria
