@@ -87,17 +87,12 @@ def _cmd_cohort(args) -> int:
     for name in ("ray", "ray.data"):  # the progress bar says what Ray's INFO lines would
         logging.getLogger(name).setLevel(logging.WARNING)
     # SleepLM embeds and captions the nights only when weights are named (--checkpoint or $SLEEPLM_CHECKPOINT).
+    # The precision travels with the checkpoint in the SleepLM actors' loader (to Ray workers on any cluster too),
+    # not through the environment (sleeplm.cohort.runner.checkpoint_loader).
     checkpoint = _named_checkpoint(args)
-    model = None
-    if checkpoint:  # the precision travels with the loader (to Ray workers too), not through the environment
-        import functools
-
-        from sleeplm.model.inference import SleepLM
-
-        model = functools.partial(SleepLM.from_pretrained, checkpoint, precision=_precision(args))
     cohort = run(args.input, args.out, address=args.address, num_cpus=args.num_cpus, workers=args.workers,
-                 model=model, gpus_per_worker=args.gpus_per_worker, model_workers=args.model_workers,
-                 hypopnea_rule=args.rule, progress=True, retry_failed=args.retry_failed)
+                 model=checkpoint, gpus_per_worker=args.gpus_per_worker, model_workers=args.model_workers,
+                 hypopnea_rule=args.rule, progress=True, retry_failed=args.retry_failed, precision=args.precision)
     done, failed = len(cohort.done), len(cohort.failed)
     print(f"{done} nights measured, {failed} failed"
           f"{' (see failed.csv; a run started again retries them only with --retry-failed)' if failed else ''}; "

@@ -255,6 +255,40 @@ def test_sleeplm_stage_writes_float16_embeddings_and_captions(ray_session, cohor
         cohort.embeddings("0" * 16)
 
 
+def test_the_requested_precision_travels_to_the_workers_with_the_checkpoint(ray_session, tmp_path, monkeypatch):
+    """--precision reaches the SleepLM actors inside their loader, not through this process's environment
+    (which a remote cluster's workers do not see): a local Ray worker receives what was asked for."""
+    from sleeplm.cohort.runner import checkpoint_loader
+    from sleeplm.model.precision import PRECISION_ENV
+
+    weights = str(tmp_path / "weights.pt")
+
+    @ray.remote
+    def received(loader):
+        return loader.args[0], loader.keywords["precision"], os.environ.get(PRECISION_ENV)
+
+    monkeypatch.setenv(PRECISION_ENV, "bf16")  # set after Ray started: its workers do not have it
+    path, asked, worker_env = ray.get(received.remote(checkpoint_loader(weights, "int8")))
+    assert (path, asked) == (weights, "int8") and worker_env != "bf16"
+    assert ray.get(received.remote(checkpoint_loader(weights)))[1] == "bf16"  # resolved here, carried there
+
+
+def test_cli_cohort_passes_precision_and_checkpoint_to_the_run(monkeypatch, tmp_path):
+    import types
+
+    import cli
+    import sleeplm.cohort
+    from sleeplm.model.precision import PRECISION_ENV
+
+    seen = {}
+    monkeypatch.setattr(sleeplm.cohort, "run", lambda *a, **k: seen.update(k) or types.SimpleNamespace(done=[1], failed=[]))
+    for name in ("SLEEPLM_CHECKPOINT", PRECISION_ENV):
+        monkeypatch.delenv(name, raising=False)
+    weights = str(tmp_path / "weights.pt")
+    assert cli.main(["--checkpoint", weights, "cohort", str(tmp_path), "--out", str(tmp_path / "o"), "--precision", "int8"]) == 0
+    assert (seen["model"], seen["precision"]) == (weights, "int8")
+
+
 def test_cli_cohort_reports_counts(ray_session, cohort_input, tmp_path, capsys):
     import cli
 

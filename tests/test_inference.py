@@ -173,7 +173,8 @@ def test_bf16_embeddings_agree_with_fp32_and_use_their_own_cache_key(fixture_a, 
     from sleeplm.model import precision
 
     monkeypatch.setenv("SLEEPLM_CACHE", str(tmp_path))
-    monkeypatch.setattr(precision, "relative_speed", lambda *a, **k: 1.0)  # its timing is not what this test checks
+    monkeypatch.setattr(precision, "relative_speed",  # its timing is not what this test checks
+                        lambda reference, candidate: (1.0, reference(), candidate()))
     fp32 = SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"])
     bf16 = SleepLM.from_config(fixture_a["config"], state_dict=fixture_a["state_dict"], precision="bf16")
     assert bf16.checkpoint_id != fp32.checkpoint_id

@@ -39,7 +39,7 @@ def machine(monkeypatch, flags: set[str] | None, speedup: float, agreed: precisi
     """Pretend to be a CPU with `flags` on which the candidate runs `speedup` x fp32 and agrees as `agreed`
     (None: the real agreement on the probe)."""
     monkeypatch.setattr(precision, "_cpu_flags", lambda: flags)
-    monkeypatch.setattr(precision, "relative_speed", lambda reference, candidate, budget_s=2.0: speedup)
+    monkeypatch.setattr(precision, "relative_speed", lambda reference, candidate: (speedup, reference(), candidate()))
     if agreed is not None:
         monkeypatch.setattr(precision, "agreement", lambda *args: agreed)
 
@@ -64,6 +64,24 @@ def test_fast_bf16_cpu_runs_the_encoder_in_bf16(fixture_a, monkeypatch):
     emb = model.encode_signals(fixture_a["signals"])
     assert emb.dtype == np.float32 and (emb * fixture_a["signal_emb_norm"].numpy()).sum(1).min() > 0.99
     assert len(model.caption(fixture_a["signals"][:2], "brain", max_len=8, min_len=4)) == 2
+
+
+def test_the_replaced_fp32_encoder_gives_its_memory_mapped_pages_back(fixture_a, tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(SleepLM.from_config("sleeplm_tiny", precision="fp32").network.state_dict(), path)
+    model = SleepLM.from_pretrained(path, config="sleeplm_tiny", device="cpu", precision="fp32")  # memory-mapped
+    signals = fixture_a["signals"][:2]
+    text, ids = model.encode_text("deep sleep"), model.caption_ids(signals, "brain", max_len=8, min_len=4)
+    embeddings = model.encode_signals(signals)
+    old = model.network.biosignals
+    dropped = precision.release_encoder(model.network, precision.encoder_in(old, "bf16"))
+    assert dropped > 0 and model.network.biosignals is not old
+    assert model.network.biosignals.embed_projection.weight.dtype == torch.bfloat16
+    # What the network still holds is untouched; dropped pages read again come back from the file, unchanged.
+    np.testing.assert_array_equal(model.encode_text("deep sleep"), text)
+    model.network.biosignals = old
+    assert [list(i) for i in model.caption_ids(signals, "brain", max_len=8, min_len=4)] == [list(i) for i in ids]
+    np.testing.assert_array_equal(model.encode_signals(signals), embeddings)
 
 
 def test_avx2_cpu_runs_int8_dynamic_linear_layers_where_faster(fixture_a, monkeypatch):
@@ -230,7 +248,7 @@ def test_the_calibration_is_cached_per_machine_and_checkpoint(fixture_a, monkeyp
     assert len(calls) == 1 and second.precision.cached
     assert (second.precision.precision, second.precision.reason) == ("int8", first.precision.reason)
     assert quantized(second.network.biosignals)
-    monkeypatch.setattr(precision, "relative_speed", lambda *a, **k: 2.1)
+    monkeypatch.setattr(precision, "relative_speed", lambda reference, candidate: (2.1, reference(), candidate()))
     SleepLM.from_config("sleeplm_tiny")  # another checkpoint: calibrated for itself
     assert len(calls) == 2
     monkeypatch.setattr(precision, "_cpu_model", lambda: "another CPU")  # another machine model: again

@@ -32,21 +32,39 @@ from sleeplm.cohort.tables import CohortTables, cohort_salt, load_cohort, write_
 from sleeplm.errors import CohortRunError, MeasurementError
 from sleeplm.measure.rules import resolve_rule
 
-__all__ = ["run"]
+__all__ = ["run", "checkpoint_loader"]
 
 logger = logging.getLogger(__name__)
 
 
-def _model_loader(model: Any) -> tuple[Callable[[], Any] | None, str | None]:
+def checkpoint_loader(path: str, precision: str | None = None) -> Callable[[], Any]:
+    """A picklable loader of the SleepLM checkpoint `path` in `precision`.
+
+    The precision is resolved here, in this process (``$SLEEPLM_PRECISION`` when None or "auto"
+    and set), and travels with the loader: SleepLM actors on any cluster load the same file in
+    the same precision, whatever their own environment holds.
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"SLEEPLM_PRECISION": "bf16"}):
+    ...     checkpoint_loader("weights.pt").keywords, checkpoint_loader("weights.pt", "int8").keywords
+    ({'precision': 'bf16'}, {'precision': 'int8'})
+    """
+    from sleeplm.model.inference import SleepLM
+    from sleeplm.model.precision import requested_precision
+
+    return functools.partial(SleepLM.from_pretrained, str(path), precision=requested_precision(precision))
+
+
+def _model_loader(model: Any, precision: str | None = None) -> tuple[Callable[[], Any] | None, str | None]:
     """A picklable loader of the SleepLM weights and the weights' id (part of each night id)."""
     if model is None:
         return None, None
     if callable(model):
         loaded = model()
         return model, loaded.checkpoint_id
-    from sleeplm.model.inference import SleepLM
-
-    loader = functools.partial(SleepLM.from_pretrained, str(model))
+    loader = checkpoint_loader(model, precision)
     return loader, loader().checkpoint_id  # fails here, before any night, when the file is wrong
 
 
@@ -124,7 +142,8 @@ class _Progress:
 
 def run(source, out_dir, address: str | None = None, num_cpus: int | None = None, workers: int | None = None,
         model: Any = None, gpus_per_worker: float = 0, model_workers: int | None = None,
-        hypopnea_rule: str = "1A", progress: bool = False, retry_failed: bool = False) -> CohortTables:
+        hypopnea_rule: str = "1A", progress: bool = False, retry_failed: bool = False,
+        precision: str | None = None) -> CohortTables:
     """Process every night of a cohort into DIR and return its tables.
 
     Parameters
@@ -146,6 +165,10 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
     retry_failed : measure again the nights an earlier run of DIR recorded as failed (by default
         they are reported failed again without being re-read: same content and options, same
         failure; see `sleeplm.cohort.night`).
+    precision : the SleepLM encoder's precision for a checkpoint path: "auto", "fp32", "bf16" or
+        "int8"; None: ``$SLEEPLM_PRECISION`` of this process, else auto. Passed to every SleepLM
+        actor with the path (`checkpoint_loader`: a remote cluster's workers do not see this
+        process's environment); a callable `model` chooses its own.
 
     Returns
     -------
@@ -182,7 +205,7 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
     (out / PARTS).mkdir(exist_ok=True)
     _clean_leftovers(out)
     salt = cohort_salt(out)
-    loader, model_id = _model_loader(model)
+    loader, model_id = _model_loader(model, precision)
     ray, started = _start_ray(address, num_cpus)
     bar = _Progress(len(tasks), progress)
     from ray.data import DataContext

@@ -11,13 +11,19 @@ engine) runs ~2x faster. So `choose_precision` ("auto") works in three steps:
    fixed probe (`PROBE_EPOCHS` epochs, `probe_epochs`): signal-embedding min cosine >=
    `MIN_COSINE`, top-10 retrieval overlap >= `MIN_OVERLAP`/10 for every design-card query
    (`AGREEMENT_QUERIES`; ties within `SCORE_TOLERANCE` at the rank-10 boundary count as agreeing,
-   `retrieval_overlap`), and greedy caption ids identical on `CAPTION_EPOCHS` of its epochs; then
-   both run one epoch in alternating rounds for ~`TIMING_BUDGET_S` s (`relative_speed`).
+   `retrieval_overlap`), and greedy caption ids identical on `CAPTION_EPOCHS` of its epochs. The
+   speed is measured on the same passes (`relative_speed`): each path first runs one epoch
+   untimed (kernels for the new shapes), then the probe's batched fp32 pass and the candidate's
+   are timed (best of two rounds when a pass is shorter than `REPEAT_BELOW_S`). Its cost is
+   those two probe passes and one greedy decode of both paths' captions as one batch; at full size
+   on 2 CPU cores the fp32 pass alone takes several seconds (README, bench/model.py).
 3. **Decision** (`decide`): a candidate that disagrees, or is not `MIN_SPEEDUP` x fp32, is not used
    (fp32 is, with the reason recorded); one whose captions differ is used for embeddings only
    (captions keep the fp32 encoder).
 
-The result is cached per machine (CPU model, torch version, checkpoint, device) under
+When the chosen encoder serves both embeddings and captions, the network's fp32 encoder is dropped
+and its memory returned (`release_encoder`): the converted copy replaces it rather than adding to
+it. The result is cached per machine (CPU model, torch version, checkpoint, device) under
 ``$SLEEPLM_CACHE/precision/``, so later loads apply it at once. An explicit precision ("fp32",
 "bf16", "int8", or ``$SLEEPLM_PRECISION``) is honoured; it is timed too (cached alike) and a
 warning says so when it is slower than fp32 here. The text tower and the caption decoder stay fp32.
@@ -29,6 +35,8 @@ Kept in fp32 inside a bf16/fp16 encoder: the rotary-position frequencies (bf16 a
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
 import hashlib
 import json
 import logging
@@ -48,10 +56,11 @@ from sleeplm.model.network import RMSNorm, RotaryEmbedding, SleepLMModel
 from sleeplm.paths import cache_root
 from sleeplm.terms import PRECISION_ENV, PRECISIONS
 
-__all__ = ["PRECISION_ENV", "PRECISIONS", "MIN_COSINE", "MIN_OVERLAP", "TOP_K", "SCORE_TOLERANCE", "MIN_SPEEDUP", "PROBE_EPOCHS",
-           "CAPTION_EPOCHS", "CAPTION_TOKENS", "TIMING_BUDGET_S", "AGREEMENT_QUERIES", "Agreement", "PrecisionChoice",
-           "requested_precision", "candidate_for", "int8_engine", "probe_epochs", "cast_encoder", "encoder_in", "autocast_for",
-           "relative_speed", "retrieval_overlap", "agreement", "calibrate", "decide", "calibration_key", "choose_precision"]
+__all__ = ["PRECISION_ENV", "PRECISIONS", "MIN_COSINE", "MIN_OVERLAP", "TOP_K", "SCORE_TOLERANCE", "MIN_SPEEDUP",
+           "PROBE_EPOCHS", "CAPTION_EPOCHS", "CAPTION_TOKENS", "REPEAT_BELOW_S", "AGREEMENT_QUERIES", "Agreement",
+           "PrecisionChoice", "requested_precision", "candidate_for", "int8_engine", "probe_epochs", "encoder_in",
+           "release_encoder", "run_encoder", "autocast_for", "relative_speed", "retrieval_overlap", "agreement",
+           "calibrate", "decide", "calibration_key", "choose_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +74,13 @@ MIN_OVERLAP = 9  # of the TOP_K epochs fp32 retrieves for each design-card query
 # (a tie at the boundary), and likewise for the fp32 epoch it displaced. Fixed: never derived from the candidate.
 SCORE_TOLERANCE = 1e-3
 MIN_SPEEDUP = 1.1  # a candidate is used only when it runs the encoder at least this much faster than fp32
-PROBE_EPOCHS = 16
+PROBE_EPOCHS = 16  # top-10 of 16: the smallest probe where a top-10 still leaves 6 epochs out (each costs a full fp32 epoch)
 CAPTION_EPOCHS = 4
-CAPTION_TOKENS = 24  # greedy new tokens compared per caption (the stage/event domain, the one SleepLM staging reads)
+# Greedy new tokens compared per caption, in the stage/event domain (the one SleepLM staging reads), end-of-text
+# banned before them: the shortest caption the product writes (`SleepLM.caption`'s min_len=16).
+CAPTION_TOKENS = 16
 CAPTION_DOMAIN = 4
-TIMING_BUDGET_S = 2.0
+REPEAT_BELOW_S = 0.5  # a timed probe pass shorter than this is timed twice (best kept): short ones are easily disturbed
 CACHE_VERSION = 2  # 2: retrieval overlap counts ties within SCORE_TOLERANCE (version-1 entries are ignored)
 # The design card's retrieval queries: the concepts users ask SleepLM to find in a night.
 AGREEMENT_QUERIES = ("obstructive apnea with oxygen desaturation", "REM sleep with rapid eye movements",
@@ -298,42 +309,21 @@ def probe_epochs(n: int, channels: int, samples: int, seed: int = 0) -> torch.Te
     return ((x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)).float()
 
 
-def cast_encoder(encoder: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Cast the encoder's weights (all but RoPE frequencies and norm weights) to `dtype`, in place.
-
-    Returns the parameters it replaced by name. The RoPE modules (also the tied, shared channel
-    RoPE) and the norms keep their fp32 tensors.
-
-    Examples
-    --------
-    >>> from sleeplm.model.network import build_model
-    >>> encoder = build_model("sleeplm_tiny").biosignals
-    >>> replaced = cast_encoder(encoder, torch.bfloat16)
-    >>> encoder.embed_projection.weight.dtype, encoder.ln_final.weight.dtype, replaced["embed_projection.weight"].dtype
-    (torch.bfloat16, torch.float32, torch.float32)
-    """
-    replaced = {}
-    for module_name, module in encoder.named_modules():
-        if isinstance(module, (RMSNorm, RotaryEmbedding)):
-            continue
-        for name, param in list(module.named_parameters(recurse=False)):
-            full = f"{module_name}.{name}" if module_name else name
-            if param.is_floating_point() and param.dtype != dtype:
-                replaced[full] = param
-                setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
-    return replaced
-
-
 def encoder_in(encoder: nn.Module, precision: str) -> nn.Module:
     """A copy of the fp32 `encoder` that runs in `precision` (the encoder itself for fp32).
 
-    bf16/fp16: weights stored in that type (run it under `autocast_for`); int8: its Linear layers
-    replaced by int8 dynamic ones (`torch.ao.quantization.quantize_dynamic`, x86 engine; CPU only).
+    bf16/fp16: weights stored in that type (run it under `autocast_for`), made directly from the
+    fp32 ones (no transient fp32 copy), except the RoPE frequencies (also the tied, shared channel
+    RoPE) and the norm weights, which stay fp32; int8: its Linear layers replaced by int8 dynamic
+    ones (`torch.ao.quantization.quantize_dynamic`, x86 engine; CPU only).
 
     Examples
     --------
     >>> from sleeplm.model.network import build_model
     >>> encoder = build_model("sleeplm_tiny").biosignals
+    >>> half = encoder_in(encoder, "bf16")
+    >>> half.embed_projection.weight.dtype, half.ln_final.weight.dtype, encoder.embed_projection.weight.dtype
+    (torch.bfloat16, torch.float32, torch.float32)
     >>> type(encoder_in(encoder, "int8").embed_projection).__name__, encoder_in(encoder, "fp32") is encoder
     ('Linear', True)
     >>> type(encoder_in(encoder, "int8").embed_projection).__module__
@@ -342,9 +332,11 @@ def encoder_in(encoder: nn.Module, precision: str) -> nn.Module:
     if precision == "fp32":
         return encoder
     if precision in _AUTOCAST:
-        converted = copy.deepcopy(encoder)
-        cast_encoder(converted, _AUTOCAST[precision])
-        return converted
+        dtype, kept = _AUTOCAST[precision], {id(p) for m in encoder.modules() if isinstance(m, (RMSNorm, RotaryEmbedding))
+                                            for p in m.parameters(recurse=False)}
+        memo = {id(p): nn.Parameter(p.detach().to(dtype), requires_grad=False) for p in encoder.parameters()
+                if p.is_floating_point() and p.dtype != dtype and id(p) not in kept}
+        return copy.deepcopy(encoder, memo)
     if precision == "int8":
         engine = int8_engine()
         if engine is None or next(encoder.parameters()).device.type != "cpu":
@@ -372,35 +364,122 @@ def autocast_for(precision: str, device_type: str):
     return torch.autocast(device_type, dtype=_AUTOCAST.get(precision, torch.bfloat16), enabled=precision in _AUTOCAST)
 
 
-def _run(encoder: nn.Module, precision: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.inference_mode(), autocast_for(precision, x.device.type):
-        latent, memory = encoder(x)
-    return latent.float(), memory.float()
+def release_encoder(network: SleepLMModel, encoder: nn.Module) -> int:
+    """Put `encoder` in place of `network`'s signal encoder and give the old one's memory back.
 
+    Returns the bytes of memory-mapped pages dropped.
 
-def relative_speed(reference: Callable[[], Any], candidate: Callable[[], Any], budget_s: float = TIMING_BUDGET_S,
-                   min_rounds: int = 2) -> float:
-    """Throughput of `candidate` over `reference`, timed in alternating rounds for ~`budget_s` s.
-
-    Both run once untimed first (a new input shape builds kernels), then each keeps its best of at
-    least `min_rounds` rounds, so a burst of other work on a shared machine lowers neither alone.
+    For when nothing uses the old (fp32) encoder any more: its tensors are freed when this drops
+    the last reference (heap: returned with glibc's ``malloc_trim(0)``, skipped where the C library
+    has none). Tensors on a memory-mapped checkpoint (`sleeplm.model.checkpoint.read_state_dict`)
+    stay mapped while any tensor of the file lives, so their pages are dropped from this process
+    with ``madvise(MADV_DONTNEED)``: only whole pages inside a tensor that no tensor left in the
+    network shares, only where /proc/self/maps shows a private file mapping (never written: were
+    those pages read again, the file's bytes would come back). Linux only; elsewhere only the swap.
 
     Examples
     --------
-    >>> relative_speed(lambda: sum(range(20000)), lambda: sum(range(1000)), budget_s=0.01) > 1
-    True
+    >>> from sleeplm.model.network import build_model
+    >>> network = build_model("sleeplm_tiny")
+    >>> dropped = release_encoder(network, encoder_in(network.biosignals, "bf16"))
+    >>> network.biosignals.embed_projection.weight.dtype, dropped >= 0
+    (torch.bfloat16, True)
     """
-    reference()
-    candidate()
-    best = [float("inf"), float("inf")]
-    start, rounds = time.perf_counter(), 0
-    while rounds < min_rounds or time.perf_counter() - start < budget_s:
+    old, network.biosignals = network.biosignals, encoder
+    live = {t.untyped_storage().data_ptr() for t in (*network.parameters(), *network.buffers())}
+    spans = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size())
+             for t in (*old.parameters(), *old.buffers())
+             if t.device.type == "cpu" and t.untyped_storage().data_ptr() not in live]
+    del old
+    libc = _trim_heap()
+    if libc is None:
+        return 0
+    dropped, page, mapped = 0, os.sysconf("SC_PAGE_SIZE"), _file_mappings()
+    for start, end in spans:
+        first, last = -(-start // page) * page, end // page * page
+        if last > first and any(low <= first and last <= high for low, high in mapped):
+            if libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED) == 0:
+                dropped += last - first
+    return dropped
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+def _libc() -> ctypes.CDLL | None:
+    """The C library (Linux only: None elsewhere)."""
+    if not Path("/proc/self/maps").exists():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+def _trim_heap() -> ctypes.CDLL | None:
+    """Collect garbage and return freed heap to the system (glibc's ``malloc_trim(0)``); the C library, or None."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+    return libc
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's private mappings of regular files (/proc/self/maps)."""
+    spans = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        private_file = fields[1].endswith("p") and fields[5].startswith("/") if len(fields) == 6 else False
+        if private_file and not fields[5].endswith("(deleted)"):
+            low, high = (int(value, 16) for value in fields[0].split("-"))
+            spans.append((low, high))
+    return spans
+
+
+def run_encoder(encoder: nn.Module, precision: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, memory tokens) of `encoder` running in `precision` on `x`, as float32 (on a GPU: finished).
+
+    Examples
+    --------
+    >>> from sleeplm.model.network import build_model
+    >>> encoder = build_model("sleeplm_tiny").biosignals
+    >>> latent, memory = run_encoder(encoder_in(encoder, "bf16"), "bf16", probe_epochs(2, 10, 1920))
+    >>> latent.dtype, latent.shape[0], memory.dtype
+    (torch.float32, 2, torch.float32)
+    """
+    with torch.inference_mode(), autocast_for(precision, x.device.type):
+        latent, memory = encoder(x)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)  # timed passes end when the GPU is done
+    return latent.float(), memory.float()
+
+
+def relative_speed(reference: Callable[[], Any], candidate: Callable[[], Any],
+                   repeat_below_s: float = REPEAT_BELOW_S) -> tuple[float, Any, Any]:
+    """(throughput of `candidate` over `reference`, the reference's result, the candidate's result).
+
+    Each is timed once, reference first (both warmed up by the caller); when either call took
+    less than `repeat_below_s`, both run once more in the same order and each keeps its best, so
+    one burst of other work on a shared machine does not decide a short measurement.
+
+    Examples
+    --------
+    >>> speed, small, large = relative_speed(lambda: sum(range(200000)), lambda: sum(range(1000)))
+    >>> speed > 1, small, large
+    (True, 19999900000, 499500)
+    """
+    best, results = [float("inf"), float("inf")], [None, None]
+    for _ in range(2):
         for index, fn in enumerate((reference, candidate)):
             began = time.perf_counter()
-            fn()
+            results[index] = fn()
             best[index] = min(best[index], time.perf_counter() - began)
-        rounds += 1
-    return best[0] / max(best[1], 1e-9)
+        if max(best) >= repeat_below_s:
+            break
+    return best[0] / max(best[1], 1e-9), results[0], results[1]
 
 
 def _query_embeddings(network: SleepLMModel, tokenizer: Callable, device: torch.device) -> torch.Tensor:
@@ -444,9 +523,13 @@ def retrieval_overlap(scores: torch.Tensor, scores32: torch.Tensor, k: int = TOP
     return tie_aware, exact
 
 
-def agreement(network: SleepLMModel, encoder: nn.Module, precision: str, probe: torch.Tensor,
-              queries: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor, list]) -> Agreement:
-    """Agreement of `encoder` (running in `precision`) with the fp32 `reference` (latents, memory, caption ids) on `probe`.
+def agreement(network: SleepLMModel, outputs: tuple[torch.Tensor, torch.Tensor],
+              reference: tuple[torch.Tensor, torch.Tensor], queries: torch.Tensor) -> Agreement:
+    """Agreement of a candidate's probe outputs (latents, memory) with fp32's `reference` ones.
+
+    Min cosine of the signal embeddings, the retrieval overlap for the `queries` (`retrieval_overlap`),
+    and greedy caption ids of the first `CAPTION_EPOCHS` epochs from either memory, decoded as one
+    batch (rows are decoded independently; one batch costs about what one path alone does).
 
     Examples
     --------
@@ -455,36 +538,37 @@ def agreement(network: SleepLMModel, encoder: nn.Module, precision: str, probe: 
     >>> net, probe = build_model("sleeplm_tiny").eval(), probe_epochs(12, 10, 1920)
     >>> with torch.inference_mode():
     ...     latent, memory = net.biosignals(probe)
-    ...     ids = net.generate_from_memory(memory[:CAPTION_EPOCHS], CAPTION_DOMAIN, CAPTION_TOKENS, min_len=1)
     ...     queries = net.encode_text(get_tokenizer(net.context_length)(list(AGREEMENT_QUERIES)))
-    >>> same = agreement(net, net.biosignals, "fp32", probe, queries, (latent, memory, ids))   # fp32 against itself
+    >>> same = agreement(net, (latent, memory), (latent, memory), queries)   # fp32 against itself
     >>> same.min_cosine > 0.99999, same.retrieval_overlap, same.exact_overlap, same.captions_identical, same.failure()
     (True, 10, 10, True, None)
     """
-    latent, memory = _run(encoder, precision, probe)
+    (latent, memory), (latent32, memory32) = outputs, reference
     embeddings = nn.functional.normalize(latent, dim=-1)
-    embeddings32 = nn.functional.normalize(reference[0], dim=-1)
+    embeddings32 = nn.functional.normalize(latent32, dim=-1)
     min_cosine = float((embeddings * embeddings32).sum(-1).min())
-    k = min(TOP_K, probe.shape[0])
+    k = min(TOP_K, latent.shape[0])
     overlap, exact = retrieval_overlap(embeddings @ queries.T, embeddings32 @ queries.T, k)
+    n = min(CAPTION_EPOCHS, memory.shape[0])
     with torch.inference_mode():
-        ids = network.generate_from_memory(memory[:CAPTION_EPOCHS], CAPTION_DOMAIN, CAPTION_TOKENS, min_len=1)
-    return Agreement(min_cosine, overlap, k, bool(torch.equal(ids, reference[2])), exact)
+        ids = network.generate_from_memory(torch.cat([memory32[:n], memory[:n]]), CAPTION_DOMAIN, CAPTION_TOKENS,
+                                           min_len=CAPTION_TOKENS)
+    return Agreement(min_cosine, overlap, k, bool(torch.equal(ids[:n], ids[n:])), exact)
 
 
-def calibrate(network: SleepLMModel, candidate: str, tokenizer: Callable,
-              budget_s: float = TIMING_BUDGET_S) -> tuple[Agreement, float, nn.Module]:
+def calibrate(network: SleepLMModel, candidate: str, tokenizer: Callable) -> tuple[Agreement, float, nn.Module]:
     """Agreement with fp32 on the fixed probe, and measured speed over fp32 of the network's encoder in `candidate`.
 
     Returns (agreement, speedup, the encoder in `candidate`). The network's own encoder is fp32
-    and left as it is.
+    and left as it is. Both paths run one probe epoch untimed, then the whole probe as one
+    timed batch each (`relative_speed`): the agreement is computed from those same passes.
 
     Examples
     --------
     >>> from sleeplm.model.network import build_model
     >>> from sleeplm.model.tokenizer import get_tokenizer
     >>> net = build_model("sleeplm_tiny").eval()
-    >>> agreed, speedup, encoder = calibrate(net, "int8", get_tokenizer(net.context_length), budget_s=0.05)
+    >>> agreed, speedup, encoder = calibrate(net, "int8", get_tokenizer(net.context_length))
     >>> agreed.top_k, speedup > 0, encoder is not net.biosignals, net.biosignals.embed_projection.weight.dtype
     (10, True, True, torch.float32)
     """
@@ -492,17 +576,13 @@ def calibrate(network: SleepLMModel, candidate: str, tokenizer: Callable,
     device = next(encoder.parameters()).device
     bio = network.config.biosignals
     probe = probe_epochs(PROBE_EPOCHS, bio.input_channels, bio.signal_length).to(device)
-    latent32, memory32 = _run(encoder, "fp32", probe)
-    with torch.inference_mode():
-        ids32 = network.generate_from_memory(memory32[:CAPTION_EPOCHS], CAPTION_DOMAIN, CAPTION_TOKENS, min_len=1)
     converted = encoder_in(encoder, candidate)
-    agreed = agreement(network, converted, candidate, probe, _query_embeddings(network, tokenizer, device),
-                       (latent32, memory32, ids32))
-    one = probe[:1]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    speedup = relative_speed(lambda: (_run(encoder, "fp32", one), sync()),
-                             lambda: (_run(converted, candidate, one), sync()), budget_s)
-    return agreed, speedup, converted
+    queries = _query_embeddings(network, tokenizer, device)
+    run_encoder(encoder, "fp32", probe[:1])  # warm-up: kernels for the new shapes, untimed
+    run_encoder(converted, candidate, probe[:1])
+    speedup, reference, outputs = relative_speed(lambda: run_encoder(encoder, "fp32", probe),
+                                                 lambda: run_encoder(converted, candidate, probe))
+    return agreement(network, outputs, reference, queries), speedup, converted
 
 
 def decide(requested: str, candidate: str | None, basis: str, agreed: Agreement | None = None,
@@ -585,8 +665,10 @@ def choose_precision(network: SleepLMModel, weights_id: str, tokenizer: Callable
     """Choose the signal encoder's precision for `network` (fp32, on its device) and build its encoders.
 
     Returns (choice, the encoder for embeddings, the encoder for caption memory); either may be
-    the network's own fp32 encoder. The first load on a machine calibrates (`calibrate`); later
-    loads with the same CPU model, torch version, checkpoint and request read the cached choice.
+    the network's own fp32 encoder. When one converted encoder serves both, it replaces the
+    network's fp32 encoder, whose memory is given back (`release_encoder`). The first load on a
+    machine calibrates (`calibrate`); later loads with the same CPU model, torch version,
+    checkpoint and request read the cached choice.
 
     Raises
     ------
@@ -626,11 +708,16 @@ def choose_precision(network: SleepLMModel, weights_id: str, tokenizer: Callable
         _write_cached(key, choice)
         if choice.precision == "fp32":
             converted = network.biosignals
+            _trim_heap()  # the rejected candidate's copy is freed: give its heap back
     if requested != "auto" and (choice.speedup or 0) < 1:
         logger.warning("SleepLM precision %s was asked for but runs the encoder at %.2fx fp32 on this machine",
                        requested, choice.speedup or 0)
     elif requested != "auto" and choice.agreement is not None and choice.agreement.failure():
         logger.warning("SleepLM precision %s was asked for but disagrees with fp32 (%s)", requested,
                        choice.agreement.failure())
-    captions = converted if choice.caption_precision == choice.precision else network.biosignals
-    return choice, converted, captions
+    if choice.caption_precision != choice.precision:
+        return choice, converted, network.biosignals  # captions read the fp32 encoder's memory: both are kept
+    if converted is not network.biosignals:  # one encoder for both: the fp32 one serves nothing any more
+        dropped = release_encoder(network, converted)
+        logger.info("fp32 signal encoder released (%.0f MB of mapped checkpoint pages dropped)", dropped / 1e6)
+    return choice, converted, converted
