@@ -61,7 +61,10 @@ def _precision_line(args) -> str:
 
 
 def _cmd_analyze(args) -> int:
+    from sleeplm.io.allocator import keep_freed_memory
     from sleeplm.report.analyze_dir import analyze_to_dir
+
+    keep_freed_memory()  # the night's arrays are freed and allocated again, step after step
 
     model = None
     if args.checkpoint:  # SleepLM stages the night only when its weights are given explicitly (slow on CPU)

@@ -4,7 +4,8 @@ Over the same simulated nights (no scoring of their own, so YASA stages each one
 unscored cohort), in one process:
 
 1. the plain single-night path: `sleeplm.report.analyze_dir.analyze_to_dir` (what
-   ``sleeplm-assistant analyze`` runs) night after night, after one warm-up night, twice: on one
+   ``sleeplm-assistant analyze`` runs, in a process that keeps freed memory for reuse as the CLI and
+   every cohort task set theirs up: `sleeplm.io.allocator`) night after night, after one warm-up night, twice: on one
    CPU, the allotment Ray gives each night's task (``OMP_NUM_THREADS=1``: the loader reads the
    channels on one thread; the baseline of the overhead target, like for like), and as the CLI
    runs by default (no allotment: the loader reads channels on two threads on this machine, so it
@@ -260,8 +261,10 @@ def main() -> None:
         nights = make_nights(scratch / "nights", args.nights, args.hours)
         print(f"{args.nights} simulated nights of {args.hours:g} h (no own scoring: YASA stages them); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)")
+        from sleeplm.io.allocator import keep_freed_memory
         from sleeplm.report.analyze_dir import analyze_to_dir
 
+        keep_freed_memory()  # the process set up as `sleeplm-assistant analyze` and every cohort task set theirs
         analyze_to_dir(nights[0], scratch / "warm")  # warm-up night
         t_plain, cpu_plain, _ = plain_path(nights, scratch, allotment="1")
         print(f"plain single-night path (analyze_to_dir, one after another) on one CPU, a Ray task's allotment "

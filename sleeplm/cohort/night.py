@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sleeplm.cohort.inputs import NightTask
+from sleeplm.io.allocator import keep_freed_memory
 from sleeplm.io.reader import load_recording
 from sleeplm.io.recording import CANONICAL_CHANNELS, Recording
 from sleeplm.measure.analysis import NightAnalysis, analyze_night
@@ -201,6 +202,7 @@ def measure_night(row: dict, out_dir: str, salt: str, hypopnea_rule: str = "1A",
     ('NotARecordingError', 0.0)
     """
     started = time.perf_counter()
+    keep_freed_memory()  # a worker measures night after night: its freed arrays serve the next night
     task = NightTask.from_row(row)
     out = Path(out_dir)
     try:
