@@ -13,7 +13,8 @@ Prints, in one run:
   retrieval overlap of the design-card queries, exact and with ties within 0.001 at the boundary
   counted as agreeing, greedy caption ids), the model's RSS and peak RSS per
   precision (one process each, see ``--memory``), and what ``precision="auto"`` chooses here (a fresh
-  calibration) against its targets; bf16 autocast of the decoder;
+  calibration: its seconds, and their floor, the fp32 pass over the probe) against its targets; bf16
+  autocast of the decoder;
 - peak memory (max RSS) and the time a 960-epoch (8-h) night takes, extrapolated from the
   measured batches (the printout says which figures are extrapolated).
 
@@ -375,7 +376,7 @@ def memory_report(args, device: str) -> dict:
                                     str(min(epochs, args.memory_epochs) if mode == "previous" else epochs)],
                                    capture_output=True, text=True,
                                    env={**os.environ, "PYTHONPATH": os.getcwd(), "SLEEPLM_PRECISION": "auto",
-                                        "SLEEPLM_CACHE": folder})
+                                        "SLEEPLM_CACHE": str(Path(folder) / mode)})  # each its own calibration
             if child.returncode != 0:
                 print(f"  {mode}: failed\n{child.stderr[-2000:]}")
                 return {}
