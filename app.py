@@ -79,8 +79,8 @@ __all__ = [
     "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "server_root", "MemoryGate", "LOAD_GATE", "BrowserSession",
     "ConfiguredChatModel", "SleepLMWeights", "check_upload", "refresh_status",
     "open_session", "load_night", "load_scoring", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
-    "epochs_at_click", "follow_citation", "build_downloads", "api_ask", "api_ask_cohort", "open_cohort", "end_session",
-    "build_app", "launch", "serve",
+    "epochs_at_click", "follow_citation", "build_downloads", "refresh_downloads", "api_ask", "api_ask_cohort", "open_cohort",
+    "end_session", "build_app", "launch", "serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -895,6 +895,13 @@ def choose_scoring(scoring: str, state: BrowserSession | None) -> str:
     return f"Answers and figures use {SCORING_NAMES[scoring]}."
 
 
+def refresh_downloads(state: BrowserSession | None) -> Any:
+    """The downloads written again, once the scoring used in answers changed (unchanged without a night)."""
+    if state is None or is_cohort(state) or state.night.night is None:
+        return gr.update()
+    return build_downloads(state)
+
+
 def _copy(history: list) -> list:
     """A copy per yield: Gradio diffs successive values, so messages changed in place must be new objects."""
     return [{**message, "metadata": dict(message["metadata"])} if "metadata" in message else dict(message)
@@ -1245,7 +1252,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         scoring_upload.upload(on_scoring, [scoring_upload, state], panel, **private).then(**technician_first)
         demo_button.click(on_demo, [state], panel, **private).then(**technician_first)
         remap_button.click(on_remap, [preflight, state], panel, **private).then(**technician_first)
-        scoring.input(choose_scoring, [scoring, state], [scoring_text], **private)
+        scoring.input(choose_scoring, [scoring, state], [scoring_text], **private).then(
+            refresh_downloads, [state], [downloads], api_visibility="private")
         rule_picker.change(on_rule, [rule_picker, state], [night_text, overview, downloads], **private)
         # Chat and API calls share the language model: two at a time keep the app responsive.
         chat = {"concurrency_id": "chat", "concurrency_limit": 2}

@@ -310,12 +310,23 @@ class TurnGuard(AgentMiddleware):
         "kind") are added, the model's own are kept. With `partner_ok` (not a follow-up on named
         periods), a call of the routed tool's partner in `SAME_ANSWER` is kept as the model made it:
         both answer "when" with measured, timed events. The calls left over are dropped (traced as
-        refused). The arguments still go through the limits and the tools' own validation."""
+        refused). A reply whose only calls are malformed (arguments that cannot be read) gets the
+        routed call instead. The arguments still go through the limits and the tools' own validation."""
         name, args = routed
         accepted = {name, SAME_ANSWER.get(name)} if partner_ok else {name}
         fixed = []
         for message in response.result:
-            if isinstance(message, AIMessage) and message.tool_calls:
+            if isinstance(message, AIMessage) and not message.tool_calls and message.invalid_tool_calls:
+                # Only malformed calls (unreadable arguments): the routed call is made instead, with the
+                # arguments the router read from the question; the malformed ones are traced as refused.
+                for broken in message.invalid_tool_calls:
+                    self._drop(broken.get("name"), broken.get("args"),
+                               f"malformed ({broken.get('error') or 'unreadable arguments'}); the question routes to {name}, "
+                               "whose call the router read from it was made instead")
+                call = {"name": name, "args": dict(args), "type": "tool_call",
+                        "id": message.invalid_tool_calls[0].get("id") or f"route_{uuid.uuid4().hex[:12]}"}
+                message = message.model_copy(update={"tool_calls": [call], "invalid_tool_calls": []})
+            elif isinstance(message, AIMessage) and message.tool_calls:
                 call = next((c for c in message.tool_calls if c["name"] == name), None) or next(
                     (c for c in message.tool_calls if c["name"] in accepted), message.tool_calls[0])
                 for other in message.tool_calls:

@@ -858,7 +858,9 @@ class LlamaCppChatModel(BaseChatModel):
             # opening the JSON as well makes it write a name and arguments.
             prefill = f'{TOOL_CALL_OPEN}\n{{"name": "'
         elif tools and isinstance(tool_choice, str) and tool_choice != "auto":
-            prefill = f'{TOOL_CALL_OPEN}\n{{"name": "{tool_choice}", "arguments": '
+            # The arguments' object is opened too: after a bare `"arguments": ` the 1.5B model wrote
+            # `0}` for explain_event (tests/test_explain.py's embedded-LLM test), a call with no arguments.
+            prefill = f'{TOOL_CALL_OPEN}\n{{"name": "{tool_choice}", "arguments": {{'
         return render_prompt(messages, tools) + prefill, prefill
 
     def _completion_args(self, stop: list[str] | None) -> dict:

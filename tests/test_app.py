@@ -627,3 +627,11 @@ def test_the_scoring_control_switches_whose_scoring_answers(loaded):
     assert "technician" in app.choose_scoring("technician", loaded) and night.scoring == "technician"
     assert app.choose_scoring("expert", loaded).startswith("Scoring not changed: unknown scoring")
     assert app.choose_scoring("automatic", None) == "Load a recording first."
+    # The downloads follow the switch at once: the events CSV holds the scoring now in use.
+    def scored_by_technician() -> bool:
+        events = pd.read_csv(next(p for p in app.refresh_downloads(loaded) if p.endswith("night-events.csv")))
+        return events["evidence"].fillna("").str.contains('"scored_by": "technician"').any()
+
+    assert scored_by_technician()
+    app.choose_scoring("automatic", loaded)
+    assert not scored_by_technician()

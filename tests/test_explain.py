@@ -232,6 +232,25 @@ def test_scripted_model_answers_the_4_percent_rule_and_clear_cut_questions(auto_
     assert counted.grounding["unmatched"] == [], counted.grounding
 
 
+def test_a_malformed_call_of_the_routed_tool_becomes_the_routers_call(auto_night, scripted_model):
+    """The 1.5B model once wrote `"arguments": 0` for explain_event: the router read the tool and its
+    arguments from the question, so that call is made; the malformed one is traced as refused."""
+    from langchain_core.messages import AIMessage
+
+    apnea = first_apnea(auto_night)
+    clock = apnea.clock_start[:5]
+    # As the embedded backend streams an unreadable call: its raw text quoted as a JSON string, no name.
+    raw = json.dumps('{"name": "explain_event", "arguments": 0}')
+    broken = AIMessage(content="", invalid_tool_calls=[{"name": None, "args": raw, "id": "call_bad",
+                                                        "error": "not a JSON object", "type": "invalid_tool_call"}])
+    llm = scripted_model(broken, lambda messages: " ".join(tool_payload(messages)["findings"][:2]))
+    turn = session_on(auto_night, llm).ask(f"why do you say I had an apnea at {clock}?")
+    assert turn.route == "model-forced" and turn.mode == "agent"
+    assert [(c["name"], c["status"]) for c in turn.tool_calls] == [("explain_event", "success"), ("unknown", "refused")]
+    assert turn.tool_calls[0]["args"] == {"event": clock, "kind": "apnea"}
+    assert turn.tool_calls[0]["result"]["event_id"] == apnea.event_id and turn.grounding["unmatched"] == []
+
+
 def test_tool_only_mode_answers_the_criteria_questions_from_the_tools(auto_night):
     session = NightSession(llm="none")
     session.night = auto_night

@@ -211,15 +211,17 @@ def test_invoke_without_tools_offers_none(scripted_llama):
     assert "<tools>" not in completions.prompts[0]
 
 
-@pytest.mark.parametrize("choice, opening", [
-    ("any", '<|im_start|>assistant\n<tool_call>\n{"name": "'),
-    ("night_summary", '<|im_start|>assistant\n<tool_call>\n{"name": "night_summary", "arguments": '),
+@pytest.mark.parametrize("choice, opening, written, args", [
+    ("any", '<|im_start|>assistant\n<tool_call>\n{"name": "', 'night_summary", "arguments": {}}\n</tool_call>', {}),
+    # A named tool: its arguments' object is opened as well (after a bare `"arguments": ` the 1.5B wrote `0}`).
+    ("night_summary", '<|im_start|>assistant\n<tool_call>\n{"name": "night_summary", "arguments": {', "}}\n</tool_call>", {}),
+    ("night_summary", '"arguments": {', '"audience": "patient"}}\n</tool_call>', {"audience": "patient"}),
 ])
-def test_tool_choice_opens_the_reply_with_a_call(scripted_llama, choice, opening):
-    model, completions = scripted_llama('night_summary", "arguments": {}}\n</tool_call>' if choice == "any" else "{}}\n</tool_call>")
+def test_tool_choice_opens_the_reply_with_a_call(scripted_llama, choice, opening, written, args):
+    model, completions = scripted_llama(written)
     reply = model.bind_tools(AGENT_LIKE_TOOLS, tool_choice=choice).invoke([HumanMessage("how did I sleep?")])
     assert completions.prompts[0].endswith(opening)
-    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("night_summary", {})]
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("night_summary", args)]
 
 
 def test_stream_prose_token_by_token(scripted_llama):
