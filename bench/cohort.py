@@ -85,6 +85,47 @@ figures of that hour are void):
   per 8-h night, CPU 7.67-7.79 s against 7.93-8.86 s by default (load 14, two rounds each):
   within the noise of that hour.
 
+Measured by h16 (2026-12-05 22:40-00:20, machine shared, load 3-15: CPU time only, the wall
+figures of that time are void; helper scripts measured `measure_night` in plain processes):
+
+- Per stage, an 8-h night measured alone vs two processes at once (3 nights each, load 4-7), CPU s:
+  load 0.70 / 0.73, quality 0.76 / 0.75, features 2.56 / 2.64, YASA staging 2.64 / 2.69 (its
+  feature pass 0.75 / 0.84; prediction with the classifier's load 1.82 / 1.78), events 1.18 / 1.11,
+  summary, tables and writes < 0.05; the night 7.93 / 8.02 (1.01x). No stage stands out at that
+  load; the largest single costs are full-length FFTs and filters over 3.7M-sample channels
+  (mne's FFT resampling inside YASA, the Hilbert envelopes of the flow ratio, sosfiltfilt), which
+  stream through memory, and every one of them took fresh pages from the kernel (next point).
+- Page faults: glibc maps every block over its mmap threshold (at most 32 MB) afresh and unmaps it
+  when freed, so an 8-h night's 29-59 MB arrays were faulted in and zeroed at every step: 245k
+  faults, 1.0 s of system time per night (12 % of its CPU), memory traffic that a second night on
+  the other core competes with. Two interleaved rounds of 3 nights in one process (load 3-10), CPU
+  per night default 8.61 / 9.99 s, freed memory kept (mmap and trim thresholds 1 GB) 7.96 / 8.63 s,
+  kept plus ``glibc.malloc.hugetlb=1`` 7.79 / 8.52 s; faults 245k -> 27k (5k with hugetlb), system
+  time 1.05 -> 0.21 s, user time unchanged (8.25 vs 8.08 s: numpy's own huge-page advice still
+  applies on the heap). An earlier round (load 4-12): 7.72 s default, 6.89 s kept with hugetlb.
+  Adopted without hugetlb, which needs GLIBC_TUNABLES before the process starts (a runtime_env):
+  `sleeplm.io.allocator.keep_freed_memory` sets it at run time in every cohort task and in
+  ``analyze`` (the plain path above sets its process up the same way, like for like). Tables of a
+  2-night 8-h cohort identical with and without. This script, ``--nights 4 --hours 8`` at load 6-13
+  (wall figures void: 1.29x): a night's task 8.78 s CPU vs the plain path's 8.71 s (+0.8 %), 31k
+  page faults and 0.22 s system time per night (240-280k and 0.8-0.9 s before); per-night CPU 2 vs
+  1 workers 1.03x.
+- Threads in a worker (threadpoolctl inside a Ray task): ``OMP_NUM_THREADS=1``, the OpenMP and
+  OpenBLAS pools at 1 thread, the loader on 1 thread. But YASA's shipped classifier was pickled
+  with ``n_jobs=8``, which LightGBM hands to each of its two predictions per night: 8 OpenMP threads
+  in a one-CPU task. Measured (960 epochs, load 12): 0.34 s CPU at 8 threads vs 0.36 s at 1,
+  identical probabilities: no CPU lost, not changed (YASA loads the classifier inside ``predict``,
+  with no public way to set its threads). Reloading that classifier costs 0.1 s CPU per night, not
+  cached for the same reason.
+- Ray Data's gap between a night's end and the next night's start on the same worker (10 tasks of
+  0.5 s, warm workers): 0.02-0.04 s with 1 or 2 workers; gaps of 0.2-0.3 s only in a run whose
+  second worker process was new. An actor pool (the next night queued at the actor) had 0.01-0.02 s
+  gaps but starts new processes for every run (+1.3-4.6 s of imports before the first night):
+  rejected.
+- The report with fixed title positions (no tick-label layout pass): same PNG bytes, 0.505 -> 0.494 s
+  CPU: not worth a change. Nights already start largest file first; the benchmark's nights all have
+  the same size, so the order is the discovery order.
+
 Multi-node cluster
 ------------------
 The same command runs on a Ray cluster; nothing in the code changes::
