@@ -109,7 +109,10 @@ figures of that time are void; helper scripts measured `measure_night` in plain 
   2-night 8-h cohort identical with and without. This script, ``--nights 4 --hours 8`` at load 6-13
   (wall figures void: 1.29x): a night's task 8.78 s CPU vs the plain path's 8.71 s (+0.8 %), 31k
   page faults and 0.22 s system time per night (240-280k and 0.8-0.9 s before); per-night CPU 2 vs
-  1 workers 1.03x.
+  1 workers 1.03x. ``--nights 6 --hours 2`` twice (load 5-6, then 3-5): 9-11k page faults per
+  night (28-30k before), per-night CPU 2 vs 1 workers 1.00x and 1.04x, a night's task vs the plain
+  path +13.9 % and -15.2 % CPU: the plain path's CPU for the same nights moved 1.99 -> 2.55 s
+  between the two runs, so the host's speed, not Ray, decides that figure at this load.
 - Threads in a worker (threadpoolctl inside a Ray task): ``OMP_NUM_THREADS=1``, the OpenMP and
   OpenBLAS pools at 1 thread, the loader on 1 thread. But YASA's shipped classifier was pickled
   with ``n_jobs=8``, which LightGBM hands to each of its two predictions per night: 8 OpenMP threads
