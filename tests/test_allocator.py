@@ -5,7 +5,7 @@ import platform
 import numpy as np
 import pytest
 
-from sleeplm.io.allocator import KEEP_BYTES, keep_freed_memory
+from sleeplm.io.allocator import KEEP_BYTES, glibc, keep_freed_memory, return_freed_memory
 
 
 def _in_heap(address: int) -> bool:
@@ -30,8 +30,12 @@ def test_night_sized_blocks_come_from_the_heap():
 
 def test_other_c_libraries_are_left_alone(monkeypatch):
     keep_freed_memory.cache_clear()
+    glibc.cache_clear()
     monkeypatch.setattr("sys.platform", "darwin")
     try:
+        assert glibc() is None
         assert keep_freed_memory() is False
+        assert return_freed_memory() is False
     finally:
         keep_freed_memory.cache_clear()
+        glibc.cache_clear()

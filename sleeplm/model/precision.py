@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import gc
 import hashlib
 import json
 import logging
@@ -52,6 +51,7 @@ import torch
 from torch import nn
 
 from sleeplm.errors import SleepLMRequestError
+from sleeplm.io.allocator import glibc, return_freed_memory
 from sleeplm.model.network import RMSNorm, RotaryEmbedding, SleepLMModel
 from sleeplm.paths import cache_root
 from sleeplm.terms import PRECISION_ENV, PRECISIONS
@@ -370,12 +370,11 @@ def release_encoder(network: SleepLMModel, encoder: nn.Module) -> int:
     Returns the bytes of memory-mapped pages dropped.
 
     For when nothing uses the old (fp32) encoder any more: its tensors are freed when this drops
-    the last reference (heap: returned with glibc's ``malloc_trim(0)``, skipped where the C library
-    has none). Tensors on a memory-mapped checkpoint (`sleeplm.model.checkpoint.read_state_dict`)
+    the last reference (heap: returned with `sleeplm.io.allocator.return_freed_memory`, glibc only). Tensors on a memory-mapped checkpoint (`sleeplm.model.checkpoint.read_state_dict`)
     stay mapped while any tensor of the file lives, so their pages are dropped from this process
     with ``madvise(MADV_DONTNEED)``: only whole pages inside a tensor that no tensor left in the
     network shares, only where /proc/self/maps shows a private file mapping (never written: were
-    those pages read again, the file's bytes would come back). Linux only; elsewhere only the swap.
+    those pages read again, the file's bytes would come back). Linux with glibc only; elsewhere only the swap.
 
     Examples
     --------
@@ -391,7 +390,8 @@ def release_encoder(network: SleepLMModel, encoder: nn.Module) -> int:
              for t in (*old.parameters(), *old.buffers())
              if t.device.type == "cpu" and t.untyped_storage().data_ptr() not in live]
     del old
-    libc = _trim_heap()
+    return_freed_memory()
+    libc = glibc()
     if libc is None:
         return 0
     dropped, page, mapped = 0, os.sysconf("SC_PAGE_SIZE"), _file_mappings()
@@ -404,27 +404,6 @@ def release_encoder(network: SleepLMModel, encoder: nn.Module) -> int:
 
 
 _MADV_DONTNEED = 4  # Linux
-
-
-def _libc() -> ctypes.CDLL | None:
-    """The C library (Linux only: None elsewhere)."""
-    if not Path("/proc/self/maps").exists():
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc
-
-
-def _trim_heap() -> ctypes.CDLL | None:
-    """Collect garbage and return freed heap to the system (glibc's ``malloc_trim(0)``); the C library, or None."""
-    gc.collect()
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-    return libc
 
 
 def _file_mappings() -> list[tuple[int, int]]:
@@ -708,7 +687,7 @@ def choose_precision(network: SleepLMModel, weights_id: str, tokenizer: Callable
         _write_cached(key, choice)
         if choice.precision == "fp32":
             converted = network.biosignals
-            _trim_heap()  # the rejected candidate's copy is freed: give its heap back
+            return_freed_memory()  # the rejected candidate's copy is freed: give its heap back
     if requested != "auto" and (choice.speedup or 0) < 1:
         logger.warning("SleepLM precision %s was asked for but runs the encoder at %.2fx fp32 on this machine",
                        requested, choice.speedup or 0)
