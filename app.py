@@ -7,7 +7,8 @@ Profusion XML, UCDDB text, Noxturnal CSV, EDF+ hypnogram; progress, preflight ch
 chat (each tool call a collapsible step with its arguments, result and duration; the answer
 streams in after it; figures the agent draws appear in the chat), and beside it the night
 overview (stages, events, SpO2: click it to see the raw signals there), the raw-epoch viewer in
-physical units, and the downloads (PDF report, events CSV, EDF+ annotations, tool trace JSON).
+physical units (a span longer than 10 epochs in pages: Previous / Next), and the downloads (PDF
+report, events CSV, EDF+ annotations, tool trace JSON).
 
 Sessions: every browser tab gets its own `BrowserSession` (a `NightSession` with its own agent
 memory, a private folder under the app's session root holding the uploaded file, and a folder
@@ -79,8 +80,8 @@ __all__ = [
     "MAX_UPLOAD_BYTES", "UPLOAD_SUFFIXES", "SESSION_TTL_S", "LOAD_MEMORY_BYTES", "server_root", "MemoryGate", "LOAD_GATE", "BrowserSession",
     "ConfiguredChatModel", "SleepLMWeights", "check_upload", "refresh_status",
     "open_session", "load_night", "load_scoring", "reload_with_channel_map", "ask", "new_conversation", "show_epochs",
-    "epochs_at_click", "follow_citation", "build_downloads", "refresh_downloads", "api_ask", "api_ask_cohort", "open_cohort",
-    "end_session", "build_app", "launch", "serve",
+    "epochs_at_click", "page_viewer", "follow_citation", "build_downloads", "refresh_downloads", "api_ask", "api_ask_cohort",
+    "open_cohort", "end_session", "build_app", "launch", "serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ class BrowserSession:
     sleeplm_note : why the app has no SleepLM weights, when it has none.
     weights : the app's `SleepLMWeights` while they are being fetched (None when given loaded or absent).
     shown_version : ``night.version`` of the overview last drawn (a background job may change it).
+    view : the raw-signal viewer's range as (first, last, asked first, asked last, "cited"/"asked"): the
+        epochs shown and the span they are a page of (None before the viewer first shows something).
     """
 
     night: NightSession
@@ -148,6 +151,7 @@ class BrowserSession:
     sleeplm_note: str | None = None
     weights: Any = None
     shown_version: int = 0
+    view: tuple[int, int, int, int, str] | None = None
 
     def close(self) -> None:
         """Delete the folders and drop everything the night holds: Gradio may keep this object in
@@ -582,6 +586,7 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
     bs.recording_path = path
     bs.shown_version = bs.night.night.version
     bs.turns.clear()
+    bs.view = None
     progress(0.92, desc="Drawing the night")
     yield (bs, _night_markdown(bs), _llm_markdown(bs), _preflight_update(bs), _file_channels_markdown(path),
            _render_overview(bs), None, None, [])
@@ -921,14 +926,59 @@ def _cited_spans(value: Any) -> Iterator[tuple[int, int]]:
 
 
 # ---- epoch viewer -----------------------------------------------------------------------
-def _viewer(bs: BrowserSession, first: int, last: int) -> tuple[Any, str]:
-    rec = bs.night.night.rec
-    last = min(last, first + MAX_VIEW_EPOCHS - 1, rec.n_epochs - 1)
+def _span_text(rec: Any, first: int, last: int) -> str:
+    """An epoch span as cited everywhere: clock time (when the recording has one), elapsed time, epochs."""
     citation = rec.cite_epochs(first, last)
     clock = f"{citation['clock_start']}-{citation['clock_end']}, " if citation["clock_start"] else ""
     where = f"epochs {first}-{last}" if last > first else f"epoch {first}"
-    caption = f"**Raw signals:** {clock}elapsed {citation['elapsed_start']}-{citation['elapsed_end']}, {where}"
+    return f"{clock}elapsed {citation['elapsed_start']}-{citation['elapsed_end']}, {where}"
+
+
+def _viewer(bs: BrowserSession, first: int, last: int, asked: str = "asked") -> tuple[Any, str]:
+    """The raw signals of epochs `first`..`last` (`asked`: "cited" by an answer, or "asked" for by the
+    user). A span longer than the viewer's `MAX_VIEW_EPOCHS` is shown in pages: the first one now, and
+    the caption says which page of the span it is and what "Next" shows (`page_viewer`)."""
+    last = min(last, bs.night.night.rec.n_epochs - 1)
+    return _show_page(bs, first, first, last, asked)
+
+
+def _show_page(bs: BrowserSession, first: int, span_first: int, span_last: int, asked: str) -> tuple[Any, str]:
+    rec = bs.night.night.rec
+    last = min(first + MAX_VIEW_EPOCHS - 1, span_last)
+    bs.view = (first, last, span_first, span_last, asked)
+    caption = f"**Raw signals:** {_span_text(rec, first, last)}"
+    if (first, last) != (span_first, span_last):
+        pages = -(-(span_last - span_first + 1) // MAX_VIEW_EPOCHS)
+        page = (first - span_first) // MAX_VIEW_EPOCHS + 1
+        citation = rec.cite_epochs(span_first, span_last)
+        when = (f"{citation['clock_start']}-{citation['clock_end']}" if citation["clock_start"] else
+                f"elapsed {citation['elapsed_start']}-{citation['elapsed_end']}")
+        caption += (f": page {page} of {pages} of the {asked} epochs {span_first}-{span_last} ({when}; the viewer "
+                    f"shows {MAX_VIEW_EPOCHS} epochs at a time).")
+        if last < span_last:
+            following = min(last + MAX_VIEW_EPOCHS, span_last)
+            caption += f" **Next** shows epoch{f's {last + 1}-' if following > last + 1 else ' '}{following}."
     return plot_epochs(rec, first, last), caption
+
+
+def page_viewer(step: int, state: BrowserSession | None) -> tuple[Any, str]:
+    """Handler of the viewer's Previous (`step` -1) and Next (+1) buttons: the neighbouring page of a long
+    span the viewer is paging through; beyond it (or for a short span), the epochs just before or after
+    the ones shown, as many of them."""
+    bs = _one_night(state)
+    if bs.view is None:
+        raise gr.Error("Nothing is shown yet: type a time above, or click the night overview.")
+    n_epochs = bs.night.night.rec.n_epochs
+    first, last, span_first, span_last, asked = bs.view
+    if step > 0 and last < span_last:
+        return _show_page(bs, last + 1, span_first, span_last, asked)
+    if step < 0 and first > span_first:
+        return _show_page(bs, max(span_first, first - MAX_VIEW_EPOCHS), span_first, span_last, asked)
+    length = last - first + 1
+    if (step > 0 and last >= n_epochs - 1) or (step < 0 and first <= 0):
+        raise gr.Error(f"The night {'ends' if step > 0 else 'starts'} there (epochs 0-{n_epochs - 1}).")
+    first = last + 1 if step > 0 else max(0, first - length)
+    return _viewer(bs, first, min(first + length - 1, n_epochs - 1))
 
 
 def show_epochs(where: str, n_epochs: float, state: BrowserSession | None) -> tuple[Any, str]:
@@ -968,7 +1018,7 @@ def follow_citation(state: BrowserSession | None) -> tuple[Any, Any]:
     calls = turn.get("tool_calls") or []
     for first, last in [*in_answer, *_cited_spans([call.get("result") for call in calls])]:
         if 0 <= first <= last < n_epochs and last - first + 1 < n_epochs:
-            return _viewer(state, first, last)
+            return _viewer(state, first, last, asked="cited")
     return gr.update(), gr.update()
 
 
@@ -1229,6 +1279,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                                        elem_id="viewer-where", scale=3)
                     n_epochs = gr.Slider(1, MAX_VIEW_EPOCHS, value=2, step=1, label="Epochs", scale=2)
                     show_button = gr.Button("Show signals", elem_id="viewer-button", scale=1)
+                with gr.Row(visible=single):
+                    previous_button = gr.Button("◀ Previous", elem_id="viewer-previous", size="sm")
+                    next_button = gr.Button("Next ▶", elem_id="viewer-next", size="sm")
                 viewer_caption = gr.Markdown(elem_id="viewer-caption", visible=single)
                 viewer = gr.Plot(show_label=False, elem_id="viewer", format="png", visible=single)
                 with gr.Accordion("Explain an event (criteria of the scoring rule)", open=False, elem_id="explain-panel",
@@ -1266,6 +1319,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         show_button.click(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         where.submit(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         overview.select(on_click, [state, n_epochs], [viewer, viewer_caption, where], **view)
+        previous_button.click(functools.partial(page_viewer, -1), [state], [viewer, viewer_caption], **view)
+        next_button.click(functools.partial(page_viewer, 1), [state], [viewer, viewer_caption], **view)
         explain_button.click(explain_at, [explain_where, state], [event_plot, criteria, event_text], **view)
         explain_where.submit(explain_at, [explain_where, state], [event_plot, criteria, event_text], **view)
         # The /ask API endpoint: no page components, the parameters come from on_api_ask's type hints.

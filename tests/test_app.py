@@ -299,6 +299,33 @@ def test_viewer_from_typed_time_and_from_a_click(loaded):
         app.epochs_at_click(loaded, 2, SimpleNamespace(index=[2, 100]))
 
 
+def test_a_cited_span_longer_than_the_viewer_is_shown_in_pages(loaded):
+    """An answer citing 27 epochs: the viewer shows the first 10 and says so, naming the cited span (never a
+    bare "epochs 5-14" beside an answer that says 5-31); Next / Previous page through it, then beyond it."""
+    loaded.turns.append({"answer": "Breathing looked abnormal 22:47:30-23:01:00 (elapsed 0h02m30s-0h16m00s, "
+                                   "epochs 5-31).", "tool_calls": []})
+    viewer, caption = app.follow_citation(loaded)
+    assert caption == ("**Raw signals:** 22:47:30-22:52:30, elapsed 0h02m30s-0h07m30s, epochs 5-14: page 1 of 3 of "
+                       "the cited epochs 5-31 (22:47:30-23:01:00; the viewer shows 10 epochs at a time). "
+                       "**Next** shows epochs 15-24.")
+    assert viewer.axes[-1].get_xlim()[1] * 3600 == pytest.approx(15 * 30, abs=1)
+    _, caption = app.page_viewer(1, loaded)
+    assert "epochs 15-24: page 2 of 3 of the cited epochs 5-31" in caption and "Next** shows epochs 25-31." in caption
+    _, caption = app.page_viewer(1, loaded)
+    assert "epochs 25-31: page 3 of 3 of the cited epochs 5-31" in caption and "Next" not in caption
+    _, caption = app.page_viewer(-1, loaded)
+    assert "epochs 15-24: page 2 of 3" in caption
+    app.page_viewer(1, loaded)
+    _, caption = app.page_viewer(1, loaded)  # past the cited span: the next 7 epochs of the night, as many as shown
+    assert caption == "**Raw signals:** 23:01:00-23:04:30, elapsed 0h16m00s-0h19m30s, epochs 32-38"
+    _, caption = app.page_viewer(1, loaded)
+    assert caption.endswith("epoch 39")
+    with pytest.raises(gr.Error, match="The night ends there"):
+        app.page_viewer(1, loaded)
+    _, caption = app.show_epochs("22:46 to 23:04", 2, loaded)  # a typed span longer than the viewer: pages too
+    assert "epochs 2-11: page 1 of 4 of the asked epochs 2-38" in caption
+
+
 def test_channel_map_reload(loaded):
     table = loaded.preflight.copy()
     with pytest.raises(gr.Error, match="No channel was changed"):

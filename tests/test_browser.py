@@ -108,6 +108,33 @@ def expected_click_epoch(path: Path, x_fraction: float) -> int:
     return rec.epoch_of(seconds_at_fraction(figure, x_fraction))
 
 
+def epoch_span(cited: str) -> tuple[int, int]:
+    """(first, last) of "epochs 13-51" or "epoch 13"."""
+    numbers = [int(n) for n in re.findall(r"\d+", cited)]
+    return numbers[0], numbers[-1]
+
+
+def expect_viewer_shows(page, cited: str) -> None:
+    """The viewer shows the span `cited` ("epochs 13-51"); one longer than the viewer takes, in pages that
+    name the cited span (the first page first), never a part of it under its own range alone."""
+    from playwright.sync_api import expect
+
+    caption = page.locator("#viewer-caption")
+    first, last = epoch_span(cited)
+    if last - first + 1 <= app.MAX_VIEW_EPOCHS:
+        expect(caption).to_contain_text(re.compile(rf"{cited}\s*$"), timeout=120_000)
+        return
+    pages = -(-(last - first + 1) // app.MAX_VIEW_EPOCHS)
+    expect(caption).to_contain_text(f"epochs {first}-{first + app.MAX_VIEW_EPOCHS - 1}: page 1 of {pages} of the "
+                                    f"cited epochs {first}-{last}", timeout=120_000)
+    page.locator("#viewer-next").click()
+    second = first + app.MAX_VIEW_EPOCHS
+    expect(caption).to_contain_text(re.compile(rf"epochs? {second}(-{min(second + app.MAX_VIEW_EPOCHS - 1, last)})?: "
+                                               rf"page 2 of {pages}"), timeout=60_000)
+    page.locator("#viewer-previous").click()
+    expect(caption).to_contain_text(f"page 1 of {pages}", timeout=60_000)
+
+
 def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
     from playwright.sync_api import expect
 
@@ -144,6 +171,11 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
         first_cited = re.search(r"The first: \w+ at [^(]+\(elapsed [^,]+, (epochs? [\d-]+)\)", answer.inner_text())
         expect(page.locator("#viewer-caption")).to_contain_text(first_cited.group(1), timeout=60_000)
         expect(page.locator("#viewer img")).to_be_visible(timeout=30_000)
+        # Next shows the epochs right after, as many of them.
+        first, last = epoch_span(first_cited.group(1))
+        page.locator("#viewer-next").click()
+        following = f"epochs {last + 1}-{2 * last - first + 1}" if last > first else f"epoch {last + 1}"
+        expect(page.locator("#viewer-caption")).to_contain_text(following, timeout=60_000)
 
         # A click on the overview opens the raw signals there.
         image = page.locator("#overview img")
@@ -214,7 +246,7 @@ def test_embedded_llm_answers_in_the_browser_and_the_readme_screenshot(tmp_path)
             time.sleep(0.5)
         answer = answer.inner_text()
         first_cited = re.search(r"\(elapsed [^,]+, (epochs? [\d-]+)\)", answer).group(1)
-        expect(page.locator("#viewer-caption")).to_contain_text(first_cited, timeout=120_000)
+        expect_viewer_shows(page, first_cited)
         expect(page.locator("#viewer img")).to_be_visible(timeout=60_000)
         spans = re.findall(r"(\d\d:\d\d:\d\d)-(\d\d:\d\d:\d\d) \(elapsed", answer)
         assert spans, answer
