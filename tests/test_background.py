@@ -71,6 +71,33 @@ def test_loading_and_the_first_answer_do_not_wait_for_sleeplm(small_edf, cache):
     assert session.ask("and how long did I sleep?").answer
 
 
+def by_technician(night) -> int:
+    """How many of the events in use are the technician's."""
+    return sum(isinstance(e, dict) and e.get("scored_by") == "technician" for e in night.analysis.events["evidence"])
+
+
+def test_sleeplm_restaging_keeps_the_chosen_scoring(small_edf, cache):
+    """A night whose file has the technician's events only (an apnea) is re-staged by SleepLM in the
+    background; the user chose the automatic scoring before that: the answers keep using it."""
+    model = GatedModel()
+    session = NightSession(llm="none", model=model)
+    session.load(small_edf, stage_cross_check=False)
+    night = session.night
+    assert night.scoring == "technician" and night.stage_source == "yasa"
+    session.set_scoring("automatic")
+    assert night.scoring == "automatic" and by_technician(night) == 0
+    chosen = night.version
+    model.release.set()
+    assert session.wait_for_background(60)
+    assert night.stage_source == "sleeplm" and night.version > chosen  # re-staged after the choice
+    assert night.scoring == "automatic" and night.analysis.summary["scoring"] == "automatic" and by_technician(night) == 0
+    assert night.analysis.agreement is not None  # compared again in the new stages
+    session.set_scoring("technician")  # the technician's apnea, in SleepLM's stages
+    assert night.scoring == "technician" and night.stage_source == "sleeplm"
+    assert by_technician(night) == 1
+    session.close()
+
+
 def test_captions_naming_no_stage_keep_the_automatic_stages(small_edf, cache):
     session = NightSession(llm="none", model=SleepLM.from_config("sleeplm_tiny"))  # random weights: no stage words
     session.load(small_edf)

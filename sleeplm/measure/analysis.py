@@ -275,6 +275,8 @@ def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> 
 
     Used when a slower stager (SleepLM's stage captions) finishes after the night was first
     analysed with a faster one: events (e.g. hypopneas need sleep) and the summary depend on the stages.
+    The scoring in use stays the one chosen: on a night whose technician scored events only, an
+    analysis using the automatic scoring is compared again (`compare_with_automatic`) and keeps using it.
 
     Examples
     --------
@@ -297,9 +299,12 @@ def restage(rec: Recording, analysis: NightAnalysis, staging: StagingResult) -> 
                             artefacts=analysis.artefacts, respiratory_scored=respiratory_by_technician(rec))
     summary["scoring"] = "technician" if technician else "automatic"
     # A comparison made with the earlier stages is stale: it is made again when next asked for.
-    return replace(analysis, staging=staging, events=events, summary=summary, scoring=summary["scoring"],
-                   scorings={"technician": Scoring(staging, events, summary, scored.near_misses, scored.candidates)}
-                   if technician else {}, agreement=None, near_misses=scored.near_misses, candidates=scored.candidates)
+    restaged = replace(analysis, staging=staging, events=events, summary=summary, scoring=summary["scoring"],
+                       scorings={"technician": Scoring(staging, events, summary, scored.near_misses, scored.candidates)}
+                       if technician else {}, agreement=None, near_misses=scored.near_misses, candidates=scored.candidates)
+    if technician and analysis.scoring == "automatic":  # the user's choice stands: compared now, still in use
+        restaged = use_scoring(compare_with_automatic(rec, restaged), "automatic")
+    return restaged
 
 
 def rescore(rec: Recording, analysis: NightAnalysis, rule: str) -> NightAnalysis:
