@@ -19,20 +19,45 @@ import app
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_server(tmp_path: Path, recording: Path) -> tuple[subprocess.Popen, str]:
+# Limits that only catch a hung server: a loaded machine (load 10+ on 2 cores) is slow, never this slow.
+# (gradio_client's uploads and posts otherwise use httpx's 5-s default, which a loaded server can miss: the
+# upload then fails in the client's thread, and the file waited for never comes.)
+START_TIMEOUT_S = 600
+REQUEST_TIMEOUT_S = 60
+
+# Answers in the server started with `hold_answers`: the session announces the answer (a file), then waits
+# for ever, so the test's SIGKILL always lands mid-answer, however slow the machine.
+HOLD_ANSWERS = """
+import threading
+from pathlib import Path
+
+from assistant.session import NightSession
+
+
+def held(self, *args, **kwargs):
+    Path({marker!r}).touch()
+    threading.Event().wait()
+
+
+NightSession.ask = held
+"""
+
+
+def start_server(tmp_path: Path, recording: Path, hold_answers: Path | None = None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "SLEEPLM_LLM": "none",
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "SLEEPLM_CACHE": str(tmp_path / "cache")}
-    code = f"import app; app.serve(host='127.0.0.1', port={port}, recording={str(recording)!r})"
+    code = HOLD_ANSWERS.format(marker=str(hold_answers)) if hold_answers is not None else ""
+    code += f"import app; app.serve(host='127.0.0.1', port={port}, recording={str(recording)!r})"
     server = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=open(tmp_path / f"server-{port}.log", "w"))
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
-            urllib.request.urlopen(url, timeout=2)
+            urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT_S)
             return server, url
         except OSError:
             assert server.poll() is None, (tmp_path / f"server-{port}.log").read_text()[-2000:]
@@ -45,19 +70,25 @@ def files_under(folder: Path) -> set[Path]:
 
 
 def test_sigkill_mid_answer_then_restart_leaves_no_file_of_the_earlier_run(tmp_path, small_edf):
+    import httpx
     from gradio_client import Client, handle_file
 
     server_base = tmp_path / "gradio" / app.SERVER_ROOT_NAME
-    first, url = start_server(tmp_path, small_edf)
+    answering = tmp_path / "answering"
+    first, url = start_server(tmp_path, small_edf, hold_answers=answering)
     try:
-        job = Client(url, verbose=False).submit(handle_file(str(small_edf)), "give me a summary of the night",
-                                                "clinician", api_name="/ask")
-        deadline = time.monotonic() + 120
-        while not list(server_base.glob("run-*/api-*/recording.edf")):
-            assert time.monotonic() < deadline, "the upload never reached the session folder"
+        # Reads without a limit: the answer's event stream stays open while the answer is held.
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, read=None)
+        job = Client(url, verbose=False, httpx_kwargs={"timeout": timeout}).submit(
+            handle_file(str(small_edf)), "give me a summary of the night", "clinician", api_name="/ask")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not answering.exists():  # the night is loaded from the session folder and the answer has begun
+            assert not job.done(), f"the /ask call ended before its answer began: {job.exception()!r}"
+            assert time.monotonic() < deadline, "the answer never began"
             time.sleep(0.05)
+        assert list(server_base.glob("run-*/api-*/recording.edf"))
         first.send_signal(signal.SIGKILL)  # mid-answer: no handler runs
-        first.wait(30)
+        first.wait(60)
         del job
     finally:
         if first.poll() is None:
@@ -73,7 +104,7 @@ def test_sigkill_mid_answer_then_restart_leaves_no_file_of_the_earlier_run(tmp_p
         assert [r.name.split("-")[1] for r in runs] == [str(second.pid)]
     finally:
         second.send_signal(signal.SIGTERM)
-        second.wait(60)
+        second.wait(START_TIMEOUT_S)
     assert not list(server_base.glob("run-*")), "SIGTERM left the server's files behind"
 
 
