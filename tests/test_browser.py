@@ -291,6 +291,9 @@ def test_an_unrecognised_file_is_mapped_in_the_channel_table(tmp_path):
     with served(demo) as url, chromium_page(viewport={"width": 1440, "height": 1050}) as page:
         page.goto(url, wait_until="load")
         page.wait_for_selector("#upload input[type=file]", state="attached", timeout=30_000)
+        # The page's opening event has written its status: it no longer overwrites the upload's (at load ~8
+        # the upload's "Not loaded" was replaced by the opening's "Upload a night").
+        expect(page.locator("#llm-status")).to_contain_text("tool-only mode", timeout=60_000)
         page.set_input_files("#upload input[type=file]", str(path))
         expect(page.locator("#night-status")).to_contain_text("Not loaded", timeout=60_000)
         page.locator("#preflight-panel").get_by_text("Channels (preflight)").click()
