@@ -1220,6 +1220,12 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
     def on_click(state, n_epochs, evt: gr.SelectData):
         return epochs_at_click(state, n_epochs, evt)
 
+    def on_previous(state):
+        return page_viewer(-1, state)
+
+    def on_next(state):
+        return page_viewer(1, state)
+
     def on_api_ask(recording: gr.FileData, question: str, audience: str = "clinician", rule: str = "") -> str:
         # gr.api hands an uploaded file over as FileData's dict form; its "path" is in Gradio's upload folder.
         path = recording.get("path") if isinstance(recording, dict) else recording
@@ -1319,8 +1325,8 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
         show_button.click(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         where.submit(show_epochs, [where, n_epochs, state], [viewer, viewer_caption], **view)
         overview.select(on_click, [state, n_epochs], [viewer, viewer_caption, where], **view)
-        previous_button.click(functools.partial(page_viewer, -1), [state], [viewer, viewer_caption], **view)
-        next_button.click(functools.partial(page_viewer, 1), [state], [viewer, viewer_caption], **view)
+        previous_button.click(on_previous, [state], [viewer, viewer_caption], **view)
+        next_button.click(on_next, [state], [viewer, viewer_caption], **view)
         explain_button.click(explain_at, [explain_where, state], [event_plot, criteria, event_text], **view)
         explain_where.submit(explain_at, [explain_where, state], [event_plot, criteria, event_text], **view)
         # The /ask API endpoint: no page components, the parameters come from on_api_ask's type hints.
