@@ -55,14 +55,19 @@ def start_server(tmp_path: Path, recording: Path, hold_answers: Path | None = No
                               stderr=open(tmp_path / f"server-{port}.log", "w"))
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT_S)
-            return server, url
-        except OSError:
-            assert server.poll() is None, (tmp_path / f"server-{port}.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.5)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT_S)
+                return server, url
+            except OSError:
+                assert server.poll() is None, (tmp_path / f"server-{port}.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.5)
+    except BaseException:
+        server.kill()  # a server that never answered is not left running after the test
+        server.wait()
+        raise
 
 
 def files_under(folder: Path) -> set[Path]:
@@ -104,7 +109,11 @@ def test_sigkill_mid_answer_then_restart_leaves_no_file_of_the_earlier_run(tmp_p
         assert [r.name.split("-")[1] for r in runs] == [str(second.pid)]
     finally:
         second.send_signal(signal.SIGTERM)
-        second.wait(START_TIMEOUT_S)
+        try:
+            second.wait(START_TIMEOUT_S)
+        finally:
+            if second.poll() is None:
+                second.kill()
     assert not list(server_base.glob("run-*")), "SIGTERM left the server's files behind"
 
 
