@@ -78,11 +78,7 @@ def technician_in_use(night: NightContext) -> bool:
     """True when the answers use the technician's scoring and it has events of a kind `explain_event`
     explains (they carry no criteria: the product's own scoring explains the same moments)."""
     analysis = night.require_analysis()
-    if getattr(analysis, "scoring", "automatic") != "technician":
-        return False
-    events = analysis.events
-    return bool(len(events)) and any(isinstance(e, dict) and e.get("scored_by") == "technician"
-                                     for e in events[events["kind"].isin(EXPLAINED_KINDS)]["evidence"])
+    return getattr(analysis, "scoring", "automatic") == "technician" and not _technician_events(night).empty
 
 
 def criteria_analysis(night: NightContext):
@@ -230,7 +226,9 @@ SAME_KIND = {"apnea": ("apnea", "hypopnea"), "hypopnea": ("apnea", "hypopnea"), 
 
 def _technician_events(night: NightContext) -> pd.DataFrame:
     """The technician's events in use of the kinds `explain_event` explains."""
-    events = night.analysis.events
+    events = night.require_analysis().events
+    if events.empty:
+        return events
     scored = events["evidence"].map(lambda e: isinstance(e, dict) and e.get("scored_by") == "technician")
     return events[scored & events["kind"].isin(EXPLAINED_KINDS)]
 
