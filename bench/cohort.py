@@ -129,6 +129,18 @@ figures of that time are void; helper scripts measured `measure_night` in plain 
   CPU: not worth a change. Nights already start largest file first; the benchmark's nights all have
   the same size, so the order is the discovery order.
 
+Measured by the lead (2026-12-06 01:25-01:31, load 0.4-2.5): the 2-worker losses on 2-h nights were
+Ray Data's, not the nights'. Tasks that only burn 1 s of CPU (no recordings), 8 of them: Ray core
+tasks start 2-4 ms after a CPU frees, with 1 or 2 at a time; through Ray Data (``map`` with
+``TaskPoolStrategy``) 10-20 ms with 1 task in flight but 0.1-0.33 s with 2. Ray Data's scheduling
+loop waits for *all* tasks in flight with a 0.1-s timeout (``ray.wait(num_returns=len(active))``)
+and fetches each finished task's metadata on another thread, so with two tasks the next one is
+submitted one to three loop turns after a night ends (on 1.9-s nights, up to 15 % of the run).
+`sleeplm.cohort.runner` now keeps one more night submitted than there are CPUs when the nights may
+use them all (`_tasks_in_flight`): it waits in Ray's own queue and starts within milliseconds
+(the same 1-s tasks: gaps 5-10 ms, one of 0.2 s when the queue ran dry near the end). This script
+at load 1.8-2.5: 1.88x (was 1.63-1.68x), per-night CPU 2 vs 1 workers 1.01x.
+
 Multi-node cluster
 ------------------
 The same command runs on a Ray cluster; nothing in the code changes::

@@ -185,6 +185,29 @@ def test_a_one_cpu_night_task_loads_on_one_thread(ray_session):
     assert ray.get(ray.remote(num_cpus=1)(_load_threads).remote()) == expected
 
 
+def test_one_worker_measures_one_night_at_a_time(ray_session, cohort_input, full_run, tmp_path, monkeypatch):
+    """With every CPU in use Ray Data keeps one more night queued at Ray's scheduler; with fewer workers
+    than CPUs it must not, or the queued night would start on the free CPU."""
+    import sleeplm.cohort.runner as runner
+
+    def logged(row, out_dir, salt, **options):  # a closure: Ray pickles it by value for its workers
+        import json, os, time  # noqa: E401
+        from sleeplm.cohort.night import measure_night
+
+        started = time.time()
+        result = measure_night(row, out_dir, salt, **options)
+        with open(os.path.join(out_dir, "intervals.jsonl"), "a") as log:
+            log.write(json.dumps([started, time.time()]) + "\n")
+        return result
+
+    monkeypatch.setattr(runner, "measure_night", logged)
+    out = tmp_path / "one_worker"
+    cohort = run(cohort_input, out, workers=1)
+    intervals = sorted(json.loads(line) for line in (out / "intervals.jsonl").read_text().splitlines())
+    assert len(intervals) == N_GOOD + 1 and list(cohort.nights["status"]).count("done") == N_GOOD
+    assert all(later[0] >= earlier[1] for earlier, later in zip(intervals, intervals[1:])), intervals
+
+
 def test_killed_run_resumes_to_the_same_tables(ray_session, cohort_input, full_run, tmp_path):
     """Kill a run part-way (after a night is written), resume it, and get the uninterrupted run's tables.
 

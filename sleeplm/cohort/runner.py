@@ -105,6 +105,29 @@ def _size(task) -> int:
 _CONTEXT_SETTINGS = ("enable_progress_bars", "max_errored_blocks", "op_resource_reservation_enabled")
 
 
+def _tasks_in_flight(workers: int, cpus: int, nights: int) -> int:
+    """Measuring tasks Ray Data keeps submitted at once for `workers` nights measured at a time.
+
+    Ray Data's scheduling loop notices a finished task only after waiting up to 0.1 s for all of
+    the tasks in flight (``ray.wait`` for every one, with a timeout), then fetches its metadata on
+    another thread: with two one-CPU nights on two CPUs, every next night started 0.1-0.3 s after
+    a CPU was free (a ~1.9-s night: up to 15 % of the run). When the nights may use every CPU,
+    one more night is kept submitted than there are CPUs: it waits in Ray's own queue, which
+    starts it within milliseconds of a CPU freeing, and the CPUs (one per night) still bound the
+    nights measured at once. With fewer workers than CPUs nothing more is submitted: the extra
+    night would start on a free CPU.
+
+    Examples
+    --------
+    >>> _tasks_in_flight(workers=2, cpus=2, nights=6), _tasks_in_flight(workers=1, cpus=2, nights=6)
+    (3, 1)
+    >>> _tasks_in_flight(workers=8, cpus=2, nights=6), _tasks_in_flight(workers=2, cpus=2, nights=2)
+    (6, 2)
+    """
+    in_flight = workers + 1 if workers >= cpus else workers
+    return max(1, min(in_flight, nights))
+
+
 def _measure_task_args() -> dict:
     """Remote arguments of each measuring task: a night whose worker died is tried once more, then reported."""
     return {"max_retries": 1}
