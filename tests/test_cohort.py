@@ -208,6 +208,30 @@ def test_one_worker_measures_one_night_at_a_time(ray_session, cohort_input, full
     assert all(later[0] >= earlier[1] for earlier, later in zip(intervals, intervals[1:])), intervals
 
 
+def test_a_night_that_kills_its_worker_is_reported_and_the_run_goes_on(ray_session, cohort_input, full_run, tmp_path,
+                                                                        monkeypatch):
+    """A night whose worker process dies (here: exits; in life the OOM killer) is tried once more, then
+    recorded in failed.csv as WorkerLost; the other nights are measured."""
+    import sleeplm.cohort.runner as runner
+
+    def dies_on_night1(row, out_dir, salt, **options):  # a closure: Ray pickles it by value for its workers
+        import os
+        from sleeplm.cohort.night import measure_night
+
+        if row["path"].endswith("night1.edf"):
+            os._exit(1)
+        return measure_night(row, out_dir, salt, **options)
+
+    monkeypatch.setattr(runner, "measure_night", dies_on_night1)
+    out = tmp_path / "worker_dies"
+    cohort = run(cohort_input, out)
+    failed = pd.read_csv(out / "failed.csv")
+    lost = failed[failed["error_class"] == "WorkerLost"]
+    assert lost["file"].tolist() == [str(cohort_input / "subject1" / "night1.edf")]
+    assert "never reported back" in lost["message"].iloc[0]
+    assert list(cohort.nights["status"]).count("done") == N_GOOD - 1
+
+
 def test_killed_run_resumes_to_the_same_tables(ray_session, cohort_input, full_run, tmp_path):
     """Kill a run part-way (after a night is written), resume it, and get the uninterrupted run's tables.
 

@@ -279,11 +279,15 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
         if started:
             ray.shutdown()
     reported = {r["file"] for r in results}
-    for task in tasks:  # a night whose worker died (killed, out of memory) never reported back
+    # A night whose task never reported back: its worker died (killed, out of memory) twice, or Ray
+    # could not run the task at all (e.g. a worker without the project installed); the night's own
+    # errors are caught inside its task and reported as rows.
+    for task in tasks:
         if task.path not in reported:
             results.append({"file": task.path, "night_id": None, "subject_id": None, "night_label": task.night_label,
                             "status": "failed", "error_class": "WorkerLost",
-                            "message": "the Ray worker processing this night died (killed or out of memory)"})
+                            "message": "the Ray task measuring this night never reported back: its worker died "
+                                       "(killed or out of memory), or Ray could not run the task (Ray's log says why)"})
     write_tables(out, results)
     cohort = load_cohort(out)
     write_report(cohort.nights, out / REPORT)
