@@ -638,3 +638,52 @@ def test_the_ask_endpoint_takes_a_rule_or_uses_the_servers(plain_night, tmp_path
     finally:
         demo.close()
     assert list((tmp_path / "sessions").iterdir()) == []
+
+
+
+def test_a_near_miss_is_judged_once_where_the_technicians_stages_and_the_automatic_ones_differ(tmp_path):
+    """events.csv and explain_event give a candidate the same status on a night whose technician staged
+    differently from the automatic stager: an epoch the technician called wake holds the arousal after a
+    hypopnea (accepted for that arousal in the automatic stages, a near-miss in the technician's), and
+    epochs the automatic stager called wake hold candidates the technician's stages keep."""
+    from dataclasses import replace
+
+    from sleeplm.io.reader import load_recording
+    from sleeplm.measure.analysis import analyze_night, compare_with_automatic
+    from sleeplm.measure.events import score_events
+    from sleeplm.report.analyze_dir import analyze_to_dir
+    from sleeplm.synthetic import simulate_night, write_night
+    from tools import NightContext
+
+    path = write_night(simulate_night(duration_h=0.25, seed=3, severity="severe", montage="aasm", sfreq=128,
+                                      annotations=True, start_clock="23:00:00"), tmp_path / "night.edf")
+    rec = load_recording(path)
+    automatic = compare_with_automatic(rec, analyze_night(rec, automatic_staging=False)).scorings["automatic"]
+    # A hypopnea accepted for its arousal alone (SpO2 fell < 3 %), the arousal and its 10 s of sleep in the next epoch.
+    accepted = automatic.events[automatic.events.kind == "hypopnea"]
+    arousals = automatic.events[automatic.events.kind == "arousal"]
+    flip, arousal_epoch = next((c.candidate_id, int(a.start_s // 30)) for c in automatic.candidates.itertuples()
+                               if c.desaturation_pct < 3 and c.arousal and c.candidate_id in set(accepted.event_id)
+                               for a in arousals[arousals.start_s.between(c.start_s, c.end_s + 15)].itertuples()
+                               if a.start_s // 30 == c.start_s // 30 + 1 and a.start_s % 30 >= 10)
+    technician = np.full(rec.n_epochs, "N2", dtype=object)
+    technician[arousal_epoch] = "W"
+    rec = replace(rec, reference=replace(rec.reference, stages=technician))
+    assert flip in set(score_events(rec, technician).near_misses.event_id)  # the technician's stages judge it otherwise
+    assert (automatic.staging.hypnogram != technician).sum() > 2
+
+    compared = compare_with_automatic(rec, analyze_night(rec, automatic_staging=False))
+    assert compared.scoring == "technician" and compared.staging.source == "reference scoring"
+    for rule in ("1A", "1B"):  # the 4 % rule turns the hypopneas with smaller falls into near-misses
+        analysis = compared if rule == "1A" else rescore(rec, compared, rule)
+        night = NightContext(rec=rec, analysis=analysis, model_status="no SleepLM weights in this test")
+        csv = pd.read_csv(analyze_to_dir(path, tmp_path / rule, analysis=analysis)[1])
+        listed = csv[csv.kind == "near_miss"]
+        for row in listed.itertuples():
+            explained = parse_result(run_tool("explain_event", {"event": row.event_id}, night).content)
+            assert isinstance(explained, dict) and explained["status"] == "near-miss", (rule, row.event_id, explained)
+        # One judgement: the near-misses listed are the automatic scoring's, the candidate above among the accepted.
+        assert list(listed.event_id) == list(analysis.scorings["automatic"].near_misses.event_id)
+        assert list(analysis.near_misses.event_id) == list(listed.event_id)
+    explained = parse_result(run_tool("explain_event", {"event": flip}, NightContext(rec=rec, analysis=compared)).content)
+    assert explained["status"] == "scored" and explained["kind"] == "hypopnea"

@@ -45,7 +45,9 @@ class Scoring:
     (`sleeplm.measure.events.EventScoring`): the automatic scoring's accepted apneas and hypopneas
     are rows of its ``candidates`` (same ``event_id``), so explaining an event, listing it and
     re-scoring it under another rule all see the same objects. With the technician's apneas and
-    hypopneas in use they are the reductions the product measured in the technician's stages.
+    hypopneas in use they are the automatic scoring's own (judged in its stages, the ones
+    ``explain_event`` explains and events.csv lists) once `compare_with_automatic` has run; before,
+    the reductions the product measured in the technician's stages.
     """
 
     staging: StagingResult
@@ -185,6 +187,10 @@ def compare_with_automatic(rec: Recording, analysis: NightAnalysis) -> NightAnal
     compared: YASA's stages (unless the technician scored no stages, then the stages in use are
     already automatic), events detected in them, their summary, and `NightAnalysis.agreement`.
     The scoring in use does not change; the technician staging's ``agreement`` gets the kappa.
+    When the technician scored apneas or hypopneas, the product's own breathing reductions are judged
+    once, in the automatic scoring's stages: the technician's scoring takes the automatic scoring's
+    near-misses and candidates (the same objects), so a candidate is accepted or a near-miss alike in
+    the downloads (events.csv) and in ``explain_event``, under any rule (`rescore`).
 
     Examples
     --------
@@ -213,6 +219,8 @@ def compare_with_automatic(rec: Recording, analysis: NightAnalysis) -> NightAnal
                                                         "n_epochs": agreement["staging"]["n_epochs"]})
     elif tech_staging.source == "reference scoring" and staging.unavailable:  # why the stager could not run (no EEG...)
         tech_staging = replace(tech_staging, unavailable={**(tech_staging.unavailable or {}), **staging.unavailable})
+    if respiratory_by_technician(rec):  # its own apneas and hypopneas are the technician's: one judgement of ours
+        technician = replace(technician, near_misses=scored.near_misses, candidates=scored.candidates)
     scorings = {"technician": replace(technician, staging=tech_staging, summary={**technician.summary, "agreement": agreement}),
                 "automatic": Scoring(staging, events, summary, scored.near_misses, scored.candidates)}
     return _in_use(replace(analysis, scorings=scorings, agreement=agreement), analysis.scoring)
