@@ -299,18 +299,21 @@ class NightSession:
         night = self.night
         if not isinstance(night, NightContext) or night.analysis is None:
             raise SessionError("no recording is loaded.")
-        if scoring == night.scoring:
-            return
-        if scoring == "automatic" and "automatic" not in night.analysis.scorings:
+        # Under the night's lock: a replacement of the analysis under way (SleepLM's re-staging, a
+        # re-scoring) is waited for and the choice applies to its result, never undone by it.
+        with night.analysis_lock:
+            if scoring == night.scoring:
+                return
+            if scoring == "automatic" and "automatic" not in night.analysis.scorings:
+                try:
+                    night.compare_scorings()
+                except ToolException as exc:
+                    raise SessionError(str(exc)) from exc
             try:
-                night.compare_scorings()
-            except ToolException as exc:
+                night.analysis = use_scoring(night.analysis, scoring)
+            except MeasurementError as exc:
                 raise SessionError(str(exc)) from exc
-        try:
-            night.analysis = use_scoring(night.analysis, scoring)
-        except MeasurementError as exc:
-            raise SessionError(str(exc)) from exc
-        night.version += 1
+            night.version += 1
 
     # ---- conversation -----------------------------------------------------------------
     def reset(self) -> None:

@@ -200,3 +200,61 @@ def test_background_work_waits_while_another_upload_loads(small_edf, cache):
     assert loads_in_progress() == 0
     assert session.wait_for_background(60)
     assert calls == [1] and session.night.sleeplm_jobs == {"embeddings": 1.0, "stage captions": 1.0}
+
+
+class ContendedLock:
+    """A night's `analysis_lock` that says when a second thread had to wait for it (`contended`)."""
+
+    def __init__(self, contended: threading.Event):
+        self.lock, self.contended = threading.RLock(), contended
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            self.contended.set()
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+@pytest.mark.parametrize("first, then", [("automatic", "technician"), ("technician", "automatic")])
+def test_a_scoring_switch_during_sleeplm_restaging_holds(small_edf, cache, monkeypatch, first, then):
+    """The user switches whose scoring the answers use while SleepLM's re-staging is being applied (the
+    night's `analysis_lock` held): the re-staged analysis must not put the earlier choice back. The switch
+    either waits for the re-staging (then applies to the re-staged night) or comes after it."""
+    import sleeplm.measure.analysis as analysis_module
+
+    model = GatedModel()
+    session = NightSession(llm="none", model=model)
+    session.load(small_edf, stage_cross_check=False)  # the technician scored an apnea, no stages: SleepLM re-stages
+    night = session.night
+    night.compare_scorings()  # both scorings computed: a switch needs no comparison (and so took no lock)
+    session.set_scoring(first)
+    restaging, release, moved_on = threading.Event(), threading.Event(), threading.Event()
+    night.analysis_lock = ContendedLock(moved_on)
+    restage = analysis_module.restage
+
+    def held_restage(*args, **kwargs):
+        restaging.set()
+        assert release.wait(60)
+        return restage(*args, **kwargs)
+
+    monkeypatch.setattr(analysis_module, "restage", held_restage)
+    model.release.set()
+    assert restaging.wait(60)  # the re-staging holds the lock, working from the analysis with `first` in use
+
+    def switch():
+        session.set_scoring(then)
+        moved_on.set()
+
+    switcher = threading.Thread(target=switch)
+    switcher.start()
+    assert moved_on.wait(60)  # the switch finished, or waits for the lock: either way it was made during re-staging
+    release.set()
+    switcher.join(60)
+    assert session.wait_for_background(60) and not switcher.is_alive()
+    assert night.stage_source == "sleeplm"  # re-staged
+    assert night.scoring == then and night.analysis.summary["scoring"] == then  # the user's latest choice holds
+    assert by_technician(night) == (1 if then == "technician" else 0)
+    session.close()
