@@ -50,7 +50,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import gradio as gr
 import numpy as np
@@ -135,6 +135,11 @@ class BrowserSession:
     shown_version : ``night.version`` of the overview last drawn (a background job may change it).
     view : the raw-signal viewer's range as (first, last, asked first, asked last, "cited"/"asked"): the
         epochs shown and the span they are a page of (None before the viewer first shows something).
+    loads_started : how many loads the tab has started (`loading`): each load's ticket is its number.
+    loads_pending : the tickets of the loads under way.
+    shown_load : the ticket of the load whose night (or unmapped file) the tab shows; a load that
+        finishes after one started later was shown is not shown (the user's latest action wins).
+    lock : held while a finished load becomes the tab's night (the night, its file and maps, the viewer).
     """
 
     night: NightSession
@@ -152,6 +157,35 @@ class BrowserSession:
     weights: Any = None
     shown_version: int = 0
     view: tuple[int, int, int, int, str] | None = None
+    loads_started: int = 0
+    loads_pending: set[int] = field(default_factory=set)
+    shown_load: int = 0
+    lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @contextmanager
+    def loading(self, opening: bool = False) -> Iterator[int | None]:
+        """A ticket for a load about to start in this tab, pending for the duration of the block.
+
+        `opening`: the page's opening load (the demo night, or ``serve --recording``), which the user
+        may have overtaken: its ticket is None (load nothing) when the tab shows a night or an
+        unmapped file, or is loading one, already.
+        """
+        with self.lock:
+            if opening and (self.loads_pending or self.night.night is not None or self.recording_path is not None):
+                ticket = None
+            else:
+                self.loads_started += 1
+                ticket = self.loads_started
+                self.loads_pending.add(ticket)
+        try:
+            yield ticket
+        finally:
+            with self.lock:
+                self.loads_pending.discard(ticket)
+
+    def overtaken(self, ticket: int) -> bool:
+        """True when a load started after load `ticket` is shown already (call with `lock` held)."""
+        return ticket < self.shown_load
 
     def close(self) -> None:
         """Delete the folders and drop everything the night holds: Gradio may keep this object in
@@ -197,12 +231,13 @@ class MemoryGate:
 LOAD_GATE = MemoryGate(LOAD_MEMORY_BYTES)
 
 
-def _gated_load(night: NightSession, path: Path, **kwargs: Any) -> None:
-    """`NightSession.load` once the load's estimated peak memory fits `LOAD_GATE` (bombs fail before waiting)."""
+def _gated_load(night: NightSession, path: Path, **kwargs: Any) -> Any:
+    """`NightSession.read_night` once the load's estimated peak memory fits `LOAD_GATE` (bombs fail
+    before waiting): the night read, for `NightSession.use_night`."""
     from sleeplm.io.reader import estimate_load_bytes
 
     with LOAD_GATE.reserve(estimate_load_bytes(path, kwargs.get("channel_map"))):
-        night.load(path, **kwargs)
+        return night.read_night(path, **kwargs)
 
 
 # ---- files: one server-owned root, atomic writes -------------------------------------------
@@ -571,22 +606,39 @@ def _no_progress(*_: Any, **__: Any) -> None:
     return None
 
 
+def _unchanged(bs: BrowserSession) -> tuple:
+    """Panel outputs that leave the page as it is (a load the user overtook)."""
+    return (bs, *[gr.update()] * 8)
+
+
 def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: dict | None,
-               position_map: str | dict | None = None, rule: str | None = None) -> Iterator[tuple]:
-    """Load `path` (with the session's scoring file) into the session (under `rule`, else the session's
-    scoring rule); yields the panel's outputs as each stage finishes."""
+               position_map: str | dict | None = None, rule: str | None = None,
+               annotations: Path | None = None, *, ticket: int) -> Iterator[tuple]:
+    """Load `path` (with the scoring file `annotations`) into the session (under `rule`, else the session's
+    scoring rule) as the tab's load `ticket`; yields the panel's outputs as each stage finishes. When a
+    load the tab started later is shown first, this one is dropped and the page left as it is."""
     if progress is None:  # not `progress or ...`: an idle gr.Progress is falsy (it has a length of 0)
         progress = _no_progress
     progress(0.02, desc="Reading the recording")
     if bs.weights is not None:
         bs.weights.attach(bs)
     report = _progress_reporter(progress, 0.05, 0.85, "Measuring the night")
-    _gated_load(bs.night, path, progress=report, channel_map=channel_map, position_map=position_map,
-                annotations=bs.annotations, rule=rule)
-    bs.recording_path = path
-    bs.shown_version = bs.night.night.version
-    bs.turns.clear()
-    bs.view = None
+    night = _gated_load(bs.night, path, progress=report, channel_map=channel_map, position_map=position_map,
+                        annotations=annotations, rule=rule)
+    with bs.lock:
+        overtaken = bs.overtaken(ticket)
+        if not overtaken:
+            bs.shown_load = ticket
+            bs.night.use_night(night)
+            bs.recording_path, bs.channel_map, bs.position_map = path, channel_map, position_map
+            bs.annotations = annotations
+            bs.shown_version = night.version
+            bs.turns.clear()
+            bs.view = None
+    if overtaken:
+        logger.info("a load the tab started later is shown: this one is dropped")
+        yield _unchanged(bs)
+        return
     progress(0.92, desc="Drawing the night")
     yield (bs, _night_markdown(bs), _llm_markdown(bs), _preflight_update(bs), _file_channels_markdown(path),
            _render_overview(bs), None, None, [])
@@ -656,14 +708,23 @@ def refresh_status(state: BrowserSession | None) -> tuple:
     return night_text, _llm_markdown(state), overview, _progress_html(state)
 
 
+_SESSIONS_LOCK = threading.Lock()  # one tab's concurrent first events open one session between them
+
+
 def _session(state: BrowserSession | None, request: Any, root: Path, llm_factory, sleeplm_model, registry: dict,
              sleeplm_note: str | None = None, shown_root: Path | None = None,
              cohort: str | Path | None = None, server_rule: str = DEFAULT_RULE) -> BrowserSession:
+    """The tab's session: `state`, else the one its other events opened already (the page's opening
+    load and an early upload both start before the page holds a state), else a new one."""
     if state is not None:
         return state
-    key = getattr(request, "session_hash", None) or uuid.uuid4().hex
-    bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note, shown_root, cohort, rule=server_rule)
-    registry[key] = bs
+    key = getattr(request, "session_hash", None)
+    with _SESSIONS_LOCK:
+        bs = registry.get(key) if key is not None else None
+        if bs is None:
+            key = key or uuid.uuid4().hex
+            bs = open_session(root, key, llm_factory, sleeplm_model, sleeplm_note, shown_root, cohort, rule=server_rule)
+            registry[key] = bs
     return bs
 
 
@@ -672,7 +733,7 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
                owned: bool = True, sleeplm_note: str | None = None, shown_root: Path | None = None,
                channel_map: dict | None = None, position_map: str | dict | None = None,
                annotations: str | Path | None = None, rule: str | None = None,
-               server_rule: str = DEFAULT_RULE) -> Iterator[tuple]:
+               server_rule: str = DEFAULT_RULE, opening: bool = False) -> Iterator[tuple]:
     """Handler: load a recording into this tab's session (with `channel_map`/`position_map` and the
     scoring file `annotations`, if given; an upload's scoring comes afterwards, see `load_scoring`;
     under `rule`, else the session's scoring rule: the one last picked, at first `server_rule`).
@@ -681,12 +742,26 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
     epoch viewer figure, downloads, chat history). An upload (`owned`) is moved into the session's
     private folder under a neutral name, so it is deleted with the session and no file name
     travels further; the demo night or a served ``--recording`` is read in place.
+
+    Of the loads a tab started, the latest to start that succeeds is the one shown: a load that
+    finishes after it leaves the page as it is. `opening` (the page's opening load) loads nothing
+    when the tab shows or is loading a night already (the user's upload came first).
     """
     bs = _session(state, request, root, llm_factory, sleeplm_model, registry if registry is not None else {},
                   sleeplm_note, shown_root, server_rule=server_rule)
+    with bs.loading(opening) as ticket:
+        if ticket is None:
+            yield (bs, gr.update(), _llm_markdown(bs), *[gr.update()] * 6)
+            return
+        yield from _load_ticket(bs, ticket, path, progress, owned, channel_map, position_map, annotations, rule)
+
+
+def _load_ticket(bs: BrowserSession, ticket: int, path, progress: Progress, owned: bool, channel_map: dict | None,
+                 position_map: str | dict | None, annotations: str | Path | None, rule: str | None) -> Iterator[tuple]:
+    """`load_night` once the tab gave the load its ticket."""
     # A new upload replaces the tab's night only once it has loaded: until then the previous
     # upload is set aside (same neutral name), and it comes back if the new file cannot be used.
-    before, night_before = (bs.recording_path, bs.channel_map, bs.position_map, bs.annotations), bs.night.night
+    before, night_before = bs.recording_path, bs.night.night
     source = previous = None
     try:
         try:
@@ -696,23 +771,21 @@ def load_night(path, state: BrowserSession | None, request: Any = None, progress
                 _discard_upload(path)
             raise
         if owned:
-            if before[0] is not None and before[0].parent == bs.workdir and before[0].exists():
-                previous = before[0].rename(bs.workdir / f".previous{before[0].suffix}")
+            if before is not None and before.parent == bs.workdir and before.exists():
+                previous = before.rename(bs.workdir / f".previous{before.suffix}")
             source = _take_upload(source, bs.workdir / f"recording{source.suffix.lower()}")
-        bs.channel_map, bs.position_map = channel_map, position_map
-        bs.annotations = None if annotations is None else Path(annotations)
-        yield from _load_into(bs, source, progress, channel_map, position_map, rule)
+        yield from _load_into(bs, source, progress, channel_map, position_map, rule,
+                              None if annotations is None else Path(annotations), ticket=ticket)
     except ChannelMappingError as exc:
         # No channel recognised: keep the file and let the user name its channels in the table.
-        yield _unmapped(bs, source, exc)
+        yield _unmapped(bs, source, exc, ticket, channel_map, position_map)
     except SleepLMError as exc:
         note = ""
         if bs.night.night is night_before:  # the new file did not load: the tab keeps what it had
-            bs.recording_path, bs.channel_map, bs.position_map, bs.annotations = before
             if owned and source is not None:
                 source.unlink(missing_ok=True)  # a refused upload is not kept
                 if previous is not None:
-                    os.replace(previous, before[0])
+                    os.replace(previous, before)
                     previous = None
             if bs.night.night is not None:
                 note = " The night loaded before is still the one the chat answers about."
@@ -732,21 +805,25 @@ def load_scoring(paths, state: BrowserSession | None, progress: Progress = None)
     from sleeplm.io.scoring import SCORING_SUFFIXES
 
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths or [])]
+    refusal = None
     if state is None or state.recording_path is None or state.night.night is None or is_cohort(state):
+        refusal = "Upload the recording first, then its scoring file."
+    elif state.loads_pending:  # it would go to the night shown, not to the one loading
+        refusal = "A recording is still loading in this tab: upload its scoring file once its night is shown."
+    if refusal is not None:
         for path in paths:
             _discard_upload(path)
-        raise gr.Error("Upload the recording first, then its scoring file.")
+        raise gr.Error(refusal)
     tag, taken = uuid.uuid4().hex[:8], []  # one name per upload: a UCDDB pair stays a pair
     for path in paths:
         name = path.name.lower()
         ending = next((end for end in SCORING_SUFFIXES if name.endswith(end)), path.suffix.lower())
         taken.append(_take_upload(path, state.workdir / f"scoring{tag}{ending}"))
-    before = state.annotations
-    state.annotations = taken[0] if taken else None
     try:
-        yield from _load_into(state, state.recording_path, progress, state.channel_map, state.position_map)
+        with state.loading() as ticket:
+            yield from _load_into(state, state.recording_path, progress, state.channel_map, state.position_map,
+                                  annotations=taken[0] if taken else None, ticket=ticket)
     except SleepLMError as exc:
-        state.annotations = before
         for path in taken:
             path.unlink(missing_ok=True)  # a refused scoring file is not kept
         raise gr.Error(str(exc) + " The night keeps the scoring it had.", title="This scoring file cannot be used") from exc
@@ -784,15 +861,22 @@ def open_cohort(cohort: str | Path, state: BrowserSession | None, request: Any =
             build_downloads(bs), [])
 
 
-def _unmapped(bs: BrowserSession, path: Path, error: ChannelMappingError) -> tuple:
-    """Panel outputs for a file none of whose channels was recognised: an all-missing, editable table."""
+def _unmapped(bs: BrowserSession, path: Path, error: ChannelMappingError, ticket: int, channel_map: dict | None,
+              position_map: str | dict | None) -> tuple:
+    """Panel outputs for a file (the tab's load `ticket`) none of whose channels was recognised: an
+    all-missing, editable table (the page as it is when a load started later is shown already)."""
     from sleeplm.io.recording import CANONICAL_CHANNELS
 
-    bs.night.night = None  # the previous night, if any, must not answer for this file
-    bs.turns.clear()
-    bs.recording_path, bs.overview = path, None
-    bs.preflight = pd.DataFrame({"channel": CANONICAL_CHANNELS, "status": "missing", "source": "",
-                                 "original_sfreq_hz": np.nan, "unit": "", "warnings": ""})
+    with bs.lock:
+        if bs.overtaken(ticket):
+            return _unchanged(bs)
+        bs.shown_load = ticket
+        bs.night.use_night(None)  # the previous night, if any, must not answer for this file
+        bs.turns.clear()
+        bs.recording_path, bs.channel_map, bs.position_map, bs.annotations = path, channel_map, position_map, None
+        bs.overview = bs.view = None
+        bs.preflight = pd.DataFrame({"channel": CANONICAL_CHANNELS, "status": "missing", "source": "",
+                                     "original_sfreq_hz": np.nan, "unit": "", "warnings": ""})
     text = f"**Not loaded:** {error}  \nOpen *Channels (preflight)* and name the file's channels."
     return (bs, text, _llm_markdown(bs), gr.update(value=bs.preflight, interactive=True),
             _file_channels_markdown(path), None, None, None, [])
@@ -802,6 +886,8 @@ def reload_with_channel_map(table: pd.DataFrame, state: BrowserSession | None, p
     """Handler: re-load the recording with the channels the user typed into the preflight table."""
     if state is None or state.recording_path is None or state.preflight is None:
         raise gr.Error("Load a recording first; then map its missing channels in the preflight table.")
+    if state.loads_pending:  # the table is the night's shown, not the one loading
+        raise gr.Error("A recording is still loading in this tab: map its channels once it is shown.")
     before = dict(zip(state.preflight["channel"], state.preflight["source"].fillna("")))
     edits = {
         str(row.channel): str(row.source).strip()
@@ -811,8 +897,9 @@ def reload_with_channel_map(table: pd.DataFrame, state: BrowserSession | None, p
     if not edits:
         raise gr.Error("No channel was changed: type a file label into the 'source' cell of a missing channel.")
     try:
-        yield from _load_into(state, state.recording_path, progress, {**(state.channel_map or {}), **edits},
-                              state.position_map)
+        with state.loading() as ticket:
+            yield from _load_into(state, state.recording_path, progress, {**(state.channel_map or {}), **edits},
+                                  state.position_map, annotations=state.annotations, ticket=ticket)
     except SleepLMError as exc:
         raise gr.Error(str(exc), title="This channel map does not fit the file") from exc
 
@@ -839,10 +926,12 @@ def ask(question: str, audience: str, history: list | None, state: BrowserSessio
 
     Yields (chat history, question box text, state). Each tool call is a step message (title,
     pending -> done, duration, arguments and a one-line result); figures follow their step; the
-    answer streams in and is finally replaced by the checked answer of the turn.
+    answer streams in and is finally replaced by the checked answer of the turn. When another night
+    is loaded meanwhile, the answer stops there and is dropped: the new night's chat starts empty.
     """
     if state is None or state.night.night is None:
         raise gr.Error("Load a recording first (upload an EDF/BDF file or press 'Load demo night').")
+    night = state.night.night
     history = list(history or []) + [{"role": "user", "content": question}]
     steps: dict[str, dict] = {}
     answer: dict | None = None
@@ -850,6 +939,9 @@ def ask(question: str, audience: str, history: list | None, state: BrowserSessio
     yield _copy(history), "", state
     try:
         for event in state.night.ask_stream(question, audience):
+            if state.night.night is not night:
+                logger.info("another night was loaded while answering: the answer is dropped")
+                return
             if event["type"] == "tool_start":
                 steps[event["id"]] = _step_message(event)
                 history.append(steps[event["id"]])
@@ -1084,7 +1176,7 @@ def api_ask(recording: str, question: str, audience: str, *, root: Path, llm_fac
             _discard_upload(recording)
             raise
         target = _take_upload(source, bs.workdir / f"recording{source.suffix.lower()}")
-        _gated_load(bs.night, target, channel_map=channel_map, position_map=position_map)
+        bs.night.use_night(_gated_load(bs.night, target, channel_map=channel_map, position_map=position_map))
         return bs.night.ask(question, audience or "clinician").answer
     except SleepLMError as exc:
         raise gr.Error(str(exc)) from exc
@@ -1125,6 +1217,18 @@ def _load_sleeplm(progress: Callable[[float, str], Any] | None = None, checkpoin
                                        precision=precision), None
     except SleepLMError as exc:
         return None, f"{exc} Answers use measurements only."
+
+
+def _with_viewer(outputs: Iterable[tuple]) -> Iterator[tuple]:
+    """A loading handler's panel outputs, each followed by the viewer's caption and "Raw signals at"
+    box, the explained event (figure, criteria, text) and the "Scoring used in answers" control with
+    its status line. Whenever the panel clears the viewer's figure (a night newly shown, or none)
+    these are cleared too, and a new night answers with the technician's scoring first (when it came
+    with one); otherwise they stay as they are. So the page never describes a night no longer loaded.
+    """
+    for values in outputs:
+        viewer_cleared = values[6] is None  # the panel's viewer figure
+        yield (*values, *(("", "", None, None, "", "technician", "") if viewer_cleared else [gr.update()] * 7))
 
 
 def _check_cohort(cohort: str | Path | None) -> None:
@@ -1187,32 +1291,39 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
             shutil.rmtree(root, ignore_errors=True)
 
     def on_open(state, request: gr.Request, progress=gr.Progress()):
+        # The page's opening event may run after the user's first upload (under load): it never replaces it.
         if cohort is not None:
-            yield open_cohort(cohort, state, request, **common)
+            yield from _with_viewer([open_cohort(cohort, state, request, **common)])
             return
         if preload is not None:
-            yield from load_night(str(preload), state, request, progress, owned=False, rule=rule, **common,
-                                  **({} if preload_is_demo else {**maps, "annotations": annotations}))
+            yield from _with_viewer(load_night(str(preload), state, request, progress, owned=False, rule=rule,
+                                               opening=True, **common,
+                                               **({} if preload_is_demo else {**maps, "annotations": annotations})))
             return
         bs = _session(state, request, **common)
-        intro = "Upload a night (EDF/EDF+/BDF) or press **Load demo night**."
-        yield bs, intro, _llm_markdown(bs), gr.update(), gr.update(), None, None, None, []
+        with bs.lock:
+            shows_nothing = not bs.loads_pending and bs.night.night is None and bs.recording_path is None
+        if shows_nothing:
+            intro = "Upload a night (EDF/EDF+/BDF) or press **Load demo night**."
+            yield from _with_viewer([(bs, intro, _llm_markdown(bs), gr.update(), gr.update(), None, None, None, [])])
+        else:
+            yield from _with_viewer([(bs, gr.update(), _llm_markdown(bs), *[gr.update()] * 6)])
 
     def on_upload(path, state, request: gr.Request, progress=gr.Progress()):
-        yield from load_night(path, state, request, progress, **common, **maps)
+        yield from _with_viewer(load_night(path, state, request, progress, **common, **maps))
 
     def on_demo(state, request: gr.Request, progress=gr.Progress()):
         try:
             path = _demo_path()
         except SleepLMError as exc:
             raise gr.Error(str(exc)) from exc
-        yield from load_night(str(path), state, request, progress, owned=False, **common)
+        yield from _with_viewer(load_night(str(path), state, request, progress, owned=False, **common))
 
     def on_scoring(paths, state, progress=gr.Progress()):
-        yield from load_scoring(paths, state, progress)
+        yield from _with_viewer(load_scoring(paths, state, progress))
 
     def on_remap(table, state, progress=gr.Progress()):
-        yield from reload_with_channel_map(table, state, progress)
+        yield from _with_viewer(reload_with_channel_map(table, state, progress))
 
     def on_rule(name, state):
         return change_rule(name, state)
@@ -1301,16 +1412,15 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
                     event_text = gr.Markdown(elem_id="event-text")
                 downloads = gr.File(label="Downloads: report, events, annotations, tool trace", file_count="multiple",
                                     interactive=False, elem_id="downloads")
-        panel = [state, night_text, llm_text, preflight, file_channels, overview, viewer, downloads, chatbot]
+        # The loading handlers' outputs: the panel, then what goes with the viewer (`_with_viewer`).
+        panel = [state, night_text, llm_text, preflight, file_channels, overview, viewer, downloads, chatbot,
+                 viewer_caption, where, event_plot, criteria, event_text, scoring, scoring_text]
         private = {"api_visibility": "private", "concurrency_id": "load", "concurrency_limit": 2}
         demo.load(on_open, [state], panel, **private)
-        # A newly loaded night answers with the technician's scoring first (when it came with one).
-        technician_first = {"fn": lambda: ("technician", ""), "inputs": None, "outputs": [scoring, scoring_text],
-                            "api_visibility": "private"}
-        upload.upload(on_upload, [upload, state], panel, **private).then(**technician_first)
-        scoring_upload.upload(on_scoring, [scoring_upload, state], panel, **private).then(**technician_first)
-        demo_button.click(on_demo, [state], panel, **private).then(**technician_first)
-        remap_button.click(on_remap, [preflight, state], panel, **private).then(**technician_first)
+        upload.upload(on_upload, [upload, state], panel, **private)
+        scoring_upload.upload(on_scoring, [scoring_upload, state], panel, **private)
+        demo_button.click(on_demo, [state], panel, **private)
+        remap_button.click(on_remap, [preflight, state], panel, **private)
         scoring.input(choose_scoring, [scoring, state], [scoring_text], **private).then(
             refresh_downloads, [state], [downloads], api_visibility="private")
         rule_picker.change(on_rule, [rule_picker, state], [night_text, overview, downloads], **private)

@@ -203,6 +203,21 @@ class NightSession:
         `sleeplm.errors.RecordingError` family for unusable files. A new recording starts a new
         conversation. `rule` (a name of `sleeplm.measure.rules.RULES`) replaces the session's scoring rule.
         """
+        night = self.read_night(path, progress, channel_map, position_map, annotations, scoring, rule)
+        self.use_night(night, stage_cross_check)
+        return night.rec
+
+    def read_night(
+        self, path: str | Path, progress: Callable | None = None, channel_map: dict | None = None,
+        position_map: str | dict | None = None, annotations: str | Path | None = None, scoring: str = "technician",
+        rule: str | None = None,
+    ) -> NightContext:
+        """The first half of `load` (same arguments): the recording loaded and analysed into a night,
+        which the session does not answer about until `use_night` is given it.
+
+        A caller that may have started several loads (a browser tab: the page's opening load and an
+        upload) uses the one it wants, not the one that happened to finish last.
+        """
         from sleeplm.io.reader import load_recording
 
         if rule is not None:
@@ -210,17 +225,24 @@ class NightSession:
         with loading():  # other sessions' SleepLM background work pauses meanwhile
             rec = load_recording(path, channel_map=channel_map, position_map=position_map, annotations=annotations)
             analysis = self._analyze(rec, progress, scoring, self.rule)
-        night = NightContext(rec=rec, analysis=analysis, model=self.sleeplm, model_status=self.sleeplm_status)
+        return NightContext(rec=rec, analysis=analysis, model=self.sleeplm, model_status=self.sleeplm_status)
+
+    def use_night(self, night: NightContext | None, stage_cross_check: bool = True) -> None:
+        """The second half of `load`: answer about `night` (from `read_night`; None: about no night) in a
+        new conversation, and start its background work (see `load`). The jobs of the night used before
+        stop at their next batch."""
         self.night = night
         self.reset()
         self._background = []
+        if night is None:
+            return
+        analysis = night.analysis
         # With the technician's stages, SleepLM does not stage the night: nothing else replaces the analysis
         # meanwhile. A scoring with events only is compared when first asked for.
         if stage_cross_check and analysis.staging.source == "reference scoring" and analysis.agreement is None:
             self._background.append(start_background(self._cross_check, night, name="yasa-check"))
         if self.sleeplm is not None:
             self._start_sleeplm(night)
-        return rec
 
     def attach_sleeplm(self, model: Any) -> None:
         """Use `model` (a loaded SleepLM that arrived after the session started) from now on,

@@ -167,8 +167,11 @@ def test_upload_ask_view_epochs_and_screenshot(server, scenario, tmp_path):
         step.click()
         expect(page.locator("#chat")).to_contain_text("Result:")
 
-        # After the answer, the viewer shows the raw signals of the first event the answer cites.
-        first_cited = re.search(r"The first: \w+ at [^(]+\(elapsed [^,]+, (epochs? [\d-]+)\)", answer.inner_text())
+        # After the answer, the viewer shows the raw signals of the first event the answer cites (read once the
+        # answer has streamed in that far: under load the expectations above can match a draft cut mid-citation).
+        first_event = re.compile(r"The first: \w+ at [^(]+\(elapsed [^,]+, (epochs? [\d-]+)\)")
+        expect(answer).to_contain_text(first_event, timeout=60_000)
+        first_cited = first_event.search(answer.inner_text())
         expect(page.locator("#viewer-caption")).to_contain_text(first_cited.group(1), timeout=60_000)
         expect(page.locator("#viewer img")).to_be_visible(timeout=30_000)
         # Next shows the epochs right after, as many of them.
