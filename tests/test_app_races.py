@@ -267,3 +267,39 @@ def test_an_answer_about_the_previous_night_does_not_reach_the_new_one(small_edf
         assert page["viewer"] is None and not page["viewer-caption"]
     finally:
         demo.close_sessions()
+
+
+@pytest.mark.parametrize("action", ["scoring file", "channel map"])
+def test_a_scoring_file_or_channel_map_given_while_a_recording_loads_is_refused(
+        small_edf, late_edf, tmp_path, held_opening, action):  # noqa: F811
+    """They would re-load the night shown, not the one loading, and replace the user's newer upload."""
+    demo = app.build_app(llm_factory=lambda: "none", session_root=tmp_path / "sessions")
+    page = Page(demo)
+    try:
+        bs = page.run("on_upload", upload_copy(small_edf, tmp_path / "a"), None, page.request, None)[0][0]
+        held_opening.path = bs.recording_path  # where the next upload is read from
+        uploading: list = []
+        thread = threading.Thread(target=lambda: uploading.extend(
+            page.call("on_upload", upload_copy(late_edf, tmp_path / "b"), bs, page.request, None)))
+        thread.start()
+        try:
+            assert held_opening.reading.wait(60)
+            if action == "scoring file":
+                scoring = tmp_path / "s" / "night-nsrr.xml"
+                scoring.parent.mkdir()
+                scoring.write_text("<PSGAnnotation><ScoredEvents></ScoredEvents></PSGAnnotation>")
+                with pytest.raises(gr.Error, match="still loading"):
+                    page.run("on_scoring", [str(scoring)], bs, None)
+                assert not scoring.exists()  # a refused upload is not kept
+            else:
+                table = page["preflight"].copy()
+                table.loc[table["channel"] == "AF", "source"] = "EEG C4-A1"
+                with pytest.raises(gr.Error, match="still loading"):
+                    page.run("on_remap", table, bs, None)
+        finally:
+            held_opening.release.set()
+            thread.join(60)
+        page.show("on_upload", uploading)
+        assert "starting 01:10:00" in page["night-status"] and bs.night.night.rec.clock_at(0) == "01:10:00"
+    finally:
+        demo.close_sessions()
