@@ -98,7 +98,9 @@ def dreams_stage_file(edf_path: Path, hypnogram_path: Path, workdir: Path) -> Pa
 
 def dreams_reference(edf_path: Path, hypnogram_path: Path, workdir: Path) -> Reference:
     """DREAMS (Brainnet) excerpt: 5-s R&K hypnogram text file; respiratory events and arousals in the
-    EDF's ``event_pneumo`` and ``event_neuro`` channels (1 Hz, non-zero = event)."""
+    EDF's ``event_pneumo`` and ``event_neuro`` channels (1 Hz, non-zero = event). Which code is which
+    event kind is not documented publicly (bench/data/PROVENANCE.md), so the codes are kept as found and
+    every respiratory code counts as an apnea or hypopnea, never guessed into one kind."""
     import edfio
 
     stage_file = dreams_stage_file(edf_path, hypnogram_path, workdir)
