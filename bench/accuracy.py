@@ -3,7 +3,7 @@
 For each night (seeds x montages x severities, artefacts and noise on), the night is written
 as EDF+, loaded like an upload and analysed; events are matched to the truth one-to-one at
 IoU >= 0.2. Printed per night and pooled: respiratory event F1 (apneas + hypopneas), apnea
-subtype accuracy, desaturation, arousal, tachycardia and position-change F1, AHI error (events scored in the true sleep
+subtype accuracy, desaturation, arousal (and its recall), tachycardia and position-change F1, AHI error (events scored in the true sleep
 epochs, and end to end with YASA's stages), YASA staging kappa against the true hypnogram.
 
 Targets (issue 5): respiratory F1 >= 0.9, desaturation F1 >= 0.9, |AHI error| <= 2/h.
@@ -60,6 +60,7 @@ def evaluate_night(hours: float, seed: int, severity: str, montage: str, with_ya
         "apnea_subtype_acc": round(float(np.mean(subtype_ok)), 3) if subtype_ok else None,
         **{f"{short}_f1": event_agreement(events[events.kind == kind], true_events[true_events.kind == kind])["f1"]
            for short, kind in (("desat", "desaturation"), ("arousal", "arousal"), ("tachy", "tachycardia"))},
+        "arousal_recall": event_agreement(events[events.kind == "arousal"], true_events[true_events.kind == "arousal"])["recall"],
         # Position changes are instants: matched when within 15 s of each other.
         "position_f1": event_agreement(_widened(events[events.kind == "position_change"]),
                                        _widened(true_events[true_events.kind == "position_change"]))["f1"],
@@ -104,7 +105,7 @@ def main() -> None:
                 rows.append(evaluate_night(args.hours, seed, severity, montage, with_yasa=not args.no_yasa))
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    for column in ("resp_f1", "desat_f1", "arousal_f1", "tachy_f1", "position_f1", "apnea_subtype_acc", "ahi_err",
+    for column in ("resp_f1", "desat_f1", "arousal_f1", "arousal_recall", "tachy_f1", "position_f1", "apnea_subtype_acc", "ahi_err",
                    "ahi_err_yasa"):
         if column in table:
             table[column] = pd.to_numeric(table[column])  # None (not measurable) -> NaN, left out of means
@@ -116,7 +117,7 @@ def main() -> None:
     print(f"|AHI error| (true stages): mean {table.ahi_err.abs().mean():.2f}/h, max {table.ahi_err.abs().max():.2f}/h (target <= 2)")
     if "ahi_err_yasa" in table:
         print(f"|AHI error| (YASA stages): mean {table.ahi_err_yasa.abs().mean():.2f}/h, max {table.ahi_err_yasa.abs().max():.2f}/h")
-    print(f"arousal F1: mean {table.arousal_f1.mean():.3f}; tachycardia F1: mean {table.tachy_f1.mean():.3f}; "
+    print(f"arousal F1: mean {table.arousal_f1.mean():.3f} (recall {table.arousal_recall.mean():.3f}); tachycardia F1: mean {table.tachy_f1.mean():.3f}; "
           f"position change F1: mean {table.position_f1.mean():.3f}; apnea subtype accuracy: mean {table.apnea_subtype_acc.mean():.3f}")
 
 

@@ -2,8 +2,9 @@
 
 Each lab of `other_simulator.SITES` records nights its own way (labels, rates, units, EDF+ or plain
 EDF with a separate scoring file, 20/30-s scoring epochs, stage label styles); the product loads
-them like uploads (no channel map) and measures them with the file's own stages. Printed per night
-and pooled:
+them like uploads (no channel map) and measures them with the file's own stages and the product's own
+events (the file's scored events are left out of the analysis: in use, as the technician's scoring, they
+would be compared with the truth they were written from). Printed per night and pooled:
 
 - channels recognised (canonical <- file label) and the file's scoring read back (stage agreement,
   annotated events per kind against the planted ones);
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,7 +65,7 @@ def measure_night(site_name: str, hours: float, seed: int, workdir: Path, yasa: 
     files = write_other_night(night, workdir / f"{site_name}-{seed}.edf")
     simulated = time.perf_counter()
     rec = load_recording(files["recording"], annotations=files.get("scoring"))
-    analysis = analyze_night(rec, automatic_staging=False)
+    analysis = analyze_night(replace(rec, reference=replace(rec.reference, events=None)), automatic_staging=False)
     measured = time.perf_counter()
     truth, events, summary = night.truth, analysis.events, analysis.summary
     print(f"\n== {site_name} seed {seed}: {hours:g} h from {truth.start_clock}, {rec.source_format}, "

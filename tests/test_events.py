@@ -263,3 +263,32 @@ def test_mixed_apnea_effort_absent_then_resumed():
     events = detect_events(rec, hypnogram=np.array(["N2"] * 20, dtype=object))
     apnea = events[events.kind == "apnea"]
     assert list(apnea.subtype) == ["mixed"] and abs(apnea.iloc[0].start_s - 300) <= 2
+
+
+def _n2_night_with_alpha(seconds):
+    """20 epochs of N2 whose EEG carries a 10-Hz alpha burst (12 uV, 10-20x its alpha power) in each whole second listed."""
+    rec = make_night(["N2"] * 20)
+    for name in ("EEG_C3_A2", "EEG_C4_A1"):
+        eeg = rec.signals[name]
+        fs = int(eeg.sfreq)
+        for second in seconds:
+            eeg.data[second * fs : (second + 1) * fs] += 12 * np.sin(2 * np.pi * 10 * np.arange(fs) / fs)
+    return rec
+
+
+def _arousals(rec):
+    from sleeplm.measure.events import detect_arousals
+
+    return detect_arousals(rec, np.array(["N2"] * 20, dtype=object), np.zeros(rec.n_epochs * 30, dtype=bool))
+
+
+def test_an_arousal_is_a_frequency_shift_lasting_three_seconds():
+    """AASM: the EEG shift lasts >= 3 s. Alpha that swings from one second to the next is one arousal
+    when 3 of its seconds show it (307, 309, 311: gaps of a second bridged); two isolated alpha seconds 3 s
+    apart (387, 390) span 4 s with two quiet seconds between them: no 3-s shift, no arousal."""
+    swinging = _arousals(_n2_night_with_alpha([307, 309, 311]))
+    assert swinging[["start_s", "end_s"]].values.tolist() == [[307.0, 312.0]]
+    assert _arousals(_n2_night_with_alpha([387, 390])).empty
+    sustained = _arousals(_n2_night_with_alpha(range(450, 455)))
+    assert sustained[["start_s", "end_s"]].values.tolist() == [[450.0, 455.0]]
+

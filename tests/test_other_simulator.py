@@ -32,14 +32,19 @@ RATE_GROUP = {"eeg_c3": "eeg", "eeg_c4": "eeg", "eog_l": "eog", "eog_r": "eog"}
 
 @pytest.fixture(scope="module", params=sorted(SITES))
 def site_night(request, tmp_path_factory):
-    """(night, files, recording, analysis) of one lab's 40-min night, scored with the file's own stages."""
+    """(night, files, recording, analysis) of one lab's 40-min night, scored with the file's own stages and
+    the product's own events (the file's events, in use as the technician's, would be the truth itself)."""
+    from dataclasses import replace
+
     from sleeplm.io.reader import load_recording
     from sleeplm.measure.analysis import analyze_night
 
     night = simulate_other_night(SITES[request.param], minutes=MINUTES, seed=11, ahi=45.0)
     files = write_other_night(night, tmp_path_factory.mktemp(request.param) / "night.edf")
     rec = load_recording(files["recording"], annotations=files.get("scoring"))
-    return night, files, rec, analyze_night(rec, automatic_staging=False)
+    analysis = analyze_night(replace(rec, reference=replace(rec.reference, events=None)), automatic_staging=False)
+    assert not any(isinstance(e, dict) and e.get("scored_by") for e in analysis.events["evidence"])
+    return night, files, rec, analysis
 
 
 def test_channels_are_recognised_from_the_labs_own_labels(site_night):

@@ -37,13 +37,15 @@ logger = logging.getLogger(__name__)
 EVENT_COLUMNS = ["kind", "subtype", "start_s", "end_s", "clock_start", "clock_end", "epoch_start", "epoch_end", "evidence",
                  "event_id", "confidence"]
 
-# Arousal: alpha + beta (>16 Hz, spindle band excluded) power 2x its preceding 30-s median for 3-15 s (gaps of <= 2 s bridged),
-# after >= 10 s of sleep; in REM chin EMG must rise too (2x its preceding median).
+# Arousal: alpha + beta (>16 Hz, spindle band excluded) power 2x its preceding 30-s median for 3-15 s (gaps of <= 2 s bridged,
+# >= 3 of its seconds above), after >= 10 s of sleep; in REM chin EMG must rise too (2x its preceding median).
 AROUSAL_BANDS = ((8.0, 12.0), (16.0, 30.0))
 AROUSAL_POWER_RATIO = AROUSAL_RATIO
 # Seconds above the ratio separated by up to 2 quieter seconds form one arousal: a real arousal's
 # alpha/beta power swings from one second to the next (on the expert-scored DREAMS excerpt single
-# seconds reach 4-17x between quieter ones), so it seldom stays high for 3 s in a row.
+# seconds reach 4-17x between quieter ones), so it seldom stays high for 3 s in a row. The shift must still
+# last 3 s (AASM): at least `AROUSAL_S[0]` of a run's seconds are above the ratio, so two chance-high seconds
+# (or a spindle's second and a chance one) with quiet seconds between them are no arousal.
 AROUSAL_GAP_S = 2
 AROUSAL_S = (3, 15)
 AROUSAL_BASELINE_S = 30
@@ -58,6 +60,9 @@ def _preceding_median(x: np.ndarray, window: int) -> np.ndarray:
 
 def detect_arousals(rec: Recording, hypnogram: np.ndarray | None, bad: np.ndarray) -> pd.DataFrame:
     """EEG arousals (seconds): abrupt alpha/beta bursts of 3-15 s in sleep (rules in the module constants).
+
+    As the AASM scores them: the frequency shift lasts >= 3 s (>= 3 seconds above the power ratio), it
+    follows >= 10 s of sleep (the hypnogram's), and in REM the chin EMG rises too.
 
     Returns a DataFrame with columns ``start_s, end_s, power_ratio``; empty without EEG.
 
@@ -79,7 +84,8 @@ def detect_arousals(rec: Recording, hypnogram: np.ndarray | None, bad: np.ndarra
                if lo < eeg.sfreq / 2)[:n_seconds]
     ratio = fast / _preceding_median(fast, AROUSAL_BASELINE_S)
     ratio[bad[: len(ratio)]] = np.nan
-    high = ndimage.binary_closing(np.nan_to_num(ratio) > AROUSAL_POWER_RATIO, structure=np.ones(AROUSAL_GAP_S + 1))
+    above = np.nan_to_num(ratio) > AROUSAL_POWER_RATIO
+    high = ndimage.binary_closing(above, structure=np.ones(AROUSAL_GAP_S + 1))
     asleep = sleep_mask_seconds(hypnogram, n_seconds)
     rem = None if hypnogram is None else np.repeat(np.asarray(hypnogram) == "R", EPOCH_SEC)[:n_seconds]
     emg = get_signal(rec, "EMG_Chin")
@@ -91,6 +97,8 @@ def detect_arousals(rec: Recording, hypnogram: np.ndarray | None, bad: np.ndarra
     for start, end in runs(high):
         if not AROUSAL_S[0] <= end - start <= AROUSAL_S[1] or start < STABLE_SLEEP_S:
             continue
+        if above[start:end].sum() < AROUSAL_S[0]:
+            continue  # the bridged quiet seconds are not the shift: it lasts >= 3 s
         if asleep is not None and not asleep[start - STABLE_SLEEP_S : start + 1].all():
             continue
         if rem is not None and rem[start]:
