@@ -630,6 +630,8 @@ def _load_into(bs: BrowserSession, path: Path, progress: Progress, channel_map: 
         if not overtaken:
             bs.shown_load = ticket
             bs.night.use_night(night)
+            if night.analysis is not None and night.analysis.hypopnea_rule != bs.night.rule:
+                bs.night.set_rule(bs.night.rule)  # the rule picked while the night was read (no signal read again)
             bs.recording_path, bs.channel_map, bs.position_map = path, channel_map, position_map
             bs.annotations = annotations
             bs.shown_version = night.version
@@ -1296,8 +1298,9 @@ def build_app(llm_factory: Callable[[], Any] | None = None, session_root: str | 
             yield from _with_viewer([open_cohort(cohort, state, request, **common)])
             return
         if preload is not None:
-            yield from _with_viewer(load_night(str(preload), state, request, progress, owned=False, rule=rule,
-                                               opening=True, **common,
+            # Under the tab's rule: the server's (`common`), or one the user picked before this event ran.
+            yield from _with_viewer(load_night(str(preload), state, request, progress, owned=False, opening=True,
+                                               **common,
                                                **({} if preload_is_demo else {**maps, "annotations": annotations})))
             return
         bs = _session(state, request, **common)

@@ -303,3 +303,54 @@ def test_a_scoring_file_or_channel_map_given_while_a_recording_loads_is_refused(
         assert "starting 01:10:00" in page["night-status"] and bs.night.night.rec.clock_at(0) == "01:10:00"
     finally:
         demo.close_sessions()
+
+
+def test_a_rule_picked_while_a_night_is_read_holds(small_edf, late_edf, tmp_path, monkeypatch):  # noqa: F811
+    """The rule picker is changed while the next night is being measured under the rule picked before: the
+    night is shown scored under the rule the user picked last (re-scored from its measurements)."""
+    from assistant.session import NightSession
+
+    measuring, release = threading.Event(), threading.Event()
+    analyze = NightSession._analyze
+
+    def held_analyze(self, rec, progress, scoring="technician", rule=None):
+        if rec.clock_at(0) == "01:10:00":  # the second night, its rule already chosen
+            measuring.set()
+            assert release.wait(60)
+        return analyze(self, rec, progress, scoring, rule)
+
+    monkeypatch.setattr(NightSession, "_analyze", held_analyze)
+    demo = app.build_app(llm_factory=lambda: "none", session_root=tmp_path / "sessions")
+    page = Page(demo)
+    try:
+        bs = page.run("on_upload", upload_copy(small_edf, tmp_path / "a"), None, page.request, None)[0][0]
+        assert bs.night.night.analysis.hypopnea_rule != "1B"
+        uploading: list = []
+        thread = threading.Thread(target=lambda: uploading.extend(
+            page.call("on_upload", upload_copy(late_edf, tmp_path / "b"), bs, page.request, None)))
+        thread.start()
+        try:
+            assert measuring.wait(60)
+            page.run("on_rule", "1B", bs)
+        finally:
+            release.set()
+            thread.join(60)
+        page.show("on_upload", uploading)
+        assert "starting 01:10:00" in page["night-status"]
+        assert bs.night.rule == "1B" and bs.night.night.analysis.hypopnea_rule == "1B"
+        assert "1B" in page["night-status"]
+    finally:
+        demo.close_sessions()
+
+
+
+def test_the_opening_night_is_scored_under_the_servers_rule(small_edf, tmp_path):
+    """`serve --rule`: the opening's night (here a served `--recording`) is scored under it, as uploads are."""
+    demo = app.build_app(llm_factory=lambda: "none", session_root=tmp_path / "sessions", preload=small_edf, rule="shhs")
+    page = Page(demo)
+    try:
+        page.run("on_open", None, page.request, None)
+        assert page["state"].night.rule == "shhs" and page["state"].night.night.analysis.hypopnea_rule == "shhs"
+        assert "starting 22:45:00" in page["night-status"]
+    finally:
+        demo.close_sessions()
