@@ -262,3 +262,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def unrecognised_edf(tmp_path):
+    """A 5-min EDF none of whose channels is recognised ("Kanal 1", "Kanal 2": the user names them by hand)."""
+    import datetime as dt
+
+    from edfio import Edf, EdfSignal
+
+    rng = np.random.default_rng(2)
+    signals = [EdfSignal(rng.normal(0, 20, 300 * 128), 128, label=label, physical_dimension="uV")
+               for label in ("Kanal 1", "Kanal 2")]
+    path = tmp_path / "unrecognised" / "odd.edf"
+    path.parent.mkdir()
+    Edf(signals, starttime=dt.time(23, 0, 0)).write(path)
+    return path

@@ -597,13 +597,8 @@ def test_demo_night_loads_in_place(tmp_path, monkeypatch):
     assert demo_path.is_file()
 
 
-def test_a_file_with_no_recognised_channel_can_be_mapped_by_hand(tmp_path):
-    rng = np.random.default_rng(2)
-    signals = [EdfSignal(rng.normal(0, 20, 300 * 128), 128, label=label, physical_dimension="uV")
-               for label in ("Kanal 1", "Kanal 2")]
-    path = tmp_path / "upload" / "odd.edf"
-    path.parent.mkdir()
-    Edf(signals, starttime=dt.time(23, 0, 0)).write(path)
+def test_a_file_with_no_recognised_channel_can_be_mapped_by_hand(tmp_path, unrecognised_edf):
+    path = unrecognised_edf
     bs, night_text, _, preflight, file_channels, overview, *_ = load(str(path), tmp_path / "sessions")
     assert night_text.startswith("**Not loaded:**") and "Kanal 1" in night_text
     assert preflight["interactive"] is True and set(preflight["value"]["status"]) == {"missing"}

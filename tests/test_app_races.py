@@ -8,16 +8,13 @@ are held at a point with events, never timed with sleeps.
 
 from __future__ import annotations
 
-import datetime as dt
 import inspect
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
-import numpy as np
 import pytest
-from edfio import Edf, EdfSignal
 
 import app
 from test_app import late_edf, upload_copy  # noqa: F401 (a fixture)
@@ -62,18 +59,6 @@ class Page:
 
     def __getitem__(self, component: str):
         return self.values.get(component)
-
-
-@pytest.fixture
-def odd_edf(tmp_path) -> Path:
-    """A recording none of whose channels is recognised (the user names them in the preflight table)."""
-    rng = np.random.default_rng(2)
-    signals = [EdfSignal(rng.normal(0, 20, 300 * 128), 128, label=label, physical_dimension="uV")
-               for label in ("Kanal 1", "Kanal 2")]
-    path = tmp_path / "odd" / "odd.edf"
-    path.parent.mkdir()
-    Edf(signals, starttime=dt.time(23, 0, 0)).write(path)
-    return path
 
 
 # ---- 1. the raw-signal viewer never describes a night that is no longer loaded -----------------------
@@ -179,12 +164,12 @@ def test_an_upload_during_the_opening_load_wins(small_edf, late_edf, tmp_path, h
         demo.close_sessions()
 
 
-def test_an_unrecognised_upload_during_the_opening_load_stays_on_the_page(small_edf, odd_edf, tmp_path, held_opening):
+def test_an_unrecognised_upload_during_the_opening_load_stays_on_the_page(small_edf, unrecognised_edf, tmp_path, held_opening):
     demo = app.build_app(llm_factory=lambda: "none", session_root=tmp_path / "sessions", preload=small_edf)
     held_opening.path = small_edf
     page = Page(demo)
     try:
-        upload_during_opening(page, held_opening, upload_copy(odd_edf, tmp_path / "u"))
+        upload_during_opening(page, held_opening, upload_copy(unrecognised_edf, tmp_path / "u"))
         assert page["night-status"].startswith("**Not loaded:**") and page["state"].night.night is None
         assert page["preflight"]["status"].eq("missing").all()
     finally:
