@@ -2,7 +2,7 @@
 
 Takes the built-in demo night (``--demo``, 1.5 h) or simulates one (`sleeplm.synthetic`, its own
 scoring included, ``--hours``), loads and measures it like an upload (the measurement side is the
-product's: `analyze_night` + `describe_epochs`), captions every epoch in each domain with SleepLM
+product's: `analyze_night` + `describe_epochs`, with the file's stages and the product's own events), captions every epoch in each domain with SleepLM
 and compares each caption with the measured description of the same epoch
 (`tools.captions.disagreements`: both texts name a finding of one category, e.g. breathing, and
 share none of it). Prints, per domain, the epochs compared, the epochs with a disagreement and the
@@ -21,6 +21,7 @@ import argparse
 import collections
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -73,6 +74,10 @@ def main() -> None:
                                Path(tmp) / "night.edf")
             rec = load_recording(path)
         night = f"a {args.hours:g}-h simulated night"
+    if rec.reference is not None and rec.reference.events is not None:
+        # The file's scored events are the simulator's truth: in use, the captions would be compared with
+        # the answer key rather than with what the product measures. Its stages stay in use.
+        rec = replace(rec, reference=replace(rec.reference, events=None))
     analysis = analyze_night(rec, automatic_staging=False)
     if args.checkpoint:
         model, weights = SleepLM.from_pretrained(args.checkpoint), "SleepLM weights " + Path(args.checkpoint).name
