@@ -687,3 +687,75 @@ def test_a_near_miss_is_judged_once_where_the_technicians_stages_and_the_automat
         assert list(analysis.near_misses.event_id) == list(listed.event_id)
     explained = parse_result(run_tool("explain_event", {"event": flip}, NightContext(rec=rec, analysis=compared)).content)
     assert explained["status"] == "scored" and explained["kind"] == "hypopnea"
+
+
+def test_a_technician_file_without_apneas_or_hypopneas_explains_the_events_in_use_in_its_stages(tmp_path):
+    """A healthy night's NSRR XML: the technician's stages and arousals, no apneas or hypopneas, so the
+    apneas and hypopneas in use are the product's own, judged in the technician's stages. The technician
+    staged differently from the automatic stager (one epoch the technician called wake holds the arousal
+    after a hypopnea: accepted for it in YASA's stages, a near-miss in the technician's). events.csv,
+    explain_event, ahi_under_rules and a rule change agree on every apnea, hypopnea and near-miss in use,
+    before and after the background comparison with the automatic scoring."""
+    from test_scoring import nsrr_xml
+
+    from sleeplm.io.reader import load_recording
+    from sleeplm.measure.agreement import respiratory_by_technician
+    from sleeplm.measure.analysis import analyze_night
+    from sleeplm.report.analyze_dir import analyze_to_dir
+    from sleeplm.synthetic import simulate_night, write_night
+    from tools import NightContext
+    from tools.explain import technician_in_use
+
+    path = write_night(simulate_night(duration_h=0.25, seed=3, severity="severe", montage="aasm", sfreq=128,
+                                      start_clock="23:00:00"), tmp_path / "night.edf")
+    automatic = analyze_night(load_recording(path))  # no scoring beside it yet: YASA's stages, the product's events
+    assert automatic.staging.source == "yasa"
+    # A hypopnea accepted for its arousal alone (SpO2 fell < 3 %), the arousal and its 10 s of sleep in the next epoch.
+    accepted = automatic.events[automatic.events.kind == "hypopnea"]
+    arousals = automatic.events[automatic.events.kind == "arousal"]
+    flip, arousal_epoch = next((c.candidate_id, int(a.start_s // 30)) for c in automatic.candidates.itertuples()
+                               if c.desaturation_pct < 3 and c.arousal and c.candidate_id in set(accepted.event_id)
+                               for a in arousals[arousals.start_s.between(c.start_s, c.end_s + 15)].itertuples()
+                               if a.start_s // 30 == c.start_s // 30 + 1 and a.start_s % 30 >= 10)
+    stages = [("Stage 2 sleep|2", arousal_epoch), ("Wake|0", 1), ("Stage 2 sleep|2", len(automatic.features) - arousal_epoch - 1)]
+    scored = [("Arousal|Arousal ()", a.start_s, round(a.end_s - a.start_s, 1), "") for a in arousals.head(3).itertuples()]
+    (tmp_path / "night-nsrr.xml").write_text(nsrr_xml(stages, scored, clock="23.00.00"))
+    rec = load_recording(path)
+    assert rec.reference.source == "NSRR XML file found beside the recording" and not respiratory_by_technician(rec)
+    assert (automatic.staging.hypnogram != rec.reference.stages).sum() > 2
+
+    analysis = analyze_night(rec, automatic_staging=False)  # as a session loads it: compared in the background
+    assert analysis.scoring == "technician" and analysis.agreement is None
+    assert flip in set(analysis.near_misses.event_id)  # the technician's stages judge it otherwise than YASA's
+    night = NightContext(rec=rec, analysis=analysis, model_status="no SleepLM weights in this test")
+    assert technician_in_use(night)
+    for rule in ("1A", "1B"):  # 1A: before the comparison (explain_event runs it); 1B: a rule change after it
+        if rule == "1B":
+            assert night.analysis.agreement is not None
+            night.analysis = rescore(rec, night.analysis, rule)
+        in_use = night.analysis
+        csv = pd.read_csv(analyze_to_dir(path, tmp_path / rule, analysis=in_use)[1])
+        listed = csv[csv.kind.isin(("apnea", "hypopnea", "near_miss"))]
+        assert len(listed[listed.kind != "near_miss"]) and len(listed[listed.kind == "near_miss"])
+        for row in listed.itertuples():
+            explained = parse_result(run_tool("explain_event", {"event": row.event_id}, night).content)
+            status, kind = ("near-miss", row.subtype) if row.kind == "near_miss" else ("scored", row.kind)
+            assert isinstance(explained, dict) and (explained["status"], explained["kind"]) == (status, kind), (rule, row)
+            counted = " ".join(explained["findings"])
+            assert ("not counted" in counted) == (status == "near-miss"), (rule, row.event_id, explained["findings"])
+        # The breathing reductions in use stay the technician's stages' once compared.
+        assert list(night.analysis.near_misses.event_id) == list(listed[listed.kind == "near_miss"].event_id)
+        rows = parse_result(run_tool("ahi_under_rules", {"rules": ["1A", "1B"]}, night).content)["rules"]
+        figures = {r["rule"]: r["ahi"] for r in rows}
+        assert figures[rule] == in_use.summary["ahi"] == night.analysis.summary["ahi"]
+        assert figures == {name: rescore(rec, in_use, name).summary["ahi"] for name in ("1A", "1B")}
+        assert [r["scored_by"] for r in rows] == ["automatic", "automatic"]
+    flipped = parse_result(run_tool("explain_event", {"event": flip}, night).content)
+    assert flipped["status"] == "near-miss" and flipped["kind"] == "hypopnea"
+    # Asked by time: an apnea or hypopnea in use comes before the technician's arousal there, as on other nights.
+    events = night.analysis.events
+    theirs = events[events.evidence.map(lambda e: e.get("scored_by") == "technician")]
+    ours = events[events.kind.isin(("apnea", "hypopnea"))]
+    near = next(r for r in ours.itertuples() if (abs(theirs.start_s - r.start_s) < 60).any())
+    by_time = parse_result(run_tool("explain_event", {"event": near.clock_start}, night).content)
+    assert by_time["event_id"] == near.event_id and by_time["status"] == "scored", by_time

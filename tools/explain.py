@@ -12,12 +12,16 @@ the product's own automatic scoring, which is measured on such nights too, and s
 are whose: `explain_event` gives the technician's event at the time asked and the automatic
 candidate(s) overlapping it (accepted or near-miss, with their criteria), or says that the product
 found none there; `ahi_under_rules` gives the automatic AHI under each rule and the technician's
-AHI as a reference row ("technician (scoring file)").
+AHI as a reference row ("technician (scoring file)"). When the technician scored no apneas or
+hypopneas (a healthy night's file: stages, arousals, desaturations), the apneas, hypopneas and
+near-misses in use are the product's own, judged in the technician's stages: both tools explain and
+re-score those (`criteria_analysis`), so they agree with events.csv and the AHI in use.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Literal
 
 import pandas as pd
@@ -26,6 +30,7 @@ from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field
 
 from sleeplm.io.recording import EPOCH_SEC
+from sleeplm.measure.agreement import respiratory_by_technician
 from sleeplm.measure.analysis import automatic_view, rescore
 from sleeplm.measure.events import stacked
 from sleeplm.measure.rules import CONFIDENCE_CUTOFFS, RULES, resolve_rule
@@ -78,21 +83,38 @@ def technician_in_use(night: NightContext) -> bool:
     """True when the answers use the technician's scoring and it has events of a kind `explain_event`
     explains (they carry no criteria: the product's own scoring explains the same moments)."""
     analysis = night.require_analysis()
-    return getattr(analysis, "scoring", "automatic") == "technician" and not _technician_events(night).empty
+    return getattr(analysis, "scoring", "automatic") == "technician" and not _technician_events(analysis.events).empty
 
 
 def criteria_analysis(night: NightContext):
     """The product's own scoring of the night, whose events carry their criteria: the analysis in use,
     or, when the technician's events are in use (`technician_in_use`), the automatic scoring
     (`sleeplm.measure.analysis.automatic_view`; computed now if the comparison has not run yet).
-    ToolException for a night measured without per-candidate measurements."""
+    When the technician scored no apneas or hypopneas, the ones in use are the product's own, judged
+    in the technician's stages: the analysis in use then, with the automatic scoring's events of the
+    kinds the technician scored (arousals, desaturations: the technician's carry no criteria) in place
+    of the technician's. ToolException for a night measured without per-candidate measurements."""
     analysis = night.require_analysis()
     if technician_in_use(night):
-        analysis = automatic_view(night.compare_scorings())
+        automatic = automatic_view(night.compare_scorings())
+        analysis = automatic if respiratory_by_technician(night.rec) else _own_respiratory(night, automatic)
     if getattr(analysis, "candidates", None) is None:
         raise ToolException("This night's events carry no scoring criteria (they were not measured by this version); "
                             "list_events gives their times and measured values.")
     return analysis
+
+
+def _own_respiratory(night: NightContext, automatic):
+    """The analysis in use (its stages, apneas, hypopneas, near-misses, candidates and summary: the
+    product's own, judged in the technician's stages) with the automatic scoring's events (`automatic`)
+    of the kinds the technician scored in place of the technician's, and no other scoring (so that
+    `rescore` re-scores the events in use only)."""
+    in_use = night.require_analysis()
+    technician = _technician_events(in_use.events)
+    own = in_use.events[~in_use.events.index.isin(technician.index)]
+    theirs = automatic.events[automatic.events["kind"].isin(set(technician["kind"]))]
+    events = stacked(own, theirs).sort_values("start_s", kind="stable", ignore_index=True)
+    return replace(in_use, events=events, scorings={}, agreement=None)
 
 
 def find_event(night: NightContext, analysis, event: str | None, kind: str) -> tuple[pd.Series, str]:
@@ -224,9 +246,8 @@ SAME_KIND = {"apnea": ("apnea", "hypopnea"), "hypopnea": ("apnea", "hypopnea"), 
              "arousal": ("arousal",)}
 
 
-def _technician_events(night: NightContext) -> pd.DataFrame:
-    """The technician's events in use of the kinds `explain_event` explains."""
-    events = night.require_analysis().events
+def _technician_events(events: pd.DataFrame) -> pd.DataFrame:
+    """The technician's events among `events` (those in use) of the kinds `explain_event` explains."""
     if events.empty:
         return events
     scored = events["evidence"].map(lambda e: isinstance(e, dict) and e.get("scored_by") == "technician")
@@ -268,8 +289,12 @@ def _explain_with_technician(night: NightContext, analysis, event: str | None, k
     """`explain_event` when the answers use the technician's events: the technician's event at the time
     asked (label, duration, nadir: a scoring file carries no criteria) and the product's automatic
     candidate(s) overlapping it (accepted or near-miss, with their criteria), or the product's own
-    event asked for by id (and the technician's event overlapping it, if any)."""
-    technician = _technician_events(night)
+    event asked for by id (and the technician's event overlapping it, if any). When the technician
+    scored no apneas or hypopneas, the product's own in use (`analysis`: `criteria_analysis`) are
+    explained as counted or not in the answers, and an apnea or hypopnea in use at the time asked
+    comes before the technician's arousal or desaturation there (as `find_event` puts it first)."""
+    technician = _technician_events(night.require_analysis().events)
+    own = not respiratory_by_technician(night.rec)  # the apneas and hypopneas in use are the product's
     table = stacked(analysis.events, analysis.near_misses)
     table = table[table["kind"].isin((*EXPLAINED_KINDS, "near_miss"))]
     tech_row = None
@@ -289,7 +314,10 @@ def _explain_with_technician(night: NightContext, analysis, event: str | None, k
         lo, hi = first * EPOCH_SEC - NEAR_S, (last + 1) * EPOCH_SEC + NEAR_S
         wanted = {"any": EXPLAINED_KINDS, "respiratory": ("apnea", "hypopnea")}.get(kind, (kind,))
         inside = technician[technician["kind"].isin(wanted) & (technician["end_s"] >= lo) & (technician["start_s"] <= hi)]
-        if len(inside):
+        counted = _scored_respiratory(night, analysis, event) if own and kind == "any" else None
+        if counted is not None:
+            product = [counted]
+        elif len(inside):
             middle = (first + last + 1) * EPOCH_SEC / 2
             order = inside.assign(_far=(inside["start_s"] - middle).abs(),
                                   _resp=~inside["kind"].isin(("apnea", "hypopnea")))
@@ -313,9 +341,14 @@ def _explain_with_technician(night: NightContext, analysis, event: str | None, k
     if product:
         row = product[0]
         status = "near-miss" if row["kind"] == "near_miss" else "scored"
-        explained = explanation(night, analysis, row, status, technician=True)
+        in_use = own and (row["subtype"] if row["kind"] == "near_miss" else row["kind"]) in ("apnea", "hypopnea")
+        explained = explanation(night, analysis, row, status, technician=not in_use)
         findings += explained.pop("findings")
-        if tech_row is None:
+        if in_use:
+            findings.append("The technician scored no apneas or hypopneas on this night: the answers count the product's "
+                            "own, judged in the technician's stages, and "
+                            + ("count this one." if status == "scored" else "this near-miss is not counted in them."))
+        elif tech_row is None:
             asked = "that event" if EVENT_ID.match(event) else "there"
             findings.append(f"The technician scored no {'event' if kind == 'any' else kind} overlapping {asked}; the "
                             "answers use the technician's scoring, so this automatic event is not counted in them.")
@@ -336,6 +369,15 @@ def _explain_with_technician(night: NightContext, analysis, event: str | None, k
         "findings": findings,
         "nearby": _nearby(night, analysis, product[0]) if product else [],
     }, (product[0] if product else None)
+
+
+def _scored_respiratory(night: NightContext, analysis, event: str) -> pd.Series | None:
+    """The apnea or hypopnea of `analysis` scored within `NEAR_S` of the time `event` (`find_event`), or None."""
+    try:
+        row, status = find_event(night, analysis, event, "respiratory")
+    except ToolException:
+        return None
+    return row if status == "scored" else None
 
 
 def explain(night: NightContext, event: str | None, kind: str = "any") -> tuple[dict, pd.Series | None, object]:
@@ -389,8 +431,8 @@ def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[Nigh
     SHHS, the current AASM manual), each with its apnea and hypopnea counts; and how many events are
     clear-cut: the AHI counting only events of confidence >= 0.75 and >= 0.9. Use for 'what would my
     AHI be under the 4 % rule?', 'which rule was used?', 'how many of these events are clear-cut?'.
-    With the technician's scoring in use, the per-rule figures are the product's own automatic
-    scoring's, and the technician's AHI is given beside them as a reference row."""
+    With the technician's apneas and hypopneas in use, the per-rule figures are the product's own
+    automatic scoring's, and the technician's AHI is given beside them as a reference row."""
     night = runtime.context
     in_use = night.require_analysis().summary
     analysis = criteria_analysis(night)
@@ -437,6 +479,10 @@ def ahi_under_rules(rules: list[str] | None = None, *, runtime: ToolRuntime[Nigh
     if not rules:
         findings.append("Under the other rules: " + "; ".join(f"{row['title']} (rule {row['rule']}) {index} "
                                                               f"{row[index.lower()]}/h" for row in rule_rows[1:]) + ".")
+    if night.scoring == "technician" and not technician:
+        stages = "the technician's" if analysis.staging.source == "reference scoring" else "the automatic"
+        findings.append(f"The answers use the technician's scoring (came with the recording), which has no apneas or "
+                        f"hypopneas: the figures are the product's own apneas and hypopneas, in {stages} stages in use.")
     return {
         "tool": "ahi_under_rules",
         "source": "measured (the night's breathing reductions re-scored under each rule; no signal read again)"
