@@ -134,17 +134,23 @@ figures of that time are void; helper scripts measured `measure_night` in plain 
   CPU: not worth a change. Nights already start largest file first; the benchmark's nights all have
   the same size, so the order is the discovery order.
 
-Measured by the lead (2026-12-06 01:25-01:31, load 0.4-2.5): the 2-worker losses on 2-h nights were
-Ray Data's, not the nights'. Tasks that only burn 1 s of CPU (no recordings), 8 of them: Ray core
-tasks start 2-4 ms after a CPU frees, with 1 or 2 at a time; through Ray Data (``map`` with
+Measured by the lead (2026-12-06 01:25-02:50, quiet machine unless stated): the 2-worker losses on
+2-h nights were Ray Data's, not the nights'. Tasks that only burn 1 s of CPU (no recordings): Ray
+core tasks start 2-4 ms after a CPU frees, with 1 or 2 at a time; through Ray Data (``map`` with
 ``TaskPoolStrategy``) 10-20 ms with 1 task in flight but 0.1-0.33 s with 2. Ray Data's scheduling
 loop waits for *all* tasks in flight with a 0.1-s timeout (``ray.wait(num_returns=len(active))``)
-and fetches each finished task's metadata on another thread, so with two tasks the next one is
-submitted one to three loop turns after a night ends (on 1.9-s nights, up to 15 % of the run).
-`sleeplm.cohort.runner` now keeps one more night submitted than there are CPUs when the nights may
-use them all (`_tasks_in_flight`): it waits in Ray's own queue and starts within milliseconds
-(the same 1-s tasks: gaps 5-10 ms, one of 0.2 s when the queue ran dry near the end). This script
-at load 1.8-2.5: 1.88x (was 1.63-1.68x), per-night CPU 2 vs 1 workers 1.01x.
+and fetches each finished task's metadata on another thread, so the next night is submitted one to
+three loop turns after a night ends (on 1.8-s nights, up to 15 % of the run; the task timelines of
+6 x 2-h runs show it: next night submitted 0.1-0.3 s after a worker was free, workers idle ~1 s per
+run). ``RAY_DATA_METADATA_PREFETCH_ON_THREAD=0`` still left 0.1-0.2-s gaps. Ray Data submits more
+tasks than there are CPUs when its pool allows it, and Ray's own queue then starts them within
+milliseconds: the 1-s tasks with a pool of 3 (one spare) had gaps of 5-10 ms but still 0.15-0.19 s
+when both CPUs freed at once; with a pool of 4 (a spare per CPU), 4-10 ms every time.
+`sleeplm.cohort.runner` now sizes the pool that way when the nights may use every CPU
+(`_tasks_in_flight`; one CPU per night still bounds the nights measured at once). Note for the
+record: the first version of this change (15b7e98) computed the size but a later edit in the same
+branch put the old pool size back, so its "1.88x" (load 1.8-2.5) measured the unchanged code; the
+figures in the README were taken after the fix (02:50).
 
 Multi-node cluster
 ------------------

@@ -208,6 +208,23 @@ def test_one_worker_measures_one_night_at_a_time(ray_session, cohort_input, full
     assert all(later[0] >= earlier[1] for earlier, later in zip(intervals, intervals[1:])), intervals
 
 
+def test_with_every_cpu_in_use_a_night_per_cpu_waits_queued(ray_session, cohort_input, full_run, tmp_path, monkeypatch):
+    """The default run (a worker per CPU) hands Ray Data a task pool one night per CPU larger than the CPUs,
+    so a freed CPU starts the next night from Ray's own queue; the nights still all come out done."""
+    sizes = []
+
+    class RecordedPool(ray.data.TaskPoolStrategy):
+        def __init__(self, size=None, **kwargs):
+            sizes.append(size)
+            super().__init__(size=size, **kwargs)
+
+    monkeypatch.setattr(ray.data, "TaskPoolStrategy", RecordedPool)
+    cohort = run(cohort_input, tmp_path / "queued")
+    cpus = int(ray.cluster_resources()["CPU"])
+    assert sizes == [min(2 * cpus, N_GOOD + 1)]
+    assert list(cohort.nights["status"]).count("done") == N_GOOD
+
+
 def test_a_night_that_kills_its_worker_is_reported_and_the_run_goes_on(ray_session, cohort_input, full_run, tmp_path,
                                                                         monkeypatch):
     """A night whose worker process dies (here: exits; in life the OOM killer) is tried once more, then

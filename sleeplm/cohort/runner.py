@@ -111,20 +111,21 @@ def _tasks_in_flight(workers: int, cpus: int, nights: int) -> int:
     Ray Data's scheduling loop notices a finished task only after waiting up to 0.1 s for all of
     the tasks in flight (``ray.wait`` for every one, with a timeout), then fetches its metadata on
     another thread: with two one-CPU nights on two CPUs, every next night started 0.1-0.3 s after
-    a CPU was free (a ~1.9-s night: up to 15 % of the run). When the nights may use every CPU,
-    one more night is kept submitted than there are CPUs: it waits in Ray's own queue, which
-    starts it within milliseconds of a CPU freeing, and the CPUs (one per night) still bound the
-    nights measured at once. With fewer workers than CPUs nothing more is submitted: the extra
-    night would start on a free CPU.
+    a CPU was free (a ~1.9-s night: up to 15 % of the run). When the nights may use every CPU, one
+    more night per CPU is kept submitted: it waits in Ray's own queue, which starts it within
+    milliseconds of a CPU freeing, even when two CPUs free at once (with a single spare night the
+    second one still waited for the loop), and the CPUs (one per night) still bound the nights
+    measured at once. With fewer workers than CPUs nothing more is submitted: the extra nights
+    would start on the free CPUs.
 
     Examples
     --------
     >>> _tasks_in_flight(workers=2, cpus=2, nights=6), _tasks_in_flight(workers=1, cpus=2, nights=6)
-    (3, 1)
-    >>> _tasks_in_flight(workers=8, cpus=2, nights=6), _tasks_in_flight(workers=2, cpus=2, nights=2)
-    (6, 2)
+    (4, 1)
+    >>> _tasks_in_flight(workers=8, cpus=2, nights=6), _tasks_in_flight(workers=2, cpus=2, nights=3)
+    (6, 3)
     """
-    in_flight = workers + 1 if workers >= cpus else workers
+    in_flight = workers + cpus if workers >= cpus else workers
     return max(1, min(in_flight, nights))
 
 
@@ -258,7 +259,7 @@ def run(source, out_dir, address: str | None = None, num_cpus: int | None = None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*deprecated")
             dataset = dataset.map(measure_night, num_cpus=1, ray_remote_args_fn=_measure_task_args,
-                                  compute=ray.data.TaskPoolStrategy(size=min(workers or cpus, len(tasks))),
+                                  compute=ray.data.TaskPoolStrategy(size=_tasks_in_flight(workers or cpus, cpus, len(tasks))),
                                   fn_kwargs={"out_dir": str(out.resolve()), "salt": salt,
                                              "hypopnea_rule": hypopnea_rule, "model_id": model_id,
                                              "finalize": loader is None, "retry_failed": retry_failed})
