@@ -641,6 +641,17 @@ def test_the_ask_endpoint_takes_a_rule_or_uses_the_servers(plain_night, tmp_path
 
 
 
+def _accepted_for_its_arousal_alone(automatic) -> tuple[str, int]:
+    """A hypopnea the automatic scoring accepted for its arousal alone (SpO2 fell < 3 %), whose arousal lies in
+    the next epoch after 10 s of it: (the hypopnea's id, that epoch). Staging that epoch wake turns it into a near-miss."""
+    accepted = automatic.events[automatic.events.kind == "hypopnea"]
+    arousals = automatic.events[automatic.events.kind == "arousal"]
+    return next((c.candidate_id, int(a.start_s // 30)) for c in automatic.candidates.itertuples()
+                if c.desaturation_pct < 3 and c.arousal and c.candidate_id in set(accepted.event_id)
+                for a in arousals[arousals.start_s.between(c.start_s, c.end_s + 15)].itertuples()
+                if a.start_s // 30 == c.start_s // 30 + 1 and a.start_s % 30 >= 10)
+
+
 def test_a_near_miss_is_judged_once_where_the_technicians_stages_and_the_automatic_ones_differ(tmp_path):
     """events.csv and explain_event give a candidate the same status on a night whose technician staged
     differently from the automatic stager: an epoch the technician called wake holds the arousal after a
@@ -659,13 +670,7 @@ def test_a_near_miss_is_judged_once_where_the_technicians_stages_and_the_automat
                                       annotations=True, start_clock="23:00:00"), tmp_path / "night.edf")
     rec = load_recording(path)
     automatic = compare_with_automatic(rec, analyze_night(rec, automatic_staging=False)).scorings["automatic"]
-    # A hypopnea accepted for its arousal alone (SpO2 fell < 3 %), the arousal and its 10 s of sleep in the next epoch.
-    accepted = automatic.events[automatic.events.kind == "hypopnea"]
-    arousals = automatic.events[automatic.events.kind == "arousal"]
-    flip, arousal_epoch = next((c.candidate_id, int(a.start_s // 30)) for c in automatic.candidates.itertuples()
-                               if c.desaturation_pct < 3 and c.arousal and c.candidate_id in set(accepted.event_id)
-                               for a in arousals[arousals.start_s.between(c.start_s, c.end_s + 15)].itertuples()
-                               if a.start_s // 30 == c.start_s // 30 + 1 and a.start_s % 30 >= 10)
+    flip, arousal_epoch = _accepted_for_its_arousal_alone(automatic)
     technician = np.full(rec.n_epochs, "N2", dtype=object)
     technician[arousal_epoch] = "W"
     rec = replace(rec, reference=replace(rec.reference, stages=technician))
@@ -710,14 +715,9 @@ def test_a_technician_file_without_apneas_or_hypopneas_explains_the_events_in_us
                                       start_clock="23:00:00"), tmp_path / "night.edf")
     automatic = analyze_night(load_recording(path))  # no scoring beside it yet: YASA's stages, the product's events
     assert automatic.staging.source == "yasa"
-    # A hypopnea accepted for its arousal alone (SpO2 fell < 3 %), the arousal and its 10 s of sleep in the next epoch.
-    accepted = automatic.events[automatic.events.kind == "hypopnea"]
-    arousals = automatic.events[automatic.events.kind == "arousal"]
-    flip, arousal_epoch = next((c.candidate_id, int(a.start_s // 30)) for c in automatic.candidates.itertuples()
-                               if c.desaturation_pct < 3 and c.arousal and c.candidate_id in set(accepted.event_id)
-                               for a in arousals[arousals.start_s.between(c.start_s, c.end_s + 15)].itertuples()
-                               if a.start_s // 30 == c.start_s // 30 + 1 and a.start_s % 30 >= 10)
+    flip, arousal_epoch = _accepted_for_its_arousal_alone(automatic)
     stages = [("Stage 2 sleep|2", arousal_epoch), ("Wake|0", 1), ("Stage 2 sleep|2", len(automatic.features) - arousal_epoch - 1)]
+    arousals = automatic.events[automatic.events.kind == "arousal"]
     scored = [("Arousal|Arousal ()", a.start_s, round(a.end_s - a.start_s, 1), "") for a in arousals.head(3).itertuples()]
     (tmp_path / "night-nsrr.xml").write_text(nsrr_xml(stages, scored, clock="23.00.00"))
     rec = load_recording(path)
